@@ -1,0 +1,28 @@
+# Junction: the two commands a newcomer needs are `make run` and `make test`.
+SWIFT ?= swift
+DATA_DIR ?= data
+
+.PHONY: setup build run test bench clean
+
+setup:
+	@./scripts/setup.sh
+
+build: setup
+	$(SWIFT) build -c release --product junction
+
+# Set up, build, and start the gateway on the embedded defaults.
+run: build
+	.build/release/junction serve --config Config/junction.json --plugins plugins.json --data-dir $(DATA_DIR)
+
+# Set up, build the tests once, run the whole suite.
+test: setup
+	$(SWIFT) build --build-tests
+	$(SWIFT) test --skip-build
+
+# Throughput and latency figures; see Benchmarks/README.md.
+bench: setup
+	$(SWIFT) build -c release --product junction-bench
+	.build/release/junction-bench
+
+clean:
+	rm -rf .build

@@ -1,0 +1,102 @@
+// swift-tools-version:6.2
+import PackageDescription
+
+let swiftSettings: [SwiftSetting] = [
+    .swiftLanguageMode(.v6),
+    .enableUpcomingFeature("ExistentialAny"),
+]
+
+let package = Package(
+    name: "junction",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "junction", targets: ["junction"]),
+        .library(name: "JunctionCore", targets: ["JunctionCore"]),
+        .library(name: "JunctionStore", targets: ["JunctionStore"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+    ],
+    targets: [
+        // The system libzmq (Debian: libzmq3-dev), wrapped for Swift.
+        .systemLibrary(
+            name: "CZeroMQ",
+            pkgConfig: "libzmq",
+            providers: [.apt(["libzmq3-dev"])]
+        ),
+        // CRC32C (Castagnoli) with the SSE4.2 instruction where the CPU has it.
+        .target(name: "CCRC32C"),
+
+        // Message model, filters, storage protocol: no I/O.
+        .target(name: "JunctionCore", swiftSettings: swiftSettings),
+        // The embedded commit log, queue indexes and their recovery.
+        .target(
+            name: "JunctionStore",
+            dependencies: [
+                "JunctionCore", "CCRC32C",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // Configuration loading and validation, service wiring.
+        .target(
+            name: "JunctionGateway",
+            dependencies: [
+                "JunctionCore", "JunctionStore",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // The command-line program: thin, everything real lives in the libraries.
+        .executableTarget(
+            name: "junction",
+            dependencies: [
+                "JunctionGateway", "JunctionCore", "JunctionStore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // `make bench`: throughput and latency runs.
+        .executableTarget(
+            name: "junction-bench",
+            dependencies: [
+                "JunctionCore", "JunctionStore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Benchmarks/Sources/junction-bench",
+            swiftSettings: swiftSettings
+        ),
+        // A child process for crash tests: appends with flush=always and reports
+        // each returned append on stdout until it is killed.
+        .executableTarget(
+            name: "store-appender",
+            dependencies: ["JunctionCore", "JunctionStore"],
+            path: "Tests/Helpers/store-appender",
+            swiftSettings: swiftSettings
+        ),
+
+        .target(
+            name: "JunctionTestSupport",
+            dependencies: ["JunctionCore", "JunctionStore"],
+            path: "Tests/JunctionTestSupport",
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(name: "CZeroMQTests", dependencies: ["CZeroMQ"], swiftSettings: swiftSettings),
+        .testTarget(name: "JunctionCoreTests", dependencies: ["JunctionCore", "JunctionTestSupport"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "JunctionStoreTests",
+            dependencies: ["JunctionStore", "JunctionCore", "CCRC32C", "JunctionTestSupport", "store-appender"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "JunctionGatewayTests",
+            dependencies: ["JunctionGateway", "JunctionCore", "JunctionStore", "JunctionTestSupport", "junction"],
+            swiftSettings: swiftSettings
+        ),
+    ]
+)

@@ -1,0 +1,56 @@
+/// What the routing core is configured with: topic defaults and declared topics.
+public struct BrokerSettings: Sendable, Hashable {
+    /// Create a topic on its first publish; when false only declared topics exist.
+    public var autoCreateTopics: Bool
+    /// Defaults for topics and subscriptions that do not say otherwise.
+    public var defaults: TopicDefaults
+    /// Topics declared in the configuration, with their queue counts.
+    public var topics: [TopicDeclaration]
+
+    /// Creates settings; the defaults are those documented in docs/CONFIG.md.
+    public init(autoCreateTopics: Bool = true, defaults: TopicDefaults = TopicDefaults(), topics: [TopicDeclaration] = []) {
+        self.autoCreateTopics = autoCreateTopics
+        self.defaults = defaults
+        self.topics = topics
+    }
+}
+
+/// Defaults for topics and subscriptions.
+public struct TopicDefaults: Sendable, Hashable {
+    /// Queues of a topic created on first use.
+    public var queues: Int
+    /// How long an explicit-ack delivery may stay unacknowledged before redelivery.
+    public var ackTimeoutMs: Int
+    /// Deliveries of one message before it goes to the dead-letter topic.
+    public var maxDeliveries: Int
+    /// Redelivery delays, one per attempt; the last repeats.
+    public var backoffMs: [Int]
+    /// How long a dedupe id is remembered.
+    public var dedupeWindowMs: Int
+
+    /// Creates defaults (RocketMQ-like backoff: 1s 5s 10s 30s 1m 2m).
+    public init(
+        queues: Int = 4, ackTimeoutMs: Int = 30_000, maxDeliveries: Int = 16,
+        backoffMs: [Int] = [1_000, 5_000, 10_000, 30_000, 60_000, 120_000], dedupeWindowMs: Int = 120_000
+    ) {
+        self.queues = queues
+        self.ackTimeoutMs = ackTimeoutMs
+        self.maxDeliveries = maxDeliveries
+        self.backoffMs = backoffMs
+        self.dedupeWindowMs = dedupeWindowMs
+    }
+}
+
+/// A topic declared in the configuration.
+public struct TopicDeclaration: Sendable, Hashable {
+    /// Its name.
+    public var name: String
+    /// Its number of queues.
+    public var queues: Int
+
+    /// Creates a declaration.
+    public init(name: String, queues: Int) {
+        self.name = name
+        self.queues = queues
+    }
+}

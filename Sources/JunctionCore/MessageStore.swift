@@ -1,0 +1,111 @@
+/// The storage the broker core runs on. The embedded commit log implements it;
+/// a backend on a distributed log can replace it without touching the core.
+///
+/// The store assigns queue offsets and ids; the core decides which queue a
+/// message goes to. An append returns only when the store's flush policy is
+/// satisfied (with `always`, when the record's bytes are on disk).
+public protocol MessageStore: Sendable {
+    /// Stores messages, each on the queue given, in order. The results are in the
+    /// same order. Either every message of the call is stored or none is.
+    func append(_ requests: [AppendRequest]) async throws -> [AppendResult]
+
+    /// Reads a queue from `offset` on, at most `limit` messages. With
+    /// `tagHashes`, entries whose tag hash is not in the set are skipped without
+    /// reading their records.
+    func read(topic: String, queue: Int, from offset: UInt64, limit: ReadLimit, tagHashes: Set<UInt64>?) async throws -> ReadBatch
+
+    /// The message with this id, or nil when there is none (or it was deleted by retention).
+    func message(id: MessageID) async throws -> StoredMessage?
+
+    /// The readable offsets of a queue: `min` is the oldest kept, `end` one past the newest.
+    func queueRange(topic: String, queue: Int) async throws -> QueueRange
+
+    /// The first offset of a queue whose message was stored at or after `timestamp`
+    /// (ms since the epoch); the queue's end when there is none.
+    func offset(topic: String, queue: Int, atOrAfter timestamp: Int64) async throws -> UInt64
+
+    /// Every (topic, number of queues) the store holds messages for.
+    func knownTopics() async throws -> [String: Int]
+
+    /// Finishes outstanding appends, makes everything durable and releases files.
+    func close() async throws
+}
+
+/// One message to store and the queue it goes to.
+public struct AppendRequest: Sendable {
+    /// The message.
+    public var message: Message
+    /// Its queue within the topic.
+    public var queue: Int
+
+    /// Creates a request.
+    public init(message: Message, queue: Int) {
+        self.message = message
+        self.queue = queue
+    }
+}
+
+/// Where an appended message was stored.
+public struct AppendResult: Sendable, Hashable {
+    /// Its id.
+    public var id: MessageID
+    /// Its queue.
+    public var queue: Int
+    /// Its offset within the queue.
+    public var queueOffset: UInt64
+    /// When it was stored.
+    public var storeTimestamp: Int64
+
+    /// Creates a result.
+    public init(id: MessageID, queue: Int, queueOffset: UInt64, storeTimestamp: Int64) {
+        self.id = id
+        self.queue = queue
+        self.queueOffset = queueOffset
+        self.storeTimestamp = storeTimestamp
+    }
+}
+
+/// How much one read may return.
+public struct ReadLimit: Sendable, Hashable {
+    /// At most this many messages.
+    public var maxMessages: Int
+    /// At most about this many bytes of records (at least one message is returned).
+    public var maxBytes: Int
+    /// At most this many index entries examined, matching or not.
+    public var maxScanned: Int
+
+    /// Creates a limit.
+    public init(maxMessages: Int = 32, maxBytes: Int = 4 << 20, maxScanned: Int = 65_536) {
+        self.maxMessages = maxMessages
+        self.maxBytes = maxBytes
+        self.maxScanned = maxScanned
+    }
+}
+
+/// What a read returned.
+public struct ReadBatch: Sendable {
+    /// The messages, in offset order.
+    public var messages: [StoredMessage]
+    /// Where the next read of this queue should start (past skipped entries too).
+    public var nextOffset: UInt64
+
+    /// Creates a batch.
+    public init(messages: [StoredMessage], nextOffset: UInt64) {
+        self.messages = messages
+        self.nextOffset = nextOffset
+    }
+}
+
+/// The readable offsets of a queue.
+public struct QueueRange: Sendable, Hashable {
+    /// The oldest offset still stored.
+    public var min: UInt64
+    /// One past the newest stored offset.
+    public var end: UInt64
+
+    /// Creates a range.
+    public init(min: UInt64, end: UInt64) {
+        self.min = min
+        self.end = end
+    }
+}

@@ -1,0 +1,18 @@
+/// The 64-bit hash of a tag that queue indexes keep beside each entry, so that a
+/// tag-filtered read can skip records without reading them. Equal hashes are
+/// only candidates: the broker compares the real tag before delivering.
+public enum TagHash {
+    /// The hash of an untagged message.
+    public static let untagged: UInt64 = 0
+
+    /// FNV-1a over the tag's UTF-8 bytes; never 0, which means "no tag".
+    public static func of(_ tag: String?) -> UInt64 {
+        guard let tag else { return untagged }
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in tag.utf8 {
+            hash ^= UInt64(byte)
+            hash = hash &* 0x0000_0100_0000_01b3
+        }
+        return hash == untagged ? 1 : hash
+    }
+}

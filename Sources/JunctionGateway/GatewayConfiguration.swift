@@ -1,0 +1,116 @@
+import Foundation
+import JunctionCore
+import JunctionStore
+
+/// Config/junction.json, decoded and validated into immutable values before
+/// anything starts. Every key is documented in docs/CONFIG.md.
+public struct GatewayConfiguration: Sendable, Hashable {
+    /// Where the store keeps its files (relative paths are from the working directory).
+    public var dataDirectory: String
+    /// The store's settings.
+    public var storage: StoreSettings
+    /// The routing core's settings.
+    public var broker: BrokerSettings
+
+    /// Creates a configuration from its parts.
+    public init(dataDirectory: String = "data", storage: StoreSettings = StoreSettings(), broker: BrokerSettings = BrokerSettings()) {
+        self.dataDirectory = dataDirectory
+        self.storage = storage
+        self.broker = broker
+    }
+
+    /// Reads and validates a configuration file.
+    public static func load(file: String) throws(ConfigurationError) -> GatewayConfiguration {
+        guard let data = FileManager.default.contents(atPath: file) else {
+            let reason = FileManager.default.fileExists(atPath: file) ? "cannot be read (permissions?)" : "does not exist"
+            throw ConfigurationError(file: file, path: "", expected: "the file \(reason)")
+        }
+        return try decode(Array(data), file: file)
+    }
+
+    /// Decodes and validates configuration JSON; `file` names it in errors.
+    public static func decode(_ bytes: [UInt8], file: String) throws(ConfigurationError) -> GatewayConfiguration {
+        let json: JSONValue
+        do {
+            json = try JSONValue.parse(bytes: bytes)
+        } catch {
+            throw ConfigurationError(file: file, path: "", expected: "not valid JSON at \(error)")
+        }
+        var root = try JSONObjectReader(json, file: file, path: "")
+        var configuration = GatewayConfiguration()
+        if let dataDir = try root.string("dataDir") {
+            guard !dataDir.isEmpty else { throw root.error("dataDir", "expected a directory path, found an empty string") }
+            configuration.dataDirectory = dataDir
+        }
+        if var storage = try root.object("storage") {
+            configuration.storage = try decodeStorage(&storage)
+        }
+        if let auto = try root.bool("autoCreateTopics") { configuration.broker.autoCreateTopics = auto }
+        if var defaults = try root.object("defaults") {
+            configuration.broker.defaults = try decodeDefaults(&defaults)
+        }
+        if let topics = try root.array("topics") {
+            var seen: Set<String> = []
+            for (index, item) in topics.enumerated() {
+                var topic = try JSONObjectReader(item, file: file, path: "topics[\(index)]")
+                guard let name = try topic.string("name") else { throw topic.error("name", "expected a topic name, found nothing") }
+                if let problem = TopicName.problem(with: name) { throw topic.error("name", problem) }
+                guard seen.insert(name).inserted else { throw topic.error("name", "topic \"\(name)\" is declared twice") }
+                let queues = try topic.integer("queues", in: 1...1024) ?? configuration.broker.defaults.queues
+                try topic.finish()
+                configuration.broker.topics.append(TopicDeclaration(name: name, queues: queues))
+            }
+        }
+        if let routes = try root.array("routes"), !routes.isEmpty {
+            throw root.error("routes", "routes are not supported by this version yet (they arrive with the delivery core); remove them or use an empty list")
+        }
+        try root.finish()
+        return configuration
+    }
+
+    private static func decodeStorage(_ storage: inout JSONObjectReader) throws(ConfigurationError) -> StoreSettings {
+        var settings = StoreSettings()
+        if let flush = try storage.choice("flush", of: StoreSettings.FlushPolicy.self, among: StoreSettings.FlushPolicy.allCases) {
+            settings.flush = flush
+        }
+        if let interval = try storage.integer("flushIntervalMs", in: 1...60_000) { settings.flushIntervalMs = interval }
+        if let segment = try storage.integer("segmentBytes", in: UInt64(4096)...UInt64(1 << 30)) { settings.segmentBytes = segment }
+        if var retention = try storage.object("retention") {
+            if let hours = try retention.number("maxAgeHours", in: 0...1_000_000) {
+                settings.retentionMaxAgeMs = hours == 0 ? nil : Int64(hours * 3_600_000)
+            }
+            if let bytes = try retention.integer("maxBytes", in: UInt64(0)...UInt64.max) {
+                settings.retentionMaxBytes = bytes == 0 ? nil : bytes
+            }
+            if let check = try retention.integer("checkIntervalMs", in: 100...86_400_000) { settings.retentionCheckIntervalMs = check }
+            try retention.finish()
+        }
+        if var recovery = try storage.object("recovery") {
+            if let truncate = try recovery.bool("truncateCorrupt") { settings.truncateCorruptLog = truncate }
+            try recovery.finish()
+        }
+        if let checkpoint = try storage.integer("checkpointIntervalMs", in: 10...3_600_000) { settings.checkpointIntervalMs = checkpoint }
+        try storage.finish()
+        return settings
+    }
+
+    private static func decodeDefaults(_ defaults: inout JSONObjectReader) throws(ConfigurationError) -> TopicDefaults {
+        var values = TopicDefaults()
+        if let queues = try defaults.integer("queues", in: 1...1024) { values.queues = queues }
+        if let timeout = try defaults.integer("ackTimeoutMs", in: 100...86_400_000) { values.ackTimeoutMs = timeout }
+        if let max = try defaults.integer("maxDeliveries", in: 1...1000) { values.maxDeliveries = max }
+        if let backoff = try defaults.array("backoffMs") {
+            guard !backoff.isEmpty else { throw defaults.error("backoffMs", "expected at least one delay") }
+            var delays: [Int] = []
+            for (index, item) in backoff.enumerated() {
+                delays.append(try JSONObjectReader.integer(item, in: 0...86_400_000) {
+                    ConfigurationError(file: defaults.file, path: defaults.path(of: "backoffMs") + "[\(index)]", expected: $0)
+                })
+            }
+            values.backoffMs = delays
+        }
+        if let window = try defaults.integer("dedupeWindowMs", in: 0...(7 * 86_400_000)) { values.dedupeWindowMs = window }
+        try defaults.finish()
+        return values
+    }
+}

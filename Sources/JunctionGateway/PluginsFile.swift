@@ -1,0 +1,66 @@
+import Foundation
+import JunctionCore
+
+/// plugins.json: the adapters `junction serve` hosts, decoded and checked.
+///
+/// Shape: `{"plugins": [{"name", "type", "enabled", "settings"}]}`. Names are
+/// unique; every type must be one this build knows (`PluginsFile.knownTypes`).
+public struct PluginsFile: Sendable, Hashable {
+    /// One plugin entry.
+    public struct Entry: Sendable, Hashable {
+        /// The plugin's unique name (used in logs and metrics).
+        public var name: String
+        /// Its type: which adapter it instantiates.
+        public var type: String
+        /// Whether `serve` starts it.
+        public var enabled: Bool
+        /// Its type-specific settings, checked by the type.
+        public var settings: JSONValue
+    }
+
+    /// The entries in file order.
+    public var entries: [Entry]
+
+    /// The adapter types this build can instantiate. The TCP, ZeroMQ, stdio and
+    /// exec adapters register here as they are built.
+    public static let knownTypes: [String] = []
+
+    /// Reads and checks a plugins file.
+    public static func load(file: String) throws(ConfigurationError) -> PluginsFile {
+        guard let data = FileManager.default.contents(atPath: file) else {
+            let reason = FileManager.default.fileExists(atPath: file) ? "cannot be read (permissions?)" : "does not exist"
+            throw ConfigurationError(file: file, path: "", expected: "the file \(reason)")
+        }
+        return try decode(Array(data), file: file)
+    }
+
+    /// Decodes and checks plugins JSON; `file` names it in errors.
+    public static func decode(_ bytes: [UInt8], file: String) throws(ConfigurationError) -> PluginsFile {
+        let json: JSONValue
+        do {
+            json = try JSONValue.parse(bytes: bytes)
+        } catch {
+            throw ConfigurationError(file: file, path: "", expected: "not valid JSON at \(error)")
+        }
+        var root = try JSONObjectReader(json, file: file, path: "")
+        guard let items = try root.array("plugins") else { throw root.error("plugins", "expected a list of plugin entries, found nothing") }
+        try root.finish()
+        var entries: [Entry] = []
+        var names: Set<String> = []
+        for (index, item) in items.enumerated() {
+            var reader = try JSONObjectReader(item, file: file, path: "plugins[\(index)]")
+            guard let name = try reader.string("name"), !name.isEmpty else { throw reader.error("name", "expected a non-empty plugin name") }
+            guard names.insert(name).inserted else { throw reader.error("name", "plugin name \"\(name)\" is used twice") }
+            guard let type = try reader.string("type") else { throw reader.error("type", "expected a plugin type") }
+            guard knownTypes.contains(type) else {
+                let known = knownTypes.isEmpty ? "this version has no adapter types yet" : "expected one of \(knownTypes.joined(separator: ", "))"
+                throw reader.error("type", "unknown plugin type \"\(type)\"; \(known)")
+            }
+            let enabled = try reader.bool("enabled") ?? true
+            let settings = reader.value("settings") ?? .object([])
+            try reader.finish()
+            entries.append(Entry(name: name, type: type, enabled: enabled, settings: settings))
+        }
+        return PluginsFile(entries: entries)
+    }
+}

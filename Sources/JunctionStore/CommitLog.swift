@@ -1,0 +1,333 @@
+import Dispatch
+import Foundation
+import JunctionCore
+import Logging
+import Synchronization
+
+/// The embedded store: one append-only commit log for every topic, in segment
+/// files, with a fixed-size index per queue (RocketMQ's layout).
+///
+/// Appends from any number of tasks are queued and written by one writer thread
+/// in batches: one `write` and, with flush `always`, one fsync cover every append
+/// waiting (group commit). Readers see a record only once its batch is committed
+/// by the policy in force, so under `always` nothing is served that a crash
+/// could take back.
+public final class CommitLog: MessageStore {
+    /// The settings it runs with.
+    public let settings: StoreSettings
+    /// The data directory.
+    public let directory: String
+    let logDirectory: String
+    let indexDirectory: String
+    let logger: Logger
+    let lockFile: StoreFile
+
+    let shared: Mutex<SharedState>
+    private let wakeWriter = DispatchSemaphore(value: 0)
+    private let retentionRun = Mutex(())
+    let writer: WriterState
+
+    /// What the recovery on open found and did.
+    public let recovery: RecoveryReport
+
+    /// Opens (creating if needed) the store in `directory`, recovering from a crash
+    /// if there was one, and starts its writer thread.
+    public init(directory: String, settings: StoreSettings = StoreSettings(), logger: Logger = Logger(label: "junction.store")) throws {
+        self.directory = directory
+        self.settings = settings
+        self.logger = logger
+        self.logDirectory = directory + "/log"
+        self.indexDirectory = directory + "/index"
+        try StoreDirectory.create(logDirectory)
+        try StoreDirectory.create(indexDirectory)
+        self.lockFile = try StoreFile(path: directory + "/LOCK", create: true)
+        try lockFile.lockExclusively()
+        try DataFormat.check(directory: directory)
+
+        let recovered = try Recovery(
+            logDirectory: logDirectory, indexDirectory: indexDirectory, directory: directory,
+            settings: settings, logger: logger
+        ).run()
+        self.recovery = recovered.report
+        self.shared = Mutex(SharedState(segments: recovered.segments, queues: recovered.queues))
+        self.writer = WriterState(
+            active: recovered.segments.last!, nextOffsets: recovered.queues.mapValues(\.end),
+            lastTimestamp: recovered.segments.map(\.newestTimestamp).max() ?? 0)
+        let thread = Thread { [self] in writerLoop() }
+        thread.name = "junction-store-writer"
+        thread.start()
+    }
+
+    // MARK: Appending
+
+    public func append(_ requests: [AppendRequest]) async throws -> [AppendResult] {
+        guard !requests.isEmpty else { return [] }
+        for request in requests { try RecordCodec.validate(request.message, queue: request.queue) }
+        return try await withUnsafeThrowingContinuation { continuation in
+            let wake = shared.withLock { state -> Bool in
+                if let failure = state.failure {
+                    continuation.resume(throwing: failure)
+                    return false
+                }
+                if state.closing {
+                    continuation.resume(throwing: StoreError(.closed, "the store at \(directory) is closed"))
+                    return false
+                }
+                state.pending.append(PendingAppend(requests: requests, continuation: continuation))
+                defer { state.writerIdle = false }
+                return state.writerIdle
+            }
+            if wake { wakeWriter.signal() }
+        }
+    }
+
+    // MARK: Reading
+
+    public func read(topic: String, queue: Int, from offset: UInt64, limit: ReadLimit, tagHashes: Set<UInt64>?) async throws -> ReadBatch {
+        try readSync(topic: topic, queue: queue, from: offset, limit: limit, tagHashes: tagHashes)
+    }
+
+    /// The synchronous body of `read`: page-cache reads of a bounded batch.
+    public func readSync(topic: String, queue: Int, from offset: UInt64, limit: ReadLimit, tagHashes: Set<UInt64>?) throws -> ReadBatch {
+        let key = QueueKey(topic: topic, queue: queue)
+        let (view, segments) = shared.withLock { ($0.queues[key], $0.segments) }
+        guard let view else { return ReadBatch(messages: [], nextOffset: offset) }
+        var next = max(offset, view.min)
+        let scanEnd = min(view.end, next &+ UInt64(max(1, limit.maxScanned)))
+        var messages: [StoredMessage] = []
+        var bytes = 0
+        while next < scanEnd && messages.count < limit.maxMessages && bytes < limit.maxBytes {
+            let chunk = Int(min(scanEnd - next, 256))
+            let entries = try view.index.read(from: next, count: chunk)
+            if entries.isEmpty { break }
+            for entry in entries {
+                if messages.count >= limit.maxMessages || (bytes >= limit.maxBytes) { break }
+                defer { next += 1 }
+                if entry.isHole { continue }
+                if let tagHashes, !tagHashes.contains(entry.tagHash) { continue }
+                messages.append(try record(at: entry.position, size: Int(entry.size), in: segments))
+                bytes += Int(entry.size)
+            }
+            if entries.count < chunk { break }
+        }
+        return ReadBatch(messages: messages, nextOffset: next)
+    }
+
+    public func message(id: MessageID) async throws -> StoredMessage? {
+        let segments = shared.withLock { $0.segments }
+        guard let view = Self.segment(containing: id.position, in: segments), id.position + 8 <= view.end else { return nil }
+        var header = [UInt8](repeating: 0, count: 8)
+        let got = try header.withUnsafeMutableBytes { raw in try view.segment.file.read(into: raw, at: id.position - view.base) }
+        guard got == 8 else { return nil }
+        let size = header.withUnsafeBytes { Int(UInt32(littleEndian: $0.loadUnaligned(as: UInt32.self))) }
+        let checksum = header.withUnsafeBytes { UInt32(littleEndian: $0.loadUnaligned(fromByteOffset: 4, as: UInt32.self)) }
+        guard checksum == id.checksum, size >= RecordCodec.minimumSize, id.position + UInt64(size) <= view.end else { return nil }
+        return try record(at: id.position, size: size, in: segments)
+    }
+
+    public func queueRange(topic: String, queue: Int) async throws -> QueueRange {
+        let view = shared.withLock { $0.queues[QueueKey(topic: topic, queue: queue)] }
+        return QueueRange(min: view?.min ?? 0, end: view?.end ?? 0)
+    }
+
+    public func offset(topic: String, queue: Int, atOrAfter timestamp: Int64) async throws -> UInt64 {
+        let (view, segments) = shared.withLock { ($0.queues[QueueKey(topic: topic, queue: queue)], $0.segments) }
+        guard let view else { return 0 }
+        var low = view.min
+        var high = view.end
+        while low < high {
+            let middle = low + (high - low) / 2
+            guard let entry = try view.index.entry(at: middle), !entry.isHole else { low = middle + 1; continue }
+            let stored = try record(at: entry.position, size: Int(entry.size), in: segments).storeTimestamp
+            if stored >= timestamp { high = middle } else { low = middle + 1 }
+        }
+        return low
+    }
+
+    public func knownTopics() async throws -> [String: Int] {
+        shared.withLock { state in
+            var topics: [String: Int] = [:]
+            for key in state.queues.keys { topics[key.topic] = max(topics[key.topic] ?? 0, key.queue + 1) }
+            return topics
+        }
+    }
+
+    /// Total committed bytes of the log, and the position of its first byte.
+    public func logExtent() -> (start: UInt64, end: UInt64) {
+        shared.withLock { ($0.segments.first!.base, $0.segments.last!.end) }
+    }
+
+    /// The number of segment files.
+    public func segmentCount() -> Int { shared.withLock { $0.segments.count } }
+
+    private func record(at position: UInt64, size: Int, in segments: [SegmentView]) throws -> StoredMessage {
+        guard let view = Self.segment(containing: position, in: segments), position + UInt64(size) <= view.end else {
+            throw StoreError(.corruptLog, "index entry points at position \(position), outside the log")
+        }
+        var bytes = [UInt8](repeating: 0, count: size)
+        let got = try bytes.withUnsafeMutableBytes { raw in try view.segment.file.read(into: raw, at: position - view.base) }
+        do {
+            guard got == size else { throw RecordCodec.Damage.truncated }
+            return try bytes.withUnsafeBytes { raw throws(RecordCodec.Damage) in try RecordCodec.decode(raw, position: position) }
+        } catch {
+            throw StoreError(.corruptLog, "record at offset \(position - view.base) of \(view.segment.file.path) is damaged (\(error)); it is not served")
+        }
+    }
+
+    static func segment(containing position: UInt64, in segments: [SegmentView]) -> SegmentView? {
+        var low = 0
+        var high = segments.count
+        while low < high {
+            let middle = (low + high) / 2
+            if segments[middle].base <= position { low = middle + 1 } else { high = middle }
+        }
+        return low == 0 ? nil : segments[low - 1]
+    }
+
+    // MARK: Retention
+
+    /// Deletes whole segments past the retention limits (never the one being
+    /// written) and the index files that only pointed into them.
+    @discardableResult
+    public func applyRetention(now: Int64 = Clock.milliseconds()) throws -> RetentionReport {
+        try retentionRun.withLock { _ in
+            let doomed = shared.withLock { state -> [SegmentView] in
+                var total = state.segments.reduce(UInt64(0)) { $0 + $1.size }
+                var count = 0
+                for view in state.segments.dropLast() {
+                    let tooOld = settings.retentionMaxAgeMs.map { view.newestTimestamp > 0 && now - view.newestTimestamp > $0 } ?? false
+                    let tooBig = settings.retentionMaxBytes.map { total > $0 } ?? false
+                    guard tooOld || tooBig else { break }
+                    total -= view.size
+                    count += 1
+                }
+                let doomed = Array(state.segments.prefix(count))
+                state.segments.removeFirst(count)
+                return doomed
+            }
+            guard !doomed.isEmpty else { return RetentionReport(segmentsDeleted: 0, bytesDeleted: 0) }
+            for view in doomed { try StoreDirectory.remove(view.segment.file.path) }
+            try StoreDirectory.sync(logDirectory)
+            let start = shared.withLock { $0.segments.first!.base }
+            let queues = shared.withLock { $0.queues }
+            for (key, view) in queues {
+                let newMin = try view.index.firstOffset(atOrAfter: start, lower: view.min, end: view.end)
+                try view.index.removeFiles(below: newMin)
+                shared.withLock { $0.queues[key]?.min = newMin }
+            }
+            let bytes = doomed.reduce(UInt64(0)) { $0 + $1.size }
+            logger.info("retention deleted segments", metadata: [
+                "segments": "\(doomed.count)", "bytes": "\(bytes)", "logStart": "\(start)",
+            ])
+            return RetentionReport(segmentsDeleted: doomed.count, bytesDeleted: bytes)
+        }
+    }
+
+    // MARK: Closing
+
+    public func close() async throws {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let wake = shared.withLock { state -> Bool in
+                if state.closed { continuation.resume(); return false }
+                state.closing = true
+                state.closeWaiters.append(continuation)
+                defer { state.writerIdle = false }
+                return state.writerIdle
+            }
+            if wake { wakeWriter.signal() }
+        }
+        if let failure = shared.withLock({ $0.failure }) { throw failure }
+    }
+
+    // MARK: The writer thread
+
+    private func writerLoop() {
+        var lastCheckpoint = Clock.milliseconds()
+        var lastRetention = Clock.milliseconds()
+        var lastFlush = Clock.milliseconds()
+        while true {
+            let (batch, closing) = shared.withLock { state -> ([PendingAppend], Bool) in
+                let batch = state.pending
+                state.pending.removeAll(keepingCapacity: true)
+                if batch.isEmpty && !state.closing { state.writerIdle = true }
+                return (batch, state.closing)
+            }
+            if !batch.isEmpty { writer.commit(batch, log: self) }
+            let now = Clock.milliseconds()
+            if settings.flush == .interval && now - lastFlush >= Int64(settings.flushIntervalMs) {
+                writer.syncDirty(log: self)
+                lastFlush = now
+            }
+            if now - lastCheckpoint >= Int64(settings.checkpointIntervalMs) {
+                writer.checkpoint(log: self)
+                lastCheckpoint = now
+            }
+            if now - lastRetention >= Int64(settings.retentionCheckIntervalMs) {
+                do { try applyRetention(now: now) } catch { logger.error("retention failed: \(error)") }
+                lastRetention = now
+            }
+            if batch.isEmpty {
+                if closing { break }
+                let waitMs = settings.flush == .interval ? settings.flushIntervalMs : settings.checkpointIntervalMs
+                if wakeWriter.wait(timeout: .now() + .milliseconds(max(1, waitMs))) == .timedOut {
+                    shared.withLock { $0.writerIdle = false }
+                }
+            }
+        }
+        writer.syncDirty(log: self)
+        writer.checkpoint(log: self)
+        let waiters = shared.withLock { state -> [CheckedContinuation<Void, Never>] in
+            state.closed = true
+            defer { state.closeWaiters.removeAll() }
+            return state.closeWaiters
+        }
+        lockFile.unlock()
+        logger.info("store closed", metadata: ["directory": "\(directory)"])
+        for waiter in waiters { waiter.resume() }
+    }
+}
+
+/// What a retention run deleted.
+public struct RetentionReport: Sendable, Hashable {
+    /// Segment files deleted.
+    public var segmentsDeleted: Int
+    /// Bytes of log deleted.
+    public var bytesDeleted: UInt64
+}
+
+/// One caller's appends, waiting for the writer.
+struct PendingAppend {
+    var requests: [AppendRequest]
+    var continuation: UnsafeContinuation<[AppendResult], any Error>
+}
+
+/// What readers and appenders share with the writer, under one lock.
+struct SharedState {
+    var segments: [SegmentView]
+    var queues: [QueueKey: QueueView]
+    var pending: [PendingAppend] = []
+    var writerIdle = false
+    var closing = false
+    var closed = false
+    var closeWaiters: [CheckedContinuation<Void, Never>] = []
+    var failure: StoreError?
+}
+
+/// What readers may see of a queue.
+struct QueueView: Sendable {
+    var index: QueueIndex
+    /// Oldest offset still stored.
+    var min: UInt64
+    /// One past the newest committed offset.
+    var end: UInt64
+}
+
+/// Wall-clock milliseconds.
+public enum Clock {
+    /// Milliseconds since the Unix epoch.
+    public static func milliseconds() -> Int64 {
+        var spec = timespec()
+        clock_gettime(CLOCK_REALTIME, &spec)
+        return Int64(spec.tv_sec) * 1000 + Int64(spec.tv_nsec) / 1_000_000
+    }
+}

@@ -1,0 +1,194 @@
+import JunctionCore
+
+/// What only the writer thread touches: the segment being written, the next
+/// offset of every queue, the encode buffer.
+// @unchecked Sendable: created in CommitLog.init before the writer thread starts,
+// then used by that one thread only (commit, syncDirty, checkpoint).
+final class WriterState: @unchecked Sendable {
+    var active: SegmentView
+    var nextOffsets: [QueueKey: UInt64]
+    var indexes: [QueueKey: QueueIndex] = [:]
+    var lastTimestamp: Int64
+    var buffer: [UInt8] = []
+    var unsyncedSegments: [Segment] = []
+    var dirtyIndexes: [QueueKey: QueueIndex] = [:]
+    var checkpointed: UInt64 = 0
+
+    init(active: SegmentView, nextOffsets: [QueueKey: UInt64], lastTimestamp: Int64) {
+        self.active = active
+        self.nextOffsets = nextOffsets
+        self.lastTimestamp = lastTimestamp
+        self.checkpointed = active.end
+    }
+
+    /// Writes one batch of appends, makes it durable per the flush policy,
+    /// publishes it to readers and answers every caller.
+    func commit(_ batch: [PendingAppend], log: CommitLog) {
+        if let failure = log.shared.withLock({ $0.failure }) {
+            for pending in batch { pending.continuation.resume(throwing: failure) }
+            return
+        }
+        let timestamp = max(lastTimestamp, Clock.milliseconds())
+        let segmentBytes = log.settings.segmentBytes
+        buffer.removeAll(keepingCapacity: true)
+
+        // Encode, assigning positions and queue offsets.
+        var rolls: [(bufferIndex: Int, base: UInt64)] = []
+        var segmentBase = active.base
+        var segmentUsed = active.size
+        var touched: [QueueKey: (first: UInt64, entries: [IndexEntry])] = [:]
+        var results: [[AppendResult]] = []
+        results.reserveCapacity(batch.count)
+        for pending in batch {
+            var answers: [AppendResult] = []
+            answers.reserveCapacity(pending.requests.count)
+            for request in pending.requests {
+                let key = QueueKey(topic: request.message.topic, queue: request.queue)
+                let offset = nextOffsets[key] ?? 0
+                let start = buffer.count
+                let (size, checksum) = RecordCodec.encode(
+                    request.message, queue: request.queue, queueOffset: offset, storeTimestamp: timestamp, into: &buffer)
+                if segmentUsed > 0 && segmentUsed + UInt64(size) > segmentBytes {
+                    segmentBase += segmentUsed
+                    segmentUsed = 0
+                    rolls.append((start, segmentBase))
+                }
+                let position = segmentBase + segmentUsed
+                segmentUsed += UInt64(size)
+                let entry = IndexEntry(position: position, size: UInt32(size), tagHash: TagHash.of(request.message.tag))
+                touched[key, default: (offset, [])].entries.append(entry)
+                nextOffsets[key] = offset + 1
+                answers.append(AppendResult(
+                    id: MessageID(position: position, checksum: checksum), queue: request.queue,
+                    queueOffset: offset, storeTimestamp: timestamp))
+            }
+            results.append(answers)
+        }
+
+        // Write the log, then the indexes, then fsync; undo everything on failure.
+        var views = [active]
+        var created: [Segment] = []
+        do {
+            var chunkStart = 0
+            for (bufferIndex, base) in rolls + [(buffer.count, 0)] {
+                var view = views[views.count - 1]
+                try buffer.withUnsafeBytes { raw throws in
+                    try view.segment.file.write(UnsafeRawBufferPointer(rebasing: raw[chunkStart..<bufferIndex]), at: view.size)
+                }
+                view.size += UInt64(bufferIndex - chunkStart)
+                view.newestTimestamp = timestamp
+                views[views.count - 1] = view
+                chunkStart = bufferIndex
+                if bufferIndex == buffer.count && base == 0 { break }
+                // A segment is complete and durable before the next one exists, so
+                // damage found in any segment but the last is never a torn write.
+                try view.segment.file.sync()
+                let next = Segment(
+                    base: base, file: try StoreFile(path: log.logDirectory + "/" + Segment.fileName(base: base), create: true))
+                created.append(next)
+                try StoreDirectory.sync(log.logDirectory)
+                views.append(SegmentView(segment: next, size: 0, newestTimestamp: 0))
+            }
+            for (key, change) in touched {
+                let index = try queueIndex(key, log: log)
+                try index.write(change.entries, from: change.first)
+                dirtyIndexes[key] = index
+            }
+        } catch {
+            rollBack(touched: touched, created: created, log: log, cause: error)
+            for pending in batch { pending.continuation.resume(throwing: error) }
+            return
+        }
+        if log.settings.flush == .always {
+            do {
+                // Every segment closed by a roll was synced then; only the last needs it now.
+                try views[views.count - 1].segment.file.sync()
+                for segment in unsyncedSegments { try segment.file.sync() }
+                unsyncedSegments.removeAll()
+            } catch {
+                // After a failed fsync the kernel may have dropped the dirty pages:
+                // nothing written since the last good fsync can be trusted.
+                log.shared.withLock { $0.failure = StoreError(.failed, "fsync failed (\(error)); restart to recover the log") }
+                log.logger.critical("fsync failed, refusing further writes", metadata: ["error": "\(error)"])
+                rollBack(touched: touched, created: created, log: log, cause: error)
+                for pending in batch { pending.continuation.resume(throwing: error) }
+                return
+            }
+        } else {
+            for view in views where !unsyncedSegments.contains(where: { $0 === view.segment }) {
+                unsyncedSegments.append(view.segment)
+            }
+        }
+
+        // Publish to readers, then answer.
+        active = views[views.count - 1]
+        lastTimestamp = timestamp
+        log.shared.withLock { state in
+            state.segments[state.segments.count - 1] = views[0]
+            state.segments.append(contentsOf: views.dropFirst())
+            for (key, change) in touched {
+                let end = change.first + UInt64(change.entries.count)
+                if state.queues[key] != nil {
+                    state.queues[key]!.end = end
+                } else {
+                    state.queues[key] = QueueView(index: indexes[key]!, min: change.first, end: end)
+                }
+            }
+        }
+        for (pending, answers) in zip(batch, results) { pending.continuation.resume(returning: answers) }
+    }
+
+    private func queueIndex(_ key: QueueKey, log: CommitLog) throws -> QueueIndex {
+        if let index = indexes[key] { return index }
+        if let index = log.shared.withLock({ $0.queues[key]?.index }) {
+            indexes[key] = index
+            return index
+        }
+        let index = try QueueIndex(key: key, root: log.indexDirectory, entriesPerFile: log.settings.indexEntriesPerFile)
+        indexes[key] = index
+        return index
+    }
+
+    /// Undoes a batch that failed: the log and indexes are cut back to where they
+    /// were, and queue offsets are handed out again.
+    private func rollBack(touched: [QueueKey: (first: UInt64, entries: [IndexEntry])], created: [Segment], log: CommitLog, cause: any Error) {
+        log.logger.error("append batch failed, rolled back", metadata: ["error": "\(cause)"])
+        do {
+            try active.segment.file.truncate(to: active.size)
+            for segment in created { try StoreDirectory.remove(segment.file.path) }
+            for (key, change) in touched {
+                nextOffsets[key] = change.first
+                try indexes[key]?.truncate(to: change.first)
+            }
+        } catch {
+            log.shared.withLock { $0.failure = StoreError(.failed, "could not roll back a failed append (\(error)); restart to recover") }
+            log.logger.critical("rollback failed", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// fsyncs the segments written since the last fsync (`interval` and `never`).
+    func syncDirty(log: CommitLog) {
+        do {
+            for segment in unsyncedSegments { try segment.file.sync() }
+            unsyncedSegments.removeAll()
+        } catch {
+            log.shared.withLock { $0.failure = StoreError(.failed, "fsync failed (\(error)); restart to recover the log") }
+            log.logger.critical("fsync failed, refusing further writes", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// Makes the indexes durable up to the end of the log and records that
+    /// position, so that the next open re-indexes only what follows it.
+    func checkpoint(log: CommitLog) {
+        guard active.end != checkpointed else { return }
+        syncDirty(log: log)
+        do {
+            for index in dirtyIndexes.values { try index.sync() }
+            dirtyIndexes.removeAll()
+            try Checkpoint.write(position: active.end, directory: log.directory)
+            checkpointed = active.end
+        } catch {
+            log.logger.error("checkpoint failed", metadata: ["error": "\(error)"])
+        }
+    }
+}

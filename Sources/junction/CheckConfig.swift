@@ -1,0 +1,27 @@
+import ArgumentParser
+import JunctionCore
+import JunctionGateway
+
+/// `junction check-config`: validates the configuration and plugins files
+/// without starting anything. Exit 0 when valid, 2 with the file, the JSON path
+/// and what was expected when not.
+struct CheckConfig: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "check-config", abstract: "Validate the configuration without starting anything.")
+
+    @Option(help: "The broker configuration.")
+    var config = "Config/junction.json"
+
+    @Option(help: "The plugins (adapters) to host.")
+    var plugins = "plugins.json"
+
+    func run() async throws {
+        do {
+            let gateway = try GatewayConfiguration.load(file: config)
+            let pluginsFile = try PluginsFile.load(file: plugins)
+            print("\(config): valid (data directory \(gateway.dataDirectory), flush \(gateway.storage.flush.rawValue), \(gateway.broker.topics.count) declared topics)")
+            print("\(plugins): valid (\(pluginsFile.entries.count) plugins, \(pluginsFile.entries.filter(\.enabled).count) enabled)")
+        } catch {
+            throw ConfigurationFailure(message: error.description)
+        }
+    }
+}

@@ -1,0 +1,76 @@
+import ArgumentParser
+import Foundation
+import JunctionCore
+import JunctionGateway
+import JunctionStore
+import Logging
+import ServiceLifecycle
+
+/// `junction serve`: loads the configuration, opens (and recovers) the store and
+/// runs until SIGINT or SIGTERM, then shuts down gracefully and exits 0.
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run the gateway.")
+
+    @Option(help: "The broker configuration.")
+    var config = "Config/junction.json"
+
+    @Option(help: "The plugins (adapters) to host.")
+    var plugins = "plugins.json"
+
+    @Option(name: .customLong("data-dir"), help: "The data directory (overrides dataDir in the configuration).")
+    var dataDirectory: String?
+
+    @Flag(name: .customLong("truncate-corrupt"), help: "Cut a damaged log at the damage instead of refusing to start (loses what follows).")
+    var truncateCorrupt = false
+
+    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
+    var logLevel: String = "info"
+
+    func run() async throws {
+        guard let level = Logger.Level(rawValue: logLevel) else {
+            throw ValidationError("--log-level: expected trace, debug, info, notice, warning, error or critical, found \(logLevel)")
+        }
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "junction")
+
+        var configuration: GatewayConfiguration
+        let pluginsFile: PluginsFile
+        do {
+            configuration = try GatewayConfiguration.load(file: config)
+            pluginsFile = try PluginsFile.load(file: plugins)
+        } catch {
+            throw ConfigurationFailure(message: error.description)
+        }
+        if let dataDirectory { configuration.dataDirectory = dataDirectory }
+        if truncateCorrupt { configuration.storage.truncateCorruptLog = true }
+        logger.info("configuration loaded", metadata: [
+            "config": "\(config)", "plugins": "\(plugins)", "dataDir": "\(configuration.dataDirectory)",
+            "flush": "\(configuration.storage.flush.rawValue)", "declaredTopics": "\(configuration.broker.topics.count)",
+            "enabledPlugins": "\(pluginsFile.entries.filter(\.enabled).count)",
+        ])
+
+        let store: CommitLog
+        do {
+            store = try CommitLog(directory: configuration.dataDirectory, settings: configuration.storage, logger: Logger(label: "junction.store"))
+        } catch {
+            logger.critical("cannot open the store", metadata: ["error": "\(error)"])
+            throw ExitCode.failure
+        }
+        let topics = try await store.knownTopics()
+        logger.info("store ready", metadata: [
+            "topics": "\(topics.count)", "records": "\(store.recovery.records)", "bytes": "\(store.recovery.bytes)",
+        ])
+
+        let group = ServiceGroup(configuration: ServiceGroupConfiguration(
+            services: [.init(service: StoreService(store: store, logger: logger))],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger
+        ))
+        try await group.run()
+        logger.info("stopped")
+    }
+}

@@ -1,0 +1,104 @@
+import JunctionCore
+import JunctionGateway
+import JunctionStore
+import Testing
+
+@Suite("Configuration files")
+struct GatewayConfigurationTests {
+    private func decode(_ text: String) throws(ConfigurationError) -> GatewayConfiguration {
+        try GatewayConfiguration.decode(Array(text.utf8), file: "junction.json")
+    }
+
+    private func failure(_ text: String) -> ConfigurationError? {
+        do {
+            _ = try decode(text)
+            return nil
+        } catch {
+            return error
+        }
+    }
+
+    @Test("the shipped Config/junction.json and plugins.json are valid")
+    func shippedFilesAreValid() throws {
+        let root = packageRoot()
+        let configuration = try GatewayConfiguration.load(file: root + "/Config/junction.json")
+        #expect(configuration.storage.flush == .always)
+        #expect(configuration.storage.segmentBytes == 64 << 20)
+        #expect(configuration.broker.topics.contains(TopicDeclaration(name: "orders", queues: 8)))
+        _ = try PluginsFile.load(file: root + "/plugins.json")
+    }
+
+    @Test("every documented key is read into its value")
+    func decodesEveryKey() throws {
+        let configuration = try decode("""
+            {"dataDir": "/var/lib/junction",
+             "storage": {"flush": "interval", "flushIntervalMs": 20, "segmentBytes": 1048576,
+                         "retention": {"maxAgeHours": 1.5, "maxBytes": 1000000, "checkIntervalMs": 500},
+                         "recovery": {"truncateCorrupt": true}, "checkpointIntervalMs": 250},
+             "autoCreateTopics": false,
+             "defaults": {"queues": 2, "ackTimeoutMs": 1000, "maxDeliveries": 3, "backoffMs": [10, 20], "dedupeWindowMs": 5000},
+             "topics": [{"name": "a"}, {"name": "%DLQ%g", "queues": 1}],
+             "routes": []}
+            """)
+        #expect(configuration.dataDirectory == "/var/lib/junction")
+        #expect(configuration.storage == StoreSettings(
+            flush: .interval, flushIntervalMs: 20, segmentBytes: 1 << 20, retentionMaxAgeMs: 5_400_000,
+            retentionMaxBytes: 1_000_000, retentionCheckIntervalMs: 500, checkpointIntervalMs: 250, truncateCorruptLog: true))
+        #expect(configuration.broker.autoCreateTopics == false)
+        #expect(configuration.broker.defaults == TopicDefaults(queues: 2, ackTimeoutMs: 1000, maxDeliveries: 3, backoffMs: [10, 20], dedupeWindowMs: 5000))
+        #expect(configuration.broker.topics == [TopicDeclaration(name: "a", queues: 2), TopicDeclaration(name: "%DLQ%g", queues: 1)])
+    }
+
+    @Test("an empty object means every default")
+    func defaults() throws {
+        #expect(try decode("{}") == GatewayConfiguration())
+    }
+
+    @Test("errors name the file, the JSON path and what was expected", arguments: [
+        (#"{"storage": {"flush": "sometimes"}}"#, "storage.flush", "\"always\", \"interval\", \"never\""),
+        (#"{"storage": {"flsh": "always"}}"#, "storage.flsh", "unknown key"),
+        (#"{"dataDir": 3}"#, "dataDir", "expected a string, found a number"),
+        (#"{"storage": {"segmentBytes": 10}}"#, "storage.segmentBytes", "from 4096"),
+        (#"{"storage": {"segmentBytes": 1.5}}"#, "storage.segmentBytes", "whole number"),
+        (#"{"defaults": {"backoffMs": [1, "x"]}}"#, "defaults.backoffMs[1]", "expected an integer"),
+        (#"{"topics": [{"name": "ok"}, {"name": "bad name"}]}"#, "topics[1].name", "contains ' '"),
+        (#"{"topics": [{"name": "a"}, {"name": "a"}]}"#, "topics[1].name", "declared twice"),
+        (#"{"topics": [{"name": "a", "queues": 0}]}"#, "topics[0].queues", "from 1 to 1024"),
+        (#"{"topics": {"name": "a"}}"#, "topics", "expected an array"),
+        (#"{"routes": [{"name": "r"}]}"#, "routes", "not supported"),
+        (#"{"storage": {"retention": {"maxAge": 3}}}"#, "storage.retention.maxAge", "unknown key"),
+    ])
+    func errorsNameThePath(text: String, path: String, expected: String) throws {
+        let error = try #require(failure(text), "\(text) was accepted")
+        #expect(error.file == "junction.json")
+        #expect(error.path == path)
+        #expect(error.expected.contains(expected), "\(error)")
+    }
+
+    @Test("broken JSON is reported with line and column")
+    func syntaxErrors() throws {
+        let error = try #require(failure("{\n  \"dataDir\": \"x\",\n  \"storage\": {flush: 1}\n}"))
+        #expect(error.description.contains("line 3, column 15"), "\(error)")
+        let duplicate = try #require(failure(#"{"dataDir": "a", "dataDir": "b"}"#))
+        #expect(duplicate.description.contains("duplicate key"), "\(duplicate)")
+    }
+
+    @Test("plugins.json entries are checked, naming the entry and field")
+    func pluginsErrors() throws {
+        func error(_ text: String) -> ConfigurationError? {
+            do { _ = try PluginsFile.decode(Array(text.utf8), file: "plugins.json"); return nil } catch { return error }
+        }
+        #expect(try PluginsFile.decode(Array(#"{"plugins": []}"#.utf8), file: "p").entries.isEmpty)
+        #expect(error(#"{"plugins": [{"name": "x", "type": "carrier-pigeon"}]}"#)?.path == "plugins[0].type")
+        #expect(error(#"{"plugins": [{"type": "tcp"}]}"#)?.path == "plugins[0].name")
+        #expect(error(#"{"plugin": []}"#)?.path == "plugins")
+        #expect(error(#"{"plugins": [], "extra": 1}"#)?.path == "extra")
+    }
+}
+
+/// The package's root folder, found from this source file's path.
+func packageRoot(file: String = #filePath) -> String {
+    var parts = file.split(separator: "/", omittingEmptySubsequences: false)
+    parts.removeLast(3)
+    return parts.joined(separator: "/")
+}

@@ -1,0 +1,82 @@
+import Foundation
+import JunctionCore
+import JunctionStore
+import JunctionTestSupport
+import Testing
+
+@Suite("junction serve")
+struct ServeCommandTests {
+    private var junction: URL { productsDirectory().appendingPathComponent("junction") }
+
+    private func writeConfig(_ dir: TemporaryDirectory, _ text: String = "{}") throws -> (config: String, plugins: String) {
+        let config = dir.path + "/junction.json"
+        let plugins = dir.path + "/plugins.json"
+        try text.write(toFile: config, atomically: true, encoding: .utf8)
+        try #"{"plugins": []}"#.write(toFile: plugins, atomically: true, encoding: .utf8)
+        return (config, plugins)
+    }
+
+    @Test("opens the store, logs what it found, and exits 0 on SIGTERM and on SIGINT", arguments: [SIGTERM, SIGINT])
+    func gracefulStop(signal: Int32) async throws {
+        let dir = TemporaryDirectory()
+        let data = dir.path + "/data"
+        do {
+            let log = try CommitLog(directory: data)
+            _ = try await log.append((0..<10).map { AppendRequest(message: Message(topic: "t", body: [UInt8($0)]), queue: $0 % 2) })
+            try await log.close()
+        }
+        let files = try writeConfig(dir)
+        let serve = try ChildProcess(junction, ["serve", "--config", files.config, "--plugins", files.plugins, "--data-dir", data])
+        let opened = try #require(await serve.waitForLine(containing: "store opened"), "no 'store opened' line: \(serve.lines)")
+        #expect(opened.contains("records=10"))
+        #expect(await serve.waitForLine(containing: "serving") != nil, "\(serve.lines)")
+        serve.signal(signal)
+        #expect(await serve.waitForExit() == 0, "\(serve.lines)")
+        #expect(serve.lines.contains { $0.contains("store closed") })
+        // The clean close left a checkpoint at the end: nothing to re-index.
+        let reopened = try CommitLog(directory: data)
+        #expect(reopened.recovery.reindexedRecords == 0)
+        #expect(try await reopened.queueRange(topic: "t", queue: 1).end == 5)
+        try await reopened.close()
+    }
+
+    @Test("a configuration error exits 2 naming the file and the field")
+    func configurationError() async throws {
+        let dir = TemporaryDirectory()
+        let files = try writeConfig(dir, #"{"storage": {"flush": "sometimes"}}"#)
+        let serve = try ChildProcess(junction, ["serve", "--config", files.config, "--plugins", files.plugins, "--data-dir", dir.path + "/d"])
+        #expect(await serve.waitForExit() == 2)
+        #expect(serve.lines.contains { $0.contains(files.config) && $0.contains("storage.flush") }, "\(serve.lines)")
+        let usage = try ChildProcess(junction, ["serve", "--no-such-flag"])
+        #expect(await usage.waitForExit() == 2)
+        let missing = try ChildProcess(junction, ["check-config", "--config", dir.path + "/absent.json"])
+        #expect(await missing.waitForExit() == 2)
+        #expect(missing.lines.contains { $0.contains("absent.json") && $0.contains("does not exist") }, "\(missing.lines)")
+    }
+
+    @Test("a log damaged in the middle stops serve with the file and offset, unless --truncate-corrupt")
+    func corruptLog() async throws {
+        let dir = TemporaryDirectory()
+        let data = dir.path + "/data"
+        do {
+            let log = try CommitLog(directory: data)
+            for n in 0..<20 { _ = try await log.append([AppendRequest(message: Message(topic: "t", body: [UInt8](repeating: UInt8(n), count: 100)), queue: 0)]) }
+            try await log.close()
+        }
+        let segment = data + "/log/00000000000000000000.seg"
+        let handle = try #require(FileHandle(forUpdatingAtPath: segment))
+        try handle.seek(toOffset: 700)
+        try handle.write(contentsOf: Data([0xFF, 0xFF]))
+        try handle.close()
+
+        let files = try writeConfig(dir)
+        let refused = try ChildProcess(junction, ["serve", "--config", files.config, "--plugins", files.plugins, "--data-dir", data])
+        #expect(await refused.waitForExit() == 1)
+        #expect(refused.lines.contains { $0.contains(segment) && $0.contains("offset") }, "\(refused.lines)")
+
+        let lenient = try ChildProcess(junction, ["serve", "--config", files.config, "--plugins", files.plugins, "--data-dir", data, "--truncate-corrupt"])
+        #expect(await lenient.waitForLine(containing: "serving") != nil, "\(lenient.lines)")
+        lenient.signal(SIGTERM)
+        #expect(await lenient.waitForExit() == 0)
+    }
+}

@@ -1,0 +1,239 @@
+import Foundation
+import JunctionCore
+@testable import JunctionStore
+import JunctionTestSupport
+import Testing
+
+@Suite("Commit log")
+struct CommitLogTests {
+    @Test("random records round-trip across segment boundaries and a reopen", arguments: StoreSettings.FlushPolicy.allCases)
+    func roundTrip(flush: StoreSettings.FlushPolicy) async throws {
+        let dir = TemporaryDirectory()
+        let settings = StoreSettings(flush: flush, segmentBytes: 8192, indexEntriesPerFile: 16)
+        var random = SeededRandom(seed: 42)
+        var written: [(Message, AppendResult)] = []
+        do {
+            let log = try CommitLog(directory: dir.path, settings: settings)
+            for _ in 0..<60 {
+                let requests = (0..<Int.random(in: 1...8, using: &random)).map { _ in
+                    AppendRequest(message: randomMessage(topic: ["a", "b"].randomElement(using: &random)!, using: &random),
+                                  queue: Int.random(in: 0...2, using: &random))
+                }
+                let results = try await log.append(requests)
+                written += zip(requests.map(\.message), results).map { ($0, $1) }
+            }
+            #expect(log.segmentCount() > 5, "the test should cross segment boundaries")
+            try await check(log, written)
+            try await log.close()
+        }
+        let reopened = try CommitLog(directory: dir.path, settings: settings)
+        #expect(reopened.recovery.truncatedBytes == 0)
+        #expect(reopened.recovery.records == written.count)
+        try await check(reopened, written)
+        try await reopened.close()
+    }
+
+    private func check(_ log: CommitLog, _ written: [(Message, AppendResult)]) async throws {
+        for (message, result) in written {
+            let stored = try #require(try await log.message(id: result.id), "message \(result.id) not found")
+            var expected = message
+            if expected.bornTimestamp == 0 { expected.bornTimestamp = result.storeTimestamp }
+            #expect(stored.message == expected)
+            #expect(stored.queueOffset == result.queueOffset)
+        }
+        for topic in ["a", "b"] {
+            for queue in 0...2 {
+                let mine = written.filter { $0.0.topic == topic && $0.1.queue == queue }
+                let read = try await log.readAll(topic: topic, queue: queue)
+                #expect(read.map(\.id) == mine.map(\.1.id))
+                #expect(read.map(\.queueOffset) == Array(0..<UInt64(mine.count)))
+            }
+        }
+    }
+
+    @Test("many tasks appending at once: every record read back once, in per-queue order")
+    func concurrentAppends() async throws {
+        let dir = TemporaryDirectory()
+        let log = try CommitLog(directory: dir.path, settings: StoreSettings(segmentBytes: 64 << 10))
+        let tasks = 64
+        let perTask = 60
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for task in 0..<tasks {
+                group.addTask {
+                    for sequence in 0..<perTask {
+                        let message = Message(topic: "load", body: Array("\(task):\(sequence)".utf8))
+                        _ = try await log.append([AppendRequest(message: message, queue: (task + sequence) % 4)])
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        var seen: [String: Int] = [:]
+        for queue in 0..<4 {
+            var lastSequence: [Int: Int] = [:]
+            let messages = try await log.readAll(topic: "load", queue: queue)
+            #expect(messages.map(\.queueOffset) == Array(0..<UInt64(messages.count)))
+            for stored in messages {
+                let text = String(decoding: stored.message.body, as: UTF8.self)
+                seen[text, default: 0] += 1
+                let parts = text.split(separator: ":").map { Int($0)! }
+                #expect(parts[1] > lastSequence[parts[0], default: -1], "task \(parts[0]) out of order in queue \(queue)")
+                lastSequence[parts[0]] = parts[1]
+            }
+        }
+        #expect(seen.count == tasks * perTask)
+        #expect(seen.values.allSatisfy { $0 == 1 })
+        try await log.close()
+    }
+
+    @Test("a tag-filtered read skips entries by their index hash")
+    func tagFilteredRead() async throws {
+        let dir = TemporaryDirectory()
+        let log = try CommitLog(directory: dir.path)
+        let requests = (0..<300).map { n in
+            AppendRequest(message: Message(topic: "t", tag: n % 100 == 0 ? "rare" : "common", body: [UInt8(n % 256)]), queue: 0)
+        }
+        _ = try await log.append(requests)
+        let batch = try await log.read(topic: "t", queue: 0, from: 0, limit: ReadLimit(maxMessages: 10), tagHashes: [TagHash.of("rare")])
+        #expect(batch.messages.map(\.queueOffset) == [0, 100, 200])
+        #expect(batch.nextOffset == 300)
+        try await log.close()
+    }
+
+    @Test("an offset can be found by store time")
+    func offsetByTime() async throws {
+        let dir = TemporaryDirectory()
+        let log = try CommitLog(directory: dir.path)
+        let first = try await log.append([AppendRequest(message: Message(topic: "t", body: [1]), queue: 0)])[0]
+        var later = first
+        while later.storeTimestamp == first.storeTimestamp {
+            later = try await log.append([AppendRequest(message: Message(topic: "t", body: [2]), queue: 0)])[0]
+        }
+        #expect(try await log.offset(topic: "t", queue: 0, atOrAfter: 0) == 0)
+        #expect(try await log.offset(topic: "t", queue: 0, atOrAfter: later.storeTimestamp) == later.queueOffset)
+        #expect(try await log.offset(topic: "t", queue: 0, atOrAfter: later.storeTimestamp + 1) == later.queueOffset + 1)
+        try await log.close()
+    }
+
+    @Test("retention deletes whole old segments and moves each queue's first offset")
+    func retention() async throws {
+        let dir = TemporaryDirectory()
+        let settings = StoreSettings(segmentBytes: 4096, retentionMaxAgeMs: nil, retentionMaxBytes: 20_000, indexEntriesPerFile: 8)
+        let log = try CommitLog(directory: dir.path, settings: settings)
+        for n in 0..<200 {
+            _ = try await log.append([AppendRequest(message: Message(topic: "r", body: [UInt8](repeating: UInt8(n % 256), count: 200)), queue: n % 2)])
+        }
+        let before = log.segmentCount()
+        let report = try log.applyRetention()
+        #expect(report.segmentsDeleted > 0)
+        #expect(log.segmentCount() == before - report.segmentsDeleted)
+        let (start, end) = log.logExtent()
+        #expect(end - start <= 20_000 + 4096)
+        for queue in 0..<2 {
+            let range = try await log.queueRange(topic: "r", queue: queue)
+            #expect(range.min > 0 && range.end == 100)
+            let kept = try await log.readAll(topic: "r", queue: queue)
+            #expect(kept.first?.queueOffset == range.min)
+            #expect(kept.count == Int(range.end - range.min))
+        }
+        try await log.close()
+        let reopened = try CommitLog(directory: dir.path, settings: settings)
+        let range = try await reopened.queueRange(topic: "r", queue: 0)
+        #expect(range.min > 0 && range.end == 100)
+        try await reopened.close()
+
+        let aged = try CommitLog(directory: dir.path, settings: StoreSettings(segmentBytes: 4096, retentionMaxAgeMs: 1, retentionMaxBytes: nil))
+        try aged.applyRetention(now: Clock.milliseconds() + 10_000)
+        #expect(aged.segmentCount() == 1, "every segment but the active one is past the age limit")
+        try await aged.close()
+    }
+
+    @Test("indexes are rebuilt from the log when they are lost or do not match it")
+    func indexRebuild() async throws {
+        let dir = TemporaryDirectory()
+        let settings = StoreSettings(segmentBytes: 4096, indexEntriesPerFile: 10)
+        var written: [AppendResult] = []
+        do {
+            let log = try CommitLog(directory: dir.path, settings: settings)
+            for n in 0..<90 {
+                written += try await log.append([AppendRequest(message: Message(topic: "i", tag: "x", body: [UInt8(n)]), queue: n % 3)])
+            }
+            try await log.close()
+        }
+        try FileManager.default.removeItem(atPath: dir.path + "/checkpoint")
+        do {
+            let log = try CommitLog(directory: dir.path, settings: settings)
+            #expect(log.recovery.rebuiltIndexes)
+            #expect(log.recovery.reindexedRecords == 90)
+            #expect(try await log.readAll(topic: "i", queue: 1).count == 30)
+            try await log.close()
+        }
+        // Lose one index file while the checkpoint says the indexes are complete.
+        try FileManager.default.removeItem(atPath: dir.path + "/index/i/2/00000000000000000010.idx")
+        try FileManager.default.removeItem(atPath: dir.path + "/index/i/2/00000000000000000020.idx")
+        try Checkpoint.write(position: written[40].id.position, directory: dir.path)
+        let log = try CommitLog(directory: dir.path, settings: settings)
+        #expect(log.recovery.rebuiltIndexes)
+        for queue in 0..<3 {
+            let read = try await log.readAll(topic: "i", queue: queue)
+            #expect(read.map(\.id) == written.filter { $0.queue == queue }.map(\.id))
+        }
+        try await log.close()
+    }
+
+    @Test("a second process (or instance) cannot open the same data directory")
+    func lockedDirectory() async throws {
+        let dir = TemporaryDirectory()
+        let log = try CommitLog(directory: dir.path)
+        #expect(throws: StoreError.self) { try CommitLog(directory: dir.path) }
+        do {
+            _ = try CommitLog(directory: dir.path)
+        } catch let error as StoreError {
+            #expect(error.code == .locked)
+        }
+        try await log.close()
+    }
+
+    @Test("a data directory of another format version is refused, naming the file")
+    func incompatibleFormat() async throws {
+        let dir = TemporaryDirectory()
+        try await CommitLog(directory: dir.path).close()
+        try "junction-store 99\n".write(toFile: dir.path + "/FORMAT", atomically: true, encoding: .utf8)
+        do {
+            _ = try CommitLog(directory: dir.path)
+            Issue.record("opened a directory of format 99")
+        } catch let error as StoreError {
+            #expect(error.code == .incompatibleFormat)
+            #expect(error.message.contains("FORMAT"))
+        }
+    }
+
+    @Test("a message that cannot be encoded is refused with the field named, and nothing is stored")
+    func invalidMessage() async throws {
+        let dir = TemporaryDirectory()
+        let log = try CommitLog(directory: dir.path)
+        let long = String(repeating: "x", count: 300)
+        do {
+            _ = try await log.append([
+                AppendRequest(message: Message(topic: "ok", body: []), queue: 0),
+                AppendRequest(message: Message(topic: "ok", tag: long, body: []), queue: 0),
+            ])
+            Issue.record("a 300-byte tag was stored")
+        } catch let error as StoreError {
+            #expect(error.code == .invalidMessage)
+            #expect(error.message.contains("tag"))
+        }
+        #expect(try await log.queueRange(topic: "ok", queue: 0).end == 0)
+        try await log.close()
+    }
+
+    @Test("appends after close fail with a clear error")
+    func closed() async throws {
+        let dir = TemporaryDirectory()
+        let log = try CommitLog(directory: dir.path)
+        try await log.close()
+        await #expect(throws: StoreError.self) {
+            try await log.append([AppendRequest(message: Message(topic: "t", body: []), queue: 0)])
+        }
+    }
+}

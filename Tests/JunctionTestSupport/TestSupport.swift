@@ -1,0 +1,245 @@
+import Foundation
+import JunctionCore
+import JunctionStore
+import Synchronization
+
+/// A directory under the system temp dir, removed when the test is done with it.
+public final class TemporaryDirectory: Sendable {
+    public let path: String
+
+    public init(_ label: String = "junction") {
+        var template = Array("\(NSTemporaryDirectory())/\(label)-XXXXXX".utf8CString)
+        let made = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
+        precondition(made != nil, "mkdtemp failed: \(errno)")
+        path = String(cString: template.withUnsafeBufferPointer { $0.baseAddress! })
+    }
+
+    deinit { try? FileManager.default.removeItem(atPath: path) }
+}
+
+/// The folder holding the built test bundle and the package's executables.
+public func productsDirectory() -> URL {
+    URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
+}
+
+/// A deterministic random source, so that a failing run can be repeated.
+public struct SeededRandom: RandomNumberGenerator {
+    var state: UInt64
+    public init(seed: UInt64) { state = seed &+ 0x9E37_79B9_7F4A_7C15 }
+    public mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+/// A random message of moderate size, with every optional field sometimes set.
+public func randomMessage(topic: String, using random: inout SeededRandom) -> Message {
+    func text(_ count: Int) -> String {
+        String((0..<count).map { _ in "abcdefghijklmnopqrstuvwxyzé0123456789".randomElement(using: &random)! })
+    }
+    var properties: [String: String] = [:]
+    for _ in 0..<Int.random(in: 0...4, using: &random) { properties[text(5)] = text(Int.random(in: 0...20, using: &random)) }
+    return Message(
+        topic: topic,
+        tag: Bool.random(using: &random) ? "tag\(Int.random(in: 0...3, using: &random))" : nil,
+        keys: (0..<Int.random(in: 0...2, using: &random)).map { _ in text(8) },
+        properties: properties,
+        body: (0..<Int.random(in: 0...700, using: &random)).map { _ in UInt8.random(in: 0...255, using: &random) },
+        shardingKey: Bool.random(using: &random) ? text(6) : nil,
+        dedupeID: Bool.random(using: &random) ? text(12) : nil,
+        deliverAt: Bool.random(using: &random) ? Int64.random(in: 1...2_000_000_000_000, using: &random) : nil,
+        bornTimestamp: Int64.random(in: 1...2_000_000_000_000, using: &random))
+}
+
+extension CommitLog {
+    /// Every message of a queue from its first kept offset, in order.
+    public func readAll(topic: String, queue: Int) async throws -> [StoredMessage] {
+        var all: [StoredMessage] = []
+        var offset: UInt64 = 0
+        while true {
+            let batch = try await read(topic: topic, queue: queue, from: offset, limit: ReadLimit(maxMessages: 100), tagHashes: nil)
+            all += batch.messages
+            if batch.nextOffset == offset { return all }
+            offset = batch.nextOffset
+        }
+    }
+}
+
+/// Runs a program, collects its stdout lines, and sends it SIGKILL once it has
+/// printed `killAfter` lines; then reads what it had written until the pipe
+/// closes. Runs on a thread of its own so that no cooperative thread blocks.
+/// Fails (returns nil lines) if the deadline passes first.
+public func runAndKill(_ executable: URL, _ arguments: [String], killAfter: Int, deadlineSeconds: Double = 120) async throws -> (lines: [String], killed: Bool) {
+    let process = Process()
+    process.executableURL = executable
+    process.arguments = arguments
+    let pipe = Pipe()
+    process.standardOutput = pipe
+    try process.run()
+    let fd = pipe.fileHandleForReading.fileDescriptor
+    let pid = process.processIdentifier
+    return await withCheckedContinuation { continuation in
+        let thread = Thread {
+            let deadline = Date().addingTimeInterval(deadlineSeconds)
+            var lines: [String] = []
+            var partial: [UInt8] = []
+            var killed = false
+            var buffer = [UInt8](repeating: 0, count: 65_536)
+            while true {
+                if Date() > deadline {
+                    kill(pid, SIGKILL)
+                    break
+                }
+                var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+                guard poll(&poller, 1, 500) > 0 else { continue }
+                let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+                if n <= 0 { break }
+                for byte in buffer[0..<n] {
+                    if byte == UInt8(ascii: "\n") {
+                        lines.append(String(decoding: partial, as: UTF8.self))
+                        partial.removeAll(keepingCapacity: true)
+                    } else {
+                        partial.append(byte)
+                    }
+                }
+                if !killed && lines.count >= killAfter {
+                    kill(pid, SIGKILL)
+                    killed = true
+                }
+            }
+            process.waitUntilExit()
+            continuation.resume(returning: (lines, killed))
+        }
+        thread.start()
+    }
+}
+
+/// A running child process whose stderr (or stdout) lines can be awaited.
+public final class ChildProcess: Sendable {
+    private struct Waiter: Sendable {
+        var id: Int
+        var predicate: @Sendable (String) -> Bool
+        var continuation: CheckedContinuation<String?, Never>
+    }
+    private struct State: Sendable {
+        var lines: [String] = []
+        var waiters: [Waiter] = []
+        var nextID = 0
+        var ended = false
+    }
+
+    public let process: Process
+    private let state = Locked(State())
+    private let stdinPipe = Pipe()
+
+    /// Starts `executable`; lines of `stream` (stderr by default) are collected.
+    public init(_ executable: URL, _ arguments: [String], watch watchStdout: Bool = false, currentDirectory: String? = nil) throws {
+        process = Process()
+        process.executableURL = executable
+        process.arguments = arguments
+        if let currentDirectory { process.currentDirectoryURL = URL(fileURLWithPath: currentDirectory) }
+        let watched = Pipe()
+        let other = Pipe()
+        process.standardInput = stdinPipe
+        process.standardError = watchStdout ? other : watched
+        process.standardOutput = watchStdout ? watched : other
+        try process.run()
+        let state = self.state
+        let fd = watched.fileHandleForReading.fileDescriptor
+        let drain = other.fileHandleForReading
+        Thread { while !drain.availableData.isEmpty {} }.start()
+        Thread {
+            var partial: [UInt8] = []
+            var buffer = [UInt8](repeating: 0, count: 16_384)
+            while true {
+                let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+                if n <= 0 { break }
+                for byte in buffer[0..<n] {
+                    guard byte == UInt8(ascii: "\n") else { partial.append(byte); continue }
+                    let line = String(decoding: partial, as: UTF8.self)
+                    partial.removeAll(keepingCapacity: true)
+                    let ready = state.withLock { state -> [Waiter] in
+                        state.lines.append(line)
+                        let ready = state.waiters.filter { $0.predicate(line) }
+                        state.waiters.removeAll { $0.predicate(line) }
+                        return ready
+                    }
+                    for waiter in ready { waiter.continuation.resume(returning: line) }
+                }
+            }
+            let left = state.withLock { state -> [Waiter] in
+                state.ended = true
+                defer { state.waiters.removeAll() }
+                return state.waiters
+            }
+            for waiter in left { waiter.continuation.resume(returning: nil) }
+        }.start()
+    }
+
+    /// Every line seen so far.
+    public var lines: [String] { state.withLock { $0.lines } }
+
+    /// Waits for a line containing `text` (already seen or still to come); nil if
+    /// the stream ends or `seconds` pass first.
+    public func waitForLine(containing text: String, seconds: Double = 60) async -> String? {
+        await withCheckedContinuation { continuation in
+            let id = state.withLock { state -> Int? in
+                if let line = state.lines.first(where: { $0.contains(text) }) {
+                    continuation.resume(returning: line)
+                    return nil
+                }
+                if state.ended {
+                    continuation.resume(returning: nil)
+                    return nil
+                }
+                state.nextID += 1
+                state.waiters.append(Waiter(id: state.nextID, predicate: { $0.contains(text) }, continuation: continuation))
+                return state.nextID
+            }
+            guard let id else { return }
+            let state = self.state
+            Thread {
+                Thread.sleep(forTimeInterval: seconds)  // a deadline, not synchronisation
+                let expired = state.withLock { state -> Waiter? in
+                    guard let index = state.waiters.firstIndex(where: { $0.id == id }) else { return nil }
+                    return state.waiters.remove(at: index)
+                }
+                expired?.continuation.resume(returning: nil)
+            }.start()
+        }
+    }
+
+    /// Sends a signal.
+    public func signal(_ signal: Int32) { kill(process.processIdentifier, signal) }
+
+    /// Writes to the child's stdin.
+    public func write(_ text: String) { stdinPipe.fileHandleForWriting.write(Data(text.utf8)) }
+
+    /// Waits for the process to exit, killing it after `seconds`; returns its status.
+    public func waitForExit(seconds: Double = 60) async -> Int32 {
+        let process = self.process
+        return await withCheckedContinuation { continuation in
+            Thread {
+                let deadline = Date().addingTimeInterval(seconds)
+                while process.isRunning && Date() < deadline { usleep(2_000) }
+                if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+                process.waitUntilExit()
+                continuation.resume(returning: process.terminationStatus)
+            }.start()
+        }
+    }
+}
+
+/// A value behind a lock that closures and threads can share by reference.
+public final class Locked<Value: Sendable>: Sendable {
+    private let mutex: Mutex<Value>
+
+    public init(_ value: Value) { mutex = Mutex(value) }
+
+    public func withLock<Result: Sendable>(_ body: (inout Value) -> Result) -> Result {
+        mutex.withLock { value in body(&value) }
+    }
+}

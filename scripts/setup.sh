@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs what a fresh Debian machine with the Swift toolchain lacks to build
+# and test Junction: pkg-config and libzmq (libzmq3-dev). Idempotent: it only
+# installs what is missing. Needs root (or sudo) the first time.
+set -euo pipefail
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+        echo "setup: need root to run: $*" >&2; exit 1
+    fi
+}
+
+apt_packages=()
+command -v pkg-config >/dev/null 2>&1 || apt_packages+=(pkg-config)
+if ! command -v pkg-config >/dev/null 2>&1 || ! pkg-config --exists libzmq; then
+    apt_packages+=(libzmq3-dev)
+fi
+if [ ${#apt_packages[@]} -gt 0 ]; then
+    echo "setup: installing ${apt_packages[*]} with apt-get"
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${apt_packages[@]}"
+fi
+pkg-config --exists libzmq || { echo "setup: libzmq still not found by pkg-config" >&2; exit 1; }
+echo "setup: libzmq $(pkg-config --modversion libzmq) found"
