@@ -26,6 +26,7 @@ public final class CommitLog: MessageStore {
     private let wakeWriter = DispatchSemaphore(value: 0)
     private let retentionRun = Mutex(())
     let writer: WriterState
+    let groupCommit = GroupCommit()
 
     /// What the recovery on open found and did.
     public let recovery: RecoveryReport
@@ -53,6 +54,7 @@ public final class CommitLog: MessageStore {
         self.writer = WriterState(
             active: recovered.segments.last!, nextOffsets: recovered.queues.mapValues(\.end),
             lastTimestamp: recovered.segments.map(\.newestTimestamp).max() ?? 0)
+        if settings.flush == .always { groupCommit.start(log: self) }
         let thread = Thread { [self] in writerLoop() }
         thread.name = "junction-store-writer"
         thread.start()
@@ -156,6 +158,9 @@ public final class CommitLog: MessageStore {
     public func logExtent() -> (start: UInt64, end: UInt64) {
         shared.withLock { ($0.segments.first!.base, $0.segments.last!.end) }
     }
+
+    /// Group commits made so far: fsyncs of the log that answered appends.
+    public var syncCount: Int { groupCommit.syncs.load(ordering: .relaxed) }
 
     /// The number of segment files.
     public func segmentCount() -> Int { shared.withLock { $0.segments.count } }
@@ -274,6 +279,7 @@ public final class CommitLog: MessageStore {
                 }
             }
         }
+        groupCommit.stop()
         writer.syncDirty(log: self)
         writer.checkpoint(log: self)
         let waiters = shared.withLock { state -> [CheckedContinuation<Void, Never>] in
@@ -287,6 +293,38 @@ public final class CommitLog: MessageStore {
     }
 }
 
+extension CommitLog {
+    /// Makes written batches visible to readers, in order, and answers their callers.
+    func publish(_ batches: [WrittenBatch]) {
+        shared.withLock { state in
+            for batch in batches {
+                state.segments[state.segments.count - 1] = batch.views[0]
+                state.segments.append(contentsOf: batch.views.dropFirst())
+                for advance in batch.queues {
+                    if state.queues[advance.key] != nil {
+                        state.queues[advance.key]!.end = advance.end
+                    } else {
+                        state.queues[advance.key] = QueueView(index: advance.index, min: advance.first, end: advance.end)
+                    }
+                }
+            }
+        }
+        for batch in batches {
+            for (pending, answers) in zip(batch.pending, batch.results) { pending.continuation.resume(returning: answers) }
+        }
+    }
+
+    /// Marks the store failed after an fsync error and fails the batches waiting.
+    func fail(_ batches: [WrittenBatch], cause: any Error) {
+        let failure = StoreError(.failed, "fsync failed (\(cause)); restart to recover the log")
+        shared.withLock { $0.failure = failure }
+        logger.critical("fsync failed, refusing further writes", metadata: ["error": "\(cause)"])
+        for batch in batches {
+            for pending in batch.pending { pending.continuation.resume(throwing: failure) }
+        }
+    }
+}
+
 /// What a retention run deleted.
 public struct RetentionReport: Sendable, Hashable {
     /// Segment files deleted.
@@ -296,7 +334,7 @@ public struct RetentionReport: Sendable, Hashable {
 }
 
 /// One caller's appends, waiting for the writer.
-struct PendingAppend {
+struct PendingAppend: Sendable {
     var requests: [AppendRequest]
     var continuation: UnsafeContinuation<[AppendResult], any Error>
 }

@@ -21,8 +21,8 @@ final class WriterState: @unchecked Sendable {
         self.checkpointed = active.end
     }
 
-    /// Writes one batch of appends, makes it durable per the flush policy,
-    /// publishes it to readers and answers every caller.
+    /// Encodes and writes one batch of appends; under `always` hands it to the
+    /// group-commit thread, otherwise publishes it to readers and answers it.
     func commit(_ batch: [PendingAppend], log: CommitLog) {
         if let failure = log.shared.withLock({ $0.failure }) {
             for pending in batch { pending.continuation.resume(throwing: failure) }
@@ -99,43 +99,23 @@ final class WriterState: @unchecked Sendable {
             for pending in batch { pending.continuation.resume(throwing: error) }
             return
         }
+        // Hand over: under `always` the group-commit thread fsyncs and answers
+        // while this thread encodes and writes the next batch.
+        active = views[views.count - 1]
+        lastTimestamp = timestamp
+        let written = WrittenBatch(
+            pending: batch, results: results, views: views,
+            queues: touched.map { key, change in
+                QueueAdvance(key: key, index: indexes[key]!, first: change.first, end: change.first + UInt64(change.entries.count))
+            })
         if log.settings.flush == .always {
-            do {
-                // Every segment closed by a roll was synced then; only the last needs it now.
-                try views[views.count - 1].segment.file.sync()
-                for segment in unsyncedSegments { try segment.file.sync() }
-                unsyncedSegments.removeAll()
-            } catch {
-                // After a failed fsync the kernel may have dropped the dirty pages:
-                // nothing written since the last good fsync can be trusted.
-                log.shared.withLock { $0.failure = StoreError(.failed, "fsync failed (\(error)); restart to recover the log") }
-                log.logger.critical("fsync failed, refusing further writes", metadata: ["error": "\(error)"])
-                rollBack(touched: touched, created: created, log: log, cause: error)
-                for pending in batch { pending.continuation.resume(throwing: error) }
-                return
-            }
+            log.groupCommit.submit(written)
         } else {
             for view in views where !unsyncedSegments.contains(where: { $0 === view.segment }) {
                 unsyncedSegments.append(view.segment)
             }
+            log.publish([written])
         }
-
-        // Publish to readers, then answer.
-        active = views[views.count - 1]
-        lastTimestamp = timestamp
-        log.shared.withLock { state in
-            state.segments[state.segments.count - 1] = views[0]
-            state.segments.append(contentsOf: views.dropFirst())
-            for (key, change) in touched {
-                let end = change.first + UInt64(change.entries.count)
-                if state.queues[key] != nil {
-                    state.queues[key]!.end = end
-                } else {
-                    state.queues[key] = QueueView(index: indexes[key]!, min: change.first, end: end)
-                }
-            }
-        }
-        for (pending, answers) in zip(batch, results) { pending.continuation.resume(returning: answers) }
     }
 
     private func queueIndex(_ key: QueueKey, log: CommitLog) throws -> QueueIndex {
@@ -183,6 +163,7 @@ final class WriterState: @unchecked Sendable {
         guard active.end != checkpointed else { return }
         syncDirty(log: log)
         do {
+            try active.segment.file.sync()
             for index in dirtyIndexes.values { try index.sync() }
             dirtyIndexes.removeAll()
             try Checkpoint.write(position: active.end, directory: log.directory)

@@ -1,1 +1,157 @@
-print("bench placeholder")
+// `make bench`: Junction's throughput and latency figures, printed as Markdown
+// tables. Each section says what it measures; see Benchmarks/README.md.
+import ArgumentParser
+import Dispatch
+import Foundation
+import JunctionCore
+import JunctionStore
+import Logging
+
+@main
+struct JunctionBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "junction-bench", abstract: "Measure Junction's throughput and latency.")
+
+    @Option(help: "Seconds per append measurement.")
+    var seconds: Double = 2
+
+    @Option(help: "Size of the log reopened in the recovery measurement, in MiB.")
+    var reopenMiB: Int = 1024
+
+    @Option(help: "Directory for scratch data (default: a new temporary directory).")
+    var scratch: String?
+
+    @Option(help: "Which sections to run: store, reopen (comma-separated).")
+    var only: String = "store,reopen"
+
+    func run() async throws {
+        let root = scratch ?? NSTemporaryDirectory() + "/junction-bench-\(getpid())"
+        try? FileManager.default.removeItem(atPath: root)
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let sections = Set(only.split(separator: ",").map(String.init))
+        print("# Junction benchmarks")
+        print("")
+        print("Machine: \(ProcessInfo.processInfo.activeProcessorCount) cores; scratch directory \(root).")
+        print("")
+        if sections.contains("store") { try await StoreBenchmarks(root: root, seconds: seconds).run() }
+        if sections.contains("reopen") { try await ReopenBenchmark(root: root, mebibytes: reopenMiB).run() }
+    }
+}
+
+/// Appends per second through the commit log, for each flush policy, record size
+/// and number of concurrent appenders.
+struct StoreBenchmarks {
+    let root: String
+    let seconds: Double
+
+    func run() async throws {
+        print("## Commit log appends")
+        print("")
+        print("Each appender is a task that appends and awaits the result, again and again, for \(seconds) s.")
+        print("A batch of N means each append call carries N records (one await per batch).")
+        print("With flush=always an append returns only after fsync; one fsync covers every append waiting.")
+        print("")
+        print("| flush | body bytes | appenders | batch | appends/s | MB/s | fsyncs/s |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+        var run = 0
+        for flush in StoreSettings.FlushPolicy.allCases {
+            for body in [100, 1024] {
+                for (appenders, batch) in [(1, 1), (64, 1), (64, 32)] {
+                    run += 1
+                    let directory = "\(root)/append-\(run)"
+                    let result = try await measure(flush: flush, body: body, appenders: appenders, batch: batch, directory: directory)
+                    try? FileManager.default.removeItem(atPath: directory)
+                    print("| \(flush.rawValue) | \(body) | \(appenders) | \(batch) | \(Int(result.perSecond)) | \(String(format: "%.1f", result.megabytesPerSecond)) | \(result.fsyncsPerSecond.map { String(Int($0)) } ?? "–") |")
+                }
+            }
+        }
+        print("")
+    }
+
+    struct Result {
+        var perSecond: Double
+        var megabytesPerSecond: Double
+        var fsyncsPerSecond: Double?
+    }
+
+    func measure(flush: StoreSettings.FlushPolicy, body: Int, appenders: Int, batch: Int, directory: String) async throws -> Result {
+        var quiet = Logger(label: "bench")
+        quiet.logLevel = .error
+        let log = try CommitLog(directory: directory, settings: StoreSettings(flush: flush), logger: quiet)
+        let payload = [UInt8](repeating: 0x61, count: body)
+        let started = DispatchTime.now().uptimeNanoseconds
+        let deadline = started + UInt64(seconds * 1e9)
+        let (count, calls) = try await withThrowingTaskGroup(of: (Int, Int).self) { group in
+            for appender in 0..<appenders {
+                group.addTask {
+                    let requests = (0..<batch).map { _ in
+                        AppendRequest(message: Message(topic: "bench", tag: "t", body: payload), queue: appender % 8)
+                    }
+                    var appended = 0
+                    var calls = 0
+                    while DispatchTime.now().uptimeNanoseconds < deadline {
+                        appended += try await log.append(requests).count
+                        calls += 1
+                    }
+                    return (appended, calls)
+                }
+            }
+            var total = (0, 0)
+            for try await (appended, calls) in group { total.0 += appended; total.1 += calls }
+            return total
+        }
+        let elapsed = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
+        let bytes = log.logExtent().end
+        try await log.close()
+        _ = calls
+        return Result(
+            perSecond: Double(count) / elapsed,
+            megabytesPerSecond: Double(bytes) / elapsed / 1e6,
+            fsyncsPerSecond: flush == .always ? Double(log.syncCount) / elapsed : nil)
+    }
+}
+
+/// How long opening takes on a large log: after a clean close (checkpoint at
+/// the end), and after a crash that left the checkpoint behind (re-index).
+struct ReopenBenchmark {
+    let root: String
+    let mebibytes: Int
+
+    func run() async throws {
+        var quiet = Logger(label: "bench")
+        quiet.logLevel = .error
+        let directory = "\(root)/reopen"
+        let target = UInt64(mebibytes) << 20
+        print("## Reopening a \(mebibytes) MiB log")
+        print("")
+        for body in [1024, 100] {
+            try? FileManager.default.removeItem(atPath: directory)
+            let log = try CommitLog(directory: directory, settings: StoreSettings(flush: .never), logger: quiet)
+            let payload = [UInt8](repeating: 0x62, count: body)
+            let requests = (0..<256).map { n in AppendRequest(message: Message(topic: "reopen", tag: "t", body: payload), queue: n % 8) }
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for _ in 0..<4 {
+                    group.addTask { while log.logExtent().end < target { _ = try await log.append(requests) } }
+                }
+                try await group.waitForAll()
+            }
+            try await log.close()
+            let clean = try CommitLog(directory: directory, logger: quiet)
+            let cleanReport = clean.recovery
+            try await clean.close()
+            // As after a crash with a stale checkpoint: the whole log is re-indexed.
+            try FileManager.default.removeItem(atPath: directory + "/checkpoint")
+            let crashed = try CommitLog(directory: directory, logger: quiet)
+            let crashReport = crashed.recovery
+            try await crashed.close()
+            print("| body bytes | records | after clean close | without checkpoint (full re-index) |")
+            print("| ---: | ---: | ---: | ---: |")
+            print("| \(body) | \(cleanReport.records) | \(String(format: "%.0f", cleanReport.milliseconds)) ms | \(String(format: "%.0f", crashReport.milliseconds)) ms |")
+            print("")
+        }
+        try? FileManager.default.removeItem(atPath: directory)
+        print("Every record's checksum is verified on each open; the page cache is warm (the log was just written).")
+        print("")
+    }
+}
