@@ -60,12 +60,47 @@ struct DiskFullTests {
         try await reopened.close()
     }
 
+    /// Root ignores file modes, so the refusal is made real with a read-only mount.
+    @Test("a data directory that cannot be written is refused with the file named",
+          .enabled(if: geteuid() == 0, "remounting a tmpfs read-only needs root"))
+    func readOnlyDirectory() async throws {
+        let mountPoint = TemporaryDirectory("junction-ro")
+        try run("/bin/mount", ["-t", "tmpfs", "-o", "size=1m", "tmpfs", mountPoint.path])
+        defer { try? run("/bin/umount", ["-l", mountPoint.path]) }
+        let data = mountPoint.path + "/data"
+        do {
+            let log = try CommitLog(directory: data)
+            _ = try await log.append([AppendRequest(message: Message(topic: "r", body: [1]), queue: 0)])
+            try await log.close()
+        }
+        // The closed log's files are released when its threads finish; until
+        // then the kernel refuses a read-only remount, so retry for a while.
+        var remounted = false
+        for _ in 0..<100 where !remounted {
+            remounted = status("/bin/mount", ["-o", "remount,ro", mountPoint.path]) == 0
+            if !remounted { usleep(50_000) }
+        }
+        try #require(remounted, "could not remount \(mountPoint.path) read-only within 5 s")
+        do {
+            _ = try CommitLog(directory: data)
+            Issue.record("opened a read-only data directory for writing")
+        } catch let error as StoreError {
+            #expect(error.code == .permissionDenied, "\(error)")
+            #expect(error.message.contains(data), "\(error)")
+        }
+    }
+
     private func run(_ tool: String, _ arguments: [String]) throws {
+        try #require(status(tool, arguments) == 0, "\(tool) \(arguments) failed")
+    }
+
+    private func status(_ tool: String, _ arguments: [String]) -> Int32 {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: tool)
         process.arguments = arguments
-        try process.run()
+        process.standardError = FileHandle.nullDevice
+        guard (try? process.run()) != nil else { return -1 }
         process.waitUntilExit()
-        try #require(process.terminationStatus == 0, "\(tool) \(arguments) failed")
+        return process.terminationStatus
     }
 }
