@@ -30,7 +30,11 @@ let package = Package(
         .target(name: "CCRC32C"),
 
         // Message model, filters, storage protocol: no I/O.
-        .target(name: "JunctionCore", swiftSettings: swiftSettings),
+        .target(
+            name: "JunctionCore",
+            dependencies: [.product(name: "Logging", package: "swift-log")],
+            swiftSettings: swiftSettings
+        ),
         // The embedded commit log, queue indexes and their recovery.
         .target(
             name: "JunctionStore",
@@ -87,7 +91,7 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "CZeroMQTests", dependencies: ["CZeroMQ"], swiftSettings: swiftSettings),
-        .testTarget(name: "JunctionCoreTests", dependencies: ["JunctionCore", "JunctionTestSupport"], swiftSettings: swiftSettings),
+        .testTarget(name: "JunctionCoreTests", dependencies: ["JunctionCore", "JunctionStore", "JunctionTestSupport"], swiftSettings: swiftSettings),
         .testTarget(
             name: "JunctionStoreTests",
             dependencies: ["JunctionStore", "JunctionCore", "CCRC32C", "JunctionTestSupport", "store-appender"],

@@ -6,12 +6,18 @@ public struct BrokerSettings: Sendable, Hashable {
     public var defaults: TopicDefaults
     /// Topics declared in the configuration, with their queue counts.
     public var topics: [TopicDeclaration]
+    /// Size limits of published messages.
+    public var limits: MessageLimits
 
     /// Creates settings; the defaults are those documented in docs/CONFIG.md.
-    public init(autoCreateTopics: Bool = true, defaults: TopicDefaults = TopicDefaults(), topics: [TopicDeclaration] = []) {
+    public init(
+        autoCreateTopics: Bool = true, defaults: TopicDefaults = TopicDefaults(), topics: [TopicDeclaration] = [],
+        limits: MessageLimits = MessageLimits()
+    ) {
         self.autoCreateTopics = autoCreateTopics
         self.defaults = defaults
         self.topics = topics
+        self.limits = limits
     }
 }
 
@@ -52,5 +58,28 @@ public struct TopicDeclaration: Sendable, Hashable {
     public init(name: String, queues: Int) {
         self.name = name
         self.queues = queues
+    }
+}
+
+/// What a published message may be at most; each refusal names the limit.
+public struct MessageLimits: Sendable, Hashable {
+    /// Bytes of body (RocketMQ's default, 4 MiB).
+    public var maxBodyBytes: Int
+    /// Bytes of all property names and values together.
+    public var maxPropertiesBytes: Int
+    /// Number of keys.
+    public var maxKeys: Int
+    /// Bytes of one key, of the sharding key and of the dedupe id.
+    public var maxKeyBytes: Int
+    /// How far in the future deliver-at may be (3 days).
+    public var maxDelayMs: Int64
+
+    /// Creates limits.
+    public init(maxBodyBytes: Int = 4 << 20, maxPropertiesBytes: Int = 32 << 10, maxKeys: Int = 32, maxKeyBytes: Int = 255, maxDelayMs: Int64 = 3 * 86_400_000) {
+        self.maxBodyBytes = maxBodyBytes
+        self.maxPropertiesBytes = maxPropertiesBytes
+        self.maxKeys = maxKeys
+        self.maxKeyBytes = maxKeyBytes
+        self.maxDelayMs = maxDelayMs
     }
 }

@@ -27,6 +27,14 @@ public protocol MessageStore: Sendable {
     /// Every (topic, number of queues) the store holds messages for.
     func knownTopics() async throws -> [String: Int]
 
+    /// Reads a small named piece of broker state (group offsets, scheduler
+    /// progress); nil when it was never saved.
+    func loadState(_ name: String) async throws -> [UInt8]?
+
+    /// Saves a named piece of broker state atomically and durably: after a crash
+    /// it reads back as either the old or the new bytes.
+    func saveState(_ name: String, _ bytes: [UInt8]) async throws
+
     /// Finishes outstanding appends, makes everything durable and releases files.
     func close() async throws
 }

@@ -49,6 +49,9 @@ public struct GatewayConfiguration: Sendable, Hashable {
         if var defaults = try root.object("defaults") {
             configuration.broker.defaults = try decodeDefaults(&defaults)
         }
+        if var limits = try root.object("limits") {
+            configuration.broker.limits = try decodeLimits(&limits)
+        }
         if let topics = try root.array("topics") {
             var seen: Set<String> = []
             for (index, item) in topics.enumerated() {
@@ -92,6 +95,17 @@ public struct GatewayConfiguration: Sendable, Hashable {
         if let checkpoint = try storage.integer("checkpointIntervalMs", in: 10...3_600_000) { settings.checkpointIntervalMs = checkpoint }
         try storage.finish()
         return settings
+    }
+
+    private static func decodeLimits(_ limits: inout JSONObjectReader) throws(ConfigurationError) -> MessageLimits {
+        var values = MessageLimits()
+        if let body = try limits.integer("maxBodyBytes", in: 0...(256 << 20)) { values.maxBodyBytes = body }
+        if let properties = try limits.integer("maxPropertiesBytes", in: 0...(16 << 20)) { values.maxPropertiesBytes = properties }
+        if let keys = try limits.integer("maxKeys", in: 0...65535) { values.maxKeys = keys }
+        if let keyBytes = try limits.integer("maxKeyBytes", in: 1...65535) { values.maxKeyBytes = keyBytes }
+        if let delay = try limits.integer("maxDelayMs", in: Int64(0)...Int64(365 * 86_400_000)) { values.maxDelayMs = delay }
+        try limits.finish()
+        return values
     }
 
     private static func decodeDefaults(_ defaults: inout JSONObjectReader) throws(ConfigurationError) -> TopicDefaults {

@@ -27,6 +27,7 @@ public final class CommitLog: MessageStore {
     private let retentionRun = Mutex(())
     let writer: WriterState
     let groupCommit = GroupCommit()
+    private let stateQueue = DispatchQueue(label: "junction-store-state")
 
     /// What the recovery on open found and did.
     public let recovery: RecoveryReport
@@ -41,6 +42,7 @@ public final class CommitLog: MessageStore {
         self.indexDirectory = directory + "/index"
         try StoreDirectory.create(logDirectory)
         try StoreDirectory.create(indexDirectory)
+        try StoreDirectory.create(directory + "/state")
         self.lockFile = try StoreFile(path: directory + "/LOCK", create: true)
         try lockFile.lockExclusively()
         try DataFormat.check(directory: directory)
@@ -187,6 +189,37 @@ public final class CommitLog: MessageStore {
             if segments[middle].base <= position { low = middle + 1 } else { high = middle }
         }
         return low == 0 ? nil : segments[low - 1]
+    }
+
+    // MARK: Broker state
+
+    public func loadState(_ name: String) async throws -> [UInt8]? {
+        let path = try statePath(name)
+        return try await onStateQueue {
+            guard StoreDirectory.exists(path) else { return nil }
+            let file = try StoreFile(path: path, create: false)
+            return try file.read(count: Int(try file.size()), at: 0)
+        }
+    }
+
+    public func saveState(_ name: String, _ bytes: [UInt8]) async throws {
+        let path = try statePath(name)
+        let directory = self.directory + "/state"
+        try await onStateQueue { try StoreDirectory.writeAtomically(bytes, to: path, directory: directory) }
+    }
+
+    private func statePath(_ name: String) throws -> String {
+        guard !name.isEmpty, name.utf8.allSatisfy({ $0 > 0x20 && $0 != UInt8(ascii: "/") && $0 < 0x7f }), !name.hasPrefix(".") else {
+            throw StoreError(.invalidMessage, "state name \"\(name)\" is not a plain file name")
+        }
+        return directory + "/state/" + name
+    }
+
+    /// State files are written with fsyncs: off the cooperative thread pool.
+    private func onStateQueue<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            stateQueue.async { continuation.resume(with: Result { try work() }) }
+        }
     }
 
     // MARK: Retention

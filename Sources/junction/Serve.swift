@@ -60,13 +60,17 @@ struct Serve: AsyncParsableCommand {
             logger.critical("cannot open the store", metadata: ["error": "\(error)"])
             throw ExitCode.failure
         }
-        let topics = try await store.knownTopics()
-        logger.info("store ready", metadata: [
-            "topics": "\(topics.count)", "records": "\(store.recovery.records)", "bytes": "\(store.recovery.bytes)",
-        ])
+        let broker: Broker
+        do {
+            broker = try await Broker.open(store: store, settings: configuration.broker, logger: Logger(label: "junction.broker"))
+        } catch {
+            logger.critical("cannot start the broker core", metadata: ["error": "\(error)"])
+            try? await store.close()
+            throw ExitCode.failure
+        }
 
         let group = ServiceGroup(configuration: ServiceGroupConfiguration(
-            services: [.init(service: StoreService(store: store, logger: logger))],
+            services: [.init(service: CoreService(store: store, broker: broker, logger: logger))],
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger
         ))

@@ -243,3 +243,81 @@ public final class Locked<Value: Sendable>: Sendable {
         mutex.withLock { value in body(&value) }
     }
 }
+
+/// A wall clock that moves only when the test advances it.
+public final class ManualClock: WallClock {
+    private struct Sleeper: Sendable {
+        var id: Int
+        var deadline: Int64
+        var continuation: CheckedContinuation<Void, any Error>
+    }
+    private struct State: Sendable {
+        var now: Int64
+        var sleepers: [Sleeper] = []
+        var nextID = 0
+    }
+    private let state: Locked<State>
+
+    /// Starts at `now` (ms since the epoch), by default the real time.
+    public init(now: Int64 = Int64(Date().timeIntervalSince1970 * 1000)) { state = Locked(State(now: now)) }
+
+    public func now() -> Int64 { state.withLock { $0.now } }
+
+    /// Moves the clock forward and wakes every sleeper whose deadline has come.
+    public func advance(by milliseconds: Int64) {
+        let due = state.withLock { state -> [Sleeper] in
+            state.now += milliseconds
+            let now = state.now
+            let due = state.sleepers.filter { $0.deadline <= now }
+            state.sleepers.removeAll { $0.deadline <= now }
+            return due
+        }
+        for sleeper in due { sleeper.continuation.resume() }
+    }
+
+    public func sleep(until deadline: Int64) async throws {
+        let id = state.withLock { state -> Int in
+            state.nextID += 1
+            return state.nextID
+        }
+        try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+                let ready = state.withLock { state -> Bool in
+                    if deadline <= state.now || Task.isCancelled { return true }
+                    state.sleepers.append(Sleeper(id: id, deadline: deadline, continuation: continuation))
+                    return false
+                }
+                if ready { continuation.resume() }
+            }
+            try Task.checkCancellation()
+        } onCancel: {
+            let sleeper = state.withLock { state -> Sleeper? in
+                guard let index = state.sleepers.firstIndex(where: { $0.id == id }) else { return nil }
+                return state.sleepers.remove(at: index)
+            }
+            sleeper?.continuation.resume(throwing: CancellationError())
+        }
+    }
+}
+
+/// Runs `body`, failing with `message` if it takes longer than `seconds` of real time.
+public func within<T: Sendable>(seconds: Double, _ message: String, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+    try await withThrowingTaskGroup(of: T?.self) { group in
+        group.addTask { try await body() }
+        group.addTask {
+            try await Task.sleep(for: .milliseconds(Int(seconds * 1000)))  // a deadline, not synchronisation
+            return nil
+        }
+        defer { group.cancelAll() }
+        guard let first = try await group.next(), let value = first else {
+            throw TimeoutError(message: "\(message) (waited \(seconds) s)")
+        }
+        return value
+    }
+}
+
+/// A bounded wait ran out.
+public struct TimeoutError: Error, CustomStringConvertible {
+    public var message: String
+    public var description: String { message }
+}

@@ -1,17 +1,22 @@
+import JunctionCore
 import JunctionStore
 import Logging
 import ServiceLifecycle
 
-/// Keeps the store open while the gateway runs; on graceful shutdown it lets
-/// outstanding appends finish, makes everything durable and closes the store.
-public struct StoreService: Service {
+/// Keeps the store and the broker core running while the gateway runs; on
+/// graceful shutdown it stops the broker, lets outstanding appends finish,
+/// makes everything durable and closes the store.
+public struct CoreService: Service {
     /// The store it owns.
     public let store: CommitLog
+    /// The broker core on top of it.
+    public let broker: Broker
     let logger: Logger
 
-    /// Creates the service for an opened store.
-    public init(store: CommitLog, logger: Logger) {
+    /// Creates the service for an opened store and broker.
+    public init(store: CommitLog, broker: Broker, logger: Logger) {
         self.store = store
+        self.broker = broker
         self.logger = logger
     }
 
@@ -21,7 +26,8 @@ public struct StoreService: Service {
         logger.info("serving; SIGINT or SIGTERM stops gracefully")
         // Returns when shutdown is requested (or throws if the task is cancelled).
         try? await gracefulShutdown()
-        logger.info("shutting down: closing the store")
+        logger.info("shutting down: stopping the broker, closing the store")
+        await broker.close()
         try await store.close()
     }
 }

@@ -1,0 +1,299 @@
+import Logging
+
+/// The routing core's publishing half: validates messages, places them on
+/// queues, stores them through the `MessageStore`, makes publishing idempotent
+/// by dedupe id, and holds delayed messages back until they are due. Every
+/// adapter publishes through it, so every protocol gets the same rules.
+public final class Broker: Sendable {
+    /// The settings it runs with.
+    public let settings: BrokerSettings
+    /// The store under it.
+    public let store: any MessageStore
+    let clock: any WallClock
+    let logger: Logger
+    let topics: TopicRegistry
+    let dedupe: DedupeTable
+    let scheduler = DelayScheduler()
+
+    /// Opens the broker on a store: learns the stored topics, rebuilds the dedupe
+    /// window from the log, and resumes delayed messages.
+    public static func open(
+        store: any MessageStore, settings: BrokerSettings = BrokerSettings(),
+        clock: any WallClock = SystemWallClock(), logger: Logger = Logger(label: "junction.broker")
+    ) async throws -> Broker {
+        let broker = Broker(store: store, settings: settings, clock: clock, logger: logger, stored: try await store.knownTopics())
+        let remembered = try await broker.rebuildDedupeWindow()
+        try await broker.scheduler.open(store: store)
+        broker.scheduler.start(
+            clock: clock,
+            fire: { [broker] offsets in try await broker.fire(offsets) },
+            save: { [store] doneBelow, fired in
+                try await store.saveState(DelayScheduler.stateName, DelayScheduler.encodeProgress(doneBelow: doneBelow, fired: fired))
+            },
+            onError: { [logger] error in logger.error("delayed messages could not be delivered yet; retrying", metadata: ["error": "\(error)"]) })
+        logger.info("broker ready", metadata: [
+            "topics": "\(broker.topics.all.count)", "dedupeIds": "\(remembered)", "delayed": "\(broker.scheduler.waiting)",
+        ])
+        return broker
+    }
+
+    private init(store: any MessageStore, settings: BrokerSettings, clock: any WallClock, logger: Logger, stored: [String: Int]) {
+        self.store = store
+        self.settings = settings
+        self.clock = clock
+        self.logger = logger
+        self.topics = TopicRegistry(
+            declared: settings.topics, stored: stored, autoCreate: settings.autoCreateTopics, defaultQueues: settings.defaults.queues)
+        self.dedupe = DedupeTable(windowMs: Int64(settings.defaults.dedupeWindowMs))
+    }
+
+    /// Stops the delayed-delivery loop. The store stays open (its owner closes it).
+    public func close() async {
+        await scheduler.stop()
+    }
+
+    // MARK: Topics
+
+    /// The queue count of a topic, or nil when it does not exist.
+    public func queueCount(of topic: String) -> Int? { topics.topic(topic)?.queues }
+
+    /// Every topic with its queue count (internal topics included).
+    public var topicList: [String: Int] { topics.all }
+
+    /// Creates a topic, or raises the queue count of an existing one.
+    @discardableResult
+    public func createTopic(_ name: String, queues: Int) throws -> Int {
+        if let problem = TopicName.problem(with: name) { throw BrokerError(.invalidMessage, problem) }
+        guard (1...1024).contains(queues) else { throw BrokerError(.invalidMessage, "a topic has 1 to 1024 queues, not \(queues)") }
+        return topics.create(name, queues: queues).queues
+    }
+
+    // MARK: Publishing
+
+    /// Publishes one message.
+    public func publish(_ message: Message) async throws -> PublishReceipt {
+        try await publish([message])[0]
+    }
+
+    /// Publishes messages in order: either all are stored (or found to be
+    /// duplicates) or the call fails and none is stored. Receipts are in order.
+    public func publish(_ messages: [Message]) async throws -> [PublishReceipt] {
+        let now = clock.now()
+        for (index, message) in messages.enumerated() {
+            do {
+                try validate(message, now: now)
+            } catch var error as BrokerError {
+                if messages.count > 1 { error.message = "message \(index + 1) of \(messages.count): " + error.message }
+                throw error
+            }
+        }
+        return try await store(messages, now: now, isInternal: false)
+    }
+
+    /// Claims dedupe ids, places and stores what is new, and answers in order.
+    private func store(_ messages: [Message], now: Int64, isInternal: Bool, dedupeKeys: [DedupeTable.Key?]? = nil) async throws -> [PublishReceipt] {
+        var receipts = [PublishReceipt?](repeating: nil, count: messages.count)
+        var claimed: [DedupeTable.Key] = []
+        var firstInCall: [DedupeTable.Key: Int] = [:]
+        var sameAs: [Int: Int] = [:]
+        var toStore: [Int] = []
+
+        for (index, message) in messages.enumerated() {
+            guard let key = dedupeKeys?[index] ?? dedupeKey(for: message) else { toStore.append(index); continue }
+            if let first = firstInCall[key] { sameAs[index] = first; continue }
+            claimLoop: while true {
+                switch dedupe.claim(key, now: now) {
+                case .duplicate(let receipt):
+                    receipts[index] = receipt
+                    break claimLoop
+                case .claimed:
+                    claimed.append(key)
+                    firstInCall[key] = index
+                    toStore.append(index)
+                    break claimLoop
+                case .inFlight:
+                    if var receipt = await dedupe.waitForInFlight(key) {
+                        receipt.duplicate = true
+                        receipts[index] = receipt
+                        break claimLoop
+                    }
+                }
+            }
+        }
+
+        do {
+            var requests: [AppendRequest] = []
+            requests.reserveCapacity(toStore.count)
+            var scheduled: [Int] = []
+            for index in toStore {
+                var message = messages[index]
+                if let deliverAt = message.deliverAt, deliverAt > now, !isInternal {
+                    message.properties[DelayScheduler.targetProperty] = message.topic
+                    message.topic = DelayScheduler.topic
+                    scheduled.append(requests.count)
+                }
+                let topic = try topics.resolve(message.topic, isInternal: isInternal || message.topic == DelayScheduler.topic)
+                requests.append(AppendRequest(message: message, queue: topic.queue(for: message.shardingKey)))
+            }
+            let results = requests.isEmpty ? [] : try await store.append(requests)
+            for (position, (index, result)) in zip(toStore, results).enumerated() {
+                let original = messages[index]
+                let delayed = scheduled.contains(position)
+                receipts[index] = PublishReceipt(
+                    id: result.id, topic: original.topic, queue: result.queue, queueOffset: result.queueOffset,
+                    storeTimestamp: result.storeTimestamp, deliverAt: delayed ? original.deliverAt : nil)
+            }
+            if !scheduled.isEmpty {
+                scheduler.schedule(scheduled.map { (requests[$0].message.deliverAt!, results[$0].queueOffset) })
+            }
+        } catch {
+            for key in claimed { dedupe.complete(key, receipt: nil, storedAt: now) }
+            throw error
+        }
+        for key in claimed {
+            let receipt = receipts[firstInCall[key]!]!
+            dedupe.complete(key, receipt: receipt, storedAt: receipt.storeTimestamp)
+        }
+        for (index, first) in sameAs {
+            var receipt = receipts[first]!
+            receipt.duplicate = true
+            receipts[index] = receipt
+        }
+        return receipts.map { $0! }
+    }
+
+    private func dedupeKey(for message: Message) -> DedupeTable.Key? {
+        guard let id = message.dedupeID, settings.defaults.dedupeWindowMs > 0 else { return nil }
+        return DedupeTable.Key(topic: message.topic, id: id)
+    }
+
+    /// Refuses what breaks a rule or a limit, naming it.
+    private func validate(_ message: Message, now: Int64) throws {
+        let limits = settings.limits
+        if let problem = TopicName.problem(with: message.topic) { throw BrokerError(.invalidMessage, problem) }
+        if message.topic.hasPrefix("%") {
+            throw BrokerError(.invalidMessage, "topic \"\(message.topic)\": topics starting with % are the broker's own (dead letters, schedules) and take no publishes")
+        }
+        if let tag = message.tag, let problem = TagFilter.problem(with: tag) {
+            throw BrokerError(.invalidMessage, "tag \"\(tag.prefix(40))\": expected \(problem)")
+        }
+        if message.body.count > limits.maxBodyBytes {
+            throw BrokerError(.tooLarge, "body is \(message.body.count) bytes; the limit (limits.maxBodyBytes) is \(limits.maxBodyBytes)")
+        }
+        var propertyBytes = 0
+        for (name, value) in message.properties {
+            if name.isEmpty { throw BrokerError(.invalidMessage, "a property name may not be empty") }
+            if name.hasPrefix("%") { throw BrokerError(.invalidMessage, "property \"\(name.prefix(40))\": names starting with % are the broker's own") }
+            propertyBytes += name.utf8.count + value.utf8.count
+        }
+        if propertyBytes > limits.maxPropertiesBytes {
+            throw BrokerError(.tooLarge, "properties take \(propertyBytes) bytes; the limit (limits.maxPropertiesBytes) is \(limits.maxPropertiesBytes)")
+        }
+        if message.keys.count > limits.maxKeys {
+            throw BrokerError(.tooLarge, "\(message.keys.count) keys; the limit (limits.maxKeys) is \(limits.maxKeys)")
+        }
+        for (what, value) in [("a key", message.keys.first { $0.utf8.count > limits.maxKeyBytes }), ("the sharding key", message.shardingKey), ("the dedupe id", message.dedupeID)] {
+            if let value, value.utf8.count > limits.maxKeyBytes {
+                throw BrokerError(.tooLarge, "\(what) is \(value.utf8.count) bytes; the limit (limits.maxKeyBytes) is \(limits.maxKeyBytes)")
+            }
+            if let value, value.isEmpty, what != "a key" { throw BrokerError(.invalidMessage, "\(what) may not be empty") }
+        }
+        if let deliverAt = message.deliverAt, deliverAt - now > limits.maxDelayMs {
+            throw BrokerError(.delayTooLong, "deliver-at is \(deliverAt - now) ms ahead; the limit (limits.maxDelayMs) is \(limits.maxDelayMs) ms")
+        }
+        _ = try topics.resolve(message.topic)
+    }
+
+    // MARK: Reading
+
+    /// Reads a queue through a filter: the store skips entries whose tag hash
+    /// cannot match without reading them; the exact tag and the property filter
+    /// are checked here. `nextOffset` moves past skipped messages too.
+    public func read(topic: String, queue: Int, from offset: UInt64, filter: MessageFilter, limit: ReadLimit = ReadLimit()) async throws -> ReadBatch {
+        var next = offset
+        var matched: [StoredMessage] = []
+        let hashes = filter.tags.tagHashes
+        while matched.count < limit.maxMessages {
+            var rest = limit
+            rest.maxMessages = limit.maxMessages - matched.count
+            let batch = try await store.read(topic: topic, queue: queue, from: next, limit: rest, tagHashes: hashes)
+            matched += batch.messages.filter { filter.matches($0.message) }
+            if batch.nextOffset == next { break }
+            next = batch.nextOffset
+            if batch.messages.isEmpty || filter.properties == nil { break }
+        }
+        return ReadBatch(messages: matched, nextOffset: next)
+    }
+
+    // MARK: Delayed messages
+
+    /// Waits until at least `count` delayed messages have been copied to their topics since open.
+    func waitForDelayedDeliveries(atLeast count: Int) async { await scheduler.waitForFired(atLeast: count) }
+
+    /// Copies due scheduled messages into their topics, exactly once.
+    private func fire(_ offsets: [UInt64]) async throws {
+        var copies: [Message] = []
+        var keys: [DedupeTable.Key?] = []
+        for offset in offsets {
+            let batch = try await store.read(topic: DelayScheduler.topic, queue: 0, from: offset, limit: ReadLimit(maxMessages: 1), tagHashes: nil)
+            guard let scheduled = batch.messages.first, scheduled.queueOffset == offset else { continue }  // deleted by retention
+            var copy = scheduled.message
+            copy.topic = copy.properties.removeValue(forKey: DelayScheduler.targetProperty) ?? copy.topic
+            copy.properties[DelayScheduler.scheduleIDProperty] = scheduled.id.description
+            copies.append(copy)
+            keys.append(DedupeTable.Key(topic: copy.topic, id: "%sched%" + scheduled.id.description))
+        }
+        if !copies.isEmpty { _ = try await store(copies, now: clock.now(), isInternal: true, dedupeKeys: keys) }
+    }
+
+    // MARK: Recovery
+
+    /// Reads back every message stored within the dedupe window and remembers
+    /// its dedupe id (and the schedule id of delayed copies).
+    private func rebuildDedupeWindow() async throws -> Int {
+        let now = clock.now()
+        // Delayed copies are checked against a longer window: their progress is
+        // saved right after they are copied, so only the last moments matter,
+        // but a window of zero must not make them fire twice.
+        let window = Int64(settings.defaults.dedupeWindowMs)
+        let scheduleWindow = max(window, 600_000)
+        for (topic, queues) in topics.all where topic != DelayScheduler.topic {
+            for queue in 0..<queues {
+                var offset = try await store.offset(topic: topic, queue: queue, atOrAfter: now - scheduleWindow)
+                let end = try await store.queueRange(topic: topic, queue: queue).end
+                while offset < end {
+                    let batch = try await store.read(topic: topic, queue: queue, from: offset, limit: ReadLimit(maxMessages: 512), tagHashes: nil)
+                    for stored in batch.messages {
+                        let receipt = PublishReceipt(
+                            id: stored.id, topic: topic, queue: stored.queue, queueOffset: stored.queueOffset, storeTimestamp: stored.storeTimestamp)
+                        if let scheduleID = stored.message.properties[DelayScheduler.scheduleIDProperty] {
+                            dedupe.record(DedupeTable.Key(topic: topic, id: "%sched%" + scheduleID), receipt: receipt, storedAt: stored.storeTimestamp, window: scheduleWindow)
+                        } else if let id = stored.message.dedupeID, window > 0, stored.storeTimestamp >= now - window {
+                            dedupe.record(DedupeTable.Key(topic: topic, id: id), receipt: receipt, storedAt: stored.storeTimestamp)
+                        }
+                    }
+                    if batch.nextOffset == offset { break }
+                    offset = batch.nextOffset
+                }
+            }
+        }
+        // Delayed messages keep their dedupe id under their real topic.
+        if window > 0, topics.topic(DelayScheduler.topic) != nil {
+            var offset = try await store.offset(topic: DelayScheduler.topic, queue: 0, atOrAfter: now - window)
+            let end = try await store.queueRange(topic: DelayScheduler.topic, queue: 0).end
+            while offset < end {
+                let batch = try await store.read(topic: DelayScheduler.topic, queue: 0, from: offset, limit: ReadLimit(maxMessages: 512), tagHashes: nil)
+                for stored in batch.messages {
+                    guard let id = stored.message.dedupeID, let target = stored.message.properties[DelayScheduler.targetProperty] else { continue }
+                    let receipt = PublishReceipt(
+                        id: stored.id, topic: target, queue: stored.queue, queueOffset: stored.queueOffset,
+                        storeTimestamp: stored.storeTimestamp, deliverAt: stored.message.deliverAt)
+                    dedupe.record(DedupeTable.Key(topic: target, id: id), receipt: receipt, storedAt: stored.storeTimestamp)
+                }
+                if batch.nextOffset == offset { break }
+                offset = batch.nextOffset
+            }
+        }
+        return dedupe.count
+    }
+}

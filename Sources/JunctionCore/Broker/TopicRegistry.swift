@@ -1,0 +1,79 @@
+import Synchronization
+
+/// One topic the broker knows: its queue count and the round-robin cursor for
+/// messages without a sharding key.
+final class Topic: Sendable {
+    let name: String
+    let queues: Int
+    private let cursor = Atomic<UInt64>(0)
+
+    init(name: String, queues: Int) {
+        self.name = name
+        self.queues = queues
+    }
+
+    /// The queue for a message: the sharding key's hash, else the next in turn.
+    func queue(for shardingKey: String?) -> Int {
+        if let shardingKey { return Int(Topic.hash(shardingKey) % UInt64(queues)) }
+        return Int(cursor.add(1, ordering: .relaxed).oldValue % UInt64(queues))
+    }
+
+    /// FNV-1a: stable across processes and versions, unlike `Hasher`.
+    static func hash(_ key: String) -> UInt64 {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in key.utf8 {
+            hash ^= UInt64(byte)
+            hash = hash &* 0x0000_0100_0000_01b3
+        }
+        return hash
+    }
+}
+
+/// The topics: declared in the configuration, found in the store, or created on
+/// first use when that is allowed.
+final class TopicRegistry: Sendable {
+    private let topics: Mutex<[String: Topic]>
+    let autoCreate: Bool
+    let defaultQueues: Int
+
+    init(declared: [TopicDeclaration], stored: [String: Int], autoCreate: Bool, defaultQueues: Int) {
+        var topics: [String: Topic] = [:]
+        for (name, queues) in stored { topics[name] = Topic(name: name, queues: queues) }
+        for declaration in declared {
+            // A queue count only grows: queues that hold messages stay readable.
+            let queues = max(declaration.queues, topics[declaration.name]?.queues ?? 0)
+            topics[declaration.name] = Topic(name: declaration.name, queues: queues)
+        }
+        self.topics = Mutex(topics)
+        self.autoCreate = autoCreate
+        self.defaultQueues = defaultQueues
+    }
+
+    func topic(_ name: String) -> Topic? { topics.withLock { $0[name] } }
+
+    /// The topic, created with the default queue count if allowed.
+    func resolve(_ name: String, isInternal: Bool = false) throws(BrokerError) -> Topic {
+        let found = topics.withLock { topics -> Topic? in
+            if let topic = topics[name] { return topic }
+            guard autoCreate || isInternal else { return nil }
+            let topic = Topic(name: name, queues: isInternal ? 1 : defaultQueues)
+            topics[name] = topic
+            return topic
+        }
+        guard let found else {
+            throw BrokerError(.unknownTopic, "topic \"\(name)\" does not exist and autoCreateTopics is false; declare it in the configuration's topics")
+        }
+        return found
+    }
+
+    /// Creates a topic (or raises the queue count of an existing one).
+    func create(_ name: String, queues: Int) -> Topic {
+        topics.withLock { topics in
+            let topic = Topic(name: name, queues: max(queues, topics[name]?.queues ?? 0))
+            topics[name] = topic
+            return topic
+        }
+    }
+
+    var all: [String: Int] { topics.withLock { $0.mapValues(\.queues) } }
+}

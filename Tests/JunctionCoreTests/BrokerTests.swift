@@ -1,0 +1,228 @@
+import Foundation
+@testable import JunctionCore
+import JunctionStore
+import JunctionTestSupport
+import Testing
+
+/// A broker on a real commit log in a temporary directory.
+private struct Harness {
+    let directory: TemporaryDirectory
+    let store: CommitLog
+    let broker: Broker
+    let clock: ManualClock
+
+    static func open(_ directory: TemporaryDirectory = TemporaryDirectory(), settings: BrokerSettings = BrokerSettings(), clock: ManualClock = ManualClock()) async throws -> Harness {
+        let store = try CommitLog(directory: directory.path)
+        let broker = try await Broker.open(store: store, settings: settings, clock: clock)
+        return Harness(directory: directory, store: store, broker: broker, clock: clock)
+    }
+
+    func reopen(settings: BrokerSettings = BrokerSettings()) async throws -> Harness {
+        await broker.close()
+        try await store.close()
+        return try await Harness.open(directory, settings: settings, clock: clock)
+    }
+
+    func close() async throws {
+        await broker.close()
+        try await store.close()
+    }
+
+    func count(_ topic: String) async throws -> UInt64 {
+        var total: UInt64 = 0
+        for queue in 0..<(broker.queueCount(of: topic) ?? 0) { total += try await store.queueRange(topic: topic, queue: queue).end }
+        return total
+    }
+}
+
+@Suite("Broker: publishing")
+struct BrokerPublishTests {
+    @Test("the same sharding key always lands on the same queue; others spread round-robin")
+    func queueSelection() async throws {
+        let h = try await Harness.open(settings: BrokerSettings(topics: [TopicDeclaration(name: "orders", queues: 8)]))
+        var byKey: [String: Set<Int>] = [:]
+        for n in 0..<200 {
+            let key = "customer-\(n % 10)"
+            let receipt = try await h.broker.publish(Message(topic: "orders", body: [UInt8(n % 256)], shardingKey: key))
+            byKey[key, default: []].insert(receipt.queue)
+        }
+        #expect(byKey.values.allSatisfy { $0.count == 1 })
+        #expect(Set(byKey.values.map { $0.first! }).count > 1, "ten keys should not all hash to one queue")
+        var perQueue = [Int](repeating: 0, count: 8)
+        for n in 0..<400 { perQueue[try await h.broker.publish(Message(topic: "orders", body: [UInt8(n % 256)])).queue] += 1 }
+        #expect(perQueue == [Int](repeating: 50, count: 8))
+        // Queue offsets within a queue are consecutive.
+        let range = try await h.store.queueRange(topic: "orders", queue: 3)
+        #expect(range.end >= 50)
+        try await h.close()
+    }
+
+    @Test("declared topics take their queue count, others the default; autoCreateTopics=false refuses unknown topics")
+    func topics() async throws {
+        let h = try await Harness.open(settings: BrokerSettings(defaults: TopicDefaults(queues: 3), topics: [TopicDeclaration(name: "big", queues: 16)]))
+        #expect(h.broker.queueCount(of: "big") == 16)
+        _ = try await h.broker.publish(Message(topic: "fresh", body: []))
+        #expect(h.broker.queueCount(of: "fresh") == 3)
+        try await h.close()
+
+        let strict = try await Harness.open(settings: BrokerSettings(autoCreateTopics: false, topics: [TopicDeclaration(name: "known", queues: 1)]))
+        _ = try await strict.broker.publish(Message(topic: "known", body: []))
+        do {
+            _ = try await strict.broker.publish(Message(topic: "unknown", body: []))
+            Issue.record("published to an undeclared topic")
+        } catch let error as BrokerError {
+            #expect(error.code == .unknownTopic)
+            #expect(error.message.contains("autoCreateTopics"))
+        }
+        try await strict.close()
+    }
+
+    @Test("invalid messages are refused with the rule or limit named, and nothing is stored", arguments: [
+        (Message(topic: "bad topic", body: []), "only letters"),
+        (Message(topic: "%SCHEDULE%", body: []), "broker's own"),
+        (Message(topic: "t", tag: "a b", body: []), "whitespace"),
+        (Message(topic: "t", tag: "a||b", body: []), "'|'"),
+        (Message(topic: "t", body: [UInt8](repeating: 0, count: 1025)), "limits.maxBodyBytes"),
+        (Message(topic: "t", properties: ["big": String(repeating: "x", count: 600)], body: []), "limits.maxPropertiesBytes"),
+        (Message(topic: "t", properties: ["%TOPIC": "x"], body: []), "broker's own"),
+        (Message(topic: "t", keys: (0..<5).map(String.init), body: []), "limits.maxKeys"),
+        (Message(topic: "t", body: [], dedupeID: String(repeating: "d", count: 300)), "limits.maxKeyBytes"),
+        (Message(topic: "t", body: [], deliverAt: Int64(Date().timeIntervalSince1970 * 1000) + 10_000_000), "limits.maxDelayMs"),
+    ])
+    func invalid(message: Message, expected: String) async throws {
+        let limits = MessageLimits(maxBodyBytes: 1024, maxPropertiesBytes: 512, maxKeys: 4, maxKeyBytes: 255, maxDelayMs: 3_600_000)
+        let h = try await Harness.open(settings: BrokerSettings(limits: limits))
+        do {
+            _ = try await h.broker.publish([Message(topic: "t", body: [1]), message])
+            Issue.record("accepted \(message)")
+        } catch let error as BrokerError {
+            #expect(error.message.contains(expected), "\(error)")
+            #expect(error.message.hasPrefix("message 2 of 2"), "\(error)")
+        }
+        #expect(try await h.count("t") == 0, "a refused batch stores nothing")
+        try await h.close()
+    }
+}
+
+@Suite("Broker: idempotent publish")
+struct BrokerDedupeTests {
+    @Test("a dedupe id seen within the window returns the first receipt and stores nothing; past the window it stores again")
+    func window() async throws {
+        let h = try await Harness.open(settings: BrokerSettings(defaults: TopicDefaults(dedupeWindowMs: 120_000)))
+        let first = try await h.broker.publish(Message(topic: "pay", body: [1], dedupeID: "order-1"))
+        #expect(!first.duplicate)
+        h.clock.advance(by: 60_000)
+        let again = try await h.broker.publish(Message(topic: "pay", body: [2], dedupeID: "order-1"))
+        #expect(again.duplicate)
+        #expect(again.id == first.id && again.queueOffset == first.queueOffset)
+        // The same id on another topic is another message.
+        let other = try await h.broker.publish(Message(topic: "other", body: [1], dedupeID: "order-1"))
+        #expect(!other.duplicate)
+        #expect(try await h.count("pay") == 1)
+        h.clock.advance(by: 61_000 + 1_000)
+        let later = try await h.broker.publish(Message(topic: "pay", body: [3], dedupeID: "order-1"))
+        #expect(!later.duplicate && later.id != first.id)
+        #expect(try await h.count("pay") == 2)
+        try await h.close()
+    }
+
+    @Test("the window survives a restart")
+    func acrossRestart() async throws {
+        var h = try await Harness.open()
+        let first = try await h.broker.publish(Message(topic: "pay", body: [1], dedupeID: "x-1"))
+        let batch = try await h.broker.publish((0..<50).map { Message(topic: "pay", body: [UInt8($0)], dedupeID: "b-\($0)") })
+        h = try await h.reopen()
+        let again = try await h.broker.publish(Message(topic: "pay", body: [9], dedupeID: "x-1"))
+        #expect(again.duplicate && again.id == first.id)
+        let batchAgain = try await h.broker.publish((0..<50).map { Message(topic: "pay", body: [UInt8($0)], dedupeID: "b-\($0)") })
+        #expect(batchAgain.map(\.id) == batch.map(\.id))
+        #expect(batchAgain.allSatisfy { $0.duplicate })
+        #expect(try await h.count("pay") == 51)
+        try await h.close()
+    }
+
+    @Test("concurrent publishes of one dedupe id store it once; a repeat inside one call is a duplicate")
+    func concurrent() async throws {
+        let h = try await Harness.open()
+        let receipts = try await withThrowingTaskGroup(of: PublishReceipt.self) { group in
+            for n in 0..<40 { group.addTask { try await h.broker.publish(Message(topic: "c", body: [UInt8(n)], dedupeID: "same")) } }
+            return try await group.reduce(into: []) { $0.append($1) }
+        }
+        #expect(Set(receipts.map(\.id)).count == 1)
+        #expect(receipts.filter { !$0.duplicate }.count == 1)
+        let inOneCall = try await h.broker.publish([Message(topic: "c", body: [1], dedupeID: "twice"), Message(topic: "c", body: [2], dedupeID: "twice")])
+        #expect(inOneCall[0].id == inOneCall[1].id && !inOneCall[0].duplicate && inOneCall[1].duplicate)
+        #expect(try await h.count("c") == 2)
+        try await h.close()
+    }
+}
+
+@Suite("Broker: delayed messages")
+struct BrokerDelayTests {
+    @Test("a delayed message stays out of its topic until due, then appears exactly once")
+    func delayed() async throws {
+        let h = try await Harness.open()
+        let due = h.clock.now() + 60_000
+        let receipt = try await h.broker.publish(Message(topic: "later", tag: "t", properties: ["k": "v"], body: [7], deliverAt: due))
+        #expect(receipt.deliverAt == due)
+        _ = try await h.broker.publish(Message(topic: "later", body: [1], deliverAt: h.clock.now() - 5))  // past: at once
+        #expect(try await h.count("later") == 1)
+        h.clock.advance(by: 59_000)
+        #expect(try await h.count("later") == 1)
+        h.clock.advance(by: 1_000)
+        try await within(seconds: 10, "the delayed message was not delivered") { await h.broker.waitForDelayedDeliveries(atLeast: 1) }
+        #expect(try await h.count("later") == 2)
+        let copies = try await h.broker.read(topic: "later", queue: 0, from: 0, filter: try MessageFilter(tags: "t"), limit: ReadLimit())
+            .messages + (try await h.broker.read(topic: "later", queue: 1, from: 0, filter: try MessageFilter(tags: "t"))).messages
+            + (try await h.broker.read(topic: "later", queue: 2, from: 0, filter: try MessageFilter(tags: "t"))).messages
+            + (try await h.broker.read(topic: "later", queue: 3, from: 0, filter: try MessageFilter(tags: "t"))).messages
+        #expect(copies.count == 1)
+        #expect(copies.first?.message.body == [7] && copies.first?.message.properties["k"] == "v")
+        try await h.close()
+    }
+
+    @Test("delayed messages survive a restart and fire once, even when the progress was lost")
+    func acrossRestart() async throws {
+        var h = try await Harness.open()
+        let base = h.clock.now()
+        for n in 0..<5 { _ = try await h.broker.publish(Message(topic: "d", body: [UInt8(n)], deliverAt: base + 10_000 * Int64(n + 1))) }
+        h = try await h.reopen()
+        #expect(h.broker.scheduler.waiting == 5)
+        h.clock.advance(by: 25_000)
+        let broker2 = h.broker
+        try await within(seconds: 10, "two delayed messages were not delivered") { await broker2.waitForDelayedDeliveries(atLeast: 2) }
+        #expect(try await h.count("d") == 2)
+        h = try await h.reopen()
+        #expect(h.broker.scheduler.waiting == 3)
+        // Lose the scheduler's progress, as if the gateway crashed right after
+        // copying: the copies are recognised and not made again.
+        await h.broker.close()
+        try await h.store.close()
+        try FileManager.default.removeItem(atPath: h.directory.path + "/state/" + DelayScheduler.stateName)
+        h = try await Harness.open(h.directory, clock: h.clock)
+        #expect(h.broker.scheduler.waiting == 5)
+        h.clock.advance(by: 100_000)
+        let broker5 = h.broker
+        try await within(seconds: 10, "the delayed messages were not delivered") { await broker5.waitForDelayedDeliveries(atLeast: 5) }
+        #expect(try await h.count("d") == 5)
+        try await h.close()
+    }
+}
+
+@Suite("Broker: filtered reads")
+struct BrokerReadTests {
+    @Test("tag and property filters select in the broker")
+    func filters() async throws {
+        let h = try await Harness.open(settings: BrokerSettings(topics: [TopicDeclaration(name: "s", queues: 1)]))
+        for n in 0..<300 {
+            _ = try await h.broker.publish(Message(topic: "s", tag: n % 3 == 0 ? "temp" : "humidity", properties: ["value": "\(n % 50)"], body: [UInt8(n % 256)]))
+        }
+        let hot = try await h.broker.read(topic: "s", queue: 0, from: 0, filter: try MessageFilter(tags: "temp", where: "value > 40"), limit: ReadLimit(maxMessages: 1000))
+        let expected = (0..<300).filter { $0 % 3 == 0 && $0 % 50 > 40 }
+        #expect(hot.messages.map(\.queueOffset) == expected.map(UInt64.init))
+        #expect(hot.nextOffset == 300)
+        let either = try await h.broker.read(topic: "s", queue: 0, from: 0, filter: try MessageFilter(tags: "temp || humidity"), limit: ReadLimit(maxMessages: 1000))
+        #expect(either.messages.count == 300)
+        try await h.close()
+    }
+}
