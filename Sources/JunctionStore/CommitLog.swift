@@ -100,18 +100,21 @@ public final class CommitLog: MessageStore {
         let scanEnd = min(view.end, next &+ UInt64(max(1, limit.maxScanned)))
         var messages: [StoredMessage] = []
         var bytes = 0
+        var wanted: [IndexEntry] = []
         while next < scanEnd && messages.count < limit.maxMessages && bytes < limit.maxBytes {
             let chunk = Int(min(scanEnd - next, 256))
             let entries = try view.index.read(from: next, count: chunk)
             if entries.isEmpty { break }
+            wanted.removeAll(keepingCapacity: true)
             for entry in entries {
-                if messages.count >= limit.maxMessages || (bytes >= limit.maxBytes) { break }
-                defer { next += 1 }
+                if messages.count + wanted.count >= limit.maxMessages || bytes >= limit.maxBytes { break }
+                next += 1
                 if entry.isHole { continue }
                 if let tagHashes, !tagHashes.contains(entry.tagHash) { continue }
-                messages.append(try record(at: entry.position, size: Int(entry.size), in: segments))
+                wanted.append(entry)
                 bytes += Int(entry.size)
             }
+            try readRecords(wanted, in: segments, into: &messages)
             if entries.count < chunk { break }
         }
         return ReadBatch(messages: messages, nextOffset: next)
@@ -166,6 +169,48 @@ public final class CommitLog: MessageStore {
 
     /// The number of segment files.
     public func segmentCount() -> Int { shared.withLock { $0.segments.count } }
+
+    /// Reads records, one `pread` for each run of records that lie back to back
+    /// in one segment (a queue's records often do), and decodes them in order.
+    private func readRecords(_ entries: [IndexEntry], in segments: [SegmentView], into messages: inout [StoredMessage]) throws {
+        var start = 0
+        var buffer: [UInt8] = []
+        while start < entries.count {
+            guard let view = Self.segment(containing: entries[start].position, in: segments) else {
+                throw StoreError(.corruptLog, "index entry points at position \(entries[start].position), outside the log")
+            }
+            var end = start + 1
+            var runBytes = Int(entries[start].size)
+            while end < entries.count, runBytes < 1 << 20,
+                  entries[end].position == entries[end - 1].position + UInt64(entries[end - 1].size),
+                  entries[end].position + UInt64(entries[end].size) <= view.end {
+                runBytes += Int(entries[end].size)
+                end += 1
+            }
+            let first = entries[start].position
+            guard first + UInt64(runBytes) <= view.end else {
+                throw StoreError(.corruptLog, "index entry points at position \(first), outside the log")
+            }
+            if buffer.count < runBytes { buffer = [UInt8](repeating: 0, count: runBytes) }
+            let got = try buffer.withUnsafeMutableBytes { raw in
+                try view.segment.file.read(into: UnsafeMutableRawBufferPointer(rebasing: raw[0..<runBytes]), at: first - view.base)
+            }
+            var offset = 0
+            for entry in entries[start..<end] {
+                do {
+                    guard offset + Int(entry.size) <= got else { throw RecordCodec.Damage.truncated }
+                    let message = try buffer.withUnsafeBytes { raw throws(RecordCodec.Damage) in
+                        try RecordCodec.decode(UnsafeRawBufferPointer(rebasing: raw[offset..<offset + Int(entry.size)]), position: entry.position)
+                    }
+                    messages.append(message)
+                } catch {
+                    throw StoreError(.corruptLog, "record at offset \(entry.position - view.base) of \(view.segment.file.path) is damaged (\(error)); it is not served")
+                }
+                offset += Int(entry.size)
+            }
+            start = end
+        }
+    }
 
     private func record(at position: UInt64, size: Int, in segments: [SegmentView]) throws -> StoredMessage {
         guard let view = Self.segment(containing: position, in: segments), position + UInt64(size) <= view.end else {

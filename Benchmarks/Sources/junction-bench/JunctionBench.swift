@@ -21,8 +21,8 @@ struct JunctionBench: AsyncParsableCommand {
     @Option(help: "Directory for scratch data (default: a new temporary directory).")
     var scratch: String?
 
-    @Option(help: "Which sections to run: store, reopen (comma-separated).")
-    var only: String = "store,reopen"
+    @Option(help: "Which sections to run: store, reopen, core (comma-separated).")
+    var only: String = "store,reopen,core"
 
     func run() async throws {
         let root = scratch ?? NSTemporaryDirectory() + "/junction-bench-\(getpid())"
@@ -36,6 +36,7 @@ struct JunctionBench: AsyncParsableCommand {
         print("")
         if sections.contains("store") { try await StoreBenchmarks(root: root, seconds: seconds).run() }
         if sections.contains("reopen") { try await ReopenBenchmark(root: root, mebibytes: reopenMiB).run() }
+        if sections.contains("core") { try await CoreBenchmarks(root: root, seconds: seconds).run() }
     }
 }
 
