@@ -37,6 +37,7 @@ struct GatewayConfigurationTests {
                          "recovery": {"truncateCorrupt": true}, "checkpointIntervalMs": 250},
              "autoCreateTopics": false,
              "defaults": {"queues": 2, "ackTimeoutMs": 1000, "maxDeliveries": 3, "backoffMs": [10, 20], "dedupeWindowMs": 5000},
+             "limits": {"maxBodyBytes": 1000, "maxPropertiesBytes": 2000, "maxKeys": 3, "maxKeyBytes": 64, "maxDelayMs": 60000},
              "topics": [{"name": "a"}, {"name": "%DLQ%g", "queues": 1}],
              "routes": []}
             """)
@@ -47,6 +48,7 @@ struct GatewayConfigurationTests {
         #expect(configuration.broker.autoCreateTopics == false)
         #expect(configuration.broker.defaults == TopicDefaults(queues: 2, ackTimeoutMs: 1000, maxDeliveries: 3, backoffMs: [10, 20], dedupeWindowMs: 5000))
         #expect(configuration.broker.topics == [TopicDeclaration(name: "a", queues: 2), TopicDeclaration(name: "%DLQ%g", queues: 1)])
+        #expect(configuration.broker.limits == MessageLimits(maxBodyBytes: 1000, maxPropertiesBytes: 2000, maxKeys: 3, maxKeyBytes: 64, maxDelayMs: 60000))
     }
 
     @Test("an empty object means every default")
@@ -67,6 +69,8 @@ struct GatewayConfigurationTests {
         (#"{"topics": {"name": "a"}}"#, "topics", "expected an array"),
         (#"{"routes": [{"name": "r"}]}"#, "routes", "not supported"),
         (#"{"storage": {"retention": {"maxAge": 3}}}"#, "storage.retention.maxAge", "unknown key"),
+        (#"{"limits": {"maxBodyBytes": -1}}"#, "limits.maxBodyBytes", "from 0"),
+        (#"{"limits": {"maxBody": 1}}"#, "limits.maxBody", "unknown key"),
     ])
     func errorsNameThePath(text: String, path: String, expected: String) throws {
         let error = try #require(failure(text), "\(text) was accepted")
