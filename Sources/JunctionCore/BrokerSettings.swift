@@ -8,12 +8,18 @@ public struct BrokerSettings: Sendable, Hashable {
     public var topics: [TopicDeclaration]
     /// Size limits of published messages.
     public var limits: MessageLimits
+    /// How often consumer groups' committed offsets are saved (also on close).
+    public var offsetSaveIntervalMs: Int
+    /// Routes that forward messages between topics.
+    public var routes: [RouteDefinition]
 
     /// Creates settings; the defaults are those documented in docs/CONFIG.md.
     public init(
         autoCreateTopics: Bool = true, defaults: TopicDefaults = TopicDefaults(), topics: [TopicDeclaration] = [],
-        limits: MessageLimits = MessageLimits()
+        limits: MessageLimits = MessageLimits(), offsetSaveIntervalMs: Int = 1000, routes: [RouteDefinition] = []
     ) {
+        self.routes = routes
+        self.offsetSaveIntervalMs = offsetSaveIntervalMs
         self.autoCreateTopics = autoCreateTopics
         self.defaults = defaults
         self.topics = topics

@@ -64,8 +64,8 @@ public struct GatewayConfiguration: Sendable, Hashable {
                 configuration.broker.topics.append(TopicDeclaration(name: name, queues: queues))
             }
         }
-        if let routes = try root.array("routes"), !routes.isEmpty {
-            throw root.error("routes", "routes are not supported by this version yet (they arrive with the delivery core); remove them or use an empty list")
+        if let routes = try root.array("routes") {
+            configuration.broker.routes = try decodeRoutes(routes, file: file, broker: configuration.broker)
         }
         try root.finish()
         return configuration
@@ -95,6 +95,54 @@ public struct GatewayConfiguration: Sendable, Hashable {
         if let checkpoint = try storage.integer("checkpointIntervalMs", in: 10...3_600_000) { settings.checkpointIntervalMs = checkpoint }
         try storage.finish()
         return settings
+    }
+
+    private static func decodeRoutes(_ items: [JSONValue], file: String, broker: BrokerSettings) throws(ConfigurationError) -> [RouteDefinition] {
+        var routes: [RouteDefinition] = []
+        var names: Set<String> = []
+        let declared = Set(broker.topics.map(\.name))
+        for (index, item) in items.enumerated() {
+            var route = try JSONObjectReader(item, file: file, path: "routes[\(index)]")
+            guard let name = try route.string("name") else { throw route.error("name", "expected a route name") }
+            if let problem = TopicName.problem(with: name) { throw route.error("name", problem.replacingOccurrences(of: "topic", with: "route")) }
+            guard names.insert(name).inserted else { throw route.error("name", "route name \"\(name)\" is used twice") }
+            guard var from = try route.object("from") else { throw route.error("from", "expected {\"topic\", \"tags\", \"where\"}") }
+            guard var to = try route.object("to") else { throw route.error("to", "expected {\"topic\", \"tag\"}") }
+            try route.finish()
+
+            let source = try topicName(&from, "topic", declared: declared, broker: broker)
+            let tags = try from.string("tags") ?? "*"
+            let tagFilter: TagFilter
+            do { tagFilter = try TagFilter(parsing: tags) } catch { throw from.error("tags", "\(error)") }
+            var propertyFilter: PropertyFilter?
+            if let expression = try from.string("where") {
+                do { propertyFilter = try PropertyFilter(parsing: expression) } catch { throw from.error("where", "\(error)") }
+            }
+            let start = try from.choice("start", of: RouteDefinition.Start.self, among: RouteDefinition.Start.allCases) ?? .latest
+            try from.finish()
+
+            let target = try topicName(&to, "topic", declared: declared, broker: broker)
+            let tag = try to.string("tag")
+            if let tag, let problem = TagFilter.problem(with: tag) { throw to.error("tag", "expected \(problem)") }
+            try to.finish()
+            if source == target { throw route.error("to", "a route may not forward topic \(source) into itself") }
+            routes.append(RouteDefinition(
+                name: name, sourceTopic: source, filter: MessageFilter(tags: tagFilter, properties: propertyFilter),
+                targetTopic: target, targetTag: tag, start: start))
+        }
+        if let cycle = RouteDefinition.cycle(in: routes) {
+            throw ConfigurationError(file: file, path: "routes", expected: "routes without a loop; these forward in a circle: \(cycle.joined(separator: " → "))")
+        }
+        return routes
+    }
+
+    private static func topicName(_ reader: inout JSONObjectReader, _ key: String, declared: Set<String>, broker: BrokerSettings) throws(ConfigurationError) -> String {
+        guard let name = try reader.string(key) else { throw reader.error(key, "expected a topic name") }
+        if let problem = TopicName.problem(with: name) { throw reader.error(key, problem) }
+        if !broker.autoCreateTopics && !declared.contains(name) && !name.hasPrefix("%") {
+            throw reader.error(key, "topic \"\(name)\" is not declared in topics, and autoCreateTopics is false")
+        }
+        return name
     }
 
     private static func decodeLimits(_ limits: inout JSONObjectReader) throws(ConfigurationError) -> MessageLimits {

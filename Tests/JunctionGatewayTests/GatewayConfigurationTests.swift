@@ -38,8 +38,9 @@ struct GatewayConfigurationTests {
              "autoCreateTopics": false,
              "defaults": {"queues": 2, "ackTimeoutMs": 1000, "maxDeliveries": 3, "backoffMs": [10, 20], "dedupeWindowMs": 5000},
              "limits": {"maxBodyBytes": 1000, "maxPropertiesBytes": 2000, "maxKeys": 3, "maxKeyBytes": 64, "maxDelayMs": 60000},
-             "topics": [{"name": "a"}, {"name": "%DLQ%g", "queues": 1}],
-             "routes": []}
+             "topics": [{"name": "a"}, {"name": "%DLQ%g", "queues": 1}, {"name": "alerts"}],
+             "routes": [{"name": "hot", "from": {"topic": "a", "tags": "temp", "where": "value > 30", "start": "earliest"},
+                         "to": {"topic": "alerts", "tag": "hot"}}]}
             """)
         #expect(configuration.dataDirectory == "/var/lib/junction")
         #expect(configuration.storage == StoreSettings(
@@ -47,7 +48,9 @@ struct GatewayConfigurationTests {
             retentionMaxBytes: 1_000_000, retentionCheckIntervalMs: 500, checkpointIntervalMs: 250, truncateCorruptLog: true))
         #expect(configuration.broker.autoCreateTopics == false)
         #expect(configuration.broker.defaults == TopicDefaults(queues: 2, ackTimeoutMs: 1000, maxDeliveries: 3, backoffMs: [10, 20], dedupeWindowMs: 5000))
-        #expect(configuration.broker.topics == [TopicDeclaration(name: "a", queues: 2), TopicDeclaration(name: "%DLQ%g", queues: 1)])
+        #expect(configuration.broker.topics == [TopicDeclaration(name: "a", queues: 2), TopicDeclaration(name: "%DLQ%g", queues: 1), TopicDeclaration(name: "alerts", queues: 2)])
+        #expect(configuration.broker.routes == [RouteDefinition(
+            name: "hot", sourceTopic: "a", filter: try MessageFilter(tags: "temp", where: "value > 30"), targetTopic: "alerts", targetTag: "hot", start: .earliest)])
         #expect(configuration.broker.limits == MessageLimits(maxBodyBytes: 1000, maxPropertiesBytes: 2000, maxKeys: 3, maxKeyBytes: 64, maxDelayMs: 60000))
     }
 
@@ -67,7 +70,15 @@ struct GatewayConfigurationTests {
         (#"{"topics": [{"name": "a"}, {"name": "a"}]}"#, "topics[1].name", "declared twice"),
         (#"{"topics": [{"name": "a", "queues": 0}]}"#, "topics[0].queues", "from 1 to 1024"),
         (#"{"topics": {"name": "a"}}"#, "topics", "expected an array"),
-        (#"{"routes": [{"name": "r"}]}"#, "routes", "not supported"),
+        (#"{"routes": [{"name": "r", "to": {"topic": "b"}}]}"#, "routes[0].from", "expected"),
+        (#"{"routes": [{"name": "r", "from": {"topic": "a", "where": "value >"}, "to": {"topic": "b"}}]}"#, "routes[0].from.where", "at character 8"),
+        (#"{"routes": [{"name": "r", "from": {"topic": "a", "tags": "x ||"}, "to": {"topic": "b"}}]}"#, "routes[0].from.tags", "at character 5"),
+        (#"{"routes": [{"name": "r", "from": {"topic": "a"}, "to": {"topic": "b", "tag": "two words"}}]}"#, "routes[0].to.tag", "whitespace"),
+        (#"{"routes": [{"name": "r", "from": {"topic": "a"}, "to": {"topic": "a"}}]}"#, "routes[0].to", "into itself"),
+        (#"{"routes": [{"name": "r", "from": {"topic": "a"}, "to": {"topic": "b"}}, {"name": "r", "from": {"topic": "b"}, "to": {"topic": "c"}}]}"#, "routes[1].name", "used twice"),
+        (#"{"routes": [{"name": "r1", "from": {"topic": "a"}, "to": {"topic": "b"}}, {"name": "r2", "from": {"topic": "b"}, "to": {"topic": "a"}}]}"#, "routes", "a → b → a"),
+        (#"{"autoCreateTopics": false, "topics": [{"name": "a"}], "routes": [{"name": "r", "from": {"topic": "a"}, "to": {"topic": "nowhere"}}]}"#, "routes[0].to.topic", "not declared"),
+        (#"{"routes": [{"name": "r", "from": {"topic": "a", "start": "middle"}, "to": {"topic": "b"}}]}"#, "routes[0].from.start", "\"earliest\", \"latest\""),
         (#"{"storage": {"retention": {"maxAge": 3}}}"#, "storage.retention.maxAge", "unknown key"),
         (#"{"limits": {"maxBodyBytes": -1}}"#, "limits.maxBodyBytes", "from 0"),
         (#"{"limits": {"maxBody": 1}}"#, "limits.maxBody", "unknown key"),

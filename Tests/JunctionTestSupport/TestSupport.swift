@@ -321,3 +321,13 @@ public struct TimeoutError: Error, CustomStringConvertible {
     public var message: String
     public var description: String { message }
 }
+
+/// Waits until `condition` holds, checking after each short pause; fails with
+/// `message` after `seconds`.
+public func waitUntil(seconds: Double = 10, _ message: String, _ condition: @escaping @Sendable () async throws -> Bool) async throws {
+    let deadline = Date().addingTimeInterval(seconds)
+    while try await !condition() {
+        guard Date() < deadline else { throw TimeoutError(message: "\(message) (waited \(seconds) s)") }
+        try await Task.sleep(for: .milliseconds(2))  // polling interval of a bounded wait
+    }
+}

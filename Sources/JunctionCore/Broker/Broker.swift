@@ -1,4 +1,5 @@
 import Logging
+import Synchronization
 
 /// The routing core's publishing half: validates messages, places them on
 /// queues, stores them through the `MessageStore`, makes publishing idempotent
@@ -14,6 +15,8 @@ public final class Broker: Sendable {
     let topics: TopicRegistry
     let dedupe: DedupeTable
     let scheduler = DelayScheduler()
+    let delivery = DeliveryCore()
+    let routeWorkers = Mutex<[RouteWorker]>([])
 
     /// Opens the broker on a store: learns the stored topics, rebuilds the dedupe
     /// window from the log, and resumes delayed messages.
@@ -24,6 +27,8 @@ public final class Broker: Sendable {
         let broker = Broker(store: store, settings: settings, clock: clock, logger: logger, stored: try await store.knownTopics())
         let remembered = try await broker.rebuildDedupeWindow()
         try await broker.scheduler.open(store: store)
+        try await broker.delivery.load(store: store)
+        broker.delivery.startSaving(store: store, clock: clock, intervalMs: Int64(settings.offsetSaveIntervalMs), logger: logger)
         broker.scheduler.start(
             clock: clock,
             fire: { [broker] offsets in try await broker.fire(offsets) },
@@ -31,8 +36,16 @@ public final class Broker: Sendable {
                 try await store.saveState(DelayScheduler.stateName, DelayScheduler.encodeProgress(doneBelow: doneBelow, fired: fired))
             },
             onError: { [logger] error in logger.error("delayed messages could not be delivered yet; retrying", metadata: ["error": "\(error)"]) })
+        if let cycle = RouteDefinition.cycle(in: settings.routes) {
+            throw BrokerError(.conflict, "the routes form a loop: \(cycle.joined(separator: " → "))")
+        }
+        for route in settings.routes {
+            let worker = try await RouteWorker.start(route, broker: broker)
+            broker.routeWorkers.withLock { $0.append(worker) }
+        }
         logger.info("broker ready", metadata: [
             "topics": "\(broker.topics.all.count)", "dedupeIds": "\(remembered)", "delayed": "\(broker.scheduler.waiting)",
+            "routes": "\(settings.routes.count)",
         ])
         return broker
     }
@@ -47,9 +60,16 @@ public final class Broker: Sendable {
         self.dedupe = DedupeTable(windowMs: Int64(settings.defaults.dedupeWindowMs))
     }
 
-    /// Stops the delayed-delivery loop. The store stays open (its owner closes it).
+    /// Stops delayed delivery and every consumer group, and saves the groups'
+    /// committed offsets. The store stays open (its owner closes it).
     public func close() async {
+        for worker in routeWorkers.withLock({ workers in defer { workers.removeAll() }; return workers }) { await worker.stop() }
         await scheduler.stop()
+        await delivery.stopSaving()
+        do { try await delivery.save(store: store) } catch {
+            logger.error("cannot save consumer offsets on close", metadata: ["error": "\(error)"])
+        }
+        await delivery.shutdown()
     }
 
     // MARK: Topics
@@ -136,6 +156,7 @@ public final class Broker: Sendable {
                 requests.append(AppendRequest(message: message, queue: topic.queue(for: message.shardingKey)))
             }
             let results = requests.isEmpty ? [] : try await store.append(requests)
+            if !requests.isEmpty { delivery.notify(topics: Set(requests.map(\.message.topic))) }
             for (position, (index, result)) in zip(toStore, results).enumerated() {
                 let original = messages[index]
                 let delayed = scheduled.contains(position)
@@ -232,18 +253,38 @@ public final class Broker: Sendable {
 
     /// Copies due scheduled messages into their topics, exactly once.
     private func fire(_ offsets: [UInt64]) async throws {
-        var copies: [Message] = []
-        var keys: [DedupeTable.Key?] = []
+        var copies: [(message: Message, copyOf: String)] = []
         for offset in offsets {
             let batch = try await store.read(topic: DelayScheduler.topic, queue: 0, from: offset, limit: ReadLimit(maxMessages: 1), tagHashes: nil)
             guard let scheduled = batch.messages.first, scheduled.queueOffset == offset else { continue }  // deleted by retention
             var copy = scheduled.message
             copy.topic = copy.properties.removeValue(forKey: DelayScheduler.targetProperty) ?? copy.topic
-            copy.properties[DelayScheduler.scheduleIDProperty] = scheduled.id.description
-            copies.append(copy)
-            keys.append(DedupeTable.Key(topic: copy.topic, id: "%sched%" + scheduled.id.description))
+            copies.append((copy, "schedule:" + scheduled.id.description))
         }
-        if !copies.isEmpty { _ = try await store(copies, now: clock.now(), isInternal: true, dedupeKeys: keys) }
+        _ = try await publishCopies(copies)
+    }
+
+    // MARK: Internal copies
+
+    /// The property that marks a message the broker copied from another (a
+    /// delayed message made visible, a routed or dead-lettered message): where
+    /// it came from, as `<purpose>:<source message id>`.
+    public static let copyOfProperty = "%COPY_OF"
+
+    /// Publishes copies made by the broker itself, each exactly once: the copy's
+    /// dedupe key is its `%COPY_OF` value, remembered across restarts, so a copy
+    /// made again after a crash is recognised and not stored twice.
+    func publishCopies(_ copies: [(message: Message, copyOf: String)]) async throws -> [PublishReceipt] {
+        guard !copies.isEmpty else { return [] }
+        var messages: [Message] = []
+        var keys: [DedupeTable.Key?] = []
+        for (message, copyOf) in copies {
+            var copy = message
+            copy.properties[Broker.copyOfProperty] = copyOf
+            messages.append(copy)
+            keys.append(DedupeTable.Key(topic: copy.topic, id: "%copy%" + copyOf))
+        }
+        return try await store(messages, now: clock.now(), isInternal: true, dedupeKeys: keys)
     }
 
     // MARK: Recovery
@@ -252,9 +293,10 @@ public final class Broker: Sendable {
     /// its dedupe id (and the schedule id of delayed copies).
     private func rebuildDedupeWindow() async throws -> Int {
         let now = clock.now()
-        // Delayed copies are checked against a longer window: their progress is
-        // saved right after they are copied, so only the last moments matter,
-        // but a window of zero must not make them fire twice.
+        // Copies are checked against a longer window: the progress of whatever
+        // made them (scheduler, route, group) is saved within a second of the
+        // copy, so only the last moments matter, but a window of zero must not
+        // make them happen twice.
         let window = Int64(settings.defaults.dedupeWindowMs)
         let scheduleWindow = max(window, 600_000)
         for (topic, queues) in topics.all where topic != DelayScheduler.topic {
@@ -266,8 +308,8 @@ public final class Broker: Sendable {
                     for stored in batch.messages {
                         let receipt = PublishReceipt(
                             id: stored.id, topic: topic, queue: stored.queue, queueOffset: stored.queueOffset, storeTimestamp: stored.storeTimestamp)
-                        if let scheduleID = stored.message.properties[DelayScheduler.scheduleIDProperty] {
-                            dedupe.record(DedupeTable.Key(topic: topic, id: "%sched%" + scheduleID), receipt: receipt, storedAt: stored.storeTimestamp, window: scheduleWindow)
+                        if let copyOf = stored.message.properties[Broker.copyOfProperty] {
+                            dedupe.record(DedupeTable.Key(topic: topic, id: "%copy%" + copyOf), receipt: receipt, storedAt: stored.storeTimestamp, window: scheduleWindow)
                         } else if let id = stored.message.dedupeID, window > 0, stored.storeTimestamp >= now - window {
                             dedupe.record(DedupeTable.Key(topic: topic, id: id), receipt: receipt, storedAt: stored.storeTimestamp)
                         }

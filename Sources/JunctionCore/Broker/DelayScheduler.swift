@@ -5,14 +5,13 @@ import Synchronization
 /// when it is due, so consumers of the real topic never see it early and queue
 /// offsets stay in visible order.
 ///
-/// The copy carries the property `%SCHEDULE_ID` (the scheduled record's id) and
-/// is published with a dedupe key made of it, so a crash between the copy and
-/// the saved progress never copies a message twice. Progress is saved as broker
+/// The copy carries `%COPY_OF: schedule:<scheduled record's id>` and is
+/// published with a dedupe key made of it, so a crash between the copy and the
+/// saved progress never copies a message twice. Progress is saved as broker
 /// state: every offset below `doneBelow` is fired, plus a set of fired offsets above it.
 final class DelayScheduler: Sendable {
     static let topic = "%SCHEDULE%"
     static let targetProperty = "%TOPIC"
-    static let scheduleIDProperty = "%SCHEDULE_ID"
     static let stateName = "delay-scheduler"
 
     private struct State {

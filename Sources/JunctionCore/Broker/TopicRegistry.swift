@@ -56,7 +56,7 @@ final class TopicRegistry: Sendable {
         let found = topics.withLock { topics -> Topic? in
             if let topic = topics[name] { return topic }
             guard autoCreate || isInternal else { return nil }
-            let topic = Topic(name: name, queues: isInternal ? 1 : defaultQueues)
+            let topic = Topic(name: name, queues: name.hasPrefix("%") ? 1 : defaultQueues)
             topics[name] = topic
             return topic
         }

@@ -1,0 +1,126 @@
+import Foundation
+import Synchronization
+
+extension Broker {
+    /// Subscribes a consumer. The first member of a group fixes its topic,
+    /// filter, mode, ack mode and ordering; a member that asks for something
+    /// else is refused with an error naming both. A group that has committed
+    /// offsets resumes from them; a new one starts at `options.start`.
+    public func subscribe(_ options: SubscriptionOptions) async throws -> Subscription {
+        let definition = try definition(for: options)
+        try delivery.admit(group: options.group, definition: definition)
+        do {
+            let engineName = options.mode == .broadcasting
+                ? "\(options.group)@\(options.consumerID ?? UUID().uuidString.lowercased())"
+                : options.group
+            var engine = delivery.engine(named: engineName, definition: definition)
+            if engine == nil {
+                let queues = queueCount(of: options.topic) ?? 1
+                var start = try await startOffsets(topic: options.topic, queues: queues, start: options.start)
+                let previous = delivery.engines().first { $0.name == engineName }
+                if let saved = delivery.savedOffsets(engine: engineName, topic: options.topic) {
+                    for q in saved.indices where q < start.count { start[q] = saved[q] }
+                } else if let previous, previous.definition.topic == options.topic {
+                    let committed = await previous.committedOffsets()
+                    for q in committed.indices where q < start.count { start[q] = committed[q] }
+                }
+                let fresh = ConsumerGroup(
+                    name: engineName, group: options.group, consumerID: options.mode == .broadcasting ? options.consumerID : nil,
+                    definition: definition, start: start, broker: self, clock: clock, logger: logger)
+                let (installed, replaced) = delivery.install(fresh)
+                if let replaced {
+                    logger.notice("group redefined", metadata: ["group": "\(options.group)", "was": "\(replaced.definition)", "now": "\(definition)"])
+                    await replaced.shutdown()
+                }
+                engine = installed
+            }
+            let (member, mailbox) = await engine!.join(credit: options.credit)
+            let closed = ClosedFlag()
+            return Subscription(options: options, engine: engine!, member: member, mailbox: mailbox) { [delivery, engine] in
+                guard closed.close() else { return }
+                await engine!.leave(member)
+                delivery.release(group: options.group)
+            }
+        } catch {
+            delivery.release(group: options.group)
+            throw error
+        }
+    }
+
+    /// Moves a group's committed offsets (every queue) to a new start. Members
+    /// that are connected continue from there; deliveries they still hold are
+    /// forgotten.
+    public func resetOffsets(group: String, to start: SubscriptionOptions.Start) async throws {
+        let engines = delivery.engines(ofGroup: group)
+        guard !engines.isEmpty else {
+            throw BrokerError(.conflict, "group \(group) has not subscribed since the broker started; subscribe it first, or reset it while it runs")
+        }
+        for engine in engines {
+            let queues = queueCount(of: engine.definition.topic) ?? 1
+            await engine.reset(to: try await startOffsets(topic: engine.definition.topic, queues: queues, start: start))
+        }
+        try await delivery.save(store: store)
+    }
+
+    /// Committed offset, lag, in-flight, redeliveries and dead letters per
+    /// group and queue (every group when `group` is nil).
+    public func groupStats(group: String? = nil) async throws -> [GroupStats] {
+        var result: [GroupStats] = []
+        for engine in delivery.engines(ofGroup: group) {
+            var ends: [UInt64] = []
+            for q in 0..<(queueCount(of: engine.definition.topic) ?? 0) {
+                ends.append(try await store.queueRange(topic: engine.definition.topic, queue: q).end)
+            }
+            result.append(await engine.stats(ends: ends))
+        }
+        return result.sorted { ($0.group, $0.consumerID ?? "") < ($1.group, $1.consumerID ?? "") }
+    }
+
+    /// Saves every group's committed offsets now (they are also saved every second and on close).
+    public func saveOffsets() async throws { try await delivery.save(store: store) }
+
+    private func definition(for options: SubscriptionOptions) throws -> GroupDefinition {
+        if let problem = TopicName.problem(with: options.group) { throw BrokerError(.invalidMessage, "group: " + problem.replacingOccurrences(of: "topic", with: "group")) }
+        if let problem = TopicName.problem(with: options.topic) { throw BrokerError(.invalidMessage, problem) }
+        guard (1...65_536).contains(options.credit) else { throw BrokerError(.invalidMessage, "credit must be 1 to 65536, not \(options.credit)") }
+        let defaults = settings.defaults
+        let ackTimeout = options.ackTimeoutMs ?? defaults.ackTimeoutMs
+        guard (1...86_400_000).contains(ackTimeout) else { throw BrokerError(.invalidMessage, "ackTimeoutMs must be 1 to 86400000, not \(ackTimeout)") }
+        let maxDeliveries = options.maxDeliveries ?? defaults.maxDeliveries
+        guard (1...1000).contains(maxDeliveries) else { throw BrokerError(.invalidMessage, "maxDeliveries must be 1 to 1000, not \(maxDeliveries)") }
+        let backoff = options.backoffMs ?? defaults.backoffMs
+        guard !backoff.isEmpty, backoff.allSatisfy({ (0...86_400_000).contains($0) }) else {
+            throw BrokerError(.invalidMessage, "backoffMs must list delays of 0 to 86400000 ms")
+        }
+        if options.mode == .broadcasting && options.ordered {
+            throw BrokerError(.invalidMessage, "ordered applies to clustering groups; a broadcasting member already gets every queue in order of its own")
+        }
+        if queueCount(of: options.topic) == nil {
+            _ = try topics.resolve(options.topic, isInternal: options.topic.hasPrefix("%"))
+        }
+        return GroupDefinition(
+            topic: options.topic, filter: options.filter, mode: options.mode, ack: options.ack, ordered: options.ordered,
+            ackTimeoutMs: ackTimeout, maxDeliveries: maxDeliveries, backoffMs: backoff)
+    }
+
+    func startOffsets(topic: String, queues: Int, start: SubscriptionOptions.Start) async throws -> [UInt64] {
+        var offsets: [UInt64] = []
+        for q in 0..<queues {
+            let range = try await store.queueRange(topic: topic, queue: q)
+            switch start {
+            case .earliest: offsets.append(range.min)
+            case .latest: offsets.append(range.end)
+            case .offset(let offset): offsets.append(min(max(offset, range.min), range.end))
+            case .time(let time): offsets.append(try await store.offset(topic: topic, queue: q, atOrAfter: time))
+            }
+        }
+        return offsets
+    }
+}
+
+/// Makes `close` happen once.
+final class ClosedFlag: Sendable {
+    private let flag = Synchronization.Atomic<Bool>(false)
+    /// True the first time only.
+    func close() -> Bool { !flag.exchange(true, ordering: .acquiringAndReleasing) }
+}

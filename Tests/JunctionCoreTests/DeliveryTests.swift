@@ -1,0 +1,259 @@
+import Foundation
+@testable import JunctionCore
+import JunctionStore
+import JunctionTestSupport
+import Testing
+
+/// A broker on a real commit log, for delivery tests.
+struct DeliveryHarness {
+    let directory: TemporaryDirectory
+    let store: CommitLog
+    let broker: Broker
+    let clock: ManualClock
+
+    static func open(_ directory: TemporaryDirectory = TemporaryDirectory(), settings: BrokerSettings = BrokerSettings(), clock: ManualClock = ManualClock()) async throws -> DeliveryHarness {
+        let store = try CommitLog(directory: directory.path)
+        let broker = try await Broker.open(store: store, settings: settings, clock: clock)
+        return DeliveryHarness(directory: directory, store: store, broker: broker, clock: clock)
+    }
+
+    func reopen(settings: BrokerSettings = BrokerSettings()) async throws -> DeliveryHarness {
+        try await close()
+        return try await DeliveryHarness.open(directory, settings: settings, clock: clock)
+    }
+
+    func close() async throws {
+        await broker.close()
+        try await store.close()
+    }
+
+    @discardableResult
+    func publish(_ topic: String, count: Int, tag: String? = nil, from start: Int = 0) async throws -> [PublishReceipt] {
+        try await broker.publish((start..<start + count).map { Message(topic: topic, tag: tag, properties: ["n": "\($0)"], body: Array("\($0)".utf8)) })
+    }
+}
+
+extension Delivery {
+    var number: Int { Int(String(decoding: message.message.body, as: UTF8.self))! }
+}
+
+/// Takes `count` deliveries from a subscription, failing after `seconds`.
+func take(_ count: Int, from subscription: Subscription, seconds: Double = 10) async throws -> [Delivery] {
+    try await within(seconds: seconds, "expected \(count) deliveries") {
+        var got: [Delivery] = []
+        while got.count < count { got += await subscription.pull(max: count - got.count) }
+        return got
+    }
+}
+
+/// Asserts that nothing is delivered while the broker has nothing to deliver:
+/// waits until every group's pump has settled, then looks.
+func expectNothing(from subscription: Subscription, broker: Broker) async throws {
+    for _ in 0..<3 { _ = try await broker.groupStats() }
+    let extra = await subscription.pull(max: 100, timeout: .milliseconds(50))
+    #expect(extra.isEmpty, "unexpected deliveries: \(extra.map(\.number))")
+}
+
+@Suite("Delivery")
+struct DeliveryTests {
+    @Test("push: every message arrives once, acks commit the offset, lag drops to 0")
+    func pushAndAck() async throws {
+        let h = try await DeliveryHarness.open(settings: BrokerSettings(topics: [TopicDeclaration(name: "t", queues: 2)]))
+        try await h.publish("t", count: 50)
+        let subscription = try await h.broker.subscribe(SubscriptionOptions(topic: "t", group: "g", start: .earliest))
+        var seen: [Int] = []
+        for await delivery in subscription {
+            #expect(delivery.attempt == 1)
+            seen.append(delivery.number)
+            await subscription.ack(delivery)
+            if seen.count == 50 { break }
+        }
+        #expect(Set(seen) == Set(0..<50))
+        try await h.publish("t", count: 10, from: 50)
+        let more = try await take(10, from: subscription)
+        #expect(Set(more.map(\.number)) == Set(50..<60))
+        await subscription.ack(more)
+        let stats = try await h.broker.groupStats(group: "g")
+        #expect(stats.first?.queues.map(\.lag) == [0, 0])
+        #expect(stats.first?.queues.map(\.committedOffset) == [30, 30])
+        await subscription.close()
+        try await h.close()
+    }
+
+    @Test("clustering: each message to exactly one member; a member that leaves hands its unacked messages to the others")
+    func clustering() async throws {
+        let h = try await DeliveryHarness.open()
+        let members = try await (0..<3).asyncMap { _ in try await h.broker.subscribe(SubscriptionOptions(topic: "c", group: "g", start: .earliest, credit: 10)) }
+        try await h.publish("c", count: 30)
+        var byMember: [[Delivery]] = []
+        for member in members { byMember.append(try await take(10, from: member)) }
+        let all = byMember.flatMap { $0 }.map(\.number)
+        #expect(all.count == 30 && Set(all) == Set(0..<30), "each message once across members")
+        // Member 0 acks nothing and leaves: its 10 go to the others.
+        await members[1].ack(byMember[1])
+        await members[2].ack(byMember[2])
+        await members[0].close()
+        let redelivered = try await take(5, from: members[1]) + (try await take(5, from: members[2]))
+        #expect(Set(redelivered.map(\.number)) == Set(byMember[0].map(\.number)))
+        #expect(redelivered.allSatisfy { $0.attempt == 2 })
+        await members[1].ack(redelivered.filter { $0.tag.queue >= 0 })
+        await members[2].ack(redelivered)
+        try await h.close()
+    }
+
+    @Test("broadcasting: every member gets every message")
+    func broadcasting() async throws {
+        let h = try await DeliveryHarness.open()
+        let a = try await h.broker.subscribe(SubscriptionOptions(topic: "b", group: "g", mode: .broadcasting, start: .earliest, consumerID: "a"))
+        let b = try await h.broker.subscribe(SubscriptionOptions(topic: "b", group: "g", mode: .broadcasting, start: .earliest, consumerID: "b"))
+        try await h.publish("b", count: 20)
+        #expect(Set(try await take(20, from: a).map(\.number)) == Set(0..<20))
+        #expect(Set(try await take(20, from: b).map(\.number)) == Set(0..<20))
+        try await h.close()
+    }
+
+    @Test("a member that disagrees with its group is refused, naming both subscriptions")
+    func conflict() async throws {
+        let h = try await DeliveryHarness.open()
+        let first = try await h.broker.subscribe(SubscriptionOptions(topic: "x", filter: try MessageFilter(tags: "A"), group: "g"))
+        do {
+            _ = try await h.broker.subscribe(SubscriptionOptions(topic: "x", filter: try MessageFilter(tags: "B"), group: "g"))
+            Issue.record("a conflicting member was admitted")
+        } catch let error as BrokerError {
+            #expect(error.code == .conflict)
+            #expect(error.message.contains("tags A") && error.message.contains("tags B"), "\(error)")
+        }
+        do {
+            _ = try await h.broker.subscribe(SubscriptionOptions(topic: "y", filter: try MessageFilter(tags: "A"), group: "g"))
+            Issue.record("a member on another topic was admitted")
+        } catch let error as BrokerError {
+            #expect(error.message.contains("topic x") && error.message.contains("topic y"), "\(error)")
+        }
+        // Once the group is empty it may be redefined.
+        await first.close()
+        let redefined = try await h.broker.subscribe(SubscriptionOptions(topic: "x", filter: try MessageFilter(tags: "B"), group: "g"))
+        await redefined.close()
+        try await h.close()
+    }
+
+    @Test("unacked deliveries come back after the ack timeout, with backoff and attempt numbers, then go to the dead-letter topic")
+    func redeliveryAndDeadLetters() async throws {
+        let h = try await DeliveryHarness.open()
+        try await h.publish("r", count: 1, tag: "T")
+        let subscription = try await h.broker.subscribe(SubscriptionOptions(
+            topic: "r", group: "g", start: .earliest, ackTimeoutMs: 1_000, maxDeliveries: 3, backoffMs: [500, 2_000]))
+        let first = try await take(1, from: subscription)
+        #expect(first[0].attempt == 1)
+        h.clock.advance(by: 1_000)  // ack timeout; backoff 500 ms
+        let broker = h.broker
+        try await waitUntil("the ack timeout was not processed") {
+            try await broker.groupStats(group: "g")[0].queues.allSatisfy { $0.inFlight == 0 }
+        }
+        try await expectNothing(from: subscription, broker: h.broker)
+        h.clock.advance(by: 500)
+        let second = try await take(1, from: subscription)
+        #expect(second[0].attempt == 2 && second[0].number == 0)
+        await subscription.nack(second)  // backoff 2 s (second entry)
+        h.clock.advance(by: 1_999)
+        try await expectNothing(from: subscription, broker: h.broker)
+        h.clock.advance(by: 1)
+        let third = try await take(1, from: subscription)
+        #expect(third[0].attempt == 3)
+        await subscription.nack(third, delayMs: 0)  // third delivery failed: dead letter
+        let dlq = try await h.broker.subscribe(SubscriptionOptions(topic: "%DLQ%g", group: "dlq-reader", start: .earliest))
+        let dead = try await take(1, from: dlq)
+        let properties = dead[0].message.message.properties
+        #expect(dead[0].message.message.tag == "T" && dead[0].number == 0)
+        #expect(properties["DLQ_ORIGIN_TOPIC"] == "r")
+        #expect(properties["DLQ_REASON"]?.contains("nacked after 3 deliveries") == true, "\(properties)")
+        let stats = try await h.broker.groupStats(group: "g")
+        #expect(stats.first?.queues.reduce(0) { $0 + $1.deadLetters } == 1)
+        #expect(stats.first?.queues.reduce(0) { $0 + $1.redeliveries } == 2)
+        #expect(stats.first?.queues.reduce(UInt64(0)) { $0 + $1.lag } == 0)
+        h.clock.advance(by: 100_000)
+        try await expectNothing(from: subscription, broker: h.broker)
+        try await h.close()
+    }
+
+    @Test("ordered: one member per queue, in offset order, the next only after the previous ack")
+    func ordered() async throws {
+        let h = try await DeliveryHarness.open(settings: BrokerSettings(topics: [TopicDeclaration(name: "o", queues: 2)]))
+        try await h.broker.publish((0..<20).map { Message(topic: "o", body: Array("\($0)".utf8), shardingKey: $0 % 2 == 0 ? "even" : "odd") })
+        let a = try await h.broker.subscribe(SubscriptionOptions(topic: "o", group: "g", start: .earliest, credit: 10, ordered: true))
+        let b = try await h.broker.subscribe(SubscriptionOptions(topic: "o", group: "g", start: .earliest, credit: 10, ordered: true))
+        var sequences: [Int: [Int]] = [:]
+        for _ in 0..<10 {
+            for member in [a, b] {
+                let got = try await take(1, from: member)
+                // Nothing else comes from that queue before the ack.
+                #expect(await member.pull(max: 5, timeout: .milliseconds(20)).isEmpty)
+                sequences[got[0].tag.queue, default: []].append(got[0].number)
+                await member.ack(got)
+            }
+        }
+        let even = (0..<20).filter { $0 % 2 == 0 }, odd = (0..<20).filter { $0 % 2 == 1 }
+        #expect(Set(sequences.values.map { $0 }) == Set([even, odd]))
+        try await h.close()
+    }
+
+    @Test("a group resumes from its committed offsets after a restart: nothing lost, only unacked messages again")
+    func offsetsAcrossRestart() async throws {
+        var h = try await DeliveryHarness.open()
+        try await h.publish("p", count: 40)
+        do {
+            let subscription = try await h.broker.subscribe(SubscriptionOptions(topic: "p", group: "g", start: .earliest, credit: 40))
+            let got = try await take(40, from: subscription)
+            await subscription.ack(got.filter { $0.number < 30 })
+        }
+        h = try await h.reopen()
+        let again = try await h.broker.subscribe(SubscriptionOptions(topic: "p", group: "g", start: .latest, credit: 40))
+        let redelivered = try await take(10, from: again)
+        #expect(Set(redelivered.map(\.number)) == Set(30..<40))
+        try await expectNothing(from: again, broker: h.broker)
+        await again.ack(redelivered)
+        try await h.broker.resetOffsets(group: "g", to: .earliest)
+        #expect(try await take(40, from: again).count == 40)
+        try await h.close()
+    }
+
+    @Test("a stalled consumer holds at most its credit, whatever the backlog")
+    func boundedMemory() async throws {
+        let h = try await DeliveryHarness.open(settings: BrokerSettings(topics: [TopicDeclaration(name: "big", queues: 4)]))
+        for batch in 0..<20 { try await h.publish("big", count: 1000, from: batch * 1000) }
+        let stalled = try await h.broker.subscribe(SubscriptionOptions(topic: "big", group: "g", start: .earliest, credit: 16))
+        let first = try await take(16, from: stalled)
+        #expect(first.count == 16)
+        try await expectNothing(from: stalled, broker: h.broker)
+        let stats = try await h.broker.groupStats(group: "g")[0]
+        let held = stats.queues.reduce(0) { $0 + $1.held }
+        #expect(held <= 16, "the group holds \(held) messages for a consumer with credit 16")
+        #expect(stats.queues.reduce(UInt64(0)) { $0 + $1.lag } == 20_000)
+        // More than the ack timeout later, without taking anything: still bounded.
+        h.clock.advance(by: 60_000)
+        let later = try await h.broker.groupStats(group: "g")[0]
+        #expect(later.queues.reduce(0) { $0 + $1.held } <= 16)
+        try await h.close()
+    }
+
+    @Test("ack none: at-most-once, consumed when handed over")
+    func ackNone() async throws {
+        let h = try await DeliveryHarness.open()
+        try await h.publish("n", count: 10)
+        let subscription = try await h.broker.subscribe(SubscriptionOptions(topic: "n", group: "g", ack: .none, start: .earliest))
+        let got = try await take(10, from: subscription)
+        #expect(Set(got.map(\.number)) == Set(0..<10))
+        h.clock.advance(by: 1_000_000)
+        try await expectNothing(from: subscription, broker: h.broker)
+        let stats = try await h.broker.groupStats(group: "g")[0]
+        #expect(stats.queues.reduce(UInt64(0)) { $0 + $1.lag } == 0)
+        try await h.close()
+    }
+}
+
+extension Sequence where Element: Sendable {
+    func asyncMap<T>(_ transform: (Element) async throws -> T) async rethrows -> [T] {
+        var result: [T] = []
+        for element in self { result.append(try await transform(element)) }
+        return result
+    }
+}
