@@ -4,42 +4,11 @@ import JunctionStore
 import JunctionTestSupport
 import Testing
 
-/// A broker on a real commit log in a temporary directory.
-private struct Harness {
-    let directory: TemporaryDirectory
-    let store: CommitLog
-    let broker: Broker
-    let clock: ManualClock
-
-    static func open(_ directory: TemporaryDirectory = TemporaryDirectory(), settings: BrokerSettings = BrokerSettings(), clock: ManualClock = ManualClock()) async throws -> Harness {
-        let store = try CommitLog(directory: directory.path)
-        let broker = try await Broker.open(store: store, settings: settings, clock: clock)
-        return Harness(directory: directory, store: store, broker: broker, clock: clock)
-    }
-
-    func reopen(settings: BrokerSettings = BrokerSettings()) async throws -> Harness {
-        await broker.close()
-        try await store.close()
-        return try await Harness.open(directory, settings: settings, clock: clock)
-    }
-
-    func close() async throws {
-        await broker.close()
-        try await store.close()
-    }
-
-    func count(_ topic: String) async throws -> UInt64 {
-        var total: UInt64 = 0
-        for queue in 0..<(broker.queueCount(of: topic) ?? 0) { total += try await store.queueRange(topic: topic, queue: queue).end }
-        return total
-    }
-}
-
 @Suite("Broker: publishing")
 struct BrokerPublishTests {
     @Test("the same sharding key always lands on the same queue; others spread round-robin")
     func queueSelection() async throws {
-        let h = try await Harness.open(settings: BrokerSettings(topics: [TopicDeclaration(name: "orders", queues: 8)]))
+        let h = try await DeliveryHarness.open(settings: BrokerSettings(topics: [TopicDeclaration(name: "orders", queues: 8)]))
         var byKey: [String: Set<Int>] = [:]
         for n in 0..<200 {
             let key = "customer-\(n % 10)"
@@ -59,13 +28,13 @@ struct BrokerPublishTests {
 
     @Test("declared topics take their queue count, others the default; autoCreateTopics=false refuses unknown topics")
     func topics() async throws {
-        let h = try await Harness.open(settings: BrokerSettings(defaults: TopicDefaults(queues: 3), topics: [TopicDeclaration(name: "big", queues: 16)]))
+        let h = try await DeliveryHarness.open(settings: BrokerSettings(defaults: TopicDefaults(queues: 3), topics: [TopicDeclaration(name: "big", queues: 16)]))
         #expect(h.broker.queueCount(of: "big") == 16)
         _ = try await h.broker.publish(Message(topic: "fresh", body: []))
         #expect(h.broker.queueCount(of: "fresh") == 3)
         try await h.close()
 
-        let strict = try await Harness.open(settings: BrokerSettings(autoCreateTopics: false, topics: [TopicDeclaration(name: "known", queues: 1)]))
+        let strict = try await DeliveryHarness.open(settings: BrokerSettings(autoCreateTopics: false, topics: [TopicDeclaration(name: "known", queues: 1)]))
         _ = try await strict.broker.publish(Message(topic: "known", body: []))
         do {
             _ = try await strict.broker.publish(Message(topic: "unknown", body: []))
@@ -91,7 +60,7 @@ struct BrokerPublishTests {
     ])
     func invalid(message: Message, expected: String) async throws {
         let limits = MessageLimits(maxBodyBytes: 1024, maxPropertiesBytes: 512, maxKeys: 4, maxKeyBytes: 255, maxDelayMs: 3_600_000)
-        let h = try await Harness.open(settings: BrokerSettings(limits: limits))
+        let h = try await DeliveryHarness.open(settings: BrokerSettings(limits: limits))
         do {
             _ = try await h.broker.publish([Message(topic: "t", body: [1]), message])
             Issue.record("accepted \(message)")
@@ -108,7 +77,7 @@ struct BrokerPublishTests {
 struct BrokerDedupeTests {
     @Test("a dedupe id seen within the window returns the first receipt and stores nothing; past the window it stores again")
     func window() async throws {
-        let h = try await Harness.open(settings: BrokerSettings(defaults: TopicDefaults(dedupeWindowMs: 120_000)))
+        let h = try await DeliveryHarness.open(settings: BrokerSettings(defaults: TopicDefaults(dedupeWindowMs: 120_000)))
         let first = try await h.broker.publish(Message(topic: "pay", body: [1], dedupeID: "order-1"))
         #expect(!first.duplicate)
         h.clock.advance(by: 60_000)
@@ -128,7 +97,7 @@ struct BrokerDedupeTests {
 
     @Test("the window survives a restart")
     func acrossRestart() async throws {
-        var h = try await Harness.open()
+        var h = try await DeliveryHarness.open()
         let first = try await h.broker.publish(Message(topic: "pay", body: [1], dedupeID: "x-1"))
         let batch = try await h.broker.publish((0..<50).map { Message(topic: "pay", body: [UInt8($0)], dedupeID: "b-\($0)") })
         h = try await h.reopen()
@@ -143,7 +112,7 @@ struct BrokerDedupeTests {
 
     @Test("concurrent publishes of one dedupe id store it once; a repeat inside one call is a duplicate")
     func concurrent() async throws {
-        let h = try await Harness.open()
+        let h = try await DeliveryHarness.open()
         let receipts = try await withThrowingTaskGroup(of: PublishReceipt.self) { group in
             for n in 0..<40 { group.addTask { try await h.broker.publish(Message(topic: "c", body: [UInt8(n)], dedupeID: "same")) } }
             return try await group.reduce(into: []) { $0.append($1) }
@@ -161,7 +130,7 @@ struct BrokerDedupeTests {
 struct BrokerDelayTests {
     @Test("a delayed message stays out of its topic until due, then appears exactly once")
     func delayed() async throws {
-        let h = try await Harness.open()
+        let h = try await DeliveryHarness.open()
         let due = h.clock.now() + 60_000
         let receipt = try await h.broker.publish(Message(topic: "later", tag: "t", properties: ["k": "v"], body: [7], deliverAt: due))
         #expect(receipt.deliverAt == due)
@@ -183,7 +152,7 @@ struct BrokerDelayTests {
 
     @Test("delayed messages survive a restart and fire once, even when the progress was lost")
     func acrossRestart() async throws {
-        var h = try await Harness.open()
+        var h = try await DeliveryHarness.open()
         let base = h.clock.now()
         for n in 0..<5 { _ = try await h.broker.publish(Message(topic: "d", body: [UInt8(n)], deliverAt: base + 10_000 * Int64(n + 1))) }
         h = try await h.reopen()
@@ -199,7 +168,7 @@ struct BrokerDelayTests {
         await h.broker.close()
         try await h.store.close()
         try FileManager.default.removeItem(atPath: h.directory.path + "/state/" + DelayScheduler.stateName)
-        h = try await Harness.open(h.directory, clock: h.clock)
+        h = try await DeliveryHarness.open(h.directory, clock: h.clock)
         #expect(h.broker.scheduler.waiting == 5)
         h.clock.advance(by: 100_000)
         let broker5 = h.broker
@@ -213,7 +182,7 @@ struct BrokerDelayTests {
 struct BrokerReadTests {
     @Test("tag and property filters select in the broker")
     func filters() async throws {
-        let h = try await Harness.open(settings: BrokerSettings(topics: [TopicDeclaration(name: "s", queues: 1)]))
+        let h = try await DeliveryHarness.open(settings: BrokerSettings(topics: [TopicDeclaration(name: "s", queues: 1)]))
         for n in 0..<300 {
             _ = try await h.broker.publish(Message(topic: "s", tag: n % 3 == 0 ? "temp" : "humidity", properties: ["value": "\(n % 50)"], body: [UInt8(n % 256)]))
         }

@@ -4,35 +4,6 @@ import JunctionStore
 import JunctionTestSupport
 import Testing
 
-/// A broker on a real commit log, for delivery tests.
-struct DeliveryHarness {
-    let directory: TemporaryDirectory
-    let store: CommitLog
-    let broker: Broker
-    let clock: ManualClock
-
-    static func open(_ directory: TemporaryDirectory = TemporaryDirectory(), settings: BrokerSettings = BrokerSettings(), clock: ManualClock = ManualClock()) async throws -> DeliveryHarness {
-        let store = try CommitLog(directory: directory.path)
-        let broker = try await Broker.open(store: store, settings: settings, clock: clock)
-        return DeliveryHarness(directory: directory, store: store, broker: broker, clock: clock)
-    }
-
-    func reopen(settings: BrokerSettings = BrokerSettings()) async throws -> DeliveryHarness {
-        try await close()
-        return try await DeliveryHarness.open(directory, settings: settings, clock: clock)
-    }
-
-    func close() async throws {
-        await broker.close()
-        try await store.close()
-    }
-
-    @discardableResult
-    func publish(_ topic: String, count: Int, tag: String? = nil, from start: Int = 0) async throws -> [PublishReceipt] {
-        try await broker.publish((start..<start + count).map { Message(topic: topic, tag: tag, properties: ["n": "\($0)"], body: Array("\($0)".utf8)) })
-    }
-}
-
 extension Delivery {
     var number: Int { Int(String(decoding: message.message.body, as: UTF8.self))! }
 }

@@ -1,0 +1,47 @@
+import Foundation
+@testable import JunctionCore
+import JunctionStore
+import JunctionTestSupport
+
+/// A broker on a real commit log in a temporary directory, with a clock the
+/// test advances.
+struct DeliveryHarness {
+    let directory: TemporaryDirectory
+    let store: CommitLog
+    let broker: Broker
+    let clock: ManualClock
+
+    static func open(_ directory: TemporaryDirectory = TemporaryDirectory(), settings: BrokerSettings = BrokerSettings(), clock: ManualClock = ManualClock()) async throws -> DeliveryHarness {
+        let store = try CommitLog(directory: directory.path)
+        do {
+            let broker = try await Broker.open(store: store, settings: settings, clock: clock)
+            return DeliveryHarness(directory: directory, store: store, broker: broker, clock: clock)
+        } catch {
+            try? await store.close()
+            throw error
+        }
+    }
+
+    func reopen(settings: BrokerSettings = BrokerSettings()) async throws -> DeliveryHarness {
+        try await close()
+        return try await DeliveryHarness.open(directory, settings: settings, clock: clock)
+    }
+
+    func close() async throws {
+        await broker.close()
+        try await store.close()
+    }
+
+    /// Publishes messages whose bodies are the numbers from `start` on.
+    @discardableResult
+    func publish(_ topic: String, count: Int, tag: String? = nil, from start: Int = 0) async throws -> [PublishReceipt] {
+        try await broker.publish((start..<start + count).map { Message(topic: topic, tag: tag, properties: ["n": "\($0)"], body: Array("\($0)".utf8)) })
+    }
+
+    /// Messages stored in every queue of a topic.
+    func count(_ topic: String) async throws -> UInt64 {
+        var total: UInt64 = 0
+        for queue in 0..<(broker.queueCount(of: topic) ?? 0) { total += try await store.queueRange(topic: topic, queue: queue).end }
+        return total
+    }
+}
