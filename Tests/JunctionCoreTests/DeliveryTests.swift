@@ -146,6 +146,30 @@ struct DeliveryTests {
         try await h.close()
     }
 
+    @Test("the ack timeout counts from when the consumer takes a delivery, not from when it was dispatched")
+    func timeoutFromTake() async throws {
+        let h = try await DeliveryHarness.open()
+        let subscription = try await h.broker.subscribe(SubscriptionOptions(topic: "late", group: "g", start: .earliest, ackTimeoutMs: 1_000, backoffMs: [100]))
+        try await h.publish("late", count: 1)
+        let broker = h.broker
+        try await waitUntil("the message was not dispatched") {
+            try await broker.groupStats(group: "g")[0].queues.contains { $0.inFlight == 1 }
+        }
+        h.clock.advance(by: 800)           // dispatched, not yet taken
+        let taken = try await take(1, from: subscription)
+        h.clock.advance(by: 700)           // 1.5 s after dispatch, 0.7 s after the take
+        try await expectNothing(from: subscription, broker: h.broker)
+        #expect(try await h.broker.groupStats(group: "g")[0].queues.reduce(0) { $0 + $1.inFlight } == 1, "still held by its consumer")
+        h.clock.advance(by: 400)           // 1.1 s after the take: timed out; backoff 100 ms
+        try await waitUntil("the ack timeout was not processed") {
+            try await broker.groupStats(group: "g")[0].queues.allSatisfy { $0.inFlight == 0 }
+        }
+        h.clock.advance(by: 100)
+        let again = try await take(1, from: subscription)
+        #expect(again[0].attempt == 2 && again[0].number == taken[0].number)
+        try await h.close()
+    }
+
     @Test("ordered: one member per queue, in offset order, the next only after the previous ack")
     func ordered() async throws {
         let h = try await DeliveryHarness.open(settings: BrokerSettings(topics: [TopicDeclaration(name: "o", queues: 2)]))

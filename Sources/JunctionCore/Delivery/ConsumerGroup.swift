@@ -128,7 +128,7 @@ actor ConsumerGroup {
     func join(credit: Int) -> (Int, Mailbox) {
         let id = nextMemberID
         nextMemberID += 1
-        let mailbox = Mailbox { [weak self, credit] waiting in
+        let mailbox = Mailbox(tracksTakes: definition.ack == .explicit, now: { [clock] in clock.now() }) { [weak self, credit] waiting in
             // A consumer taking from a full mailbox frees credit under ack none.
             if waiting < credit { self?.wake() }
         }
@@ -177,7 +177,10 @@ actor ConsumerGroup {
         guard definition.ack == .explicit else { return }
         for tag in tags where tag.queue < queues.count {
             guard let pending = queues[tag.queue].pending.removeValue(forKey: tag.offset) else { continue }
-            if let holder = pending.holder { members[holder]?.inFlight -= 1 }
+            if let holder = pending.holder {
+                members[holder]?.inFlight -= 1
+                members[holder]?.mailbox.settle([tag])
+            }
         }
         wake()
     }
@@ -198,7 +201,10 @@ actor ConsumerGroup {
     /// Takes a delivery back from its holder; true when it has used up its deliveries.
     private func fail(_ tag: DeliveryTag, reason: String, delayMs: Int?, now: Int64) -> Bool {
         guard var pending = queues[tag.queue].pending[tag.offset] else { return false }
-        if let holder = pending.holder { members[holder]?.inFlight -= 1 }
+        if let holder = pending.holder {
+            members[holder]?.inFlight -= 1
+            members[holder]?.mailbox.settle([tag])
+        }
         pending.holder = nil
         pending.reason = reason
         let backoff = definition.backoffMs[min(max(pending.attempt - 1, 0), definition.backoffMs.count - 1)]
@@ -388,10 +394,16 @@ actor ConsumerGroup {
         for q in queues.indices {
             for (offset, pending) in queues[q].pending where pending.holder != nil && pending.due <= now {
                 let tag = DeliveryTag(queue: q, offset: offset)
-                if let holder = pending.holder, members[holder]?.mailbox.holds(tag) == true {
-                    // Still waiting in the consumer's mailbox: the clock starts when it is taken.
-                    queues[q].pending[offset]?.due = now + Int64(definition.ackTimeoutMs)
-                    continue
+                if let holder = pending.holder, let mailbox = members[holder]?.mailbox {
+                    // The ack timeout counts from when the consumer took the delivery.
+                    if mailbox.holds(tag) {
+                        queues[q].pending[offset]?.due = now + Int64(definition.ackTimeoutMs)
+                        continue
+                    }
+                    if let taken = mailbox.takenAt(tag), taken + Int64(definition.ackTimeoutMs) > now {
+                        queues[q].pending[offset]?.due = taken + Int64(definition.ackTimeoutMs)
+                        continue
+                    }
                 }
                 if fail(tag, reason: "ack timeout", delayMs: nil, now: now) { dead.append(tag) }
             }

@@ -8,6 +8,8 @@ final class Mailbox: Sendable {
         var queue: [Delivery] = []
         var head = 0
         var untaken: Set<DeliveryTag> = []
+        /// When the consumer took each delivery it has not settled yet.
+        var takenAt: [DeliveryTag: Int64] = [:]
         var waiter: CheckedContinuation<Void, Never>?
         var closed = false
     }
@@ -15,13 +17,28 @@ final class Mailbox: Sendable {
     private let state = Mutex(State())
     /// Called after a take, with the number of deliveries still waiting.
     let onTake: @Sendable (Int) -> Void
+    private let now: @Sendable () -> Int64
+    private let tracksTakes: Bool
 
-    init(onTake: @escaping @Sendable (Int) -> Void) { self.onTake = onTake }
+    init(tracksTakes: Bool, now: @escaping @Sendable () -> Int64, onTake: @escaping @Sendable (Int) -> Void) {
+        self.tracksTakes = tracksTakes
+        self.now = now
+        self.onTake = onTake
+    }
 
     var count: Int { state.withLock { $0.queue.count - $0.head } }
 
     /// Whether the consumer has not taken this delivery yet.
     func holds(_ tag: DeliveryTag) -> Bool { state.withLock { $0.untaken.contains(tag) } }
+
+    /// When the consumer took a delivery (its ack timeout counts from then).
+    func takenAt(_ tag: DeliveryTag) -> Int64? { state.withLock { $0.takenAt[tag] } }
+
+    /// Forgets deliveries that were acked, nacked or timed out.
+    func settle(_ tags: some Sequence<DeliveryTag>) {
+        guard tracksTakes else { return }
+        state.withLock { state in for tag in tags { state.takenAt[tag] = nil } }
+    }
 
     func put(_ deliveries: [Delivery]) {
         let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
@@ -56,7 +73,11 @@ final class Mailbox: Sendable {
                 let end = min(state.queue.count, state.head + max)
                 let batch = Array(state.queue[state.head..<end])
                 state.head = end
-                for delivery in batch { state.untaken.remove(delivery.tag) }
+                let time = tracksTakes ? now() : 0
+                for delivery in batch {
+                    state.untaken.remove(delivery.tag)
+                    if tracksTakes { state.takenAt[delivery.tag] = time }
+                }
                 if state.head > 256 && state.head * 2 > state.queue.count {
                     state.queue.removeFirst(state.head)
                     state.head = 0
@@ -75,7 +96,11 @@ final class Mailbox: Sendable {
             let end = min(state.queue.count, state.head + max)
             let batch = Array(state.queue[state.head..<end])
             state.head = end
-            for delivery in batch { state.untaken.remove(delivery.tag) }
+            let time = tracksTakes ? now() : 0
+            for delivery in batch {
+                state.untaken.remove(delivery.tag)
+                if tracksTakes { state.takenAt[delivery.tag] = time }
+            }
             return batch
         }
         if !batch.isEmpty { onTake(count) }
@@ -99,6 +124,7 @@ final class Mailbox: Sendable {
             state.queue.removeAll()
             state.head = 0
             state.untaken.removeAll()
+            state.takenAt.removeAll()
             defer { state.waiter = nil }
             return (left, state.waiter)
         }

@@ -42,7 +42,7 @@ public final class Subscription: AsyncSequence, Sendable {
     /// within `timeout` (empty if none came; nil timeout waits until one does).
     public func pull(max: Int, timeout: Duration? = nil) async -> [Delivery] {
         let now = mailbox.takeNow(max: max)
-        if !now.isEmpty { return now }
+        if !now.isEmpty || timeout == .zero { return now }
         let timer = timeout.map { timeout in
             Task { [mailbox] in
                 try? await Task.sleep(for: timeout)  // a pull's deadline
