@@ -21,8 +21,8 @@ struct JunctionBench: AsyncParsableCommand {
     @Option(help: "Directory for scratch data (default: a new temporary directory).")
     var scratch: String?
 
-    @Option(help: "Which sections to run: store, reopen, core (comma-separated).")
-    var only: String = "store,reopen,core"
+    @Option(help: "Which sections to run: store, reopen, core, delivery (comma-separated).")
+    var only: String = "store,reopen,core,delivery"
 
     func run() async throws {
         let root = scratch ?? NSTemporaryDirectory() + "/junction-bench-\(getpid())"
@@ -37,6 +37,7 @@ struct JunctionBench: AsyncParsableCommand {
         if sections.contains("store") { try await StoreBenchmarks(root: root, seconds: seconds).run() }
         if sections.contains("reopen") { try await ReopenBenchmark(root: root, mebibytes: reopenMiB).run() }
         if sections.contains("core") { try await CoreBenchmarks(root: root, seconds: seconds).run() }
+        if sections.contains("delivery") { try await DeliveryBenchmarks(root: root, seconds: seconds).run() }
     }
 }
 
