@@ -5,9 +5,11 @@
 /// message goes to. An append returns only when the store's flush policy is
 /// satisfied (with `always`, when the record's bytes are on disk).
 public protocol MessageStore: Sendable {
-    /// Stores messages, each on the queue given, in order. The results are in the
-    /// same order. Either every message of the call is stored or none is.
-    func append(_ requests: [AppendRequest]) async throws -> [AppendResult]
+    /// Queues messages for storing, each on the queue given, and calls
+    /// `completion` once they are stored by the flush policy (or failed). The
+    /// requests are queued before this returns, so calls made one after another
+    /// are stored in that order. Either every message of a call is stored or none is.
+    func enqueue(_ requests: [AppendRequest], completion: @escaping @Sendable (Result<[AppendResult], any Error>) -> Void)
 
     /// Reads a queue from `offset` on, at most `limit` messages. With
     /// `tagHashes`, entries whose tag hash is not in the set are skipped without
@@ -37,6 +39,16 @@ public protocol MessageStore: Sendable {
 
     /// Finishes outstanding appends, makes everything durable and releases files.
     func close() async throws
+}
+
+extension MessageStore {
+    /// Stores messages, each on the queue given, in order, and returns where
+    /// they went. Either every message of the call is stored or none is.
+    public func append(_ requests: [AppendRequest]) async throws -> [AppendResult] {
+        try await withUnsafeThrowingContinuation { continuation in
+            enqueue(requests) { continuation.resume(with: $0) }
+        }
+    }
 }
 
 /// One message to store and the queue it goes to.

@@ -64,25 +64,22 @@ public final class CommitLog: MessageStore {
 
     // MARK: Appending
 
-    public func append(_ requests: [AppendRequest]) async throws -> [AppendResult] {
-        guard !requests.isEmpty else { return [] }
-        for request in requests { try RecordCodec.validate(request.message, queue: request.queue) }
-        return try await withUnsafeThrowingContinuation { continuation in
-            let wake = shared.withLock { state -> Bool in
-                if let failure = state.failure {
-                    continuation.resume(throwing: failure)
-                    return false
-                }
-                if state.closing {
-                    continuation.resume(throwing: StoreError(.closed, "the store at \(directory) is closed"))
-                    return false
-                }
-                state.pending.append(PendingAppend(requests: requests, continuation: continuation))
-                defer { state.writerIdle = false }
-                return state.writerIdle
-            }
-            if wake { wakeWriter.signal() }
+    public func enqueue(_ requests: [AppendRequest], completion: @escaping @Sendable (Result<[AppendResult], any Error>) -> Void) {
+        guard !requests.isEmpty else { return completion(.success([])) }
+        do {
+            for request in requests { try RecordCodec.validate(request.message, queue: request.queue) }
+        } catch {
+            return completion(.failure(error))
         }
+        let (refusal, wake) = shared.withLock { state -> (StoreError?, Bool) in
+            if let failure = state.failure { return (failure, false) }
+            if state.closing { return (StoreError(.closed, "the store at \(directory) is closed"), false) }
+            state.pending.append(PendingAppend(requests: requests, completion: completion))
+            defer { state.writerIdle = false }
+            return (nil, state.writerIdle)
+        }
+        if let refusal { return completion(.failure(refusal)) }
+        if wake { wakeWriter.signal() }
     }
 
     // MARK: Reading
@@ -388,7 +385,7 @@ extension CommitLog {
             }
         }
         for batch in batches {
-            for (pending, answers) in zip(batch.pending, batch.results) { pending.continuation.resume(returning: answers) }
+            for (pending, answers) in zip(batch.pending, batch.results) { pending.completion(.success(answers)) }
         }
     }
 
@@ -398,7 +395,7 @@ extension CommitLog {
         shared.withLock { $0.failure = failure }
         logger.critical("fsync failed, refusing further writes", metadata: ["error": "\(cause)"])
         for batch in batches {
-            for pending in batch.pending { pending.continuation.resume(throwing: failure) }
+            for pending in batch.pending { pending.completion(.failure(failure)) }
         }
     }
 }
@@ -414,7 +411,7 @@ public struct RetentionReport: Sendable, Hashable {
 /// One caller's appends, waiting for the writer.
 struct PendingAppend: Sendable {
     var requests: [AppendRequest]
-    var continuation: UnsafeContinuation<[AppendResult], any Error>
+    var completion: @Sendable (Result<[AppendResult], any Error>) -> Void
 }
 
 /// What readers and appenders share with the writer, under one lock.

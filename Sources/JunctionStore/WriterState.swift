@@ -25,7 +25,7 @@ final class WriterState: @unchecked Sendable {
     /// group-commit thread, otherwise publishes it to readers and answers it.
     func commit(_ batch: [PendingAppend], log: CommitLog) {
         if let failure = log.shared.withLock({ $0.failure }) {
-            for pending in batch { pending.continuation.resume(throwing: failure) }
+            for pending in batch { pending.completion(.failure(failure)) }
             return
         }
         let timestamp = max(lastTimestamp, Clock.milliseconds())
@@ -96,7 +96,7 @@ final class WriterState: @unchecked Sendable {
             }
         } catch {
             rollBack(touched: touched, created: created, log: log, cause: error)
-            for pending in batch { pending.continuation.resume(throwing: error) }
+            for pending in batch { pending.completion(.failure(error)) }
             return
         }
         // Hand over: under `always` the group-commit thread fsyncs and answers

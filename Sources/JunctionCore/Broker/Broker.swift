@@ -98,53 +98,69 @@ public final class Broker: Sendable {
     /// Publishes messages in order: either all are stored (or found to be
     /// duplicates) or the call fails and none is stored. Receipts are in order.
     public func publish(_ messages: [Message]) async throws -> [PublishReceipt] {
+        try await withUnsafeThrowingContinuation { continuation in
+            publish(messages) { continuation.resume(with: $0) }
+        }
+    }
+
+    /// Publishes messages and calls `completion` with their receipts once they
+    /// are stored. The messages are queued for the store before this returns,
+    /// so calls made one after another (from one connection, say) are stored in
+    /// that order; the caller need not wait in between.
+    public func publish(_ messages: [Message], completion: @escaping @Sendable (Result<[PublishReceipt], any Error>) -> Void) {
         let now = clock.now()
         for (index, message) in messages.enumerated() {
             do {
                 try validate(message, now: now)
             } catch var error as BrokerError {
                 if messages.count > 1 { error.message = "message \(index + 1) of \(messages.count): " + error.message }
-                throw error
+                return completion(.failure(error))
+            } catch {
+                return completion(.failure(error))
             }
         }
-        return try await store(messages, now: now, isInternal: false)
+        store(messages, now: now, isInternal: false, completion: completion)
     }
 
-    /// Claims dedupe ids, places and stores what is new, and answers in order.
     private func store(_ messages: [Message], now: Int64, isInternal: Bool, dedupeKeys: [DedupeTable.Key?]? = nil) async throws -> [PublishReceipt] {
+        try await withUnsafeThrowingContinuation { continuation in
+            store(messages, now: now, isInternal: isInternal, dedupeKeys: dedupeKeys) { continuation.resume(with: $0) }
+        }
+    }
+
+    /// Claims dedupe ids, places and queues what is new, and answers in order
+    /// once it is stored. A dedupe id that another publish is storing right now
+    /// is resolved after that one completes.
+    private func store(
+        _ messages: [Message], now: Int64, isInternal: Bool, dedupeKeys: [DedupeTable.Key?]? = nil,
+        completion: @escaping @Sendable (Result<[PublishReceipt], any Error>) -> Void
+    ) {
         var receipts = [PublishReceipt?](repeating: nil, count: messages.count)
         var claimed: [DedupeTable.Key] = []
         var firstInCall: [DedupeTable.Key: Int] = [:]
         var sameAs: [Int: Int] = [:]
+        var waits: [(index: Int, key: DedupeTable.Key)] = []
         var toStore: [Int] = []
 
         for (index, message) in messages.enumerated() {
             guard let key = dedupeKeys?[index] ?? dedupeKey(for: message) else { toStore.append(index); continue }
             if let first = firstInCall[key] { sameAs[index] = first; continue }
-            claimLoop: while true {
-                switch dedupe.claim(key, now: now) {
-                case .duplicate(let receipt):
-                    receipts[index] = receipt
-                    break claimLoop
-                case .claimed:
-                    claimed.append(key)
-                    firstInCall[key] = index
-                    toStore.append(index)
-                    break claimLoop
-                case .inFlight:
-                    if var receipt = await dedupe.waitForInFlight(key) {
-                        receipt.duplicate = true
-                        receipts[index] = receipt
-                        break claimLoop
-                    }
-                }
+            switch dedupe.claim(key, now: now) {
+            case .duplicate(let receipt):
+                receipts[index] = receipt
+            case .claimed:
+                claimed.append(key)
+                firstInCall[key] = index
+                toStore.append(index)
+            case .inFlight:
+                waits.append((index, key))
             }
         }
 
+        var requests: [AppendRequest] = []
+        requests.reserveCapacity(toStore.count)
+        var scheduled: [Int] = []
         do {
-            var requests: [AppendRequest] = []
-            requests.reserveCapacity(toStore.count)
-            var scheduled: [Int] = []
             for index in toStore {
                 var message = messages[index]
                 if let deliverAt = message.deliverAt, deliverAt > now, !isInternal {
@@ -155,32 +171,60 @@ public final class Broker: Sendable {
                 let topic = try topics.resolve(message.topic, isInternal: isInternal || message.topic == DelayScheduler.topic)
                 requests.append(AppendRequest(message: message, queue: topic.queue(for: message.shardingKey)))
             }
-            let results = requests.isEmpty ? [] : try await store.append(requests)
-            if !requests.isEmpty { delivery.notify(topics: Set(requests.map(\.message.topic))) }
+        } catch {
+            for key in claimed { dedupe.complete(key, receipt: nil, storedAt: now) }
+            return completion(.failure(error))
+        }
+
+        let finish: @Sendable (Result<[AppendResult], any Error>) -> Void = { [self, receipts, claimed, firstInCall, sameAs, waits, toStore, scheduled, requests] result in
+            var receipts = receipts
+            let results: [AppendResult]
+            switch result {
+            case .failure(let error):
+                for key in claimed { dedupe.complete(key, receipt: nil, storedAt: now) }
+                return completion(.failure(error))
+            case .success(let stored):
+                results = stored
+            }
             for (position, (index, result)) in zip(toStore, results).enumerated() {
                 let original = messages[index]
-                let delayed = scheduled.contains(position)
                 receipts[index] = PublishReceipt(
                     id: result.id, topic: original.topic, queue: result.queue, queueOffset: result.queueOffset,
-                    storeTimestamp: result.storeTimestamp, deliverAt: delayed ? original.deliverAt : nil)
+                    storeTimestamp: result.storeTimestamp, deliverAt: scheduled.contains(position) ? original.deliverAt : nil)
             }
             if !scheduled.isEmpty {
                 scheduler.schedule(scheduled.map { (requests[$0].message.deliverAt!, results[$0].queueOffset) })
             }
-        } catch {
-            for key in claimed { dedupe.complete(key, receipt: nil, storedAt: now) }
-            throw error
+            if !requests.isEmpty { delivery.notify(topics: Set(requests.map(\.message.topic))) }
+            for key in claimed {
+                let receipt = receipts[firstInCall[key]!]!
+                dedupe.complete(key, receipt: receipt, storedAt: receipt.storeTimestamp)
+            }
+            for (index, first) in sameAs {
+                var receipt = receipts[first]!
+                receipt.duplicate = true
+                receipts[index] = receipt
+            }
+            if waits.isEmpty { return completion(.success(receipts.map { $0! })) }
+            // Ids another publish was storing: its receipt if it succeeded, else store them now.
+            Task { [receipts] in
+                var receipts = receipts
+                do {
+                    for (index, key) in waits {
+                        if var receipt = await dedupe.waitForInFlight(key) {
+                            receipt.duplicate = true
+                            receipts[index] = receipt
+                        } else {
+                            receipts[index] = try await store([messages[index]], now: clock.now(), isInternal: isInternal, dedupeKeys: [key])[0]
+                        }
+                    }
+                    completion(.success(receipts.map { $0! }))
+                } catch {
+                    completion(.failure(error))
+                }
+            }
         }
-        for key in claimed {
-            let receipt = receipts[firstInCall[key]!]!
-            dedupe.complete(key, receipt: receipt, storedAt: receipt.storeTimestamp)
-        }
-        for (index, first) in sameAs {
-            var receipt = receipts[first]!
-            receipt.duplicate = true
-            receipts[index] = receipt
-        }
-        return receipts.map { $0! }
+        if requests.isEmpty { finish(.success([])) } else { store.enqueue(requests, completion: finish) }
     }
 
     private func dedupeKey(for message: Message) -> DedupeTable.Key? {
