@@ -19,6 +19,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
     ],
     targets: [
         // The system libzmq (Debian: libzmq3-dev), wrapped for Swift.
@@ -45,11 +46,40 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // The native wire format: frames, encoder, decoder (NIOCore only).
+        .target(
+            name: "JunctionProtocol",
+            dependencies: ["JunctionCore", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: swiftSettings
+        ),
+        // The native TCP adapter (plugin type "tcp").
+        .target(
+            name: "JunctionTCP",
+            dependencies: [
+                "JunctionCore", "JunctionProtocol",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // The Swift client of the native protocol.
+        .target(
+            name: "JunctionClient",
+            dependencies: [
+                "JunctionCore", "JunctionProtocol",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         // Configuration loading and validation, service wiring.
         .target(
             name: "JunctionGateway",
             dependencies: [
-                "JunctionCore", "JunctionStore",
+                "JunctionCore", "JunctionStore", "JunctionTCP",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
@@ -59,7 +89,7 @@ let package = Package(
         .executableTarget(
             name: "junction",
             dependencies: [
-                "JunctionGateway", "JunctionCore", "JunctionStore",
+                "JunctionGateway", "JunctionCore", "JunctionStore", "JunctionClient", "JunctionProtocol",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -5,9 +5,9 @@ import JunctionCore
 ///
 /// Shape: `{"plugins": [{"name", "type", "enabled", "settings"}]}`. Names are
 /// unique; every type must be one this build knows (`PluginsFile.knownTypes`).
-public struct PluginsFile: Sendable, Hashable {
+public struct PluginsFile: Sendable {
     /// One plugin entry.
-    public struct Entry: Sendable, Hashable {
+    public struct Entry: Sendable {
         /// The plugin's unique name (used in logs and metrics).
         public var name: String
         /// Its type: which adapter it instantiates.
@@ -16,14 +16,15 @@ public struct PluginsFile: Sendable, Hashable {
         public var enabled: Bool
         /// Its type-specific settings, checked by the type.
         public var settings: JSONValue
+        /// The checked settings, ready to start.
+        public var prepared: PreparedPlugin
     }
 
     /// The entries in file order.
     public var entries: [Entry]
 
-    /// The adapter types this build can instantiate. The TCP, ZeroMQ, stdio and
-    /// exec adapters register here as they are built.
-    public static let knownTypes: [String] = []
+    /// The adapter types this build can instantiate.
+    public static var knownTypes: [String] { PluginRegistry.types.keys.sorted() }
 
     /// Reads and checks a plugins file.
     public static func load(file: String) throws(ConfigurationError) -> PluginsFile {
@@ -52,14 +53,20 @@ public struct PluginsFile: Sendable, Hashable {
             guard let name = try reader.string("name"), !name.isEmpty else { throw reader.error("name", "expected a non-empty plugin name") }
             guard names.insert(name).inserted else { throw reader.error("name", "plugin name \"\(name)\" is used twice") }
             guard let type = try reader.string("type") else { throw reader.error("type", "expected a plugin type") }
-            guard knownTypes.contains(type) else {
-                let known = knownTypes.isEmpty ? "this version has no adapter types yet" : "expected one of \(knownTypes.joined(separator: ", "))"
-                throw reader.error("type", "unknown plugin type \"\(type)\"; \(known)")
+            guard let pluginType = PluginRegistry.types[type] else {
+                throw reader.error("type", "unknown plugin type \"\(type)\"; expected one of \(knownTypes.joined(separator: ", "))")
             }
             let enabled = try reader.bool("enabled") ?? true
             let settings = reader.value("settings") ?? .object([])
             try reader.finish()
-            entries.append(Entry(name: name, type: type, enabled: enabled, settings: settings))
+            var settingsReader = try JSONObjectReader(settings, file: file, path: "plugins[\(index)].settings")
+            let prepared: PreparedPlugin
+            do {
+                prepared = try pluginType.prepare(&settingsReader)
+            } catch {
+                throw ConfigurationError(file: error.file, path: error.path, expected: "plugin \"\(name)\" (\(type)): \(error.expected)")
+            }
+            entries.append(Entry(name: name, type: type, enabled: enabled, settings: settings, prepared: prepared))
         }
         return PluginsFile(entries: entries)
     }

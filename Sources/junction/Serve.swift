@@ -69,8 +69,17 @@ struct Serve: AsyncParsableCommand {
             throw ExitCode.failure
         }
 
+        // Plugins come after the core: the group stops services in reverse order,
+        // so adapters stop taking messages before the core closes.
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: CoreService(store: store, broker: broker, logger: logger))]
+        for entry in pluginsFile.entries where entry.enabled {
+            logger.info("starting plugin", metadata: ["plugin": "\(entry.name)", "type": "\(entry.type)", "what": "\(entry.prepared.summary)"])
+            services.append(.init(
+                service: entry.prepared.start(entry.name, broker, Logger(label: "junction.\(entry.name)")),
+                failureTerminationBehavior: .gracefullyShutdownGroup))
+        }
         let group = ServiceGroup(configuration: ServiceGroupConfiguration(
-            services: [.init(service: CoreService(store: store, broker: broker, logger: logger))],
+            services: services,
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger
         ))

@@ -20,6 +20,9 @@ do {
 } catch let error as ConfigurationFailure {
     FileHandle.standardError.write(Data("junction: \(error.message)\n".utf8))
     exit(2)
+} catch let error as CommandFailure {
+    FileHandle.standardError.write(Data("junction: \(error.message)\n".utf8))
+    exit(error.code)
 } catch {
     let code = Junction.exitCode(for: error)
     if code == .success {

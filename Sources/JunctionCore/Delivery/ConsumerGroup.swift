@@ -40,6 +40,18 @@ public struct QueueStats: Sendable, Hashable {
     public var redeliveries: Int
     /// Messages moved to the dead-letter topic since the broker started.
     public var deadLetters: Int
+
+    /// Creates figures (a client decoding them, say).
+    public init(queue: Int, committedOffset: UInt64, endOffset: UInt64, lag: UInt64, inFlight: Int, held: Int, redeliveries: Int, deadLetters: Int) {
+        self.queue = queue
+        self.committedOffset = committedOffset
+        self.endOffset = endOffset
+        self.lag = lag
+        self.inFlight = inFlight
+        self.held = held
+        self.redeliveries = redeliveries
+        self.deadLetters = deadLetters
+    }
 }
 
 /// Observable state of one group (or one broadcasting member).
@@ -54,6 +66,15 @@ public struct GroupStats: Sendable, Hashable {
     public var members: Int
     /// Per queue.
     public var queues: [QueueStats]
+
+    /// Creates figures.
+    public init(group: String, consumerID: String?, topic: String, members: Int, queues: [QueueStats]) {
+        self.group = group
+        self.consumerID = consumerID
+        self.topic = topic
+        self.members = members
+        self.queues = queues
+    }
 }
 
 /// One consumer group's delivery engine (for broadcasting: one member's). It
@@ -162,6 +183,12 @@ actor ConsumerGroup {
                     message: delivery.message, attempt: delivery.attempt - 1, holder: nil, due: now, reason: "consumer left")
             }
         }
+        wake()
+    }
+
+    /// Changes a member's credit (its prefetch window).
+    func setCredit(_ id: Int, to credit: Int) {
+        members[id]?.credit = max(1, credit)
         wake()
     }
 

@@ -74,6 +74,9 @@ public final class Subscription: AsyncSequence, Sendable {
     /// Gives back by tags.
     public func nack(tags: [DeliveryTag], delayMs: Int? = nil) async { await engine.nack(tags, delayMs: delayMs) }
 
+    /// Changes this member's credit: the most unacknowledged deliveries it holds.
+    public func setCredit(_ credit: Int) async { await engine.setCredit(member, to: credit) }
+
     /// Leaves the group. Deliveries not yet acknowledged go to the other members.
     public func close() async { await onClose() }
 }

@@ -80,6 +80,12 @@ public struct Delivery: Sendable, Hashable {
     public let attempt: Int
     /// Names this delivery in acks and nacks.
     public var tag: DeliveryTag { DeliveryTag(queue: message.queue, offset: message.queueOffset) }
+
+    /// Creates a delivery (a client decoding one from the wire, say).
+    public init(message: StoredMessage, attempt: Int) {
+        self.message = message
+        self.attempt = attempt
+    }
 }
 
 /// Names a delivered message in acks and nacks: its queue and offset.

@@ -1,0 +1,436 @@
+import JunctionCore
+import NIOCore
+
+/// Why bytes are not a valid frame.
+public struct ProtocolError: Error, Sendable, Hashable, CustomStringConvertible {
+    /// The error code an ERROR frame reports it with.
+    public var code: Frame.ErrorCode
+    /// What was wrong.
+    public var message: String
+    /// The request id of the offending frame, when it could be read.
+    public var requestID: UInt32
+
+    public init(_ code: Frame.ErrorCode, _ message: String, requestID: UInt32 = 0) {
+        self.code = code
+        self.message = message
+        self.requestID = requestID
+    }
+
+    public var description: String { "\(code): \(message)" }
+}
+
+/// Frame layout: u32 length of what follows, u8 opcode, u32 request id, payload.
+/// Integers are big-endian; strings are u16 length + UTF-8; bytes are u32
+/// length + bytes; optionals are a u8 0/1 then the value.
+public enum FrameCodec {
+    /// Bytes before the payload: length, opcode, request id.
+    public static let headerSize = 9
+
+    /// Appends a frame to `buffer`.
+    public static func encode(_ frame: Frame, into buffer: inout ByteBuffer) {
+        let start = buffer.writerIndex
+        buffer.writeInteger(UInt32(0))
+        buffer.writeInteger(frame.body.opcode.rawValue)
+        buffer.writeInteger(frame.requestID)
+        writePayload(frame.body, into: &buffer)
+        buffer.setInteger(UInt32(buffer.writerIndex - start - 4), at: start)
+    }
+
+    private static func writePayload(_ body: Frame.Body, into buffer: inout ByteBuffer) {
+        switch body {
+        case .hello(let version, let client, let token):
+            buffer.writeInteger(version)
+            buffer.writeWireString(client)
+            buffer.writeOptional(token) { $0.writeWireString($1) }
+        case .ping, .pong, .listTopics, .ok:
+            break
+        case .publish(let receipt, let messages):
+            buffer.writeInteger(UInt8(receipt ? 1 : 0))
+            buffer.writeInteger(UInt16(messages.count))
+            for message in messages { buffer.writeMessage(message) }
+        case .subscribe(let id, let options):
+            buffer.writeInteger(id)
+            buffer.writeSubscription(options)
+        case .unsubscribe(let id), .subscribed(let id):
+            buffer.writeInteger(id)
+        case .pull(let id, let max, let timeoutMs):
+            buffer.writeInteger(id)
+            buffer.writeInteger(max)
+            buffer.writeInteger(timeoutMs)
+        case .ack(let id, let tags):
+            buffer.writeInteger(id)
+            buffer.writeTags(tags)
+        case .nack(let id, let delayMs, let tags):
+            buffer.writeInteger(id)
+            buffer.writeInteger(delayMs)
+            buffer.writeTags(tags)
+        case .credit(let id, let credit):
+            buffer.writeInteger(id)
+            buffer.writeInteger(credit)
+        case .listGroups(let group):
+            buffer.writeOptional(group) { $0.writeWireString($1) }
+        case .createTopic(let name, let queues):
+            buffer.writeWireString(name)
+            buffer.writeInteger(queues)
+        case .resetOffsets(let group, let start):
+            buffer.writeWireString(group)
+            buffer.writeStart(start)
+        case .helloOK(let version, let server):
+            buffer.writeInteger(version)
+            buffer.writeWireString(server)
+        case .receipts(let receipts):
+            buffer.writeInteger(UInt16(receipts.count))
+            for receipt in receipts { buffer.writeReceipt(receipt) }
+        case .deliveries(let id, let deliveries):
+            buffer.writeInteger(id)
+            buffer.writeInteger(UInt16(deliveries.count))
+            for delivery in deliveries { buffer.writeDelivery(delivery) }
+        case .topics(let topics):
+            buffer.writeInteger(UInt16(topics.count))
+            for topic in topics {
+                buffer.writeWireString(topic.name)
+                buffer.writeInteger(UInt16(topic.queues))
+            }
+        case .groups(let groups):
+            buffer.writeInteger(UInt16(groups.count))
+            for group in groups { buffer.writeGroupStats(group) }
+        case .error(let code, let message):
+            buffer.writeInteger(code.rawValue)
+            buffer.writeWireString(String(message.utf8.prefix(60_000)) ?? "")
+        }
+    }
+
+    /// Decodes a payload (everything after the request id) of one frame.
+    public static func decode(opcode raw: UInt8, requestID: UInt32, payload: inout ByteBuffer) throws(ProtocolError) -> Frame {
+        guard let opcode = Frame.Opcode(rawValue: raw) else {
+            throw ProtocolError(.unknownOpcode, "opcode 0x\(String(raw, radix: 16)) is not part of protocol version \(Frame.version)", requestID: requestID)
+        }
+        var reader = WireReader(buffer: payload, opcode: opcode, requestID: requestID)
+        let body: Frame.Body
+        switch opcode {
+        case .hello: body = .hello(version: try reader.u16(), client: try reader.string(), token: try reader.optional { (r: inout WireReader) throws(ProtocolError) in try r.string() })
+        case .ping: body = .ping
+        case .pong: body = .pong
+        case .listTopics: body = .listTopics
+        case .ok: body = .ok
+        case .publish:
+            let receipt = try reader.u8() & 1 == 1
+            let count = Int(try reader.u16())
+            var messages: [Message] = []
+            messages.reserveCapacity(count)
+            for _ in 0..<count { messages.append(try reader.message()) }
+            body = .publish(receipt: receipt, messages: messages)
+        case .subscribe: body = .subscribe(id: try reader.u32(), options: try reader.subscription())
+        case .unsubscribe: body = .unsubscribe(id: try reader.u32())
+        case .subscribed: body = .subscribed(id: try reader.u32())
+        case .pull: body = .pull(id: try reader.u32(), max: try reader.u32(), timeoutMs: try reader.u32())
+        case .ack: body = .ack(id: try reader.u32(), tags: try reader.tags())
+        case .nack: body = .nack(id: try reader.u32(), delayMs: try reader.i32(), tags: try reader.tags())
+        case .credit: body = .credit(id: try reader.u32(), credit: try reader.u32())
+        case .listGroups: body = .listGroups(group: try reader.optional { (r: inout WireReader) throws(ProtocolError) in try r.string() })
+        case .createTopic: body = .createTopic(name: try reader.string(), queues: try reader.u16())
+        case .resetOffsets: body = .resetOffsets(group: try reader.string(), start: try reader.start())
+        case .helloOK: body = .helloOK(version: try reader.u16(), server: try reader.string())
+        case .receipts:
+            let count = Int(try reader.u16())
+            var receipts: [PublishReceipt] = []
+            for _ in 0..<count { receipts.append(try reader.receipt()) }
+            body = .receipts(receipts)
+        case .deliveries:
+            let id = try reader.u32()
+            let count = Int(try reader.u16())
+            var deliveries: [Delivery] = []
+            deliveries.reserveCapacity(count)
+            for _ in 0..<count { deliveries.append(try reader.delivery()) }
+            body = .deliveries(id: id, deliveries)
+        case .topics:
+            let count = Int(try reader.u16())
+            var topics: [TopicInfo] = []
+            for _ in 0..<count { topics.append(TopicInfo(name: try reader.string(), queues: Int(try reader.u16()))) }
+            body = .topics(topics)
+        case .groups:
+            let count = Int(try reader.u16())
+            var groups: [GroupStats] = []
+            for _ in 0..<count { groups.append(try reader.groupStats()) }
+            body = .groups(groups)
+        case .error: body = .error(code: Frame.ErrorCode(rawValue: try reader.u16()), message: try reader.string())
+        }
+        guard reader.buffer.readableBytes == 0 else {
+            throw ProtocolError(.malformedFrame, "\(opcode) frame has \(reader.buffer.readableBytes) bytes left over after its payload", requestID: requestID)
+        }
+        return Frame(body, requestID: requestID)
+    }
+}
+
+/// Reads payload fields, refusing to run past the frame.
+struct WireReader {
+    var buffer: ByteBuffer
+    let opcode: Frame.Opcode
+    let requestID: UInt32
+
+    func short(_ what: String) -> ProtocolError {
+        ProtocolError(.malformedFrame, "\(opcode) frame ends inside \(what)", requestID: requestID)
+    }
+
+    mutating func integer<T: FixedWidthInteger>(_ what: String) throws(ProtocolError) -> T {
+        guard let value = buffer.readInteger(as: T.self) else { throw short(what) }
+        return value
+    }
+    mutating func u8() throws(ProtocolError) -> UInt8 { try integer("a u8") }
+    mutating func u16() throws(ProtocolError) -> UInt16 { try integer("a u16") }
+    mutating func u32() throws(ProtocolError) -> UInt32 { try integer("a u32") }
+    mutating func u64() throws(ProtocolError) -> UInt64 { try integer("a u64") }
+    mutating func i32() throws(ProtocolError) -> Int32 { try integer("an i32") }
+    mutating func i64() throws(ProtocolError) -> Int64 { try integer("an i64") }
+
+    mutating func string() throws(ProtocolError) -> String {
+        let length = Int(try u16())
+        guard let bytes = buffer.readSlice(length: length) else { throw short("a string of \(length) bytes") }
+        guard let text = bytes.getString(at: bytes.readerIndex, length: length), text.utf8.count == length,
+              String(validating: bytes.readableBytesView, as: UTF8.self) != nil else {
+            throw ProtocolError(.malformedFrame, "\(opcode) frame has a string that is not valid UTF-8", requestID: requestID)
+        }
+        return text
+    }
+
+    mutating func bytes() throws(ProtocolError) -> [UInt8] {
+        let length = Int(try u32())
+        guard let bytes = buffer.readBytes(length: length) else { throw short("a body of \(length) bytes") }
+        return bytes
+    }
+
+    mutating func optional<T>(_ read: (inout WireReader) throws(ProtocolError) -> T) throws(ProtocolError) -> T? {
+        switch try u8() {
+        case 0: return nil
+        case 1: return try read(&self)
+        case let other: throw ProtocolError(.malformedFrame, "\(opcode) frame has an optional flag of \(other), not 0 or 1", requestID: requestID)
+        }
+    }
+
+    mutating func message() throws(ProtocolError) -> Message {
+        let topic = try string()
+        let flags = try u8()
+        let tag = flags & 1 != 0 ? try string() : nil
+        let keyCount = Int(try u16())
+        var keys: [String] = []
+        for _ in 0..<keyCount { keys.append(try string()) }
+        let propertyCount = Int(try u16())
+        var properties: [String: String] = [:]
+        for _ in 0..<propertyCount {
+            let name = try string()
+            properties[name] = try string()
+        }
+        let shardingKey = flags & 2 != 0 ? try string() : nil
+        let dedupeID = flags & 4 != 0 ? try string() : nil
+        let deliverAt = flags & 8 != 0 ? try i64() : nil
+        let born = try i64()
+        let body = try bytes()
+        return Message(topic: topic, tag: tag, keys: keys, properties: properties, body: body,
+                       shardingKey: shardingKey, dedupeID: dedupeID, deliverAt: deliverAt, bornTimestamp: born)
+    }
+
+    mutating func id() throws(ProtocolError) -> MessageID { MessageID(position: try u64(), checksum: try u32()) }
+
+    mutating func receipt() throws(ProtocolError) -> PublishReceipt {
+        let id = try id()
+        let queue = Int(try u16())
+        let offset = try u64()
+        let stored = try i64()
+        let flags = try u8()
+        let deliverAt = flags & 2 != 0 ? try i64() : nil
+        let topic = try string()
+        return PublishReceipt(id: id, topic: topic, queue: queue, queueOffset: offset, storeTimestamp: stored,
+                              duplicate: flags & 1 != 0, deliverAt: deliverAt)
+    }
+
+    mutating func delivery() throws(ProtocolError) -> Delivery {
+        let id = try id()
+        let queue = Int(try u16())
+        let offset = try u64()
+        let stored = try i64()
+        let attempt = Int(try u16())
+        let message = try message()
+        return Delivery(message: StoredMessage(message: message, id: id, queue: queue, queueOffset: offset, storeTimestamp: stored), attempt: attempt)
+    }
+
+    mutating func tags() throws(ProtocolError) -> [DeliveryTag] {
+        let count = Int(try u32())
+        guard count <= buffer.readableBytes / 10 else { throw short("\(count) delivery tags") }
+        var tags: [DeliveryTag] = []
+        tags.reserveCapacity(count)
+        for _ in 0..<count { tags.append(DeliveryTag(queue: Int(try u16()), offset: try u64())) }
+        return tags
+    }
+
+    mutating func start() throws(ProtocolError) -> SubscriptionOptions.Start {
+        switch try u8() {
+        case 0: return .earliest
+        case 1: return .latest
+        case 2: return .offset(try u64())
+        case 3: return .time(try i64())
+        case let other: throw ProtocolError(.malformedFrame, "start kind \(other) is not 0 (earliest), 1 (latest), 2 (offset) or 3 (time)", requestID: requestID)
+        }
+    }
+
+    mutating func subscription() throws(ProtocolError) -> WireSubscription {
+        let topic = try string()
+        let tags = try string()
+        let whereClause = try optional { (reader: inout WireReader) throws(ProtocolError) in try reader.string() }
+        let group = try string()
+        let modeByte = try u8()
+        let ackByte = try u8()
+        guard modeByte <= 1, ackByte <= 1 else {
+            throw ProtocolError(.malformedFrame, "mode \(modeByte) / ack \(ackByte): expected 0 or 1", requestID: requestID)
+        }
+        let start = try start()
+        let credit = try u32()
+        let ackTimeout = try u32()
+        let maxDeliveries = try u16()
+        let backoffCount = Int(try u16())
+        var backoff: [UInt32] = []
+        for _ in 0..<backoffCount { backoff.append(try u32()) }
+        let flags = try u8()
+        let consumerID = try optional { (reader: inout WireReader) throws(ProtocolError) in try reader.string() }
+        return WireSubscription(
+            topic: topic, tags: tags, whereClause: whereClause, group: group,
+            mode: modeByte == 0 ? .clustering : .broadcasting, ack: ackByte == 0 ? .none : .explicit,
+            start: start, credit: credit, ackTimeoutMs: ackTimeout, maxDeliveries: maxDeliveries, backoffMs: backoff,
+            ordered: flags & 1 != 0, pull: flags & 2 != 0, consumerID: consumerID)
+    }
+
+    mutating func groupStats() throws(ProtocolError) -> GroupStats {
+        let group = try string()
+        let consumerID = try optional { (reader: inout WireReader) throws(ProtocolError) in try reader.string() }
+        let topic = try string()
+        let members = Int(try u16())
+        let count = Int(try u16())
+        var queues: [QueueStats] = []
+        for _ in 0..<count {
+            queues.append(QueueStats(
+                queue: Int(try u16()), committedOffset: try u64(), endOffset: try u64(), lag: try u64(),
+                inFlight: Int(try u32()), held: Int(try u32()), redeliveries: Int(try u32()), deadLetters: Int(try u32())))
+        }
+        return GroupStats(group: group, consumerID: consumerID, topic: topic, members: members, queues: queues)
+    }
+}
+
+extension ByteBuffer {
+    mutating func writeWireString(_ text: String) {
+        let utf8 = text.utf8.prefix(Int(UInt16.max))
+        writeInteger(UInt16(utf8.count))
+        writeBytes(utf8)
+    }
+
+    mutating func writeOptional<T>(_ value: T?, _ write: (inout ByteBuffer, T) -> Void) {
+        if let value {
+            writeInteger(UInt8(1))
+            write(&self, value)
+        } else {
+            writeInteger(UInt8(0))
+        }
+    }
+
+    mutating func writeMessage(_ message: Message) {
+        writeWireString(message.topic)
+        var flags: UInt8 = 0
+        if message.tag != nil { flags |= 1 }
+        if message.shardingKey != nil { flags |= 2 }
+        if message.dedupeID != nil { flags |= 4 }
+        if message.deliverAt != nil { flags |= 8 }
+        writeInteger(flags)
+        if let tag = message.tag { writeWireString(tag) }
+        writeInteger(UInt16(message.keys.count))
+        for key in message.keys { writeWireString(key) }
+        writeInteger(UInt16(message.properties.count))
+        for (name, value) in message.properties.sorted(by: { $0.key < $1.key }) {
+            writeWireString(name)
+            writeWireString(value)
+        }
+        if let shardingKey = message.shardingKey { writeWireString(shardingKey) }
+        if let dedupeID = message.dedupeID { writeWireString(dedupeID) }
+        if let deliverAt = message.deliverAt { writeInteger(deliverAt) }
+        writeInteger(message.bornTimestamp)
+        writeInteger(UInt32(message.body.count))
+        writeBytes(message.body)
+    }
+
+    mutating func writeID(_ id: MessageID) {
+        writeInteger(id.position)
+        writeInteger(id.checksum)
+    }
+
+    mutating func writeReceipt(_ receipt: PublishReceipt) {
+        writeID(receipt.id)
+        writeInteger(UInt16(receipt.queue))
+        writeInteger(receipt.queueOffset)
+        writeInteger(receipt.storeTimestamp)
+        writeInteger(UInt8((receipt.duplicate ? 1 : 0) | (receipt.deliverAt != nil ? 2 : 0)))
+        if let deliverAt = receipt.deliverAt { writeInteger(deliverAt) }
+        writeWireString(receipt.topic)
+    }
+
+    mutating func writeDelivery(_ delivery: Delivery) {
+        writeID(delivery.message.id)
+        writeInteger(UInt16(delivery.message.queue))
+        writeInteger(delivery.message.queueOffset)
+        writeInteger(delivery.message.storeTimestamp)
+        writeInteger(UInt16(clamping: delivery.attempt))
+        writeMessage(delivery.message.message)
+    }
+
+    mutating func writeTags(_ tags: [DeliveryTag]) {
+        writeInteger(UInt32(tags.count))
+        for tag in tags {
+            writeInteger(UInt16(tag.queue))
+            writeInteger(tag.offset)
+        }
+    }
+
+    mutating func writeStart(_ start: SubscriptionOptions.Start) {
+        switch start {
+        case .earliest: writeInteger(UInt8(0))
+        case .latest: writeInteger(UInt8(1))
+        case .offset(let offset):
+            writeInteger(UInt8(2))
+            writeInteger(offset)
+        case .time(let time):
+            writeInteger(UInt8(3))
+            writeInteger(time)
+        }
+    }
+
+    mutating func writeSubscription(_ options: WireSubscription) {
+        writeWireString(options.topic)
+        writeWireString(options.tags)
+        writeOptional(options.whereClause) { $0.writeWireString($1) }
+        writeWireString(options.group)
+        writeInteger(UInt8(options.mode == .clustering ? 0 : 1))
+        writeInteger(UInt8(options.ack == .none ? 0 : 1))
+        writeStart(options.start)
+        writeInteger(options.credit)
+        writeInteger(options.ackTimeoutMs)
+        writeInteger(options.maxDeliveries)
+        writeInteger(UInt16(options.backoffMs.count))
+        for delay in options.backoffMs { writeInteger(delay) }
+        writeInteger(UInt8((options.ordered ? 1 : 0) | (options.pull ? 2 : 0)))
+        writeOptional(options.consumerID) { $0.writeWireString($1) }
+    }
+
+    mutating func writeGroupStats(_ stats: GroupStats) {
+        writeWireString(stats.group)
+        writeOptional(stats.consumerID) { $0.writeWireString($1) }
+        writeWireString(stats.topic)
+        writeInteger(UInt16(clamping: stats.members))
+        writeInteger(UInt16(stats.queues.count))
+        for queue in stats.queues {
+            writeInteger(UInt16(queue.queue))
+            writeInteger(queue.committedOffset)
+            writeInteger(queue.endOffset)
+            writeInteger(queue.lag)
+            writeInteger(UInt32(clamping: queue.inFlight))
+            writeInteger(UInt32(clamping: queue.held))
+            writeInteger(UInt32(clamping: queue.redeliveries))
+            writeInteger(UInt32(clamping: queue.deadLetters))
+        }
+    }
+}

@@ -1,0 +1,404 @@
+import JunctionCore
+import JunctionProtocol
+import Logging
+import NIOCore
+import Synchronization
+
+/// Serves one native-protocol connection: the handshake, publishes (queued to
+/// the broker straight from the event loop, receipts written when stored),
+/// subscriptions (deliveries pushed within credit, or pulled), acks, admin
+/// calls. Writes are coalesced: one flush per event-loop turn, however many
+/// frames.
+final class ConnectionHandler: ChannelInboundHandler {
+    typealias InboundIn = Frame
+    typealias OutboundOut = Frame
+
+    private let broker: Broker
+    private let settings: TCPSettings
+    private let logger: Logger
+    private let metrics: TCPMetrics
+    private var helloDone = false
+    private var subscriptions: [UInt32: TCPSubscription] = [:]
+    private var pendingAcks: [UInt32: [DeliveryTag]] = [:]
+    private var inFlightPublishes = 0
+    private var readingPaused = false
+    private var flushScheduled = false
+    private var draining = false
+    private var closed = false
+
+    init(broker: Broker, settings: TCPSettings, logger: Logger, metrics: TCPMetrics) {
+        self.broker = broker
+        self.settings = settings
+        self.logger = logger
+        self.metrics = metrics
+    }
+
+    // MARK: Reading
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = unwrapInboundIn(data)
+        guard !draining else { return }
+        guard helloDone else {
+            guard case .hello(let version, let client, let token) = frame.body else {
+                return fail(context, .helloRequired, "the first frame must be HELLO", requestID: frame.requestID)
+            }
+            guard version == Frame.version else {
+                return fail(context, .unsupportedVersion, "protocol version \(version) is not supported; this server speaks \(Frame.version)", requestID: frame.requestID)
+            }
+            if let expected = settings.token, token != expected {
+                return fail(context, .unauthorized, token == nil ? "this server requires a token" : "wrong token", requestID: frame.requestID)
+            }
+            helloDone = true
+            logger.debug("client connected", metadata: ["client": "\(client)", "remote": "\(context.remoteAddress?.description ?? "?")"])
+            return write(context, Frame(.helloOK(version: Frame.version, server: "junction"), requestID: frame.requestID))
+        }
+        switch frame.body {
+        case .ping:
+            write(context, Frame(.pong, requestID: frame.requestID))
+        case .publish(let wantsReceipt, let messages):
+            publish(context, messages, receipt: wantsReceipt, requestID: frame.requestID)
+        case .subscribe(let id, let options):
+            subscribe(context, id: id, options, requestID: frame.requestID)
+        case .unsubscribe(let id):
+            guard let subscription = subscriptions.removeValue(forKey: id) else { return unknownSubscription(context, id, frame.requestID) }
+            let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            let requestID = frame.requestID
+            Task {
+                await subscription.stop()
+                bound.eventLoop.execute { bound.value.0.write(bound.value.1, Frame(.ok, requestID: requestID)) }
+            }
+        case .pull(let id, let max, let timeoutMs):
+            guard let subscription = subscriptions[id] else { return unknownSubscription(context, id, frame.requestID) }
+            let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            let requestID = frame.requestID
+            Task {
+                let batch = await subscription.core.pull(max: Int(min(max, 4096)), timeout: .milliseconds(Int(timeoutMs)))
+                bound.eventLoop.execute { bound.value.0.write(bound.value.1, Frame(.deliveries(id: id, batch), requestID: requestID)) }
+            }
+        case .ack(let id, let tags):
+            guard subscriptions[id] != nil else { return unknownSubscription(context, id, frame.requestID) }
+            pendingAcks[id, default: []].append(contentsOf: tags)
+            if frame.requestID != 0 { write(context, Frame(.ok, requestID: frame.requestID)) }
+        case .nack(let id, let delayMs, let tags):
+            guard let subscription = subscriptions[id] else { return unknownSubscription(context, id, frame.requestID) }
+            flushAcks()
+            Task { await subscription.core.nack(tags: tags, delayMs: delayMs < 0 ? nil : Int(delayMs)) }
+            if frame.requestID != 0 { write(context, Frame(.ok, requestID: frame.requestID)) }
+        case .credit(let id, let credit):
+            guard let subscription = subscriptions[id] else { return unknownSubscription(context, id, frame.requestID) }
+            Task { await subscription.core.setCredit(Int(max(1, credit))) }
+            if frame.requestID != 0 { write(context, Frame(.ok, requestID: frame.requestID)) }
+        case .listTopics:
+            let topics = broker.topicList.sorted { $0.key < $1.key }.map { TopicInfo(name: $0.key, queues: $0.value) }
+            write(context, Frame(.topics(topics), requestID: frame.requestID))
+        case .listGroups(let group):
+            answer(context, requestID: frame.requestID) { broker in .groups(try await broker.groupStats(group: group)) }
+        case .createTopic(let name, let queues):
+            do {
+                try broker.createTopic(name, queues: Int(queues))
+                write(context, Frame(.ok, requestID: frame.requestID))
+            } catch {
+                write(context, Frame(Self.errorBody(error), requestID: frame.requestID))
+            }
+        case .resetOffsets(let group, let start):
+            answer(context, requestID: frame.requestID) { broker in
+                try await broker.resetOffsets(group: group, to: start)
+                return .ok
+            }
+        case .hello:
+            write(context, Frame(.error(code: .invalidRequest, message: "HELLO was already sent"), requestID: frame.requestID))
+        default:
+            write(context, Frame(.error(code: .invalidRequest, message: "\(frame.body.opcode) is sent by servers, not clients"), requestID: frame.requestID))
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        flushAcks()
+        context.fireChannelReadComplete()
+    }
+
+    /// Hands the acks read in this burst to the broker: one call per subscription.
+    private func flushAcks() {
+        guard !pendingAcks.isEmpty else { return }
+        for (id, tags) in pendingAcks {
+            guard let subscription = subscriptions[id] else { continue }
+            Task { await subscription.core.ack(tags: tags) }
+        }
+        pendingAcks.removeAll(keepingCapacity: true)
+    }
+
+    // MARK: Publishing
+
+    private func publish(_ context: ChannelHandlerContext, _ messages: [Message], receipt: Bool, requestID: UInt32) {
+        metrics.received(messages.count)
+        inFlightPublishes += messages.count
+        if inFlightPublishes >= settings.maxInFlightPublishes && !readingPaused {
+            // A producer far ahead of the store: stop reading until it catches up.
+            readingPaused = true
+            context.channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in }
+        }
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        let count = messages.count
+        broker.publish(messages) { result in
+            bound.eventLoop.execute {
+                let (handler, context) = bound.value
+                handler.inFlightPublishes -= count
+                if handler.readingPaused && handler.inFlightPublishes <= handler.settings.maxInFlightPublishes / 2 && !handler.draining {
+                    handler.readingPaused = false
+                    context.channel.setOption(ChannelOptions.autoRead, value: true).whenComplete { _ in }
+                    context.read()
+                }
+                switch result {
+                case .success(let receipts):
+                    if receipt { handler.write(context, Frame(.receipts(receipts), requestID: requestID)) }
+                case .failure(let error):
+                    handler.metrics.refused(count)
+                    // A oneway publisher gets the error too: it is its only way to learn.
+                    handler.write(context, Frame(Self.errorBody(error), requestID: requestID))
+                }
+                if handler.draining && handler.inFlightPublishes == 0 { handler.finishDrain(context) }
+            }
+        }
+    }
+
+    // MARK: Subscribing
+
+    private func subscribe(_ context: ChannelHandlerContext, id: UInt32, _ wire: WireSubscription, requestID: UInt32) {
+        guard subscriptions[id] == nil else {
+            return write(context, Frame(.error(code: .invalidRequest, message: "subscription id \(id) is already in use on this connection"), requestID: requestID))
+        }
+        let filter: MessageFilter
+        do {
+            filter = try MessageFilter(tags: wire.tags, where: wire.whereClause)
+        } catch {
+            return write(context, Frame(.error(code: .invalidFilter, message: "\(error)"), requestID: requestID))
+        }
+        let options = SubscriptionOptions(
+            topic: wire.topic, filter: filter, group: wire.group, mode: wire.mode, ack: wire.ack, start: wire.start,
+            credit: Int(min(max(wire.credit, 1), 65_536)), ackTimeoutMs: wire.ackTimeoutMs == 0 ? nil : Int(wire.ackTimeoutMs),
+            maxDeliveries: wire.maxDeliveries == 0 ? nil : Int(wire.maxDeliveries),
+            backoffMs: wire.backoffMs.isEmpty ? nil : wire.backoffMs.map(Int.init), ordered: wire.ordered, consumerID: wire.consumerID)
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        let broker = self.broker
+        let channel = context.channel
+        let push = !wire.pull
+        Task { await ConnectionHandler.completeSubscribe(bound: bound, broker: broker, options: options, id: id, push: push, channel: channel, requestID: requestID) }
+    }
+
+    private static func completeSubscribe(
+        bound: NIOLoopBound<(ConnectionHandler, ChannelHandlerContext)>, broker: Broker, options: SubscriptionOptions,
+        id: UInt32, push: Bool, channel: any Channel, requestID: UInt32
+    ) async {
+        let core: Subscription
+        do {
+            core = try await broker.subscribe(options)
+        } catch {
+            let body = errorBody(error)
+            bound.eventLoop.execute { bound.value.0.write(bound.value.1, Frame(body, requestID: requestID)) }
+            return
+        }
+        let subscription = TCPSubscription(id: id, core: core, push: push, channel: channel)
+        bound.eventLoop.execute {
+            let (handler, context) = bound.value
+            guard !handler.closed, !handler.draining, handler.subscriptions[id] == nil else {
+                Task { await subscription.stop() }
+                return
+            }
+            handler.subscriptions[id] = subscription
+            handler.write(context, Frame(.subscribed(id: id), requestID: requestID))
+            if push { subscription.startPushing(bound: bound, metrics: handler.metrics) }
+        }
+    }
+
+    /// Writes pushed deliveries (called on the event loop by a subscription's pusher).
+    func push(_ context: ChannelHandlerContext, id: UInt32, _ deliveries: [Delivery]) {
+        guard !closed else { return }
+        var start = 0
+        while start < deliveries.count {
+            // Frames stay well under the client's limits: at most 256 deliveries or about 1 MiB each.
+            var end = start
+            var bytes = 0
+            while end < deliveries.count && end - start < 256 && (bytes < 1 << 20 || end == start) {
+                bytes += deliveries[end].message.message.body.count + 128
+                end += 1
+            }
+            context.write(wrapOutboundOut(Frame(.deliveries(id: id, Array(deliveries[start..<end])))), promise: nil)
+            start = end
+        }
+        scheduleFlush(context)
+    }
+
+    // MARK: Answers
+
+    private func answer(_ context: ChannelHandlerContext, requestID: UInt32, _ work: @escaping @Sendable (Broker) async throws -> Frame.Body) {
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        let broker = self.broker
+        Task { await ConnectionHandler.completeAnswer(bound: bound, broker: broker, requestID: requestID, work) }
+    }
+
+    private static func completeAnswer(
+        bound: NIOLoopBound<(ConnectionHandler, ChannelHandlerContext)>, broker: Broker, requestID: UInt32,
+        _ work: @Sendable (Broker) async throws -> Frame.Body
+    ) async {
+        let body: Frame.Body
+        do { body = try await work(broker) } catch { body = errorBody(error) }
+        bound.eventLoop.execute { bound.value.0.write(bound.value.1, Frame(body, requestID: requestID)) }
+    }
+
+    private func unknownSubscription(_ context: ChannelHandlerContext, _ id: UInt32, _ requestID: UInt32) {
+        write(context, Frame(.error(code: .unknownSubscription, message: "no subscription \(id) on this connection"), requestID: requestID))
+    }
+
+    func write(_ context: ChannelHandlerContext, _ frame: Frame) {
+        guard !closed else { return }
+        context.write(wrapOutboundOut(frame), promise: nil)
+        scheduleFlush(context)
+    }
+
+    /// One flush for everything written during this event-loop turn.
+    private func scheduleFlush(_ context: ChannelHandlerContext) {
+        guard !flushScheduled else { return }
+        flushScheduled = true
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        context.eventLoop.execute {
+            let (handler, context) = bound.value
+            handler.flushScheduled = false
+            context.flush()
+        }
+    }
+
+    /// Answers with an error and closes the connection.
+    private func fail(_ context: ChannelHandlerContext, _ code: Frame.ErrorCode, _ message: String, requestID: UInt32) {
+        metrics.protocolError()
+        logger.notice("closing a connection after a protocol error", metadata: [
+            "code": "\(code)", "error": "\(message)", "remote": "\(context.remoteAddress?.description ?? "?")",
+        ])
+        context.writeAndFlush(wrapOutboundOut(Frame(.error(code: code, message: message), requestID: requestID)), promise: nil)
+        draining = true
+        context.close(promise: nil)
+    }
+
+    static func errorBody(_ error: any Error) -> Frame.Body {
+        if let error = error as? BrokerError {
+            let code: Frame.ErrorCode = switch error.code {
+            case .tooLarge: .messageTooLarge
+            case .unknownTopic: .unknownTopic
+            case .delayTooLong: .delayTooLong
+            case .invalidFilter: .invalidFilter
+            case .conflict: .conflict
+            case .closed: .shuttingDown
+            default: .invalidMessage
+            }
+            return .error(code: code, message: error.message)
+        }
+        return .error(code: .storageError, message: "\(error)")
+    }
+
+    // MARK: Lifecycle
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if let error = error as? ProtocolError {
+            return fail(context, error.code, error.message, requestID: error.requestID)
+        }
+        if let error = error as? ByteToMessageDecoderError, case .leftoverDataWhenDone = error { return context.close(promise: nil) }
+        logger.debug("connection error", metadata: ["error": "\(error)"])
+        context.close(promise: nil)
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable {
+            for subscription in subscriptions.values { subscription.writable() }
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        closed = true
+        metrics.disconnected()
+        // Whatever the consumer held goes back to its group.
+        let all = Array(subscriptions.values)
+        subscriptions.removeAll()
+        Task { for subscription in all { await subscription.stop() } }
+        context.fireChannelInactive()
+    }
+
+    /// Graceful shutdown: stop reading, hand deliveries back, answer what is
+    /// being published, then close.
+    func beginDrain(_ context: ChannelHandlerContext) {
+        guard !draining else { return }
+        draining = true
+        context.channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in }
+        flushAcks()
+        let all = Array(subscriptions.values)
+        subscriptions.removeAll()
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        Task {
+            for subscription in all { await subscription.stop() }
+            bound.eventLoop.execute {
+                let (handler, context) = bound.value
+                if handler.inFlightPublishes == 0 { handler.finishDrain(context) }
+            }
+        }
+    }
+
+    private func finishDrain(_ context: ChannelHandlerContext) {
+        guard !closed else { return }
+        context.writeAndFlush(wrapOutboundOut(Frame(.error(code: .shuttingDown, message: "the gateway is shutting down")))).whenComplete { _ in
+            context.close(promise: nil)
+        }
+    }
+}
+
+/// A subscription of one connection, and the task that pushes its deliveries.
+final class TCPSubscription: Sendable {
+    let id: UInt32
+    let core: Subscription
+    let push: Bool
+    private let channel: any Channel
+    private let gate = Mutex<CheckedContinuation<Void, Never>?>(nil)
+    private let pusher = Mutex<Task<Void, Never>?>(nil)
+
+    init(id: UInt32, core: Subscription, push: Bool, channel: any Channel) {
+        self.id = id
+        self.core = core
+        self.push = push
+        self.channel = channel
+    }
+
+    /// Pushes deliveries as they come, a batch per event-loop hop, pausing while
+    /// the socket is not writable (a consumer that never reads costs at most its credit).
+    func startPushing(bound: NIOLoopBound<(ConnectionHandler, ChannelHandlerContext)>, metrics: TCPMetrics) {
+        let task = Task { [self] in
+            while !Task.isCancelled {
+                if !channel.isWritable {
+                    await withCheckedContinuation { continuation in
+                        gate.withLock { $0 = continuation }
+                        if channel.isWritable || !channel.isActive { writable() }
+                    }
+                    continue
+                }
+                let batch = await core.pull(max: 256)
+                if batch.isEmpty { break }  // closed
+                metrics.sent(batch.count)
+                let id = self.id
+                bound.eventLoop.execute { bound.value.0.push(bound.value.1, id: id, batch) }
+            }
+        }
+        pusher.withLock { $0 = task }
+    }
+
+    func writable() {
+        let waiter = gate.withLock { gate -> CheckedContinuation<Void, Never>? in
+            defer { gate = nil }
+            return gate
+        }
+        waiter?.resume()
+    }
+
+    func stop() async {
+        await core.close()
+        let task = pusher.withLock { $0 }
+        writable()
+        await task?.value
+    }
+}

@@ -1,0 +1,122 @@
+import JunctionCore
+import JunctionProtocol
+import Logging
+import NIOCore
+import NIOPosix
+import ServiceLifecycle
+import Synchronization
+
+/// The plugin of type "tcp": the native protocol over TCP. Runs until graceful
+/// shutdown, then stops accepting, lets each connection finish what it was
+/// publishing, hands its deliveries back to their groups, and closes.
+public final class TCPServer: Service, Sendable {
+    /// The plugin's name in plugins.json.
+    public let name: String
+    public let settings: TCPSettings
+    /// Counters for metrics.
+    public let metrics = TCPMetrics()
+    private let broker: Broker
+    private let logger: Logger
+    private let group: any EventLoopGroup
+    private let connections = Mutex<[ObjectIdentifier: any Channel]>([:])
+    private let bound = Mutex<(port: Int?, waiters: [CheckedContinuation<Int?, Never>])>((nil, []))
+
+    public init(name: String, settings: TCPSettings, broker: Broker, logger: Logger, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
+        self.name = name
+        self.settings = settings
+        self.broker = broker
+        self.logger = logger
+        self.group = group
+    }
+
+    /// The port it listens on once bound (nil if binding failed).
+    public func boundPort() async -> Int? {
+        await withCheckedContinuation { continuation in
+            let port = bound.withLock { state -> Int?? in
+                if let port = state.port { return .some(port) }
+                state.waiters.append(continuation)
+                return .none
+            }
+            if let port { continuation.resume(returning: port) }
+        }
+    }
+
+    private func announce(_ port: Int?) {
+        let waiters = bound.withLock { state in
+            state.port = port
+            defer { state.waiters.removeAll() }
+            return state.waiters
+        }
+        for waiter in waiters { waiter.resume(returning: port) }
+    }
+
+    public func run() async throws {
+        let settings = self.settings
+        let broker = self.broker
+        let logger = self.logger
+        let metrics = self.metrics
+        let server: any Channel
+        do {
+            server = try await ServerBootstrap(group: group)
+                .serverChannelOption(.backlog, value: 1024)
+                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
+                .childChannelOption(.writeBufferWaterMark, value: .init(low: 256 << 10, high: 1 << 20))
+                .childChannelOption(.maxMessagesPerRead, value: 16)
+                .childChannelInitializer { [self] channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        let count = metrics.connected()
+                        let handler = ConnectionHandler(broker: broker, settings: settings, logger: logger, metrics: metrics)
+                        try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(FrameEncoder()))
+                        if count > settings.maxConnections {
+                            logger.warning("refusing a connection: maxConnections reached", metadata: ["plugin": "\(name)", "max": "\(settings.maxConnections)"])
+                            var buffer = channel.allocator.buffer(capacity: 64)
+                            FrameCodec.encode(Frame(.error(code: .shuttingDown, message: "too many connections (maxConnections \(settings.maxConnections))")), into: &buffer)
+                            channel.writeAndFlush(buffer).whenComplete { _ in channel.close(promise: nil) }
+                            channel.closeFuture.whenComplete { _ in metrics.disconnected() }
+                            return
+                        }
+                        try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder(maxFrameBytes: settings.maxFrameBytes)))
+                        try channel.pipeline.syncOperations.addHandler(handler)
+                        let key = ObjectIdentifier(channel)
+                        connections.withLock { $0[key] = channel }
+                        channel.closeFuture.whenComplete { [self] _ in _ = connections.withLock { $0.removeValue(forKey: key) } }
+                    }
+                }
+                .bind(host: settings.host, port: settings.port)
+                .get()
+        } catch {
+            announce(nil)
+            logger.critical("cannot listen", metadata: ["plugin": "\(name)", "listen": "\(settings.host):\(settings.port)", "error": "\(error)"])
+            throw error
+        }
+        let port = server.localAddress?.port ?? settings.port
+        logger.info("listening", metadata: ["plugin": "\(name)", "type": "tcp", "address": "\(settings.host):\(port)"])
+        announce(port)
+
+        try? await gracefulShutdown()
+        logger.info("stopping: no new connections, draining the open ones", metadata: ["plugin": "\(name)"])
+        try? await server.close()
+        let open = connections.withLock { Array($0.values) }
+        for channel in open {
+            channel.eventLoop.execute {
+                guard let handler = try? channel.pipeline.syncOperations.handler(type: ConnectionHandler.self),
+                      let context = try? channel.pipeline.syncOperations.context(handlerType: ConnectionHandler.self) else {
+                    channel.close(promise: nil)
+                    return
+                }
+                handler.beginDrain(context)
+            }
+        }
+        // Bounded: a connection that does not finish draining is closed.
+        let deadline = ContinuousClock.now + .seconds(10)
+        for channel in open {
+            let closed = channel.closeFuture
+            let timer = channel.eventLoop.scheduleTask(deadline: .now() + .seconds(10)) { channel.close(promise: nil) }
+            try? await closed.get()
+            timer.cancel()
+            if ContinuousClock.now > deadline { break }
+        }
+        logger.info("stopped", metadata: ["plugin": "\(name)", "in": "\(metrics.messagesIn)", "out": "\(metrics.messagesOut)"])
+    }
+}

@@ -1,0 +1,76 @@
+import ArgumentParser
+import Foundation
+import JunctionClient
+import JunctionCore
+import JunctionProtocol
+import Logging
+
+/// Options every client command shares.
+struct ServerOptions: ParsableArguments {
+    @Option(help: "The gateway's native protocol address.")
+    var server = "127.0.0.1:7400"
+
+    @Option(help: "The token, if the gateway's tcp plugin requires one.")
+    var token: String?
+
+    func connect(name: String) async throws -> JunctionClient {
+        let parts = server.split(separator: ":", omittingEmptySubsequences: false)
+        guard parts.count >= 2, let port = Int(parts.last!), (1...65535).contains(port) else {
+            throw ValidationError("--server: expected HOST:PORT, found \(server)")
+        }
+        let host = parts.dropLast().joined(separator: ":").trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
+        var quiet = Logger(label: "junction.client")
+        quiet.logLevel = .error
+        do {
+            return try await JunctionClient.connect(host: host, port: port, name: name, token: token, reconnect: false, logger: quiet)
+        } catch let error as ClientError {
+            throw CommandFailure(message: "\(server): \(error)", code: error.code == .unauthorized ? 1 : 1)
+        } catch {
+            throw CommandFailure(message: "cannot connect to \(server): \(error)", code: 1)
+        }
+    }
+}
+
+/// A failure reported on stderr with an exit status.
+struct CommandFailure: Error {
+    var message: String
+    var code: Int32
+
+    /// Server refusals caused by what the user typed (a bad filter, a bad name) exit 2.
+    static func from(_ error: any Error) -> CommandFailure {
+        if let error = error as? CommandFailure { return error }
+        if let error = error as? ClientError {
+            let usage: Set<Frame.ErrorCode> = [.invalidFilter, .invalidMessage, .messageTooLarge, .unknownTopic, .delayTooLong, .conflict, .invalidRequest]
+            return CommandFailure(message: "\(error)", code: error.code.map { usage.contains($0) ? 2 : 1 } ?? 1)
+        }
+        return CommandFailure(message: "\(error)", code: 1)
+    }
+}
+
+/// Writes bytes to a file descriptor completely (stdout lines are acked only after this).
+func writeAll(_ fd: Int32, _ bytes: [UInt8]) -> Bool {
+    var done = 0
+    while done < bytes.count {
+        let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + done, bytes.count - done) }
+        if n < 0 {
+            if errno == EINTR { continue }
+            return false
+        }
+        done += n
+    }
+    return true
+}
+
+extension SubscriptionOptions.Start {
+    /// `earliest`, `latest`, an offset, or `time:MS`.
+    init?(argument: String) {
+        switch argument {
+        case "earliest": self = .earliest
+        case "latest": self = .latest
+        default:
+            if argument.hasPrefix("time:"), let time = Int64(argument.dropFirst(5)) { self = .time(time) }
+            else if let offset = UInt64(argument) { self = .offset(offset) }
+            else { return nil }
+        }
+    }
+}

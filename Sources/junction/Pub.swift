@@ -1,0 +1,136 @@
+import ArgumentParser
+import Foundation
+import JunctionClient
+import JunctionCore
+import Synchronization
+
+/// `junction pub`: publishes BODY, or each line of stdin as one message.
+/// Exits 0 only when every message is receipted (in oneway mode: sent).
+struct Pub: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Publish a message, or each line of stdin as a message.",
+        discussion: "Without BODY, each line of stdin is one message; publishes are pipelined, and the exit status is 0 only when every line is receipted. With --dedupe-id and stdin, line N gets the dedupe id ID-N.")
+
+    @OptionGroup var serverOptions: ServerOptions
+    @Option(help: "The topic.") var topic: String
+    @Option(help: "The tag.") var tag: String?
+    @Option(name: .customLong("key"), help: "A key (repeatable).") var keys: [String] = []
+    @Option(name: .customLong("property"), help: "A property K=V (repeatable).") var properties: [String] = []
+    @Option(name: .customLong("sharding-key"), help: "Messages with one sharding key keep their order on one queue.") var shardingKey: String?
+    @Option(name: .customLong("dedupe-id"), help: "Makes the publish idempotent within the dedupe window.") var dedupeID: String?
+    @Option(name: .customLong("deliver-at"), help: "Deliver at this time (ms since the epoch).") var deliverAt: Int64?
+    @Option(help: "sync (wait for each receipt), async (pipelined receipts) or oneway (no receipt).") var mode = "sync"
+    @Argument(help: "The message body; without it, stdin is read line by line.") var body: String?
+
+    func validate() throws {
+        guard ["sync", "async", "oneway"].contains(mode) else { throw ValidationError("--mode: expected sync, async or oneway, found \(mode)") }
+        for property in properties where !property.contains("=") { throw ValidationError("--property: expected K=V, found \(property)") }
+    }
+
+    private func message(_ body: [UInt8], line: Int?) -> Message {
+        var props: [String: String] = [:]
+        for property in properties {
+            let parts = property.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            props[String(parts[0])] = String(parts[1])
+        }
+        return Message(
+            topic: topic, tag: tag, keys: keys, properties: props, body: body, shardingKey: shardingKey,
+            dedupeID: dedupeID.map { id in line.map { "\(id)-\($0)" } ?? id }, deliverAt: deliverAt)
+    }
+
+    func run() async throws {
+        do {
+            let client = try await serverOptions.connect(name: "junction-pub")
+            defer { Task { await client.close() } }
+            if let body {
+                let message = message(Array(body.utf8), line: nil)
+                if mode == "oneway" {
+                    client.publishOneway([message])
+                    try await client.ping()  // the server has read it
+                } else {
+                    let receipt = try await client.publish(message)
+                    FileHandle.standardError.write(Data("published \(receipt.id) to \(receipt.topic) queue \(receipt.queue) offset \(receipt.queueOffset)\(receipt.duplicate ? " (duplicate)" : "")\n".utf8))
+                }
+                return
+            }
+            try await publishLines(client)
+        } catch {
+            throw CommandFailure.from(error)
+        }
+    }
+
+    /// Reads stdin in batches and keeps up to 64 batches in flight.
+    private func publishLines(_ client: JunctionClient) async throws {
+        let tracker = InFlight(limit: 64)
+        var batch: [Message] = []
+        var lineNumber = 0
+        var total = 0
+        func send(_ messages: [Message]) async throws {
+            total += messages.count
+            switch mode {
+            case "oneway":
+                client.publishOneway(messages)
+            case "sync":
+                _ = try await client.publish(messages)
+            default:
+                await tracker.acquire()
+                client.publish(messages) { result in tracker.release(result.map { _ in () }) }
+            }
+            if let failure = tracker.failure { throw failure }
+        }
+        while let line = readLine(strippingNewline: true) {
+            lineNumber += 1
+            batch.append(message(Array(line.utf8), line: lineNumber))
+            if batch.count == 256 {
+                try await send(batch)
+                batch.removeAll(keepingCapacity: true)
+            }
+        }
+        if !batch.isEmpty { try await send(batch) }
+        try await tracker.drain()
+        if mode == "oneway" { try await client.ping() }
+        FileHandle.standardError.write(Data("published \(total) messages to \(topic)\n".utf8))
+    }
+}
+
+/// Counts publishes in flight and remembers the first failure.
+final class InFlight: Sendable {
+    private struct State {
+        var count = 0
+        var failure: (any Error)?
+        var waiters: [CheckedContinuation<Void, Never>] = []
+    }
+    private let state = Mutex(State())
+    private let limit: Int
+
+    init(limit: Int) { self.limit = limit }
+
+    var failure: (any Error)? { state.withLock { $0.failure } }
+
+    func acquire() async {
+        await withCheckedContinuation { continuation in
+            let ready = state.withLock { state -> Bool in
+                if state.count < limit { state.count += 1; return true }
+                state.waiters.append(continuation)
+                return false
+            }
+            if ready { continuation.resume() }
+        }
+    }
+
+    func release<E: Error>(_ result: Result<Void, E>) {
+        let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
+            if case .failure(let error) = result, state.failure == nil { state.failure = error }
+            if !state.waiters.isEmpty { return state.waiters.removeFirst() }  // hand the slot over
+            state.count -= 1
+            return nil
+        }
+        waiter?.resume()
+    }
+
+    /// Waits until nothing is in flight; throws the first failure.
+    func drain() async throws {
+        for _ in 0..<limit { await acquire() }
+        if let failure { throw failure }
+    }
+}
