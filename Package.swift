@@ -122,6 +122,15 @@ let package = Package(
             path: "Tests/JunctionTestSupport",
             swiftSettings: swiftSettings
         ),
+        .testTarget(
+            name: "JunctionProtocolTests",
+            dependencies: [
+                "JunctionProtocol", "JunctionCore", "JunctionTestSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOTestUtils", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .testTarget(name: "CZeroMQTests", dependencies: ["CZeroMQ"], swiftSettings: swiftSettings),
         .testTarget(name: "JunctionCoreTests", dependencies: ["JunctionCore", "JunctionStore", "JunctionTestSupport"], swiftSettings: swiftSettings),
         .testTarget(
@@ -131,7 +140,9 @@ let package = Package(
         ),
         .testTarget(
             name: "JunctionGatewayTests",
-            dependencies: ["JunctionGateway", "JunctionCore", "JunctionStore", "JunctionTestSupport", "junction"],
+            dependencies: [
+                "JunctionGateway", "JunctionCore", "JunctionStore", "JunctionTestSupport", "JunctionClient", "JunctionProtocol", "junction",
+            ],
             swiftSettings: swiftSettings
         ),
     ]

@@ -17,7 +17,7 @@ final class ConnectionHandler: ChannelInboundHandler {
     private let settings: TCPSettings
     private let logger: Logger
     private let metrics: TCPMetrics
-    private var helloDone = false
+    private var machine: ConnectionStateMachine
     private var subscriptions: [UInt32: TCPSubscription] = [:]
     private var pendingAcks: [UInt32: [DeliveryTag]] = [:]
     private var inFlightPublishes = 0
@@ -31,30 +31,28 @@ final class ConnectionHandler: ChannelInboundHandler {
         self.settings = settings
         self.logger = logger
         self.metrics = metrics
+        self.machine = ConnectionStateMachine(token: settings.token)
     }
 
     // MARK: Reading
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let frame = unwrapInboundIn(data)
-        guard !draining else { return }
-        guard helloDone else {
-            guard case .hello(let version, let client, let token) = frame.body else {
-                return fail(context, .helloRequired, "the first frame must be HELLO", requestID: frame.requestID)
+        let wasReady = machine.isReady
+        let frame: Frame
+        switch machine.received(unwrapInboundIn(data)) {
+        case .ignore, .close:
+            return
+        case .reply(let answer):
+            if !wasReady, case .hello(_, let client, _) = unwrapInboundIn(data).body {
+                logger.debug("client connected", metadata: ["client": "\(client)", "remote": "\(context.remoteAddress?.description ?? "?")"])
             }
-            guard version == Frame.version else {
-                return fail(context, .unsupportedVersion, "protocol version \(version) is not supported; this server speaks \(Frame.version)", requestID: frame.requestID)
-            }
-            if let expected = settings.token, token != expected {
-                return fail(context, .unauthorized, token == nil ? "this server requires a token" : "wrong token", requestID: frame.requestID)
-            }
-            helloDone = true
-            logger.debug("client connected", metadata: ["client": "\(client)", "remote": "\(context.remoteAddress?.description ?? "?")"])
-            return write(context, Frame(.helloOK(version: Frame.version, server: "junction"), requestID: frame.requestID))
+            return write(context, answer)
+        case .failAndClose(let answer):
+            return fail(context, answer)
+        case .serve(let request):
+            frame = request
         }
         switch frame.body {
-        case .ping:
-            write(context, Frame(.pong, requestID: frame.requestID))
         case .publish(let wantsReceipt, let messages):
             publish(context, messages, receipt: wantsReceipt, requestID: frame.requestID)
         case .subscribe(let id, let options):
@@ -105,10 +103,8 @@ final class ConnectionHandler: ChannelInboundHandler {
                 try await broker.resetOffsets(group: group, to: start)
                 return .ok
             }
-        case .hello:
-            write(context, Frame(.error(code: .invalidRequest, message: "HELLO was already sent"), requestID: frame.requestID))
         default:
-            write(context, Frame(.error(code: .invalidRequest, message: "\(frame.body.opcode) is sent by servers, not clients"), requestID: frame.requestID))
+            break  // the state machine answers everything else
         }
     }
 
@@ -268,14 +264,13 @@ final class ConnectionHandler: ChannelInboundHandler {
     }
 
     /// Answers with an error and closes the connection.
-    private func fail(_ context: ChannelHandlerContext, _ code: Frame.ErrorCode, _ message: String, requestID: UInt32) {
+    private func fail(_ context: ChannelHandlerContext, _ answer: Frame) {
         metrics.protocolError()
         logger.notice("closing a connection after a protocol error", metadata: [
-            "code": "\(code)", "error": "\(message)", "remote": "\(context.remoteAddress?.description ?? "?")",
+            "error": "\(answer.body)", "remote": "\(context.remoteAddress?.description ?? "?")",
         ])
-        context.writeAndFlush(wrapOutboundOut(Frame(.error(code: code, message: message), requestID: requestID)), promise: nil)
         draining = true
-        context.close(promise: nil)
+        context.writeAndFlush(wrapOutboundOut(answer)).whenComplete { _ in context.close(promise: nil) }
     }
 
     static func errorBody(_ error: any Error) -> Frame.Body {
@@ -298,7 +293,8 @@ final class ConnectionHandler: ChannelInboundHandler {
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         if let error = error as? ProtocolError {
-            return fail(context, error.code, error.message, requestID: error.requestID)
+            if case .failAndClose(let answer) = machine.decodingFailed(error) { fail(context, answer) }
+            return
         }
         if let error = error as? ByteToMessageDecoderError, case .leftoverDataWhenDone = error { return context.close(promise: nil) }
         logger.debug("connection error", metadata: ["error": "\(error)"])
@@ -314,6 +310,7 @@ final class ConnectionHandler: ChannelInboundHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         closed = true
+        machine.closed()
         metrics.disconnected()
         // Whatever the consumer held goes back to its group.
         let all = Array(subscriptions.values)
@@ -327,6 +324,7 @@ final class ConnectionHandler: ChannelInboundHandler {
     func beginDrain(_ context: ChannelHandlerContext) {
         guard !draining else { return }
         draining = true
+        _ = machine.drain()
         context.channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in }
         flushAcks()
         let all = Array(subscriptions.values)
@@ -342,7 +340,7 @@ final class ConnectionHandler: ChannelInboundHandler {
     }
 
     private func finishDrain(_ context: ChannelHandlerContext) {
-        guard !closed else { return }
+        guard !closed, machine.drained() == .close else { return }
         context.writeAndFlush(wrapOutboundOut(Frame(.error(code: .shuttingDown, message: "the gateway is shutting down")))).whenComplete { _ in
             context.close(promise: nil)
         }

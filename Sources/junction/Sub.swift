@@ -54,6 +54,8 @@ struct Sub: AsyncParsableCommand {
 
     private func consume(_ subscription: ClientSubscription) async throws -> Int {
         let explicit = ack == "explicit"
+        // Acks go in batches, always well inside the credit so the server never waits for them.
+        let ackBatch = max(1, min(64, Int(credit) / 4))
         return try await withThrowingTaskGroup(of: Int?.self) { group in
             group.addTask {
                 var received = 0
@@ -64,7 +66,7 @@ struct Sub: AsyncParsableCommand {
                     }
                     received += 1
                     if explicit { unconfirmed.append(delivery) }
-                    if unconfirmed.count >= 64 {
+                    if unconfirmed.count >= ackBatch {
                         subscription.ack(unconfirmed)
                         unconfirmed.removeAll(keepingCapacity: true)
                     }

@@ -319,6 +319,7 @@ public func within<T: Sendable>(seconds: Double, _ message: String, _ body: @esc
 /// A bounded wait ran out.
 public struct TimeoutError: Error, CustomStringConvertible {
     public var message: String
+    public init(message: String) { self.message = message }
     public var description: String { message }
 }
 
@@ -330,4 +331,92 @@ public func waitUntil(seconds: Double = 10, _ message: String, _ condition: @esc
         guard Date() < deadline else { throw TimeoutError(message: "\(message) (waited \(seconds) s)") }
         try await Task.sleep(for: .milliseconds(2))  // polling interval of a bounded wait
     }
+}
+
+/// A `junction serve` process with a tcp plugin on a kernel-chosen port.
+public final class GatewayProcess: Sendable {
+    public let process: ChildProcess
+    public let port: Int
+    public let directory: String
+
+    /// Starts `junction serve` with `config` (Config/junction.json contents) and
+    /// extra plugin entries, in `directory`; waits until the tcp plugin listens.
+    public static func start(directory: String, config: String = "{}", token: String? = nil, extraPlugins: [String] = [], arguments: [String] = []) async throws -> GatewayProcess {
+        let configPath = directory + "/junction.json"
+        let pluginsPath = directory + "/plugins.json"
+        try config.write(toFile: configPath, atomically: true, encoding: .utf8)
+        let tokenSetting = token.map { #", "token": "\#($0)""# } ?? ""
+        let plugins = [#"{"name": "native", "type": "tcp", "settings": {"listen": "127.0.0.1:0"\#(tokenSetting)}}"#] + extraPlugins
+        try #"{"plugins": [\#(plugins.joined(separator: ", "))]}"#.write(toFile: pluginsPath, atomically: true, encoding: .utf8)
+        let junction = productsDirectory().appendingPathComponent("junction")
+        let child = try ChildProcess(junction, ["serve", "--config", configPath, "--plugins", pluginsPath, "--data-dir", directory + "/data"] + arguments)
+        guard let line = await child.waitForLine(containing: "listening"),
+              let range = line.range(of: "address=127.0.0.1:") else {
+            child.signal(SIGKILL)
+            throw TimeoutError(message: "junction serve did not start listening: \(child.lines.suffix(5))")
+        }
+        let port = Int(line[range.upperBound...].prefix { $0.isNumber })!
+        return GatewayProcess(process: child, port: port, directory: directory)
+    }
+
+    private init(process: ChildProcess, port: Int, directory: String) {
+        self.process = process
+        self.port = port
+        self.directory = directory
+    }
+
+    /// Stops it with SIGTERM and returns its exit status.
+    public func stop() async -> Int32 {
+        process.signal(SIGTERM)
+        return await process.waitForExit()
+    }
+
+    /// Kills it with SIGKILL.
+    public func kill() async {
+        process.signal(SIGKILL)
+        _ = await process.waitForExit()
+    }
+
+    /// Runs `junction ARGS` against this gateway, with `input` on stdin; returns (status, stdout, stderr).
+    public func junction(_ arguments: [String], input: String? = nil) async throws -> (Int32, String, String) {
+        try await runJunction(["--server", "127.0.0.1:\(port)"], arguments, input: input)
+    }
+}
+
+/// Runs `junction` (the built one) with a subcommand and arguments.
+public func runJunction(_ serverArguments: [String], _ arguments: [String], input: String? = nil) async throws -> (Int32, String, String) {
+    let process = Process()
+    process.executableURL = productsDirectory().appendingPathComponent("junction")
+    process.arguments = Array(arguments.prefix(arguments.first == "topics" || arguments.first == "groups" ? 2 : 1)) + serverArguments + Array(arguments.dropFirst(arguments.first == "topics" || arguments.first == "groups" ? 2 : 1))
+    let stdout = Pipe()
+    let stderr = Pipe()
+    let stdin = Pipe()
+    process.standardOutput = stdout
+    process.standardError = stderr
+    process.standardInput = stdin
+    try process.run()
+    let writer = Thread {
+        if let input { stdin.fileHandleForWriting.write(Data(input.utf8)) }
+        try? stdin.fileHandleForWriting.close()
+    }
+    writer.start()
+    let out = Locked(Data())
+    let err = Locked(Data())
+    let reading = DispatchGroup()
+    for (pipe, sink) in [(stdout, out), (stderr, err)] {
+        reading.enter()
+        Thread {
+            let data = pipe.fileHandleForReading.readDataToEndOfFile()
+            sink.withLock { $0 = data }
+            reading.leave()
+        }.start()
+    }
+    let status = await withCheckedContinuation { continuation in
+        Thread {
+            process.waitUntilExit()
+            reading.wait()
+            continuation.resume(returning: process.terminationStatus)
+        }.start()
+    }
+    return (status, String(decoding: out.withLock { $0 }, as: UTF8.self), String(decoding: err.withLock { $0 }, as: UTF8.self))
 }

@@ -1,0 +1,91 @@
+/// The server side of one connection as a pure value: each event returns the
+/// action the channel handler carries out. Tested without sockets.
+public struct ConnectionStateMachine: Sendable {
+    private enum State: Sendable, Equatable {
+        case awaitingHello
+        case ready
+        case draining
+        case closed
+    }
+
+    /// What the handler must do.
+    public enum Action: Sendable, Equatable {
+        /// Answer with this frame and keep going.
+        case reply(Frame)
+        /// Serve this request.
+        case serve(Frame)
+        /// Answer with this error and close the connection.
+        case failAndClose(Frame)
+        /// Do nothing (a frame arriving while draining or closed).
+        case ignore
+        /// Close now (drained).
+        case close
+    }
+
+    private var state = State.awaitingHello
+    private let token: String?
+
+    /// A connection of a server that requires `token` (nil: none).
+    public init(token: String?) { self.token = token }
+
+    /// Whether HELLO has been accepted.
+    public var isReady: Bool { state == .ready }
+
+    /// A frame arrived.
+    public mutating func received(_ frame: Frame) -> Action {
+        switch state {
+        case .closed, .draining:
+            return .ignore
+        case .awaitingHello:
+            guard case .hello(let version, _, let offered) = frame.body else {
+                state = .closed
+                return .failAndClose(Frame(.error(code: .helloRequired, message: "the first frame must be HELLO"), requestID: frame.requestID))
+            }
+            guard version == Frame.version else {
+                state = .closed
+                return .failAndClose(Frame(.error(code: .unsupportedVersion, message: "protocol version \(version) is not supported; this server speaks \(Frame.version)"), requestID: frame.requestID))
+            }
+            if let token, offered != token {
+                state = .closed
+                return .failAndClose(Frame(.error(code: .unauthorized, message: offered == nil ? "this server requires a token" : "wrong token"), requestID: frame.requestID))
+            }
+            state = .ready
+            return .reply(Frame(.helloOK(version: Frame.version, server: "junction"), requestID: frame.requestID))
+        case .ready:
+            switch frame.body {
+            case .hello:
+                return .reply(Frame(.error(code: .invalidRequest, message: "HELLO was already sent"), requestID: frame.requestID))
+            case .ping:
+                return .reply(Frame(.pong, requestID: frame.requestID))
+            case .helloOK, .pong, .receipts, .subscribed, .deliveries, .topics, .groups, .ok, .error:
+                return .reply(Frame(.error(code: .invalidRequest, message: "\(frame.body.opcode) is sent by servers, not clients"), requestID: frame.requestID))
+            default:
+                return .serve(frame)
+            }
+        }
+    }
+
+    /// The decoder refused the bytes.
+    public mutating func decodingFailed(_ error: ProtocolError) -> Action {
+        guard state != .closed else { return .ignore }
+        state = .closed
+        return .failAndClose(Frame(.error(code: error.code, message: error.message), requestID: error.requestID))
+    }
+
+    /// The gateway is shutting down: stop serving new requests.
+    public mutating func drain() -> Action {
+        guard state != .closed else { return .ignore }
+        state = .draining
+        return .ignore
+    }
+
+    /// Everything in flight is answered.
+    public mutating func drained() -> Action {
+        guard state == .draining else { return .ignore }
+        state = .closed
+        return .close
+    }
+
+    /// The peer went away.
+    public mutating func closed() { state = .closed }
+}

@@ -1,0 +1,244 @@
+import Foundation
+import JunctionClient
+import JunctionCore
+import JunctionProtocol
+import JunctionTestSupport
+import NIOCore
+import Testing
+
+@Suite("Native protocol end to end", .serialized)
+struct TCPEndToEndTests {
+    private func connect(_ gateway: GatewayProcess, token: String? = nil) async throws -> JunctionClient {
+        try await JunctionClient.connect(port: gateway.port, token: token, reconnect: false)
+    }
+
+    private func collect(_ subscription: ClientSubscription, count: Int, ack: Bool = true, seconds: Double = 30) async throws -> [Delivery] {
+        try await within(seconds: seconds, "expected \(count) deliveries") {
+            var got: [Delivery] = []
+            for await delivery in subscription {
+                got.append(delivery)
+                if ack { subscription.ack(delivery) }
+                if got.count == count { break }
+            }
+            return got
+        }
+    }
+
+    private func text(_ delivery: Delivery) -> String { String(decoding: delivery.message.message.body, as: UTF8.self) }
+
+    @Test("publish sync, async and oneway; a clustering group splits, a broadcasting group copies")
+    func publishModesAndGroups() async throws {
+        let dir = TemporaryDirectory()
+        let gateway = try await GatewayProcess.start(directory: dir.path)
+        let client = try await connect(gateway)
+        let a = try await client.subscribe(WireSubscription(topic: "t", group: "cluster", start: .earliest))
+        let b = try await client.subscribe(WireSubscription(topic: "t", group: "cluster", start: .earliest))
+        let c1 = try await client.subscribe(WireSubscription(topic: "t", group: "fan", mode: .broadcasting, start: .earliest, consumerID: "one"))
+        let c2 = try await client.subscribe(WireSubscription(topic: "t", group: "fan", mode: .broadcasting, start: .earliest, consumerID: "two"))
+
+        let sync = try await client.publish((0..<10).map { Message(topic: "t", body: Array("s\($0)".utf8)) })
+        #expect(sync.count == 10 && sync.allSatisfy { !$0.duplicate })
+        let receipts = Locked([PublishReceipt]())
+        try await within(seconds: 10, "async receipts") {
+            await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+                client.publish((0..<10).map { Message(topic: "t", body: Array("a\($0)".utf8)) }) { result in
+                    receipts.withLock { $0 += (try? result.get()) ?? [] }
+                    done.resume()
+                }
+            }
+        }
+        #expect(receipts.withLock { $0.count } == 10)
+        client.publishOneway((0..<10).map { Message(topic: "t", body: Array("o\($0)".utf8)) })
+        try await client.ping()
+
+        let expected = Set((0..<10).flatMap { ["s\($0)", "a\($0)", "o\($0)"] })
+        #expect(Set(try await collect(c1, count: 30).map(text)) == expected)
+        #expect(Set(try await collect(c2, count: 30).map(text)) == expected)
+        // The clustering pair together gets each message once.
+        let split = Locked([String]())
+        try await within(seconds: 30, "the clustering group did not get all 30") {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for member in [a, b] {
+                    group.addTask {
+                        for await delivery in member {
+                            member.ack(delivery)
+                            let done = split.withLock { $0.append(self.text(delivery)); return $0.count >= 30 }
+                            if done { break }
+                        }
+                    }
+                }
+                try await waitUntil(seconds: 30, "clustering deliveries") { split.withLock { $0.count >= 30 } }
+                group.cancelAll()
+                await a.close()
+                await b.close()
+            }
+        }
+        #expect(split.withLock { $0.count } == 30)
+        #expect(Set(split.withLock { $0 }) == expected)
+        let groups = try await client.listGroups("cluster")
+        #expect(groups.first?.queues.reduce(0) { $0 + Int($1.endOffset) } == 30)
+        await client.close()
+        #expect(await gateway.stop() == 0)
+    }
+
+    @Test("explicit acks: a consumer killed mid-stream loses nothing")
+    func consumerKilled() async throws {
+        let dir = TemporaryDirectory()
+        let gateway = try await GatewayProcess.start(directory: dir.path)
+        let client = try await connect(gateway)
+        for batch in 0..<10 {
+            _ = try await client.publish((0..<200).map { Message(topic: "work", body: Array("m\(batch * 200 + $0)".utf8)) })
+        }
+        let junction = productsDirectory().appendingPathComponent("junction")
+        let first = try ChildProcess(junction, ["sub", "--server", "127.0.0.1:\(gateway.port)", "--topic", "work", "--group", "workers", "--from", "earliest", "--credit", "50"], watch: true)
+        try await waitUntil(seconds: 30, "the first consumer printed nothing") { first.lines.count >= 300 }
+        first.signal(SIGKILL)
+        _ = await first.waitForExit()
+        let printedByFirst = Set(first.lines)
+        // Another member of the group gets everything the first did not ack.
+        let second = try await client.subscribe(WireSubscription(topic: "work", group: "workers", start: .earliest))
+        var seen = printedByFirst
+        try await within(seconds: 30, "the rest never arrived (have \(seen.count) of 2000)") {
+            var local = Set<String>()
+            for await delivery in second {
+                second.ack(delivery)
+                local.insert(self.text(delivery))
+                if local.union(printedByFirst).count == 2000 { break }
+            }
+            return local
+        }.forEach { seen.insert($0) }
+        #expect(seen == Set((0..<2000).map { "m\($0)" }))
+        await client.close()
+        #expect(await gateway.stop() == 0)
+    }
+
+    @Test("SIGKILL of junction serve during synchronous publishes: after a restart every receipted message is there")
+    func gatewayKilled() async throws {
+        let dir = TemporaryDirectory()
+        var random = SeededRandom(seed: UInt64(Date().timeIntervalSince1970))
+        var receipted: [String] = []
+        for round in 0..<3 {
+            let gateway = try await GatewayProcess.start(directory: dir.path)
+            let client = try await connect(gateway)
+            let target = Int.random(in: 50...400, using: &random)
+            var sent = 0
+            do {
+                while true {
+                    let body = "r\(round)-\(sent)"
+                    _ = try await client.publish(Message(topic: "durable", body: Array(body.utf8)))
+                    receipted.append(body)
+                    sent += 1
+                    if sent == target { await gateway.kill() }
+                }
+            } catch {
+                // The connection broke when the gateway was killed.
+            }
+            #expect(sent >= target, "round \(round): the gateway died early")
+            await client.close()
+        }
+        let gateway = try await GatewayProcess.start(directory: dir.path)
+        let client = try await connect(gateway)
+        let reader = try await client.subscribe(WireSubscription(topic: "durable", group: "audit", start: .earliest, credit: 512))
+        let stored = Set(try await collect(reader, count: receipted.count).map(text))
+        #expect(stored.isSuperset(of: receipted), "missing \(Set(receipted).subtracting(stored).prefix(10))")
+        await client.close()
+        #expect(await gateway.stop() == 0)
+    }
+
+    @Test("seq 1 100000 | junction pub, then junction sub --count 100000 prints 1 … 100000")
+    func commandLineRoundTrip() async throws {
+        let dir = TemporaryDirectory()
+        let gateway = try await GatewayProcess.start(directory: dir.path)
+        #expect(try await gateway.junction(["topics", "create", "t", "--queues", "1"]).0 == 0)
+        let lines = (1...100_000).map(String.init).joined(separator: "\n") + "\n"
+        let (pubStatus, _, pubErr) = try await gateway.junction(["pub", "--topic", "t", "--mode", "async"], input: lines)
+        #expect(pubStatus == 0, "\(pubErr)")
+        let (subStatus, out, subErr) = try await gateway.junction(["sub", "--topic", "t", "--from", "earliest", "--count", "100000", "--timeout", "120"])
+        #expect(subStatus == 0, "\(subErr)")
+        #expect(out == lines)
+        let (_, groups, _) = try await gateway.junction(["groups", "list"])
+        #expect(groups.contains("\t100000\t100000\t0\t"), "\(groups)")
+        #expect(await gateway.stop() == 0)
+    }
+
+    @Test("bad input gets an error frame and a closed connection; others and stored data are untouched")
+    func badInput() async throws {
+        let dir = TemporaryDirectory()
+        let gateway = try await GatewayProcess.start(directory: dir.path, token: "s3cret")
+        let client = try await connect(gateway, token: "s3cret")
+        _ = try await client.publish((0..<20).map { Message(topic: "keep", body: [UInt8($0)]) })
+
+        func hello(_ token: String?) -> [UInt8] { bytes(Frame(.hello(version: 1, client: "raw", token: token), requestID: 1)) }
+        let cases: [(String, [UInt8], Frame.ErrorCode)] = [
+            ("a frame before hello", bytes(Frame(.ping, requestID: 5)), .helloRequired),
+            ("no token", hello(nil), .unauthorized),
+            ("a wrong token", hello("guess"), .unauthorized),
+            ("an oversized frame", hello("s3cret") + [0x7F, 0, 0, 0, 0x02, 0, 0, 0, 9], .frameTooLarge),
+            ("an unknown opcode", hello("s3cret") + [0, 0, 0, 5, 0x6E, 0, 0, 0, 3], .unknownOpcode),
+            ("a malformed publish", hello("s3cret") + [0, 0, 0, 8, 0x10, 0, 0, 0, 4, 1, 0, 1], .malformedFrame),
+            ("a frame shorter than its header", hello("s3cret") + [0, 0, 0, 2, 0x02, 0], .malformedFrame),
+        ]
+        for (what, input, expected) in cases {
+            let answers = try RawConnection.exchange(port: gateway.port, input)
+            let error = answers.compactMap { frame -> Frame.ErrorCode? in if case .error(let code, _) = frame.body { code } else { nil } }.first
+            #expect(error == expected, "\(what): got \(answers.map(\.body))")
+        }
+        // Fuzz: random and mutated frames after a good hello, on many connections.
+        var random = SeededRandom(seed: 9)
+        let valid = hello("s3cret") + bytes(Frame(.publish(receipt: true, messages: [Message(topic: "fuzz", body: [1, 2, 3])]), requestID: 2))
+        for _ in 0..<150 {
+            var input = valid
+            for _ in 0..<Int.random(in: 1...6, using: &random) {
+                let at = Int.random(in: 10..<input.count, using: &random)
+                input[at] = UInt8.random(in: 0...255, using: &random)
+            }
+            if Bool.random(using: &random) { input += (0..<Int.random(in: 1...64, using: &random)).map { _ in UInt8.random(in: 0...255, using: &random) } }
+            _ = try RawConnection.exchange(port: gateway.port, input, halfClose: true)
+        }
+        // The gateway still serves, and what was stored is intact.
+        try await client.ping()
+        let reader = try await client.subscribe(WireSubscription(topic: "keep", group: "check", start: .earliest))
+        let kept = try await collect(reader, count: 20)
+        #expect(Set(kept.map { $0.message.message.body }) == Set((0..<20).map { [UInt8($0)] }))
+        await client.close()
+        #expect(await gateway.stop() == 0)
+    }
+
+    private func bytes(_ frame: Frame) -> [UInt8] {
+        var buffer = ByteBuffer()
+        FrameCodec.encode(frame, into: &buffer)
+        return Array(buffer.readableBytesView)
+    }
+}
+
+/// A plain socket: sends bytes, reads every frame until the server closes (or 5 s pass).
+enum RawConnection {
+    static func exchange(port: Int, _ input: [UInt8], halfClose: Bool = false) throws -> [Frame] {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw TimeoutError(message: "socket: \(errno)") }
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard connected == 0 else { throw TimeoutError(message: "connect: \(errno)") }
+        var timeout = timeval(tv_sec: 5, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        _ = input.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        // Half-closing tells the server there is no more: an incomplete frame ends the connection at once.
+        if halfClose { shutdown(fd, Int32(SHUT_WR)) }
+        var received = ByteBuffer()
+        var chunk = [UInt8](repeating: 0, count: 65_536)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n <= 0 { break }
+            received.writeBytes(chunk[0..<n])
+        }
+        var frames: [Frame] = []
+        while let frame = try? FrameDecoder.next(from: &received, maxFrameBytes: 1 << 24) { frames.append(frame) }
+        return frames
+    }
+}

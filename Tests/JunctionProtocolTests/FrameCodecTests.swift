@@ -1,0 +1,170 @@
+import JunctionCore
+import JunctionProtocol
+import JunctionTestSupport
+import NIOCore
+import Testing
+
+/// Frames of every kind, with awkward contents.
+func sampleFrames() -> [Frame] {
+    var random = SeededRandom(seed: 1)
+    let message = randomMessage(topic: "orders", using: &random)
+    let stored = StoredMessage(message: message, id: MessageID(position: 1 << 40, checksum: 0xdead_beef), queue: 3, queueOffset: 99, storeTimestamp: 1_700_000_000_000)
+    let stats = GroupStats(group: "g", consumerID: "c-1", topic: "t", members: 2, queues: [
+        QueueStats(queue: 0, committedOffset: 5, endOffset: 9, lag: 4, inFlight: 2, held: 3, redeliveries: 1, deadLetters: 0),
+    ])
+    let subscription = WireSubscription(
+        topic: "t", tags: "A || B", whereClause: "x > 1", group: "g", mode: .broadcasting, ack: .none, start: .time(123),
+        credit: 64, ackTimeoutMs: 5000, maxDeliveries: 3, backoffMs: [1, 2], ordered: true, pull: true, consumerID: "me")
+    return [
+        Frame(.hello(version: 1, client: "c", token: nil), requestID: 1),
+        Frame(.hello(version: 1, client: "é😀", token: "secret"), requestID: 2),
+        Frame(.ping, requestID: 3), Frame(.pong, requestID: 3),
+        Frame(.publish(receipt: true, messages: [message, Message(topic: "t", body: [])]), requestID: 4),
+        Frame(.publish(receipt: false, messages: []), requestID: 0),
+        Frame(.subscribe(id: 7, options: subscription), requestID: 5),
+        Frame(.subscribe(id: 8, options: WireSubscription(topic: "t", group: "g", start: .offset(42))), requestID: 6),
+        Frame(.unsubscribe(id: 7), requestID: 7),
+        Frame(.pull(id: 7, max: 100, timeoutMs: 250), requestID: 8),
+        Frame(.ack(id: 7, tags: [DeliveryTag(queue: 1, offset: 2), DeliveryTag(queue: 65535, offset: .max)])),
+        Frame(.nack(id: 7, delayMs: -1, tags: [DeliveryTag(queue: 0, offset: 0)]), requestID: 9),
+        Frame(.credit(id: 7, credit: 10)),
+        Frame(.listTopics, requestID: 10), Frame(.listGroups(group: nil), requestID: 11), Frame(.listGroups(group: "g"), requestID: 12),
+        Frame(.createTopic(name: "t", queues: 8), requestID: 13),
+        Frame(.resetOffsets(group: "g", start: .earliest), requestID: 14),
+        Frame(.helloOK(version: 1, server: "junction"), requestID: 1),
+        Frame(.receipts([PublishReceipt(id: MessageID(position: 5, checksum: 6), topic: "t", queue: 1, queueOffset: 2, storeTimestamp: 3, duplicate: true, deliverAt: 9)]), requestID: 4),
+        Frame(.subscribed(id: 7), requestID: 5),
+        Frame(.deliveries(id: 7, [Delivery(message: stored, attempt: 2)])),
+        Frame(.topics([TopicInfo(name: "a", queues: 4)]), requestID: 10),
+        Frame(.groups([stats]), requestID: 11),
+        Frame(.ok, requestID: 13),
+        Frame(.error(code: .conflict, message: "group g already consumes topic x"), requestID: 5),
+    ]
+}
+
+@Suite("Frame codec")
+struct FrameCodecTests {
+    @Test("every frame kind survives encoding and decoding")
+    func roundTrips() throws {
+        for frame in sampleFrames() {
+            var buffer = ByteBuffer()
+            FrameCodec.encode(frame, into: &buffer)
+            let decoded = try FrameDecoder.next(from: &buffer, maxFrameBytes: 1 << 20)
+            #expect(decoded == frame, "\(frame.body.opcode)")
+            #expect(buffer.readableBytes == 0)
+        }
+    }
+
+    @Test("a partial frame is never consumed")
+    func partialFrames() throws {
+        var whole = ByteBuffer()
+        for frame in sampleFrames() { FrameCodec.encode(frame, into: &whole) }
+        let bytes = Array(whole.readableBytesView)
+        var buffer = ByteBuffer()
+        var decoded: [Frame] = []
+        for byte in bytes {
+            buffer.writeInteger(byte)
+            while let frame = try FrameDecoder.next(from: &buffer, maxFrameBytes: 1 << 20) { decoded.append(frame) }
+        }
+        #expect(decoded == sampleFrames())
+    }
+
+    @Test("oversized, short and unknown frames are refused with a code, the request id where readable")
+    func refusals() {
+        func refusal(_ bytes: [UInt8], max: Int = 1024) -> ProtocolError? {
+            var buffer = ByteBuffer(bytes: bytes)
+            do {
+                _ = try FrameDecoder.next(from: &buffer, maxFrameBytes: max)
+                return nil
+            } catch { return error }
+        }
+        #expect(refusal([0, 0, 0x10, 0, 0x02, 0, 0, 0, 7])?.code == .frameTooLarge)
+        #expect(refusal([0, 0, 0x10, 0, 0x02, 0, 0, 0, 7])?.requestID == 7)
+        #expect(refusal([0, 0, 0, 1, 0x02])?.code == .malformedFrame)
+        #expect(refusal([0, 0, 0, 5, 0x77, 0, 0, 0, 9])?.code == .unknownOpcode)
+        #expect(refusal([0, 0, 0, 5, 0x77, 0, 0, 0, 9])?.requestID == 9)
+        // HELLO whose string length runs past the frame.
+        #expect(refusal([0, 0, 0, 9, 0x01, 0, 0, 0, 1, 0, 1, 0, 9])?.code == .malformedFrame)
+        // PING with a byte left over.
+        #expect(refusal([0, 0, 0, 6, 0x02, 0, 0, 0, 1, 0])?.message.contains("left over") == true)
+        // Invalid UTF-8 in a string.
+        #expect(refusal([0, 0, 0, 11, 0x01, 0, 0, 0, 1, 0, 1, 0, 1, 0xFF, 0])?.message.contains("UTF-8") == true)
+    }
+
+    @Test("random and mutated bytes never crash the decoder")
+    func fuzz() {
+        var random = SeededRandom(seed: 77)
+        var valid = ByteBuffer()
+        for frame in sampleFrames() { FrameCodec.encode(frame, into: &valid) }
+        let seed = Array(valid.readableBytesView)
+        var refused = 0
+        var decoded = 0
+        for round in 0..<30_000 {
+            var bytes: [UInt8]
+            if round % 3 == 0 {
+                bytes = (0..<Int.random(in: 0...64, using: &random)).map { _ in UInt8.random(in: 0...255, using: &random) }
+            } else {
+                bytes = seed
+                for _ in 0..<Int.random(in: 1...8, using: &random) {
+                    let at = Int.random(in: 0..<bytes.count, using: &random)
+                    switch Int.random(in: 0..<3, using: &random) {
+                    case 0: bytes[at] = UInt8.random(in: 0...255, using: &random)
+                    case 1: bytes.remove(at: at)
+                    default: bytes.insert(UInt8.random(in: 0...255, using: &random), at: at)
+                    }
+                }
+            }
+            var buffer = ByteBuffer(bytes: bytes)
+            do {
+                while let _ = try FrameDecoder.next(from: &buffer, maxFrameBytes: 1 << 16) { decoded += 1 }
+            } catch {
+                refused += 1
+            }
+        }
+        #expect(refused > 1000 && decoded > 1000, "the fuzz should exercise both paths (refused \(refused), decoded \(decoded))")
+    }
+}
+
+@Suite("Connection state machine")
+struct ConnectionStateMachineTests {
+    @Test("HELLO first; the right version and token; then requests are served")
+    func handshake() {
+        var machine = ConnectionStateMachine(token: "s3cret")
+        #expect(machine.received(Frame(.ping, requestID: 1)) == .failAndClose(Frame(.error(code: .helloRequired, message: "the first frame must be HELLO"), requestID: 1)))
+        #expect(machine.received(Frame(.ping, requestID: 2)) == .ignore)
+
+        var wrong = ConnectionStateMachine(token: "s3cret")
+        guard case .failAndClose(let answer) = wrong.received(Frame(.hello(version: 1, client: "c", token: "guess"), requestID: 3)),
+              case .error(let code, _) = answer.body else { Issue.record("wrong token accepted"); return }
+        #expect(code == .unauthorized && answer.requestID == 3)
+
+        var old = ConnectionStateMachine(token: nil)
+        guard case .failAndClose(let refusal) = old.received(Frame(.hello(version: 9, client: "c", token: nil))),
+              case .error(.unsupportedVersion, _) = refusal.body else { Issue.record("version 9 accepted"); return }
+
+        var good = ConnectionStateMachine(token: "s3cret")
+        #expect(good.received(Frame(.hello(version: 1, client: "c", token: "s3cret"), requestID: 4)) == .reply(Frame(.helloOK(version: 1, server: "junction"), requestID: 4)))
+        #expect(good.isReady)
+        #expect(good.received(Frame(.ping, requestID: 5)) == .reply(Frame(.pong, requestID: 5)))
+        let publish = Frame(.publish(receipt: true, messages: []), requestID: 6)
+        #expect(good.received(publish) == .serve(publish))
+        guard case .reply(let again) = good.received(Frame(.hello(version: 1, client: "c", token: "s3cret"), requestID: 7)),
+              case .error(.invalidRequest, _) = again.body else { Issue.record("second HELLO accepted"); return }
+        guard case .reply(let serverOnly) = good.received(Frame(.receipts([]), requestID: 8)),
+              case .error(.invalidRequest, _) = serverOnly.body else { Issue.record("a server frame from a client was served"); return }
+    }
+
+    @Test("draining ignores new requests and closes once drained; decode failures close")
+    func drainAndFailures() {
+        var machine = ConnectionStateMachine(token: nil)
+        _ = machine.received(Frame(.hello(version: 1, client: "c", token: nil)))
+        #expect(machine.drain() == .ignore)
+        #expect(machine.received(Frame(.ping, requestID: 1)) == .ignore)
+        #expect(machine.drained() == .close)
+        #expect(machine.drained() == .ignore)
+
+        var broken = ConnectionStateMachine(token: nil)
+        #expect(broken.decodingFailed(ProtocolError(.frameTooLarge, "too big", requestID: 3)) == .failAndClose(Frame(.error(code: .frameTooLarge, message: "too big"), requestID: 3)))
+        #expect(broken.decodingFailed(ProtocolError(.frameTooLarge, "too big")) == .ignore)
+    }
+}
