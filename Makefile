@@ -21,6 +21,8 @@ test: setup
 
 # Throughput and latency figures; see Benchmarks/README.md.
 bench: setup
+	./scripts/setup-bench.sh
+	$(SWIFT) build -c release --product junction
 	$(SWIFT) build -c release --product junction-bench
 	.build/release/junction-bench
 

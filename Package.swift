@@ -100,9 +100,11 @@ let package = Package(
         .executableTarget(
             name: "junction-bench",
             dependencies: [
-                "JunctionCore", "JunctionStore",
+                "JunctionCore", "JunctionStore", "JunctionProtocol",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
             ],
             path: "Benchmarks/Sources/junction-bench",
             swiftSettings: swiftSettings

@@ -147,7 +147,9 @@ struct DeliveryBenchmarks {
 final class Counter: Sendable {
     private let count = Synchronization.Atomic<Int>(0)
     var value: Int { count.load(ordering: .relaxed) }
-    func add(_ n: Int) { count.add(n, ordering: .relaxed) }
+    /// Adds and returns the new total.
+    @discardableResult
+    func add(_ n: Int) -> Int { count.add(n, ordering: .relaxed).newValue }
 }
 
 extension Sequence where Element: Sendable {

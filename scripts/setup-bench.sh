@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Installs the peers `make bench` runs side by side with Junction: nats-server
+# (Debian's package). Idempotent; needs root or sudo the first time.
+set -euo pipefail
+if ! command -v nats-server >/dev/null 2>&1 && [ ! -x /usr/sbin/nats-server ]; then
+    echo "setup-bench: installing nats-server with apt-get"
+    if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nats-server
+fi
