@@ -28,6 +28,10 @@ public final class CommitLog: MessageStore {
     let writer: WriterState
     let groupCommit = GroupCommit()
     private let stateQueue = DispatchQueue(label: "junction-store-state")
+    /// Checkpoints and retention: fsyncs and deletions that must not stall the writer.
+    let maintenance = DispatchQueue(label: "junction-store-maintenance")
+    let checkpointRunning = Atomic<Bool>(false)
+    let checkpointFailed = Atomic<Bool>(false)
 
     /// What the recovery on open found and did.
     public let recovery: RecoveryReport
@@ -343,7 +347,9 @@ public final class CommitLog: MessageStore {
                 lastCheckpoint = now
             }
             if now - lastRetention >= Int64(settings.retentionCheckIntervalMs) {
-                do { try applyRetention(now: now) } catch { logger.error("retention failed: \(error)") }
+                maintenance.async { [self] in
+                    do { try applyRetention(now: now) } catch { logger.error("retention failed: \(error)") }
+                }
                 lastRetention = now
             }
             if batch.isEmpty {
@@ -355,8 +361,9 @@ public final class CommitLog: MessageStore {
             }
         }
         groupCommit.stop()
+        maintenance.sync {}  // let a running checkpoint or retention finish
         writer.syncDirty(log: self)
-        writer.checkpoint(log: self)
+        writer.checkpoint(log: self, wait: true)
         let waiters = shared.withLock { state -> [CheckedContinuation<Void, Never>] in
             state.closed = true
             defer { state.closeWaiters.removeAll() }

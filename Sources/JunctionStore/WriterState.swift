@@ -158,18 +158,39 @@ final class WriterState: @unchecked Sendable {
     }
 
     /// Makes the indexes durable up to the end of the log and records that
-    /// position, so that the next open re-indexes only what follows it.
-    func checkpoint(log: CommitLog) {
+    /// position, so that the next open re-indexes only what follows it. The
+    /// fsyncs run on the maintenance queue while this thread goes on writing
+    /// (everything up to the recorded position was written before they start);
+    /// with `wait`, they run here (on close).
+    func checkpoint(log: CommitLog, wait: Bool = false) {
         guard active.end != checkpointed else { return }
-        syncDirty(log: log)
-        do {
-            try active.segment.file.sync()
-            for index in dirtyIndexes.values { try index.sync() }
-            dirtyIndexes.removeAll()
-            try Checkpoint.write(position: active.end, directory: log.directory)
-            checkpointed = active.end
-        } catch {
-            log.logger.error("checkpoint failed", metadata: ["error": "\(error)"])
+        guard !log.checkpointRunning.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        let position = active.end
+        var segments = unsyncedSegments
+        if !segments.contains(where: { $0 === active.segment }) { segments.append(active.segment) }
+        unsyncedSegments.removeAll()
+        // After a failed checkpoint every index is synced again, not just the dirty ones.
+        let indexes = log.checkpointFailed.exchange(false, ordering: .acquiringAndReleasing) ? Array(self.indexes.values) : Array(dirtyIndexes.values)
+        dirtyIndexes.removeAll()
+        checkpointed = position
+        let directory = log.directory
+        let work: @Sendable () -> Void = { [log, segments] in
+            defer { log.checkpointRunning.store(false, ordering: .releasing) }
+            do {
+                for segment in segments { try segment.file.sync() }
+            } catch {
+                log.shared.withLock { $0.failure = StoreError(.failed, "fsync failed (\(error)); restart to recover the log") }
+                log.logger.critical("fsync failed, refusing further writes", metadata: ["error": "\(error)"])
+                return
+            }
+            do {
+                for index in indexes { try index.sync() }
+                try Checkpoint.write(position: position, directory: directory)
+            } catch {
+                log.checkpointFailed.store(true, ordering: .releasing)
+                log.logger.error("checkpoint failed", metadata: ["error": "\(error)"])
+            }
         }
+        if wait { work() } else { log.maintenance.async(execute: work) }
     }
 }
