@@ -75,11 +75,21 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // The ZeroMQ adapter (plugin type "zeromq") over the system libzmq.
+        .target(
+            name: "JunctionZeroMQ",
+            dependencies: [
+                "JunctionCore", "CZeroMQ",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         // Configuration loading and validation, service wiring.
         .target(
             name: "JunctionGateway",
             dependencies: [
-                "JunctionCore", "JunctionStore", "JunctionTCP",
+                "JunctionCore", "JunctionStore", "JunctionTCP", "JunctionZeroMQ",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],

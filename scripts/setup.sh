@@ -22,3 +22,9 @@ if [ ${#apt_packages[@]} -gt 0 ]; then
 fi
 pkg-config --exists libzmq || { echo "setup: libzmq still not found by pkg-config" >&2; exit 1; }
 echo "setup: libzmq $(pkg-config --modversion libzmq) found"
+
+# The tests drive the ZeroMQ adapter with real pyzmq peers.
+if ! python3 -c "import zmq" >/dev/null 2>&1; then
+    echo "setup: installing pyzmq with pip"
+    python3 -m pip install --quiet pyzmq
+fi

@@ -1,5 +1,6 @@
 import JunctionCore
 import JunctionTCP
+import JunctionZeroMQ
 import Logging
 import ServiceLifecycle
 
@@ -8,7 +9,7 @@ public struct PluginType: Sendable {
     /// The `type` name in plugins.json.
     public let name: String
     /// Checks an entry's settings and returns what starts it.
-    let prepare: @Sendable (inout JSONObjectReader) throws(ConfigurationError) -> PreparedPlugin
+    let prepare: @Sendable (_ settings: inout JSONObjectReader, _ pluginName: String) throws(ConfigurationError) -> PreparedPlugin
 }
 
 /// A plugin whose settings were checked, ready to start.
@@ -22,10 +23,18 @@ public struct PreparedPlugin: Sendable {
 /// Every adapter type, registered once, here.
 public enum PluginRegistry {
     public static let types: [String: PluginType] = [
-        "tcp": PluginType(name: "tcp") { settings throws(ConfigurationError) in
+        "tcp": PluginType(name: "tcp") { settings, _ throws(ConfigurationError) in
             let decoded = try TCPSettings.decode(&settings)
             return PreparedPlugin(summary: "native protocol on \(decoded.host):\(decoded.port)") { name, broker, logger in
                 TCPServer(name: name, settings: decoded, broker: broker, logger: logger)
+            }
+        },
+        "zeromq": PluginType(name: "zeromq") { settings, pluginName throws(ConfigurationError) in
+            let decoded = try ZeroMQSettings.decode(&settings, pluginName: pluginName)
+            let endpoints = (decoded.bind.map { "bind \($0)" } + decoded.connect.map { "connect \($0)" }).joined(separator: ", ")
+            let what = decoded.socket.isIngest ? "into topic \(decoded.topic ?? "(from the message)")" : "from topic \(decoded.subscription?.topic ?? "")"
+            return PreparedPlugin(summary: "ZeroMQ \(decoded.socket.rawValue) \(endpoints) \(what)") { name, broker, logger in
+                ZeroMQPlugin(name: name, settings: decoded, broker: broker, logger: logger)
             }
         },
     ]

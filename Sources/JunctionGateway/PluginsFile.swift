@@ -62,7 +62,7 @@ public struct PluginsFile: Sendable {
             var settingsReader = try JSONObjectReader(settings, file: file, path: "plugins[\(index)].settings")
             let prepared: PreparedPlugin
             do {
-                prepared = try pluginType.prepare(&settingsReader)
+                prepared = try pluginType.prepare(&settingsReader, name)
             } catch {
                 throw ConfigurationError(file: error.file, path: error.path, expected: "plugin \"\(name)\" (\(type)): \(error.expected)")
             }

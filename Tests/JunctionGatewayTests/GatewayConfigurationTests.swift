@@ -108,6 +108,16 @@ struct GatewayConfigurationTests {
         #expect(error(#"{"plugins": [{"type": "tcp"}]}"#)?.path == "plugins[0].name")
         #expect(error(#"{"plugin": []}"#)?.path == "plugins")
         #expect(error(#"{"plugins": [], "extra": 1}"#)?.path == "extra")
+        #expect(error(#"{"plugins": [{"name": "n", "type": "tcp", "settings": {"listen": "7400"}}]}"#)?.path == "plugins[0].settings.listen")
+        let zmq = { (settings: String) in error(#"{"plugins": [{"name": "z", "type": "zeromq", "settings": \#(settings)}]}"#) }
+        #expect(zmq(#"{"socket": "PULL", "bind": ["tcp://127.0.0.1"], "topic": "t"}"#)?.path == "plugins[0].settings.bind[0]")
+        #expect(zmq(#"{"socket": "PULL", "bind": ["tcp://127.0.0.1:*"], "topic": "t"}"#) == nil)
+        #expect(zmq(#"{"socket": "PAIR", "bind": ["tcp://127.0.0.1:*"]}"#)?.path == "plugins[0].settings.socket")
+        #expect(zmq(#"{"socket": "PULL", "bind": ["tcp://127.0.0.1:*"]}"#)?.path == "plugins[0].settings.topic")
+        #expect(zmq(#"{"socket": "PUB", "bind": ["tcp://127.0.0.1:*"], "subscription": {"topic": "t", "ack": "explicit"}}"#)?.path == "plugins[0].settings.subscription.ack")
+        #expect(zmq(#"{"socket": "PUSH", "bind": ["tcp://127.0.0.1:*"], "subscription": {"topic": "t", "where": "a >"}}"#)?.path == "plugins[0].settings.subscription.where")
+        #expect(zmq(#"{"socket": "PUSH", "bind": ["tcp://127.0.0.1:*"], "subscription": {"topic": "t"}, "subscribe": ["x"]}"#)?.path == "plugins[0].settings.subscribe")
+        #expect(zmq(#"{"socket": "SUB", "connect": ["tcp://127.0.0.1:5556"], "topic": "t", "curve": true}"#)?.expected.contains("plugin \"z\" (zeromq)") == true)
     }
 }
 

@@ -350,7 +350,7 @@ public final class GatewayProcess: Sendable {
         try #"{"plugins": [\#(plugins.joined(separator: ", "))]}"#.write(toFile: pluginsPath, atomically: true, encoding: .utf8)
         let junction = productsDirectory().appendingPathComponent("junction")
         let child = try ChildProcess(junction, ["serve", "--config", configPath, "--plugins", pluginsPath, "--data-dir", directory + "/data"] + arguments)
-        guard let line = await child.waitForLine(containing: "listening"),
+        guard let line = await child.waitForLine(containing: "address=127.0.0.1:"),
               let range = line.range(of: "address=127.0.0.1:") else {
             child.signal(SIGKILL)
             throw TimeoutError(message: "junction serve did not start listening: \(child.lines.suffix(5))")

@@ -1,0 +1,434 @@
+import CZeroMQ
+import Foundation
+import JunctionCore
+import Logging
+import ServiceLifecycle
+import Synchronization
+
+/// The plugin of type "zeromq". One thread owns the plugin's socket: it polls
+/// the socket and an eventfd that wakes it for outbound work, so libzmq is only
+/// ever touched from that thread and nothing busy-polls.
+///
+/// - SUB, PULL: each message is published (at-most-once up to the gateway:
+///   ZeroMQ drops at its high-water mark; durable once stored).
+/// - ROUTER: each message is answered only once it is durable, with
+///   `["OK", <message id>, <dedupe id>?]` or `["ERROR", <text>, <dedupe id>?]` (at-least-once for a producer
+///   that resends what was not answered; a dedupe-id frame makes resends idempotent).
+/// - PUB, PUSH: a subscription's deliveries (ack none) are sent as `[envelope, body]`.
+/// - DEALER: deliveries are sent as `[envelope, body, "<queue>:<offset>"]` and the
+///   peer answers `["ACK", tag]` or `["NACK", tag]` (explicit acks: at-least-once).
+public final class ZeroMQPlugin: Service, Sendable {
+    public let name: String
+    public let settings: ZeroMQSettings
+    public let metrics = ZeroMQMetrics()
+    private let broker: Broker
+    private let logger: Logger
+    /// A pipe whose read end is in the poll set: writing a byte wakes the poll thread.
+    private let wakeFD: Int32
+    private let wakeWriteFD: Int32
+    private let work = Mutex(Work())
+    private let boundEndpoints = Mutex<(endpoints: [String]?, waiters: [CheckedContinuation<[String], Never>])>((nil, []))
+
+    struct Work {
+        var outbox: [[[UInt8]]] = []
+        var stopping = false
+        var inFlight = 0
+        var outboxWaiter: CheckedContinuation<Void, Never>?
+    }
+
+    static let maxOutbox = 1024
+    static let maxInFlight = 16_384
+
+    public init(name: String, settings: ZeroMQSettings, broker: Broker, logger: Logger) {
+        self.name = name
+        self.settings = settings
+        self.broker = broker
+        self.logger = logger
+        var fds: [Int32] = [-1, -1]
+        _ = pipe(&fds)
+        for fd in fds { _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) }
+        self.wakeFD = fds[0]
+        self.wakeWriteFD = fds[1]
+    }
+
+    deinit {
+        close(wakeFD)
+        close(wakeWriteFD)
+    }
+
+    /// The endpoints actually bound (with kernel-chosen ports), once the socket is up.
+    public func boundEndpoints() async -> [String] {
+        await withCheckedContinuation { continuation in
+            let known = boundEndpoints.withLock { state -> [String]? in
+                if let endpoints = state.endpoints { return endpoints }
+                state.waiters.append(continuation)
+                return nil
+            }
+            if let known { continuation.resume(returning: known) }
+        }
+    }
+
+    private func announce(_ endpoints: [String]) {
+        let waiters = boundEndpoints.withLock { state in
+            state.endpoints = endpoints
+            defer { state.waiters.removeAll() }
+            return state.waiters
+        }
+        for waiter in waiters { waiter.resume(returning: endpoints) }
+    }
+
+    func wake() {
+        var one: UInt8 = 1
+        _ = write(wakeWriteFD, &one, 1)  // a full pipe already means "wake up"
+    }
+
+    public func run() async throws {
+        var subscription: Subscription?
+        if let options = settings.subscription {
+            subscription = try await broker.subscribe(options)
+        }
+        let startup = StartupResult()
+        let started = DispatchSemaphore(value: 0)
+        let finished = DispatchSemaphore(value: 0)
+        let thread = Thread { [self, subscription] in
+            pollLoop(subscription: subscription, startup: startup, started: started)
+            finished.signal()
+        }
+        thread.name = "junction-zmq-\(name)"
+        thread.start()
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            DispatchQueue.global().async { started.wait(); continuation.resume() }
+        }
+        if case .failure(let error) = startup.value.withLock({ $0 }) {
+            announce([])
+            logger.critical("cannot start", metadata: ["plugin": "\(name)", "error": "\(error)"])
+            await subscription?.close()
+            throw error
+        }
+        let feeder = subscription.map { subscription in Task { await feed(subscription) } }
+
+        try? await gracefulShutdown()
+        logger.info("stopping", metadata: ["plugin": "\(name)"])
+        await subscription?.close()
+        feeder?.cancel()
+        outboxSpaceFreed()
+        await feeder?.value
+        work.withLock { $0.stopping = true }
+        wake()
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            DispatchQueue.global().async { finished.wait(); continuation.resume() }
+        }
+        logger.info("stopped", metadata: ["plugin": "\(name)", "in": "\(metrics.messagesIn)", "out": "\(metrics.messagesOut)", "refused": "\(metrics.refusedMessages)"])
+    }
+
+    // MARK: Egress
+
+    /// Moves deliveries from the subscription to the poll thread's outbox, never
+    /// more than `maxOutbox` waiting there.
+    private func feed(_ subscription: Subscription) async {
+        for await delivery in subscription {
+            var frames = [envelope(for: delivery.message.message), delivery.message.message.body]
+            if settings.socket == .DEALER { frames.append(Array("\(delivery.message.queue):\(delivery.message.queueOffset)".utf8)) }
+            while true {
+                let waiting = work.withLock { $0.outbox.count }
+                if waiting < Self.maxOutbox || Task.isCancelled { break }
+                await withCheckedContinuation { continuation in
+                    let ready = work.withLock { work -> Bool in
+                        if work.outbox.count < Self.maxOutbox || work.stopping { return true }
+                        work.outboxWaiter = continuation
+                        return false
+                    }
+                    if ready { continuation.resume() }
+                }
+            }
+            work.withLock { $0.outbox.append(frames) }
+            wake()
+        }
+    }
+
+    private func outboxSpaceFreed() {
+        let waiter = work.withLock { work -> CheckedContinuation<Void, Never>? in
+            defer { work.outboxWaiter = nil }
+            return work.outboxWaiter
+        }
+        waiter?.resume()
+    }
+
+    private func envelope(for message: Message) -> [UInt8] {
+        switch settings.envelope {
+        case .tag: Array((message.tag ?? "").utf8)
+        case .topic: Array(message.topic.utf8)
+        case .key: Array((message.keys.first ?? "").utf8)
+        case .none: []
+        }
+    }
+
+    // MARK: The poll thread
+
+    private func pollLoop(subscription: Subscription?, startup: StartupResult, started: DispatchSemaphore) {
+        let context: ZeroMQContext
+        let socket: ZeroMQSocket
+        do {
+            context = try ZeroMQContext()
+            socket = try ZeroMQSocket(context: context, type: settings.socket.zmqType)
+            try socket.set(ZMQ_LINGER, settings.lingerMs)
+            try socket.set(ZMQ_SNDHWM, settings.sendHighWaterMark)
+            try socket.set(ZMQ_RCVHWM, settings.receiveHighWaterMark)
+            try socket.set(ZMQ_RECONNECT_IVL, settings.reconnectIntervalMs)
+            // The adapter refuses (and counts) a message over maxMessageBytes; libzmq's
+            // own limit, which disconnects the peer, stops only absurd ones.
+            try socket.set(ZMQ_MAXMSGSIZE, int64: Int64(settings.maxMessageBytes) * 4 + 65_536)
+            if settings.socket == .SUB {
+                for prefix in settings.subscribe { try socket.set(ZMQ_SUBSCRIBE, bytes: Array(prefix.utf8)) }
+            }
+            var bound: [String] = []
+            for endpoint in settings.bind {
+                try socket.bind(endpoint)
+                bound.append(socket.lastEndpoint() ?? endpoint)
+            }
+            for endpoint in settings.connect { try socket.connect(endpoint) }
+            logger.info("listening", metadata: [
+                "plugin": "\(name)", "type": "zeromq", "socket": "\(settings.socket.rawValue)",
+                "bound": "\(bound.joined(separator: ","))", "connected": "\(settings.connect.joined(separator: ","))",
+            ])
+            announce(bound)
+            startup.value.withLock { $0 = .success(()) }
+            started.signal()
+        } catch {
+            startup.value.withLock { $0 = .failure(error) }
+            started.signal()
+            return
+        }
+
+        var sendBlocked = false
+        while true {
+            let (stopping, hasOutbox, inFlight) = work.withLock { ($0.stopping, !$0.outbox.isEmpty, $0.inFlight) }
+            if stopping { break }
+            var events: Int16 = 0
+            // Stop reading while too much is waiting for the store: libzmq then
+            // holds the rest up to its high-water mark.
+            if (settings.socket.isIngest && inFlight < Self.maxInFlight) || settings.socket == .DEALER { events |= Int16(ZMQ_POLLIN) }
+            if hasOutbox && sendBlocked { events |= Int16(ZMQ_POLLOUT) }
+            var items = [
+                zmq_pollitem_t(socket: socket.handle, fd: 0, events: events, revents: 0),
+                zmq_pollitem_t(socket: nil, fd: wakeFD, events: Int16(ZMQ_POLLIN), revents: 0),
+            ]
+            let ready = zmq_poll(&items, 2, hasOutbox && !sendBlocked ? 0 : -1)
+            if ready < 0 && zmq_errno() != EINTR { logger.error("zmq_poll failed", metadata: ["plugin": "\(name)", "error": "\(ZeroMQError.last("zmq_poll"))"]) }
+            if items[1].revents != 0 {
+                var drain = [UInt8](repeating: 0, count: 256)
+                while read(wakeFD, &drain, drain.count) > 0 {}
+            }
+            if items[0].revents & Int16(ZMQ_POLLIN) != 0 { receiveAll(socket, subscription: subscription) }
+            sendBlocked = !sendOutbox(socket)
+        }
+        socket.close()
+        context.shutdown()
+        context.terminate()
+    }
+
+    /// Sends what waits in the outbox; false when the socket is at its high-water mark.
+    private func sendOutbox(_ socket: ZeroMQSocket) -> Bool {
+        let batch = work.withLock { work -> [[[UInt8]]] in
+            defer { work.outbox.removeAll(keepingCapacity: true) }
+            return work.outbox
+        }
+        guard !batch.isEmpty else { return true }
+        var sent = 0
+        var blocked = false
+        for frames in batch {
+            do {
+                if try socket.send(frames) {
+                    sent += 1
+                } else {
+                    blocked = true
+                    break
+                }
+            } catch {
+                metrics.dropped(1)
+                logger.warning("send failed", metadata: ["plugin": "\(name)", "error": "\(error)"])
+                sent += 1
+            }
+        }
+        metrics.sent(sent)
+        if sent < batch.count {
+            work.withLock { $0.outbox.insert(contentsOf: batch[sent...], at: 0) }
+        }
+        outboxSpaceFreed()
+        return !blocked
+    }
+
+    private func receiveAll(_ socket: ZeroMQSocket, subscription: Subscription?) {
+        for _ in 0..<1024 {
+            let received: (frames: [[UInt8]], oversized: Bool)?
+            do {
+                received = try socket.receive(maxBytes: settings.maxMessageBytes)
+            } catch {
+                logger.warning("receive failed", metadata: ["plugin": "\(name)", "error": "\(error)"])
+                return
+            }
+            guard let (frames, oversized) = received else { return }
+            if settings.socket == .DEALER {
+                acknowledge(frames, subscription: subscription)
+            } else {
+                ingest(frames, oversized: oversized)
+            }
+        }
+    }
+
+    // MARK: Ingest
+
+    private func ingest(_ frames: [[UInt8]], oversized: Bool) {
+        var payload = frames[...]
+        var replyPrefix: [[UInt8]] = []
+        if settings.socket == .ROUTER {
+            guard let identity = payload.popFirst() else { return }
+            replyPrefix = [identity]
+            if payload.first?.isEmpty == true && payload.count > 1 {
+                replyPrefix.append([])  // a REQ peer's delimiter
+                payload = payload.dropFirst()
+            }
+        }
+        let message: Message
+        do {
+            if oversized { throw Refusal("message larger than maxMessageBytes (\(settings.maxMessageBytes))") }
+            message = try makeMessage(Array(payload))
+        } catch let refusal as Refusal {
+            metrics.refused(1)
+            logger.notice("refused a ZeroMQ message", metadata: ["plugin": "\(name)", "reason": "\(refusal.text)", "frames": "\(frames.count)"])
+            if settings.socket == .ROUTER { reply(replyPrefix + [Array("ERROR".utf8), Array(refusal.text.utf8)]) }
+            return
+        } catch {
+            return
+        }
+        metrics.received(1)
+        work.withLock { $0.inFlight += 1 }
+        let isRouter = settings.socket == .ROUTER
+        let prefix = replyPrefix
+        broker.publish([message]) { [self] result in
+            work.withLock { $0.inFlight -= 1 }
+            switch result {
+            case .success(let receipts):
+                // The receipt echoes the dedupe id, so a producer can tell which message it answers.
+                if isRouter { reply(prefix + [Array("OK".utf8), Array(receipts[0].id.description.utf8)] + (message.dedupeID.map { [Array($0.utf8)] } ?? [])) } else if inFlightWasFull() { wake() }
+            case .failure(let error):
+                metrics.refused(1)
+                if isRouter {
+                    reply(prefix + [Array("ERROR".utf8), Array("\(error)".utf8)] + (message.dedupeID.map { [Array($0.utf8)] } ?? []))
+                } else {
+                    logger.warning("a ZeroMQ message could not be stored", metadata: ["plugin": "\(name)", "error": "\(error)"])
+                }
+            }
+        }
+    }
+
+    private func inFlightWasFull() -> Bool { work.withLock { $0.inFlight == Self.maxInFlight - 1 } }
+
+    private func reply(_ frames: [[UInt8]]) {
+        work.withLock { $0.outbox.append(frames) }
+        wake()
+    }
+
+    struct Refusal: Error {
+        let text: String
+        init(_ text: String) { self.text = text }
+    }
+
+    /// One frame is the body; two are [envelope, body]; ROUTER also takes
+    /// [envelope, body, dedupe id]. Anything else is refused.
+    private func makeMessage(_ payload: [[UInt8]]) throws -> Message {
+        guard !payload.isEmpty, payload.contains(where: { !$0.isEmpty }) else { throw Refusal("an empty message") }
+        let maxFrames = settings.socket == .ROUTER ? 3 : 2
+        guard payload.count <= maxFrames else {
+            throw Refusal("\(payload.count) frames; expected [body], [envelope, body]\(maxFrames == 3 ? " or [envelope, body, dedupe id]" : "")")
+        }
+        let body = payload.count == 1 ? payload[0] : payload[1]
+        let envelope = payload.count >= 2 ? String(decoding: payload[0], as: UTF8.self) : nil
+        var message: Message
+        if settings.body == .json {
+            message = try jsonMessage(body)
+        } else {
+            message = Message(topic: settings.topic ?? "", body: body)
+        }
+        if let envelope, !envelope.isEmpty {
+            switch settings.envelope {
+            case .tag: message.tag = envelope
+            case .topic: message.topic = envelope
+            case .key: message.keys.append(envelope)
+            case .none: break
+            }
+        }
+        if payload.count == 3 { message.dedupeID = String(decoding: payload[2], as: UTF8.self) }
+        if message.topic.isEmpty { throw Refusal("no topic: set the plugin's topic, or name one in the envelope or the JSON body") }
+        return message
+    }
+
+    private func jsonMessage(_ bytes: [UInt8]) throws -> Message {
+        let json: JSONValue
+        do { json = try JSONValue.parse(bytes: bytes) } catch { throw Refusal("the body is not JSON (\(error))") }
+        guard let members = json.objectMembers else { throw Refusal("the JSON body is not an object") }
+        var message = Message(topic: settings.topic ?? "", body: [])
+        for (key, value) in members {
+            switch (key, value) {
+            case ("topic", .string(let topic)): message.topic = topic
+            case ("tag", .string(let tag)): message.tag = tag
+            case ("keys", .array(let keys)): message.keys = keys.compactMap { if case .string(let k) = $0 { k } else { nil } }
+            case ("properties", .object(let properties, _)):
+                for (name, value) in properties {
+                    guard case .string(let text) = value else { throw Refusal("property \(name) is not a string") }
+                    message.properties[name] = text
+                }
+            case ("body", .string(let text)): message.body = Array(text.utf8)
+            case ("body_base64", .string(let text)):
+                guard let data = Data(base64Encoded: text) else { throw Refusal("body_base64 is not base64") }
+                message.body = Array(data)
+            case ("dedupeId", .string(let id)): message.dedupeID = id
+            default: throw Refusal("unexpected JSON member \"\(key)\" (expected topic, tag, keys, properties, body, body_base64, dedupeId)")
+            }
+        }
+        return message
+    }
+
+    // MARK: Acked egress
+
+    private func acknowledge(_ frames: [[UInt8]], subscription: Subscription?) {
+        guard let subscription, frames.count == 2,
+              let verb = String(validating: frames[0], as: UTF8.self), verb == "ACK" || verb == "NACK",
+              let text = String(validating: frames[1], as: UTF8.self) else {
+            metrics.refused(1)
+            logger.notice("refused an answer from a DEALER peer: expected [ACK|NACK, \"queue:offset\"]", metadata: ["plugin": "\(name)", "frames": "\(frames.count)"])
+            return
+        }
+        let parts = text.split(separator: ":")
+        guard parts.count == 2, let queue = Int(parts[0]), let offset = UInt64(parts[1]) else { metrics.refused(1); return }
+        let tag = DeliveryTag(queue: queue, offset: offset)
+        if verb == "ACK" {
+            Task { await subscription.ack(tags: [tag]) }
+        } else {
+            Task { await subscription.nack(tags: [tag]) }
+        }
+    }
+}
+
+/// How the poll thread's start went.
+final class StartupResult: Sendable {
+    let value = Mutex<Result<Void, any Error>?>(nil)
+}
+
+/// Counters of one zeromq plugin.
+public final class ZeroMQMetrics: Sendable {
+    private let counters = Mutex((received: 0, sent: 0, refused: 0, dropped: 0))
+    public init() {}
+    func received(_ n: Int) { counters.withLock { $0.received += n } }
+    func sent(_ n: Int) { counters.withLock { $0.sent += n } }
+    func refused(_ n: Int) { counters.withLock { $0.refused += n } }
+    func dropped(_ n: Int) { counters.withLock { $0.dropped += n } }
+    /// Messages taken in.
+    public var messagesIn: Int { counters.withLock { $0.received } }
+    /// Messages sent out.
+    public var messagesOut: Int { counters.withLock { $0.sent } }
+    /// Messages refused (bad shape, too large, not stored).
+    public var refusedMessages: Int { counters.withLock { $0.refused } }
+    /// Messages libzmq would not send.
+    public var droppedMessages: Int { counters.withLock { $0.dropped } }
+}

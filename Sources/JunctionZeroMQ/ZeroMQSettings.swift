@@ -1,0 +1,132 @@
+import CZeroMQ
+import JunctionCore
+
+/// Settings of a plugin of type "zeromq": one socket per plugin entry.
+public struct ZeroMQSettings: Sendable {
+    /// The socket type. SUB, PULL and ROUTER take messages in; PUB, PUSH and
+    /// DEALER send a subscription's deliveries out.
+    public enum SocketType: String, Sendable, CaseIterable {
+        case SUB, PULL, ROUTER, PUB, PUSH, DEALER
+
+        var zmqType: Int32 {
+            switch self {
+            case .SUB: ZMQ_SUB
+            case .PULL: ZMQ_PULL
+            case .ROUTER: ZMQ_ROUTER
+            case .PUB: ZMQ_PUB
+            case .PUSH: ZMQ_PUSH
+            case .DEALER: ZMQ_DEALER
+            }
+        }
+
+        public var isIngest: Bool { self == .SUB || self == .PULL || self == .ROUTER }
+    }
+
+    /// What the first of two frames means.
+    public enum Envelope: String, Sendable, CaseIterable { case tag, topic, key, none }
+
+    /// How a body frame is read.
+    public enum BodyMode: String, Sendable, CaseIterable {
+        /// The frame is the body.
+        case raw
+        /// The frame is a JSON object: topic, tag, keys, properties, body or body_base64, dedupeId.
+        case json
+    }
+
+    public var socket: SocketType
+    public var bind: [String]
+    public var connect: [String]
+    /// SUB prefixes (default: everything).
+    public var subscribe: [String]
+    /// Ingest: the topic messages go to (json bodies may name their own).
+    public var topic: String?
+    public var envelope: Envelope
+    public var body: BodyMode
+    /// Egress: the subscription whose deliveries are sent.
+    public var subscription: SubscriptionOptions?
+    public var sendHighWaterMark: Int32
+    public var receiveHighWaterMark: Int32
+    public var lingerMs: Int32
+    public var reconnectIntervalMs: Int32
+    /// A message (all frames) larger than this is refused.
+    public var maxMessageBytes: Int
+
+    /// Reads and checks the `settings` object of a zeromq plugin entry.
+    public static func decode(_ settings: inout JSONObjectReader, pluginName: String) throws(ConfigurationError) -> ZeroMQSettings {
+        guard let socket = try settings.choice("socket", of: SocketType.self, among: SocketType.allCases) else {
+            throw settings.error("socket", "expected one of SUB, PULL, ROUTER, PUB, PUSH, DEALER")
+        }
+        func endpoints(_ key: String) throws(ConfigurationError) -> [String] {
+            guard let items = try settings.array(key) else { return [] }
+            var result: [String] = []
+            for (index, item) in items.enumerated() {
+                guard case .string(let endpoint) = item else { throw settings.error(key, "expected a list of endpoint strings") }
+                if let problem = endpointProblem(endpoint) {
+                    throw ConfigurationError(file: settings.file, path: settings.path(of: key) + "[\(index)]", expected: problem)
+                }
+                result.append(endpoint)
+            }
+            return result
+        }
+        let bind = try endpoints("bind")
+        let connect = try endpoints("connect")
+        guard !bind.isEmpty || !connect.isEmpty else { throw settings.error("bind", "expected at least one endpoint in bind or connect") }
+        var subscribe: [String] = [""]
+        if let prefixes = try settings.array("subscribe") {
+            guard socket == .SUB else { throw settings.error("subscribe", "only a SUB socket takes subscribe prefixes") }
+            subscribe = []
+            for item in prefixes {
+                guard case .string(let prefix) = item else { throw settings.error("subscribe", "expected a list of strings") }
+                subscribe.append(prefix)
+            }
+        }
+        let topic = try settings.string("topic")
+        if let topic, let problem = TopicName.problem(with: topic) { throw settings.error("topic", problem) }
+        let envelope = try settings.choice("envelope", of: Envelope.self, among: Envelope.allCases) ?? .tag
+        let body = try settings.choice("body", of: BodyMode.self, among: BodyMode.allCases) ?? .raw
+        var subscription: SubscriptionOptions?
+        if var reader = try settings.object("subscription") {
+            guard !socket.isIngest else { throw settings.error("subscription", "\(socket.rawValue) takes messages in; a subscription belongs on PUB, PUSH or DEALER") }
+            let options = try SubscriptionOptions.decode(&reader, defaultGroup: "zmq-\(pluginName)", defaultAck: socket == .DEALER ? .explicit : .none)
+            if socket != .DEALER && options.ack == .explicit {
+                throw ConfigurationError(file: reader.file, path: reader.path(of: "ack"), expected: "\(socket.rawValue) cannot carry acks: use ack \"none\", or a DEALER socket whose peers ack")
+            }
+            if socket == .DEALER && options.ack == .none {
+                throw ConfigurationError(file: reader.file, path: reader.path(of: "ack"), expected: "a DEALER egress exists for acked delivery: use ack \"explicit\" (or PUSH for ack none)")
+            }
+            subscription = options
+        }
+        if socket.isIngest && topic == nil && body == .raw {
+            throw settings.error("topic", "expected the topic that \(socket.rawValue) ingest publishes to")
+        }
+        if !socket.isIngest && subscription == nil {
+            throw settings.error("subscription", "expected the subscription whose deliveries \(socket.rawValue) sends")
+        }
+        let sendHWM = try settings.integer("sendHighWaterMark", in: Int32(0)...Int32(10_000_000)) ?? 1000
+        let receiveHWM = try settings.integer("receiveHighWaterMark", in: Int32(0)...Int32(10_000_000)) ?? 1000
+        let linger = try settings.integer("lingerMs", in: Int32(-1)...Int32(600_000)) ?? 1000
+        let reconnect = try settings.integer("reconnectIntervalMs", in: Int32(1)...Int32(600_000)) ?? 100
+        let maxBytes = try settings.integer("maxMessageBytes", in: 1...(256 << 20)) ?? (4 << 20)
+        try settings.finish()
+        return ZeroMQSettings(
+            socket: socket, bind: bind, connect: connect, subscribe: subscribe, topic: topic, envelope: envelope, body: body,
+            subscription: subscription, sendHighWaterMark: sendHWM, receiveHighWaterMark: receiveHWM, lingerMs: linger,
+            reconnectIntervalMs: reconnect, maxMessageBytes: maxBytes)
+    }
+
+    /// Why an endpoint does not parse, or nil: tcp://HOST:PORT (PORT may be *), ipc://PATH, inproc://NAME.
+    public static func endpointProblem(_ endpoint: String) -> String? {
+        if endpoint.hasPrefix("tcp://") {
+            let rest = endpoint.dropFirst(6)
+            guard let colon = rest.lastIndex(of: ":"), !rest[..<colon].isEmpty else { return "expected tcp://HOST:PORT, found \"\(endpoint)\"" }
+            let port = rest[rest.index(after: colon)...]
+            guard port == "*" || (Int(port).map { (1...65535).contains($0) } ?? false) else {
+                return "expected a port number (1-65535) or * in \"\(endpoint)\""
+            }
+            return nil
+        }
+        if endpoint.hasPrefix("ipc://") && endpoint.count > 6 { return nil }
+        if endpoint.hasPrefix("inproc://") && endpoint.count > 9 { return nil }
+        return "expected an endpoint like tcp://127.0.0.1:5556, ipc:///path or inproc://name, found \"\(endpoint)\""
+    }
+}

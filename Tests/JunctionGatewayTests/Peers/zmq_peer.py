@@ -1,0 +1,124 @@
+"""pyzmq peers for the ZeroMQ adapter tests. Each mode prints what it did on stdout, one line per event.
+
+  push ENDPOINT N TAG            PUSH N messages [TAG, "m<i>"] and exit
+  xpub ENDPOINT N TAG            bind XPUB, wait for a subscriber, publish N messages [TAG, "m<i>"]
+  dealer ENDPOINT N              DEALER producer with receipts and dedupe ids; resends what is not answered
+  sub ENDPOINT N PREFIX          SUB, print each body, exit after N
+  pull ENDPOINT N                PULL, print each body, exit after N
+  acker ENDPOINT N               DEALER peer of an acked egress: print and ACK each delivery, exit after N
+  bad ENDPOINT                   PUSH malformed messages, then one good one
+  router-bad ENDPOINT            DEALER sending malformed messages to a ROUTER ingest; prints the answers
+"""
+import sys
+import time
+import zmq
+
+mode, endpoint = sys.argv[1], sys.argv[2]
+ctx = zmq.Context()
+
+
+def out(line):
+    print(line, flush=True)
+
+
+if mode == "push":
+    n, tag = int(sys.argv[3]), sys.argv[4]
+    s = ctx.socket(zmq.PUSH)
+    s.setsockopt(zmq.LINGER, 5000)
+    s.connect(endpoint)
+    for i in range(n):
+        s.send_multipart([tag.encode(), f"m{i}".encode()])
+    out("sent")
+
+elif mode == "xpub":
+    n, tag = int(sys.argv[3]), sys.argv[4]
+    s = ctx.socket(zmq.XPUB)
+    s.setsockopt(zmq.LINGER, 5000)
+    port = s.bind_to_random_port("tcp://127.0.0.1")
+    out(f"port {port}")
+    poller = zmq.Poller()
+    poller.register(s, zmq.POLLIN)
+    if not poller.poll(30000):
+        out("no subscriber")
+        sys.exit(1)
+    s.recv()  # the subscription message: the gateway's SUB is connected and subscribed
+    for i in range(n):
+        s.send_multipart([tag.encode(), f"m{i}".encode()])
+    out("sent")
+    time.sleep(0)  # LINGER flushes on close
+
+elif mode == "dealer":
+    n = int(sys.argv[3])
+    s = ctx.socket(zmq.DEALER)
+    s.setsockopt(zmq.LINGER, 0)
+    s.setsockopt(zmq.RECONNECT_IVL, 50)
+    s.connect(endpoint)
+    unanswered = {}
+    next_i, answered = 0, 0
+    poller = zmq.Poller()
+    poller.register(s, zmq.POLLIN)
+    last_progress = time.monotonic()
+    deadline = time.monotonic() + 120
+    while answered < n and time.monotonic() < deadline:
+        while next_i < n and len(unanswered) < 50:
+            s.send_multipart([b"dealer", f"d{next_i}".encode(), f"id-{next_i}".encode()])
+            unanswered[f"id-{next_i}"] = next_i
+            next_i += 1
+        if poller.poll(200):
+            frames = s.recv_multipart()
+            # ["OK", message id, dedupe id]: the echoed dedupe id says which message is stored.
+            if frames[0] == b"OK" and len(frames) == 3:
+                key = frames[2].decode()
+                if key in unanswered:
+                    out(f"receipt {unanswered.pop(key)}")
+                    answered += 1
+                    last_progress = time.monotonic()
+        elif time.monotonic() - last_progress > 1.0 and unanswered:
+            # No answer for a while (the gateway died?): resend what is unanswered; dedupe ids make it idempotent.
+            for key, i in sorted(unanswered.items(), key=lambda kv: kv[1]):
+                s.send_multipart([b"dealer", f"d{i}".encode(), key.encode()])
+            out("resent")
+            last_progress = time.monotonic()
+    out("done" if answered >= n else f"gave up after {answered}")
+
+elif mode in ("sub", "pull"):
+    n = int(sys.argv[3])
+    s = ctx.socket(zmq.SUB if mode == "sub" else zmq.PULL)
+    if mode == "sub":
+        s.setsockopt(zmq.SUBSCRIBE, sys.argv[4].encode())
+    s.connect(endpoint)
+    out("ready")
+    for _ in range(n):
+        frames = s.recv_multipart()
+        out(f"{frames[0].decode()} {frames[1].decode()}")
+
+elif mode == "acker":
+    n = int(sys.argv[3])
+    s = ctx.socket(zmq.DEALER)
+    s.connect(endpoint)
+    out("ready")
+    for _ in range(n):
+        envelope, body, tag = s.recv_multipart()
+        out(f"{envelope.decode()} {body.decode()}")
+        s.send_multipart([b"ACK", tag])
+    time.sleep(0)
+    s.setsockopt(zmq.LINGER, 5000)
+
+elif mode == "bad":
+    s = ctx.socket(zmq.PUSH)
+    s.setsockopt(zmq.LINGER, 5000)
+    s.connect(endpoint)
+    s.send_multipart([b""])                          # empty
+    s.send_multipart([b"a", b"b", b"c", b"d"])       # too many frames
+    s.send_multipart([b"big", b"x" * 200_000])       # over maxMessageBytes
+    s.send_multipart([b"ok", b"good"])
+    out("sent")
+
+elif mode == "router-bad":
+    s = ctx.socket(zmq.DEALER)
+    s.setsockopt(zmq.LINGER, 0)
+    s.connect(endpoint)
+    for frames in ([b""], [b"a", b"b", b"c", b"d"], [b"t", b"fine"]):
+        s.send_multipart(frames)
+        answer = s.recv_multipart()
+        out(" ".join(f.decode(errors="replace") for f in answer[:1]) + " " + str(len(answer)))

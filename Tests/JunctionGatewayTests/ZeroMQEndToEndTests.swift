@@ -1,0 +1,171 @@
+import Foundation
+import JunctionClient
+import JunctionCore
+import JunctionProtocol
+import JunctionTestSupport
+import Testing
+
+@Suite("ZeroMQ adapter with pyzmq peers", .serialized)
+struct ZeroMQEndToEndTests {
+    private let peerScript = packageRoot() + "/Tests/JunctionGatewayTests/Peers/zmq_peer.py"
+
+    private func peer(_ arguments: [String]) throws -> ChildProcess {
+        try ChildProcess(URL(fileURLWithPath: "/usr/bin/env"), ["python3", peerScript] + arguments, watch: true)
+    }
+
+    /// The endpoint a zeromq plugin bound, read from its "listening" log line.
+    private func endpoint(_ gateway: GatewayProcess, plugin: String) async throws -> String {
+        let line = try #require(await gateway.process.waitForLine(containing: "plugin=\(plugin) socket="), "\(plugin) did not start")
+        let range = try #require(line.range(of: "bound=tcp://"), "no bound endpoint in \(line)")
+        let rest = line[range.lowerBound...].dropFirst("bound=".count)
+        return String(rest.prefix { !$0.isWhitespace && $0 != "," })
+    }
+
+    private func zmqPlugin(_ name: String, _ settings: String) -> String {
+        #"{"name": "\#(name)", "type": "zeromq", "settings": \#(settings)}"#
+    }
+
+    private func bodies(_ client: JunctionClient, topic: String, count: Int) async throws -> [String] {
+        let subscription = try await client.subscribe(WireSubscription(topic: topic, group: "check-\(UUID().uuidString.prefix(6))", start: .earliest, credit: 1024))
+        let got = try await within(seconds: 30, "expected \(count) messages on \(topic)") {
+            var got: [String] = []
+            for await delivery in subscription {
+                subscription.ack(delivery)
+                got.append("\(delivery.message.message.tag ?? "-") \(String(decoding: delivery.message.message.body, as: UTF8.self))")
+                if got.count == count { break }
+            }
+            return got
+        }
+        await subscription.close()
+        return got
+    }
+
+    @Test("PUSH producer into PULL ingest; PUSH egress to a PULL consumer, with tag filtering")
+    func pushPull() async throws {
+        let dir = TemporaryDirectory()
+        let gateway = try await GatewayProcess.start(directory: dir.path, extraPlugins: [
+            zmqPlugin("zin", #"{"socket": "PULL", "bind": ["tcp://127.0.0.1:*"], "topic": "zin"}"#),
+            zmqPlugin("zout", #"{"socket": "PUSH", "bind": ["tcp://127.0.0.1:*"], "subscription": {"topic": "zin", "tags": "hot", "from": "earliest"}}"#),
+        ])
+        let input = try await endpoint(gateway, plugin: "zin")
+        let output = try await endpoint(gateway, plugin: "zout")
+        for tag in ["hot", "cold"] {
+            let producer = try peer(["push", input, "100", tag])
+            #expect(await producer.waitForExit() == 0, "\(producer.lines)")
+        }
+        let client = try await JunctionClient.connect(port: gateway.port, reconnect: false)
+        let stored = try await bodies(client, topic: "zin", count: 200)
+        #expect(Set(stored) == Set((0..<100).flatMap { ["hot m\($0)", "cold m\($0)"] }))
+        let consumer = try peer(["pull", output, "100"])
+        #expect(await consumer.waitForExit() == 0, "\(consumer.lines.suffix(3))")
+        #expect(Set(consumer.lines.dropFirst()) == Set((0..<100).map { "hot m\($0)" }), "only hot messages, each once")
+        await client.close()
+        #expect(await gateway.stop() == 0)
+    }
+
+    @Test("an XPUB producer into SUB ingest; PUB egress to a SUB consumer with tag filtering")
+    func pubSub() async throws {
+        let dir = TemporaryDirectory()
+        let producer = try peer(["xpub", "-", "50", "sensor"])
+        let portLine = try #require(await producer.waitForLine(containing: "port "), "\(producer.lines)")
+        let producerPort = portLine.split(separator: " ")[1]
+        let gateway = try await GatewayProcess.start(directory: dir.path, extraPlugins: [
+            zmqPlugin("zsub", #"{"socket": "SUB", "connect": ["tcp://127.0.0.1:\#(producerPort)"], "subscribe": ["sensor"], "topic": "readings"}"#),
+            zmqPlugin("zpub", #"{"socket": "PUB", "bind": ["tcp://127.0.0.1:*"], "subscription": {"topic": "live", "tags": "hot"}}"#),
+        ])
+        #expect(await producer.waitForExit() == 0, "\(producer.lines)")
+        let client = try await JunctionClient.connect(port: gateway.port, reconnect: false)
+        #expect(Set(try await bodies(client, topic: "readings", count: 50)) == Set((0..<50).map { "sensor m\($0)" }))
+
+        let output = try await endpoint(gateway, plugin: "zpub")
+        let consumer = try peer(["sub", output, "1000", ""])
+        _ = await consumer.waitForLine(containing: "ready")
+        // PUB drops until the subscription has reached it: probe until one arrives.
+        try await waitUntil(seconds: 20, "the SUB consumer never received a probe") {
+            _ = try await client.publish(Message(topic: "live", tag: "hot", body: Array("probe".utf8)))
+            return consumer.lines.contains("hot probe")
+        }
+        _ = try await client.publish((0..<40).map { Message(topic: "live", tag: $0 % 2 == 0 ? "hot" : "cold", body: Array("r\($0)".utf8)) })
+        try await waitUntil(seconds: 20, "not every hot message arrived") { consumer.lines.filter { $0.contains(" r") }.count >= 20 }
+        let real = consumer.lines.filter { $0.contains(" r") }
+        // Order holds per queue; the topic has four, so compare as sets.
+        #expect(real.count == 20 && Set(real) == Set((0..<40).filter { $0 % 2 == 0 }.map { "hot r\($0)" }), "hot ones, each once, no cold ones: \(real)")
+        consumer.signal(SIGKILL)
+        await client.close()
+        #expect(await gateway.stop() == 0)
+    }
+
+    @Test("a DEALER producer with receipts loses nothing when junction serve is SIGKILLed and restarted mid-stream")
+    func dealerAcrossKill() async throws {
+        let dir = TemporaryDirectory()
+        let port = try freePort()
+        let plugin = zmqPlugin("zr", #"{"socket": "ROUTER", "bind": ["tcp://127.0.0.1:\#(port)"], "topic": "zr"}"#)
+        var gateway = try await GatewayProcess.start(directory: dir.path, extraPlugins: [plugin])
+        let producer = try peer(["dealer", "tcp://127.0.0.1:\(port)", "600"])
+        try await waitUntil(seconds: 60, "the producer got no receipts") { producer.lines.filter { $0.hasPrefix("receipt") }.count >= 150 }
+        await gateway.kill()
+        gateway = try await GatewayProcess.start(directory: dir.path, extraPlugins: [plugin])
+        #expect(await producer.waitForExit(seconds: 120) == 0)
+        #expect(producer.lines.last == "done", "\(producer.lines.suffix(3))")
+        let client = try await JunctionClient.connect(port: gateway.port, reconnect: false)
+        let stored = try await bodies(client, topic: "zr", count: 600)
+        #expect(Set(stored) == Set((0..<600).map { "dealer d\($0)" }))
+        // Exactly once: resends were recognised by their dedupe ids.
+        let groups = try await client.listGroups()
+        let ends = groups.first { $0.topic == "zr" }?.queues.reduce(UInt64(0)) { $0 + $1.endOffset }
+        #expect(ends == 600, "stored \(ends ?? 0) messages for 600 sent")
+        await client.close()
+        #expect(await gateway.stop() == 0)
+    }
+
+    @Test("malformed multipart messages are refused and the adapter keeps running; ROUTER answers ERROR")
+    func malformed() async throws {
+        let dir = TemporaryDirectory()
+        let gateway = try await GatewayProcess.start(directory: dir.path, extraPlugins: [
+            zmqPlugin("zin", #"{"socket": "PULL", "bind": ["tcp://127.0.0.1:*"], "topic": "zin", "maxMessageBytes": 100000}"#),
+            zmqPlugin("zr", #"{"socket": "ROUTER", "bind": ["tcp://127.0.0.1:*"], "topic": "zr"}"#),
+        ])
+        let bad = try peer(["bad", try await endpoint(gateway, plugin: "zin")])
+        #expect(await bad.waitForExit() == 0)
+        let client = try await JunctionClient.connect(port: gateway.port, reconnect: false)
+        #expect(try await bodies(client, topic: "zin", count: 1) == ["ok good"])
+        let routerBad = try peer(["router-bad", try await endpoint(gateway, plugin: "zr")])
+        #expect(await routerBad.waitForExit() == 0)
+        #expect(routerBad.lines == ["ERROR 2", "ERROR 2", "OK 2"], "\(routerBad.lines)")
+        #expect(gateway.process.lines.filter { $0.contains("refused a ZeroMQ message") }.count >= 5)
+        await client.close()
+        #expect(await gateway.stop() == 0)
+    }
+
+    @Test("acked DEALER egress: the peer acks each delivery and the group's lag drops to 0")
+    func ackedEgress() async throws {
+        let dir = TemporaryDirectory()
+        let gateway = try await GatewayProcess.start(directory: dir.path, extraPlugins: [
+            zmqPlugin("zd", #"{"socket": "DEALER", "bind": ["tcp://127.0.0.1:*"], "envelope": "topic", "subscription": {"topic": "work", "group": "zmq-workers", "from": "earliest"}}"#),
+        ])
+        let client = try await JunctionClient.connect(port: gateway.port, reconnect: false)
+        _ = try await client.publish((0..<100).map { Message(topic: "work", body: Array("w\($0)".utf8)) })
+        let consumer = try peer(["acker", try await endpoint(gateway, plugin: "zd"), "100"])
+        #expect(await consumer.waitForExit() == 0)
+        #expect(Set(consumer.lines.dropFirst()) == Set((0..<100).map { "work w\($0)" }))
+        try await waitUntil(seconds: 20, "the acks did not bring the lag to 0") {
+            try await client.listGroups("zmq-workers").first?.queues.allSatisfy { $0.lag == 0 } == true
+        }
+        await client.close()
+        #expect(await gateway.stop() == 0)
+    }
+}
+
+/// A port the kernel has just handed out (for a server that must keep one port across restarts).
+func freePort() throws -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_port = 0
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
+    return Int(UInt16(bigEndian: address.sin_port))
+}
