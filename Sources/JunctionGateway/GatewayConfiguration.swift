@@ -111,13 +111,7 @@ public struct GatewayConfiguration: Sendable, Hashable {
             try route.finish()
 
             let source = try topicName(&from, "topic", declared: declared, broker: broker)
-            let tags = try from.string("tags") ?? "*"
-            let tagFilter: TagFilter
-            do { tagFilter = try TagFilter(parsing: tags) } catch { throw from.error("tags", "\(error)") }
-            var propertyFilter: PropertyFilter?
-            if let expression = try from.string("where") {
-                do { propertyFilter = try PropertyFilter(parsing: expression) } catch { throw from.error("where", "\(error)") }
-            }
+            let filter = try MessageFilter.decode(&from)
             let start = try from.choice("start", of: RouteDefinition.Start.self, among: RouteDefinition.Start.allCases) ?? .latest
             try from.finish()
 
@@ -127,7 +121,7 @@ public struct GatewayConfiguration: Sendable, Hashable {
             try to.finish()
             if source == target { throw route.error("to", "a route may not forward topic \(source) into itself") }
             routes.append(RouteDefinition(
-                name: name, sourceTopic: source, filter: MessageFilter(tags: tagFilter, properties: propertyFilter),
+                name: name, sourceTopic: source, filter: filter,
                 targetTopic: target, targetTag: tag, start: start))
         }
         if let cycle = RouteDefinition.cycle(in: routes) {
