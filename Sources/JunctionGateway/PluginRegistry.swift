@@ -16,6 +16,8 @@ public struct PluginType: Sendable {
 public struct PreparedPlugin: Sendable {
     /// One line about what it will do, for logs and check-config.
     public let summary: String
+    /// The delivery guarantee it gives, and why.
+    public var guarantee: String = ""
     /// Starts it as a service of the gateway.
     public let start: @Sendable (_ name: String, _ broker: Broker, _ logger: Logger) -> any Service
 }
@@ -25,17 +27,21 @@ public enum PluginRegistry {
     public static let types: [String: PluginType] = [
         "tcp": PluginType(name: "tcp") { settings, _ throws(ConfigurationError) in
             let decoded = try TCPSettings.decode(&settings)
-            return PreparedPlugin(summary: "native protocol on \(decoded.host):\(decoded.port)") { name, broker, logger in
+            var prepared = PreparedPlugin(summary: "native protocol on \(decoded.host):\(decoded.port)") { name, broker, logger in
                 TCPServer(name: name, settings: decoded, broker: broker, logger: logger)
             }
+            prepared.guarantee = "in: oneway at-most-once, with receipts at-least-once, with a dedupe id exactly-once; out: per each subscription's ack mode"
+            return prepared
         },
         "zeromq": PluginType(name: "zeromq") { settings, pluginName throws(ConfigurationError) in
             let decoded = try ZeroMQSettings.decode(&settings, pluginName: pluginName)
             let endpoints = (decoded.bind.map { "bind \($0)" } + decoded.connect.map { "connect \($0)" }).joined(separator: ", ")
             let what = decoded.socket.isIngest ? "into topic \(decoded.topic ?? "(from the message)")" : "from topic \(decoded.subscription?.topic ?? "")"
-            return PreparedPlugin(summary: "ZeroMQ \(decoded.socket.rawValue) \(endpoints) \(what)") { name, broker, logger in
+            var prepared = PreparedPlugin(summary: "ZeroMQ \(decoded.socket.rawValue) \(endpoints) \(what)") { name, broker, logger in
                 ZeroMQPlugin(name: name, settings: decoded, broker: broker, logger: logger)
             }
+            prepared.guarantee = decoded.socket.guarantee
+            return prepared
         },
     ]
 }

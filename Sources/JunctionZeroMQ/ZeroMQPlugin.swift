@@ -178,6 +178,15 @@ public final class ZeroMQPlugin: Service, Sendable {
             // The adapter refuses (and counts) a message over maxMessageBytes; libzmq's
             // own limit, which disconnects the peer, stops only absurd ones.
             try socket.set(ZMQ_MAXMSGSIZE, int64: Int64(settings.maxMessageBytes) * 4 + 65_536)
+            if let curve = settings.curve {
+                if let serverKey = curve.serverKey {
+                    try socket.set(ZMQ_CURVE_SERVERKEY, bytes: Array(serverKey.utf8))
+                    try socket.set(ZMQ_CURVE_PUBLICKEY, bytes: Array((curve.publicKey ?? "").utf8))
+                } else {
+                    try socket.set(ZMQ_CURVE_SERVER, 1)
+                }
+                try socket.set(ZMQ_CURVE_SECRETKEY, bytes: Array(curve.secretKey.utf8))
+            }
             if settings.socket == .SUB {
                 for prefix in settings.subscribe { try socket.set(ZMQ_SUBSCRIBE, bytes: Array(prefix.utf8)) }
             }

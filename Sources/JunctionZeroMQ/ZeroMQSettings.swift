@@ -20,6 +20,18 @@ public struct ZeroMQSettings: Sendable {
         }
 
         public var isIngest: Bool { self == .SUB || self == .PULL || self == .ROUTER }
+
+        /// What a plugin with this socket guarantees, and why (docs/GUARANTEES.md).
+        public var guarantee: String {
+            switch self {
+            case .SUB: "at-most-once up to the gateway (a PUB drops at its high-water mark and before a subscriber joins, and the sender never learns); durable once stored"
+            case .PULL: "at-most-once up to the gateway (the sender gets no receipt; messages in libzmq's queues are lost if either side dies); durable once stored"
+            case .ROUTER: "at-least-once: each message is answered OK only once durable; a producer that resends what was not answered loses nothing, and a dedupe-id frame makes resends exactly-once"
+            case .PUB: "at-most-once: subscribers that are slow (high-water mark) or not yet connected miss messages; the group's offset moves on regardless"
+            case .PUSH: "at-most-once: a message handed to libzmq counts as consumed; one queued for a peer that dies is lost"
+            case .DEALER: "at-least-once: the peer acks each message by its queue:offset tag; unacked ones are redelivered after the ack timeout"
+            }
+        }
     }
 
     /// What the first of two frames means.
@@ -50,6 +62,16 @@ public struct ZeroMQSettings: Sendable {
     public var reconnectIntervalMs: Int32
     /// A message (all frames) larger than this is refused.
     public var maxMessageBytes: Int
+    /// CURVE encryption and authentication, if set.
+    public var curve: Curve?
+
+    /// CURVE keys (Z85, 40 characters each). With `serverKey` the socket is a
+    /// CURVE client of that server; without it, a CURVE server with `secretKey`.
+    public struct Curve: Sendable, Hashable {
+        public var secretKey: String
+        public var publicKey: String?
+        public var serverKey: String?
+    }
 
     /// Reads and checks the `settings` object of a zeromq plugin entry.
     public static func decode(_ settings: inout JSONObjectReader, pluginName: String) throws(ConfigurationError) -> ZeroMQSettings {
@@ -107,11 +129,27 @@ public struct ZeroMQSettings: Sendable {
         let linger = try settings.integer("lingerMs", in: Int32(-1)...Int32(600_000)) ?? 1000
         let reconnect = try settings.integer("reconnectIntervalMs", in: Int32(1)...Int32(600_000)) ?? 100
         let maxBytes = try settings.integer("maxMessageBytes", in: 1...(256 << 20)) ?? (4 << 20)
+        var curve: Curve?
+        if var keys = try settings.object("curve") {
+            func key(_ name: String) throws(ConfigurationError) -> String? {
+                guard let value = try keys.string(name) else { return nil }
+                guard value.utf8.count == 40, value.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7f }) else {
+                    throw keys.error(name, "expected a Z85-encoded CURVE key of 40 characters")
+                }
+                return value
+            }
+            guard let secret = try key("secretKey") else { throw keys.error("secretKey", "expected this socket's secret key") }
+            let publicKey = try key("publicKey")
+            let serverKey = try key("serverKey")
+            if serverKey != nil && publicKey == nil { throw keys.error("publicKey", "a CURVE client needs its own public key too") }
+            try keys.finish()
+            curve = Curve(secretKey: secret, publicKey: publicKey, serverKey: serverKey)
+        }
         try settings.finish()
         return ZeroMQSettings(
             socket: socket, bind: bind, connect: connect, subscribe: subscribe, topic: topic, envelope: envelope, body: body,
             subscription: subscription, sendHighWaterMark: sendHWM, receiveHighWaterMark: receiveHWM, lingerMs: linger,
-            reconnectIntervalMs: reconnect, maxMessageBytes: maxBytes)
+            reconnectIntervalMs: reconnect, maxMessageBytes: maxBytes, curve: curve)
     }
 
     /// Why an endpoint does not parse, or nil: tcp://HOST:PORT (PORT may be *), ipc://PATH, inproc://NAME.

@@ -20,6 +20,13 @@ struct CheckConfig: AsyncParsableCommand {
             let pluginsFile = try PluginsFile.load(file: plugins)
             print("\(config): valid (data directory \(gateway.dataDirectory), flush \(gateway.storage.flush.rawValue), \(gateway.broker.topics.count) declared topics)")
             print("\(plugins): valid (\(pluginsFile.entries.count) plugins, \(pluginsFile.entries.filter(\.enabled).count) enabled)")
+            for entry in pluginsFile.entries {
+                print("  \(entry.name) (\(entry.type)\(entry.enabled ? "" : ", disabled")): \(entry.prepared.summary)")
+                print("    guarantee: \(entry.prepared.guarantee)")
+            }
+            for route in gateway.broker.routes {
+                print("  route \(route.name): \(route.sourceTopic) [\(route.filter)] → \(route.targetTopic): exactly once")
+            }
         } catch {
             throw ConfigurationFailure(message: error.description)
         }

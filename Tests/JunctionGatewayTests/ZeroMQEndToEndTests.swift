@@ -137,6 +137,32 @@ struct ZeroMQEndToEndTests {
         #expect(await gateway.stop() == 0)
     }
 
+    @Test("CURVE: a peer with the server's key gets through; one without it does not")
+    func curve() async throws {
+        let dir = TemporaryDirectory()
+        let keys = try peer(["keys", "-"])
+        #expect(await keys.waitForExit() == 0)
+        let parts = try #require(keys.lines.first?.split(separator: " "), "no keys")
+        let (publicKey, secretKey) = (String(parts[0]), String(parts[1]))
+        let gateway = try await GatewayProcess.start(directory: dir.path, extraPlugins: [
+            zmqPlugin("zc", #"{"socket": "PULL", "bind": ["tcp://127.0.0.1:*"], "topic": "secure", "curve": {"secretKey": "\#(secretKey)", "publicKey": "\#(publicKey)"}}"#),
+        ])
+        let input = try await endpoint(gateway, plugin: "zc")
+        let plain = try peer(["curve-push", input, "none", "plain"])
+        #expect(await plain.waitForExit() == 0)
+        let secure = try peer(["curve-push", input, publicKey, "secret"])
+        #expect(await secure.waitForExit() == 0)
+        let client = try await JunctionClient.connect(port: gateway.port, reconnect: false)
+        #expect(try await bodies(client, topic: "secure", count: 1) == ["curve secret"])
+        // The plain peer's message, sent first, never arrived.
+        let stats = try await client.listTopics()
+        #expect(stats.contains { $0.name == "secure" })
+        let groups = try await client.listGroups()
+        #expect(groups.filter { $0.topic == "secure" }.allSatisfy { $0.queues.reduce(UInt64(0)) { $0 + $1.endOffset } == 1 })
+        await client.close()
+        #expect(await gateway.stop() == 0)
+    }
+
     @Test("acked DEALER egress: the peer acks each delivery and the group's lag drops to 0")
     func ackedEgress() async throws {
         let dir = TemporaryDirectory()

@@ -30,6 +30,22 @@ if mode == "push":
         s.send_multipart([tag.encode(), f"m{i}".encode()])
     out("sent")
 
+elif mode == "keys":
+    public, secret = zmq.curve_keypair()
+    out(f"{public.decode()} {secret.decode()}")
+
+elif mode == "curve-push":
+    # curve-push ENDPOINT SERVER_PUBLIC_KEY|none BODY: one message, encrypted when a server key is given
+    server_key, body = sys.argv[3], sys.argv[4]
+    s = ctx.socket(zmq.PUSH)
+    s.setsockopt(zmq.LINGER, 2000)
+    if server_key != "none":
+        public, secret = zmq.curve_keypair()
+        s.curve_serverkey, s.curve_publickey, s.curve_secretkey = server_key.encode(), public, secret
+    s.connect(endpoint)
+    s.send_multipart([b"curve", body.encode()])
+    out("sent")
+
 elif mode == "xpub":
     n, tag = int(sys.argv[3]), sys.argv[4]
     s = ctx.socket(zmq.XPUB)
