@@ -231,8 +231,10 @@ public final class ZeroMQPlugin: Service, Sendable {
             if items[0].revents & Int16(ZMQ_POLLIN) != 0 { receiveAll(socket, subscription: subscription) }
             sendBlocked = !sendOutbox(socket)
         }
-        socket.close()
+        // libzmq's order: shut the context down, close the socket (its linger
+        // bounds how long unsent messages may hold up), then terminate.
         context.shutdown()
+        socket.close()
         context.terminate()
     }
 

@@ -163,6 +163,36 @@ struct ZeroMQEndToEndTests {
         #expect(await gateway.stop() == 0)
     }
 
+    @Test("json body mode: topic, tag, keys, properties, body or body_base64 and dedupe id come from the JSON")
+    func jsonBodies() async throws {
+        let dir = TemporaryDirectory()
+        let gateway = try await GatewayProcess.start(directory: dir.path, extraPlugins: [
+            zmqPlugin("zj", #"{"socket": "PULL", "bind": ["tcp://127.0.0.1:*"], "body": "json"}"#),
+        ])
+        let producer = try peer(["push-json", try await endpoint(gateway, plugin: "zj")])
+        #expect(await producer.waitForExit() == 0)
+        let client = try await JunctionClient.connect(port: gateway.port, reconnect: false)
+        let subscription = try await client.subscribe(WireSubscription(topic: "jsontopic", group: "json-check", start: .earliest))
+        let got = try await within(seconds: 30, "expected 2 messages") {
+            var got: [Delivery] = []
+            for await delivery in subscription {
+                got.append(delivery)
+                if got.count == 2 { break }
+            }
+            return got
+        }
+        let first = try #require(got.first { $0.message.message.tag == "j" }).message.message
+        #expect(first.body == Array("hello".utf8) && first.keys == ["k1"] && first.properties["p"] == "1" && first.dedupeID == "same")
+        #expect(got.contains { $0.message.message.body == [0, 1, 2] })
+        // The second "same" was a duplicate; the last two were refused.
+        try await waitUntil(seconds: 10, "the bad JSON was not refused") {
+            gateway.process.lines.filter { $0.contains("refused a ZeroMQ message") }.count == 2
+        }
+        #expect(try await client.listGroups("json-check").first?.queues.reduce(UInt64(0)) { $0 + $1.endOffset } == 2)
+        await client.close()
+        #expect(await gateway.stop() == 0)
+    }
+
     @Test("acked DEALER egress: the peer acks each delivery and the group's lag drops to 0")
     func ackedEgress() async throws {
         let dir = TemporaryDirectory()

@@ -46,6 +46,17 @@ elif mode == "curve-push":
     s.send_multipart([b"curve", body.encode()])
     out("sent")
 
+elif mode == "push-json":
+    s = ctx.socket(zmq.PUSH)
+    s.setsockopt(zmq.LINGER, 5000)
+    s.connect(endpoint)
+    s.send_multipart([b'{"topic": "jsontopic", "tag": "j", "keys": ["k1"], "properties": {"p": "1"}, "body": "hello", "dedupeId": "same"}'])
+    s.send_multipart([b'{"topic": "jsontopic", "tag": "j", "body": "again", "dedupeId": "same"}'])
+    s.send_multipart([b'{"topic": "jsontopic", "body_base64": "AAEC"}'])
+    s.send_multipart([b'not json'])
+    s.send_multipart([b'{"topic": "jsontopic", "color": "red"}'])
+    out("sent")
+
 elif mode == "xpub":
     n, tag = int(sys.argv[3]), sys.argv[4]
     s = ctx.socket(zmq.XPUB)
