@@ -85,11 +85,21 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // The stdio and exec adapters.
+        .target(
+            name: "JunctionStdio",
+            dependencies: [
+                "JunctionCore",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         // Configuration loading and validation, service wiring.
         .target(
             name: "JunctionGateway",
             dependencies: [
-                "JunctionCore", "JunctionStore", "JunctionTCP", "JunctionZeroMQ",
+                "JunctionCore", "JunctionStore", "JunctionTCP", "JunctionZeroMQ", "JunctionStdio",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],

@@ -1,6 +1,7 @@
 import JunctionCore
 import JunctionTCP
 import JunctionZeroMQ
+import JunctionStdio
 import Logging
 import ServiceLifecycle
 
@@ -18,6 +19,8 @@ public struct PreparedPlugin: Sendable {
     public let summary: String
     /// The delivery guarantee it gives, and why.
     public var guarantee: String = ""
+    /// When its run ends by itself (stdio at end of input), the gateway shuts down.
+    public var endsGateway = false
     /// Starts it as a service of the gateway.
     public let start: @Sendable (_ name: String, _ broker: Broker, _ logger: Logger) -> any Service
 }
@@ -41,6 +44,25 @@ public enum PluginRegistry {
                 ZeroMQPlugin(name: name, settings: decoded, broker: broker, logger: logger)
             }
             prepared.guarantee = decoded.socket.guarantee
+            return prepared
+        },
+        "stdio": PluginType(name: "stdio") { settings, pluginName throws(ConfigurationError) in
+            let decoded = try StdioSettings.decode(&settings, pluginName: pluginName)
+            let input = decoded.inputFormat.map { "stdin (\($0.rawValue)) into \(decoded.inputTopic ?? "the topic of each line")" }
+            let output = decoded.output.map { "\($0.topic) to stdout (\(decoded.outputFormat.rawValue))" }
+            var prepared = PreparedPlugin(summary: [input, output].compactMap { $0 }.joined(separator: "; ")) { name, broker, logger in
+                StdioPlugin(name: name, settings: decoded, broker: broker, logger: logger)
+            }
+            prepared.guarantee = "in: a line counts as read once durable; out: a line is acked after it is written to stdout (at-least-once)"
+            prepared.endsGateway = decoded.endOfInput == .shutdown
+            return prepared
+        },
+        "exec": PluginType(name: "exec") { settings, pluginName throws(ConfigurationError) in
+            let decoded = try ExecSettings.decode(&settings, pluginName: pluginName)
+            var prepared = PreparedPlugin(summary: "child \(decoded.command.joined(separator: " ")) consuming \(decoded.subscription.topic)") { name, broker, logger in
+                ExecPlugin(name: name, settings: decoded, broker: broker, logger: logger)
+            }
+            prepared.guarantee = "at-least-once both ways: the child acks what it handled; a child that exits is restarted with backoff and its unacked messages are redelivered"
             return prepared
         },
     ]

@@ -27,6 +27,8 @@ struct Serve: AsyncParsableCommand {
     var logLevel: String = "info"
 
     func run() async throws {
+        // A closed stdout (stdio plugin) must be an error to handle, not a signal that kills.
+        signal(SIGPIPE, SIG_IGN)
         guard let level = Logger.Level(rawValue: logLevel) else {
             throw ValidationError("--log-level: expected trace, debug, info, notice, warning, error or critical, found \(logLevel)")
         }
@@ -76,6 +78,7 @@ struct Serve: AsyncParsableCommand {
             logger.info("starting plugin", metadata: ["plugin": "\(entry.name)", "type": "\(entry.type)", "what": "\(entry.prepared.summary)"])
             services.append(.init(
                 service: entry.prepared.start(entry.name, broker, Logger(label: "junction.\(entry.name)")),
+                successTerminationBehavior: entry.prepared.endsGateway ? .gracefullyShutdownGroup : .ignore,
                 failureTerminationBehavior: .gracefullyShutdownGroup))
         }
         let group = ServiceGroup(configuration: ServiceGroupConfiguration(

@@ -215,8 +215,23 @@ public final class ChildProcess: Sendable {
     /// Sends a signal.
     public func signal(_ signal: Int32) { kill(process.processIdentifier, signal) }
 
-    /// Writes to the child's stdin.
-    public func write(_ text: String) { stdinPipe.fileHandleForWriting.write(Data(text.utf8)) }
+    /// Writes to the child's stdin; false once the child has gone (the pipe is closed).
+    @discardableResult
+    public func write(_ text: String) -> Bool {
+        _ = Glibc.signal(SIGPIPE, SIG_IGN)  // a write to a dead child must fail, not kill the test runner
+        let bytes = Array(text.utf8)
+        let fd = stdinPipe.fileHandleForWriting.fileDescriptor
+        var done = 0
+        while done < bytes.count {
+            let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + done, bytes.count - done) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                return false
+            }
+            done += n
+        }
+        return true
+    }
 
     /// Waits for the process to exit, killing it after `seconds`; returns its status.
     public func waitForExit(seconds: Double = 60) async -> Int32 {

@@ -1,0 +1,214 @@
+import Foundation
+import JunctionCore
+import Logging
+import ServiceLifecycle
+import Synchronization
+
+/// Settings of a plugin of type "exec".
+public struct ExecSettings: Sendable {
+    public var command: [String]
+    public var workingDirectory: String?
+    public var environment: [String: String]
+    public var subscription: SubscriptionOptions
+    public var restartBackoffMs: [Int]
+
+    public static func decode(_ settings: inout JSONObjectReader, pluginName: String) throws(ConfigurationError) -> ExecSettings {
+        guard let items = try settings.array("command"), !items.isEmpty else { throw settings.error("command", "expected the program and its arguments, such as [\"python3\", \"enrich.py\"]") }
+        var command: [String] = []
+        for item in items {
+            guard case .string(let text) = item, !text.isEmpty else { throw settings.error("command", "expected a list of non-empty strings") }
+            command.append(text)
+        }
+        let workingDirectory = try settings.string("workingDirectory")
+        var environment: [String: String] = [:]
+        if let env = settings.value("environment") {
+            guard let members = env.objectMembers else { throw settings.error("environment", "expected an object of strings") }
+            for (key, value) in members {
+                guard case .string(let text) = value else {
+                    throw ConfigurationError(file: settings.file, path: settings.path(of: "environment") + "." + key, expected: "expected a string")
+                }
+                environment[key] = text
+            }
+        }
+        guard var subscriptionReader = try settings.object("subscription") else { throw settings.error("subscription", "expected the subscription whose messages the child gets") }
+        let subscription = try SubscriptionOptions.decode(&subscriptionReader, defaultGroup: "exec-\(pluginName)", defaultAck: .explicit)
+        guard subscription.ack == .explicit else {
+            throw ConfigurationError(file: subscriptionReader.file, path: subscriptionReader.path(of: "ack"), expected: "an exec child acks what it handled: use ack \"explicit\"")
+        }
+        var backoff = [500, 1000, 5000]
+        if var restart = try settings.object("restart") {
+            if let delays = try restart.array("backoffMs") {
+                backoff = try delays.map { (item) throws(ConfigurationError) -> Int in
+                    try JSONObjectReader.integer(item, in: 0...600_000) { ConfigurationError(file: restart.file, path: restart.path(of: "backoffMs"), expected: $0) }
+                }
+                guard !backoff.isEmpty else { throw restart.error("backoffMs", "expected at least one delay") }
+            }
+            try restart.finish()
+        }
+        try settings.finish()
+        return ExecSettings(command: command, workingDirectory: workingDirectory, environment: environment, subscription: subscription, restartBackoffMs: backoff)
+    }
+}
+
+/// Calls `body` with each line read from `fd` until it closes.
+func readLines(_ fd: Int32, _ body: ([UInt8]) -> Void) {
+    var splitter = LineSplitter()
+    var buffer = [UInt8](repeating: 0, count: 65_536)
+    while true {
+        let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        if n < 0 && errno == EINTR { continue }
+        if n <= 0 { break }
+        var lines: [[UInt8]] = []
+        buffer.withUnsafeBytes { splitter.feed(UnsafeRawBufferPointer(rebasing: $0[0..<n]), into: &lines) }
+        for line in lines { body(line) }
+    }
+    if let last = splitter.finish() { body(last) }
+}
+
+/// Deliveries sent to the child and not yet answered, by message id.
+final class InFlightDeliveries: Sendable {
+    let map = Mutex([String: DeliveryTag]())
+}
+
+/// The plugin of type "exec": runs a child process, sends it its
+/// subscription's deliveries as JSON lines on stdin, and reads JSON lines from
+/// its stdout — `{"ack": id}`, `{"nack": id, "delayMs": n}`, `{"publish": {…}}`.
+/// The child's stderr goes to the log. A child that exits is restarted with
+/// backoff; what it had not acked is redelivered (at-least-once both ways).
+public final class ExecPlugin: Service, Sendable {
+    public let name: String
+    public let settings: ExecSettings
+    private let broker: Broker
+    private let logger: Logger
+    private let state = Mutex(State())
+    private let counters = Mutex((sent: 0, acked: 0, nacked: 0, published: 0, garbage: 0, restarts: 0))
+
+    struct State {
+        var stopping = false
+        var child: SpawnedChild?
+    }
+
+    public init(name: String, settings: ExecSettings, broker: Broker, logger: Logger) {
+        self.name = name
+        self.settings = settings
+        self.broker = broker
+        self.logger = logger
+    }
+
+    public func run() async throws {
+        let watcher = Task { [self] in
+            try? await gracefulShutdown()
+            let child = state.withLock { state -> SpawnedChild? in
+                state.stopping = true
+                return state.child
+            }
+            child?.terminate()
+        }
+        var failures = 0
+        while !state.withLock({ $0.stopping }) {
+            let started = Date()
+            do {
+                let status = try await runChild()
+                if state.withLock({ $0.stopping }) { break }
+                logger.warning("child exited; restarting", metadata: ["plugin": "\(name)", "status": "\(status)"])
+            } catch {
+                logger.error("cannot run the child", metadata: ["plugin": "\(name)", "command": "\(settings.command)", "error": "\(error)"])
+            }
+            if Date().timeIntervalSince(started) > 10 { failures = 0 }
+            let delay = settings.restartBackoffMs[min(failures, settings.restartBackoffMs.count - 1)]
+            failures += 1
+            counters.withLock { $0.restarts += 1 }
+            try? await Task.sleep(for: .milliseconds(delay))  // restart backoff
+        }
+        watcher.cancel()
+        let c = counters.withLock { $0 }
+        logger.info("stopped", metadata: ["plugin": "\(name)", "sent": "\(c.sent)", "acked": "\(c.acked)", "nacked": "\(c.nacked)", "published": "\(c.published)", "garbage": "\(c.garbage)", "restarts": "\(c.restarts)"])
+    }
+
+    /// Runs one child until it exits (or the gateway stops); returns its status.
+    private func runChild() async throws -> Int32 {
+        let child = try SpawnedChild(
+            command: settings.command, directory: settings.workingDirectory,
+            environment: ProcessInfo.processInfo.environment.merging(settings.environment) { $1 })
+        state.withLock { $0.child = child }
+        let subscription = try await broker.subscribe(settings.subscription)
+        let inFlight = InFlightDeliveries()
+
+        // The child's stdout: acks, nacks, publishes. Its stderr goes to the log.
+        Thread { [self] in
+            readLines(child.stdout) { line in handle(line, subscription: subscription, inFlight: inFlight) }
+            close(child.stdout)
+        }.start()
+        Thread { [logger, name] in
+            readLines(child.stderr) { line in logger.info("child: \(String(decoding: line, as: UTF8.self))", metadata: ["plugin": "\(name)"]) }
+            close(child.stderr)
+        }.start()
+        // Deliveries to the child's stdin, on a queue of their own (writes block when the child is slow).
+        let writeQueue = DispatchQueue(label: "junction-exec-stdin")
+        let writer = Task { [self] in
+            while true {
+                let batch = await subscription.pull(max: 64)
+                if batch.isEmpty { return }
+                var bytes: [UInt8] = []
+                inFlight.map.withLock { map in for delivery in batch { map[delivery.message.id.description] = delivery.tag } }
+                for delivery in batch {
+                    bytes.append(contentsOf: Array(JSONLines.line(for: delivery).utf8))
+                    bytes.append(UInt8(ascii: "\n"))
+                }
+                let output = bytes
+                let ok = await withCheckedContinuation { continuation in
+                    writeQueue.async { continuation.resume(returning: writeFully(child.stdin, output)) }
+                }
+                if !ok { return }
+                counters.withLock { $0.sent += batch.count }
+            }
+        }
+        let status = await withCheckedContinuation { (continuation: CheckedContinuation<Int32, Never>) in
+            Thread { continuation.resume(returning: child.wait()) }.start()
+        }
+        state.withLock { $0.child = nil }
+        // Whatever the child had not acked goes back to the group.
+        await subscription.close()
+        await writer.value
+        return status
+    }
+
+    private func handle(_ line: [UInt8], subscription: Subscription, inFlight: InFlightDeliveries) {
+        guard !line.isEmpty else { return }
+        guard let members = (try? JSONValue.parse(bytes: line))?.objectMembers, let (verb, value) = members.first else {
+            return garbage(line, "not a JSON object")
+        }
+        switch (verb, value) {
+        case ("ack", .string(let id)):
+            guard let tag = inFlight.map.withLock({ $0.removeValue(forKey: id) }) else { return garbage(line, "ack of an id not in flight") }
+            counters.withLock { $0.acked += 1 }
+            Task { await subscription.ack(tags: [tag]) }
+        case ("nack", .string(let id)):
+            guard let tag = inFlight.map.withLock({ $0.removeValue(forKey: id) }) else { return garbage(line, "nack of an id not in flight") }
+            var delay: Int?
+            if let (_, value) = members.first(where: { $0.key == "delayMs" }), case .number(let text) = value { delay = Int(text) }
+            counters.withLock { $0.nacked += 1 }
+            Task { await subscription.nack(tags: [tag], delayMs: delay) }
+        case ("publish", let object):
+            do {
+                let message = try JSONLines.message(from: object, defaultTopic: nil)
+                broker.publish([message]) { [self] result in
+                    if case .failure(let error) = result {
+                        logger.warning("a child's publish was refused", metadata: ["plugin": "\(name)", "error": "\(error)"])
+                    } else {
+                        counters.withLock { $0.published += 1 }
+                    }
+                }
+            } catch {
+                garbage(line, "\(error)")
+            }
+        default:
+            garbage(line, "expected {\"ack\": id}, {\"nack\": id, \"delayMs\": n} or {\"publish\": {…}}")
+        }
+    }
+
+    private func garbage(_ line: [UInt8], _ why: String) {
+        counters.withLock { $0.garbage += 1 }
+        logger.warning("ignored a line from the child", metadata: ["plugin": "\(name)", "why": "\(why)", "line": "\(String(decoding: line.prefix(200), as: UTF8.self))"])
+    }
+}

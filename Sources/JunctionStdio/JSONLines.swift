@@ -1,0 +1,104 @@
+import Foundation
+import JunctionCore
+
+/// JSON lines in and out, shared by the stdio and exec plugins.
+public enum JSONLines {
+    /// A delivery as one JSON line: id, topic, tag, keys, properties, queue,
+    /// offset, attempt, and body (text) or body_base64 (bytes that are not UTF-8).
+    public static func line(for delivery: Delivery) -> String {
+        let message = delivery.message.message
+        var members: [(String, JSONValue)] = [
+            ("id", .string(delivery.message.id.description)),
+            ("topic", .string(message.topic)),
+            ("tag", message.tag.map(JSONValue.string) ?? .null),
+            ("keys", .array(message.keys.map(JSONValue.string))),
+            ("properties", .object(message.properties.filter { !$0.key.hasPrefix("%") }.sorted { $0.key < $1.key }.map { ($0.key, .string($0.value)) })),
+            ("queue", .number(String(delivery.message.queue))),
+            ("offset", .number(String(delivery.message.queueOffset))),
+            ("attempt", .number(String(delivery.attempt))),
+        ]
+        if let text = String(validating: message.body, as: UTF8.self) {
+            members.append(("body", .string(text)))
+        } else {
+            members.append(("body_base64", .string(Data(message.body).base64EncodedString())))
+        }
+        return JSONValue.object(members).serialized
+    }
+
+    /// A message from a JSON object: topic (else `defaultTopic`), tag, keys,
+    /// properties, body or body_base64, dedupeId, shardingKey.
+    public static func message(from json: JSONValue, defaultTopic: String?) throws(LineError) -> Message {
+        guard let members = json.objectMembers else { throw LineError("expected a JSON object") }
+        var message = Message(topic: defaultTopic ?? "", body: [])
+        for (key, value) in members {
+            switch (key, value) {
+            case ("topic", .string(let topic)): message.topic = topic
+            case ("tag", .string(let tag)): message.tag = tag
+            case ("tag", .null): message.tag = nil
+            case ("keys", .array(let keys)):
+                message.keys = try keys.map { (key) throws(LineError) -> String in
+                    guard case .string(let text) = key else { throw LineError("keys must be strings") }
+                    return text
+                }
+            case ("properties", .object(let properties, _)):
+                for (name, value) in properties {
+                    guard case .string(let text) = value else { throw LineError("property \(name) must be a string") }
+                    message.properties[name] = text
+                }
+            case ("body", .string(let text)): message.body = Array(text.utf8)
+            case ("body_base64", .string(let text)):
+                guard let data = Data(base64Encoded: text) else { throw LineError("body_base64 is not base64") }
+                message.body = Array(data)
+            case ("dedupeId", .string(let id)): message.dedupeID = id
+            case ("shardingKey", .string(let key)): message.shardingKey = key
+            default: throw LineError("unexpected member \"\(key)\" (expected topic, tag, keys, properties, body, body_base64, dedupeId, shardingKey)")
+            }
+        }
+        if message.topic.isEmpty { throw LineError("no topic: give \"topic\", or set the plugin's input topic") }
+        return message
+    }
+
+    /// Why a line was refused.
+    public struct LineError: Error, CustomStringConvertible {
+        public var description: String
+        init(_ text: String) { description = text }
+    }
+}
+
+/// Splits bytes into lines as they arrive (newline-terminated; a last line
+/// without a newline is returned at the end).
+struct LineSplitter {
+    private var partial: [UInt8] = []
+
+    mutating func feed(_ bytes: UnsafeRawBufferPointer, into lines: inout [[UInt8]]) {
+        var start = 0
+        for index in 0..<bytes.count where bytes[index] == UInt8(ascii: "\n") {
+            var line = partial
+            line.append(contentsOf: bytes[start..<index])
+            partial.removeAll(keepingCapacity: true)
+            if line.last == UInt8(ascii: "\r") { line.removeLast() }
+            lines.append(line)
+            start = index + 1
+        }
+        partial.append(contentsOf: bytes[start...])
+    }
+
+    mutating func finish() -> [UInt8]? {
+        defer { partial.removeAll() }
+        return partial.isEmpty ? nil : partial
+    }
+}
+
+/// Writes all bytes to a file descriptor; false when it is closed (EPIPE) or fails.
+func writeFully(_ fd: Int32, _ bytes: [UInt8]) -> Bool {
+    var done = 0
+    while done < bytes.count {
+        let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + done, bytes.count - done) }
+        if n < 0 {
+            if errno == EINTR { continue }
+            return false
+        }
+        done += n
+    }
+    return true
+}
