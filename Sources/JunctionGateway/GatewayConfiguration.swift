@@ -21,22 +21,12 @@ public struct GatewayConfiguration: Sendable, Hashable {
 
     /// Reads and validates a configuration file.
     public static func load(file: String) throws(ConfigurationError) -> GatewayConfiguration {
-        guard let data = FileManager.default.contents(atPath: file) else {
-            let reason = FileManager.default.fileExists(atPath: file) ? "cannot be read (permissions?)" : "does not exist"
-            throw ConfigurationError(file: file, path: "", expected: "the file \(reason)")
-        }
-        return try decode(Array(data), file: file)
+        try decode(try readConfigurationFile(file), file: file)
     }
 
     /// Decodes and validates configuration JSON; `file` names it in errors.
     public static func decode(_ bytes: [UInt8], file: String) throws(ConfigurationError) -> GatewayConfiguration {
-        let json: JSONValue
-        do {
-            json = try JSONValue.parse(bytes: bytes)
-        } catch {
-            throw ConfigurationError(file: file, path: "", expected: "not valid JSON at \(error)")
-        }
-        var root = try JSONObjectReader(json, file: file, path: "")
+        var root = try JSONObjectReader(try parseConfiguration(bytes, file: file), file: file, path: "")
         var configuration = GatewayConfiguration()
         if let dataDir = try root.string("dataDir") {
             guard !dataDir.isEmpty else { throw root.error("dataDir", "expected a directory path, found an empty string") }
@@ -168,5 +158,23 @@ public struct GatewayConfiguration: Sendable, Hashable {
         if let window = try defaults.integer("dedupeWindowMs", in: 0...(7 * 86_400_000)) { values.dedupeWindowMs = window }
         try defaults.finish()
         return values
+    }
+}
+
+/// The bytes of a configuration file, or an error naming it.
+func readConfigurationFile(_ file: String) throws(ConfigurationError) -> [UInt8] {
+    guard let data = FileManager.default.contents(atPath: file) else {
+        let reason = FileManager.default.fileExists(atPath: file) ? "cannot be read (permissions?)" : "does not exist"
+        throw ConfigurationError(file: file, path: "", expected: "the file \(reason)")
+    }
+    return Array(data)
+}
+
+/// Configuration JSON, or an error with the line and column where it breaks.
+func parseConfiguration(_ bytes: [UInt8], file: String) throws(ConfigurationError) -> JSONValue {
+    do {
+        return try JSONValue.parse(bytes: bytes)
+    } catch {
+        throw ConfigurationError(file: file, path: "", expected: "not valid JSON at \(error)")
     }
 }

@@ -28,22 +28,12 @@ public struct PluginsFile: Sendable {
 
     /// Reads and checks a plugins file.
     public static func load(file: String) throws(ConfigurationError) -> PluginsFile {
-        guard let data = FileManager.default.contents(atPath: file) else {
-            let reason = FileManager.default.fileExists(atPath: file) ? "cannot be read (permissions?)" : "does not exist"
-            throw ConfigurationError(file: file, path: "", expected: "the file \(reason)")
-        }
-        return try decode(Array(data), file: file)
+        try decode(try readConfigurationFile(file), file: file)
     }
 
     /// Decodes and checks plugins JSON; `file` names it in errors.
     public static func decode(_ bytes: [UInt8], file: String) throws(ConfigurationError) -> PluginsFile {
-        let json: JSONValue
-        do {
-            json = try JSONValue.parse(bytes: bytes)
-        } catch {
-            throw ConfigurationError(file: file, path: "", expected: "not valid JSON at \(error)")
-        }
-        var root = try JSONObjectReader(json, file: file, path: "")
+        var root = try JSONObjectReader(try parseConfiguration(bytes, file: file), file: file, path: "")
         guard let items = try root.array("plugins") else { throw root.error("plugins", "expected a list of plugin entries, found nothing") }
         try root.finish()
         var entries: [Entry] = []

@@ -3,27 +3,8 @@ import JunctionCore
 
 /// JSON lines in and out, shared by the stdio and exec plugins.
 public enum JSONLines {
-    /// A delivery as one JSON line: id, topic, tag, keys, properties, queue,
-    /// offset, attempt, and body (text) or body_base64 (bytes that are not UTF-8).
-    public static func line(for delivery: Delivery) -> String {
-        let message = delivery.message.message
-        var members: [(String, JSONValue)] = [
-            ("id", .string(delivery.message.id.description)),
-            ("topic", .string(message.topic)),
-            ("tag", message.tag.map(JSONValue.string) ?? .null),
-            ("keys", .array(message.keys.map(JSONValue.string))),
-            ("properties", .object(message.properties.filter { !$0.key.hasPrefix("%") }.sorted { $0.key < $1.key }.map { ($0.key, .string($0.value)) })),
-            ("queue", .number(String(delivery.message.queue))),
-            ("offset", .number(String(delivery.message.queueOffset))),
-            ("attempt", .number(String(delivery.attempt))),
-        ]
-        if let text = String(validating: message.body, as: UTF8.self) {
-            members.append(("body", .string(text)))
-        } else {
-            members.append(("body_base64", .string(Data(message.body).base64EncodedString())))
-        }
-        return JSONValue.object(members).serialized
-    }
+    /// A delivery as one JSON line (see `Delivery.jsonLine`).
+    public static func line(for delivery: Delivery) -> String { delivery.jsonLine }
 
     /// A message from a JSON object: topic (else `defaultTopic`), tag, keys,
     /// properties, body or body_base64, dedupeId, shardingKey.

@@ -99,21 +99,6 @@ struct Sub: AsyncParsableCommand {
             bytes.append(UInt8(ascii: "\n"))
             return bytes
         }
-        var members: [(String, JSONValue)] = [
-            ("id", .string(delivery.message.id.description)),
-            ("topic", .string(message.topic)),
-            ("tag", message.tag.map(JSONValue.string) ?? .null),
-            ("keys", .array(message.keys.map(JSONValue.string))),
-            ("properties", .object(message.properties.filter { !$0.key.hasPrefix("%") }.sorted { $0.key < $1.key }.map { ($0.key, .string($0.value)) })),
-            ("queue", .number(String(delivery.message.queue))),
-            ("offset", .number(String(delivery.message.queueOffset))),
-            ("attempt", .number(String(delivery.attempt))),
-        ]
-        if let text = String(validating: message.body, as: UTF8.self) {
-            members.append(("body", .string(text)))
-        } else {
-            members.append(("body_base64", .string(Data(message.body).base64EncodedString())))
-        }
-        return Array((JSONValue.object(members).serialized + "\n").utf8)
+        return Array((delivery.jsonLine + "\n").utf8)
     }
 }

@@ -92,19 +92,10 @@ final class Mailbox: Sendable {
 
     /// Takes what is there now, without waiting.
     func takeNow(max: Int) -> [Delivery] {
-        let batch = state.withLock { state -> [Delivery] in
-            let end = min(state.queue.count, state.head + max)
-            let batch = Array(state.queue[state.head..<end])
-            state.head = end
-            let time = tracksTakes ? now() : 0
-            for delivery in batch {
-                state.untaken.remove(delivery.tag)
-                if tracksTakes { state.takenAt[delivery.tag] = time }
-            }
-            return batch
+        switch tryTake(max: max) {
+        case .some(.some(let batch)): batch
+        default: []
         }
-        if !batch.isEmpty { onTake(count) }
-        return batch
     }
 
     /// Wakes a waiting taker (a pull that timed out, or shutdown).
