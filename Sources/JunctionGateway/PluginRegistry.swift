@@ -21,6 +21,10 @@ public struct PreparedPlugin: Sendable {
     public var guarantee: String = ""
     /// When its run ends by itself (stdio at end of input), the gateway shuts down.
     public var endsGateway = false
+    /// What it publishes into (for check-config's flows).
+    public var sources: [FlowEnd] = []
+    /// What it consumes from.
+    public var sinks: [FlowEnd] = []
     /// Starts it as a service of the gateway.
     public let start: @Sendable (_ name: String, _ broker: Broker, _ logger: Logger) -> any Service
 }
@@ -28,12 +32,13 @@ public struct PreparedPlugin: Sendable {
 /// Every adapter type, registered once, here.
 public enum PluginRegistry {
     public static let types: [String: PluginType] = [
-        "tcp": PluginType(name: "tcp") { settings, _ throws(ConfigurationError) in
+        "tcp": PluginType(name: "tcp") { settings, pluginName throws(ConfigurationError) in
             let decoded = try TCPSettings.decode(&settings)
             var prepared = PreparedPlugin(summary: "native protocol on \(decoded.host):\(decoded.port)") { name, broker, logger in
                 TCPServer(name: name, settings: decoded, broker: broker, logger: logger)
             }
             prepared.guarantee = "in: oneway at-most-once, with receipts at-least-once, with a dedupe id exactly-once; out: per each subscription's ack mode"
+            prepared.sinks = [FlowEnd(name: "tcp clients of \(pluginName)", topic: nil, guarantee: .atLeastOnce, why: "per each client's ack mode")]
             return prepared
         },
         "zeromq": PluginType(name: "zeromq") { settings, pluginName throws(ConfigurationError) in
@@ -44,6 +49,14 @@ public enum PluginRegistry {
                 ZeroMQPlugin(name: name, settings: decoded, broker: broker, logger: logger)
             }
             prepared.guarantee = decoded.socket.guarantee
+            let who = "plugin \(pluginName) (zeromq \(decoded.socket.rawValue))"
+            switch decoded.socket {
+            case .SUB, .PULL: prepared.sources = [FlowEnd(name: who, topic: decoded.topic, guarantee: .atMostOnce, why: "no receipt; ZeroMQ drops at its high-water mark")]
+            case .ROUTER: prepared.sources = [FlowEnd(name: who, topic: decoded.topic, guarantee: .atLeastOnce, why: "answered after durable; exactly-once with dedupe ids")]
+            case .PUB: prepared.sinks = [FlowEnd(name: who, topic: decoded.subscription?.topic, guarantee: .atMostOnce, why: "PUB drops for slow or late subscribers")]
+            case .PUSH: prepared.sinks = [FlowEnd(name: who, topic: decoded.subscription?.topic, guarantee: .atMostOnce, why: "ack none: consumed when handed to libzmq")]
+            case .DEALER: prepared.sinks = [FlowEnd(name: who, topic: decoded.subscription?.topic, guarantee: .atLeastOnce, why: "the peer acks each message")]
+            }
             return prepared
         },
         "stdio": PluginType(name: "stdio") { settings, pluginName throws(ConfigurationError) in
@@ -55,6 +68,12 @@ public enum PluginRegistry {
             }
             prepared.guarantee = "in: a line counts as read once durable; out: a line is acked after it is written to stdout (at-least-once)"
             prepared.endsGateway = decoded.endOfInput == .shutdown
+            if decoded.inputFormat != nil, let topic = decoded.inputTopic {
+                prepared.sources = [FlowEnd(name: "plugin \(pluginName) (stdin)", topic: topic, guarantee: .atLeastOnce, why: "a line counts once durable")]
+            }
+            if let output = decoded.output {
+                prepared.sinks = [FlowEnd(name: "plugin \(pluginName) (stdout)", topic: output.topic, guarantee: output.ack == .explicit ? .atLeastOnce : .atMostOnce, why: output.ack == .explicit ? "acked after the line is written" : "ack none")]
+            }
             return prepared
         },
         "exec": PluginType(name: "exec") { settings, pluginName throws(ConfigurationError) in
@@ -63,6 +82,7 @@ public enum PluginRegistry {
                 ExecPlugin(name: name, settings: decoded, broker: broker, logger: logger)
             }
             prepared.guarantee = "at-least-once both ways: the child acks what it handled; a child that exits is restarted with backoff and its unacked messages are redelivered"
+            prepared.sinks = [FlowEnd(name: "plugin \(pluginName) (exec \(decoded.command[0]))", topic: decoded.subscription.topic, guarantee: .atLeastOnce, why: "the child acks what it handled")]
             return prepared
         },
     ]

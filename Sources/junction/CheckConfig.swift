@@ -27,6 +27,14 @@ struct CheckConfig: AsyncParsableCommand {
             for route in gateway.broker.routes {
                 print("  route \(route.name): \(route.sourceTopic) [\(route.filter)] → \(route.targetTopic): exactly once")
             }
+            let enabled = pluginsFile.entries.filter(\.enabled)
+            let report = FlowReport(sources: enabled.flatMap(\.prepared.sources), sinks: enabled.flatMap(\.prepared.sinks), routes: gateway.broker.routes)
+            print("flows:")
+            if report.flows.isEmpty { print("  (none: no configured source reaches a configured sink)") }
+            for flow in report.flows {
+                print("  \(flow.path.joined(separator: " ")): \(flow.guarantee) (weakest link: \(flow.weakestLink))")
+            }
+            for warning in report.warnings { print("warning: \(warning)") }
         } catch {
             throw ConfigurationFailure(message: error.description)
         }
