@@ -315,19 +315,25 @@ public final class ManualClock: WallClock {
     }
 }
 
-/// Runs `body`, failing with `message` if it takes longer than `seconds` of real time.
+/// Runs `body`, failing with `message` if it takes longer than `seconds` of
+/// real time. Truly bounded: on timeout the error comes at once, even if the
+/// body is stuck in a wait that ignores cancellation (it is cancelled and left).
 public func within<T: Sendable>(seconds: Double, _ message: String, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
-    try await withThrowingTaskGroup(of: T?.self) { group in
-        group.addTask { try await body() }
-        group.addTask {
-            try await Task.sleep(for: .milliseconds(Int(seconds * 1000)))  // a deadline, not synchronisation
-            return nil
+    try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
+        let pending = Locked<CheckedContinuation<T, any Error>?>(continuation)
+        let take: @Sendable () -> CheckedContinuation<T, any Error>? = { pending.withLock { value -> CheckedContinuation<T, any Error>? in defer { value = nil }; return value } }
+        let work = Task {
+            let result: Result<T, any Error>
+            do { result = .success(try await body()) } catch { result = .failure(error) }
+            take()?.resume(with: result)
         }
-        defer { group.cancelAll() }
-        guard let first = try await group.next(), let value = first else {
-            throw TimeoutError(message: "\(message) (waited \(seconds) s)")
+        Task {
+            try? await Task.sleep(for: .milliseconds(Int(seconds * 1000)))  // a deadline, not synchronisation
+            if let waiting = take() {
+                work.cancel()
+                waiting.resume(throwing: TimeoutError(message: "\(message) (waited \(seconds) s)"))
+            }
         }
-        return value
     }
 }
 

@@ -246,7 +246,7 @@ actor ConsumerGroup {
         var copies: [(message: Message, copyOf: String)] = []
         var moved: [(DeliveryTag, MessageID)] = []
         for tag in tags {
-            guard let pending = queues[tag.queue].pending[tag.offset], pending.holder == nil else { continue }
+            guard let pending = queues[tag.queue].pending[tag.offset], pending.holder == nil, pending.due != .max else { continue }
             var copy = pending.message.message
             copy.topic = "%DLQ%" + group
             copy.deliverAt = nil
@@ -259,6 +259,9 @@ actor ConsumerGroup {
             copy.properties["DLQ_GROUP"] = group
             copies.append((copy, "dlq/\(name):\(pending.message.id)"))
             moved.append((tag, pending.message.id))
+            // Parked while the copy is written: this actor may serve a pump
+            // meanwhile, and it must not deliver the message again.
+            queues[tag.queue].pending[tag.offset]?.due = .max
         }
         do {
             _ = try await broker.publishCopies(copies)
