@@ -165,6 +165,8 @@ let package = Package(
             dependencies: [
                 "JunctionGateway", "JunctionCore", "JunctionStore", "JunctionTestSupport", "JunctionClient", "JunctionProtocol", "junction",
             ],
+            // pyzmq peers and exec children the tests run as processes.
+            exclude: ["Peers"],
             swiftSettings: swiftSettings
         ),
     ]

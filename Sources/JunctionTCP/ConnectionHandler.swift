@@ -270,7 +270,7 @@ final class ConnectionHandler: ChannelInboundHandler {
             "error": "\(answer.body)", "remote": "\(context.remoteAddress?.description ?? "?")",
         ])
         draining = true
-        context.writeAndFlush(wrapOutboundOut(answer)).whenComplete { _ in context.close(promise: nil) }
+        context.writeAndFlush(wrapOutboundOut(answer)).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
     }
 
     static func errorBody(_ error: any Error) -> Frame.Body {
@@ -341,7 +341,7 @@ final class ConnectionHandler: ChannelInboundHandler {
 
     private func finishDrain(_ context: ChannelHandlerContext) {
         guard !closed, machine.drained() == .close else { return }
-        context.writeAndFlush(wrapOutboundOut(Frame(.error(code: .shuttingDown, message: "the gateway is shutting down")))).whenComplete { _ in
+        context.writeAndFlush(wrapOutboundOut(Frame(.error(code: .shuttingDown, message: "the gateway is shutting down")))).assumeIsolated().whenComplete { _ in
             context.close(promise: nil)
         }
     }

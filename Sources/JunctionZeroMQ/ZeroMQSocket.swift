@@ -71,7 +71,7 @@ final class ZeroMQSocket {
         var buffer = [CChar](repeating: 0, count: 256)
         var size = buffer.count
         guard zmq_getsockopt(handle, ZMQ_LAST_ENDPOINT, &buffer, &size) == 0 else { return nil }
-        return String(cString: buffer)
+        return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
     /// Receives one whole multipart message without blocking; nil when none is
