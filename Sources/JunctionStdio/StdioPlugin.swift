@@ -113,7 +113,6 @@ public final class StdioPlugin: Service, Sendable {
                 var splitter = LineSplitter()
                 var buffer = [UInt8](repeating: 0, count: 1 << 16)
                 var lineNumber = 0
-                var lastReport = 0
                 func publish(_ lines: [[UInt8]]) {
                     var messages: [Message] = []
                     messages.reserveCapacity(lines.count)
@@ -152,8 +151,6 @@ public final class StdioPlugin: Service, Sendable {
                         publish(Array(lines[start..<min(lines.count, start + 512)]))
                         start += 512
                     }
-                    _ = lastReport
-                    lastReport = lineNumber
                 }
                 if let last = splitter.finish() { publish([last]) }
                 allDone.wait()

@@ -124,14 +124,8 @@ enum RecordCodec {
     /// Checks the record at the start of `bytes` (size, version, checksum) and
     /// returns its header.
     static func verifyHeader(_ bytes: UnsafeRawBufferPointer) throws(Damage) -> Header {
-        guard bytes.count >= 8 else { throw .truncated }
-        let size = Int(UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: 0, as: UInt32.self)))
-        guard size >= minimumSize else { throw .invalid("record size \(size) is below the minimum \(minimumSize)") }
-        guard bytes.count >= size else { throw .truncated }
+        let (size, _) = try verify(bytes)
         let stored = UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: 4, as: UInt32.self))
-        let actual = junction_crc32c(0, bytes.baseAddress! + 8, size - 8)
-        guard stored == actual else { throw .invalid("checksum mismatch") }
-        guard bytes[8] == version else { throw .invalid("record format version \(bytes[8]) is not \(version)") }
         var reader = RecordReader(bytes: UnsafeRawBufferPointer(rebasing: bytes[0..<size]), offset: 10)
         do {
             let queue = Int(try reader.read(UInt16.self))

@@ -15,9 +15,6 @@ struct GroupDefinition: Sendable, Hashable, CustomStringConvertible {
     var description: String {
         "topic \(topic) with \(filter), \(mode.rawValue), ack \(ack.rawValue)\(ordered ? ", ordered" : "")"
     }
-
-    /// The parts on which members must agree (timeouts may differ per member? No: one set per group).
-    func conflicts(with other: GroupDefinition) -> Bool { self != other }
 }
 
 /// Per-queue figures of a group.
@@ -141,8 +138,6 @@ actor ConsumerGroup {
         self.logger = logger
         self.queues = start.map { QueueState(nextRead: $0) }
     }
-
-    var memberCount: Int { members.count }
 
     // MARK: Members
 
