@@ -311,6 +311,11 @@ public final class ClientSubscription: AsyncSequence, Sendable {
         return deliveries
     }
 
+    /// Changes this subscription's credit: the most unacknowledged deliveries it holds.
+    public func setCredit(_ credit: Int) async throws {
+        _ = try await client.request(.credit(id: id, credit: UInt32(clamping: credit)))
+    }
+
     /// Leaves the group; unacked deliveries go to other members.
     public func close() async { await client.unsubscribe(self) }
 }

@@ -70,9 +70,9 @@ public final class TCPServer: Service, Sendable {
                         try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(FrameEncoder()))
                         if count > settings.maxConnections {
                             logger.warning("refusing a connection: maxConnections reached", metadata: ["plugin": "\(name)", "max": "\(settings.maxConnections)"])
-                            var buffer = channel.allocator.buffer(capacity: 64)
-                            FrameCodec.encode(Frame(.error(code: .shuttingDown, message: "too many connections (maxConnections \(settings.maxConnections))")), into: &buffer)
-                            channel.writeAndFlush(buffer).whenComplete { _ in channel.close(promise: nil) }
+                            // The encoder is in place: the refusal goes out as a frame.
+                            channel.writeAndFlush(Frame(.error(code: .shuttingDown, message: "too many connections (maxConnections \(settings.maxConnections))")))
+                                .whenComplete { _ in channel.close(promise: nil) }
                             channel.closeFuture.whenComplete { _ in metrics.disconnected() }
                             return
                         }

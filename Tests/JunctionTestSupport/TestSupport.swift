@@ -362,12 +362,12 @@ public final class GatewayProcess: Sendable {
 
     /// Starts `junction serve` with `config` (Config/junction.json contents) and
     /// extra plugin entries, in `directory`; waits until the tcp plugin listens.
-    public static func start(directory: String, config: String = "{}", token: String? = nil, extraPlugins: [String] = [], arguments: [String] = []) async throws -> GatewayProcess {
+    public static func start(directory: String, config: String = "{}", token: String? = nil, tcpSettings: String = "", extraPlugins: [String] = [], arguments: [String] = []) async throws -> GatewayProcess {
         let configPath = directory + "/junction.json"
         let pluginsPath = directory + "/plugins.json"
         try config.write(toFile: configPath, atomically: true, encoding: .utf8)
         let tokenSetting = token.map { #", "token": "\#($0)""# } ?? ""
-        let plugins = [#"{"name": "native", "type": "tcp", "settings": {"listen": "127.0.0.1:0"\#(tokenSetting)}}"#] + extraPlugins
+        let plugins = [#"{"name": "native", "type": "tcp", "settings": {"listen": "127.0.0.1:0"\#(tokenSetting)\#(tcpSettings)}}"#] + extraPlugins
         try #"{"plugins": [\#(plugins.joined(separator: ", "))]}"#.write(toFile: pluginsPath, atomically: true, encoding: .utf8)
         let junction = productsDirectory().appendingPathComponent("junction")
         let child = try ChildProcess(junction, ["serve", "--config", configPath, "--plugins", pluginsPath, "--data-dir", directory + "/data"] + arguments)
