@@ -1,6 +1,8 @@
 import Foundation
 import JunctionCore
 import JunctionStore
+import JunctionTCP
+import Logging
 
 /// Config/junction.json, decoded and validated into immutable values before
 /// anything starts. Every key is documented in docs/CONFIG.md.
@@ -11,6 +13,10 @@ public struct GatewayConfiguration: Sendable, Hashable {
     public var storage: StoreSettings
     /// The routing core's settings.
     public var broker: BrokerSettings
+    /// The Prometheus endpoint; nil when the configuration has no `metrics` object.
+    public var metrics: MetricsSettings?
+    /// The log level (`log.level`); `--log-level` overrides it.
+    public var logLevel: Logger.Level?
 
     /// Creates a configuration from its parts.
     public init(dataDirectory: String = "data", storage: StoreSettings = StoreSettings(), broker: BrokerSettings = BrokerSettings()) {
@@ -56,6 +62,13 @@ public struct GatewayConfiguration: Sendable, Hashable {
         }
         if let routes = try root.array("routes") {
             configuration.broker.routes = try decodeRoutes(routes, file: file, broker: configuration.broker)
+        }
+        if var metrics = try root.object("metrics") {
+            configuration.metrics = try MetricsSettings.decode(&metrics)
+        }
+        if var log = try root.object("log") {
+            configuration.logLevel = try log.choice("level", of: Logger.Level.self, among: Logger.Level.allCases)
+            try log.finish()
         }
         try root.finish()
         return configuration
@@ -158,6 +171,42 @@ public struct GatewayConfiguration: Sendable, Hashable {
         if let window = try defaults.integer("dedupeWindowMs", in: 0...(7 * 86_400_000)) { values.dedupeWindowMs = window }
         try defaults.finish()
         return values
+    }
+}
+
+/// Where the Prometheus endpoint listens (`metrics` in Config/junction.json).
+public struct MetricsSettings: Sendable, Hashable {
+    /// Host to bind: loopback unless `allowNonLoopback` is set.
+    public var host = "127.0.0.1"
+    /// Port to bind; 0 lets the kernel choose (the endpoint is logged).
+    public var port = 7403
+
+    /// Creates settings (127.0.0.1:7403 by default).
+    public init(host: String = "127.0.0.1", port: Int = 7403) {
+        self.host = host
+        self.port = port
+    }
+
+    static func decode(_ reader: inout JSONObjectReader) throws(ConfigurationError) -> MetricsSettings {
+        var settings = MetricsSettings()
+        if let listen = try reader.string("listen") {
+            guard let (host, port) = TCPSettings.parseHostPort(listen) else {
+                throw reader.error("listen", "expected HOST:PORT (such as 127.0.0.1:7403), found \"\(listen)\"")
+            }
+            settings.host = host
+            settings.port = port
+        }
+        let allowNonLoopback = try reader.bool("allowNonLoopback") ?? false
+        if !allowNonLoopback && !isLoopback(settings.host) {
+            throw reader.error("listen", "a loopback address (127.0.0.0/8, ::1 or localhost): the endpoint has no authentication; set allowNonLoopback to true to expose it on \(settings.host)")
+        }
+        try reader.finish()
+        return settings
+    }
+
+    /// Whether `host` is a loopback address or name.
+    static func isLoopback(_ host: String) -> Bool {
+        host == "localhost" || host == "::1" || host.hasPrefix("127.")
     }
 }
 

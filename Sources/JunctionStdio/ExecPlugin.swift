@@ -81,7 +81,7 @@ public final class ExecPlugin: Service, Sendable {
     private let broker: Broker
     private let logger: Logger
     private let state = Mutex(State())
-    private let counters = Mutex((sent: 0, acked: 0, nacked: 0, published: 0, garbage: 0, restarts: 0))
+    let counters = Mutex((sent: 0, acked: 0, nacked: 0, published: 0, garbage: 0, restarts: 0))
 
     struct State {
         var stopping = false
@@ -210,5 +210,12 @@ public final class ExecPlugin: Service, Sendable {
     private func garbage(_ line: [UInt8], _ why: String) {
         counters.withLock { $0.garbage += 1 }
         logger.warning("ignored a line from the child", metadata: ["plugin": "\(name)", "why": "\(why)", "line": "\(String(decoding: line.prefix(200), as: UTF8.self))"])
+    }
+}
+
+extension ExecPlugin: PluginCounting {
+    /// In: what the child published; out: deliveries written to it; errors: garbage lines and restarts.
+    public var pluginCounts: PluginCounts {
+        counters.withLock { PluginCounts(messagesIn: $0.published, messagesOut: $0.sent, errors: $0.garbage + $0.restarts) }
     }
 }

@@ -61,7 +61,7 @@ public final class StdioPlugin: Service, Sendable {
     public let settings: StdioSettings
     private let broker: Broker
     private let logger: Logger
-    private let counters = Mutex((read: 0, durable: 0, bad: 0, written: 0))
+    let counters = Mutex((read: 0, durable: 0, bad: 0, written: 0))
     private let inputFD: Int32
     private let outputFD: Int32
 
@@ -221,5 +221,12 @@ public final class StdioPlugin: Service, Sendable {
             if pending == 0 { return }
             try? await Task.sleep(for: .milliseconds(5))  // polling the group's lag while draining
         }
+    }
+}
+
+extension StdioPlugin: PluginCounting {
+    /// In: lines made durable; out: lines written; errors: bad lines.
+    public var pluginCounts: PluginCounts {
+        counters.withLock { PluginCounts(messagesIn: $0.durable, messagesOut: $0.written, errors: $0.bad) }
     }
 }

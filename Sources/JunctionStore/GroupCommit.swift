@@ -1,3 +1,4 @@
+import CoreMetrics
 import Dispatch
 import Foundation
 import JunctionCore
@@ -38,6 +39,8 @@ final class GroupCommit: Sendable {
     private let stopped = DispatchSemaphore(value: 0)
     /// fsyncs made so far.
     let syncs = Atomic<Int>(0)
+    private let fsyncTimer = CoreMetrics.Timer(label: "junction_store_fsync_seconds")
+    private let batchRecords = Recorder(label: "junction_store_commit_batch_records")
 
     func start(log: CommitLog) {
         state.withLock { $0.running = true }
@@ -83,7 +86,10 @@ final class GroupCommit: Sendable {
             // holds everything else these batches wrote.
             let newest = batches[batches.count - 1].views[batches[batches.count - 1].views.count - 1].segment
             do {
+                let started = DispatchTime.now().uptimeNanoseconds
                 try newest.file.sync()
+                fsyncTimer.recordNanoseconds(DispatchTime.now().uptimeNanoseconds - started)
+                batchRecords.record(batches.reduce(0) { total, batch in total + batch.pending.reduce(0) { $0 + $1.requests.count } })
                 syncs.add(1, ordering: .relaxed)
                 log.publish(batches)
             } catch {

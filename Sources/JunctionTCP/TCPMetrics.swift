@@ -1,3 +1,4 @@
+import JunctionCore
 import Synchronization
 
 /// Counters of one tcp plugin: messages in and out, refusals, protocol errors, connections.
@@ -23,4 +24,9 @@ public final class TCPMetrics: Sendable {
     public var protocolErrors: Int { counters.withLock { $0.protocolErrors } }
     /// Connections open now.
     public var connections: Int { counters.withLock { $0.connections } }
+
+    /// The three figures every plugin reports, with connections.
+    public var pluginCounts: PluginCounts {
+        counters.withLock { PluginCounts(messagesIn: $0.received, messagesOut: $0.sent, errors: $0.refused + $0.protocolErrors, connections: $0.connections) }
+    }
 }

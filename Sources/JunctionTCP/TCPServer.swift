@@ -120,3 +120,7 @@ public final class TCPServer: Service, Sendable {
         logger.info("stopped", metadata: ["plugin": "\(name)", "in": "\(metrics.messagesIn)", "out": "\(metrics.messagesOut)"])
     }
 }
+
+extension TCPServer: PluginCounting {
+    public var pluginCounts: PluginCounts { metrics.pluginCounts }
+}

@@ -442,4 +442,12 @@ public final class ZeroMQMetrics: Sendable {
     public var refusedMessages: Int { counters.withLock { $0.refused } }
     /// Messages libzmq would not send.
     public var droppedMessages: Int { counters.withLock { $0.dropped } }
+    /// The three figures every plugin reports.
+    public var pluginCounts: PluginCounts {
+        counters.withLock { PluginCounts(messagesIn: $0.received, messagesOut: $0.sent, errors: $0.refused + $0.dropped) }
+    }
+}
+
+extension ZeroMQPlugin: PluginCounting {
+    public var pluginCounts: PluginCounts { metrics.pluginCounts }
 }

@@ -23,22 +23,19 @@ struct Serve: AsyncParsableCommand {
     @Flag(name: .customLong("truncate-corrupt"), help: "Cut a damaged log at the damage instead of refusing to start (loses what follows).")
     var truncateCorrupt = false
 
-    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
-    var logLevel: String = "info"
+    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical (default: log.level in the configuration, else info).")
+    var logLevel: String?
 
     func run() async throws {
         // A closed stdout (stdio plugin) must be an error to handle, not a signal that kills.
         signal(SIGPIPE, SIG_IGN)
-        guard let level = Logger.Level(rawValue: logLevel) else {
-            throw ValidationError("--log-level: expected trace, debug, info, notice, warning, error or critical, found \(logLevel)")
+        var flagLevel: Logger.Level?
+        if let logLevel {
+            guard let level = Logger.Level(rawValue: logLevel) else {
+                throw ValidationError("--log-level: expected trace, debug, info, notice, warning, error or critical, found \(logLevel)")
+            }
+            flagLevel = level
         }
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
-        }
-        let logger = Logger(label: "junction")
-
         var configuration: GatewayConfiguration
         let pluginsFile: PluginsFile
         do {
@@ -47,6 +44,15 @@ struct Serve: AsyncParsableCommand {
         } catch {
             throw ConfigurationFailure(message: error.description)
         }
+        let level = flagLevel ?? configuration.logLevel ?? .info
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "junction")
+        // Bootstrapped before the store and the broker make their metrics.
+        let metrics = configuration.metrics.map { _ in GatewayMetrics.bootstrap() }
         if let dataDirectory { configuration.dataDirectory = dataDirectory }
         if truncateCorrupt { configuration.storage.truncateCorruptLog = true }
         logger.info("configuration loaded", metadata: [
@@ -74,12 +80,19 @@ struct Serve: AsyncParsableCommand {
         // Plugins come after the core: the group stops services in reverse order,
         // so adapters stop taking messages before the core closes.
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: CoreService(store: store, broker: broker, logger: logger))]
+        var counted: [MetricsCollector.Plugin] = []
         for entry in pluginsFile.entries where entry.enabled {
             logger.info("starting plugin", metadata: ["plugin": "\(entry.name)", "type": "\(entry.type)", "what": "\(entry.prepared.summary)"])
+            let service = entry.prepared.start(entry.name, broker, Logger(label: "junction.\(entry.name)"))
+            if let counts = service as? any PluginCounting { counted.append(.init(name: entry.name, type: entry.type, counts: counts)) }
             services.append(.init(
-                service: entry.prepared.start(entry.name, broker, Logger(label: "junction.\(entry.name)")),
+                service: service,
                 successTerminationBehavior: entry.prepared.endsGateway ? .gracefullyShutdownGroup : .ignore,
                 failureTerminationBehavior: .gracefullyShutdownGroup))
+        }
+        if let metrics, let settings = configuration.metrics {
+            let collector = MetricsCollector(metrics: metrics, broker: broker, plugins: counted)
+            services.append(.init(service: MetricsService(settings: settings, collector: collector, logger: Logger(label: "junction.metrics"))))
         }
         let group = ServiceGroup(configuration: ServiceGroupConfiguration(
             services: services,

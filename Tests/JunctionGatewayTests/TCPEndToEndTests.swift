@@ -214,19 +214,8 @@ struct TCPEndToEndTests {
 /// A plain socket: sends bytes, reads every frame until the server closes (or 5 s pass).
 enum RawConnection {
     static func exchange(port: Int, _ input: [UInt8], halfClose: Bool = false) throws -> [Frame] {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw TimeoutError(message: "socket: \(errno)") }
+        let fd = try connectLoopback(port: port, receiveTimeoutSeconds: 5)
         defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard connected == 0 else { throw TimeoutError(message: "connect: \(errno)") }
-        var timeout = timeval(tv_sec: 5, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         _ = input.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
         // Half-closing tells the server there is no more: an incomplete frame ends the connection at once.
         if halfClose { shutdown(fd, Int32(SHUT_WR)) }

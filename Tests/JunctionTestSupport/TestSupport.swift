@@ -386,6 +386,15 @@ public final class GatewayProcess: Sendable {
         self.directory = directory
     }
 
+    /// The port of the metrics endpoint (the configuration must have `metrics`).
+    public func metricsPort() async throws -> Int {
+        guard let line = await process.waitForLine(containing: "metrics listening"),
+              let range = line.range(of: "endpoint=http://127.0.0.1:") else {
+            throw TimeoutError(message: "no metrics endpoint was logged: \(process.lines.suffix(5))")
+        }
+        return Int(line[range.upperBound...].prefix { $0.isNumber })!
+    }
+
     /// Stops it with SIGTERM and returns its exit status.
     public func stop() async -> Int32 {
         process.signal(SIGTERM)
@@ -440,4 +449,59 @@ public func runJunction(_ serverArguments: [String], _ arguments: [String], inpu
         }.start()
     }
     return (status, String(decoding: out.withLock { $0 }, as: UTF8.self), String(decoding: err.withLock { $0 }, as: UTF8.self))
+}
+
+/// A blocking TCP socket connected to 127.0.0.1:`port`, whose reads give up
+/// after `receiveTimeoutSeconds`. The caller closes it.
+public func connectLoopback(port: Int, receiveTimeoutSeconds: Int) throws -> Int32 {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { throw TimeoutError(message: "socket() failed: errno \(errno)") }
+    var timeout = timeval(tv_sec: receiveTimeoutSeconds, tv_usec: 0)
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_port = in_port_t(UInt16(port).bigEndian)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    let connected = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
+    guard connected == 0 else {
+        let error = errno
+        close(fd)
+        throw TimeoutError(message: "cannot connect to 127.0.0.1:\(port): errno \(error)")
+    }
+    return fd
+}
+
+/// A plain HTTP/1.1 GET to 127.0.0.1:`port` over a blocking socket with a
+/// 10-second receive timeout; returns the status code and the body.
+public func httpGet(port: Int, path: String) throws -> (status: Int, body: String) {
+    let fd = try connectLoopback(port: port, receiveTimeoutSeconds: 10)
+    defer { close(fd) }
+    let request = Array("GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".utf8)
+    guard request.withUnsafeBytes({ send(fd, $0.baseAddress, $0.count, 0) }) == request.count else {
+        throw TimeoutError(message: "could not send the request")
+    }
+    var response: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 65536)
+    while true {
+        let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+        if n == 0 { break }
+        guard n > 0 else { throw TimeoutError(message: "no complete HTTP answer within 10 s (errno \(errno))") }
+        response += buffer[0..<n]
+    }
+    let text = String(decoding: response, as: UTF8.self)
+    guard let headerEnd = text.range(of: "\r\n\r\n"), let status = Int(text.split(separator: " ").dropFirst().first ?? "") else {
+        throw TimeoutError(message: "not an HTTP answer: \(text.prefix(200))")
+    }
+    return (status, String(text[headerEnd.upperBound...]))
+}
+
+/// The value of the Prometheus sample `name` whose labels include every one of `labels`.
+public func metricValue(_ exposition: String, _ name: String, _ labels: [String: String] = [:]) -> Double? {
+    for line in exposition.split(separator: "\n") where line.hasPrefix(name + "{") || line.hasPrefix(name + " ") {
+        let matches = labels.allSatisfy { line.contains("\($0.key)=\"\($0.value)\"") }
+        if matches, let value = line.split(separator: " ").last.flatMap({ Double($0) }) { return value }
+    }
+    return nil
 }

@@ -159,6 +159,8 @@ public final class Broker: Sendable {
 
         var requests: [AppendRequest] = []
         requests.reserveCapacity(toStore.count)
+        var requestTopics: [Topic] = []
+        requestTopics.reserveCapacity(toStore.count)
         var scheduled: [Int] = []
         do {
             for index in toStore {
@@ -170,13 +172,14 @@ public final class Broker: Sendable {
                 }
                 let topic = try topics.resolve(message.topic, isInternal: isInternal || message.topic == DelayScheduler.topic)
                 requests.append(AppendRequest(message: message, queue: topic.queue(for: message.shardingKey)))
+                requestTopics.append(topic)
             }
         } catch {
             for key in claimed { dedupe.complete(key, receipt: nil, storedAt: now) }
             return completion(.failure(error))
         }
 
-        let finish: @Sendable (Result<[AppendResult], any Error>) -> Void = { [self, receipts, claimed, firstInCall, sameAs, waits, toStore, scheduled, requests] result in
+        let finish: @Sendable (Result<[AppendResult], any Error>) -> Void = { [self, receipts, claimed, firstInCall, sameAs, waits, toStore, scheduled, requests, requestTopics] result in
             var receipts = receipts
             let results: [AppendResult]
             switch result {
@@ -186,6 +189,7 @@ public final class Broker: Sendable {
             case .success(let stored):
                 results = stored
             }
+            Self.count(requests, into: requestTopics)
             for (position, (index, result)) in zip(toStore, results).enumerated() {
                 let original = messages[index]
                 receipts[index] = PublishReceipt(
@@ -225,6 +229,23 @@ public final class Broker: Sendable {
             }
         }
         if requests.isEmpty { finish(.success([])) } else { store.enqueue(requests, completion: finish) }
+    }
+
+    /// Adds stored messages to their topics' metrics, once per topic and batch.
+    private static func count(_ requests: [AppendRequest], into topics: [Topic]) {
+        var index = 0
+        while index < requests.count {
+            let topic = topics[index]
+            var messages = 0
+            var bytes = 0
+            while index < requests.count, topics[index] === topic {
+                messages += 1
+                bytes += requests[index].message.body.count
+                index += 1
+            }
+            topic.publishes.increment(by: Int64(messages))
+            topic.publishedBytes.increment(by: Int64(bytes))
+        }
     }
 
     private func dedupeKey(for message: Message) -> DedupeTable.Key? {

@@ -1,3 +1,4 @@
+import CoreMetrics
 import Synchronization
 
 /// One topic the broker knows: its queue count and the round-robin cursor for
@@ -6,10 +7,16 @@ final class Topic: Sendable {
     let name: String
     let queues: Int
     private let cursor = Atomic<UInt64>(0)
+    /// Messages stored into it (metric `junction_topic_publishes_total`).
+    let publishes: Counter
+    /// Their body bytes (metric `junction_topic_publish_bytes_total`).
+    let publishedBytes: Counter
 
     init(name: String, queues: Int) {
         self.name = name
         self.queues = queues
+        publishes = Counter(label: "junction_topic_publishes_total", dimensions: [("topic", name)])
+        publishedBytes = Counter(label: "junction_topic_publish_bytes_total", dimensions: [("topic", name)])
     }
 
     /// The queue for a message: the sharding key's hash, else the next in turn.

@@ -1,0 +1,203 @@
+import CoreMetrics
+import JunctionCore
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import Prometheus
+import ServiceLifecycle
+import Synchronization
+
+/// The process's Prometheus registry, bootstrapped as the swift-metrics backend.
+public final class GatewayMetrics: Sendable {
+    let registry: PrometheusCollectorRegistry
+
+    private init(registry: PrometheusCollectorRegistry) { self.registry = registry }
+
+    /// Makes the registry the process's metrics backend; call once, before the
+    /// store and the broker are opened (they make their metrics then).
+    public static func bootstrap() -> GatewayMetrics {
+        let registry = PrometheusCollectorRegistry()
+        var factory = PrometheusMetricsFactory(registry: registry)
+        // An fsync takes tens of microseconds to tens of milliseconds.
+        factory.durationHistogramBuckets["junction_store_fsync_seconds"] = [
+            .microseconds(50), .microseconds(100), .microseconds(250), .microseconds(500), .milliseconds(1),
+            .microseconds(2500), .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50),
+            .milliseconds(100), .milliseconds(250), .seconds(1),
+        ]
+        factory.valueHistogramBuckets["junction_store_commit_batch_records"] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384]
+        MetricsSystem.bootstrap(factory)
+        return GatewayMetrics(registry: registry)
+    }
+}
+
+/// Gathers what is sampled rather than counted where it happens — group lag,
+/// in-flight, redeliveries and dead letters, plugin counts, connections — into
+/// the registry just before each scrape. Counted-where-it-happens metrics
+/// (topic publishes, store fsyncs) reach the registry through swift-metrics.
+public final class MetricsCollector: Sendable {
+    /// A plugin as the collector sees it.
+    public struct Plugin: Sendable {
+        public var name: String
+        public var type: String
+        public var counts: any PluginCounting
+        public init(name: String, type: String, counts: any PluginCounting) {
+            self.name = name
+            self.type = type
+            self.counts = counts
+        }
+    }
+
+    let registry: PrometheusCollectorRegistry
+    private let broker: Broker
+    private let plugins: [Plugin]
+    /// Cumulative figures already added to counters, by metric and labels.
+    private let reported = Mutex<[String: Int]>([:])
+
+    public init(metrics: GatewayMetrics, broker: Broker, plugins: [Plugin]) {
+        self.registry = metrics.registry
+        self.broker = broker
+        self.plugins = plugins
+    }
+
+    /// Samples everything and returns the registry in the Prometheus text format.
+    public func scrape() async -> [UInt8] {
+        if let stats = try? await broker.groupStats() { record(stats) }
+        for plugin in plugins { record(plugin) }
+        return registry.emitToBuffer()
+    }
+
+    private func record(_ stats: [GroupStats]) {
+        for group in stats {
+            let labels = [("group", group.group), ("topic", group.topic), ("consumer", group.consumerID ?? "")]
+            let sum = { (figure: (QueueStats) -> Int) in group.queues.reduce(0) { $0 + figure($1) } }
+            gauge("junction_group_lag", labels, help: "Messages in the group's topic not yet consumed by it").set(Int64(sum { Int($0.lag) }))
+            gauge("junction_group_in_flight", labels, help: "Deliveries handed out and not yet acknowledged").set(Int64(sum(\.inFlight)))
+            gauge("junction_group_held", labels, help: "Messages the group holds in memory (bounded by credit)").set(Int64(sum(\.held)))
+            gauge("junction_group_members", labels, help: "Members connected now").set(Int64(group.members))
+            advance("junction_group_redeliveries_total", labels, to: sum(\.redeliveries), help: "Redeliveries made (ack timeout or nack)")
+            advance("junction_group_dead_letters_total", labels, to: sum(\.deadLetters), help: "Messages moved to the group's dead-letter topic")
+        }
+    }
+
+    private func record(_ plugin: Plugin) {
+        let counts = plugin.counts.pluginCounts
+        let labels = [("plugin", plugin.name), ("type", plugin.type)]
+        advance("junction_plugin_messages_in_total", labels, to: counts.messagesIn, help: "Messages the plugin took in and made durable")
+        advance("junction_plugin_messages_out_total", labels, to: counts.messagesOut, help: "Messages the plugin handed out")
+        advance("junction_plugin_errors_total", labels, to: counts.errors, help: "Input refused, malformed or dropped, and protocol errors")
+        if let connections = counts.connections {
+            gauge("junction_connections", labels, help: "Connections open now").set(Int64(connections))
+        }
+    }
+
+    private func gauge(_ name: String, _ labels: [(String, String)], help: String) -> Prometheus.Gauge {
+        registry.makeGauge(descriptor: MetricNameDescriptor(metricName: name, unitName: "", helpText: help), labels: labels)
+    }
+
+    /// Adds to a counter what a cumulative figure grew by since the last scrape
+    /// (a figure that restarted from zero adds all of itself).
+    private func advance(_ name: String, _ labels: [(String, String)], to value: Int, help: String) {
+        let key = name + labels.map { "|\($0.0)=\($0.1)" }.joined()
+        let delta = reported.withLock { reported -> Int in
+            let last = reported[key] ?? 0
+            reported[key] = value
+            return value >= last ? value - last : value
+        }
+        let counter = registry.makeCounter(descriptor: MetricNameDescriptor(metricName: name, unitName: "", helpText: help), labels: labels)
+        if delta > 0 { counter.increment(by: Int64(delta)) }
+    }
+}
+
+/// The plugin-independent HTTP endpoint: `GET /metrics` answers the Prometheus
+/// text format; anything else gets 404 (or 405 for another method).
+public final class MetricsService: Service, Sendable {
+    private let settings: MetricsSettings
+    private let collector: MetricsCollector
+    private let logger: Logger
+    private let group: any EventLoopGroup
+
+    public init(settings: MetricsSettings, collector: MetricsCollector, logger: Logger, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
+        self.settings = settings
+        self.collector = collector
+        self.logger = logger
+        self.group = group
+    }
+
+    public func run() async throws {
+        let collector = self.collector
+        let channel = try await ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 64)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+                    try channel.pipeline.syncOperations.addHandler(MetricsHTTPHandler(collector: collector))
+                }
+            }
+            .bind(host: settings.host, port: settings.port)
+            .get()
+        let port = channel.localAddress?.port ?? settings.port
+        let host = settings.host.contains(":") ? "[\(settings.host)]" : settings.host
+        logger.info("metrics listening", metadata: ["endpoint": "http://\(host):\(port)/metrics"])
+        try? await gracefulShutdown()
+        try? await channel.close()
+        logger.info("metrics stopped")
+    }
+}
+
+/// Answers one request at a time on a connection.
+final class MetricsHTTPHandler: ChannelInboundHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private let collector: MetricsCollector
+    private var request: HTTPRequestHead?
+
+    init(collector: MetricsCollector) { self.collector = collector }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let head):
+            request = head
+        case .body:
+            break
+        case .end:
+            guard let head = request else { return }
+            request = nil
+            let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
+            guard path == "/metrics" else {
+                return respond(context: context, head: head, status: .notFound, type: "text/plain", body: Array("not found: the metrics are at /metrics\n".utf8))
+            }
+            guard head.method == .GET || head.method == .HEAD else {
+                return respond(context: context, head: head, status: .methodNotAllowed, type: "text/plain", body: Array("use GET\n".utf8))
+            }
+            let promise = context.eventLoop.makePromise(of: [UInt8].self)
+            let collector = self.collector
+            promise.completeWithTask { await collector.scrape() }
+            let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            promise.futureResult.whenSuccess { body in
+                let (handler, context) = bound.value
+                handler.respond(context: context, head: head, status: .ok, type: "text/plain; version=0.0.4; charset=utf-8", body: body)
+            }
+        }
+    }
+
+    private func respond(context: ChannelHandlerContext, head: HTTPRequestHead, status: HTTPResponseStatus, type: String, body: [UInt8]) {
+        var headers = HTTPHeaders()
+        headers.add(name: "Content-Type", value: type)
+        headers.add(name: "Content-Length", value: "\(body.count)")
+        let keepAlive = head.isKeepAlive
+        if !keepAlive { headers.add(name: "Connection", value: "close") }
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status, headers: headers))), promise: nil)
+        if head.method != .HEAD {
+            context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: body)))), promise: nil)
+        }
+        let done = context.eventLoop.makePromise(of: Void.self)
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: done)
+        if !keepAlive {
+            let channel = context.channel
+            done.futureResult.whenComplete { _ in channel.close(promise: nil) }
+        }
+    }
+}

@@ -1,0 +1,61 @@
+import Foundation
+import JunctionTestSupport
+import Testing
+
+@Suite("Metrics endpoint")
+struct MetricsEndpointTests {
+    @Test("GET /metrics answers the Prometheus text format with topic, group, plugin and store figures")
+    func scrape() async throws {
+        let dir = TemporaryDirectory()
+        let gateway = try await GatewayProcess.start(directory: dir.path, config: #"{"metrics": {"listen": "127.0.0.1:0"}, "log": {"level": "info"}}"#)
+        let port = try await gateway.metricsPort()
+
+        let (pubStatus, _, pubErr) = try await gateway.junction(["pub", "--topic", "orders"], input: (1...20).map { "order \($0)\n" }.joined())
+        #expect(pubStatus == 0, "\(pubErr)")
+        let (subStatus, out, subErr) = try await gateway.junction(["sub", "--topic", "orders", "--group", "billing", "--from", "earliest", "--count", "5", "--timeout", "30"])
+        #expect(subStatus == 0, "\(subErr)")
+        #expect(out.split(separator: "\n").count == 5)
+
+        let (status, body) = try httpGet(port: port, path: "/metrics")
+        #expect(status == 200)
+        #expect(metricValue(body, "junction_topic_publishes_total", ["topic": "orders"]) == 20, "\(body)")
+        #expect(metricValue(body, "junction_topic_publish_bytes_total", ["topic": "orders"]) == Double((1...20).reduce(0) { $0 + "order \($1)".utf8.count }))
+        #expect(metricValue(body, "junction_group_lag", ["group": "billing", "topic": "orders"]) == 15, "\(body)")
+        #expect(metricValue(body, "junction_group_in_flight", ["group": "billing"]) == 0)
+        #expect(metricValue(body, "junction_plugin_messages_in_total", ["plugin": "native", "type": "tcp"]) == 20)
+        #expect(metricValue(body, "junction_plugin_messages_out_total", ["plugin": "native"]).map { $0 >= 5 } == true)
+        #expect(metricValue(body, "junction_connections", ["plugin": "native"]) != nil)
+        let fsyncs = try #require(metricValue(body, "junction_store_fsync_seconds_count"), "\(body)")
+        #expect(fsyncs >= 1)
+        #expect(metricValue(body, "junction_store_commit_batch_records_sum") == 20)
+        #expect(body.contains("# TYPE junction_group_redeliveries_total counter"))
+        #expect(body.contains("# TYPE junction_group_dead_letters_total counter"))
+
+        // Counters only grow between scrapes; other paths are not found.
+        let (_, again) = try httpGet(port: port, path: "/metrics")
+        #expect(metricValue(again, "junction_plugin_messages_in_total", ["plugin": "native"]) == 20)
+        #expect(try httpGet(port: port, path: "/").status == 404)
+        #expect(await gateway.stop() == 0)
+    }
+
+    @Test("the endpoint refuses a non-loopback address unless told, and the log level comes from the config")
+    func loopbackAndLogLevel() async throws {
+        let dir = TemporaryDirectory()
+        let config = dir.path + "/junction.json"
+        try #"{"metrics": {"listen": "0.0.0.0:7403"}}"#.write(toFile: config, atomically: true, encoding: .utf8)
+        let (status, _, err) = try await runJunction([], ["check-config", "--config", config, "--plugins", dir.path + "/none.json"])
+        #expect(status == 2)
+        #expect(err.contains("metrics.listen") && err.contains("loopback"), "\(err)")
+
+        try #"{"log": {"level": "loud"}}"#.write(toFile: config, atomically: true, encoding: .utf8)
+        let (badLevel, _, levelErr) = try await runJunction([], ["check-config", "--config", config, "--plugins", dir.path + "/none.json"])
+        #expect(badLevel == 2)
+        #expect(levelErr.contains("log.level"), "\(levelErr)")
+
+        // log.level debug: the debug line of a client connecting is written.
+        let chatty = try await GatewayProcess.start(directory: dir.path, config: #"{"log": {"level": "debug"}}"#)
+        #expect(try await chatty.junction(["pub", "--topic", "t"], input: "x\n").0 == 0)
+        #expect(await chatty.stop() == 0)
+        #expect(chatty.process.lines.contains { $0.contains("client connected") }, "\(chatty.process.lines)")
+    }
+}
