@@ -25,6 +25,8 @@ public struct PreparedPlugin: Sendable {
     public var sources: [FlowEnd] = []
     /// What it consumes from.
     public var sinks: [FlowEnd] = []
+    /// The subscription it joins a group with, and its JSON path under `settings`.
+    public var subscription: (options: SubscriptionOptions, path: String)?
     /// Starts it as a service of the gateway.
     public let start: @Sendable (_ name: String, _ broker: Broker, _ logger: Logger) -> any Service
 }
@@ -57,6 +59,7 @@ public enum PluginRegistry {
             case .PUSH: prepared.sinks = [FlowEnd(name: who, topic: decoded.subscription?.topic, guarantee: .atMostOnce, why: "ack none: consumed when handed to libzmq")]
             case .DEALER: prepared.sinks = [FlowEnd(name: who, topic: decoded.subscription?.topic, guarantee: .atLeastOnce, why: "the peer acks each message")]
             }
+            prepared.subscription = decoded.subscription.map { ($0, "subscription") }
             return prepared
         },
         "stdio": PluginType(name: "stdio") { settings, pluginName throws(ConfigurationError) in
@@ -71,6 +74,7 @@ public enum PluginRegistry {
             if decoded.inputFormat != nil, let topic = decoded.inputTopic {
                 prepared.sources = [FlowEnd(name: "plugin \(pluginName) (stdin)", topic: topic, guarantee: .atLeastOnce, why: "a line counts once durable")]
             }
+            prepared.subscription = decoded.output.map { ($0, "output.subscription") }
             if let output = decoded.output {
                 prepared.sinks = [FlowEnd(name: "plugin \(pluginName) (stdout)", topic: output.topic, guarantee: output.ack == .explicit ? .atLeastOnce : .atMostOnce, why: output.ack == .explicit ? "acked after the line is written" : "ack none")]
             }
@@ -82,6 +86,7 @@ public enum PluginRegistry {
                 ExecPlugin(name: name, settings: decoded, broker: broker, logger: logger)
             }
             prepared.guarantee = "at-least-once both ways: the child acks what it handled; a child that exits is restarted with backoff and its unacked messages are redelivered"
+            prepared.subscription = (decoded.subscription, "subscription")
             prepared.sinks = [FlowEnd(name: "plugin \(pluginName) (exec \(decoded.command[0]))", topic: decoded.subscription.topic, guarantee: .atLeastOnce, why: "the child acks what it handled")]
             return prepared
         },

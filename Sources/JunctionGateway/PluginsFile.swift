@@ -58,6 +58,38 @@ public struct PluginsFile: Sendable {
             }
             entries.append(Entry(name: name, type: type, enabled: enabled, settings: settings, prepared: prepared))
         }
+        try checkGroups(entries, file: file)
         return PluginsFile(entries: entries)
+    }
+
+    /// Plugins that join the same consumer group must agree on what the group
+    /// is: the broker would refuse the second one at start.
+    private static func checkGroups(_ entries: [Entry], file: String) throws(ConfigurationError) {
+        var first: [String: (index: Int, entry: Entry, options: SubscriptionOptions)] = [:]
+        for (index, entry) in entries.enumerated() where entry.enabled {
+            guard let (options, path) = entry.prepared.subscription else { continue }
+            guard let earlier = first[options.group] else {
+                first[options.group] = (index, entry, options)
+                continue
+            }
+            if let difference = disagreement(earlier.options, options) {
+                throw ConfigurationError(
+                    file: file, path: "plugins[\(index)].settings.\(path).group",
+                    expected: "plugin \"\(entry.name)\" joins group \"\(options.group)\", which plugin \"\(earlier.entry.name)\" (plugins[\(earlier.index)]) joins with \(difference); members of a group must agree on topic, filter, mode, ack, ordering and redelivery settings (or use another group name)")
+            }
+        }
+    }
+
+    /// How two members' subscriptions differ in what defines their group, or nil.
+    static func disagreement(_ a: SubscriptionOptions, _ b: SubscriptionOptions) -> String? {
+        if a.topic != b.topic { return "topic \(a.topic), not \(b.topic)" }
+        if a.filter != b.filter { return "filter \(a.filter), not \(b.filter)" }
+        if a.mode != b.mode { return "mode \(a.mode.rawValue), not \(b.mode.rawValue)" }
+        if a.ack != b.ack { return "ack \(a.ack.rawValue), not \(b.ack.rawValue)" }
+        if a.ordered != b.ordered { return a.ordered ? "ordered delivery" : "unordered delivery" }
+        if a.ackTimeoutMs != b.ackTimeoutMs || a.maxDeliveries != b.maxDeliveries || a.backoffMs != b.backoffMs {
+            return "other redelivery settings (ackTimeoutMs, maxDeliveries, backoffMs)"
+        }
+        return nil
     }
 }

@@ -119,6 +119,32 @@ struct GatewayConfigurationTests {
         #expect(zmq(#"{"socket": "PUSH", "bind": ["tcp://127.0.0.1:*"], "subscription": {"topic": "t"}, "subscribe": ["x"]}"#)?.path == "plugins[0].settings.subscribe")
         #expect(zmq(#"{"socket": "SUB", "connect": ["tcp://127.0.0.1:5556"], "topic": "t", "curve": true}"#)?.expected.contains("plugin \"z\" (zeromq)") == true)
     }
+
+    @Test("plugins that join one consumer group must agree on it")
+    func groupsAcrossPlugins() throws {
+        func entries(_ first: String, _ second: String, secondEnabled: Bool = true) -> String {
+            #"""
+            {"plugins": [
+              {"name": "out", "type": "zeromq", "settings": {"socket": "DEALER", "bind": ["tcp://127.0.0.1:*"], "subscription": \#(first)}},
+              {"name": "child", "type": "exec", "enabled": \#(secondEnabled), "settings": {"command": ["cat"], "subscription": \#(second)}}]}
+            """#
+        }
+        func error(_ text: String) -> ConfigurationError? {
+            do { _ = try PluginsFile.decode(Array(text.utf8), file: "plugins.json"); return nil } catch { return error }
+        }
+        let same = #"{"topic": "t", "group": "g", "tags": "A || B"}"#
+        #expect(error(entries(same, same)) == nil)
+        #expect(error(entries(same, #"{"topic": "t", "group": "other", "tags": "C"}"#)) == nil)
+        let topic = try #require(error(entries(same, #"{"topic": "u", "group": "g", "tags": "A || B"}"#)))
+        #expect(topic.path == "plugins[1].settings.subscription.group")
+        #expect(topic.expected.contains("plugin \"out\" (plugins[0])") && topic.expected.contains("topic t, not u"), "\(topic)")
+        let filter = try #require(error(entries(same, #"{"topic": "t", "group": "g", "tags": "A"}"#)))
+        #expect(filter.expected.contains("filter"), "\(filter)")
+        let mode = try #require(error(entries(same, #"{"topic": "t", "group": "g", "tags": "A || B", "mode": "broadcasting"}"#)))
+        #expect(mode.expected.contains("mode clustering, not broadcasting"), "\(mode)")
+        // A disabled plugin does not join.
+        #expect(error(entries(same, #"{"topic": "u", "group": "g"}"#, secondEnabled: false)) == nil)
+    }
 }
 
 /// The package's root folder, found from this source file's path.
