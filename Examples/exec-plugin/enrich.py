@@ -18,6 +18,8 @@ for line in sys.stdin:
         "tag": delivery.get("tag") or "enriched",
         "properties": dict(delivery.get("properties", {}), enrichedBy="enrich.py", attempt=str(delivery["attempt"])),
         "body": order.upper(),
+        # A resent copy (after a crash before the ack) is recognised as a duplicate.
+        "dedupeId": "enriched-" + delivery["id"],
     }
     print(json.dumps({"publish": enriched}), flush=True)
     print(json.dumps({"ack": delivery["id"]}), flush=True)

@@ -66,11 +66,15 @@ public struct FlowReport: Sendable {
     }
 
     private mutating func walk(topic: String, path: [String], weakest: (DeliveryGuarantee, String), sinks: [FlowEnd], routes: [RouteDefinition], visited: Set<String>) {
-        for sink in sinks where sink.topic == topic {
+        let named = sinks.filter { $0.topic == topic }
+        let onward = routes.filter { $0.sourceTopic == topic && !visited.contains($0.name) }
+        // A topic no plugin or route consumes is left to clients that name it (tcp).
+        let ends = named.isEmpty && onward.isEmpty ? sinks.filter { $0.topic == nil } : named
+        for sink in ends {
             let link = sink.guarantee < weakest.0 ? (sink.guarantee, "\(sink.name): \(sink.why)") : weakest
             flows.append(Flow(path: path + ["→ \(sink.name)"], guarantee: link.0, weakestLink: link.1))
         }
-        for route in routes where route.sourceTopic == topic && !visited.contains(route.name) {
+        for route in onward {
             let step = "→ route \(route.name) [\(route.filter)] → \(route.targetTopic)"
             walk(topic: route.targetTopic, path: path + [step], weakest: weakest, sinks: sinks, routes: routes, visited: visited.union([route.name]))
         }

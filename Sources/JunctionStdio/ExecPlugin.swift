@@ -65,9 +65,42 @@ func readLines(_ fd: Int32, _ body: ([UInt8]) -> Void) {
     if let last = splitter.finish() { body(last) }
 }
 
-/// Deliveries sent to the child and not yet answered, by message id.
+/// Deliveries sent to the child and not yet answered, by message id; and the
+/// child's publishes not yet durable, with the acks that wait for them.
 final class InFlightDeliveries: Sendable {
     let map = Mutex([String: DeliveryTag]())
+
+    private struct Publishes {
+        var outstanding = 0
+        var failed = false
+        var waiting: [DeliveryTag] = []
+    }
+    private let publishes = Mutex(Publishes())
+
+    /// A publish of the child's goes out.
+    func publishStarted() { publishes.withLock { $0.outstanding += 1 } }
+
+    /// A publish of the child's is answered. Once none is outstanding, returns
+    /// the acks that waited, and whether one of those publishes failed.
+    func publishFinished(failed: Bool) -> (tags: [DeliveryTag], failed: Bool)? {
+        publishes.withLock { state in
+            state.outstanding -= 1
+            state.failed = state.failed || failed
+            guard state.outstanding == 0 else { return nil }
+            defer { state.waiting = []; state.failed = false }
+            return (state.waiting, state.failed)
+        }
+    }
+
+    /// An ack the child wrote: returns true when it may take effect now; false
+    /// when it waits for the publishes the child wrote before it.
+    func ackMayProceed(_ tag: DeliveryTag) -> Bool {
+        publishes.withLock { state in
+            guard state.outstanding > 0 else { return true }
+            state.waiting.append(tag)
+            return false
+        }
+    }
 }
 
 /// The plugin of type "exec": runs a child process, sends it its
@@ -182,7 +215,8 @@ public final class ExecPlugin: Service, Sendable {
         case ("ack", .string(let id)):
             guard let tag = inFlight.map.withLock({ $0.removeValue(forKey: id) }) else { return garbage(line, "ack of an id not in flight") }
             counters.withLock { $0.acked += 1 }
-            Task { await subscription.ack(tags: [tag]) }
+            // The ack takes effect only once what the child published before it is durable.
+            if inFlight.ackMayProceed(tag) { Task { await subscription.ack(tags: [tag]) } }
         case ("nack", .string(let id)):
             guard let tag = inFlight.map.withLock({ $0.removeValue(forKey: id) }) else { return garbage(line, "nack of an id not in flight") }
             var delay: Int?
@@ -192,12 +226,15 @@ public final class ExecPlugin: Service, Sendable {
         case ("publish", let object):
             do {
                 let message = try JSONLines.message(from: object, defaultTopic: nil)
+                inFlight.publishStarted()
                 broker.publish([message]) { [self] result in
                     if case .failure(let error) = result {
-                        logger.warning("a child's publish was refused", metadata: ["plugin": "\(name)", "error": "\(error)"])
+                        logger.warning("a child's publish was refused; the acks written after it become nacks", metadata: ["plugin": "\(name)", "error": "\(error)"])
                     } else {
                         counters.withLock { $0.published += 1 }
                     }
+                    guard let (tags, failed) = inFlight.publishFinished(failed: (try? result.get()) == nil), !tags.isEmpty else { return }
+                    Task { if failed { await subscription.nack(tags: tags, delayMs: nil) } else { await subscription.ack(tags: tags) } }
                 }
             } catch {
                 garbage(line, "\(error)")

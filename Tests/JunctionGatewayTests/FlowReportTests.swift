@@ -21,4 +21,15 @@ struct FlowReportTests {
         #expect(warnings.contains { (warning: String) in warning.contains("→ pub can lose messages silently") }, "\(warnings)")
         #expect(!warnings.contains { (warning: String) in warning.contains("dealer can lose") })
     }
+
+    @Test("a topic that nothing configured consumes ends at the tcp clients, when a tcp plugin runs")
+    func leafTopicsEndAtTCPClients() throws {
+        let router = FlowEnd(name: "router", topic: "events", guarantee: .atLeastOnce, why: "receipts")
+        let tcp = FlowEnd(name: "tcp clients of native", topic: nil, guarantee: .atLeastOnce, why: "per each client's ack mode")
+        let route = RouteDefinition(name: "temps", sourceTopic: "events", filter: try MessageFilter(tags: "temperature"), targetTopic: "temperature")
+        let lines = FlowReport(sources: [router], sinks: [tcp], routes: [route]).flows.map { $0.path.joined(separator: " ") }
+        // events goes on through its route, so only the route's leaf ends at the tcp clients.
+        #expect(lines == ["router → events → route temps [tags temperature] → temperature → tcp clients of native"], "\(lines)")
+        #expect(FlowReport(sources: [router], sinks: [], routes: [route]).flows.isEmpty)
+    }
 }

@@ -136,10 +136,13 @@ public final class ChildProcess: Sendable {
     private let stdinPipe = Pipe()
 
     /// Starts `executable`; lines of `stream` (stderr by default) are collected.
-    public init(_ executable: URL, _ arguments: [String], watch watchStdout: Bool = false, currentDirectory: String? = nil) throws {
+    public init(_ executable: URL, _ arguments: [String], watch watchStdout: Bool = false, currentDirectory: String? = nil, environment: [String: String] = [:]) throws {
         process = Process()
         process.executableURL = executable
         process.arguments = arguments
+        if !environment.isEmpty {
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        }
         if let currentDirectory { process.currentDirectoryURL = URL(fileURLWithPath: currentDirectory) }
         let watched = Pipe()
         let other = Pipe()

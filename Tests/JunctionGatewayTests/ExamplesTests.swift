@@ -1,0 +1,72 @@
+import Foundation
+import JunctionTestSupport
+import Testing
+
+/// Runs each deployment in Examples/ the way its README says (its run.sh), on
+/// kernel-chosen ports, and checks what it prints against the README.
+@Suite("Examples", .serialized)
+struct ExamplesTests {
+    private struct Run {
+        var status: Int32
+        var lines: [String]
+    }
+
+    private func run(_ example: String, ports: [String] = []) async throws -> Run {
+        var environment = ["JUNCTION": productsDirectory().appendingPathComponent("junction").path]
+        for name in ports { environment[name] = String(try freePort()) }
+        let script = try ChildProcess(
+            URL(fileURLWithPath: "/bin/bash"), [packageRoot() + "/Examples/\(example)/run.sh"],
+            watch: true, environment: environment)
+        let status = await script.waitForExit(seconds: 120)
+        return Run(status: status, lines: script.lines)
+    }
+
+    /// The first fenced block after "Expected output" in the example's README.
+    private func expectedOutput(_ example: String) throws -> [String] {
+        let readme = try String(contentsOfFile: packageRoot() + "/Examples/\(example)/README.md", encoding: .utf8)
+        let after = try #require(readme.range(of: "Expected output"), "README of \(example) has no expected output")
+        let rest = readme[after.upperBound...]
+        let open = try #require(rest.range(of: "```\n"))
+        let close = try #require(rest[open.upperBound...].range(of: "```"))
+        return rest[open.upperBound..<close.lowerBound].split(separator: "\n", omittingEmptySubsequences: false).dropLast().map(String.init)
+    }
+
+    @Test("pipeline: producer | junction serve | consumer prints exactly what its README shows")
+    func pipeline() async throws {
+        let result = try await run("pipeline")
+        #expect(result.status == 0)
+        #expect(result.lines == (try expectedOutput("pipeline")), "\(result.lines.joined(separator: "\n"))")
+    }
+
+    @Test("exec-plugin: enrich.py re-publishes every order, and its group ends fully acked, as the README shows")
+    func execPlugin() async throws {
+        let result = try await run("exec-plugin", ports: ["TCP_PORT"])
+        #expect(result.status == 0)
+        #expect(result.lines == (try expectedOutput("exec-plugin")), "\(result.lines.joined(separator: "\n"))")
+    }
+
+    @Test("fanout-routes: one ZeroMQ feed fanned out by tag and property, alerts dead-lettered, as the README shows")
+    func fanoutRoutes() async throws {
+        let result = try await run("fanout-routes", ports: ["TCP_PORT", "FEED_PORT"])
+        #expect(result.status == 0)
+        #expect(result.lines == (try expectedOutput("fanout-routes")), "\(result.lines.joined(separator: "\n"))")
+    }
+
+    @Test("sensor-feed: PUB readings reach the dashboard group filtered by tag, acked")
+    func sensorFeed() async throws {
+        let result = try await run("sensor-feed", ports: ["TCP_PORT", "SENSOR_PORT"])
+        #expect(result.status == 0, "\(result.lines)")
+        let readings = result.lines.filter { $0.contains("(reading ") }
+        #expect(readings.count == 12, "\(result.lines)")
+        #expect(readings.allSatisfy { $0.hasPrefix("temperature ") || $0.hasPrefix("humidity ") }, "\(readings)")
+        #expect(Set(readings.map { $0.prefix(4) }).count == 2, "both kinds arrive: \(readings)")
+        // The group's table follows: every queue has a committed offset, none in flight.
+        let table = result.lines.drop { !$0.hasPrefix("group\t") }.dropFirst().prefix { $0.hasPrefix("dashboard\t") }
+        #expect(table.count == 4, "\(result.lines)")
+        #expect(table.allSatisfy { $0.split(separator: "\t")[6] == "0" }, "nothing in flight after the acks: \(table)")
+        #expect(result.lines.last == "gateway stopped cleanly")
+        // The README shows the same lines, up to the reading numbers.
+        let expected = try expectedOutput("sensor-feed")
+        #expect(expected.first?.hasPrefix("gateway up: SUB connected") == true && result.lines.first?.hasPrefix("gateway up: SUB connected") == true)
+    }
+}
