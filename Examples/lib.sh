@@ -62,7 +62,7 @@ start_gateway() {
 # wait_for_log TEXT [SECONDS]: until the gateway log has TEXT (30 s by default).
 wait_for_log() {
     local deadline=$((SECONDS + ${2:-30}))
-    until grep -q -- "$1" "$WORK/gateway.log" 2>/dev/null; do
+    until grep -qF -- "$1" "$WORK/gateway.log" 2>/dev/null; do
         if [ $SECONDS -ge $deadline ]; then echo "the gateway did not log '$1' in time" >&2; return 1; fi
         if ! kill -0 "$GATEWAY_PID" 2>/dev/null; then echo "the gateway exited" >&2; return 1; fi
         sleep 0.05
