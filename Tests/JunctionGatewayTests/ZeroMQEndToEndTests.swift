@@ -54,7 +54,15 @@ struct ZeroMQEndToEndTests {
             #expect(await producer.waitForExit() == 0, "\(producer.lines)")
         }
         let client = try await JunctionClient.connect(port: gateway.port, reconnect: false)
-        let stored = try await bodies(client, topic: "zin", count: 200)
+        let stored: [String]
+        do {
+            stored = try await bodies(client, topic: "zin", count: 200)
+        } catch {
+            // Say how far ingest got: what the gateway logged and what the topic holds.
+            let (_, topics, _) = try await gateway.junction(["topics", "list"])
+            Issue.record("\(error); topics: \(topics); gateway: \(gateway.process.lines.suffix(8))")
+            throw error
+        }
         #expect(Set(stored) == Set((0..<100).flatMap { ["hot m\($0)", "cold m\($0)"] }))
         let consumer = try peer(["pull", output, "100"])
         #expect(await consumer.waitForExit() == 0, "\(consumer.lines.suffix(3))")
