@@ -59,8 +59,9 @@ struct ZeroMQEndToEndTests {
             stored = try await bodies(client, topic: "zin", count: 200)
         } catch {
             // Say how far ingest got: what the gateway logged and what the topic holds.
-            let (_, topics, _) = try await gateway.junction(["topics", "list"])
-            Issue.record("\(error); topics: \(topics); gateway: \(gateway.process.lines.suffix(8))")
+            let (_, groups, _) = try await gateway.junction(["groups", "list"])
+            _ = await gateway.stop()
+            Issue.record("\(error); groups: \(groups); gateway: \(gateway.process.lines.suffix(8))")
             throw error
         }
         #expect(Set(stored) == Set((0..<100).flatMap { ["hot m\($0)", "cold m\($0)"] }))
