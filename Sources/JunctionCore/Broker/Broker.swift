@@ -202,7 +202,8 @@ public final class Broker: Sendable {
             if !requests.isEmpty { delivery.notify(topics: Set(requests.map(\.message.topic))) }
             for key in claimed {
                 let receipt = receipts[firstInCall[key]!]!
-                dedupe.complete(key, receipt: receipt, storedAt: receipt.storeTimestamp)
+                // The window runs on the broker's clock, the one `claim` reads.
+                dedupe.complete(key, receipt: receipt, storedAt: now)
             }
             for (index, first) in sameAs {
                 var receipt = receipts[first]!

@@ -152,3 +152,8 @@ elif mode == "router-bad":
         s.send_multipart(frames)
         answer = s.recv_multipart()
         out(" ".join(f.decode(errors="replace") for f in answer[:1]) + " " + str(len(answer)))
+
+# Close every socket (each with its own LINGER) and end the context: this is
+# where a producer's queued messages are flushed. Left to interpreter exit,
+# pyzmq may skip it and a loaded machine loses what the I/O thread had not sent.
+ctx.destroy()
