@@ -12,6 +12,8 @@ public struct BrokerSettings: Sendable, Hashable {
     public var offsetSaveIntervalMs: Int
     /// Routes that forward messages between topics.
     public var routes: [RouteDefinition]
+    /// Tokens and what each may do (`auth`); nil when the configuration has none.
+    public var access: AccessPolicy?
 
     /// Creates settings; the defaults are those documented in docs/CONFIG.md.
     public init(

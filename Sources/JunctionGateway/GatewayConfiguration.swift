@@ -63,6 +63,9 @@ public struct GatewayConfiguration: Sendable, Hashable {
         if let routes = try root.array("routes") {
             configuration.broker.routes = try decodeRoutes(routes, file: file, broker: configuration.broker)
         }
+        if var auth = try root.object("auth") {
+            configuration.broker.access = try decodeAuth(&auth, file: file)
+        }
         if var metrics = try root.object("metrics") {
             configuration.metrics = try MetricsSettings.decode(&metrics)
         }
@@ -140,6 +143,54 @@ public struct GatewayConfiguration: Sendable, Hashable {
             throw reader.error(key, "topic \"\(name)\" is not declared in topics, and autoCreateTopics is false")
         }
         return name
+    }
+
+    private static func decodeAuth(_ auth: inout JSONObjectReader, file: String) throws(ConfigurationError) -> AccessPolicy {
+        guard let items = try auth.array("tokens"), !items.isEmpty else {
+            throw auth.error("tokens", "a list of tokens, each {\"name\", \"token\" or \"tokenEnv\", \"publish\", \"subscribe\", \"admin\"}")
+        }
+        try auth.finish()
+        var grants: [AccessPolicy.Grant] = []
+        for (index, item) in items.enumerated() {
+            var entry = try JSONObjectReader(item, file: file, path: "auth.tokens[\(index)]")
+            guard let name = try entry.string("name"), !name.isEmpty else { throw entry.error("name", "a name for the token (used in logs)") }
+            if grants.contains(where: { $0.name == name }) { throw entry.error("name", "a unique name; \"\(name)\" is used twice") }
+            let literal = try entry.string("token")
+            let variable = try entry.string("tokenEnv")
+            let token: String
+            switch (literal, variable) {
+            case (let literal?, nil):
+                token = literal
+            case (nil, let variable?):
+                guard let value = ProcessInfo.processInfo.environment[variable], !value.isEmpty else {
+                    throw entry.error("tokenEnv", "the environment variable \(variable) to hold the token, but it is not set")
+                }
+                token = value
+            default:
+                throw entry.error("token", "either token or tokenEnv (the name of an environment variable holding it)")
+            }
+            guard token.utf8.count >= 8 else { throw entry.error(literal != nil ? "token" : "tokenEnv", "a token of at least 8 characters") }
+            if grants.contains(where: { $0.token == token }) { throw entry.error(literal != nil ? "token" : "tokenEnv", "a token of its own; tokens \"\(grants.first { $0.token == token }!.name)\" and \"\(name)\" are the same") }
+            let publish = try patterns(&entry, "publish")
+            let subscribe = try patterns(&entry, "subscribe")
+            let admin = try entry.bool("admin") ?? false
+            try entry.finish()
+            grants.append(AccessPolicy.Grant(name: name, token: token, publish: publish, subscribe: subscribe, admin: admin))
+        }
+        return AccessPolicy(grants: grants)
+    }
+
+    private static func patterns(_ entry: inout JSONObjectReader, _ key: String) throws(ConfigurationError) -> [TopicPattern] {
+        guard let items = try entry.array(key) else { return [] }
+        var result: [TopicPattern] = []
+        for (index, item) in items.enumerated() {
+            guard case .string(let text) = item else { throw ConfigurationError(file: entry.file, path: entry.path(of: key) + "[\(index)]", expected: "a topic name or a prefix ending in *") }
+            switch TopicPattern.parse(text) {
+            case .success(let pattern): result.append(pattern)
+            case .failure(let error): throw ConfigurationError(file: entry.file, path: entry.path(of: key) + "[\(index)]", expected: error.message)
+            }
+        }
+        return result
     }
 
     private static func decodeLimits(_ limits: inout JSONObjectReader) throws(ConfigurationError) -> MessageLimits {

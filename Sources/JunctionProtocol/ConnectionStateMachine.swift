@@ -1,3 +1,5 @@
+import JunctionCore
+
 /// The server side of one connection as a pure value: each event returns the
 /// action the channel handler carries out. Tested without sockets.
 public struct ConnectionStateMachine: Sendable {
@@ -24,9 +26,16 @@ public struct ConnectionStateMachine: Sendable {
 
     private var state = State.awaitingHello
     private let token: String?
+    private let policy: AccessPolicy?
+    /// What HELLO's token allows; nil when the server asks for no token.
+    public private(set) var grant: AccessPolicy.Grant?
 
-    /// A connection of a server that requires `token` (nil: none).
-    public init(token: String?) { self.token = token }
+    /// A connection of a server that requires `token` (nil: none) or, with a
+    /// `policy`, one of its tokens (the plugin's own token then allows everything).
+    public init(token: String?, policy: AccessPolicy? = nil) {
+        self.token = token
+        self.policy = policy
+    }
 
     /// Whether HELLO has been accepted.
     public var isReady: Bool { state == .ready }
@@ -45,9 +54,19 @@ public struct ConnectionStateMachine: Sendable {
                 state = .closed
                 return .failAndClose(Frame(.error(code: .unsupportedVersion, message: "protocol version \(version) is not supported; this server speaks \(Frame.version)"), requestID: frame.requestID))
             }
-            if let token, offered != token {
-                state = .closed
-                return .failAndClose(Frame(.error(code: .unauthorized, message: offered == nil ? "this server requires a token" : "wrong token"), requestID: frame.requestID))
+            if token != nil || policy != nil {
+                guard let offered else {
+                    state = .closed
+                    return .failAndClose(Frame(.error(code: .unauthorized, message: "this server requires a token"), requestID: frame.requestID))
+                }
+                if let token, AccessPolicy(grants: [.all(name: "plugin token", token: token)]).grant(for: offered) != nil {
+                    grant = .all(name: "plugin token", token: token)
+                } else if let found = policy?.grant(for: offered) {
+                    grant = found
+                } else {
+                    state = .closed
+                    return .failAndClose(Frame(.error(code: .unauthorized, message: "wrong token"), requestID: frame.requestID))
+                }
             }
             state = .ready
             return .reply(Frame(.helloOK(version: Frame.version, server: "junction"), requestID: frame.requestID))
@@ -60,8 +79,27 @@ public struct ConnectionStateMachine: Sendable {
             case .helloOK, .pong, .receipts, .subscribed, .deliveries, .topics, .groups, .ok, .error:
                 return .reply(Frame(.error(code: .invalidRequest, message: "\(frame.body.opcode) is sent by servers, not clients"), requestID: frame.requestID))
             default:
+                if let refusal = forbidden(frame.body) {
+                    return .reply(Frame(.error(code: .forbidden, message: refusal), requestID: frame.requestID))
+                }
                 return .serve(frame)
             }
+        }
+    }
+
+    /// Why the connection's token does not allow this request, or nil.
+    private func forbidden(_ body: Frame.Body) -> String? {
+        guard let grant else { return nil }
+        switch body {
+        case .publish(_, let messages):
+            guard let topic = messages.first(where: { !grant.mayPublish(to: $0.topic) })?.topic else { return nil }
+            return "token \"\(grant.name)\" may not publish to topic \(topic); nothing of this request was stored"
+        case .subscribe(_, let options):
+            return grant.maySubscribe(to: options.topic) ? nil : "token \"\(grant.name)\" may not subscribe to topic \(options.topic)"
+        case .createTopic, .resetOffsets:
+            return grant.admin ? nil : "token \"\(grant.name)\" may not create topics or reset offsets (admin)"
+        default:
+            return nil
         }
     }
 

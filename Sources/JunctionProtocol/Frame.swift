@@ -107,6 +107,8 @@ public struct Frame: Sendable, Hashable {
         public static let unauthorized = ErrorCode(rawValue: 6)
         /// A request that is well-formed but makes no sense here.
         public static let invalidRequest = ErrorCode(rawValue: 7)
+        /// The connection's token does not allow this (publish to, subscribe to a topic, admin).
+        public static let forbidden = ErrorCode(rawValue: 8)
         /// The broker refused a message (syntax, reserved names).
         public static let invalidMessage = ErrorCode(rawValue: 10)
         /// A message over a configured limit.
@@ -137,6 +139,7 @@ public struct Frame: Sendable, Hashable {
             case .unsupportedVersion: "unsupported version"
             case .unauthorized: "unauthorized"
             case .invalidRequest: "invalid request"
+            case .forbidden: "forbidden"
             case .invalidMessage: "invalid message"
             case .messageTooLarge: "message too large"
             case .unknownTopic: "unknown topic"

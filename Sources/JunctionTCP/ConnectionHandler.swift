@@ -31,7 +31,7 @@ final class ConnectionHandler: ChannelInboundHandler {
         self.settings = settings
         self.logger = logger
         self.metrics = metrics
-        self.machine = ConnectionStateMachine(token: settings.token)
+        self.machine = ConnectionStateMachine(token: settings.token, policy: broker.settings.access)
     }
 
     // MARK: Reading

@@ -154,6 +154,32 @@ struct ConnectionStateMachineTests {
               case .error(.invalidRequest, _) = serverOnly.body else { Issue.record("a server frame from a client was served"); return }
     }
 
+    @Test("with an access policy each token may do what its grant says; others are forbidden, not closed")
+    func permissions() throws {
+        guard case .success(let sensors) = TopicPattern.parse("sensors"), case .success(let raw) = TopicPattern.parse("raw-*") else {
+            Issue.record("patterns did not parse"); return
+        }
+        let policy = AccessPolicy(grants: [AccessPolicy.Grant(name: "p", token: "producer-token", publish: [sensors, raw], subscribe: [])])
+        var machine = ConnectionStateMachine(token: nil, policy: policy)
+        #expect(machine.received(Frame(.hello(version: 1, client: "c", token: "producer-token"), requestID: 1)) == .reply(Frame(.helloOK(version: 1, server: "junction"), requestID: 1)))
+        #expect(machine.grant?.name == "p")
+        let allowed = Frame(.publish(receipt: true, messages: [Message(topic: "sensors", body: []), Message(topic: "raw-x", body: [])]), requestID: 2)
+        #expect(machine.received(allowed) == .serve(allowed))
+        for request in [
+            Frame.Body.publish(receipt: true, messages: [Message(topic: "raw", body: [])]),
+            .subscribe(id: 1, options: WireSubscription(topic: "sensors", group: "g")),
+            .createTopic(name: "t", queues: 1),
+        ] {
+            guard case .reply(let answer) = machine.received(Frame(request, requestID: 3)), case .error(.forbidden, _) = answer.body else {
+                Issue.record("\(request) was not forbidden"); continue
+            }
+        }
+        #expect(machine.isReady, "a forbidden request does not close the connection")
+        var stranger = ConnectionStateMachine(token: nil, policy: policy)
+        guard case .failAndClose(let refusal) = stranger.received(Frame(.hello(version: 1, client: "c", token: "producer-tokem"))),
+              case .error(.unauthorized, _) = refusal.body else { Issue.record("a wrong token was accepted"); return }
+    }
+
     @Test("draining ignores new requests and closes once drained; decode failures close")
     func drainAndFailures() {
         var machine = ConnectionStateMachine(token: nil)
