@@ -3,6 +3,7 @@ import JunctionProtocol
 import Logging
 import NIOCore
 import NIOPosix
+import NIOSSL
 import Synchronization
 
 /// An error the server answered with, or a broken connection.
@@ -17,6 +18,26 @@ public struct ClientError: Error, Sendable, Hashable, CustomStringConvertible {
     static func connectionLost(_ detail: String) -> ClientError { ClientError(code: nil, message: "connection lost: \(detail)") }
 }
 
+/// TLS for a client: which roots to trust (a PEM file of CA certificates, or
+/// the system's), and the name to verify (default: the host, when it is a name;
+/// an IP address is verified against the certificate's IP addresses).
+public struct ClientTLS: Sendable {
+    public var trustRoots: String?
+    public var serverHostname: String?
+
+    public init(trustRoots: String? = nil, serverHostname: String? = nil) {
+        self.trustRoots = trustRoots
+        self.serverHostname = serverHostname
+    }
+
+    func makeContext() throws -> NIOSSLContext {
+        var configuration = TLSConfiguration.makeClientConfiguration()
+        configuration.minimumTLSVersion = .tlsv12
+        if let trustRoots { configuration.trustRoots = .file(trustRoots) }
+        return try NIOSSLContext(configuration: configuration)
+    }
+}
+
 /// An async client of the native protocol: publish in every mode, subscribe
 /// with an AsyncSequence of deliveries, ack and nack, admin calls. When the
 /// connection breaks it reconnects with backoff and subscribes again; requests
@@ -27,6 +48,7 @@ public final class JunctionClient: Sendable {
     public let port: Int
     private let name: String
     private let token: String?
+    private let tls: ClientTLS?
     private let reconnects: Bool
     private let group: any EventLoopGroup
     private let logger: Logger
@@ -42,11 +64,12 @@ public final class JunctionClient: Sendable {
         var connectWaiters: [CheckedContinuation<Void, any Error>] = []
     }
 
-    private init(host: String, port: Int, name: String, token: String?, reconnects: Bool, group: any EventLoopGroup, logger: Logger) {
+    private init(host: String, port: Int, name: String, token: String?, tls: ClientTLS?, reconnects: Bool, group: any EventLoopGroup, logger: Logger) {
         self.host = host
         self.port = port
         self.name = name
         self.token = token
+        self.tls = tls
         self.reconnects = reconnects
         self.group = group
         self.logger = logger
@@ -55,19 +78,24 @@ public final class JunctionClient: Sendable {
     /// Connects and says hello. Throws when the server cannot be reached or refuses the hello.
     public static func connect(
         host: String = "127.0.0.1", port: Int = 7400, name: String = "junction-swift", token: String? = nil,
-        reconnect: Bool = true, logger: Logger = Logger(label: "junction.client")
+        tls: ClientTLS? = nil, reconnect: Bool = true, logger: Logger = Logger(label: "junction.client")
     ) async throws -> JunctionClient {
-        let client = JunctionClient(host: host, port: port, name: name, token: token, reconnects: reconnect,
+        let client = JunctionClient(host: host, port: port, name: name, token: token, tls: tls, reconnects: reconnect,
                                     group: MultiThreadedEventLoopGroup.singleton, logger: logger)
         try await client.establish()
         return client
     }
 
     private func establish() async throws {
+        let tlsContext = try tls?.makeContext()
+        let serverHostname = tls?.serverHostname ?? (host.contains(":") || host.allSatisfy { $0.isNumber || $0 == "." } ? nil : host)
         let channel = try await ClientBootstrap(group: group)
             .channelOption(.tcpOption(.tcp_nodelay), value: 1)
             .channelInitializer { [self] channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let tlsContext {
+                        try channel.pipeline.syncOperations.addHandler(try NIOSSLClientHandler(context: tlsContext, serverHostname: serverHostname))
+                    }
                     try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(FrameEncoder()))
                     try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder(maxFrameBytes: 64 << 20)))
                     try channel.pipeline.syncOperations.addHandler(ClientHandler(client: self))

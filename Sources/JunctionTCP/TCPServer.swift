@@ -3,6 +3,7 @@ import JunctionProtocol
 import Logging
 import NIOCore
 import NIOPosix
+import NIOSSL
 import ServiceLifecycle
 import Synchronization
 
@@ -57,6 +58,7 @@ public final class TCPServer: Service, Sendable {
         let metrics = self.metrics
         let server: any Channel
         do {
+            let tls = try settings.tls?.makeContext()
             server = try await ServerBootstrap(group: group)
                 .serverChannelOption(.backlog, value: 1024)
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -67,6 +69,7 @@ public final class TCPServer: Service, Sendable {
                     channel.eventLoop.makeCompletedFuture {
                         let count = metrics.connected()
                         let handler = ConnectionHandler(broker: broker, settings: settings, logger: logger, metrics: metrics)
+                        if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls)) }
                         try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(FrameEncoder()))
                         if count > settings.maxConnections {
                             logger.warning("refusing a connection: maxConnections reached", metadata: ["plugin": "\(name)", "max": "\(settings.maxConnections)"])
@@ -91,7 +94,7 @@ public final class TCPServer: Service, Sendable {
             throw error
         }
         let port = server.localAddress?.port ?? settings.port
-        logger.info("listening", metadata: ["plugin": "\(name)", "type": "tcp", "address": "\(settings.host):\(port)"])
+        logger.info("listening", metadata: ["plugin": "\(name)", "type": "tcp", "address": "\(settings.host):\(port)", "tls": "\(settings.tls != nil)"])
         announce(port)
 
         try? await gracefulShutdown()

@@ -1,4 +1,5 @@
 import JunctionCore
+import NIOSSL
 
 /// Settings of a plugin of type "tcp" (plugins.json `settings`).
 public struct TCPSettings: Sendable, Hashable {
@@ -15,6 +16,27 @@ public struct TCPSettings: Sendable, Hashable {
     /// Messages a connection may have published and not yet receipted before
     /// the server stops reading from it.
     public var maxInFlightPublishes: Int
+    /// When set, connections are TLS (1.2 or later) with this certificate chain and key.
+    public var tls: TLSFiles?
+
+    /// PEM files of a TLS server: the certificate chain (leaf first) and its private key.
+    public struct TLSFiles: Sendable, Hashable {
+        public var certificate: String
+        public var privateKey: String
+        public init(certificate: String, privateKey: String) {
+            self.certificate = certificate
+            self.privateKey = privateKey
+        }
+
+        /// The server context; throws with the file that does not load.
+        public func makeContext() throws -> NIOSSLContext {
+            let chain = try NIOSSLCertificate.fromPEMFile(certificate)
+            let key = try NIOSSLPrivateKey(file: privateKey, format: .pem)
+            var configuration = TLSConfiguration.makeServerConfiguration(certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(key))
+            configuration.minimumTLSVersion = .tlsv12
+            return try NIOSSLContext(configuration: configuration)
+        }
+    }
 
     /// Creates settings with the defaults of docs/CONFIG.md.
     public init(host: String = "127.0.0.1", port: Int = 7400, maxFrameBytes: Int = 4 << 20, maxConnections: Int = 10_000, token: String? = nil, maxInFlightPublishes: Int = 65_536) {
@@ -43,6 +65,24 @@ public struct TCPSettings: Sendable, Hashable {
             result.token = token
         }
         if let max = try settings.integer("maxInFlightPublishes", in: 1...10_000_000) { result.maxInFlightPublishes = max }
+        if var tls = try settings.object("tls") {
+            guard let certificate = try tls.string("certificate") else { throw tls.error("certificate", "the path of a PEM certificate chain (leaf first)") }
+            guard let privateKey = try tls.string("privateKey") else { throw tls.error("privateKey", "the path of the certificate's PEM private key") }
+            try tls.finish()
+            let files = TLSFiles(certificate: certificate, privateKey: privateKey)
+            do {
+                _ = try NIOSSLCertificate.fromPEMFile(certificate)
+            } catch {
+                throw tls.error("certificate", "a readable PEM certificate chain at \(certificate) (\(error))")
+            }
+            do {
+                _ = try NIOSSLPrivateKey(file: privateKey, format: .pem)
+                _ = try files.makeContext()
+            } catch {
+                throw tls.error("privateKey", "a readable PEM private key matching the certificate at \(privateKey) (\(error))")
+            }
+            result.tls = files
+        }
         try settings.finish()
         return result
     }

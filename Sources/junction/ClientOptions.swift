@@ -13,6 +13,12 @@ struct ServerOptions: ParsableArguments {
     @Option(help: "The token, if the gateway's tcp plugin requires one.")
     var token: String?
 
+    @Flag(help: "Connect with TLS (the tcp plugin has tls settings).")
+    var tls = false
+
+    @Option(name: .customLong("tls-ca"), help: "PEM file of the CA certificates to trust (implies --tls; default: the system's).")
+    var tlsCA: String?
+
     func connect(name: String) async throws -> JunctionClient {
         let parts = server.split(separator: ":", omittingEmptySubsequences: false)
         guard parts.count >= 2, let port = Int(parts.last!), (1...65535).contains(port) else {
@@ -22,7 +28,8 @@ struct ServerOptions: ParsableArguments {
         var quiet = Logger(label: "junction.client")
         quiet.logLevel = .error
         do {
-            return try await JunctionClient.connect(host: host, port: port, name: name, token: token, reconnect: false, logger: quiet)
+            let tlsOptions = tls || tlsCA != nil ? ClientTLS(trustRoots: tlsCA) : nil
+            return try await JunctionClient.connect(host: host, port: port, name: name, token: token, tls: tlsOptions, reconnect: false, logger: quiet)
         } catch let error as ClientError {
             throw CommandFailure(message: "\(server): \(error)", code: error.code == .unauthorized ? 1 : 1)
         } catch {
