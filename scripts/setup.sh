@@ -12,6 +12,8 @@ as_root() {
 
 apt_packages=()
 command -v pkg-config >/dev/null 2>&1 || apt_packages+=(pkg-config)
+# The TLS tests make their certificate with the openssl command.
+command -v openssl >/dev/null 2>&1 || apt_packages+=(openssl)
 if ! command -v pkg-config >/dev/null 2>&1 || ! pkg-config --exists libzmq; then
     apt_packages+=(libzmq3-dev)
 fi
