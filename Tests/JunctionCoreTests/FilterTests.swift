@@ -121,10 +121,18 @@ struct PropertyFilterTests {
     func fuzz() {
         var random = SeededRandom(seed: 5)
         let pieces = ["a", "b", " ", "=", "<>", "<", ">=", "(", ")", "'x'", "'", "1", "-2.5", "AND", "OR", "NOT", "BETWEEN", "IN", "IS", "NULL", "TRUE", ",", "é", "e5"]
-        for _ in 0..<20_000 {
+        var run = FuzzRun("property-filter parser", standard: 20_000)
+        let tagPieces = ["A", "B", "||", "|", " ", "*", "é", "", "\t"]
+        for _ in 0..<run.iterations {
             let text = (0..<Int.random(in: 0...12, using: &random)).map { _ in pieces.randomElement(using: &random)! }.joined(separator: Bool.random(using: &random) ? " " : "")
-            if let filter = try? PropertyFilter(parsing: text) { _ = filter.matches(["a": "1", "b": "x"]) }
+            let tags = (0..<Int.random(in: 0...6, using: &random)).map { _ in tagPieces.randomElement(using: &random)! }.joined()
+            run.input {
+                if let filter = try? PropertyFilter(parsing: text) { _ = filter.matches(["a": "1", "b": "x"]) }
+                _ = try? TagFilter(parsing: tags)
+            }
         }
+        run.report()
+        #expect(run.hangs == 0)
     }
 }
 

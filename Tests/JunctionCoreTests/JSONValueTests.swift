@@ -51,10 +51,13 @@ struct JSONValueTests {
     func randomBytes() {
         var random = SeededRandom(seed: 11)
         let alphabet = Array(#"{}[]":,.-+eE0123456789 tfnrul\"#.utf8) + [0x00, 0xC3, 0xA9, 0xFF]
-        for _ in 0..<20_000 {
+        var run = FuzzRun("JSON parser", standard: 20_000)
+        for _ in 0..<run.iterations {
             let bytes = (0..<Int.random(in: 0...40, using: &random)).map { _ in alphabet.randomElement(using: &random)! }
-            _ = try? JSONValue.parse(bytes: bytes)
+            run.input { _ = try? JSONValue.parse(bytes: bytes) }
         }
+        run.report()
+        #expect(run.hangs == 0)
     }
 
     private func randomJSON(depth: Int, using random: inout SeededRandom) -> JSONValue {

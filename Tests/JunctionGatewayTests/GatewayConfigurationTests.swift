@@ -1,6 +1,7 @@
 import JunctionCore
 import JunctionGateway
 import JunctionStore
+import JunctionTestSupport
 import Testing
 
 @Suite("Configuration files")
@@ -118,6 +119,44 @@ struct GatewayConfigurationTests {
         #expect(zmq(#"{"socket": "PUSH", "bind": ["tcp://127.0.0.1:*"], "subscription": {"topic": "t", "where": "a >"}}"#)?.path == "plugins[0].settings.subscription.where")
         #expect(zmq(#"{"socket": "PUSH", "bind": ["tcp://127.0.0.1:*"], "subscription": {"topic": "t"}, "subscribe": ["x"]}"#)?.path == "plugins[0].settings.subscribe")
         #expect(zmq(#"{"socket": "SUB", "connect": ["tcp://127.0.0.1:5556"], "topic": "t", "curve": true}"#)?.expected.contains("plugin \"z\" (zeromq)") == true)
+    }
+
+    @Test("mutated configuration and plugins files never crash the decoders; every refusal names a file")
+    func fuzz() throws {
+        let root = packageRoot()
+        let seeds = [
+            (try String(contentsOfFile: root + "/Config/junction.json", encoding: .utf8), true),
+            (try String(contentsOfFile: root + "/Examples/fanout-routes/junction.json", encoding: .utf8), true),
+            (try String(contentsOfFile: root + "/plugins.json", encoding: .utf8), false),
+            (try String(contentsOfFile: root + "/Examples/fanout-routes/plugins.json", encoding: .utf8), false),
+        ].map { (Array($0.0.utf8), $0.1) }
+        let alphabet = Array(##"{}[]":,. -0123456789aeltrusf*|%\"##.utf8)
+        var random = SeededRandom(seed: 23)
+        var run = FuzzRun("configuration decoders", standard: 4_000)
+        var refused = 0
+        for _ in 0..<run.iterations {
+            let (seed, isConfig) = seeds.randomElement(using: &random)!
+            var bytes = seed
+            for _ in 0..<Int.random(in: 1...6, using: &random) {
+                let at = Int.random(in: 0..<bytes.count, using: &random)
+                switch Int.random(in: 0..<3, using: &random) {
+                case 0: bytes[at] = alphabet.randomElement(using: &random)!
+                case 1: bytes.remove(at: at)
+                default: bytes.insert(alphabet.randomElement(using: &random)!, at: at)
+                }
+            }
+            run.input {
+                do throws(ConfigurationError) {
+                    if isConfig { _ = try GatewayConfiguration.decode(bytes, file: "fuzz.json") } else { _ = try PluginsFile.decode(bytes, file: "fuzz.json") }
+                } catch {
+                    refused += 1
+                    #expect(error.file == "fuzz.json" && !error.expected.isEmpty)
+                }
+            }
+        }
+        run.report()
+        #expect(run.hangs == 0)
+        #expect(refused > run.inputs / 4, "the mutations should be refused often (\(refused) of \(run.inputs))")
     }
 
     @Test("plugins that join one consumer group must agree on it")

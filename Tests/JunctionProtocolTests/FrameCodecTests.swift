@@ -99,7 +99,8 @@ struct FrameCodecTests {
         let seed = Array(valid.readableBytesView)
         var refused = 0
         var decoded = 0
-        for round in 0..<30_000 {
+        var run = FuzzRun("frame decoder", standard: 30_000)
+        for round in 0..<run.iterations {
             var bytes: [UInt8]
             if round % 3 == 0 {
                 bytes = (0..<Int.random(in: 0...64, using: &random)).map { _ in UInt8.random(in: 0...255, using: &random) }
@@ -115,12 +116,16 @@ struct FrameCodecTests {
                 }
             }
             var buffer = ByteBuffer(bytes: bytes)
-            do {
-                while let _ = try FrameDecoder.next(from: &buffer, maxFrameBytes: 1 << 16) { decoded += 1 }
-            } catch {
-                refused += 1
+            run.input {
+                do {
+                    while let _ = try FrameDecoder.next(from: &buffer, maxFrameBytes: 1 << 16) { decoded += 1 }
+                } catch {
+                    refused += 1
+                }
             }
         }
+        run.report()
+        #expect(run.hangs == 0)
         #expect(refused > 1000 && decoded > 1000, "the fuzz should exercise both paths (refused \(refused), decoded \(decoded))")
     }
 }

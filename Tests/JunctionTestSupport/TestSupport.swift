@@ -508,3 +508,36 @@ public func metricValue(_ exposition: String, _ name: String, _ labels: [String:
     }
     return nil
 }
+
+/// A seeded fuzz run: counts inputs, times each one (an input slower than
+/// `hangSeconds` counts as a hang), and prints a one-line report. The number
+/// of inputs is `standard`, or JUNCTION_FUZZ_ITERATIONS (`make soak`).
+public struct FuzzRun {
+    public let name: String
+    public let iterations: Int
+    public private(set) var inputs = 0
+    public private(set) var hangs = 0
+    private var slowestNanoseconds: UInt64 = 0
+    private let hangNanoseconds: UInt64
+
+    public init(_ name: String, standard: Int, hangSeconds: Double = 1) {
+        self.name = name
+        self.iterations = ProcessInfo.processInfo.environment["JUNCTION_FUZZ_ITERATIONS"].flatMap(Int.init) ?? standard
+        self.hangNanoseconds = UInt64(hangSeconds * 1e9)
+    }
+
+    /// Runs one input.
+    public mutating func input(_ body: () -> Void) {
+        let started = DispatchTime.now().uptimeNanoseconds
+        body()
+        let took = DispatchTime.now().uptimeNanoseconds - started
+        inputs += 1
+        slowestNanoseconds = max(slowestNanoseconds, took)
+        if took > hangNanoseconds { hangs += 1 }
+    }
+
+    /// Prints `fuzz: NAME inputs=… crashes=0 hangs=… slowest=…µs` (a crash ends the process before this line).
+    public func report() {
+        print("fuzz: \(name) inputs=\(inputs) crashes=0 hangs=\(hangs) slowest=\(slowestNanoseconds / 1000)µs")
+    }
+}

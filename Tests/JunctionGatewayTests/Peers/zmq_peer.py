@@ -2,7 +2,7 @@
 
   push ENDPOINT N TAG            PUSH N messages [TAG, "m<i>"] and exit
   xpub ENDPOINT N TAG            bind XPUB, wait for a subscriber, publish N messages [TAG, "m<i>"]
-  dealer ENDPOINT N              DEALER producer with receipts and dedupe ids; resends what is not answered
+  dealer ENDPOINT N [PREFIX]     DEALER producer with receipts and dedupe ids; resends what is not answered
   sub ENDPOINT N PREFIX          SUB, print each body, exit after N
   pull ENDPOINT N                PULL, print each body, exit after N
   acker ENDPOINT N               DEALER peer of an acked egress: print and ACK each delivery, exit after N
@@ -80,6 +80,7 @@ elif mode == "xpub":
 
 elif mode == "dealer":
     n = int(sys.argv[3])
+    prefix = sys.argv[4] if len(sys.argv) > 4 else ""
     s = ctx.socket(zmq.DEALER)
     s.setsockopt(zmq.LINGER, 0)
     s.setsockopt(zmq.RECONNECT_IVL, 50)
@@ -92,8 +93,8 @@ elif mode == "dealer":
     deadline = time.monotonic() + 120
     while answered < n and time.monotonic() < deadline:
         while next_i < n and len(unanswered) < 50:
-            s.send_multipart([b"dealer", f"d{next_i}".encode(), f"id-{next_i}".encode()])
-            unanswered[f"id-{next_i}"] = next_i
+            s.send_multipart([b"dealer", f"{prefix}d{next_i}".encode(), f"{prefix}id-{next_i}".encode()])
+            unanswered[f"{prefix}id-{next_i}"] = next_i
             next_i += 1
         if poller.poll(200):
             frames = s.recv_multipart()
@@ -107,7 +108,7 @@ elif mode == "dealer":
         elif time.monotonic() - last_progress > 1.0 and unanswered:
             # No answer for a while (the gateway died?): resend what is unanswered; dedupe ids make it idempotent.
             for key, i in sorted(unanswered.items(), key=lambda kv: kv[1]):
-                s.send_multipart([b"dealer", f"d{i}".encode(), key.encode()])
+                s.send_multipart([b"dealer", f"{prefix}d{i}".encode(), key.encode()])
             out("resent")
             last_progress = time.monotonic()
     out("done" if answered >= n else f"gave up after {answered}")
