@@ -2,7 +2,7 @@
 SWIFT ?= swift
 DATA_DIR ?= data
 
-.PHONY: setup build run test bench clean
+.PHONY: setup build run test soak bench clean
 
 setup:
 	@./scripts/setup.sh
@@ -18,6 +18,12 @@ run: build
 test: setup
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
+
+# The long reliability suite (crash trials, fuzzing, load, disk full); the
+# figures it prints are in docs/RELIABILITY.md.
+soak: setup
+	$(SWIFT) build --build-tests
+	./scripts/soak.sh
 
 # Throughput and latency figures; see Benchmarks/README.md.
 bench: setup
