@@ -18,11 +18,10 @@ struct CrashConsistencyTests {
     private let peerScript = packageRoot() + "/Tests/JunctionGatewayTests/Peers/zmq_peer.py"
     private var trials: Int { Int(ProcessInfo.processInfo.environment["JUNCTION_CRASH_TRIALS"] ?? "") ?? 3 }
 
-    /// Every body stored in `topic`, read through a new group from the start.
-    private func readAll(_ client: JunctionClient, topic: String) async throws -> [String] {
-        let group = "audit-\(UUID().uuidString.prefix(8))"
+    /// The bodies stored in `topic` that `group` has not read yet (a new group: all of them).
+    private func readNew(_ client: JunctionClient, topic: String, group: String) async throws -> [String] {
         let subscription = try await client.subscribe(WireSubscription(topic: topic, group: group, start: .earliest, credit: 4096))
-        let end = try await client.listGroups(group).first?.queues.reduce(0) { $0 + Int($1.endOffset) } ?? 0
+        let end = try await client.listGroups(group).first?.queues.reduce(0) { $0 + Int($1.lag) } ?? 0
         guard end > 0 else { await subscription.close(); return [] }
         let bodies = try await within(seconds: 120, "reading back \(end) messages of \(topic)") {
             var bodies: [String] = []
@@ -66,7 +65,6 @@ struct CrashConsistencyTests {
         var corruptTotal = 0
         var tcpDelivered: [String] = []
         var truncatedBytes = 0
-        var lastStored = Set<String>()
         for trial in 0..<trials {
             let gateway = try await GatewayProcess.start(directory: dir.path, config: config, extraPlugins: plugins)
             if let opened = gateway.process.lines.first(where: { $0.contains("store opened") }),
@@ -95,7 +93,8 @@ struct CrashConsistencyTests {
             let process = gateway.process
             let feeder = Thread {
                 var n = 1
-                while n <= 2_000_000 {
+                // 100,000 lines a trial: progress reports every 10,000, and the kill often lands mid-feed.
+                while n <= 100_000 {
                     let chunk = (n..<n + 2_000).map { "s\(trial)-\($0)" }.joined(separator: "\n") + "\n"
                     guard process.write(chunk) else { return }
                     n += 2_000
@@ -118,36 +117,49 @@ struct CrashConsistencyTests {
                 guard line.contains("stdin progress"), let range = line.range(of: "durable=") else { return nil }
                 return Int(line[range.upperBound...].prefix { $0.isNumber })
             }.max() ?? 0
-            receiptedTCP.formUnion(receipts.withLock { $0 })
-            receiptedDealer.formUnion(dealer.lines.compactMap { line in
+            let trialTCP = receipts.withLock { $0 }
+            let trialDealer = Set(dealer.lines.compactMap { line in
                 line.hasPrefix("receipt ") ? "z\(trial)-d" + line.dropFirst("receipt ".count) : nil
             })
+            receiptedTCP.formUnion(trialTCP)
+            receiptedDealer.formUnion(trialDealer)
             tcpDelivered += consumed.withLock { $0 }
 
-            // Restart (recovery) and check everything stored so far.
+            // Restart (recovery) and check what this trial stored (audit groups
+            // resume where the last check ended; the end of the run reads everything again).
             let check = try await GatewayProcess.start(directory: dir.path, config: config, arguments: [])
             let reader = try await JunctionClient.connect(port: check.port, reconnect: false)
-            let storedT = try await readAll(reader, topic: "crash-t")
-            let storedZ = try await readAll(reader, topic: "crash-z")
-            let storedS = try await readAll(reader, topic: "crash-s")
+            let storedT = try await readNew(reader, topic: "crash-t", group: "audit-t")
+            let storedZ = try await readNew(reader, topic: "crash-z", group: "audit-z")
+            let storedS = try await readNew(reader, topic: "crash-s", group: "audit-s")
             let wellFormed = { (body: String, prefix: Character) in
                 body.first == prefix && body.dropFirst().split(separator: "-").count == 2
             }
             let corrupt = storedT.filter { !wellFormed($0, "t") }.count + storedZ.filter { !$0.hasPrefix("z") || !$0.contains("-d") }.count
                 + storedS.filter { !wellFormed($0, "s") }.count
-            let missing = receiptedTCP.subtracting(storedT).count + receiptedDealer.subtracting(storedZ).count
+            let missing = trialTCP.subtracting(storedT).count + trialDealer.subtracting(storedZ).count
             let stdinThisTrial = Set(storedS.filter { $0.hasPrefix("s\(trial)-") })
             let stdinMissing = (1...max(1, durableStdin)).filter { durableStdin > 0 && !stdinThisTrial.contains("s\(trial)-\($0)") }.count
             #expect(missing == 0, "trial \(trial): \(missing) receipted messages missing")
             #expect(stdinMissing == 0, "trial \(trial): \(stdinMissing) of \(durableStdin) stdin lines reported durable are missing")
             #expect(corrupt == 0, "trial \(trial): \(corrupt) records did not read back as written")
             #expect(Set(storedZ).count == storedZ.count, "trial \(trial): the DEALER's dedupe ids did not prevent a duplicate")
-            lastStored = Set(storedT)
+            print("crash-consistency trial \(trial): stored t=\(storedT.count) z=\(storedZ.count) s=\(storedS.count) missing=\(missing + stdinMissing) corrupt=\(corrupt)")
             missingTotal += missing + stdinMissing
             corruptTotal += corrupt
             await reader.close()
             #expect(await check.stop() == 0)
         }
+        // The whole log once more after the last trial: nothing receipted in any trial went missing since.
+        let final = try await GatewayProcess.start(directory: dir.path, config: config)
+        let finalReader = try await JunctionClient.connect(port: final.port, reconnect: false)
+        let allT = Set(try await readNew(finalReader, topic: "crash-t", group: "final-t"))
+        let allZ = try await readNew(finalReader, topic: "crash-z", group: "final-z")
+        #expect(receiptedTCP.isSubset(of: allT) && receiptedDealer.isSubset(of: Set(allZ)), "receipted messages missing at the end")
+        #expect(Set(allZ).count == allZ.count, "duplicates stored from the DEALER's resends")
+        await finalReader.close()
+        #expect(await final.stop() == 0)
+
         // Duplicates delivered: at-least-once consumers see again what was in flight at a kill.
         let execDelivered = ((try? String(contentsOfFile: delivered, encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
         let tcpDuplicates = tcpDelivered.count - Set(tcpDelivered).count
@@ -161,7 +173,7 @@ struct CrashConsistencyTests {
         // Duplicates are reported, not asserted: a kill redelivers what was in
         // flight (≤ credit) and what was acked after the last offset save (≤ 1 s).
         // Nothing is delivered before it is durable: every delivered message survived the kills.
-        let undurable = Set(tcpDelivered + execDelivered).subtracting(lastStored)
+        let undurable = Set(tcpDelivered + execDelivered).subtracting(allT)
         #expect(undurable.isEmpty, "delivered but not in the log after the kills: \(undurable.prefix(5))")
     }
 }
