@@ -197,6 +197,9 @@ struct Recovery {
                 let bytes = UnsafeRawBufferPointer(rebasing: raw[0..<got])
                 while cursor < got {
                     let rest = UnsafeRawBufferPointer(rebasing: bytes[cursor...])
+                    // The chunk ends inside this record's size field and the file goes
+                    // on: the next read starts at this record (it is not damage).
+                    if RecordCodec.size(in: rest, at: 0) == nil, fileOffset + UInt64(got) < size { return }
                     if let announced = RecordCodec.size(in: rest, at: 0), announced > rest.count,
                        announced >= RecordCodec.minimumSize, fileOffset + UInt64(cursor + announced) <= size {
                         needMore = announced

@@ -21,7 +21,11 @@ struct CrashConsistencyTests {
     /// The bodies stored in `topic` that `group` has not read yet (a new group: all of them).
     private func readNew(_ client: JunctionClient, topic: String, group: String) async throws -> [String] {
         let subscription = try await client.subscribe(WireSubscription(topic: topic, group: group, start: .earliest, credit: 4096))
-        let end = try await client.listGroups(group).first?.queues.reduce(0) { $0 + Int($1.lag) } ?? 0
+        let stats = try await client.listGroups(group).first
+        let end = stats?.queues.reduce(0) { $0 + Int($1.lag) } ?? 0
+        if ProcessInfo.processInfo.environment["JUNCTION_CRASH_DEBUG"] != nil {
+            print("readNew \(topic) \(group): " + (stats?.queues.map { "q\($0.queue) \($0.committedOffset)/\($0.endOffset)" }.joined(separator: " ") ?? "-"))
+        }
         guard end > 0 else { await subscription.close(); return [] }
         let bodies = try await within(seconds: 120, "reading back \(end) messages of \(topic)") {
             var bodies: [String] = []
@@ -33,6 +37,7 @@ struct CrashConsistencyTests {
             return bodies
         }
         await subscription.close()
+        #expect(bodies.count == end, "\(topic) \(group): the subscription ended after \(bodies.count) of \(end) messages")
         return bodies
     }
 

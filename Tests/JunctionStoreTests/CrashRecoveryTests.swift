@@ -111,6 +111,35 @@ struct CrashRecoveryTests {
         }
     }
 
+    @Test("recovery reads segments larger than its 8 MiB read chunk, with a record's size field cut by the chunk end", arguments: [1, 2, 3])
+    func sizeFieldAcrossReadChunks(cut: Int) async throws {
+        let dir = TemporaryDirectory()
+        let chunk: UInt64 = 8 << 20
+        do {
+            let log = try CommitLog(directory: dir.path)
+            // Records of 64 KiB up to near the chunk end, then one sized so the next
+            // record starts `cut` bytes (1 to 3: inside its 4-byte size field) before it.
+            var last = try await log.append([AppendRequest(message: Message(topic: "big", body: [1]), queue: 0)])[0]
+            let overhead = try await log.append([AppendRequest(message: Message(topic: "big", body: []), queue: 0)])[0].id.position - last.id.position - 1
+            last = try await log.append([AppendRequest(message: Message(topic: "big", body: []), queue: 0)])[0]
+            var end = last.id.position + overhead
+            while end + (64 << 10) + overhead < chunk - 4096 {
+                last = try await log.append([AppendRequest(message: Message(topic: "big", body: [UInt8](repeating: 7, count: 64 << 10)), queue: 0)])[0]
+                end = last.id.position + overhead + (64 << 10)
+            }
+            let filler = Int(chunk - UInt64(cut) - end - overhead)
+            last = try await log.append([AppendRequest(message: Message(topic: "big", body: [UInt8](repeating: 8, count: filler)), queue: 0)])[0]
+            #expect(last.id.position + overhead + UInt64(filler) == chunk - UInt64(cut))
+            for n in 0..<10 { _ = try await log.append([AppendRequest(message: Message(topic: "big", body: [UInt8(n)]), queue: 0)]) }
+            try await log.close()
+        }
+        let reopened = try CommitLog(directory: dir.path)
+        #expect(reopened.recovery.truncatedBytes == 0)
+        let all = try await reopened.readAll(topic: "big", queue: 0)
+        #expect(all.suffix(10).map(\.message.body) == (0..<10).map { [UInt8($0)] })
+        try await reopened.close()
+    }
+
     @Test("a torn tail past the checkpoint is cut without being asked, and logged")
     func tornTail() async throws {
         let source = TemporaryDirectory()
