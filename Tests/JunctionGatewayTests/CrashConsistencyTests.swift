@@ -72,10 +72,6 @@ struct CrashConsistencyTests {
         var truncatedBytes = 0
         for trial in 0..<trials {
             let gateway = try await GatewayProcess.start(directory: dir.path, config: config, extraPlugins: plugins)
-            if let opened = gateway.process.lines.first(where: { $0.contains("store opened") }),
-               let range = opened.range(of: "truncatedBytes=") {
-                truncatedBytes += Int(opened[range.upperBound...].prefix { $0.isNumber }) ?? 0
-            }
             // Load: TCP sync publishes, a DEALER producer, stdin lines, a TCP consumer.
             let receipts = Locked(Set<String>())
             let consumed = Locked([String]())
@@ -133,6 +129,11 @@ struct CrashConsistencyTests {
             // Restart (recovery) and check what this trial stored (audit groups
             // resume where the last check ended; the end of the run reads everything again).
             let check = try await GatewayProcess.start(directory: dir.path, config: config, arguments: [])
+            // The first start after the kill is the one that recovers: what did it cut?
+            if let opened = check.process.lines.first(where: { $0.contains("store opened") }),
+               let range = opened.range(of: "truncatedBytes=") {
+                truncatedBytes += Int(opened[range.upperBound...].prefix { $0.isNumber }) ?? 0
+            }
             let reader = try await JunctionClient.connect(port: check.port, reconnect: false)
             let storedT = try await readNew(reader, topic: "crash-t", group: "audit-t")
             let storedZ = try await readNew(reader, topic: "crash-z", group: "audit-z")
