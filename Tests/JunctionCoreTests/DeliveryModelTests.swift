@@ -17,7 +17,7 @@ struct DeliveryModelTests {
     static let ackTimeout: Int64 = 1_000
     static let maxDeliveries = 4
 
-    private struct Hold { var member: Int; var takenAt: Int64 }
+    private struct Hold { var member: Int; var takenAt: Int64; var attempt: Int = 0; var tag: String = "" }
 
     private final class Model {
         var published: Set<Int> = []
@@ -47,10 +47,10 @@ struct DeliveryModelTests {
                 let number = delivery.number
                 if let hold = model.holds[number], members[hold.member] != nil {
                     #expect(now >= hold.takenAt + Self.ackTimeout,
-                            "seed \(seed): message \(number) delivered to member \(id) while member \(hold.member) holds it (taken at \(hold.takenAt), now \(now))")
+                            "seed \(seed): message \(number) delivered to member \(id) while member \(hold.member) holds it (taken at \(hold.takenAt), now \(now)) new attempt \(delivery.attempt) tag \(delivery.tag) old attempt \(hold.attempt) tag \(hold.tag)")
                 }
                 if let hold = model.holds[number], hold.member != id { held[hold.member]?[number] = nil }
-                model.holds[number] = Hold(member: id, takenAt: now)
+                model.holds[number] = Hold(member: id, takenAt: now, attempt: delivery.attempt, tag: "\(delivery.tag)")
                 held[id, default: [:]][number] = delivery
                 model.received += 1
                 if delivery.attempt > 1 { model.redeliveries += 1 }

@@ -176,15 +176,21 @@ struct DeliveryTests {
         try await h.broker.publish((0..<20).map { Message(topic: "o", body: Array("\($0)".utf8), shardingKey: $0 % 2 == 0 ? "even" : "odd") })
         let a = try await h.broker.subscribe(SubscriptionOptions(topic: "o", group: "g", start: .earliest, credit: 10, ordered: true))
         let b = try await h.broker.subscribe(SubscriptionOptions(topic: "o", group: "g", start: .earliest, credit: 10, ordered: true))
-        var sequences: [Int: [Int]] = [:]
-        for _ in 0..<10 {
-            for member in [a, b] {
-                let got = try await take(1, from: member)
-                // Nothing else comes from that queue before the ack.
-                #expect(await member.pull(max: 5, timeout: .milliseconds(20)).isEmpty)
-                sequences[got[0].tag.queue, default: []].append(got[0].number)
-                await member.ack(got)
+        let sequences = try await within(seconds: 30, "20 ordered deliveries") { () -> [Int: [Int]] in
+            var sequences: [Int: [Int]] = [:]
+            var received = 0
+            while received < 20 {
+                for member in [a, b] {
+                    // What a member holds at once: at most one message per queue
+                    // (the next comes only after the ack), whichever member owns it.
+                    let got = await member.pull(max: 5, timeout: .milliseconds(20))
+                    #expect(Set(got.map(\.tag.queue)).count == got.count, "two from one queue before an ack: \(got.map(\.tag))")
+                    for delivery in got { sequences[delivery.tag.queue, default: []].append(delivery.number) }
+                    received += got.count
+                    await member.ack(got)
+                }
             }
+            return sequences
         }
         let even = (0..<20).filter { $0 % 2 == 0 }, odd = (0..<20).filter { $0 % 2 == 1 }
         #expect(Set(sequences.values.map { $0 }) == Set([even, odd]))

@@ -207,12 +207,17 @@ actor ConsumerGroup {
         wake()
     }
 
-    func nack(_ tags: [DeliveryTag], delayMs: Int?) async {
+    /// Gives deliveries of `member` back. A nack only takes back the delivery
+    /// that member holds and has taken: a late nack of an earlier attempt (its
+    /// redelivery waits untaken in the mailbox, or went to another member)
+    /// changes nothing, so no message ever has two holders.
+    func nack(_ tags: [DeliveryTag], delayMs: Int?, member: Int) async {
         guard definition.ack == .explicit else { return }
         let now = clock.now()
         var dead: [DeliveryTag] = []
         for tag in tags where tag.queue < queues.count {
-            guard queues[tag.queue].pending[tag.offset]?.holder != nil else { continue }
+            guard let holder = queues[tag.queue].pending[tag.offset]?.holder, holder == member,
+                  members[member]?.mailbox.holds(tag) == false else { continue }
             if fail(tag, reason: "nacked", delayMs: delayMs, now: now) { dead.append(tag) }
         }
         await deadLetter(dead)

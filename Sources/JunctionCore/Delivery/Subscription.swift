@@ -68,11 +68,11 @@ public final class Subscription: AsyncSequence, Sendable {
 
     /// Gives deliveries back for redelivery, after `delayMs` or the group's backoff.
     public func nack(_ deliveries: [Delivery], delayMs: Int? = nil) async {
-        await engine.nack(deliveries.map(\.tag), delayMs: delayMs)
+        await engine.nack(deliveries.map(\.tag), delayMs: delayMs, member: member)
     }
 
     /// Gives back by tags.
-    public func nack(tags: [DeliveryTag], delayMs: Int? = nil) async { await engine.nack(tags, delayMs: delayMs) }
+    public func nack(tags: [DeliveryTag], delayMs: Int? = nil) async { await engine.nack(tags, delayMs: delayMs, member: member) }
 
     /// Changes this member's credit: the most unacknowledged deliveries it holds.
     public func setCredit(_ credit: Int) async { await engine.setCredit(member, to: credit) }
