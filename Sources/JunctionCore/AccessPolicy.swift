@@ -40,10 +40,11 @@ public struct AccessPolicy: Sendable, Hashable {
     /// The grant whose token is `offered`; compares in time independent of
     /// where the tokens differ.
     public func grant(for offered: String) -> Grant? {
-        grants.first { Self.constantTimeEqual($0.token, offered) }
+        grants.first { Self.tokensMatch($0.token, offered) }
     }
 
-    static func constantTimeEqual(_ a: String, _ b: String) -> Bool {
+    /// Whether two tokens are equal, in time independent of where they differ.
+    public static func tokensMatch(_ a: String, _ b: String) -> Bool {
         let x = Array(a.utf8), y = Array(b.utf8)
         var difference = UInt8(truncatingIfNeeded: x.count ^ y.count)
         for i in 0..<max(x.count, y.count) {

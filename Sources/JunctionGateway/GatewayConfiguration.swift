@@ -169,8 +169,11 @@ public struct GatewayConfiguration: Sendable, Hashable {
             default:
                 throw entry.error("token", "either token or tokenEnv (the name of an environment variable holding it)")
             }
-            guard token.utf8.count >= 8 else { throw entry.error(literal != nil ? "token" : "tokenEnv", "a token of at least 8 characters") }
-            if grants.contains(where: { $0.token == token }) { throw entry.error(literal != nil ? "token" : "tokenEnv", "a token of its own; tokens \"\(grants.first { $0.token == token }!.name)\" and \"\(name)\" are the same") }
+            let tokenKey = literal != nil ? "token" : "tokenEnv"
+            guard token.utf8.count >= 8 else { throw entry.error(tokenKey, "a token of at least 8 characters") }
+            if let same = grants.first(where: { $0.token == token }) {
+                throw entry.error(tokenKey, "a token of its own; tokens \"\(same.name)\" and \"\(name)\" are the same")
+            }
             let publish = try patterns(&entry, "publish")
             let subscribe = try patterns(&entry, "subscribe")
             let admin = try entry.bool("admin") ?? false
@@ -228,9 +231,9 @@ public struct GatewayConfiguration: Sendable, Hashable {
 /// Where the Prometheus endpoint listens (`metrics` in Config/junction.json).
 public struct MetricsSettings: Sendable, Hashable {
     /// Host to bind: loopback unless `allowNonLoopback` is set.
-    public var host = "127.0.0.1"
+    public var host: String
     /// Port to bind; 0 lets the kernel choose (the endpoint is logged).
-    public var port = 7403
+    public var port: Int
 
     /// Creates settings (127.0.0.1:7403 by default).
     public init(host: String = "127.0.0.1", port: Int = 7403) {

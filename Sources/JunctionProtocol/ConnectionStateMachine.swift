@@ -59,7 +59,7 @@ public struct ConnectionStateMachine: Sendable {
                     state = .closed
                     return .failAndClose(Frame(.error(code: .unauthorized, message: "this server requires a token"), requestID: frame.requestID))
                 }
-                if let token, AccessPolicy(grants: [.all(name: "plugin token", token: token)]).grant(for: offered) != nil {
+                if let token, AccessPolicy.tokensMatch(token, offered) {
                     grant = .all(name: "plugin token", token: token)
                 } else if let found = policy?.grant(for: offered) {
                     grant = found

@@ -114,7 +114,7 @@ public final class ExecPlugin: Service, Sendable {
     private let broker: Broker
     private let logger: Logger
     private let state = Mutex(State())
-    let counters = Mutex((sent: 0, acked: 0, nacked: 0, published: 0, garbage: 0, restarts: 0))
+    private let counters = Mutex((sent: 0, acked: 0, nacked: 0, published: 0, garbage: 0, restarts: 0))
 
     struct State {
         var stopping = false
@@ -228,12 +228,16 @@ public final class ExecPlugin: Service, Sendable {
                 let message = try JSONLines.message(from: object, defaultTopic: nil)
                 inFlight.publishStarted()
                 broker.publish([message]) { [self] result in
-                    if case .failure(let error) = result {
+                    let refused: Bool
+                    switch result {
+                    case .failure(let error):
+                        refused = true
                         logger.warning("a child's publish was refused; the acks written after it become nacks", metadata: ["plugin": "\(name)", "error": "\(error)"])
-                    } else {
+                    case .success:
+                        refused = false
                         counters.withLock { $0.published += 1 }
                     }
-                    guard let (tags, failed) = inFlight.publishFinished(failed: (try? result.get()) == nil), !tags.isEmpty else { return }
+                    guard let (tags, failed) = inFlight.publishFinished(failed: refused), !tags.isEmpty else { return }
                     Task { if failed { await subscription.nack(tags: tags, delayMs: nil) } else { await subscription.ack(tags: tags) } }
                 }
             } catch {

@@ -61,7 +61,7 @@ public final class StdioPlugin: Service, Sendable {
     public let settings: StdioSettings
     private let broker: Broker
     private let logger: Logger
-    let counters = Mutex((read: 0, durable: 0, bad: 0, written: 0))
+    private let counters = Mutex((read: 0, durable: 0, bad: 0, written: 0))
     private let inputFD: Int32
     private let outputFD: Int32
 

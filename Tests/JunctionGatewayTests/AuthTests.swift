@@ -52,11 +52,8 @@ struct AuthTests {
         let publishDenied = await refusal { _ = try await dashboard.publish([Message(topic: "sensors", body: [4])]) }
         #expect(publishDenied?.code == .forbidden)
         let subscription = try await dashboard.subscribe(WireSubscription(topic: "sensors", group: "dash", start: .earliest))
-        let first = try await within(seconds: 10, "the dashboard's delivery") { () -> Delivery? in
-            for await delivery in subscription { subscription.ack(delivery); return delivery }
-            return nil
-        }
-        #expect(first.map { String(decoding: $0.message.message.body, as: UTF8.self) } == "t=21")
+        let first = try await bodies(of: subscription, count: 1, seconds: 10, "the dashboard's delivery")
+        #expect(first.first == "t=21")
         #expect(try await refusal { _ = try await dashboard.subscribe(WireSubscription(topic: "orders", group: "o", start: .earliest)) }?.code == .forbidden)
 
         let operatorClient = try await JunctionClient.connect(port: gateway.port, token: "admin-0123456789", reconnect: false)
@@ -64,15 +61,7 @@ struct AuthTests {
 
         // Only "sensors" (1) and "raw-feed" (1) were stored: nothing of the refused batch.
         let stored = try await operatorClient.subscribe(WireSubscription(topic: "sensors", group: "audit", start: .earliest))
-        let all = try await within(seconds: 10, "the audit read") { () -> [String] in
-            var bodies: [String] = []
-            for await delivery in stored {
-                stored.ack(delivery)
-                bodies.append(String(decoding: delivery.message.message.body, as: UTF8.self))
-                if bodies.count == 1 { break }
-            }
-            return bodies
-        }
+        let all = try await bodies(of: stored, count: 1, seconds: 10, "the audit read")
         #expect(all == ["t=21"])
         #expect(try await operatorClient.listGroups("audit").first?.queues.reduce(0) { $0 + Int($1.endOffset) } == 1)
 

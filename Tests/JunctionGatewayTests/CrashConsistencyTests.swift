@@ -26,19 +26,10 @@ struct CrashConsistencyTests {
         if ProcessInfo.processInfo.environment["JUNCTION_CRASH_DEBUG"] != nil {
             print("readNew \(topic) \(group): " + (stats?.queues.map { "q\($0.queue) \($0.committedOffset)/\($0.endOffset)" }.joined(separator: " ") ?? "-"))
         }
-        guard end > 0 else { await subscription.close(); return [] }
-        let bodies = try await within(seconds: 120, "reading back \(end) messages of \(topic)") {
-            var bodies: [String] = []
-            for await delivery in subscription {
-                subscription.ack(delivery)
-                bodies.append(String(decoding: delivery.message.message.body, as: UTF8.self))
-                if bodies.count == end { break }
-            }
-            return bodies
-        }
+        let read = try await bodies(of: subscription, count: end, seconds: 120, "reading back \(end) messages of \(topic)")
         await subscription.close()
-        #expect(bodies.count == end, "\(topic) \(group): the subscription ended after \(bodies.count) of \(end) messages")
-        return bodies
+        #expect(read.count == end, "\(topic) \(group): the subscription ended after \(read.count) of \(end) messages")
+        return read
     }
 
     @Test("SIGKILL at random moments under mixed load: nothing receipted is lost, nothing corrupt is served")
@@ -86,7 +77,7 @@ struct CrashConsistencyTests {
             let consumer = Task {
                 guard let subscription = try? await client.subscribe(WireSubscription(topic: "crash-t", group: "tcp-c", start: .earliest, credit: 64)) else { return }
                 for await delivery in subscription {
-                    consumed.withLock { $0.append(String(decoding: delivery.message.message.body, as: UTF8.self)) }
+                    consumed.withLock { $0.append(text(delivery)) }
                     subscription.ack(delivery)
                 }
             }

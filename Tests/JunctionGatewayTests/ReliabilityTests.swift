@@ -16,16 +16,6 @@ struct ReliabilityTests {
         ProcessInfo.processInfo.environment[name].flatMap(Int.init) ?? standard
     }
 
-    private func tool(_ path: String, _ arguments: [String]) -> Int32 {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: path)
-        process.arguments = arguments
-        process.standardError = FileHandle.nullDevice
-        guard (try? process.run()) != nil else { return -1 }
-        process.waitUntilExit()
-        return process.terminationStatus
-    }
-
     /// Peak and current resident memory of a process, in MiB (VmHWM, VmRSS).
     private func memory(of pid: Int32) -> (peak: Double, now: Double) {
         let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
@@ -40,8 +30,8 @@ struct ReliabilityTests {
           .enabled(if: geteuid() == 0, "mounting a small tmpfs needs root"))
     func diskFull() async throws {
         let mountPoint = TemporaryDirectory("junction-gw-full")
-        try #require(tool("/bin/mount", ["-t", "tmpfs", "-o", "size=2m", "tmpfs", mountPoint.path]) == 0)
-        defer { _ = tool("/bin/umount", ["-l", mountPoint.path]) }
+        try #require(runTool("/bin/mount", ["-t", "tmpfs", "-o", "size=2m", "tmpfs", mountPoint.path]) == 0)
+        defer { _ = runTool("/bin/umount", ["-l", mountPoint.path]) }
         let filler = mountPoint.path + "/filler"
         try Data(count: 1200 << 10).write(to: URL(fileURLWithPath: filler))
         let dir = TemporaryDirectory()
@@ -82,15 +72,7 @@ struct ReliabilityTests {
         let reader = try await JunctionClient.connect(port: check.port, reconnect: false)
         let subscription = try await reader.subscribe(WireSubscription(topic: "full", group: "check", start: .earliest, credit: 4096))
         let expected = receipted.count + 1
-        let stored = try await within(seconds: 30, "reading back") { () -> [String] in
-            var bodies: [String] = []
-            for await delivery in subscription {
-                subscription.ack(delivery)
-                bodies.append(String(decoding: delivery.message.message.body, as: UTF8.self))
-                if bodies.count == expected { break }
-            }
-            return bodies
-        }
+        let stored = try await bodies(of: subscription, count: expected, "reading back")
         #expect(Set(stored) == Set(receipted + ["after"]))
         let end = try await reader.listGroups("check").first?.queues.reduce(0) { $0 + Int($1.endOffset) }
         #expect(end == receipted.count + 1, "stored \(end ?? 0) for \(receipted.count + 1) receipted")
@@ -117,7 +99,7 @@ struct ReliabilityTests {
         let consumers = subscriptions.map { subscription in
             Task {
                 for await delivery in subscription {
-                    delivered.withLock { $0.append(String(decoding: delivery.message.message.body, as: UTF8.self)) }
+                    delivered.withLock { $0.append(text(delivery)) }
                     subscription.ack(delivery)
                 }
             }

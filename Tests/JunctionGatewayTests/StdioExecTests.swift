@@ -96,7 +96,7 @@ struct StdioExecTests {
             var gaps = 0
             for await delivery in reader {
                 reader.ack(delivery)
-                let number = Int(String(decoding: delivery.message.message.body, as: UTF8.self))!
+                let number = Int(text(delivery))!
                 if number != expected { gaps += 1 }
                 expected = number + 1
                 count += 1

@@ -13,18 +13,8 @@ struct TCPEndToEndTests {
     }
 
     private func collect(_ subscription: ClientSubscription, count: Int, ack: Bool = true, seconds: Double = 30) async throws -> [Delivery] {
-        try await within(seconds: seconds, "expected \(count) deliveries") {
-            var got: [Delivery] = []
-            for await delivery in subscription {
-                got.append(delivery)
-                if ack { subscription.ack(delivery) }
-                if got.count == count { break }
-            }
-            return got
-        }
+        try await deliveries(of: subscription, count: count, ack: ack, seconds: seconds, "expected \(count) deliveries")
     }
-
-    private func text(_ delivery: Delivery) -> String { String(decoding: delivery.message.message.body, as: UTF8.self) }
 
     @Test("publish sync, async and oneway; a clustering group splits, a broadcasting group copies")
     func publishModesAndGroups() async throws {
@@ -62,7 +52,7 @@ struct TCPEndToEndTests {
                     group.addTask {
                         for await delivery in member {
                             member.ack(delivery)
-                            let done = split.withLock { $0.append(self.text(delivery)); return $0.count >= 30 }
+                            let done = split.withLock { $0.append(text(delivery)); return $0.count >= 30 }
                             if done { break }
                         }
                     }
@@ -102,7 +92,7 @@ struct TCPEndToEndTests {
             var local = Set<String>()
             for await delivery in second {
                 second.ack(delivery)
-                local.insert(self.text(delivery))
+                local.insert(text(delivery))
                 if local.union(printedByFirst).count == 2000 { break }
             }
             return local

@@ -32,16 +32,8 @@ struct TLSTests {
         let receipts = try await client.publish((0..<50).map { Message(topic: "secure", body: Array("s\($0)".utf8)) })
         #expect(receipts.count == 50)
         let subscription = try await client.subscribe(WireSubscription(topic: "secure", group: "g", start: .earliest))
-        let got = try await within(seconds: 20, "50 deliveries over TLS") { () -> Int in
-            var count = 0
-            for await delivery in subscription {
-                subscription.ack(delivery)
-                count += 1
-                if count == 50 { break }
-            }
-            return count
-        }
-        #expect(got == 50)
+        let got = try await bodies(of: subscription, count: 50, seconds: 20, "50 deliveries over TLS")
+        #expect(got.count == 50)
 
         // The command-line client, trusting the certificate.
         let (status, out, err) = try await gateway.junction(["sub", "--topic", "secure", "--from", "earliest", "--count", "50", "--timeout", "30", "--tls-ca", certificate, "--token", "tls-token-123"])

@@ -27,17 +27,9 @@ struct ZeroMQEndToEndTests {
 
     private func bodies(_ client: JunctionClient, topic: String, count: Int) async throws -> [String] {
         let subscription = try await client.subscribe(WireSubscription(topic: topic, group: "check-\(UUID().uuidString.prefix(6))", start: .earliest, credit: 1024))
-        let got = try await within(seconds: 30, "expected \(count) messages on \(topic)") {
-            var got: [String] = []
-            for await delivery in subscription {
-                subscription.ack(delivery)
-                got.append("\(delivery.message.message.tag ?? "-") \(String(decoding: delivery.message.message.body, as: UTF8.self))")
-                if got.count == count { break }
-            }
-            return got
-        }
+        let got = try await deliveries(of: subscription, count: count, "expected \(count) messages on \(topic)")
         await subscription.close()
-        return got
+        return got.map { "\($0.message.message.tag ?? "-") \(text($0))" }
     }
 
     @Test("PUSH producer into PULL ingest; PUSH egress to a PULL consumer, with tag filtering")

@@ -77,7 +77,7 @@ struct DiskFullTests {
         // then the kernel refuses a read-only remount, so retry for a while.
         var remounted = false
         for _ in 0..<100 where !remounted {
-            remounted = status("/bin/mount", ["-o", "remount,ro", mountPoint.path]) == 0
+            remounted = runTool("/bin/mount", ["-o", "remount,ro", mountPoint.path]) == 0
             if !remounted { usleep(50_000) }
         }
         try #require(remounted, "could not remount \(mountPoint.path) read-only within 5 s")
@@ -91,16 +91,7 @@ struct DiskFullTests {
     }
 
     private func run(_ tool: String, _ arguments: [String]) throws {
-        try #require(status(tool, arguments) == 0, "\(tool) \(arguments) failed")
+        try #require(runTool(tool, arguments) == 0, "\(tool) \(arguments) failed")
     }
 
-    private func status(_ tool: String, _ arguments: [String]) -> Int32 {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: tool)
-        process.arguments = arguments
-        process.standardError = FileHandle.nullDevice
-        guard (try? process.run()) != nil else { return -1 }
-        process.waitUntilExit()
-        return process.terminationStatus
-    }
 }

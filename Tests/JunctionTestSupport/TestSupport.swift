@@ -541,3 +541,15 @@ public struct FuzzRun {
         print("fuzz: \(name) inputs=\(inputs) crashes=0 hangs=\(hangs) slowest=\(slowestNanoseconds / 1000)µs")
     }
 }
+
+/// Runs a system tool (mount, umount …) to completion, its stderr discarded;
+/// returns its exit status, or -1 when it could not be started.
+public func runTool(_ path: String, _ arguments: [String]) -> Int32 {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: path)
+    process.arguments = arguments
+    process.standardError = FileHandle.nullDevice
+    guard (try? process.run()) != nil else { return -1 }
+    process.waitUntilExit()
+    return process.terminationStatus
+}
