@@ -81,24 +81,29 @@ final class InFlightDeliveries: Sendable {
     func publishStarted() { publishes.withLock { $0.outstanding += 1 } }
 
     /// A publish of the child's is answered. Once none is outstanding, returns
-    /// the acks that waited, and whether one of those publishes failed.
+    /// the acks that waited, and whether one of the publishes before them was
+    /// refused. A refusal with no ack waiting yet is kept for the next ack.
     func publishFinished(failed: Bool) -> (tags: [DeliveryTag], failed: Bool)? {
         publishes.withLock { state in
             state.outstanding -= 1
             state.failed = state.failed || failed
-            guard state.outstanding == 0 else { return nil }
+            guard state.outstanding == 0, !state.waiting.isEmpty else { return nil }
             defer { state.waiting = []; state.failed = false }
             return (state.waiting, state.failed)
         }
     }
 
-    /// An ack the child wrote: returns true when it may take effect now; false
-    /// when it waits for the publishes the child wrote before it.
-    func ackMayProceed(_ tag: DeliveryTag) -> Bool {
+    /// What an ack the child wrote becomes now: nil while publishes it wrote
+    /// before are outstanding (the ack waits for them); else `true` for a nack
+    /// (one of them was refused) or `false` for the ack.
+    func settleAck(_ tag: DeliveryTag) -> Bool? {
         publishes.withLock { state in
-            guard state.outstanding > 0 else { return true }
-            state.waiting.append(tag)
-            return false
+            guard state.outstanding == 0 else {
+                state.waiting.append(tag)
+                return nil
+            }
+            defer { state.failed = false }
+            return state.failed
         }
     }
 }
@@ -216,7 +221,11 @@ public final class ExecPlugin: Service, Sendable {
             guard let tag = inFlight.map.withLock({ $0.removeValue(forKey: id) }) else { return garbage(line, "ack of an id not in flight") }
             counters.withLock { $0.acked += 1 }
             // The ack takes effect only once what the child published before it is durable.
-            if inFlight.ackMayProceed(tag) { Task { await subscription.ack(tags: [tag]) } }
+            switch inFlight.settleAck(tag) {
+            case nil: break
+            case false?: Task { await subscription.ack(tags: [tag]) }
+            case true?: Task { await subscription.nack(tags: [tag], delayMs: nil) }
+            }
         case ("nack", .string(let id)):
             guard let tag = inFlight.map.withLock({ $0.removeValue(forKey: id) }) else { return garbage(line, "nack of an id not in flight") }
             var delay: Int?

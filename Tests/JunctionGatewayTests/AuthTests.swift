@@ -49,6 +49,9 @@ struct AuthTests {
         try await producer.ping()
 
         let dashboard = try await JunctionClient.connect(port: gateway.port, token: "dash-0123456789", reconnect: false)
+        // Listing is allowed to every token.
+        #expect(try await dashboard.listTopics().contains { $0.name == "sensors" })
+        _ = try await producer.listGroups()
         let publishDenied = await refusal { _ = try await dashboard.publish([Message(topic: "sensors", body: [4])]) }
         #expect(publishDenied?.code == .forbidden)
         let subscription = try await dashboard.subscribe(WireSubscription(topic: "sensors", group: "dash", start: .earliest))

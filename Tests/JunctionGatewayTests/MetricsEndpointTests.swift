@@ -46,6 +46,10 @@ struct MetricsEndpointTests {
         let (status, _, err) = try await runJunction([], ["check-config", "--config", config, "--plugins", dir.path + "/none.json"])
         #expect(status == 2)
         #expect(err.contains("metrics.listen") && err.contains("loopback"), "\(err)")
+        // Told explicitly, the same address is accepted.
+        try #"{"metrics": {"listen": "0.0.0.0:7403", "allowNonLoopback": true}}"#.write(toFile: config, atomically: true, encoding: .utf8)
+        let (allowed, _, allowedErr) = try await runJunction([], ["check-config", "--config", config, "--plugins", packageRoot() + "/plugins.json"])
+        #expect(allowed == 0, "\(allowedErr)")
 
         try #"{"log": {"level": "loud"}}"#.write(toFile: config, atomically: true, encoding: .utf8)
         let (badLevel, _, levelErr) = try await runJunction([], ["check-config", "--config", config, "--plugins", dir.path + "/none.json"])

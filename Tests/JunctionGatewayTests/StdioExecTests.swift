@@ -136,4 +136,41 @@ struct StdioExecTests {
         await client.close()
         #expect(await gateway.stop() == 0)
     }
+
+    @Test("an exec child's ack waits for its earlier publishes; when one is refused, the ack becomes a nack and the message comes again")
+    func execAckAfterRefusedPublish() async throws {
+        let dir = TemporaryDirectory()
+        let child = dir.path + "/copier.py"
+        let log = dir.path + "/attempts.log"
+        // Attempt 1: publish into a topic name the broker refuses, then ack.
+        // Later attempts: publish a good copy, then ack.
+        try """
+            import json, sys
+            with open(sys.argv[1], "a") as out:
+                for line in sys.stdin:
+                    d = json.loads(line)
+                    out.write(f"{d['body']} {d['attempt']}\\n"); out.flush()
+                    topic = "bad topic" if d["attempt"] == 1 else "copies"
+                    print(json.dumps({"publish": {"topic": topic, "body": d["body"]}}), flush=True)
+                    print(json.dumps({"ack": d["id"]}), flush=True)
+            """.write(toFile: child, atomically: true, encoding: .utf8)
+        let gateway = try await GatewayProcess.start(directory: dir.path, extraPlugins: [
+            #"{"name": "copier", "type": "exec", "settings": {"command": ["python3", "\#(child)", "\#(log)"], "subscription": {"topic": "originals", "group": "copier", "from": "earliest", "ackTimeoutMs": 60000}}}"#,
+        ])
+        let client = try await JunctionClient.connect(port: gateway.port, reconnect: false)
+        _ = try await client.publish((0..<10).map { Message(topic: "originals", body: Array("o\($0)".utf8)) })
+        try await waitUntil(seconds: 60, "the copier's group did not drain") {
+            try await client.listGroups("copier").first?.queues.allSatisfy { $0.lag == 0 && $0.inFlight == 0 } == true
+        }
+        let attempts = try String(contentsOfFile: log, encoding: .utf8).split(separator: "\n").map { $0.split(separator: " ") }
+        for n in 0..<10 {
+            let seen = attempts.filter { $0[0] == "o\(n)" }.map { Int($0[1])! }
+            #expect(seen.contains(1) && seen.contains(2), "o\(n): the ack after a refused publish must not consume it (attempts \(seen))")
+        }
+        let copies = try await client.subscribe(WireSubscription(topic: "copies", group: "check", start: .earliest))
+        #expect(Set(try await bodies(of: copies, count: 10, "the copies")) == Set((0..<10).map { "o\($0)" }))
+        #expect(gateway.process.lines.contains { $0.contains("acks written after it become nacks") })
+        await client.close()
+        #expect(await gateway.stop() == 0)
+    }
 }
