@@ -21,6 +21,8 @@ public struct BrokerError: Error, CustomStringConvertible, Sendable {
         public static let conflict = Code("conflict")
         /// The broker is shutting down.
         public static let closed = Code("closed")
+        /// Saved broker state (offsets, scheduler progress) cannot be read.
+        public static let unreadableState = Code("unreadable state")
     }
 
     /// The kind of error.

@@ -14,6 +14,10 @@ public struct BrokerSettings: Sendable, Hashable {
     public var routes: [RouteDefinition]
     /// Tokens and what each may do (`auth`); nil when the configuration has none.
     public var access: AccessPolicy?
+    /// Start even when saved broker state (offsets, scheduler progress) cannot
+    /// be read, dropping it (`serve --discard-unreadable-state`); by default such
+    /// a start is refused.
+    public var discardUnreadableState = false
 
     /// Creates settings; the defaults are those documented in docs/CONFIG.md.
     public init(

@@ -26,8 +26,13 @@ public protocol MessageStore: Sendable {
     /// (ms since the epoch); the queue's end when there is none.
     func offset(topic: String, queue: Int, atOrAfter timestamp: Int64) async throws -> UInt64
 
-    /// Every (topic, number of queues) the store holds messages for.
+    /// Every topic the store knows with its queue count: those recorded with
+    /// `saveTopics` and those it holds messages for, the larger count winning.
     func knownTopics() async throws -> [String: Int]
+
+    /// Records topics and their queue counts durably. A count only grows: a
+    /// lower one than recorded changes nothing.
+    func saveTopics(_ topics: [String: Int]) async throws
 
     /// Reads a small named piece of broker state (group offsets, scheduler
     /// progress); nil when it was never saved.

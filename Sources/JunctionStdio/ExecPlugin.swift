@@ -185,8 +185,12 @@ public final class ExecPlugin: Service, Sendable {
         let writeQueue = DispatchQueue(label: "junction-exec-stdin")
         let writer = Task { [self] in
             while true {
-                let batch = await subscription.pull(max: 64)
-                if batch.isEmpty { return }
+                let batch: [Delivery]
+                switch await subscription.take(max: 64) {
+                case .deliveries(let deliveries): batch = deliveries
+                case .timedOut: continue
+                case .closed, .cancelled: return
+                }
                 var bytes: [UInt8] = []
                 inFlight.map.withLock { map in for delivery in batch { map[delivery.message.id.description] = delivery.tag } }
                 for delivery in batch {
@@ -223,15 +227,15 @@ public final class ExecPlugin: Service, Sendable {
             // The ack takes effect only once what the child published before it is durable.
             switch inFlight.settleAck(tag) {
             case nil: break
-            case false?: Task { await subscription.ack(tags: [tag]) }
-            case true?: Task { await subscription.nack(tags: [tag], delayMs: nil) }
+            case false?: subscription.ack(tags: [tag])
+            case true?: subscription.giveBack(tags: [tag])
             }
         case ("nack", .string(let id)):
             guard let tag = inFlight.map.withLock({ $0.removeValue(forKey: id) }) else { return garbage(line, "nack of an id not in flight") }
             var delay: Int?
             if let (_, value) = members.first(where: { $0.key == "delayMs" }), case .number(let text) = value { delay = Int(text) }
             counters.withLock { $0.nacked += 1 }
-            Task { await subscription.nack(tags: [tag], delayMs: delay) }
+            subscription.giveBack(tags: [tag], delayMs: delay)
         case ("publish", let object):
             do {
                 let message = try JSONLines.message(from: object, defaultTopic: nil)
@@ -247,7 +251,7 @@ public final class ExecPlugin: Service, Sendable {
                         counters.withLock { $0.published += 1 }
                     }
                     guard let (tags, failed) = inFlight.publishFinished(failed: refused), !tags.isEmpty else { return }
-                    Task { if failed { await subscription.nack(tags: tags, delayMs: nil) } else { await subscription.ack(tags: tags) } }
+                    if failed { subscription.giveBack(tags: tags) } else { subscription.ack(tags: tags) }
                 }
             } catch {
                 garbage(line, "\(error)")

@@ -187,8 +187,12 @@ public final class StdioPlugin: Service, Sendable {
     private func writeOutput(_ subscription: Subscription) async {
         let queue = DispatchQueue(label: "junction-stdout")
         while true {
-            let batch = await subscription.pull(max: 256)
-            if batch.isEmpty { return }
+            let batch: [Delivery]
+            switch await subscription.take(max: 256) {
+            case .deliveries(let deliveries): batch = deliveries
+            case .timedOut: continue
+            case .closed, .cancelled: return
+            }
             var bytes: [UInt8] = []
             for delivery in batch {
                 if settings.outputFormat == .json {
@@ -209,7 +213,7 @@ public final class StdioPlugin: Service, Sendable {
                 return
             }
             counters.withLock { $0.written += batch.count }
-            await subscription.ack(batch)
+            subscription.ack(batch)
         }
     }
 

@@ -36,6 +36,16 @@ public final class CommitLog: MessageStore {
     /// What the recovery on open found and did.
     public let recovery: RecoveryReport
 
+    /// Topics recorded with `saveTopics` (file `state/topics`), and the version
+    /// of that record last written, so that a slower write never overwrites a newer one.
+    private let topicRecord: Mutex<(topics: [String: Int], version: Int, written: Int)>
+
+    /// The `state/topics` file: versioned, so that a later version can read or refuse it.
+    struct TopicRecord: Codable {
+        var version: Int
+        var topics: [String: Int]
+    }
+
     /// Opens (creating if needed) the store in `directory`, recovering from a crash
     /// if there was one, and starts its writer thread.
     public init(directory: String, settings: StoreSettings = StoreSettings(), logger: Logger = Logger(label: "junction.store")) throws {
@@ -56,6 +66,17 @@ public final class CommitLog: MessageStore {
             settings: settings, logger: logger
         ).run()
         self.recovery = recovered.report
+        let topicsPath = directory + "/state/topics"
+        var recorded: [String: Int] = [:]
+        if StoreDirectory.exists(topicsPath) {
+            let file = try StoreFile(path: topicsPath, create: false)
+            let bytes = try file.read(count: Int(try file.size()), at: 0)
+            guard let record = try? JSONDecoder().decode(TopicRecord.self, from: Data(bytes)), record.version == 1 else {
+                throw StoreError(.corruptState, "\(topicsPath) (the topics and their queue counts) cannot be read; restore it from a backup, or delete it to let the store count each topic's queues from the messages it holds (a topic whose last queues are empty then gets fewer queues)")
+            }
+            recorded = record.topics
+        }
+        self.topicRecord = Mutex((recorded, 0, 0))
         self.shared = Mutex(SharedState(segments: recovered.segments, queues: recovered.queues))
         self.writer = WriterState(
             active: recovered.segments.last!, nextOffsets: recovered.queues.mapValues(\.end),
@@ -153,10 +174,34 @@ public final class CommitLog: MessageStore {
     }
 
     public func knownTopics() async throws -> [String: Int] {
+        var topics = topicRecord.withLock { $0.topics }
         shared.withLock { state in
-            var topics: [String: Int] = [:]
             for key in state.queues.keys { topics[key.topic] = max(topics[key.topic] ?? 0, key.queue + 1) }
-            return topics
+        }
+        return topics
+    }
+
+    public func saveTopics(_ topics: [String: Int]) async throws {
+        let snapshot = topicRecord.withLock { record -> (topics: [String: Int], version: Int)? in
+            var changed = false
+            for (name, queues) in topics where queues > record.topics[name] ?? 0 {
+                record.topics[name] = queues
+                changed = true
+            }
+            guard changed else { return nil }
+            record.version += 1
+            return (record.topics, record.version)
+        }
+        guard let snapshot else { return }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let bytes = Array(try encoder.encode(TopicRecord(version: 1, topics: snapshot.topics)))
+        let path = directory + "/state/topics"
+        let stateDirectory = directory + "/state"
+        try await onStateQueue { [self] in
+            guard topicRecord.withLock({ $0.written < snapshot.version }) else { return }
+            try StoreDirectory.writeAtomically(bytes, to: path, directory: stateDirectory)
+            topicRecord.withLock { $0.written = snapshot.version }
         }
     }
 

@@ -15,6 +15,8 @@ public struct StoreError: Error, CustomStringConvertible, Sendable {
         public static let incompatibleFormat = Code("incompatible format")
         /// A record before the end of the log is damaged.
         public static let corruptLog = Code("corrupt log")
+        /// A state file (the topics record, say) cannot be read.
+        public static let corruptState = Code("corrupt state")
         /// Another process has the data directory open.
         public static let locked = Code("data directory locked")
         /// A message cannot be stored as it is (a field too long, a bad queue).

@@ -58,6 +58,8 @@ final class ConnectionHandler: ChannelInboundHandler {
         case .subscribe(let id, let options):
             subscribe(context, id: id, options, requestID: frame.requestID)
         case .unsubscribe(let id):
+            // Acks read before the UNSUBSCRIBE count.
+            flushAcks()
             guard let subscription = subscriptions.removeValue(forKey: id) else { return unknownSubscription(context, id, frame.requestID) }
             let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
             let requestID = frame.requestID
@@ -67,24 +69,25 @@ final class ConnectionHandler: ChannelInboundHandler {
             }
         case .pull(let id, let max, let timeoutMs):
             guard let subscription = subscriptions[id] else { return unknownSubscription(context, id, frame.requestID) }
-            let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-            let requestID = frame.requestID
-            Task {
-                let batch = await subscription.core.pull(max: Int(min(max, 4096)), timeout: .milliseconds(Int(timeoutMs)))
-                bound.eventLoop.execute { bound.value.0.write(bound.value.1, Frame(.deliveries(id: id, batch), requestID: requestID)) }
-            }
+            flushAcks()
+            pull(context, subscription, max: Int(min(max, 4096)), timeoutMs: Int64(timeoutMs), requestID: frame.requestID)
         case .ack(let id, let tags):
             guard subscriptions[id] != nil else { return unknownSubscription(context, id, frame.requestID) }
             pendingAcks[id, default: []].append(contentsOf: tags)
-            if frame.requestID != 0 { write(context, Frame(.ok, requestID: frame.requestID)) }
+            // OK only once the group has applied it.
+            if frame.requestID != 0 {
+                flushAcks()
+                write(context, Frame(.ok, requestID: frame.requestID))
+            }
         case .nack(let id, let delayMs, let tags):
             guard let subscription = subscriptions[id] else { return unknownSubscription(context, id, frame.requestID) }
             flushAcks()
-            Task { await subscription.core.nack(tags: tags, delayMs: delayMs < 0 ? nil : Int(delayMs)) }
+            subscription.core.giveBack(tags: tags, delayMs: delayMs < 0 ? nil : Int(delayMs))
             if frame.requestID != 0 { write(context, Frame(.ok, requestID: frame.requestID)) }
         case .credit(let id, let credit):
             guard let subscription = subscriptions[id] else { return unknownSubscription(context, id, frame.requestID) }
-            Task { await subscription.core.setCredit(Int(max(1, credit))) }
+            flushAcks()
+            subscription.core.setCredit(Int(max(1, credit)))
             if frame.requestID != 0 { write(context, Frame(.ok, requestID: frame.requestID)) }
         case .listTopics:
             let topics = broker.topicList.sorted { $0.key < $1.key }.map { TopicInfo(name: $0.key, queues: $0.value) }
@@ -92,11 +95,9 @@ final class ConnectionHandler: ChannelInboundHandler {
         case .listGroups(let group):
             answer(context, requestID: frame.requestID) { broker in .groups(try await broker.groupStats(group: group)) }
         case .createTopic(let name, let queues):
-            do {
-                try broker.createTopic(name, queues: Int(queues))
-                write(context, Frame(.ok, requestID: frame.requestID))
-            } catch {
-                write(context, Frame(Self.errorBody(error), requestID: frame.requestID))
+            answer(context, requestID: frame.requestID) { broker in
+                try await broker.createTopic(name, queues: Int(queues))
+                return .ok
             }
         case .resetOffsets(let group, let start):
             answer(context, requestID: frame.requestID) { broker in
@@ -113,14 +114,33 @@ final class ConnectionHandler: ChannelInboundHandler {
         context.fireChannelReadComplete()
     }
 
-    /// Hands the acks read in this burst to the broker: one call per subscription.
+    /// Applies the acks read since the last command of another kind: one
+    /// call per subscription, before whatever the client sent after them.
     private func flushAcks() {
         guard !pendingAcks.isEmpty else { return }
         for (id, tags) in pendingAcks {
-            guard let subscription = subscriptions[id] else { continue }
-            Task { await subscription.core.ack(tags: tags) }
+            subscriptions[id]?.core.ack(tags: tags)
         }
         pendingAcks.removeAll(keepingCapacity: true)
+    }
+
+    /// Answers a PULL with what waits now, or the first deliveries within the
+    /// timeout (an empty batch when none came). Several PULLs may wait at once.
+    private func pull(_ context: ChannelHandlerContext, _ subscription: TCPSubscription, max: Int, timeoutMs: Int64, requestID: UInt32) {
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        let id = subscription.id
+        let waiter = subscription.core.take(max: max) { result in
+            let batch: [Delivery]
+            if case .deliveries(let deliveries) = result { batch = deliveries } else { batch = [] }
+            bound.eventLoop.execute { bound.value.0.write(bound.value.1, Frame(.deliveries(id: id, batch), requestID: requestID)) }
+        }
+        guard let waiter else { return }
+        let core = subscription.core
+        if timeoutMs == 0 {
+            core.cancelTake(waiter)
+        } else {
+            context.eventLoop.scheduleTask(in: .milliseconds(timeoutMs)) { core.cancelTake(waiter) }
+        }
     }
 
     // MARK: Publishing
@@ -309,6 +329,7 @@ final class ConnectionHandler: ChannelInboundHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        flushAcks()
         closed = true
         machine.closed()
         metrics.disconnected()
@@ -375,8 +396,12 @@ final class TCPSubscription: Sendable {
                     }
                     continue
                 }
-                let batch = await core.pull(max: 256)
-                if batch.isEmpty { break }  // closed
+                let batch: [Delivery]
+                switch await core.take(max: 256) {
+                case .deliveries(let deliveries): batch = deliveries
+                case .timedOut: continue
+                case .closed, .cancelled: return
+                }
                 metrics.sent(batch.count)
                 let id = self.id
                 bound.eventLoop.execute { bound.value.0.push(bound.value.1, id: id, batch) }

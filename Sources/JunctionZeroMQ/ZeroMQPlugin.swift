@@ -414,9 +414,9 @@ public final class ZeroMQPlugin: Service, Sendable {
         guard parts.count == 2, let queue = Int(parts[0]), let offset = UInt64(parts[1]) else { metrics.refused(1); return }
         let tag = DeliveryTag(queue: queue, offset: offset)
         if verb == "ACK" {
-            Task { await subscription.ack(tags: [tag]) }
+            subscription.ack(tags: [tag])
         } else {
-            Task { await subscription.nack(tags: [tag]) }
+            subscription.giveBack(tags: [tag])
         }
     }
 }

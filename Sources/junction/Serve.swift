@@ -23,6 +23,9 @@ struct Serve: AsyncParsableCommand {
     @Flag(name: .customLong("truncate-corrupt"), help: "Cut a damaged log at the damage instead of refusing to start (loses what follows).")
     var truncateCorrupt = false
 
+    @Flag(name: .customLong("discard-unreadable-state"), help: "Start even when saved group offsets or delayed-delivery progress cannot be read, dropping them (groups start where their subscriptions say).")
+    var discardUnreadableState = false
+
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical (default: log.level in the configuration, else info).")
     var logLevel: String?
 
@@ -55,6 +58,7 @@ struct Serve: AsyncParsableCommand {
         let metrics = configuration.metrics.map { _ in GatewayMetrics.bootstrap() }
         if let dataDirectory { configuration.dataDirectory = dataDirectory }
         if truncateCorrupt { configuration.storage.truncateCorruptLog = true }
+        if discardUnreadableState { configuration.broker.discardUnreadableState = true }
         logger.info("configuration loaded", metadata: [
             "config": "\(config)", "plugins": "\(plugins)", "dataDir": "\(configuration.dataDirectory)",
             "flush": "\(configuration.storage.flush.rawValue)", "declaredTopics": "\(configuration.broker.topics.count)",

@@ -76,7 +76,7 @@ struct DeliveryModelTests {
                     let mine = Array(held[id, default: [:]].values)
                     let chosen = mine.filter { _ in Bool.random(using: &random) }
                     guard !chosen.isEmpty else { continue }
-                    await member.ack(chosen)
+                    member.ack(chosen)
                     for delivery in chosen {
                         model.acked.insert(delivery.number)
                         held[id]?[delivery.number] = nil
@@ -126,7 +126,7 @@ struct DeliveryModelTests {
         while true {
             let got = await drain.pull(max: 256, timeout: .milliseconds(20))
             if !got.isEmpty {
-                await drain.ack(got)
+                drain.ack(got)
                 model.acked.formUnion(got.map(\.number))
                 continue
             }

@@ -36,14 +36,14 @@ struct DeliveryTests {
         for await delivery in subscription {
             #expect(delivery.attempt == 1)
             seen.append(delivery.number)
-            await subscription.ack(delivery)
+            subscription.ack(delivery)
             if seen.count == 50 { break }
         }
         #expect(Set(seen) == Set(0..<50))
         try await h.publish("t", count: 10, from: 50)
         let more = try await take(10, from: subscription)
         #expect(Set(more.map(\.number)) == Set(50..<60))
-        await subscription.ack(more)
+        subscription.ack(more)
         let stats = try await h.broker.groupStats(group: "g")
         #expect(stats.first?.queues.map(\.lag) == [0, 0])
         #expect(stats.first?.queues.map(\.committedOffset) == [30, 30])
@@ -61,14 +61,14 @@ struct DeliveryTests {
         let all = byMember.flatMap { $0 }.map(\.number)
         #expect(all.count == 30 && Set(all) == Set(0..<30), "each message once across members")
         // Member 0 acks nothing and leaves: its 10 go to the others.
-        await members[1].ack(byMember[1])
-        await members[2].ack(byMember[2])
+        members[1].ack(byMember[1])
+        members[2].ack(byMember[2])
         await members[0].close()
         let redelivered = try await take(5, from: members[1]) + (try await take(5, from: members[2]))
         #expect(Set(redelivered.map(\.number)) == Set(byMember[0].map(\.number)))
         #expect(redelivered.allSatisfy { $0.attempt == 2 })
-        await members[1].ack(redelivered.filter { $0.tag.queue >= 0 })
-        await members[2].ack(redelivered)
+        members[1].ack(redelivered.filter { $0.tag.queue >= 0 })
+        members[2].ack(redelivered)
         try await h.close()
     }
 
@@ -187,7 +187,7 @@ struct DeliveryTests {
                     #expect(Set(got.map(\.tag.queue)).count == got.count, "two from one queue before an ack: \(got.map(\.tag))")
                     for delivery in got { sequences[delivery.tag.queue, default: []].append(delivery.number) }
                     received += got.count
-                    await member.ack(got)
+                    member.ack(got)
                 }
             }
             return sequences
@@ -204,14 +204,14 @@ struct DeliveryTests {
         do {
             let subscription = try await h.broker.subscribe(SubscriptionOptions(topic: "p", group: "g", start: .earliest, credit: 40))
             let got = try await take(40, from: subscription)
-            await subscription.ack(got.filter { $0.number < 30 })
+            subscription.ack(got.filter { $0.number < 30 })
         }
         h = try await h.reopen()
         let again = try await h.broker.subscribe(SubscriptionOptions(topic: "p", group: "g", start: .latest, credit: 40))
         let redelivered = try await take(10, from: again)
         #expect(Set(redelivered.map(\.number)) == Set(30..<40))
         try await expectNothing(from: again, broker: h.broker)
-        await again.ack(redelivered)
+        again.ack(redelivered)
         try await h.broker.resetOffsets(group: "g", to: .earliest)
         #expect(try await take(40, from: again).count == 40)
         try await h.close()
@@ -256,5 +256,37 @@ extension Sequence where Element: Sendable {
         var result: [T] = []
         for element in self { result.append(try await transform(element)) }
         return result
+    }
+}
+
+@Suite("Taking deliveries")
+struct TakeTests {
+    @Test("a take tells deliveries, a timeout, a cancelled task and a closed subscription apart")
+    func outcomes() async throws {
+        let h = try await DeliveryHarness.open()
+        let subscription = try await h.broker.subscribe(SubscriptionOptions(topic: "k", group: "g", start: .earliest))
+        #expect(await subscription.take(max: 1, timeout: .milliseconds(20)) == .timedOut)
+        let waiting = Task { await subscription.take(max: 1) }
+        waiting.cancel()
+        #expect(await waiting.value == .cancelled)
+        try await h.publish("k", count: 1)
+        guard case .deliveries(let got) = await subscription.take(max: 5, timeout: .seconds(10)) else { Issue.record("no delivery"); return }
+        #expect(got.map(\.number) == [0])
+        await subscription.close()
+        #expect(await subscription.take(max: 1, timeout: .seconds(10)) == .closed)
+        try await h.close()
+    }
+
+    @Test("a route worker woken by a message its filter skips goes on forwarding")
+    func routeSurvivesEmptyWakeUp() async throws {
+        let route = RouteDefinition(name: "hot", sourceTopic: "in", filter: try MessageFilter(tags: "hot"), targetTopic: "out")
+        let h = try await DeliveryHarness.open(settings: BrokerSettings(routes: [route]))
+        let reader = try await h.broker.subscribe(SubscriptionOptions(topic: "out", group: "r", start: .earliest))
+        try await h.publish("in", count: 3, tag: "cold")
+        try await h.publish("in", count: 1, tag: "hot", from: 3)
+        #expect(try await take(1, from: reader).map(\.number) == [3])
+        try await h.publish("in", count: 1, tag: "hot", from: 4)
+        #expect(try await take(1, from: reader).map(\.number) == [4])
+        try await h.close()
     }
 }

@@ -74,7 +74,7 @@ struct DeliveryBenchmarks {
                     while acked.value < total {
                         let batch = await subscription.pull(max: 256, timeout: .milliseconds(50))
                         if batch.isEmpty { continue }
-                        await subscription.ack(batch)
+                        subscription.ack(batch)
                         mine += batch.count
                         acked.add(batch.count)
                     }
@@ -107,7 +107,7 @@ struct DeliveryBenchmarks {
                     let intended = delivery.message.message.body.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
                     _ = histogram.record((now - min(now, intended)) / 1_000)
                 }
-                await subscription.ack(batch)
+                subscription.ack(batch)
                 seen += batch.count
             }
             return histogram

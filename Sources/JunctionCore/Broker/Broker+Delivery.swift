@@ -16,12 +16,12 @@ extension Broker {
             var engine = delivery.engine(named: engineName, definition: definition)
             if engine == nil {
                 let queues = queueCount(of: options.topic) ?? 1
-                var start = try await startOffsets(topic: options.topic, queues: queues, start: options.start)
+                var start = try await startOffsets(topic: options.topic, queues: queues, start: options.start).map { GroupState.QueueProgress(committed: $0) }
                 let previous = delivery.engines().first { $0.name == engineName }
-                if let saved = delivery.savedOffsets(engine: engineName, topic: options.topic) {
+                if let saved = delivery.savedProgress(engine: engineName, topic: options.topic) {
                     for q in saved.indices where q < start.count { start[q] = saved[q] }
                 } else if let previous, previous.definition.topic == options.topic {
-                    let committed = await previous.committedOffsets()
+                    let committed = previous.progress()
                     for q in committed.indices where q < start.count { start[q] = committed[q] }
                 }
                 let fresh = ConsumerGroup(
@@ -30,15 +30,15 @@ extension Broker {
                 let (installed, replaced) = delivery.install(fresh)
                 if let replaced {
                     logger.notice("group redefined", metadata: ["group": "\(options.group)", "was": "\(replaced.definition)", "now": "\(definition)"])
-                    await replaced.shutdown()
+                    replaced.shutdown()
                 }
                 engine = installed
             }
-            let (member, mailbox) = await engine!.join(credit: options.credit)
+            let member = engine!.join(credit: options.credit)
             let closed = ClosedFlag()
-            return Subscription(options: options, engine: engine!, member: member, mailbox: mailbox) { [delivery, engine] in
+            return Subscription(options: options, engine: engine!, member: member) { [delivery, engine] in
                 guard closed.close() else { return }
-                await engine!.leave(member)
+                engine!.leave(member)
                 delivery.release(group: options.group)
             }
         } catch {
@@ -57,7 +57,7 @@ extension Broker {
         }
         for engine in engines {
             let queues = queueCount(of: engine.definition.topic) ?? 1
-            await engine.reset(to: try await startOffsets(topic: engine.definition.topic, queues: queues, start: start))
+            engine.reset(to: try await startOffsets(topic: engine.definition.topic, queues: queues, start: start))
         }
         try await delivery.save(store: store)
     }
@@ -71,7 +71,7 @@ extension Broker {
             for q in 0..<(queueCount(of: engine.definition.topic) ?? 0) {
                 ends.append(try await store.queueRange(topic: engine.definition.topic, queue: q).end)
             }
-            result.append(await engine.stats(ends: ends))
+            result.append(engine.stats(ends: ends))
         }
         return result.sorted { ($0.group, $0.consumerID ?? "") < ($1.group, $1.consumerID ?? "") }
     }

@@ -25,9 +25,13 @@ public final class Broker: Sendable {
         clock: any WallClock = SystemWallClock(), logger: Logger = Logger(label: "junction.broker")
     ) async throws -> Broker {
         let broker = Broker(store: store, settings: settings, clock: clock, logger: logger, stored: try await store.knownTopics())
+        // Declared topics are recorded too: a queue count never shrinks, even
+        // when the configuration later says fewer or forgets the topic.
+        _ = broker.topics.takeUnsaved()
+        try await store.saveTopics(broker.topics.all)
         let remembered = try await broker.rebuildDedupeWindow()
-        try await broker.scheduler.open(store: store)
-        try await broker.delivery.load(store: store)
+        try await broker.scheduler.open(store: store, discardUnreadable: settings.discardUnreadableState, logger: logger)
+        try await broker.delivery.load(store: store, discardUnreadable: settings.discardUnreadableState, logger: logger)
         broker.delivery.startSaving(store: store, clock: clock, intervalMs: Int64(settings.offsetSaveIntervalMs), logger: logger)
         broker.scheduler.start(
             clock: clock,
@@ -63,6 +67,7 @@ public final class Broker: Sendable {
     /// Stops delayed delivery and every consumer group, and saves the groups'
     /// committed offsets. The store stays open (its owner closes it).
     public func close() async {
+        await saveCreatedTopics()
         for worker in routeWorkers.withLock({ workers in defer { workers.removeAll() }; return workers }) { await worker.stop() }
         await scheduler.stop()
         await delivery.stopSaving()
@@ -80,12 +85,32 @@ public final class Broker: Sendable {
     /// Every topic with its queue count (internal topics included).
     public var topicList: [String: Int] { topics.all }
 
-    /// Creates a topic, or raises the queue count of an existing one.
+    /// Creates a topic, or raises the queue count of an existing one; returns
+    /// once the store has recorded it.
     @discardableResult
-    public func createTopic(_ name: String, queues: Int) throws -> Int {
+    public func createTopic(_ name: String, queues: Int) async throws -> Int {
         if let problem = TopicName.problem(with: name) { throw BrokerError(.invalidMessage, problem) }
         guard (1...1024).contains(queues) else { throw BrokerError(.invalidMessage, "a topic has 1 to 1024 queues, not \(queues)") }
-        return topics.create(name, queues: queues).queues
+        let count = topics.create(name, queues: queues).queues
+        try await saveTopics(topics.takeUnsaved())
+        return count
+    }
+
+    /// Records topics created on first use (or by `createTopic`) in the store.
+    private func saveTopics(_ created: [String: Int]) async throws {
+        guard !created.isEmpty else { return }
+        do {
+            try await store.saveTopics(created)
+        } catch {
+            topics.markUnsaved(created.keys)
+            throw error
+        }
+    }
+
+    private func saveCreatedTopics(_ created: [String: Int]? = nil) async {
+        do { try await saveTopics(created ?? topics.takeUnsaved()) } catch {
+            logger.error("cannot record created topics; they are recorded at the next start from what they hold", metadata: ["error": "\(error)"])
+        }
     }
 
     // MARK: Publishing
@@ -178,6 +203,20 @@ public final class Broker: Sendable {
             for key in claimed { dedupe.complete(key, receipt: nil, storedAt: now) }
             return completion(.failure(error))
         }
+        // A topic created by this publish is recorded before the receipt, so
+        // that its queue count (and so every sharding key's queue) survives a restart.
+        let created = topics.takeUnsaved()
+        let answer: @Sendable (Result<[PublishReceipt], any Error>) -> Void
+        if created.isEmpty {
+            answer = completion
+        } else {
+            answer = { [self] result in
+                Task {
+                    await saveCreatedTopics(created)
+                    completion(result)
+                }
+            }
+        }
 
         let finish: @Sendable (Result<[AppendResult], any Error>) -> Void = { [self, receipts, claimed, firstInCall, sameAs, waits, toStore, scheduled, requests, requestTopics] result in
             var receipts = receipts
@@ -185,7 +224,7 @@ public final class Broker: Sendable {
             switch result {
             case .failure(let error):
                 for key in claimed { dedupe.complete(key, receipt: nil, storedAt: now) }
-                return completion(.failure(error))
+                return answer(.failure(error))
             case .success(let stored):
                 results = stored
             }
@@ -210,7 +249,7 @@ public final class Broker: Sendable {
                 receipt.duplicate = true
                 receipts[index] = receipt
             }
-            if waits.isEmpty { return completion(.success(receipts.map { $0! })) }
+            if waits.isEmpty { return answer(.success(receipts.map { $0! })) }
             // Ids another publish was storing: its receipt if it succeeded, else store them now.
             Task { [receipts] in
                 var receipts = receipts
@@ -223,9 +262,9 @@ public final class Broker: Sendable {
                             receipts[index] = try await store([messages[index]], now: clock.now(), isInternal: isInternal, dedupeKeys: [key])[0]
                         }
                     }
-                    completion(.success(receipts.map { $0! }))
+                    answer(.success(receipts.map { $0! }))
                 } catch {
-                    completion(.failure(error))
+                    answer(.failure(error))
                 }
             }
         }

@@ -1,3 +1,5 @@
+import Logging
+import Foundation
 import Synchronization
 
 /// Delayed delivery, RocketMQ's way: a message with a future deliver-at is
@@ -28,17 +30,31 @@ final class DelayScheduler: Sendable {
     private let state = Mutex(State())
     private let loop = Mutex<Task<Void, Never>?>(nil)
 
-    /// Loads progress and the scheduled messages not yet fired.
-    func open(store: any MessageStore) async throws {
+    /// The saved progress: every offset below `doneBelow`, and those in `fired`, were copied.
+    struct Progress: Codable {
+        var version: Int?
+        var doneBelow: UInt64
+        var fired: [UInt64]
+    }
+
+    /// Loads progress and the scheduled messages not yet fired. Progress that
+    /// cannot be read stops the start (messages would fire twice or never),
+    /// unless `discardUnreadable`: then every scheduled message not yet
+    /// fired is fired again, each still once (copies are deduplicated).
+    func open(store: any MessageStore, discardUnreadable: Bool = false, logger: Logger? = nil) async throws {
         var doneBelow: UInt64 = 0
         var fired: Set<UInt64> = []
-        if let saved = try await store.loadState(Self.stateName), case .object = try? JSONValue.parse(bytes: saved),
-           let members = (try? JSONValue.parse(bytes: saved))?.objectMembers {
-            for (key, value) in members {
-                if key == "doneBelow", case .number(let text) = value { doneBelow = UInt64(text) ?? 0 }
-                if key == "fired", case .array(let items) = value {
-                    for case .number(let text) in items { if let offset = UInt64(text) { fired.insert(offset) } }
+        if let saved = try await store.loadState(Self.stateName) {
+            do {
+                let progress = try JSONDecoder().decode(Progress.self, from: Data(saved))
+                doneBelow = progress.doneBelow
+                fired = Set(progress.fired)
+            } catch {
+                let problem = "the delayed-delivery progress (broker state \"\(Self.stateName)\") cannot be read: \(error)"
+                guard discardUnreadable else {
+                    throw BrokerError(.unreadableState, problem + ". Restore the file from a backup, or start with --discard-unreadable-state to read the schedule again from its start")
                 }
+                logger?.warning("discarding unreadable broker state", metadata: ["state": "\(Self.stateName)", "error": "\(error)"])
             }
         }
         let range = try await store.queueRange(topic: Self.topic, queue: 0)
@@ -149,10 +165,10 @@ final class DelayScheduler: Sendable {
     }
 
     static func encodeProgress(doneBelow: UInt64, fired: [UInt64]) -> [UInt8] {
-        Array(JSONValue.object([
-            ("doneBelow", .number(String(doneBelow))),
-            ("fired", .array(fired.map { .number(String($0)) })),
-        ]).serialized.utf8)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        // Encoding three plain fields cannot fail.
+        return Array((try? encoder.encode(Progress(version: 1, doneBelow: doneBelow, fired: fired))) ?? Data())
     }
 
     // A binary min-heap on deliverAt, then offset.

@@ -79,8 +79,12 @@ struct RouteWorker: Sendable {
             start: route.start == .earliest ? .earliest : .latest, credit: 512, maxDeliveries: 1000))
         let task = Task {
             while true {
-                let batch = await subscription.pull(max: 256)
-                if batch.isEmpty { break }  // closed
+                let batch: [Delivery]
+                switch await subscription.take(max: 256) {
+                case .deliveries(let deliveries): batch = deliveries
+                case .timedOut: continue
+                case .closed, .cancelled: return
+                }
                 let copies = batch.map { delivery -> (message: Message, copyOf: String) in
                     var copy = delivery.message.message
                     copy.topic = route.targetTopic
@@ -91,7 +95,7 @@ struct RouteWorker: Sendable {
                 }
                 do {
                     _ = try await broker.publishCopies(copies)
-                    await subscription.ack(batch)
+                    subscription.ack(batch)
                 } catch {
                     broker.logger.error("route could not forward; retrying", metadata: ["route": "\(route.name)", "error": "\(error)"])
                     await subscription.nack(batch)

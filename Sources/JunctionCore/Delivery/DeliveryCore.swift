@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import Synchronization
 
@@ -13,41 +14,71 @@ final class DeliveryCore: Sendable {
         /// What each group's members agreed on, and how many are connected.
         var definitions: [String: (definition: GroupDefinition, members: Int)] = [:]
         var byTopic: [String: [ConsumerGroup]] = [:]
-        /// Committed offsets by engine, as last saved (or loaded).
-        var saved: [String: (topic: String, offsets: [UInt64])] = [:]
+        /// Progress by engine, as last saved (or loaded).
+        var saved: [String: SavedGroup] = [:]
+    }
+
+    /// The saved progress of one engine.
+    struct SavedGroup: Codable, Equatable {
+        var topic: String
+        var queues: [GroupState.QueueProgress]
+    }
+
+    /// The file's shape: versioned, so that a later version can read it or refuse it by name.
+    struct SavedState: Codable {
+        static let currentVersion = 2
+        var version: Int
+        var groups: [String: SavedGroup]
     }
 
     private let state = Mutex(State())
     private let saving = Mutex<Task<Void, Never>?>(nil)
 
-    /// Loads the committed offsets saved by the last run.
-    func load(store: any MessageStore) async throws {
+    /// Loads the progress saved by the last run. State that cannot be read
+    /// stops the start (a group would otherwise silently begin at `latest` and
+    /// skip its backlog), unless `discardUnreadable` says to start afresh.
+    func load(store: any MessageStore, discardUnreadable: Bool, logger: Logger) async throws {
         guard let bytes = try await store.loadState(Self.offsetsStateName) else { return }
-        guard let members = (try? JSONValue.parse(bytes: bytes))?.objectMembers else { return }
-        var saved: [String: (String, [UInt64])] = [:]
-        for (engine, value) in members {
-            guard let fields = value.objectMembers else { continue }
-            var topic = ""
-            var offsets: [UInt64] = []
-            for (key, field) in fields {
-                if key == "topic", case .string(let text) = field { topic = text }
-                if key == "offsets", case .array(let items) = field {
-                    offsets = items.compactMap { if case .number(let text) = $0 { UInt64(text) } else { nil } }
-                }
+        let saved: [String: SavedGroup]
+        do {
+            saved = try Self.decode(bytes)
+        } catch {
+            let problem = "the consumer offsets (broker state \"\(Self.offsetsStateName)\") cannot be read: \(error)"
+            guard discardUnreadable else {
+                throw BrokerError(.unreadableState, problem + ". Restore the file from a backup, or start with --discard-unreadable-state to drop every group's progress (groups then start where their subscriptions say)")
             }
-            saved[engine] = (topic, offsets)
+            logger.warning("discarding unreadable broker state", metadata: ["state": "\(Self.offsetsStateName)", "error": "\(error)"])
+            return
         }
         state.withLock { $0.saved = saved }
     }
 
-    func savedOffsets(engine: String, topic: String) -> [UInt64]? {
-        state.withLock { state in
-            guard let saved = state.saved[engine], saved.topic == topic else { return nil }
-            return saved.offsets
+    /// Reads the current version, or the unversioned one before it (`{engine: {topic, offsets}}`).
+    static func decode(_ bytes: [UInt8]) throws -> [String: SavedGroup] {
+        let decoder = JSONDecoder()
+        if let file = try? decoder.decode(SavedState.self, from: Data(bytes)) {
+            guard file.version <= SavedState.currentVersion else {
+                throw BrokerError(.unreadableState, "written by a newer Junction (state version \(file.version); this one reads up to \(SavedState.currentVersion))")
+            }
+            return file.groups
+        }
+        struct Legacy: Decodable { var topic: String; var offsets: [UInt64] }
+        do {
+            let legacy = try decoder.decode([String: Legacy].self, from: Data(bytes))
+            return legacy.mapValues { SavedGroup(topic: $0.topic, queues: $0.offsets.map { GroupState.QueueProgress(committed: $0) }) }
+        } catch {
+            throw BrokerError(.unreadableState, "not JSON of the expected shape (\(bytes.count) bytes)")
         }
     }
 
-    /// Starts saving committed offsets every `intervalMs`.
+    func savedProgress(engine: String, topic: String) -> [GroupState.QueueProgress]? {
+        state.withLock { state in
+            guard let saved = state.saved[engine], saved.topic == topic else { return nil }
+            return saved.queues
+        }
+    }
+
+    /// Starts saving progress every `intervalMs`.
     func startSaving(store: any MessageStore, clock: any WallClock, intervalMs: Int64, logger: Logger) {
         let task = Task { [self] in
             while !Task.isCancelled {
@@ -58,24 +89,23 @@ final class DeliveryCore: Sendable {
         saving.withLock { $0 = task }
     }
 
-    /// Saves every engine's committed offsets if any changed.
+    /// Saves every engine's progress if any changed.
     func save(store: any MessageStore) async throws {
         let engines = state.withLock { Array($0.engines.values) }
         var changed = false
         var current = state.withLock { $0.saved }
         for engine in engines {
-            let offsets = await engine.committedOffsets()
-            let topic = engine.definition.topic
-            if current[engine.name]?.topic != topic || current[engine.name]?.offsets != offsets {
-                current[engine.name] = (topic, offsets)
+            let group = SavedGroup(topic: engine.definition.topic, queues: engine.progress())
+            if current[engine.name] != group {
+                current[engine.name] = group
                 changed = true
             }
         }
         guard changed else { return }
-        let json = JSONValue.object(current.sorted { $0.key < $1.key }.map { name, value in
-            (name, JSONValue.object([("topic", .string(value.topic)), ("offsets", .array(value.offsets.map { .number(String($0)) }))]))
-        })
-        try await store.saveState(Self.offsetsStateName, Array(json.serialized.utf8))
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let bytes = try encoder.encode(SavedState(version: SavedState.currentVersion, groups: current))
+        try await store.saveState(Self.offsetsStateName, Array(bytes))
         state.withLock { $0.saved = current }
     }
 
@@ -128,7 +158,7 @@ final class DeliveryCore: Sendable {
     /// Wakes every engine reading these topics.
     func notify(topics: some Sequence<String>) {
         let engines = state.withLock { state in topics.flatMap { state.byTopic[$0] ?? [] } }
-        for engine in engines { engine.wake() }
+        for engine in engines { engine.published() }
     }
 
     func engines(ofGroup group: String? = nil) -> [ConsumerGroup] {
@@ -138,6 +168,6 @@ final class DeliveryCore: Sendable {
     }
 
     func shutdown() async {
-        for engine in engines() { await engine.shutdown() }
+        for engine in engines() { engine.shutdown() }
     }
 }

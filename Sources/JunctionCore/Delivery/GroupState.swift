@@ -1,0 +1,594 @@
+/// The whole delivery state of one consumer group (for broadcasting: of one
+/// member), as a plain value: every message between being read and being
+/// consumed, the members with their credit, what each has been handed and has
+/// taken, their waiting takes, and which queue each member owns when ordered.
+///
+/// Events go in as `mutating func`s with the time they happen; actions come
+/// out (read a queue, answer a take, arm the timer, dead-letter messages) for
+/// the one owner, `ConsumerGroup`, to perform. Nothing here waits, reads a
+/// clock or touches the store, so every in-between state — a read in flight, a
+/// dead letter being written — is a case of this value, not a flag guarding
+/// against reentrancy, and tests drive it by hand.
+struct GroupState {
+    typealias MemberID = Int
+    typealias WaiterID = UInt64
+
+    /// What the owner does for the state.
+    enum Action: Equatable {
+        /// Read up to `maxMessages` of `queue` from `from` through the group's
+        /// filter, and report it with `readCompleted` (or `readFailed`) quoting `epoch`.
+        case read(queue: Int, from: UInt64, maxMessages: Int, epoch: Int)
+        /// Answer a waiting take.
+        case answer(WaiterID, TakeResult)
+        /// Call `timerFired` at this time (ms); replaces any earlier arming.
+        case armTimer(at: Int64)
+        /// Publish these copies to the dead-letter topic, then report `deadLettered`.
+        case deadLetter([DeadLetter])
+    }
+
+    /// A message that used up its deliveries, with its dead-letter copy.
+    struct DeadLetter: Equatable {
+        var tag: DeliveryTag
+        var id: MessageID
+        var copy: Message
+        /// The copy's dedupe key: written once, even if written again after a crash.
+        var copyOf: String
+    }
+
+    /// Where a message is between being read and being consumed.
+    enum Stage: Equatable {
+        /// Waits for a member (first delivery or again), not before `due`.
+        case waiting(due: Int64)
+        /// Handed to a member that has not taken it yet (it never times out there).
+        case ready(MemberID)
+        /// Taken by a member (explicit acks); the ack is due at `due`.
+        case taken(MemberID, due: Int64)
+        /// Its dead-letter copy is being written.
+        case deadLettering
+        /// Writing its dead-letter copy failed; tried again at `due`.
+        case deadLetterRetry(due: Int64)
+    }
+
+    struct Pending: Equatable {
+        var message: StoredMessage
+        /// Deliveries made so far.
+        var attempt: Int
+        var stage: Stage
+        /// Why it is being delivered again.
+        var reason: String
+    }
+
+    /// One queue's progress: committed offset and the offsets acked above it.
+    struct QueueProgress: Sendable, Hashable, Codable {
+        /// The lowest offset not yet consumed.
+        var committed: UInt64
+        /// Offsets above `committed` that were acked (not delivered again).
+        var acked: [UInt64]
+
+        init(committed: UInt64, acked: [UInt64] = []) {
+            self.committed = committed
+            self.acked = acked
+        }
+    }
+
+    private struct Queue {
+        var nextRead: UInt64
+        var pending: [UInt64: Pending] = [:]
+        /// Acked offsets above the lowest pending one: skipped when read, saved with the offsets.
+        var acked: Set<UInt64> = []
+        /// The size of the read in flight, if one is.
+        var reading: Int?
+        /// The last read found nothing new and no publish came since.
+        var caughtUp = false
+        var publishedWhileReading = false
+        /// After a failed read: not again before this time.
+        var retryAt: Int64?
+        var redeliveries = 0
+        var deadLetters = 0
+
+        var committed: UInt64 { pending.keys.min() ?? nextRead }
+
+        /// Drops acked offsets the committed offset has passed.
+        mutating func pruneAcked() {
+            guard !acked.isEmpty else { return }
+            let floor = committed
+            acked = acked.filter { $0 >= floor }
+        }
+    }
+
+    private struct Member {
+        var credit: Int
+        /// Handed over, in order; entries no longer `.ready(self)` are skipped.
+        var ready: [DeliveryTag] = []
+        var readyHead = 0
+        var readyCount = 0
+        /// Taken and not yet settled (explicit acks only).
+        var takenCount = 0
+        var waiters: [(id: WaiterID, max: Int)] = []
+    }
+
+    let name: String
+    let group: String
+    let definition: GroupDefinition
+    private var queues: [Queue]
+    private var members: [MemberID: Member] = [:]
+    /// Join order: ordered queues belong to `order[q % order.count]`.
+    private var order: [MemberID] = []
+    private var nextMemberID = 1
+    private var memberCursor = 0
+    private var readCursor = 0
+    /// Raised by a reset: reads started before it are stale.
+    private var epoch = 0
+    /// Messages asked for by reads in flight (unordered groups).
+    private var reserved = 0
+    private var waitingCount = 0
+    private var timerAt: Int64?
+    private(set) var closed = false
+
+    init(name: String, group: String, definition: GroupDefinition, start: [QueueProgress]) {
+        self.name = name
+        self.group = group
+        self.definition = definition
+        self.queues = start.map { progress in Queue(nextRead: progress.committed, acked: Set(progress.acked.filter { $0 >= progress.committed })) }
+    }
+
+    // MARK: Members
+
+    /// A member joins with its credit (prefetch window).
+    mutating func join(credit: Int, now: Int64) -> (MemberID, [Action]) {
+        let id = nextMemberID
+        nextMemberID += 1
+        members[id] = Member(credit: max(1, credit))
+        order.append(id)
+        return (id, dispatch(now: now))
+    }
+
+    /// A member leaves (or its connection died): what it held goes to the
+    /// others; a delivery it never took was never seen and does not count.
+    mutating func leave(_ id: MemberID, now: Int64) -> [Action] {
+        guard let member = members.removeValue(forKey: id) else { return [] }
+        order.removeAll { $0 == id }
+        var actions = member.waiters.map { Action.answer($0.id, .closed) }
+        for q in queues.indices {
+            for (offset, pending) in queues[q].pending {
+                switch pending.stage {
+                case .ready(id):
+                    makeWaiting(q, offset, due: now, reason: "consumer left", uncount: true)
+                case .taken(id, _):
+                    makeWaiting(q, offset, due: now, reason: "consumer left", uncount: false)
+                default:
+                    break
+                }
+            }
+        }
+        actions += dispatch(now: now)
+        return actions
+    }
+
+    /// Changes a member's credit.
+    mutating func setCredit(_ id: MemberID, to credit: Int, now: Int64) -> [Action] {
+        guard members[id] != nil else { return [] }
+        members[id]!.credit = max(1, credit)
+        return dispatch(now: now)
+    }
+
+    var memberCount: Int { members.count }
+
+    // MARK: Taking
+
+    /// What a take found.
+    enum TakeOutcome: Equatable {
+        /// Deliveries now.
+        case deliveries([Delivery])
+        /// Nothing yet: the waiter is answered later by an `.answer` action.
+        case waiting
+        /// The member left or the group shut down.
+        case closed
+    }
+
+    /// A member's consumer takes up to `max` deliveries, or waits as `waiter`.
+    mutating func take(_ id: MemberID, max: Int, waiter: WaiterID, now: Int64) -> (TakeOutcome, [Action]) {
+        guard !closed, members[id] != nil else { return (.closed, []) }
+        if members[id]!.readyCount > 0 {
+            let batch = takeReady(id, max: max, now: now)
+            return (.deliveries(batch), dispatch(now: now))
+        }
+        members[id]!.waiters.append((waiter, Swift.max(1, max)))
+        return (.waiting, [])
+    }
+
+    /// A waiting take gives up (its timeout, or its task was cancelled).
+    mutating func cancelTake(_ id: MemberID, waiter: WaiterID, because result: TakeResult) -> [Action] {
+        guard let index = members[id]?.waiters.firstIndex(where: { $0.id == waiter }) else { return [] }
+        members[id]!.waiters.remove(at: index)
+        return [.answer(waiter, result)]
+    }
+
+    private mutating func takeReady(_ id: MemberID, max: Int, now: Int64) -> [Delivery] {
+        var batch: [Delivery] = []
+        var member = members[id]!
+        while batch.count < max, member.readyHead < member.ready.count {
+            let tag = member.ready[member.readyHead]
+            member.readyHead += 1
+            guard let pending = queues[tag.queue].pending[tag.offset], pending.stage == .ready(id) else { continue }
+            batch.append(Delivery(message: pending.message, attempt: pending.attempt))
+            member.readyCount -= 1
+            if definition.ack == .explicit {
+                member.takenCount += 1
+                // The ack timeout counts from the take.
+                queues[tag.queue].pending[tag.offset]!.stage = .taken(id, due: now + Int64(definition.ackTimeoutMs))
+            } else {
+                // At-most-once: consumed once taken.
+                queues[tag.queue].pending[tag.offset] = nil
+            }
+        }
+        if member.readyHead == member.ready.count {
+            member.ready.removeAll(keepingCapacity: true)
+            member.readyHead = 0
+        } else if member.readyHead > 256 && member.readyHead * 2 > member.ready.count {
+            member.ready.removeFirst(member.readyHead)
+            member.readyHead = 0
+        }
+        members[id] = member
+        return batch
+    }
+
+    // MARK: Acks
+
+    /// Acknowledges deliveries, from whichever member: consumed, never again.
+    mutating func ack(_ tags: [DeliveryTag], now: Int64) -> [Action] {
+        guard definition.ack == .explicit else { return [] }
+        var touched = Set<Int>()
+        for tag in tags where tag.queue < queues.count {
+            guard let pending = queues[tag.queue].pending.removeValue(forKey: tag.offset) else { continue }
+            release(pending.stage)
+            queues[tag.queue].acked.insert(tag.offset)
+            touched.insert(tag.queue)
+        }
+        for q in touched { queues[q].pruneAcked() }
+        return dispatch(now: now)
+    }
+
+    /// Gives deliveries back for redelivery after `delayMs` or the backoff. Only
+    /// the member holding the current attempt, after taking it, can: a late nack
+    /// of an earlier attempt changes nothing, so no message has two holders.
+    mutating func nack(_ tags: [DeliveryTag], delayMs: Int?, member: MemberID, now: Int64) -> [Action] {
+        guard definition.ack == .explicit else { return [] }
+        var dead: [DeadLetter] = []
+        for tag in tags where tag.queue < queues.count {
+            guard case .taken(member, _)? = queues[tag.queue].pending[tag.offset]?.stage else { continue }
+            if let letter = fail(tag, reason: "nacked", delayMs: delayMs, now: now) { dead.append(letter) }
+        }
+        var actions = dead.isEmpty ? [] : [Action.deadLetter(dead)]
+        actions += dispatch(now: now)
+        return actions
+    }
+
+    /// Takes a delivery back from its holder: waits again, or is dead-lettered
+    /// when it used up its deliveries.
+    private mutating func fail(_ tag: DeliveryTag, reason: String, delayMs: Int?, now: Int64) -> DeadLetter? {
+        guard let pending = queues[tag.queue].pending[tag.offset] else { return nil }
+        release(pending.stage)
+        if pending.attempt >= definition.maxDeliveries {
+            queues[tag.queue].pending[tag.offset]!.stage = .deadLettering
+            queues[tag.queue].pending[tag.offset]!.reason = reason
+            return deadLetter(for: queues[tag.queue].pending[tag.offset]!, tag: tag)
+        }
+        let backoff = definition.backoffMs[min(max(pending.attempt - 1, 0), definition.backoffMs.count - 1)]
+        queues[tag.queue].pending[tag.offset]!.stage = .waiting(due: now + Int64(delayMs ?? backoff))
+        queues[tag.queue].pending[tag.offset]!.reason = reason
+        waitingCount += 1
+        return nil
+    }
+
+    /// Frees the member's share of a delivery leaving `stage`.
+    private mutating func release(_ stage: Stage) {
+        switch stage {
+        case .ready(let id): members[id]?.readyCount -= 1
+        case .taken(let id, _): members[id]?.takenCount -= 1
+        case .waiting: waitingCount -= 1
+        case .deadLettering, .deadLetterRetry: break
+        }
+    }
+
+    private mutating func makeWaiting(_ q: Int, _ offset: UInt64, due: Int64, reason: String, uncount: Bool) {
+        guard var pending = queues[q].pending[offset] else { return }
+        release(pending.stage)
+        if uncount { pending.attempt -= 1 }
+        pending.stage = .waiting(due: due)
+        pending.reason = reason
+        queues[q].pending[offset] = pending
+        waitingCount += 1
+    }
+
+    private func deadLetter(for pending: Pending, tag: DeliveryTag) -> DeadLetter {
+        var copy = pending.message.message
+        copy.topic = "%DLQ%" + group
+        copy.deliverAt = nil
+        copy.dedupeID = nil
+        copy.properties["DLQ_ORIGIN_TOPIC"] = definition.topic
+        copy.properties["DLQ_ORIGIN_QUEUE"] = String(tag.queue)
+        copy.properties["DLQ_ORIGIN_OFFSET"] = String(tag.offset)
+        copy.properties["DLQ_ORIGIN_ID"] = pending.message.id.description
+        copy.properties["DLQ_REASON"] = "\(pending.reason) after \(pending.attempt) deliveries (maxDeliveries \(definition.maxDeliveries))"
+        copy.properties["DLQ_GROUP"] = group
+        return DeadLetter(tag: tag, id: pending.message.id, copy: copy, copyOf: "dlq/\(name):\(pending.message.id)")
+    }
+
+    /// The dead-letter copies were written (or not: then tried again in a second).
+    mutating func deadLettered(_ letters: [DeadLetter], stored: Bool, now: Int64) -> [Action] {
+        for letter in letters {
+            let q = letter.tag.queue
+            guard q < queues.count, let pending = queues[q].pending[letter.tag.offset],
+                  pending.message.id == letter.id, pending.stage == .deadLettering else { continue }
+            if stored {
+                queues[q].pending[letter.tag.offset] = nil
+                queues[q].deadLetters += 1
+            } else {
+                queues[q].pending[letter.tag.offset]!.stage = .deadLetterRetry(due: now + 1000)
+            }
+        }
+        for q in Set(letters.map(\.tag.queue)) where q < queues.count { queues[q].pruneAcked() }
+        return dispatch(now: now)
+    }
+
+    // MARK: Time, reads, publishes
+
+    /// The armed time came: ack timeouts, due redeliveries, retries.
+    mutating func timerFired(now: Int64) -> [Action] {
+        timerAt = nil
+        var dead: [DeadLetter] = []
+        for q in queues.indices {
+            if let retry = queues[q].retryAt, retry <= now { queues[q].retryAt = nil }
+            for (offset, pending) in queues[q].pending {
+                switch pending.stage {
+                case .taken(_, let due) where due <= now:
+                    if let letter = fail(DeliveryTag(queue: q, offset: offset), reason: "ack timeout", delayMs: nil, now: now) { dead.append(letter) }
+                case .deadLetterRetry(let due) where due <= now:
+                    queues[q].pending[offset]!.stage = .deadLettering
+                    dead.append(deadLetter(for: pending, tag: DeliveryTag(queue: q, offset: offset)))
+                default:
+                    break
+                }
+            }
+        }
+        var actions = dead.isEmpty ? [] : [Action.deadLetter(dead)]
+        actions += dispatch(now: now)
+        return actions
+    }
+
+    /// Messages were published to the topic, which now has `queueCount` queues.
+    mutating func published(queueCount: Int, now: Int64) -> [Action] {
+        if queueCount > queues.count { queues += (queues.count..<queueCount).map { _ in Queue(nextRead: 0) } }
+        for q in queues.indices {
+            queues[q].caughtUp = false
+            if queues[q].reading != nil { queues[q].publishedWhileReading = true }
+        }
+        return dispatch(now: now)
+    }
+
+    /// A read asked for by `.read` came back.
+    mutating func readCompleted(queue q: Int, from: UInt64, epoch readEpoch: Int, batch: ReadBatch, now: Int64) -> [Action] {
+        guard readEpoch == epoch, q < queues.count, let asked = queues[q].reading, queues[q].nextRead == from else { return [] }
+        finishRead(q, asked: asked)
+        if batch.nextOffset > from {
+            queues[q].nextRead = batch.nextOffset
+            for message in batch.messages where message.queueOffset >= from {
+                if queues[q].acked.remove(message.queueOffset) != nil { continue }
+                queues[q].pending[message.queueOffset] = Pending(message: message, attempt: 0, stage: .waiting(due: now), reason: "")
+                waitingCount += 1
+            }
+            queues[q].pruneAcked()
+        } else {
+            queues[q].caughtUp = !queues[q].publishedWhileReading
+        }
+        queues[q].publishedWhileReading = false
+        return dispatch(now: now)
+    }
+
+    /// A read failed: the queue is read again in a second.
+    mutating func readFailed(queue q: Int, epoch readEpoch: Int, now: Int64) -> [Action] {
+        guard readEpoch == epoch, q < queues.count, let asked = queues[q].reading else { return [] }
+        finishRead(q, asked: asked)
+        queues[q].retryAt = now + 1000
+        return dispatch(now: now)
+    }
+
+    private mutating func finishRead(_ q: Int, asked: Int) {
+        queues[q].reading = nil
+        if !definition.ordered { reserved -= asked }
+    }
+
+    /// Moves every queue to a new start (a queue without one keeps its
+    /// committed offset); what members hold is forgotten.
+    mutating func reset(to offsets: [UInt64], now: Int64) -> [Action] {
+        epoch += 1
+        reserved = 0
+        waitingCount = 0
+        for q in queues.indices {
+            let start = q < offsets.count ? offsets[q] : queues[q].committed
+            queues[q] = Queue(nextRead: start, redeliveries: queues[q].redeliveries, deadLetters: queues[q].deadLetters)
+        }
+        for id in members.keys {
+            members[id]!.ready.removeAll()
+            members[id]!.readyHead = 0
+            members[id]!.readyCount = 0
+            members[id]!.takenCount = 0
+        }
+        return dispatch(now: now)
+    }
+
+    /// Stops: every waiting take is answered closed; nothing more happens.
+    mutating func shutdown() -> [Action] {
+        closed = true
+        var actions: [Action] = []
+        for id in members.keys {
+            actions += members[id]!.waiters.map { .answer($0.id, .closed) }
+            members[id]!.waiters.removeAll()
+        }
+        return actions
+    }
+
+    // MARK: Dispatch
+
+    private func capacity(of id: MemberID) -> Int {
+        guard let member = members[id] else { return 0 }
+        return member.credit - member.readyCount - (definition.ack == .explicit ? member.takenCount : 0)
+    }
+
+    private func owner(of q: Int) -> MemberID? { order.isEmpty ? nil : order[q % order.count] }
+
+    /// The member that gets the next message of queue `q`, if any has credit.
+    private mutating func pickMember(for q: Int) -> MemberID? {
+        guard !order.isEmpty else { return nil }
+        if definition.ordered {
+            let owner = order[q % order.count]
+            return capacity(of: owner) > 0 ? owner : nil
+        }
+        for step in 0..<order.count {
+            let id = order[(memberCursor + step) % order.count]
+            if capacity(of: id) > 0 {
+                memberCursor = (memberCursor + step + 1) % order.count
+                return id
+            }
+        }
+        return nil
+    }
+
+    /// Hands waiting messages to members with credit, answers waiting takes,
+    /// starts the reads that credit allows, and arms the timer.
+    private mutating func dispatch(now: Int64) -> [Action] {
+        guard !closed else { return [] }
+        var actions: [Action] = []
+        if waitingCount > 0 && !order.isEmpty { handOut(now: now) }
+        for id in order where members[id]!.readyCount > 0 && !members[id]!.waiters.isEmpty {
+            while members[id]!.readyCount > 0, !members[id]!.waiters.isEmpty {
+                let waiter = members[id]!.waiters.removeFirst()
+                actions.append(.answer(waiter.id, .deliveries(takeReady(id, max: waiter.max, now: now))))
+            }
+        }
+        // Takes under ack none free credit: hand out what waits once more.
+        if definition.ack == .none && waitingCount > 0 && !actions.isEmpty { handOut(now: now) }
+        startReads(now: now, into: &actions)
+        armTimer(now: now, into: &actions)
+        return actions
+    }
+
+    /// Redeliveries and fresh reads alike, oldest due first.
+    private mutating func handOut(now: Int64) {
+        var ready: [(due: Int64, tag: DeliveryTag)] = []
+        for q in queues.indices {
+            for (offset, pending) in queues[q].pending {
+                if case .waiting(let due) = pending.stage, due <= now { ready.append((due, DeliveryTag(queue: q, offset: offset))) }
+            }
+        }
+        guard !ready.isEmpty else { return }
+        ready.sort { ($0.due, $0.tag) < ($1.due, $1.tag) }
+        var lowest: [Int: UInt64] = [:]
+        for (_, tag) in ready {
+            if definition.ordered {
+                let floor = lowest[tag.queue] ?? queues[tag.queue].pending.keys.min()!
+                lowest[tag.queue] = floor
+                if floor != tag.offset { continue }
+            }
+            guard let id = pickMember(for: tag.queue) else { continue }
+            var pending = queues[tag.queue].pending[tag.offset]!
+            pending.attempt += 1
+            if pending.attempt > 1 { queues[tag.queue].redeliveries += 1 }
+            pending.stage = .ready(id)
+            queues[tag.queue].pending[tag.offset] = pending
+            waitingCount -= 1
+            members[id]!.readyCount += 1
+            members[id]!.ready.append(tag)
+        }
+    }
+
+    private mutating func startReads(now: Int64, into actions: inout [Action]) {
+        guard !order.isEmpty, !queues.isEmpty else { return }
+        if definition.ordered {
+            for q in queues.indices where readable(q, now: now) && queues[q].pending.isEmpty {
+                guard let owner = owner(of: q), capacity(of: owner) > 0 else { continue }
+                queues[q].reading = 1
+                actions.append(.read(queue: q, from: queues[q].nextRead, maxMessages: 1, epoch: epoch))
+            }
+            return
+        }
+        var remaining = order.reduce(0) { $0 + max(0, capacity(of: $1)) } - reserved
+        let count = queues.count
+        for step in 0..<count where remaining > 0 {
+            let q = (readCursor + step) % count
+            guard readable(q, now: now) else { continue }
+            let want = min(128, remaining)
+            queues[q].reading = want
+            reserved += want
+            remaining -= want
+            readCursor = (q + 1) % count
+            actions.append(.read(queue: q, from: queues[q].nextRead, maxMessages: want, epoch: epoch))
+        }
+    }
+
+    private func readable(_ q: Int, now: Int64) -> Bool {
+        queues[q].reading == nil && !queues[q].caughtUp && (queues[q].retryAt.map { $0 <= now } ?? true)
+    }
+
+    private mutating func armTimer(now: Int64, into actions: inout [Action]) {
+        var next = Int64.max
+        for queue in queues {
+            if let retry = queue.retryAt { next = min(next, retry) }
+            for pending in queue.pending.values {
+                switch pending.stage {
+                case .taken(_, let due), .deadLetterRetry(let due): next = min(next, due)
+                case .waiting(let due) where due > now: next = min(next, due)
+                default: break
+                }
+            }
+        }
+        guard next != .max, next < (timerAt ?? .max) else { return }
+        timerAt = next
+        actions.append(.armTimer(at: next))
+    }
+
+    // MARK: Figures
+
+    /// Each queue's committed offset and the offsets acked above it.
+    var progress: [QueueProgress] {
+        queues.map { queue in
+            let committed = queue.committed
+            return QueueProgress(committed: committed, acked: queue.acked.filter { $0 >= committed }.sorted())
+        }
+    }
+
+    /// The committed offset of each queue.
+    var committedOffsets: [UInt64] { queues.map(\.committed) }
+
+    func stats(consumerID: String?, ends: [UInt64]) -> GroupStats {
+        GroupStats(
+            group: group, consumerID: consumerID, topic: definition.topic, members: members.count,
+            queues: queues.indices.map { q in
+                let end = q < ends.count ? ends[q] : queues[q].nextRead
+                let committed = queues[q].committed
+                let inFlight = queues[q].pending.values.count(where: {
+                    switch $0.stage {
+                    case .ready, .taken: true
+                    default: false
+                    }
+                })
+                return QueueStats(
+                    queue: q, committedOffset: committed, endOffset: end, lag: end > committed ? end - committed : 0,
+                    inFlight: inFlight, held: queues[q].pending.count,
+                    redeliveries: queues[q].redeliveries, deadLetters: queues[q].deadLetters)
+            })
+    }
+}
+
+/// What a take of deliveries brought.
+public enum TakeResult: Sendable, Equatable {
+    /// At least one delivery.
+    case deliveries([Delivery])
+    /// None came within the timeout.
+    case timedOut
+    /// The subscription is closed (it left, or the broker shut down): nothing more will come.
+    case closed
+    /// The waiting task was cancelled.
+    case cancelled
+}

@@ -1,0 +1,311 @@
+@testable import JunctionCore
+import JunctionTestSupport
+import Testing
+
+/// Drives a `GroupState` as a value: a log of messages per queue stands in for
+/// the store, reads wait until `settle` serves them, the clock is a number.
+struct GroupDriver {
+    var state: GroupState
+    var now: Int64 = 1_000_000
+    var log: [[StoredMessage]]
+    var reads: [(queue: Int, from: UInt64, max: Int, epoch: Int)] = []
+    var answers: [UInt64: TakeResult] = [:]
+    var timerAt: Int64?
+    var writing: [[GroupState.DeadLetter]] = []
+    var deadLettered: [GroupState.DeadLetter] = []
+    var nextWaiter: UInt64 = 1
+    var readsAsked: [Int] = []
+
+    init(queues: Int = 1, ack: SubscriptionOptions.AckMode = .explicit, ordered: Bool = false, ackTimeoutMs: Int = 1_000, maxDeliveries: Int = 3, backoffMs: [Int] = [100, 500], start: [GroupState.QueueProgress]? = nil) {
+        let definition = GroupDefinition(
+            topic: "t", filter: .all, mode: .clustering, ack: ack, ordered: ordered,
+            ackTimeoutMs: ackTimeoutMs, maxDeliveries: maxDeliveries, backoffMs: backoffMs)
+        state = GroupState(name: "g", group: "g", definition: definition, start: start ?? Array(repeating: GroupState.QueueProgress(committed: 0), count: queues))
+        log = Array(repeating: [], count: queues)
+    }
+
+    mutating func run(_ actions: [GroupState.Action]) {
+        for action in actions {
+            switch action {
+            case .read(let queue, let from, let max, let epoch):
+                reads.append((queue, from, max, epoch))
+                readsAsked.append(max)
+            case .answer(let waiter, let result):
+                #expect(answers[waiter] == nil, "waiter \(waiter) answered twice")
+                answers[waiter] = result
+            case .armTimer(let at):
+                timerAt = at
+            case .deadLetter(let letters):
+                writing.append(letters)
+            }
+        }
+    }
+
+    /// Serves every read (and those they lead to) and completes dead-letter writes.
+    mutating func settle(deadLettersStored: Bool = true) {
+        while !reads.isEmpty || !writing.isEmpty {
+            if !reads.isEmpty { serveRead(0) }
+            if !writing.isEmpty {
+                let letters = writing.removeFirst()
+                if deadLettersStored { deadLettered += letters }
+                run(state.deadLettered(letters, stored: deadLettersStored, now: now))
+            }
+        }
+    }
+
+    mutating func serveRead(_ index: Int) {
+        let read = reads.remove(at: index)
+        let messages = log[read.queue].filter { $0.queueOffset >= read.from }.prefix(read.max)
+        let next = messages.last.map { $0.queueOffset + 1 } ?? read.from
+        run(state.readCompleted(queue: read.queue, from: read.from, epoch: read.epoch, batch: ReadBatch(messages: Array(messages), nextOffset: next), now: now))
+    }
+
+    mutating func publish(_ count: Int, queue: Int = 0) {
+        for _ in 0..<count {
+            let offset = UInt64(log[queue].count)
+            let number = log.reduce(0) { $0 + $1.count }
+            let message = Message(topic: "t", body: Array("\(number)".utf8))
+            log[queue].append(StoredMessage(message: message, id: MessageID(position: UInt64(number), checksum: 0), queue: queue, queueOffset: offset, storeTimestamp: now))
+        }
+        run(state.published(queueCount: log.count, now: now))
+    }
+
+    mutating func join(credit: Int) -> Int {
+        let (id, actions) = state.join(credit: credit, now: now)
+        run(actions)
+        return id
+    }
+
+    /// Takes what waits now (a take with timeout zero).
+    mutating func take(_ member: Int, max: Int = 100) -> [Delivery] {
+        let waiter = nextWaiter
+        nextWaiter += 1
+        let (outcome, actions) = state.take(member, max: max, waiter: waiter, now: now)
+        run(actions)
+        switch outcome {
+        case .deliveries(let batch): return batch
+        case .closed: return []
+        case .waiting:
+            run(state.cancelTake(member, waiter: waiter, because: .timedOut))
+            if case .deliveries(let batch)? = answers[waiter] { return batch }
+            return []
+        }
+    }
+
+    /// Starts a take that waits; returns its waiter id.
+    mutating func wait(_ member: Int, max: Int = 100) -> UInt64 {
+        let waiter = nextWaiter
+        nextWaiter += 1
+        let (outcome, actions) = state.take(member, max: max, waiter: waiter, now: now)
+        run(actions)
+        #expect(outcome == .waiting)
+        return waiter
+    }
+
+    mutating func advance(by ms: Int64) {
+        now += ms
+        if let at = timerAt, at <= now {
+            timerAt = nil
+            run(state.timerFired(now: now))
+        }
+    }
+
+    var stats: GroupStats { state.stats(consumerID: nil, ends: log.map { UInt64($0.count) }) }
+}
+
+extension Delivery {
+    var bodyText: String { String(decoding: message.message.body, as: UTF8.self) }
+}
+
+@Suite("Group state, driven as a value")
+struct GroupStateTests {
+    @Test("reads follow credit, a take gets what was handed over, an ack commits")
+    func takeAndAck() {
+        var d = GroupDriver()
+        let m = d.join(credit: 2)
+        d.publish(5)
+        #expect(d.readsAsked == [2], "one read, as large as the credit")
+        d.settle()
+        let first = d.take(m)
+        #expect(first.map(\.bodyText) == ["0", "1"] && first.allSatisfy { $0.attempt == 1 })
+        #expect(d.take(m).isEmpty, "credit is used up until an ack")
+        d.run(d.state.ack(first.map(\.tag), now: d.now))
+        d.settle()
+        #expect(d.take(m).map(\.bodyText) == ["2", "3"])
+        #expect(d.state.committedOffsets == [2])
+    }
+
+    @Test("the ack timeout counts from the take; redelivery after the backoff; dead letter after maxDeliveries")
+    func timeoutBackoffDeadLetter() throws {
+        var d = GroupDriver(ackTimeoutMs: 1_000, maxDeliveries: 2, backoffMs: [100, 500])
+        let m = d.join(credit: 1)
+        d.publish(1)
+        d.settle()
+        d.advance(by: 5_000)  // handed over but not taken: no timeout runs
+        let first = d.take(m)
+        #expect(first.count == 1)
+        d.advance(by: 999)
+        #expect(d.stats.queues[0].inFlight == 1)
+        d.advance(by: 1)      // timed out, backoff 100 ms
+        #expect(d.stats.queues[0].inFlight == 0)
+        #expect(d.take(m).isEmpty)
+        d.advance(by: 100)
+        let second = d.take(m)
+        #expect(second.map(\.attempt) == [2])
+        d.run(d.state.nack(second.map(\.tag), delayMs: nil, member: m, now: d.now))
+        #expect(d.writing.count == 1, "second delivery failed: dead-lettered")
+        d.settle()
+        let letter = try #require(d.deadLettered.first)
+        #expect(letter.copy.topic == "%DLQ%g")
+        #expect(letter.copy.properties["DLQ_REASON"] == "nacked after 2 deliveries (maxDeliveries 2)")
+        #expect(d.stats.queues[0].deadLetters == 1 && d.stats.queues[0].lag == 0)
+    }
+
+    @Test("a dead-letter write that fails is tried again, and the message is never delivered meanwhile")
+    func deadLetterRetry() {
+        var d = GroupDriver(maxDeliveries: 1)
+        let m = d.join(credit: 1)
+        d.publish(1)
+        d.settle()
+        let got = d.take(m)
+        d.run(d.state.nack(got.map(\.tag), delayMs: 0, member: m, now: d.now))
+        d.settle(deadLettersStored: false)
+        #expect(d.take(m).isEmpty)
+        d.advance(by: 1_000)
+        #expect(d.writing.count == 1, "written again after a second")
+        d.settle()
+        #expect(d.deadLettered.count == 1 && d.take(m).isEmpty)
+    }
+
+    @Test("a late nack of an earlier attempt changes nothing")
+    func lateNack() {
+        var d = GroupDriver(ackTimeoutMs: 1_000, backoffMs: [100])
+        let a = d.join(credit: 1)
+        d.publish(1)
+        d.settle()
+        let first = d.take(a)
+        d.advance(by: 1_000)  // timed out: again in 100 ms
+        d.publish(1)          // meanwhile member a takes another message
+        d.settle()
+        #expect(d.take(a).map(\.bodyText) == ["1"])
+        let b = d.join(credit: 1)
+        d.advance(by: 100)
+        d.settle()
+        let again = d.take(b)
+        #expect(again.map(\.bodyText) == ["0"] && again.map(\.attempt) == [2])
+        // Member a nacks the attempt it no longer holds: b keeps attempt 2.
+        d.run(d.state.nack(first.map(\.tag), delayMs: 0, member: a, now: d.now))
+        d.settle()
+        #expect(d.take(a).isEmpty && d.take(b).isEmpty)
+        #expect(d.stats.queues[0].inFlight == 2)
+    }
+
+    @Test("two waiting takes are both answered; a cancelled one answers only itself")
+    func severalWaiters() {
+        var d = GroupDriver()
+        let m = d.join(credit: 10)
+        let w1 = d.wait(m, max: 2)
+        let w2 = d.wait(m, max: 2)
+        let w3 = d.wait(m, max: 2)
+        d.run(d.state.cancelTake(m, waiter: w2, because: .timedOut))
+        #expect(d.answers == [w2: .timedOut], "only the cancelled waiter is answered")
+        d.publish(3)
+        d.settle()
+        guard case .deliveries(let one)? = d.answers[w1], case .deliveries(let three)? = d.answers[w3] else {
+            Issue.record("both waiters should get deliveries: \(d.answers)")
+            return
+        }
+        #expect(one.map(\.bodyText) == ["0", "1"] && three.map(\.bodyText) == ["2"])
+        d.run(d.state.cancelTake(m, waiter: w1, because: .timedOut))
+        #expect(d.answers[w1] != .timedOut, "an answered waiter is not answered again")
+    }
+
+    @Test("a member that leaves: its waiting takes are answered closed, what it held goes to the others")
+    func leave() {
+        var d = GroupDriver()
+        let a = d.join(credit: 4)
+        d.publish(4)
+        d.settle()
+        let taken = d.take(a, max: 2)   // 2 taken, 2 handed over and untaken
+        let c = d.join(credit: 1)
+        let waiter = d.wait(c)
+        d.run(d.state.leave(c, now: d.now))
+        #expect(d.answers[waiter] == .closed)
+        let b = d.join(credit: 5)
+        d.run(d.state.leave(a, now: d.now))
+        d.settle()
+        let moved = d.take(b)
+        #expect(Set(moved.map(\.bodyText)) == ["0", "1", "2", "3"])
+        let attempts = Dictionary(uniqueKeysWithValues: moved.map { ($0.bodyText, $0.attempt) })
+        for delivery in taken { #expect(attempts[delivery.bodyText] == 2, "a taken delivery counts") }
+        #expect(moved.filter { $0.attempt == 1 }.count == 2, "an untaken one does not")
+    }
+
+    @Test("a read that was in flight across a reset is ignored")
+    func staleRead() {
+        var d = GroupDriver()
+        let m = d.join(credit: 10)
+        d.publish(3)
+        #expect(d.reads.count == 1)
+        d.run(d.state.reset(to: [2], now: d.now))
+        d.settle()
+        #expect(d.take(m).map(\.bodyText) == ["2"])
+    }
+
+    @Test("reads across queues ask no more than the credit in all")
+    func creditAcrossQueues() {
+        var d = GroupDriver(queues: 4)
+        _ = d.join(credit: 16)
+        for q in 0..<4 { d.publish(100, queue: q) }
+        d.settle()
+        #expect(d.stats.queues.reduce(0) { $0 + $1.held } <= 16)
+    }
+
+    @Test("ordered: one message of a queue at a time, the next after the ack")
+    func ordered() {
+        var d = GroupDriver(queues: 2, ordered: true)
+        let a = d.join(credit: 10)
+        d.publish(3, queue: 0)
+        d.publish(3, queue: 1)
+        d.settle()
+        let first = d.take(a)
+        #expect(first.count == 2 && Set(first.map(\.tag.queue)) == [0, 1])
+        d.run(d.state.ack([first[0].tag], now: d.now))
+        d.settle()
+        let next = d.take(a)
+        #expect(next.map(\.tag) == [DeliveryTag(queue: first[0].tag.queue, offset: 1)])
+    }
+
+    @Test("ack none: consumed when taken; an untaken delivery goes to another member")
+    func ackNone() {
+        var d = GroupDriver(ack: .none)
+        let a = d.join(credit: 2)
+        d.publish(4)
+        d.settle()
+        #expect(d.take(a).count == 2)
+        d.settle()
+        #expect(d.stats.queues[0].committedOffset == 2)
+        let b = d.join(credit: 2)
+        d.run(d.state.leave(a, now: d.now))
+        d.settle()
+        #expect(d.take(b).map(\.bodyText) == ["2", "3"])
+    }
+
+    @Test("acks above the committed offset are kept, and skipped when loaded")
+    func ackedAboveCommitted() {
+        var d = GroupDriver()
+        let m = d.join(credit: 5)
+        d.publish(5)
+        d.settle()
+        let got = d.take(m)
+        d.run(d.state.ack([got[1].tag, got[3].tag], now: d.now))
+        #expect(d.state.progress == [GroupState.QueueProgress(committed: 0, acked: [1, 3])])
+        var reloaded = GroupDriver(start: d.state.progress)
+        reloaded.log = d.log
+        let n = reloaded.join(credit: 5)
+        reloaded.settle()
+        #expect(reloaded.take(n).map(\.bodyText) == ["0", "2", "4"])
+        reloaded.run(reloaded.state.ack([DeliveryTag(queue: 0, offset: 0)], now: reloaded.now))
+        #expect(reloaded.state.progress == [GroupState.QueueProgress(committed: 2)])
+    }
+}
