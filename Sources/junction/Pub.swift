@@ -59,36 +59,53 @@ struct Pub: AsyncParsableCommand {
         }
     }
 
-    /// Reads stdin in batches and keeps up to 64 batches in flight.
+    /// Reads stdin in batches and keeps up to 64 batches in flight. When a
+    /// publish fails, says on stderr how many lines, from the first on, were
+    /// receipted before it, so that a producer knows where to resume.
     private func publishLines(_ client: JunctionClient) async throws {
         let tracker = InFlight(limit: 64)
         var batch: [Message] = []
         var lineNumber = 0
         var total = 0
-        func send(_ messages: [Message]) async throws {
+        func send(_ messages: [Message], firstLine: Int) async throws {
             total += messages.count
             switch mode {
             case "oneway":
                 client.publishOneway(messages)
             case "sync":
-                _ = try await client.publish(messages)
+                do { _ = try await client.publish(messages) } catch {
+                    tracker.failed(atLine: firstLine, error)
+                    throw error
+                }
             default:
                 await tracker.acquire()
-                client.publish(messages) { result in tracker.release(result.map { _ in () }) }
+                client.publish(messages) { result in tracker.release(result.map { _ in () }, firstLine: firstLine) }
             }
             if let failure = tracker.failure { throw failure }
         }
-        while let line = readLine(strippingNewline: true) {
-            lineNumber += 1
-            batch.append(message(Array(line.utf8), line: lineNumber))
-            if batch.count == 256 {
-                try await send(batch)
-                batch.removeAll(keepingCapacity: true)
+        do {
+            while let line = readLine(strippingNewline: true) {
+                lineNumber += 1
+                batch.append(message(Array(line.utf8), line: lineNumber))
+                if batch.count == 256 {
+                    try await send(batch, firstLine: lineNumber - 255)
+                    batch.removeAll(keepingCapacity: true)
+                }
             }
+            if !batch.isEmpty { try await send(batch, firstLine: lineNumber - batch.count + 1) }
+            try await tracker.drain()
+            if mode == "oneway" { try await client.ping() }
+        } catch {
+            await tracker.waitIdle()
+            if mode == "oneway" {
+                FileHandle.standardError.write(Data("sent \(total) of \(lineNumber) lines oneway before the failure (oneway publishes get no receipts)\n".utf8))
+            } else {
+                // Every batch before the first failed one was answered with receipts.
+                let receipted = (tracker.firstFailedLine ?? lineNumber + 1) - 1
+                FileHandle.standardError.write(Data("published \(receipted) of \(lineNumber) lines (lines 1 to \(receipted) are receipted; resume from line \(receipted + 1))\n".utf8))
+            }
+            throw error
         }
-        if !batch.isEmpty { try await send(batch) }
-        try await tracker.drain()
-        if mode == "oneway" { try await client.ping() }
         FileHandle.standardError.write(Data("published \(total) messages to \(topic)\n".utf8))
     }
 }
@@ -98,6 +115,7 @@ final class InFlight: Sendable {
     private struct State {
         var count = 0
         var failure: (any Error)?
+        var firstFailedLine: Int?
         var waiters: [CheckedContinuation<Void, Never>] = []
     }
     private let state = Mutex(State())
@@ -106,6 +124,17 @@ final class InFlight: Sendable {
     init(limit: Int) { self.limit = limit }
 
     var failure: (any Error)? { state.withLock { $0.failure } }
+
+    /// The first line of the earliest batch that failed.
+    var firstFailedLine: Int? { state.withLock { $0.firstFailedLine } }
+
+    /// Records a failed batch (a sync publish, which holds no slot).
+    func failed(atLine line: Int, _ error: any Error) {
+        state.withLock { state in
+            if state.failure == nil { state.failure = error }
+            state.firstFailedLine = min(state.firstFailedLine ?? line, line)
+        }
+    }
 
     func acquire() async {
         await withCheckedContinuation { continuation in
@@ -118,9 +147,12 @@ final class InFlight: Sendable {
         }
     }
 
-    func release<E: Error>(_ result: Result<Void, E>) {
+    func release<E: Error>(_ result: Result<Void, E>, firstLine: Int) {
         let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
-            if case .failure(let error) = result, state.failure == nil { state.failure = error }
+            if case .failure(let error) = result {
+                if state.failure == nil { state.failure = error }
+                state.firstFailedLine = min(state.firstFailedLine ?? firstLine, firstLine)
+            }
             if !state.waiters.isEmpty { return state.waiters.removeFirst() }  // hand the slot over
             state.count -= 1
             return nil
@@ -130,7 +162,13 @@ final class InFlight: Sendable {
 
     /// Waits until nothing is in flight; throws the first failure.
     func drain() async throws {
-        for _ in 0..<limit { await acquire() }
+        await waitIdle()
         if let failure { throw failure }
+    }
+
+    /// Waits until nothing is in flight (it may be called again).
+    func waitIdle() async {
+        for _ in 0..<limit { await acquire() }
+        state.withLock { $0.count -= limit }
     }
 }

@@ -83,10 +83,11 @@ struct Sub: AsyncParsableCommand {
                 }
             }
             let first = try await group.next()!
+            // On the deadline the consumer stops taking (cancellation ends its
+            // iteration) and confirms the acks of the lines it printed before
+            // the subscription closes: those never come again.
             group.cancelAll()
             if let received = first { return received }
-            await subscription.close()
-            // The consumer task ends when the subscription closes.
             while let next = try await group.next() { if let received = next { return received } }
             return 0
         }
