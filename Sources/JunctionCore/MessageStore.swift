@@ -1,3 +1,5 @@
+import Logging
+
 /// The storage the broker core runs on. The embedded commit log implements it;
 /// a backend on a distributed log can replace it without touching the core.
 ///
@@ -47,6 +49,26 @@ public protocol MessageStore: Sendable {
 }
 
 extension MessageStore {
+    /// Reads and decodes a piece of broker state; nil when it was never saved.
+    /// State that cannot be read stops the start with an error naming it (what
+    /// follows from a silent reset is worse), unless `discardUnreadable`: then
+    /// it is logged, dropped, and `dropping` says what that means.
+    func loadBrokerState<T>(
+        _ name: String, describedAs what: String, dropping consequence: String,
+        discardUnreadable: Bool, logger: Logger?, decode: ([UInt8]) throws -> T
+    ) async throws -> T? {
+        guard let bytes = try await loadState(name) else { return nil }
+        do {
+            return try decode(bytes)
+        } catch {
+            guard discardUnreadable else {
+                throw BrokerError(.unreadableState, "\(what) (broker state \"\(name)\") cannot be read: \(error). Restore the file from a backup, or start with --discard-unreadable-state to \(consequence)")
+            }
+            logger?.warning("discarding unreadable broker state", metadata: ["state": "\(name)", "error": "\(error)"])
+            return nil
+        }
+    }
+
     /// Stores messages, each on the queue given, in order, and returns where
     /// they went. Either every message of the call is stored or none is.
     public func append(_ requests: [AppendRequest]) async throws -> [AppendResult] {

@@ -185,12 +185,7 @@ public final class ExecPlugin: Service, Sendable {
         let writeQueue = DispatchQueue(label: "junction-exec-stdin")
         let writer = Task { [self] in
             while true {
-                let batch: [Delivery]
-                switch await subscription.take(max: 64) {
-                case .deliveries(let deliveries): batch = deliveries
-                case .timedOut: continue
-                case .closed, .cancelled: return
-                }
+                guard let batch = await subscription.nextBatch(max: 64) else { return }
                 var bytes: [UInt8] = []
                 inFlight.map.withLock { map in for delivery in batch { map[delivery.message.id.description] = delivery.tag } }
                 for delivery in batch {

@@ -187,12 +187,7 @@ public final class StdioPlugin: Service, Sendable {
     private func writeOutput(_ subscription: Subscription) async {
         let queue = DispatchQueue(label: "junction-stdout")
         while true {
-            let batch: [Delivery]
-            switch await subscription.take(max: 256) {
-            case .deliveries(let deliveries): batch = deliveries
-            case .timedOut: continue
-            case .closed, .cancelled: return
-            }
+            guard let batch = await subscription.nextBatch(max: 256) else { return }
             var bytes: [UInt8] = []
             for delivery in batch {
                 if settings.outputFormat == .json {

@@ -182,24 +182,24 @@ public final class CommitLog: MessageStore {
     }
 
     public func saveTopics(_ topics: [String: Int]) async throws {
-        let snapshot = topicRecord.withLock { record -> (topics: [String: Int], version: Int)? in
+        let snapshot = topicRecord.withLock { record -> (topics: [String: Int], version: Int) in
             var changed = false
             for (name, queues) in topics where queues > record.topics[name] ?? 0 {
                 record.topics[name] = queues
                 changed = true
             }
-            guard changed else { return nil }
-            record.version += 1
+            if changed { record.version += 1 }
             return (record.topics, record.version)
         }
-        guard let snapshot else { return }
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
-        let bytes = Array(try encoder.encode(TopicRecord(version: 1, topics: snapshot.topics)))
+        // Through the serial state queue even when nothing changed: a caller
+        // whose counts another call is writing returns once that write is done.
         let path = directory + "/state/topics"
         let stateDirectory = directory + "/state"
         try await onStateQueue { [self] in
             guard topicRecord.withLock({ $0.written < snapshot.version }) else { return }
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys]
+            let bytes = Array(try encoder.encode(TopicRecord(version: 1, topics: snapshot.topics)))
             try StoreDirectory.writeAtomically(bytes, to: path, directory: stateDirectory)
             topicRecord.withLock { $0.written = snapshot.version }
         }

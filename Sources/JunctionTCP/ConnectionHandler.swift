@@ -396,12 +396,7 @@ final class TCPSubscription: Sendable {
                     }
                     continue
                 }
-                let batch: [Delivery]
-                switch await core.take(max: 256) {
-                case .deliveries(let deliveries): batch = deliveries
-                case .timedOut: continue
-                case .closed, .cancelled: return
-                }
+                guard let batch = await core.nextBatch(max: 256) else { return }
                 metrics.sent(batch.count)
                 let id = self.id
                 bound.eventLoop.execute { bound.value.0.push(bound.value.1, id: id, batch) }

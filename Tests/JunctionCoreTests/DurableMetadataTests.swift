@@ -61,6 +61,13 @@ struct DurableMetadataTests {
         await #expect(throws: BrokerError.self) { try await DeliveryHarness.open(h.directory).close() }
     }
 
+    @Test("offsets written by a newer version are refused, saying so")
+    func newerVersion() {
+        #expect { try DeliveryCore.decode(Array(#"{"version": 3, "groups": {}}"#.utf8)) } throws: { error in
+            "\(error)".contains("newer Junction (state version 3")
+        }
+    }
+
     @Test("offsets saved before versioning are still read")
     func legacyOffsets() throws {
         let legacy = Array(#"{"g": {"topic": "t", "offsets": [3, 4]}}"#.utf8)

@@ -104,4 +104,28 @@ struct TCPCommandOrderTests {
         await again.close()
         #expect(await gateway.stop() == 0)
     }
+
+    @Test("a PULL waiting when its subscription is UNSUBSCRIBEd is answered with no deliveries")
+    func pullAnsweredByUnsubscribe() async throws {
+        let dir = TemporaryDirectory()
+        let gateway = try await GatewayProcess.start(directory: dir.path)
+        let session = try RawSession(port: gateway.port)
+        var skipped: [Frame] = []
+        session.send([
+            Frame(.hello(version: 1, client: "raw", token: nil), requestID: 1),
+            Frame(.subscribe(id: 3, options: WireSubscription(topic: "quiet", group: "g", credit: 10, pull: true)), requestID: 2),
+        ])
+        _ = try session.answer(to: 2, skipped: &skipped)
+        // The PULL would wait 60 s; the UNSUBSCRIBE behind it ends the wait.
+        session.send([Frame(.pull(id: 3, max: 10, timeoutMs: 60_000), requestID: 3), Frame(.unsubscribe(id: 3), requestID: 4)])
+        var answers: [UInt32: Frame.Body] = [:]
+        while answers.count < 2 {
+            let frame = try session.next()
+            answers[frame.requestID] = frame.body
+        }
+        guard case .deliveries(3, let none)? = answers[3] else { Issue.record("the PULL got \(String(describing: answers[3]))"); return }
+        #expect(none.isEmpty)
+        guard case .ok? = answers[4] else { Issue.record("the UNSUBSCRIBE got \(String(describing: answers[4]))"); return }
+        #expect(await gateway.stop() == 0)
+    }
 }

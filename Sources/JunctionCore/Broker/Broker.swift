@@ -27,8 +27,7 @@ public final class Broker: Sendable {
         let broker = Broker(store: store, settings: settings, clock: clock, logger: logger, stored: try await store.knownTopics())
         // Declared topics are recorded too: a queue count never shrinks, even
         // when the configuration later says fewer or forgets the topic.
-        _ = broker.topics.takeUnsaved()
-        try await store.saveTopics(broker.topics.all)
+        try await broker.record(broker.topics.all)
         let remembered = try await broker.rebuildDedupeWindow()
         try await broker.scheduler.open(store: store, discardUnreadable: settings.discardUnreadableState, logger: logger)
         try await broker.delivery.load(store: store, discardUnreadable: settings.discardUnreadableState, logger: logger)
@@ -67,7 +66,9 @@ public final class Broker: Sendable {
     /// Stops delayed delivery and every consumer group, and saves the groups'
     /// committed offsets. The store stays open (its owner closes it).
     public func close() async {
-        await saveCreatedTopics()
+        do { try await record(topics.all) } catch {
+            logger.error("cannot record the topics; the next start counts queues from what they hold", metadata: ["error": "\(error)"])
+        }
         for worker in routeWorkers.withLock({ workers in defer { workers.removeAll() }; return workers }) { await worker.stop() }
         await scheduler.stop()
         await delivery.stopSaving()
@@ -92,25 +93,15 @@ public final class Broker: Sendable {
         if let problem = TopicName.problem(with: name) { throw BrokerError(.invalidMessage, problem) }
         guard (1...1024).contains(queues) else { throw BrokerError(.invalidMessage, "a topic has 1 to 1024 queues, not \(queues)") }
         let count = topics.create(name, queues: queues).queues
-        try await saveTopics(topics.takeUnsaved())
+        try await record([name: count])
         return count
     }
 
-    /// Records topics created on first use (or by `createTopic`) in the store.
-    private func saveTopics(_ created: [String: Int]) async throws {
-        guard !created.isEmpty else { return }
-        do {
-            try await store.saveTopics(created)
-        } catch {
-            topics.markUnsaved(created.keys)
-            throw error
-        }
-    }
-
-    private func saveCreatedTopics(_ created: [String: Int]? = nil) async {
-        do { try await saveTopics(created ?? topics.takeUnsaved()) } catch {
-            logger.error("cannot record created topics; they are recorded at the next start from what they hold", metadata: ["error": "\(error)"])
-        }
+    /// Has the store record topics and their queue counts.
+    private func record(_ counts: [String: Int]) async throws {
+        guard !counts.isEmpty else { return }
+        try await store.saveTopics(counts)
+        topics.recorded(counts)
     }
 
     // MARK: Publishing
@@ -203,16 +194,19 @@ public final class Broker: Sendable {
             for key in claimed { dedupe.complete(key, receipt: nil, storedAt: now) }
             return completion(.failure(error))
         }
-        // A topic created by this publish is recorded before the receipt, so
-        // that its queue count (and so every sharding key's queue) survives a restart.
-        let created = topics.takeUnsaved()
+        // A topic not yet recorded (created by this publish, say) is recorded
+        // before the receipt, so that its queue count (and so every sharding
+        // key's queue) survives a restart.
+        let unrecorded = topics.unrecorded(among: requestTopics)
         let answer: @Sendable (Result<[PublishReceipt], any Error>) -> Void
-        if created.isEmpty {
+        if unrecorded.isEmpty {
             answer = completion
         } else {
             answer = { [self] result in
                 Task {
-                    await saveCreatedTopics(created)
+                    do { try await record(unrecorded) } catch {
+                        logger.error("cannot record a new topic; the next start counts its queues from what it holds", metadata: ["error": "\(error)"])
+                    }
                     completion(result)
                 }
             }

@@ -44,18 +44,11 @@ final class DelayScheduler: Sendable {
     func open(store: any MessageStore, discardUnreadable: Bool = false, logger: Logger? = nil) async throws {
         var doneBelow: UInt64 = 0
         var fired: Set<UInt64> = []
-        if let saved = try await store.loadState(Self.stateName) {
-            do {
-                let progress = try JSONDecoder().decode(Progress.self, from: Data(saved))
-                doneBelow = progress.doneBelow
-                fired = Set(progress.fired)
-            } catch {
-                let problem = "the delayed-delivery progress (broker state \"\(Self.stateName)\") cannot be read: \(error)"
-                guard discardUnreadable else {
-                    throw BrokerError(.unreadableState, problem + ". Restore the file from a backup, or start with --discard-unreadable-state to read the schedule again from its start")
-                }
-                logger?.warning("discarding unreadable broker state", metadata: ["state": "\(Self.stateName)", "error": "\(error)"])
-            }
+        if let progress = try await store.loadBrokerState(
+            Self.stateName, describedAs: "the delayed-delivery progress", dropping: "read the schedule again from its start",
+            discardUnreadable: discardUnreadable, logger: logger, decode: { try JSONDecoder().decode(Progress.self, from: Data($0)) }) {
+            doneBelow = progress.doneBelow
+            fired = Set(progress.fired)
         }
         let range = try await store.queueRange(topic: Self.topic, queue: 0)
         var offset = max(doneBelow, range.min)

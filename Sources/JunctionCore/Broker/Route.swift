@@ -79,12 +79,7 @@ struct RouteWorker: Sendable {
             start: route.start == .earliest ? .earliest : .latest, credit: 512, maxDeliveries: 1000))
         let task = Task {
             while true {
-                let batch: [Delivery]
-                switch await subscription.take(max: 256) {
-                case .deliveries(let deliveries): batch = deliveries
-                case .timedOut: continue
-                case .closed, .cancelled: return
-                }
+                guard let batch = await subscription.nextBatch(max: 256) else { return }
                 let copies = batch.map { delivery -> (message: Message, copyOf: String) in
                     var copy = delivery.message.message
                     copy.topic = route.targetTopic

@@ -40,8 +40,8 @@ final class Topic: Sendable {
 /// first use when that is allowed.
 final class TopicRegistry: Sendable {
     private let topics: Mutex<[String: Topic]>
-    /// Topics created or grown since the store last recorded them.
-    private let unsaved = Mutex<Set<String>>([])
+    /// Topics created or grown and not yet recorded by the store.
+    private let unrecorded = Mutex<Set<String>>([])
     let autoCreate: Bool
     let defaultQueues: Int
 
@@ -67,7 +67,7 @@ final class TopicRegistry: Sendable {
             guard autoCreate || isInternal else { return nil }
             let topic = Topic(name: name, queues: name.hasPrefix("%") ? 1 : defaultQueues)
             topics[name] = topic
-            unsaved.withLock { _ = $0.insert(name) }
+            unrecorded.withLock { _ = $0.insert(name) }
             return topic
         }
         guard let found else {
@@ -81,24 +81,28 @@ final class TopicRegistry: Sendable {
         topics.withLock { topics in
             let topic = Topic(name: name, queues: max(queues, topics[name]?.queues ?? 0))
             topics[name] = topic
-            unsaved.withLock { _ = $0.insert(name) }
+            unrecorded.withLock { _ = $0.insert(name) }
             return topic
         }
     }
 
     var all: [String: Int] { topics.withLock { $0.mapValues(\.queues) } }
 
-    /// The topics created or grown since the last call, with their queue counts.
-    func takeUnsaved() -> [String: Int] {
-        let names = unsaved.withLock { names in defer { names.removeAll() }; return names }
-        guard !names.isEmpty else { return [:] }
-        return topics.withLock { topics in
+    /// Which of these topics the store has not recorded yet, with their queue counts.
+    func unrecorded(among topics: [Topic]) -> [String: Int] {
+        unrecorded.withLock { names in
+            guard !names.isEmpty else { return [:] }
             var result: [String: Int] = [:]
-            for name in names { result[name] = topics[name]?.queues }
+            for topic in topics where names.contains(topic.name) { result[topic.name] = topic.queues }
             return result
         }
     }
 
-    /// Marks topics as not yet recorded (their save failed).
-    func markUnsaved(_ names: some Sequence<String>) { unsaved.withLock { $0.formUnion(names) } }
+    /// The store recorded these topics (with at least the counts they had when asked).
+    func recorded(_ counts: [String: Int]) {
+        let current = all
+        unrecorded.withLock { names in
+            for (name, queues) in counts where (current[name] ?? 0) <= queues { names.remove(name) }
+        }
+    }
 }

@@ -262,8 +262,6 @@ final class ConsumerGroup: Sendable {
 
     // MARK: Offsets and figures
 
-    func committedOffsets() -> [UInt64] { owned.withLock { $0.state.committedOffsets } }
-
     func progress() -> [GroupState.QueueProgress] { owned.withLock { $0.state.progress } }
 
     func reset(to offsets: [UInt64]) { apply { state, now in state.reset(to: offsets, now: now) } }

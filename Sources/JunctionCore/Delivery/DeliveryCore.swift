@@ -38,18 +38,10 @@ final class DeliveryCore: Sendable {
     /// stops the start (a group would otherwise silently begin at `latest` and
     /// skip its backlog), unless `discardUnreadable` says to start afresh.
     func load(store: any MessageStore, discardUnreadable: Bool, logger: Logger) async throws {
-        guard let bytes = try await store.loadState(Self.offsetsStateName) else { return }
-        let saved: [String: SavedGroup]
-        do {
-            saved = try Self.decode(bytes)
-        } catch {
-            let problem = "the consumer offsets (broker state \"\(Self.offsetsStateName)\") cannot be read: \(error)"
-            guard discardUnreadable else {
-                throw BrokerError(.unreadableState, problem + ". Restore the file from a backup, or start with --discard-unreadable-state to drop every group's progress (groups then start where their subscriptions say)")
-            }
-            logger.warning("discarding unreadable broker state", metadata: ["state": "\(Self.offsetsStateName)", "error": "\(error)"])
-            return
-        }
+        guard let saved = try await store.loadBrokerState(
+            Self.offsetsStateName, describedAs: "the consumer offsets",
+            dropping: "drop every group's progress (groups then start where their subscriptions say)",
+            discardUnreadable: discardUnreadable, logger: logger, decode: Self.decode) else { return }
         state.withLock { $0.saved = saved }
     }
 

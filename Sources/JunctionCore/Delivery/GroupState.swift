@@ -94,6 +94,13 @@ struct GroupState {
             let floor = committed
             acked = acked.filter { $0 >= floor }
         }
+
+        /// Remembers acks of offsets above the committed one (those below it need no record).
+        mutating func recordAcks(_ offsets: [UInt64]) {
+            let floor = committed
+            for offset in offsets where offset > floor { acked.insert(offset) }
+            if acked.contains(where: { $0 < floor }) { acked = acked.filter { $0 >= floor } }
+        }
     }
 
     private struct Member {
@@ -121,9 +128,14 @@ struct GroupState {
     private var epoch = 0
     /// Messages asked for by reads in flight (unordered groups).
     private var reserved = 0
-    private var waitingCount = 0
+    /// Every message in `.waiting`: what a hand-out looks at, instead of all that is pending.
+    private var waiting: Set<DeliveryTag> = []
+    /// The armed timer, and the earliest deadline made since the last dispatch:
+    /// a dispatch arms the timer only when that is earlier, and the timer's
+    /// firing looks at every deadline again.
     private var timerAt: Int64?
-    private(set) var closed = false
+    private var newDeadline: Int64?
+    private var closed = false
 
     init(name: String, group: String, definition: GroupDefinition, start: [QueueProgress]) {
         self.name = name
@@ -171,8 +183,6 @@ struct GroupState {
         members[id]!.credit = max(1, credit)
         return dispatch(now: now)
     }
-
-    var memberCount: Int { members.count }
 
     // MARK: Taking
 
@@ -222,6 +232,7 @@ struct GroupState {
                 queues[tag.queue].pending[tag.offset] = nil
             }
         }
+        if definition.ack == .explicit && !batch.isEmpty { note(now + Int64(definition.ackTimeoutMs)) }
         if member.readyHead == member.ready.count {
             member.ready.removeAll(keepingCapacity: true)
             member.readyHead = 0
@@ -238,14 +249,13 @@ struct GroupState {
     /// Acknowledges deliveries, from whichever member: consumed, never again.
     mutating func ack(_ tags: [DeliveryTag], now: Int64) -> [Action] {
         guard definition.ack == .explicit else { return [] }
-        var touched = Set<Int>()
+        var acked: [Int: [UInt64]] = [:]
         for tag in tags where tag.queue < queues.count {
             guard let pending = queues[tag.queue].pending.removeValue(forKey: tag.offset) else { continue }
-            release(pending.stage)
-            queues[tag.queue].acked.insert(tag.offset)
-            touched.insert(tag.queue)
+            release(pending.stage, of: tag)
+            acked[tag.queue, default: []].append(tag.offset)
         }
-        for q in touched { queues[q].pruneAcked() }
+        for (q, offsets) in acked { queues[q].recordAcks(offsets) }
         return dispatch(now: now)
     }
 
@@ -268,37 +278,40 @@ struct GroupState {
     /// when it used up its deliveries.
     private mutating func fail(_ tag: DeliveryTag, reason: String, delayMs: Int?, now: Int64) -> DeadLetter? {
         guard let pending = queues[tag.queue].pending[tag.offset] else { return nil }
-        release(pending.stage)
+        release(pending.stage, of: tag)
         if pending.attempt >= definition.maxDeliveries {
             queues[tag.queue].pending[tag.offset]!.stage = .deadLettering
             queues[tag.queue].pending[tag.offset]!.reason = reason
             return deadLetter(for: queues[tag.queue].pending[tag.offset]!, tag: tag)
         }
         let backoff = definition.backoffMs[min(max(pending.attempt - 1, 0), definition.backoffMs.count - 1)]
-        queues[tag.queue].pending[tag.offset]!.stage = .waiting(due: now + Int64(delayMs ?? backoff))
+        let due = now + Int64(delayMs ?? backoff)
+        queues[tag.queue].pending[tag.offset]!.stage = .waiting(due: due)
         queues[tag.queue].pending[tag.offset]!.reason = reason
-        waitingCount += 1
+        waiting.insert(tag)
+        if due > now { note(due) }
         return nil
     }
 
     /// Frees the member's share of a delivery leaving `stage`.
-    private mutating func release(_ stage: Stage) {
+    private mutating func release(_ stage: Stage, of tag: DeliveryTag) {
         switch stage {
         case .ready(let id): members[id]?.readyCount -= 1
         case .taken(let id, _): members[id]?.takenCount -= 1
-        case .waiting: waitingCount -= 1
+        case .waiting: waiting.remove(tag)
         case .deadLettering, .deadLetterRetry: break
         }
     }
 
     private mutating func makeWaiting(_ q: Int, _ offset: UInt64, due: Int64, reason: String, uncount: Bool) {
         guard var pending = queues[q].pending[offset] else { return }
-        release(pending.stage)
+        let tag = DeliveryTag(queue: q, offset: offset)
+        release(pending.stage, of: tag)
         if uncount { pending.attempt -= 1 }
         pending.stage = .waiting(due: due)
         pending.reason = reason
         queues[q].pending[offset] = pending
-        waitingCount += 1
+        waiting.insert(tag)
     }
 
     private func deadLetter(for pending: Pending, tag: DeliveryTag) -> DeadLetter {
@@ -326,6 +339,7 @@ struct GroupState {
                 queues[q].deadLetters += 1
             } else {
                 queues[q].pending[letter.tag.offset]!.stage = .deadLetterRetry(due: now + 1000)
+                note(now + 1000)
             }
         }
         for q in Set(letters.map(\.tag.queue)) where q < queues.count { queues[q].pruneAcked() }
@@ -352,6 +366,7 @@ struct GroupState {
                 }
             }
         }
+        noteEveryDeadline(now: now)
         var actions = dead.isEmpty ? [] : [Action.deadLetter(dead)]
         actions += dispatch(now: now)
         return actions
@@ -376,7 +391,7 @@ struct GroupState {
             for message in batch.messages where message.queueOffset >= from {
                 if queues[q].acked.remove(message.queueOffset) != nil { continue }
                 queues[q].pending[message.queueOffset] = Pending(message: message, attempt: 0, stage: .waiting(due: now), reason: "")
-                waitingCount += 1
+                waiting.insert(DeliveryTag(queue: q, offset: message.queueOffset))
             }
             queues[q].pruneAcked()
         } else {
@@ -391,6 +406,7 @@ struct GroupState {
         guard readEpoch == epoch, q < queues.count, let asked = queues[q].reading else { return [] }
         finishRead(q, asked: asked)
         queues[q].retryAt = now + 1000
+        note(now + 1000)
         return dispatch(now: now)
     }
 
@@ -404,7 +420,7 @@ struct GroupState {
     mutating func reset(to offsets: [UInt64], now: Int64) -> [Action] {
         epoch += 1
         reserved = 0
-        waitingCount = 0
+        waiting.removeAll()
         for q in queues.indices {
             let start = q < offsets.count ? offsets[q] : queues[q].committed
             queues[q] = Queue(nextRead: start, redeliveries: queues[q].redeliveries, deadLetters: queues[q].deadLetters)
@@ -460,7 +476,7 @@ struct GroupState {
     private mutating func dispatch(now: Int64) -> [Action] {
         guard !closed else { return [] }
         var actions: [Action] = []
-        if waitingCount > 0 && !order.isEmpty { handOut(now: now) }
+        if !waiting.isEmpty && !order.isEmpty { handOut(now: now) }
         for id in order where members[id]!.readyCount > 0 && !members[id]!.waiters.isEmpty {
             while members[id]!.readyCount > 0, !members[id]!.waiters.isEmpty {
                 let waiter = members[id]!.waiters.removeFirst()
@@ -468,19 +484,17 @@ struct GroupState {
             }
         }
         // Takes under ack none free credit: hand out what waits once more.
-        if definition.ack == .none && waitingCount > 0 && !actions.isEmpty { handOut(now: now) }
+        if definition.ack == .none && !waiting.isEmpty && !actions.isEmpty { handOut(now: now) }
         startReads(now: now, into: &actions)
-        armTimer(now: now, into: &actions)
+        armTimer(into: &actions)
         return actions
     }
 
     /// Redeliveries and fresh reads alike, oldest due first.
     private mutating func handOut(now: Int64) {
         var ready: [(due: Int64, tag: DeliveryTag)] = []
-        for q in queues.indices {
-            for (offset, pending) in queues[q].pending {
-                if case .waiting(let due) = pending.stage, due <= now { ready.append((due, DeliveryTag(queue: q, offset: offset))) }
-            }
+        for tag in waiting {
+            if case .waiting(let due)? = queues[tag.queue].pending[tag.offset]?.stage, due <= now { ready.append((due, tag)) }
         }
         guard !ready.isEmpty else { return }
         ready.sort { ($0.due, $0.tag) < ($1.due, $1.tag) }
@@ -497,7 +511,7 @@ struct GroupState {
             if pending.attempt > 1 { queues[tag.queue].redeliveries += 1 }
             pending.stage = .ready(id)
             queues[tag.queue].pending[tag.offset] = pending
-            waitingCount -= 1
+            waiting.remove(tag)
             members[id]!.readyCount += 1
             members[id]!.ready.append(tag)
         }
@@ -531,19 +545,27 @@ struct GroupState {
         queues[q].reading == nil && !queues[q].caughtUp && (queues[q].retryAt.map { $0 <= now } ?? true)
     }
 
-    private mutating func armTimer(now: Int64, into actions: inout [Action]) {
-        var next = Int64.max
+    /// A deadline made by the event being applied.
+    private mutating func note(_ due: Int64) { newDeadline = min(newDeadline ?? due, due) }
+
+    /// After the timer fired: every deadline still ahead.
+    private mutating func noteEveryDeadline(now: Int64) {
         for queue in queues {
-            if let retry = queue.retryAt { next = min(next, retry) }
+            if let retry = queue.retryAt { note(retry) }
             for pending in queue.pending.values {
                 switch pending.stage {
-                case .taken(_, let due), .deadLetterRetry(let due): next = min(next, due)
-                case .waiting(let due) where due > now: next = min(next, due)
+                case .taken(_, let due), .deadLetterRetry(let due): note(due)
+                case .waiting(let due) where due > now: note(due)
                 default: break
                 }
             }
         }
-        guard next != .max, next < (timerAt ?? .max) else { return }
+    }
+
+    private mutating func armTimer(into actions: inout [Action]) {
+        guard let next = newDeadline else { return }
+        newDeadline = nil
+        guard next < (timerAt ?? .max) else { return }
         timerAt = next
         actions.append(.armTimer(at: next))
     }
@@ -557,9 +579,6 @@ struct GroupState {
             return QueueProgress(committed: committed, acked: queue.acked.filter { $0 >= committed }.sorted())
         }
     }
-
-    /// The committed offset of each queue.
-    var committedOffsets: [UInt64] { queues.map(\.committed) }
 
     func stats(consumerID: String?, ends: [UInt64]) -> GroupStats {
         GroupStats(

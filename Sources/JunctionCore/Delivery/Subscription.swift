@@ -29,15 +29,9 @@ public final class Subscription: AsyncSequence, Sendable {
 
         public mutating func next() async -> Delivery? {
             while index >= buffer.count {
-                switch await subscription.take(max: 64) {
-                case .deliveries(let batch):
-                    buffer = batch
-                    index = 0
-                case .timedOut:
-                    continue
-                case .closed, .cancelled:
-                    return nil
-                }
+                guard let batch = await subscription.nextBatch(max: 64) else { return nil }
+                buffer = batch
+                index = 0
             }
             defer { index += 1 }
             return buffer[index]
@@ -52,6 +46,13 @@ public final class Subscription: AsyncSequence, Sendable {
     /// wait at once, each answered once.
     public func take(max: Int, timeout: Duration? = nil) async -> TakeResult {
         await engine.take(member, max: max, timeout: timeout)
+    }
+
+    /// The next deliveries, however long they take to come: nil once the
+    /// subscription is closed or the calling task is cancelled, never empty.
+    public func nextBatch(max: Int) async -> [Delivery]? {
+        if case .deliveries(let batch) = await take(max: max) { return batch }
+        return nil
     }
 
     /// Takes without a task: `answer` is called once, at once when deliveries
