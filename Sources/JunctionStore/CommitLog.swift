@@ -15,6 +15,8 @@ import Synchronization
 public final class CommitLog: MessageStore {
     /// The settings it runs with.
     public let settings: StoreSettings
+    /// The clock that stamps records and ages them for retention.
+    let clock: any WallClock
     /// The data directory.
     public let directory: String
     let logDirectory: String
@@ -48,9 +50,12 @@ public final class CommitLog: MessageStore {
 
     /// Opens (creating if needed) the store in `directory`, recovering from a crash
     /// if there was one, and starts its writer thread.
-    public init(directory: String, settings: StoreSettings = StoreSettings(), logger: Logger = Logger(label: "junction.store")) throws {
+    /// Records are stamped with `clock`'s time and retention ages count by it:
+    /// give it the broker's clock, so that both judge time alike.
+    public init(directory: String, settings: StoreSettings = StoreSettings(), clock: any WallClock = SystemWallClock(), logger: Logger = Logger(label: "junction.store")) throws {
         self.directory = directory
         self.settings = settings
+        self.clock = clock
         self.logger = logger
         self.logDirectory = directory + "/log"
         self.indexDirectory = directory + "/index"
@@ -318,8 +323,9 @@ public final class CommitLog: MessageStore {
     /// Deletes whole segments past the retention limits (never the one being
     /// written) and the index files that only pointed into them.
     @discardableResult
-    public func applyRetention(now: Int64 = Clock.milliseconds()) throws -> RetentionReport {
-        try retentionRun.withLock { _ in
+    public func applyRetention(now: Int64? = nil) throws -> RetentionReport {
+        let now = now ?? clock.now()
+        return try retentionRun.withLock { _ in
             let doomed = shared.withLock { state -> [SegmentView] in
                 var total = state.segments.reduce(UInt64(0)) { $0 + $1.size }
                 var count = 0
@@ -371,9 +377,11 @@ public final class CommitLog: MessageStore {
     // MARK: The writer thread
 
     private func writerLoop() {
-        var lastCheckpoint = Clock.milliseconds()
-        var lastRetention = Clock.milliseconds()
-        var lastFlush = Clock.milliseconds()
+        // The cadence of flushes, checkpoints and retention runs is elapsed time, not the wall clock.
+        func elapsedMs() -> Int64 { Int64(DispatchTime.now().uptimeNanoseconds / 1_000_000) }
+        var lastCheckpoint = elapsedMs()
+        var lastRetention = elapsedMs()
+        var lastFlush = elapsedMs()
         while true {
             let (batch, closing) = shared.withLock { state -> ([PendingAppend], Bool) in
                 let batch = state.pending
@@ -382,7 +390,7 @@ public final class CommitLog: MessageStore {
                 return (batch, state.closing)
             }
             if !batch.isEmpty { writer.commit(batch, log: self) }
-            let now = Clock.milliseconds()
+            let now = elapsedMs()
             if settings.flush == .interval && now - lastFlush >= Int64(settings.flushIntervalMs) {
                 writer.syncDirty(log: self)
                 lastFlush = now
@@ -393,7 +401,7 @@ public final class CommitLog: MessageStore {
             }
             if now - lastRetention >= Int64(settings.retentionCheckIntervalMs) {
                 maintenance.async { [self] in
-                    do { try applyRetention(now: now) } catch { logger.error("retention failed: \(error)") }
+                    do { try applyRetention() } catch { logger.error("retention failed: \(error)") }
                 }
                 lastRetention = now
             }
@@ -485,14 +493,4 @@ struct QueueView: Sendable {
     var min: UInt64
     /// One past the newest committed offset.
     var end: UInt64
-}
-
-/// Wall-clock milliseconds.
-public enum Clock {
-    /// Milliseconds since the Unix epoch.
-    public static func milliseconds() -> Int64 {
-        var spec = timespec()
-        clock_gettime(CLOCK_REALTIME, &spec)
-        return Int64(spec.tv_sec) * 1000 + Int64(spec.tv_nsec) / 1_000_000
-    }
 }

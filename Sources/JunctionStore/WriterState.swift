@@ -28,7 +28,7 @@ final class WriterState: @unchecked Sendable {
             for pending in batch { pending.completion(.failure(failure)) }
             return
         }
-        let timestamp = max(lastTimestamp, Clock.milliseconds())
+        let timestamp = max(lastTimestamp, log.clock.now())
         let segmentBytes = log.settings.segmentBytes
         buffer.removeAll(keepingCapacity: true)
 

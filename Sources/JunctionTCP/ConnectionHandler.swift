@@ -2,7 +2,6 @@ import JunctionCore
 import JunctionProtocol
 import Logging
 import NIOCore
-import Synchronization
 
 /// Serves one native-protocol connection: the handshake, publishes (queued to
 /// the broker straight from the event loop, receipts written when stored),
@@ -20,6 +19,8 @@ final class ConnectionHandler: ChannelInboundHandler {
     private var machine: ConnectionStateMachine
     private var subscriptions: [UInt32: TCPSubscription] = [:]
     private var pendingAcks: [UInt32: [DeliveryTag]] = [:]
+    /// Push subscriptions with a take outstanding.
+    private var taking: Set<ObjectIdentifier> = []
     private var inFlightPublishes = 0
     private var readingPaused = false
     private var flushScheduled = false
@@ -196,14 +197,13 @@ final class ConnectionHandler: ChannelInboundHandler {
             backoffMs: wire.backoffMs.isEmpty ? nil : wire.backoffMs.map(Int.init), ordered: wire.ordered, consumerID: wire.consumerID)
         let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         let broker = self.broker
-        let channel = context.channel
         let push = !wire.pull
-        Task { await ConnectionHandler.completeSubscribe(bound: bound, broker: broker, options: options, id: id, push: push, channel: channel, requestID: requestID) }
+        Task { await ConnectionHandler.completeSubscribe(bound: bound, broker: broker, options: options, id: id, push: push, requestID: requestID) }
     }
 
     private static func completeSubscribe(
         bound: NIOLoopBound<(ConnectionHandler, ChannelHandlerContext)>, broker: Broker, options: SubscriptionOptions,
-        id: UInt32, push: Bool, channel: any Channel, requestID: UInt32
+        id: UInt32, push: Bool, requestID: UInt32
     ) async {
         let core: Subscription
         do {
@@ -213,7 +213,7 @@ final class ConnectionHandler: ChannelInboundHandler {
             bound.eventLoop.execute { bound.value.0.write(bound.value.1, Frame(body, requestID: requestID)) }
             return
         }
-        let subscription = TCPSubscription(id: id, core: core, push: push, channel: channel)
+        let subscription = TCPSubscription(id: id, core: core, push: push)
         bound.eventLoop.execute {
             let (handler, context) = bound.value
             guard !handler.closed, !handler.draining, handler.subscriptions[id] == nil else {
@@ -222,12 +222,36 @@ final class ConnectionHandler: ChannelInboundHandler {
             }
             handler.subscriptions[id] = subscription
             handler.write(context, Frame(.subscribed(id: id), requestID: requestID))
-            if push { subscription.startPushing(bound: bound, metrics: handler.metrics) }
+            handler.pump(context, subscription)
         }
     }
 
-    /// Writes pushed deliveries (called on the event loop by a subscription's pusher).
-    func push(_ context: ChannelHandlerContext, id: UInt32, _ deliveries: [Delivery]) {
+    /// Takes the next deliveries of a push subscription, unless a take is
+    /// outstanding or the socket is not writable (a consumer that never reads
+    /// costs at most its credit). The answer comes back to the event loop,
+    /// which writes the batch and takes again: no task between the group and
+    /// the socket.
+    private func pump(_ context: ChannelHandlerContext, _ subscription: TCPSubscription) {
+        guard subscription.push, !closed, !draining, context.channel.isWritable,
+              subscriptions[subscription.id] === subscription,
+              taking.insert(ObjectIdentifier(subscription)).inserted else { return }
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        _ = subscription.core.take(max: 256) { result in
+            bound.eventLoop.execute { bound.value.0.taken(bound.value.1, subscription, result) }
+        }
+    }
+
+    private func taken(_ context: ChannelHandlerContext, _ subscription: TCPSubscription, _ result: TakeResult) {
+        taking.remove(ObjectIdentifier(subscription))
+        // Closed or cancelled: the subscription ended, nothing more to push.
+        guard case .deliveries(let batch) = result else { return }
+        metrics.sent(batch.count)
+        push(context, id: subscription.id, batch)
+        pump(context, subscription)
+    }
+
+    /// Writes pushed deliveries.
+    private func push(_ context: ChannelHandlerContext, id: UInt32, _ deliveries: [Delivery]) {
         guard !closed else { return }
         var start = 0
         while start < deliveries.count {
@@ -323,7 +347,7 @@ final class ConnectionHandler: ChannelInboundHandler {
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         if context.channel.isWritable {
-            for subscription in subscriptions.values { subscription.writable() }
+            for subscription in subscriptions.values { pump(context, subscription) }
         }
         context.fireChannelWritabilityChanged()
     }
@@ -368,55 +392,18 @@ final class ConnectionHandler: ChannelInboundHandler {
     }
 }
 
-/// A subscription of one connection, and the task that pushes its deliveries.
+/// A subscription of one connection.
 final class TCPSubscription: Sendable {
     let id: UInt32
     let core: Subscription
     let push: Bool
-    private let channel: any Channel
-    private let gate = Mutex<CheckedContinuation<Void, Never>?>(nil)
-    private let pusher = Mutex<Task<Void, Never>?>(nil)
 
-    init(id: UInt32, core: Subscription, push: Bool, channel: any Channel) {
+    init(id: UInt32, core: Subscription, push: Bool) {
         self.id = id
         self.core = core
         self.push = push
-        self.channel = channel
     }
 
-    /// Pushes deliveries as they come, a batch per event-loop hop, pausing while
-    /// the socket is not writable (a consumer that never reads costs at most its credit).
-    func startPushing(bound: NIOLoopBound<(ConnectionHandler, ChannelHandlerContext)>, metrics: TCPMetrics) {
-        let task = Task { [self] in
-            while !Task.isCancelled {
-                if !channel.isWritable {
-                    await withCheckedContinuation { continuation in
-                        gate.withLock { $0 = continuation }
-                        if channel.isWritable || !channel.isActive { writable() }
-                    }
-                    continue
-                }
-                guard let batch = await core.nextBatch(max: 256) else { return }
-                metrics.sent(batch.count)
-                let id = self.id
-                bound.eventLoop.execute { bound.value.0.push(bound.value.1, id: id, batch) }
-            }
-        }
-        pusher.withLock { $0 = task }
-    }
-
-    func writable() {
-        let waiter = gate.withLock { gate -> CheckedContinuation<Void, Never>? in
-            defer { gate = nil }
-            return gate
-        }
-        waiter?.resume()
-    }
-
-    func stop() async {
-        await core.close()
-        let task = pusher.withLock { $0 }
-        writable()
-        await task?.value
-    }
+    /// Leaves the group: what it held goes to the other members; a waiting take is answered closed.
+    func stop() async { await core.close() }
 }

@@ -65,16 +65,18 @@ struct Serve: AsyncParsableCommand {
             "enabledPlugins": "\(pluginsFile.entries.filter(\.enabled).count)",
         ])
 
+        // One clock stamps records and drives the broker's decisions.
+        let clock = SystemWallClock()
         let store: CommitLog
         do {
-            store = try CommitLog(directory: configuration.dataDirectory, settings: configuration.storage, logger: Logger(label: "junction.store"))
+            store = try CommitLog(directory: configuration.dataDirectory, settings: configuration.storage, clock: clock, logger: Logger(label: "junction.store"))
         } catch {
             logger.critical("cannot open the store", metadata: ["error": "\(error)"])
             throw ExitCode.failure
         }
         let broker: Broker
         do {
-            broker = try await Broker.open(store: store, settings: configuration.broker, logger: Logger(label: "junction.broker"))
+            broker = try await Broker.open(store: store, settings: configuration.broker, clock: clock, logger: Logger(label: "junction.broker"))
         } catch {
             logger.critical("cannot start the broker core", metadata: ["error": "\(error)"])
             try? await store.close()

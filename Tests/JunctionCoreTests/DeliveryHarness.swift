@@ -4,7 +4,7 @@ import JunctionStore
 import JunctionTestSupport
 
 /// A broker on a real commit log in a temporary directory, with a clock the
-/// test advances.
+/// test advances (the store's and the broker's alike).
 struct DeliveryHarness {
     let directory: TemporaryDirectory
     let store: CommitLog
@@ -12,7 +12,7 @@ struct DeliveryHarness {
     let clock: ManualClock
 
     static func open(_ directory: TemporaryDirectory = TemporaryDirectory(), settings: BrokerSettings = BrokerSettings(), clock: ManualClock = ManualClock()) async throws -> DeliveryHarness {
-        let store = try CommitLog(directory: directory.path)
+        let store = try CommitLog(directory: directory.path, clock: clock)
         do {
             let broker = try await Broker.open(store: store, settings: settings, clock: clock)
             return DeliveryHarness(directory: directory, store: store, broker: broker, clock: clock)

@@ -67,7 +67,7 @@ struct GroupDriver {
             let message = Message(topic: "t", body: Array("\(number)".utf8))
             log[queue].append(StoredMessage(message: message, id: MessageID(position: UInt64(number), checksum: 0), queue: queue, queueOffset: offset, storeTimestamp: now))
         }
-        run(state.published(queueCount: log.count, now: now))
+        run(state.published(queueCount: log.count, ends: [queue: UInt64(log[queue].count)], now: now))
     }
 
     mutating func join(credit: Int) -> Int {
@@ -133,6 +133,32 @@ struct GroupStateTests {
         d.settle()
         #expect(d.take(m).map(\.bodyText) == ["2", "3"])
         #expect(d.state.progress.map(\.committed) == [2])
+    }
+
+    @Test("a publish reads only the queues that grew, and once they are read to their end no read follows")
+    func readsOnlyWhatGrew() {
+        var d = GroupDriver(queues: 4)
+        let m = d.join(credit: 100)
+        d.settle()  // the first reads find every queue empty
+        d.readsAsked = []
+        d.publish(3, queue: 2)
+        #expect(d.reads.map(\.queue) == [2])
+        d.settle()
+        #expect(d.readsAsked.count == 1, "the read reached the end the store told of: no second read to find nothing")
+        #expect(d.take(m).map(\.bodyText) == ["0", "1", "2"])
+    }
+
+    @Test("a publish told while a read that finds nothing is on its way is read next")
+    func publishDuringEmptyRead() {
+        var d = GroupDriver()
+        let m = d.join(credit: 10)
+        let read = d.reads.removeFirst()
+        d.publish(1)  // stored and told while the read, made before it was visible, is out
+        #expect(d.reads.isEmpty, "one read at a time per queue")
+        d.run(d.state.readCompleted(queue: 0, from: read.from, epoch: read.epoch, batch: ReadBatch(messages: [], nextOffset: read.from), now: d.now))
+        #expect(d.reads.map(\.from) == [0], "the queue is read again: the store said it holds offset 0")
+        d.settle()
+        #expect(d.take(m).map(\.bodyText) == ["0"])
     }
 
     @Test("the ack timeout counts from the take; redelivery after the backoff; dead letter after maxDeliveries")

@@ -143,7 +143,7 @@ struct CommitLogTests {
         try await reopened.close()
 
         let aged = try CommitLog(directory: dir.path, settings: StoreSettings(segmentBytes: 4096, retentionMaxAgeMs: 1, retentionMaxBytes: nil))
-        try aged.applyRetention(now: Clock.milliseconds() + 10_000)
+        try aged.applyRetention(now: SystemWallClock().now() + 10_000)
         #expect(aged.segmentCount() == 1, "every segment but the active one is past the age limit")
         try await aged.close()
     }

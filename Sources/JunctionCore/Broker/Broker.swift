@@ -232,7 +232,13 @@ public final class Broker: Sendable {
             if !scheduled.isEmpty {
                 scheduler.schedule(scheduled.map { (requests[$0].message.deliverAt!, results[$0].queueOffset) })
             }
-            if !requests.isEmpty { delivery.notify(topics: Set(requests.map(\.message.topic))) }
+            if !requests.isEmpty {
+                var grown: [String: [Int: UInt64]] = [:]
+                for (request, result) in zip(requests, results) {
+                    grown[request.message.topic, default: [:]][result.queue] = Swift.max(grown[request.message.topic]?[result.queue] ?? 0, result.queueOffset + 1)
+                }
+                delivery.notify(grown: grown)
+            }
             for key in claimed {
                 let receipt = receipts[firstInCall[key]!]!
                 // The window runs on the broker's clock, the one `claim` reads.

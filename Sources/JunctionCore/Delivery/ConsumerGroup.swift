@@ -127,20 +127,14 @@ final class ConsumerGroup: Sendable {
     private func perform(_ actions: [GroupState.Action], in owned: inout Owned) -> ([(@Sendable (TakeResult) -> Void, TakeResult)], [Task<Void, Never>]) {
         var answers: [(@Sendable (TakeResult) -> Void, TakeResult)] = []
         var writes: [Task<Void, Never>] = []
+        var reads: [(queue: Int, from: UInt64, max: Int, epoch: Int)] = []
+        defer { if !reads.isEmpty { startReads(reads) } }
         for action in actions {
             switch action {
             case .answer(let waiter, let result):
                 if let answer = owned.waiters.removeValue(forKey: waiter) { answers.append((answer, result)) }
             case .read(let queue, let from, let maxMessages, let epoch):
-                Task { [self] in
-                    do {
-                        let batch = try await broker.read(topic: definition.topic, queue: queue, from: from, filter: definition.filter, limit: ReadLimit(maxMessages: maxMessages))
-                        apply { state, now in state.readCompleted(queue: queue, from: from, epoch: epoch, batch: batch, now: now) }
-                    } catch {
-                        logger.error("cannot read for group", metadata: ["group": "\(name)", "queue": "\(queue)", "error": "\(error)"])
-                        apply { state, now in state.readFailed(queue: queue, epoch: epoch, now: now) }
-                    }
-                }
+                reads.append((queue, from, maxMessages, epoch))
             case .armTimer(let at):
                 owned.timer?.cancel()
                 owned.timer = Task { [self, clock] in
@@ -161,6 +155,21 @@ final class ConsumerGroup: Sendable {
             }
         }
         return (answers, writes)
+    }
+
+    /// One task for the reads one event asked for, made one after another.
+    private func startReads(_ reads: [(queue: Int, from: UInt64, max: Int, epoch: Int)]) {
+        Task { [self] in
+            for read in reads {
+                do {
+                    let batch = try await broker.read(topic: definition.topic, queue: read.queue, from: read.from, filter: definition.filter, limit: ReadLimit(maxMessages: read.max))
+                    apply { state, now in state.readCompleted(queue: read.queue, from: read.from, epoch: read.epoch, batch: batch, now: now) }
+                } catch {
+                    logger.error("cannot read for group", metadata: ["group": "\(name)", "queue": "\(read.queue)", "error": "\(error)"])
+                    apply { state, now in state.readFailed(queue: read.queue, epoch: read.epoch, now: now) }
+                }
+            }
+        }
     }
 
     // MARK: Members
@@ -190,10 +199,11 @@ final class ConsumerGroup: Sendable {
         }
     }
 
-    /// New messages in the topic (it may have more queues now).
-    func published() {
+    /// New messages in the topic (it may have more queues now): `ends` has,
+    /// for each queue that grew, one past its newest offset.
+    func published(ends: [Int: UInt64]) {
         let count = broker.queueCount(of: definition.topic) ?? 0
-        apply { state, now in state.published(queueCount: count, now: now) }
+        apply { state, now in state.published(queueCount: count, ends: ends, now: now) }
     }
 
     // MARK: Taking

@@ -147,10 +147,11 @@ final class DeliveryCore: Sendable {
         }
     }
 
-    /// Wakes every engine reading these topics.
-    func notify(topics: some Sequence<String>) {
-        let engines = state.withLock { state in topics.flatMap { state.byTopic[$0] ?? [] } }
-        for engine in engines { engine.published() }
+    /// Wakes every engine reading the queues that grew: per topic, per queue,
+    /// one past the newest offset stored.
+    func notify(grown: [String: [Int: UInt64]]) {
+        let engines = state.withLock { state in grown.keys.flatMap { topic in (state.byTopic[topic] ?? []).map { (topic, $0) } } }
+        for (topic, engine) in engines { engine.published(ends: grown[topic]!) }
     }
 
     func engines(ofGroup group: String? = nil) -> [ConsumerGroup] {

@@ -78,9 +78,12 @@ struct GroupState {
         var acked: Set<UInt64> = []
         /// The size of the read in flight, if one is.
         var reading: Int?
-        /// The last read found nothing new and no publish came since.
-        var caughtUp = false
-        var publishedWhileReading = false
+        /// One past the newest offset the store said the queue holds; `.max`
+        /// while unknown (after a start or a reset): reads go on while
+        /// `nextRead` is below it, and a read that finds nothing new sets it.
+        var knownEnd: UInt64 = .max
+        /// The highest end the store has told of, known or not.
+        var notifiedEnd: UInt64 = 0
         /// After a failed read: not again before this time.
         var retryAt: Int64?
         var redeliveries = 0
@@ -372,14 +375,20 @@ struct GroupState {
         return actions
     }
 
-    /// Messages were published to the topic, which now has `queueCount` queues.
-    mutating func published(queueCount: Int, now: Int64) -> [Action] {
-        if queueCount > queues.count { queues += (queues.count..<queueCount).map { _ in Queue(nextRead: 0) } }
-        for q in queues.indices {
-            queues[q].caughtUp = false
-            if queues[q].reading != nil { queues[q].publishedWhileReading = true }
+    /// Messages were stored in the topic, which now has `queueCount` queues:
+    /// `ends` gives, for each queue that grew, one past its newest offset.
+    /// Only the queues that grew are read.
+    mutating func published(queueCount: Int, ends: [Int: UInt64], now: Int64) -> [Action] {
+        var grew = queueCount > queues.count
+        if grew { queues += (queues.count..<queueCount).map { _ in Queue(nextRead: 0) } }
+        for (q, end) in ends where q < queues.count {
+            queues[q].notifiedEnd = Swift.max(queues[q].notifiedEnd, end)
+            if queues[q].knownEnd != .max && end > queues[q].knownEnd {
+                queues[q].knownEnd = end
+                grew = true
+            }
         }
-        return dispatch(now: now)
+        return grew ? dispatch(now: now) : []
     }
 
     /// A read asked for by `.read` came back.
@@ -394,10 +403,12 @@ struct GroupState {
                 waiting.insert(DeliveryTag(queue: q, offset: message.queueOffset))
             }
             queues[q].pruneAcked()
+            if queues[q].knownEnd != .max && batch.nextOffset > queues[q].knownEnd { queues[q].knownEnd = batch.nextOffset }
         } else {
-            queues[q].caughtUp = !queues[q].publishedWhileReading
+            // Nothing new: the queue ends here until the store says it grew
+            // (perhaps while this read was on its way).
+            queues[q].knownEnd = Swift.max(queues[q].nextRead, queues[q].notifiedEnd)
         }
-        queues[q].publishedWhileReading = false
         return dispatch(now: now)
     }
 
@@ -542,7 +553,7 @@ struct GroupState {
     }
 
     private func readable(_ q: Int, now: Int64) -> Bool {
-        queues[q].reading == nil && !queues[q].caughtUp && (queues[q].retryAt.map { $0 <= now } ?? true)
+        queues[q].reading == nil && queues[q].nextRead < queues[q].knownEnd && (queues[q].retryAt.map { $0 <= now } ?? true)
     }
 
     /// A deadline made by the event being applied.
