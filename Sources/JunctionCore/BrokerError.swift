@@ -1,28 +1,54 @@
 /// An error of the broker core, in words the sender can act on, with the
 /// source location where it arose.
 public struct BrokerError: Error, CustomStringConvertible, Sendable {
-    /// What kind of error this is.
+    /// What kind of error this is: the one taxonomy every adapter maps from
+    /// (the tcp adapter to its wire codes, the others to the code's name).
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         private let name: String
-        private init(_ name: String) { self.name = name }
+        /// True when the same request may succeed later, unchanged: the sender
+        /// should retry (with backoff), not fix what it sent.
+        public let retryable: Bool
+        private init(_ name: String, retryable: Bool = false) {
+            self.name = name
+            self.retryable = retryable
+        }
         public var description: String { name }
 
         /// A field of the message is malformed (topic or tag syntax, reserved names).
         public static let invalidMessage = Code("invalid message")
+        /// A request that is well formed but makes no sense (a bad argument, a name in use).
+        public static let invalidRequest = Code("invalid request")
         /// A field is larger than its configured limit.
         public static let tooLarge = Code("message too large")
         /// The topic does not exist and topics are not created on first use.
         public static let unknownTopic = Code("unknown topic")
+        /// What was asked for (a group, a message, a subscription) does not exist.
+        public static let notFound = Code("not found")
         /// deliver-at lies further ahead than the configured maximum delay.
         public static let delayTooLong = Code("delay too long")
         /// A filter expression does not parse.
         public static let invalidFilter = Code("invalid filter")
         /// A subscription or call conflicts with the state of the broker.
         public static let conflict = Code("conflict")
-        /// The broker is shutting down.
-        public static let closed = Code("closed")
+        /// The caller's token does not allow this.
+        public static let forbidden = Code("forbidden")
+        /// The broker is shutting down: retry against it once it is back, or another gateway.
+        public static let closed = Code("shutting down", retryable: true)
+        /// The disk (or quota) is full: nothing was stored; retry when space returns.
+        public static let diskFull = Code("disk full", retryable: true)
+        /// The store is closed (the gateway is stopping): nothing was stored.
+        public static let storeClosed = Code("store closed", retryable: true)
+        /// The store refuses writes after a failed fsync until the gateway is
+        /// restarted: nothing was stored, and retrying will not help until then.
+        public static let storeFailed = Code("store failed")
+        /// Any other error of the store (I/O, a damaged record): nothing was stored.
+        public static let storageError = Code("storage error")
+        /// A deadline passed before the answer came.
+        public static let timeout = Code("timeout", retryable: true)
         /// Saved broker state (offsets, scheduler progress) cannot be read.
         public static let unreadableState = Code("unreadable state")
+        /// A fault of Junction itself.
+        public static let internalError = Code("internal error")
     }
 
     /// The kind of error.
@@ -43,6 +69,24 @@ public struct BrokerError: Error, CustomStringConvertible, Sendable {
     }
 
     public var description: String { "\(code): \(message)" }
+
+    /// Any error as a broker error: itself, the broker error a store's error
+    /// says it is, cancellation as `closed`, anything else an internal error.
+    public init(_ error: any Error, file: String = #fileID, line: UInt = #line) {
+        switch error {
+        case let error as BrokerError: self = error
+        case let error as any BrokerErrorConvertible: self = error.brokerError
+        case is CancellationError: self.init(.closed, "the request was cancelled (the gateway is stopping)", file: file, line: line)
+        default: self.init(.internalError, "\(error)", file: file, line: line)
+        }
+    }
+}
+
+/// An error from outside Core (a storage backend's) that knows which broker
+/// error it is, so that every adapter reports it by the same code.
+public protocol BrokerErrorConvertible: Error {
+    /// The broker error this one is.
+    var brokerError: BrokerError { get }
 }
 
 /// What a publish returns.

@@ -123,10 +123,22 @@ public struct Frame: Sendable, Hashable {
         public static let conflict = ErrorCode(rawValue: 15)
         /// A subscription id this connection does not have.
         public static let unknownSubscription = ErrorCode(rawValue: 16)
-        /// The store failed (disk full, …); nothing was stored.
-        public static let storageError = ErrorCode(rawValue: 20)
-        /// The gateway is shutting down.
+        /// A group, message or other thing asked for does not exist.
+        public static let notFound = ErrorCode(rawValue: 17)
+        /// The disk is full; nothing was stored. Retryable.
+        public static let diskFull = ErrorCode(rawValue: 20)
+        /// The name code 20 had before each storage failure got its own code.
+        public static let storageError = diskFull
+        /// The gateway is shutting down. Retryable (elsewhere, or once it is back).
         public static let shuttingDown = ErrorCode(rawValue: 21)
+        /// The store refuses writes after a failed fsync until the gateway restarts; nothing was stored.
+        public static let storeFailed = ErrorCode(rawValue: 22)
+        /// The store is closed (the gateway is stopping); nothing was stored. Retryable.
+        public static let storeClosed = ErrorCode(rawValue: 23)
+        /// A deadline passed before the answer. Retryable.
+        public static let timeout = ErrorCode(rawValue: 24)
+        /// Any other storage failure (I/O, a damaged record); nothing was stored.
+        public static let ioError = ErrorCode(rawValue: 25)
         /// Anything else.
         public static let internalError = ErrorCode(rawValue: 99)
 
@@ -147,10 +159,42 @@ public struct Frame: Sendable, Hashable {
             case .invalidFilter: "invalid filter"
             case .conflict: "conflict"
             case .unknownSubscription: "unknown subscription"
-            case .storageError: "storage error"
+            case .notFound: "not found"
+            case .diskFull: "disk full"
             case .shuttingDown: "shutting down"
+            case .storeFailed: "store failed"
+            case .storeClosed: "store closed"
+            case .timeout: "timeout"
+            case .ioError: "storage I/O error"
             case .internalError: "internal error"
             default: "error \(rawValue)"
+            }
+        }
+
+        /// True when the same request may succeed if sent again later: the
+        /// sender should retry with backoff rather than change what it sent.
+        public var retryable: Bool { [.diskFull, .shuttingDown, .storeClosed, .timeout].contains(self) }
+
+        /// The wire code of a broker error: the one place the core's taxonomy
+        /// meets the protocol's numbers.
+        public init(_ code: BrokerError.Code) {
+            self = switch code {
+            case .invalidMessage: .invalidMessage
+            case .invalidRequest: .invalidRequest
+            case .tooLarge: .messageTooLarge
+            case .unknownTopic: .unknownTopic
+            case .notFound: .notFound
+            case .delayTooLong: .delayTooLong
+            case .invalidFilter: .invalidFilter
+            case .conflict: .conflict
+            case .forbidden: .forbidden
+            case .closed: .shuttingDown
+            case .diskFull: .diskFull
+            case .storeClosed: .storeClosed
+            case .storeFailed: .storeFailed
+            case .storageError: .ioError
+            case .timeout: .timeout
+            default: .internalError
             }
         }
     }

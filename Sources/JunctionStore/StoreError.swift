@@ -1,3 +1,5 @@
+import JunctionCore
+
 /// An error of the embedded store, with what went wrong in words a user can act
 /// on and the source location where it arose.
 public struct StoreError: Error, CustomStringConvertible, Sendable {
@@ -47,4 +49,18 @@ public struct StoreError: Error, CustomStringConvertible, Sendable {
     }
 
     public var description: String { "\(code): \(message)" }
+}
+
+extension StoreError: BrokerErrorConvertible {
+    /// The broker's code for this error; the message is the store's, with its kind.
+    public var brokerError: BrokerError {
+        let brokerCode: BrokerError.Code = switch code {
+        case .diskFull: .diskFull
+        case .closed: .storeClosed
+        case .failed: .storeFailed
+        case .invalidMessage: .invalidMessage
+        default: .storageError
+        }
+        return BrokerError(brokerCode, description, file: file, line: line)
+    }
 }

@@ -317,20 +317,10 @@ final class ConnectionHandler: ChannelInboundHandler {
         context.writeAndFlush(wrapOutboundOut(answer)).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
     }
 
+    /// An ERROR frame for any error, by the core's taxonomy.
     static func errorBody(_ error: any Error) -> Frame.Body {
-        if let error = error as? BrokerError {
-            let code: Frame.ErrorCode = switch error.code {
-            case .tooLarge: .messageTooLarge
-            case .unknownTopic: .unknownTopic
-            case .delayTooLong: .delayTooLong
-            case .invalidFilter: .invalidFilter
-            case .conflict: .conflict
-            case .closed: .shuttingDown
-            default: .invalidMessage
-            }
-            return .error(code: code, message: error.message)
-        }
-        return .error(code: .storageError, message: "\(error)")
+        let error = BrokerError(error)
+        return .error(code: Frame.ErrorCode(error.code), message: error.message)
     }
 
     // MARK: Lifecycle

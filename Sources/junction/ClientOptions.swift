@@ -31,7 +31,7 @@ struct ServerOptions: ParsableArguments {
             let tlsOptions = tls || tlsCA != nil ? ClientTLS(trustRoots: tlsCA) : nil
             return try await JunctionClient.connect(host: host, port: port, name: name, token: token, tls: tlsOptions, reconnect: false, logger: quiet)
         } catch let error as ClientError {
-            throw CommandFailure(message: "\(server): \(error)", code: error.code == .unauthorized ? 1 : 1)
+            throw CommandFailure.from(error, context: "\(server): ")
         } catch {
             throw CommandFailure(message: "cannot connect to \(server): \(error)", code: 1)
         }
@@ -43,14 +43,34 @@ struct CommandFailure: Error {
     var message: String
     var code: Int32
 
-    /// Server refusals caused by what the user typed (a bad filter, a bad name) exit 2.
-    static func from(_ error: any Error) -> CommandFailure {
+    /// The exit statuses of client commands (docs/PROTOCOL.md lists which server codes give which).
+    enum Status {
+        /// Failed; sending the same again will not help by itself.
+        static let failure: Int32 = 1
+        /// Refused because of what was typed (a bad filter, a bad name, an unknown group).
+        static let usage: Int32 = 2
+        /// Refused for now (disk full, shutting down, a timeout): retry later (sysexits' EX_TEMPFAIL).
+        static let temporary: Int32 = 75
+        /// The token is missing, wrong, or does not allow this (sysexits' EX_NOPERM).
+        static let denied: Int32 = 77
+    }
+
+    /// The exit status for a server's error code.
+    static func status(for code: Frame.ErrorCode) -> Int32 {
+        let usage: Set<Frame.ErrorCode> = [.invalidFilter, .invalidMessage, .messageTooLarge, .unknownTopic, .delayTooLong, .conflict, .invalidRequest, .notFound]
+        if usage.contains(code) { return Status.usage }
+        if code == .unauthorized || code == .forbidden { return Status.denied }
+        return code.retryable ? Status.temporary : Status.failure
+    }
+
+    /// A server's refusal says its code and whether to retry; a broken connection exits 1.
+    static func from(_ error: any Error, context: String = "") -> CommandFailure {
         if let error = error as? CommandFailure { return error }
-        if let error = error as? ClientError {
-            let usage: Set<Frame.ErrorCode> = [.invalidFilter, .invalidMessage, .messageTooLarge, .unknownTopic, .delayTooLong, .conflict, .invalidRequest]
-            return CommandFailure(message: "\(error)", code: error.code.map { usage.contains($0) ? 2 : 1 } ?? 1)
+        if let error = error as? ClientError, let code = error.code {
+            let advice = code.retryable ? " (retryable: try again later)" : ""
+            return CommandFailure(message: "\(context)\(error)\(advice)", code: status(for: code))
         }
-        return CommandFailure(message: "\(error)", code: 1)
+        return CommandFailure(message: "\(context)\(error)", code: Status.failure)
     }
 }
 

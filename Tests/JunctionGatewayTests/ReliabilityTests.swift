@@ -59,6 +59,10 @@ struct ReliabilityTests {
             do { _ = try await client.publish([Message(topic: "full", body: [UInt8](repeating: 1, count: 50_000))]); return nil } catch { return error as? ClientError }
         }()
         #expect(again?.code == .storageError)
+        #expect(again?.code == .diskFull && again?.code?.retryable == true)
+        // The CLI says so and exits 75 (retry later).
+        let (status, _, stderr) = try await gateway.junction(["pub", "--topic", "full", String(repeating: "y", count: 50_000)])
+        #expect(status == 75 && stderr.contains("disk full") && stderr.contains("retryable"), "exit \(status): \(stderr)")
         try await client.ping()
 
         // Space returns: the next publish works without a restart.

@@ -53,7 +53,7 @@ extension Broker {
     public func resetOffsets(group: String, to start: SubscriptionOptions.Start) async throws {
         let engines = delivery.engines(ofGroup: group)
         guard !engines.isEmpty else {
-            throw BrokerError(.conflict, "group \(group) has not subscribed since the broker started; subscribe it first, or reset it while it runs")
+            throw BrokerError(.notFound, "group \(group) has not subscribed since the broker started; subscribe it first, or reset it while it runs")
         }
         for engine in engines {
             let queues = queueCount(of: engine.definition.topic) ?? 1

@@ -135,7 +135,8 @@ public final class Broker: Sendable {
                 return completion(.failure(error))
             }
         }
-        store(messages, now: now, isInternal: false, completion: completion)
+        // Whatever failed, the caller gets a BrokerError: one taxonomy for every adapter.
+        store(messages, now: now, isInternal: false) { completion($0.mapError { BrokerError($0) }) }
     }
 
     private func store(_ messages: [Message], now: Int64, isInternal: Bool, dedupeKeys: [DedupeTable.Key?]? = nil) async throws -> [PublishReceipt] {
