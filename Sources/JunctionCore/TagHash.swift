@@ -8,11 +8,7 @@ public enum TagHash {
     /// FNV-1a over the tag's UTF-8 bytes; never 0, which means "no tag".
     public static func of(_ tag: String?) -> UInt64 {
         guard let tag else { return untagged }
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for byte in tag.utf8 {
-            hash ^= UInt64(byte)
-            hash = hash &* 0x0000_0100_0000_01b3
-        }
+        let hash = FNV1a.hash(tag)
         return hash == untagged ? 1 : hash
     }
 }

@@ -27,12 +27,14 @@ public struct PluginsFile: Sendable {
     public static var knownTypes: [String] { PluginRegistry.types.keys.sorted() }
 
     /// Reads and checks a plugins file.
-    public static func load(file: String) throws(ConfigurationError) -> PluginsFile {
-        try decode(try readConfigurationFile(file), file: file)
+    /// `defaults` are the broker's (Config/junction.json's `defaults`): group
+    /// members are compared with them filled in, as the broker compares them.
+    public static func load(file: String, defaults: TopicDefaults = TopicDefaults()) throws(ConfigurationError) -> PluginsFile {
+        try decode(try readConfigurationFile(file), file: file, defaults: defaults)
     }
 
     /// Decodes and checks plugins JSON; `file` names it in errors.
-    public static func decode(_ bytes: [UInt8], file: String) throws(ConfigurationError) -> PluginsFile {
+    public static func decode(_ bytes: [UInt8], file: String, defaults: TopicDefaults = TopicDefaults()) throws(ConfigurationError) -> PluginsFile {
         var root = try JSONObjectReader(try parseConfiguration(bytes, file: file), file: file, path: "")
         guard let items = try root.array("plugins") else { throw root.error("plugins", "expected a list of plugin entries, found nothing") }
         try root.finish()
@@ -58,16 +60,18 @@ public struct PluginsFile: Sendable {
             }
             entries.append(Entry(name: name, type: type, enabled: enabled, settings: settings, prepared: prepared))
         }
-        try checkGroups(entries, file: file)
+        try checkGroups(entries, file: file, defaults: defaults)
         return PluginsFile(entries: entries)
     }
 
     /// Plugins that join the same consumer group must agree on what the group
-    /// is: the broker would refuse the second one at start.
-    private static func checkGroups(_ entries: [Entry], file: String) throws(ConfigurationError) {
+    /// is, with the broker's defaults filled in: the broker would refuse the
+    /// second one at start (and accepts what only differs by spelling a default out).
+    private static func checkGroups(_ entries: [Entry], file: String, defaults: TopicDefaults) throws(ConfigurationError) {
         var first: [String: (index: Int, entry: Entry, options: SubscriptionOptions)] = [:]
         for (index, entry) in entries.enumerated() where entry.enabled {
-            guard let (options, path) = entry.prepared.subscription else { continue }
+            guard let (given, path) = entry.prepared.subscription else { continue }
+            let options = given.filled(with: defaults)
             guard let earlier = first[options.group] else {
                 first[options.group] = (index, entry, options)
                 continue

@@ -6,35 +6,11 @@ public enum JSONLines {
     /// A delivery as one JSON line (see `Delivery.jsonLine`).
     public static func line(for delivery: Delivery) -> String { delivery.jsonLine }
 
-    /// A message from a JSON object: topic (else `defaultTopic`), tag, keys,
-    /// properties, body or body_base64, dedupeId, shardingKey.
+    /// A message from a JSON object (`Message(json:)`), which must name a
+    /// topic unless `defaultTopic` gives one.
     public static func message(from json: JSONValue, defaultTopic: String?) throws(LineError) -> Message {
-        guard let members = json.objectMembers else { throw LineError("expected a JSON object") }
-        var message = Message(topic: defaultTopic ?? "", body: [])
-        for (key, value) in members {
-            switch (key, value) {
-            case ("topic", .string(let topic)): message.topic = topic
-            case ("tag", .string(let tag)): message.tag = tag
-            case ("tag", .null): message.tag = nil
-            case ("keys", .array(let keys)):
-                message.keys = try keys.map { (key) throws(LineError) -> String in
-                    guard case .string(let text) = key else { throw LineError("keys must be strings") }
-                    return text
-                }
-            case ("properties", .object(let properties, _)):
-                for (name, value) in properties {
-                    guard case .string(let text) = value else { throw LineError("property \(name) must be a string") }
-                    message.properties[name] = text
-                }
-            case ("body", .string(let text)): message.body = Array(text.utf8)
-            case ("body_base64", .string(let text)):
-                guard let data = Data(base64Encoded: text) else { throw LineError("body_base64 is not base64") }
-                message.body = Array(data)
-            case ("dedupeId", .string(let id)): message.dedupeID = id
-            case ("shardingKey", .string(let key)): message.shardingKey = key
-            default: throw LineError("unexpected member \"\(key)\" (expected topic, tag, keys, properties, body, body_base64, dedupeId, shardingKey)")
-            }
-        }
+        let message: Message
+        do { message = try Message(json: json, defaultTopic: defaultTopic) } catch { throw LineError(error.description) }
         if message.topic.isEmpty { throw LineError("no topic: give \"topic\", or set the plugin's input topic") }
         return message
     }

@@ -377,27 +377,7 @@ public final class ZeroMQPlugin: Service, Sendable {
     private func jsonMessage(_ bytes: [UInt8]) throws -> Message {
         let json: JSONValue
         do { json = try JSONValue.parse(bytes: bytes) } catch { throw Refusal("the body is not JSON (\(error))") }
-        guard let members = json.objectMembers else { throw Refusal("the JSON body is not an object") }
-        var message = Message(topic: settings.topic ?? "", body: [])
-        for (key, value) in members {
-            switch (key, value) {
-            case ("topic", .string(let topic)): message.topic = topic
-            case ("tag", .string(let tag)): message.tag = tag
-            case ("keys", .array(let keys)): message.keys = keys.compactMap { if case .string(let k) = $0 { k } else { nil } }
-            case ("properties", .object(let properties, _)):
-                for (name, value) in properties {
-                    guard case .string(let text) = value else { throw Refusal("property \(name) is not a string") }
-                    message.properties[name] = text
-                }
-            case ("body", .string(let text)): message.body = Array(text.utf8)
-            case ("body_base64", .string(let text)):
-                guard let data = Data(base64Encoded: text) else { throw Refusal("body_base64 is not base64") }
-                message.body = Array(data)
-            case ("dedupeId", .string(let id)): message.dedupeID = id
-            default: throw Refusal("unexpected JSON member \"\(key)\" (expected topic, tag, keys, properties, body, body_base64, dedupeId)")
-            }
-        }
-        return message
+        do { return try Message(json: json, defaultTopic: settings.topic) } catch { throw Refusal("the JSON body: \(error.description)") }
     }
 
     // MARK: Acked egress

@@ -43,7 +43,7 @@ struct Serve: AsyncParsableCommand {
         let pluginsFile: PluginsFile
         do {
             configuration = try GatewayConfiguration.load(file: config)
-            pluginsFile = try PluginsFile.load(file: plugins)
+            pluginsFile = try PluginsFile.load(file: plugins, defaults: configuration.broker.defaults)
         } catch {
             throw ConfigurationFailure(message: error.description)
         }

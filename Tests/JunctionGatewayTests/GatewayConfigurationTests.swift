@@ -183,6 +183,15 @@ struct GatewayConfigurationTests {
         #expect(mode.expected.contains("mode clustering, not broadcasting"), "\(mode)")
         // A disabled plugin does not join.
         #expect(error(entries(same, #"{"topic": "u", "group": "g"}"#, secondEnabled: false)) == nil)
+        // Spelling out the broker's default is the same group, as the broker sees it; another value is not.
+        #expect(error(entries(same, #"{"topic": "t", "group": "g", "tags": "A || B", "ackTimeoutMs": 30000}"#)) == nil)
+        let timeout = try #require(error(entries(same, #"{"topic": "t", "group": "g", "tags": "A || B", "ackTimeoutMs": 5000}"#)))
+        #expect(timeout.expected.contains("redelivery settings"), "\(timeout)")
+        // With other broker defaults, the same spelling is another group.
+        let custom = TopicDefaults(ackTimeoutMs: 10_000)
+        #expect(throws: ConfigurationError.self) {
+            _ = try PluginsFile.decode(Array(entries(same, #"{"topic": "t", "group": "g", "tags": "A || B", "ackTimeoutMs": 30000}"#).utf8), file: "plugins.json", defaults: custom)
+        }
     }
 }
 

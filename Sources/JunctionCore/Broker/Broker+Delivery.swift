@@ -83,12 +83,12 @@ extension Broker {
         if let problem = TopicName.problem(with: options.group) { throw BrokerError(.invalidMessage, "group: " + problem.replacingOccurrences(of: "topic", with: "group")) }
         if let problem = TopicName.problem(with: options.topic) { throw BrokerError(.invalidMessage, problem) }
         guard (1...65_536).contains(options.credit) else { throw BrokerError(.invalidMessage, "credit must be 1 to 65536, not \(options.credit)") }
-        let defaults = settings.defaults
-        let ackTimeout = options.ackTimeoutMs ?? defaults.ackTimeoutMs
+        let filled = options.filled(with: settings.defaults)
+        let ackTimeout = filled.ackTimeoutMs!
         guard (1...86_400_000).contains(ackTimeout) else { throw BrokerError(.invalidMessage, "ackTimeoutMs must be 1 to 86400000, not \(ackTimeout)") }
-        let maxDeliveries = options.maxDeliveries ?? defaults.maxDeliveries
+        let maxDeliveries = filled.maxDeliveries!
         guard (1...1000).contains(maxDeliveries) else { throw BrokerError(.invalidMessage, "maxDeliveries must be 1 to 1000, not \(maxDeliveries)") }
-        let backoff = options.backoffMs ?? defaults.backoffMs
+        let backoff = filled.backoffMs!
         guard !backoff.isEmpty, backoff.allSatisfy({ (0...86_400_000).contains($0) }) else {
             throw BrokerError(.invalidMessage, "backoffMs must list delays of 0 to 86400000 ms")
         }

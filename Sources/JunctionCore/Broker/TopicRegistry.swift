@@ -21,18 +21,8 @@ final class Topic: Sendable {
 
     /// The queue for a message: the sharding key's hash, else the next in turn.
     func queue(for shardingKey: String?) -> Int {
-        if let shardingKey { return Int(Topic.hash(shardingKey) % UInt64(queues)) }
+        if let shardingKey { return Int(FNV1a.hash(shardingKey) % UInt64(queues)) }
         return Int(cursor.add(1, ordering: .relaxed).oldValue % UInt64(queues))
-    }
-
-    /// FNV-1a: stable across processes and versions, unlike `Hasher`.
-    static func hash(_ key: String) -> UInt64 {
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for byte in key.utf8 {
-            hash ^= UInt64(byte)
-            hash = hash &* 0x0000_0100_0000_01b3
-        }
-        return hash
     }
 }
 

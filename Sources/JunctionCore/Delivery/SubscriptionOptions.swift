@@ -103,3 +103,16 @@ public struct DeliveryTag: Sendable, Hashable, Comparable {
 
     public static func < (lhs: DeliveryTag, rhs: DeliveryTag) -> Bool { (lhs.queue, lhs.offset) < (rhs.queue, rhs.offset) }
 }
+
+extension SubscriptionOptions {
+    /// These options with the broker's defaults in place of what they leave
+    /// out (ack timeout, max deliveries, backoff): what the group is defined
+    /// by, for the broker and check-config alike.
+    public func filled(with defaults: TopicDefaults) -> SubscriptionOptions {
+        var filled = self
+        filled.ackTimeoutMs = ackTimeoutMs ?? defaults.ackTimeoutMs
+        filled.maxDeliveries = maxDeliveries ?? defaults.maxDeliveries
+        filled.backoffMs = backoffMs ?? defaults.backoffMs
+        return filled
+    }
+}

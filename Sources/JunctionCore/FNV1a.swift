@@ -1,0 +1,13 @@
+/// FNV-1a, 64 bits: stable across processes and versions (unlike `Hasher`),
+/// so it may be stored (tag hashes in queue indexes) and relied on across
+/// restarts (a sharding key's queue).
+enum FNV1a {
+    static func hash(_ text: String) -> UInt64 {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in text.utf8 {
+            hash ^= UInt64(byte)
+            hash = hash &* 0x0000_0100_0000_01b3
+        }
+        return hash
+    }
+}
