@@ -1,18 +1,18 @@
-/// The id of a stored message: where its record starts in the commit log, and
-/// the record's checksum, so that an id never names a different record, even
-/// after a crash under a relaxed flush policy reused the position.
+/// The id of a stored message: 96 bits whose meaning belongs to the store that
+/// made it (the embedded log: a record's position and checksum). Core and the
+/// adapters only compare, print, parse and carry it; a store finds a message by it.
 ///
-/// Written as 24 lower-case hex digits: 16 for the position, 8 for the checksum.
+/// Written as 24 lower-case hex digits: 16 for `high`, 8 for `low`.
 public struct MessageID: Sendable, Hashable, Comparable, CustomStringConvertible {
-    /// Byte position of the record in the log (across all segments).
-    public var position: UInt64
-    /// CRC32C of the record's contents.
-    public var checksum: UInt32
+    /// The first 64 bits (the store decides what they mean).
+    public let high: UInt64
+    /// The last 32 bits.
+    public let low: UInt32
 
-    /// Creates an id from its parts.
-    public init(position: UInt64, checksum: UInt32) {
-        self.position = position
-        self.checksum = checksum
+    /// An id from its 96 bits (a store making one, a codec reading one).
+    public init(high: UInt64, low: UInt32) {
+        self.high = high
+        self.low = low
     }
 
     /// Parses the 24-hex-digit form; nil for anything else.
@@ -29,16 +29,16 @@ public struct MessageID: Sendable, Hashable, Comparable, CustomStringConvertible
             guard let digit = Self.hexValue(byte) else { return nil }
             sum = sum << 4 | UInt32(digit)
         }
-        self.init(position: value, checksum: sum)
+        self.init(high: value, low: sum)
     }
 
     /// The 24-hex-digit form.
     public var description: String {
-        Self.hex(position, digits: 16) + Self.hex(UInt64(checksum), digits: 8)
+        Self.hex(high, digits: 16) + Self.hex(UInt64(low), digits: 8)
     }
 
     public static func < (lhs: MessageID, rhs: MessageID) -> Bool {
-        (lhs.position, lhs.checksum) < (rhs.position, rhs.checksum)
+        (lhs.high, lhs.low) < (rhs.high, rhs.low)
     }
 
     private static func hexValue(_ byte: UInt8) -> UInt8? {

@@ -229,7 +229,7 @@ struct WireReader {
                        shardingKey: shardingKey, dedupeID: dedupeID, deliverAt: deliverAt, bornTimestamp: born)
     }
 
-    mutating func id() throws(ProtocolError) -> MessageID { MessageID(position: try u64(), checksum: try u32()) }
+    mutating func id() throws(ProtocolError) -> MessageID { MessageID(high: try u64(), low: try u32()) }
 
     mutating func receipt() throws(ProtocolError) -> PublishReceipt {
         let id = try id()
@@ -355,8 +355,8 @@ extension ByteBuffer {
     }
 
     mutating func writeID(_ id: MessageID) {
-        writeInteger(id.position)
-        writeInteger(id.checksum)
+        writeInteger(id.high)
+        writeInteger(id.low)
     }
 
     mutating func writeReceipt(_ receipt: PublishReceipt) {

@@ -65,7 +65,7 @@ struct GroupDriver {
             let offset = UInt64(log[queue].count)
             let number = log.reduce(0) { $0 + $1.count }
             let message = Message(topic: "t", body: Array("\(number)".utf8))
-            log[queue].append(StoredMessage(message: message, id: MessageID(position: UInt64(number), checksum: 0), queue: queue, queueOffset: offset, storeTimestamp: now))
+            log[queue].append(StoredMessage(message: message, id: MessageID(high: UInt64(number), low: 0), queue: queue, queueOffset: offset, storeTimestamp: now))
         }
         run(state.published(queueCount: log.count, ends: [queue: UInt64(log[queue].count)], now: now))
     }

@@ -77,7 +77,7 @@ struct JSONValueTests {
 struct MessageModelTests {
     @Test("a message id prints as 24 hex digits and parses back")
     func messageID() {
-        let id = MessageID(position: 0x0123_4567_89ab_cdef, checksum: 0xdead_beef)
+        let id = MessageID(high: 0x0123_4567_89ab_cdef, low: 0xdead_beef)
         #expect(id.description == "0123456789abcdefdeadbeef")
         #expect(MessageID(id.description) == id)
         #expect(MessageID("0123") == nil)

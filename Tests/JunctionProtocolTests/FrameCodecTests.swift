@@ -8,7 +8,7 @@ import Testing
 func sampleFrames() -> [Frame] {
     var random = SeededRandom(seed: 1)
     let message = randomMessage(topic: "orders", using: &random)
-    let stored = StoredMessage(message: message, id: MessageID(position: 1 << 40, checksum: 0xdead_beef), queue: 3, queueOffset: 99, storeTimestamp: 1_700_000_000_000)
+    let stored = StoredMessage(message: message, id: MessageID(high: 1 << 40, low: 0xdead_beef), queue: 3, queueOffset: 99, storeTimestamp: 1_700_000_000_000)
     let stats = GroupStats(group: "g", consumerID: "c-1", topic: "t", members: 2, queues: [
         QueueStats(queue: 0, committedOffset: 5, endOffset: 9, lag: 4, inFlight: 2, held: 3, redeliveries: 1, deadLetters: 0),
     ])
@@ -32,7 +32,7 @@ func sampleFrames() -> [Frame] {
         Frame(.createTopic(name: "t", queues: 8), requestID: 13),
         Frame(.resetOffsets(group: "g", start: .earliest), requestID: 14),
         Frame(.helloOK(version: 1, server: "junction"), requestID: 1),
-        Frame(.receipts([PublishReceipt(id: MessageID(position: 5, checksum: 6), topic: "t", queue: 1, queueOffset: 2, storeTimestamp: 3, duplicate: true, deliverAt: 9)]), requestID: 4),
+        Frame(.receipts([PublishReceipt(id: MessageID(high: 5, low: 6), topic: "t", queue: 1, queueOffset: 2, storeTimestamp: 3, duplicate: true, deliverAt: 9)]), requestID: 4),
         Frame(.subscribed(id: 7), requestID: 5),
         Frame(.deliveries(id: 7, [Delivery(message: stored, attempt: 2)])),
         Frame(.topics([TopicInfo(name: "a", queues: 4)]), requestID: 10),
