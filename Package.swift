@@ -168,7 +168,7 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "CZeroMQTests", dependencies: ["CZeroMQ"], swiftSettings: swiftSettings),
-        .testTarget(name: "JunctionCoreTests", dependencies: ["JunctionCore", "JunctionStore", "JunctionTestSupport"], swiftSettings: swiftSettings),
+        .testTarget(name: "JunctionCoreTests", dependencies: ["JunctionCore", "JunctionTestSupport"], swiftSettings: swiftSettings),
         .testTarget(
             name: "JunctionStoreTests",
             dependencies: ["JunctionStore", "JunctionCore", "CCRC32C", "JunctionTestSupport", "store-appender"],

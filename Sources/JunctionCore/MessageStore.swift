@@ -11,6 +11,7 @@ public protocol MessageStore: Sendable {
     /// `completion` once they are stored by the flush policy (or failed). The
     /// requests are queued before this returns, so calls made one after another
     /// are stored in that order. Either every message of a call is stored or none is.
+    /// A message born at 0 ("when stored") is stored with its store timestamp as its birth.
     func enqueue(_ requests: [AppendRequest], completion: @escaping @Sendable (Result<[AppendResult], any Error>) -> Void)
 
     /// Reads a queue from `offset` on, at most `limit` messages. With
@@ -36,7 +37,23 @@ public protocol MessageStore: Sendable {
     /// lower one than recorded changes nothing.
     func saveTopics(_ topics: [String: Int]) async throws
 
-    /// Reads a small named piece of broker state (group offsets, scheduler
+    /// Saves consumer-group progress, one record per (group, topic, queue):
+    /// each replaces the record of its key and leaves every other key alone
+    /// (two processes saving different queues never undo each other).
+    /// Durable when it returns.
+    func saveOffsets(_ offsets: [GroupOffset]) async throws
+
+    /// Every saved progress record. A record that cannot be read throws an
+    /// error whose `BrokerError` code is `unreadableState`.
+    func loadOffsets() async throws -> [GroupOffset]
+
+    /// Calls `handler` when queues grow by appends this process did not make
+    /// (another gateway's, on a shared backend): per topic, per queue, one
+    /// past the newest offset. A store only this process writes to never
+    /// calls it; the broker learns of its own appends from their completions.
+    func onExternalGrowth(_ handler: @escaping @Sendable ([String: [Int: UInt64]]) -> Void)
+
+    /// Reads a small named piece of broker state (scheduler and route
     /// progress); nil when it was never saved.
     func loadState(_ name: String) async throws -> [UInt8]?
 
@@ -49,6 +66,9 @@ public protocol MessageStore: Sendable {
 }
 
 extension MessageStore {
+    /// Only this process writes: its own completions tell of every append.
+    public func onExternalGrowth(_ handler: @escaping @Sendable ([String: [Int: UInt64]]) -> Void) {}
+
     /// Reads and decodes a piece of broker state; nil when it was never saved.
     /// State that cannot be read stops the start with an error naming it (what
     /// follows from a silent reset is worse), unless `discardUnreadable`: then
@@ -155,4 +175,37 @@ public struct QueueRange: Sendable, Hashable {
         self.min = min
         self.end = end
     }
+}
+
+/// One consumer group's progress on one queue: what a restart resumes from.
+public struct GroupOffset: Sendable, Hashable, Codable {
+    /// The group (for a broadcasting member: `group@consumer`).
+    public var group: String
+    /// The topic it consumes.
+    public var topic: String
+    /// The queue.
+    public var queue: Int
+    /// The lowest offset not yet consumed.
+    public var committed: UInt64
+    /// Offsets above `committed` already acked (not delivered again).
+    public var acked: [UInt64]
+
+    /// Creates a record.
+    public init(group: String, topic: String, queue: Int, committed: UInt64, acked: [UInt64] = []) {
+        self.group = group
+        self.topic = topic
+        self.queue = queue
+        self.committed = committed
+        self.acked = acked
+    }
+
+    /// What identifies the record: a save replaces the one with the same key.
+    public struct Key: Sendable, Hashable {
+        public var group: String
+        public var topic: String
+        public var queue: Int
+    }
+
+    /// Its key.
+    public var key: Key { Key(group: group, topic: topic, queue: queue) }
 }

@@ -41,6 +41,8 @@ public final class CommitLog: MessageStore {
     /// Topics recorded with `saveTopics` (file `state/topics`), and the version
     /// of that record last written, so that a slower write never overwrites a newer one.
     private let topicRecord: Mutex<(topics: [String: Int], version: Int, written: Int)>
+    /// The group offsets as last read or written (nil before either).
+    private let offsetRecords = Mutex<[GroupOffset.Key: GroupOffset]?>(nil)
 
     /// The `state/topics` file: versioned, so that a later version can read or refuse it.
     struct TopicRecord: Codable {
@@ -149,13 +151,14 @@ public final class CommitLog: MessageStore {
 
     public func message(id: MessageID) async throws -> StoredMessage? {
         let segments = shared.withLock { $0.segments }
-        guard let view = Self.segment(containing: id.position, in: segments), id.position + 8 <= view.end else { return nil }
+        // Any 96 bits may come from a client: no arithmetic that can overflow.
+        guard let view = Self.segment(containing: id.position, in: segments), id.position < view.end, view.end - id.position >= 8 else { return nil }
         var header = [UInt8](repeating: 0, count: 8)
         let got = try header.withUnsafeMutableBytes { raw in try view.segment.file.read(into: raw, at: id.position - view.base) }
         guard got == 8 else { return nil }
         let size = header.withUnsafeBytes { Int(UInt32(littleEndian: $0.loadUnaligned(as: UInt32.self))) }
         let checksum = header.withUnsafeBytes { UInt32(littleEndian: $0.loadUnaligned(fromByteOffset: 4, as: UInt32.self)) }
-        guard checksum == id.checksum, size >= RecordCodec.minimumSize, id.position + UInt64(size) <= view.end else { return nil }
+        guard checksum == id.checksum, size >= RecordCodec.minimumSize, UInt64(size) <= view.end - id.position else { return nil }
         return try record(at: id.position, size: size, in: segments)
     }
 
@@ -302,6 +305,54 @@ public final class CommitLog: MessageStore {
         let path = try statePath(name)
         let directory = self.directory + "/state"
         try await onStateQueue { try StoreDirectory.writeAtomically(bytes, to: path, directory: directory) }
+    }
+
+    // MARK: Group offsets
+
+    /// The `state/group-offsets` file: every (group, topic, queue) record, versioned.
+    struct OffsetsRecord: Codable {
+        static let currentVersion = 1
+        var version: Int
+        var offsets: [GroupOffset]
+    }
+
+    public func saveOffsets(_ offsets: [GroupOffset]) async throws {
+        guard !offsets.isEmpty else { return }
+        let stateDirectory = directory + "/state"
+        try await onStateQueue { [self] in
+            // Merged into what is saved: a record replaces its key's, the rest stay.
+            var saved = offsetRecords.withLock { $0 } ?? ((try? readOffsets()) ?? [:])
+            for offset in offsets { saved[offset.key] = offset }
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys]
+            let sorted = saved.values.sorted { ($0.group, $0.topic, $0.queue) < ($1.group, $1.topic, $1.queue) }
+            let bytes = Array(try encoder.encode(OffsetsRecord(version: OffsetsRecord.currentVersion, offsets: sorted)))
+            try StoreDirectory.writeAtomically(bytes, to: offsetsPath, directory: stateDirectory)
+            offsetRecords.withLock { $0 = saved }
+        }
+    }
+
+    public func loadOffsets() async throws -> [GroupOffset] {
+        try await onStateQueue { [self] in
+            let saved = try readOffsets()
+            offsetRecords.withLock { $0 = saved }
+            return Array(saved.values)
+        }
+    }
+
+    private var offsetsPath: String { directory + "/state/group-offsets" }
+
+    private func readOffsets() throws -> [GroupOffset.Key: GroupOffset] {
+        guard StoreDirectory.exists(offsetsPath) else { return [:] }
+        let file = try StoreFile(path: offsetsPath, create: false)
+        let bytes = try file.read(count: Int(try file.size()), at: 0)
+        guard let record = try? JSONDecoder().decode(OffsetsRecord.self, from: Data(bytes)) else {
+            throw StoreError(.corruptState, "\(offsetsPath) (the consumer groups' offsets) is not JSON of the expected shape (\(bytes.count) bytes)")
+        }
+        guard record.version <= OffsetsRecord.currentVersion else {
+            throw StoreError(.corruptState, "\(offsetsPath) was written by a newer Junction (version \(record.version); this one reads up to \(OffsetsRecord.currentVersion))")
+        }
+        return Dictionary(record.offsets.map { ($0.key, $0) }, uniquingKeysWith: { $1 })
     }
 
     private func statePath(_ name: String) throws -> String {

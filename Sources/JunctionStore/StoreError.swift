@@ -59,6 +59,7 @@ extension StoreError: BrokerErrorConvertible {
         case .closed: .storeClosed
         case .failed: .storeFailed
         case .invalidMessage: .invalidMessage
+        case .corruptState: .unreadableState
         default: .storageError
         }
         return BrokerError(brokerCode, description, file: file, line: line)

@@ -1,6 +1,5 @@
 import Foundation
 @testable import JunctionCore
-import JunctionStore
 import JunctionTestSupport
 import Testing
 
@@ -167,8 +166,8 @@ struct BrokerDelayTests {
         // copying: the copies are recognised and not made again.
         await h.broker.close()
         try await h.store.close()
-        try FileManager.default.removeItem(atPath: h.directory.path + "/state/" + DelayScheduler.stateName)
-        h = try await DeliveryHarness.open(h.directory, clock: h.clock)
+        h.storage.setState(DelayScheduler.stateName, nil)
+        h = try await DeliveryHarness.open(h.storage, clock: h.clock)
         // Without its progress the scheduler copies the two due messages again;
         // the copies are recognised as duplicates and not stored twice.
         let broker3 = h.broker

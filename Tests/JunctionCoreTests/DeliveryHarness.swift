@@ -1,21 +1,22 @@
 import Foundation
 @testable import JunctionCore
-import JunctionStore
 import JunctionTestSupport
 
-/// A broker on a real commit log in a temporary directory, with a clock the
-/// test advances (the store's and the broker's alike).
+/// A broker on the in-memory store, with a clock the test advances (the
+/// store's and the broker's alike). Its storage outlives a close, so that a
+/// test can reopen it as a restart; the commit log's own behaviour is tested
+/// in JunctionStoreTests, and both stores pass the storage contract suite.
 struct DeliveryHarness {
-    let directory: TemporaryDirectory
-    let store: CommitLog
+    let storage: MemoryStore.Storage
+    let store: MemoryStore
     let broker: Broker
     let clock: ManualClock
 
-    static func open(_ directory: TemporaryDirectory = TemporaryDirectory(), settings: BrokerSettings = BrokerSettings(), clock: ManualClock = ManualClock()) async throws -> DeliveryHarness {
-        let store = try CommitLog(directory: directory.path, clock: clock)
+    static func open(_ storage: MemoryStore.Storage = MemoryStore.Storage(), settings: BrokerSettings = BrokerSettings(), clock: ManualClock = ManualClock()) async throws -> DeliveryHarness {
+        let store = try MemoryStore(storage: storage, clock: clock)
         do {
             let broker = try await Broker.open(store: store, settings: settings, clock: clock)
-            return DeliveryHarness(directory: directory, store: store, broker: broker, clock: clock)
+            return DeliveryHarness(storage: storage, store: store, broker: broker, clock: clock)
         } catch {
             try? await store.close()
             throw error
@@ -24,7 +25,7 @@ struct DeliveryHarness {
 
     func reopen(settings: BrokerSettings = BrokerSettings()) async throws -> DeliveryHarness {
         try await close()
-        return try await DeliveryHarness.open(directory, settings: settings, clock: clock)
+        return try await DeliveryHarness.open(storage, settings: settings, clock: clock)
     }
 
     func close() async throws {

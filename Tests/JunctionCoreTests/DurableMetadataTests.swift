@@ -1,6 +1,5 @@
 import Foundation
 @testable import JunctionCore
-import JunctionStore
 import JunctionTestSupport
 import Testing
 
@@ -36,10 +35,11 @@ struct DurableMetadataTests {
         let subscription = try await h.broker.subscribe(SubscriptionOptions(topic: "t", group: "g", start: .earliest))
         subscription.ack(try await take(5, from: subscription))
         try await h.close()
-        let path = h.directory.path + "/state/" + DeliveryCore.offsetsStateName
-        try Data("{\"version\": 2, \"groups\": {\"g\": {\"topic\": 7".utf8).write(to: URL(fileURLWithPath: path))
+        // The document earlier versions wrote, damaged, with no records beside it.
+        h.storage.removeOffsets()
+        h.storage.setState(DeliveryCore.offsetsStateName, Array("{\"version\": 2, \"groups\": {\"g\": {\"topic\": 7".utf8))
         do {
-            h = try await DeliveryHarness.open(h.directory)
+            h = try await DeliveryHarness.open(h.storage)
             Issue.record("a broker opened on unreadable offsets")
             try await h.close()
         } catch let error as BrokerError {
@@ -48,7 +48,7 @@ struct DurableMetadataTests {
         }
         var settings = BrokerSettings()
         settings.discardUnreadableState = true
-        h = try await DeliveryHarness.open(h.directory, settings: settings)
+        h = try await DeliveryHarness.open(h.storage, settings: settings)
         try await h.close()
     }
 
@@ -56,9 +56,59 @@ struct DurableMetadataTests {
     func unreadableSchedulerProgress() async throws {
         let h = try await DeliveryHarness.open()
         try await h.close()
-        let path = h.directory.path + "/state/" + DelayScheduler.stateName
-        try Data("not json".utf8).write(to: URL(fileURLWithPath: path))
-        await #expect(throws: BrokerError.self) { try await DeliveryHarness.open(h.directory).close() }
+        h.storage.setState(DelayScheduler.stateName, Array("not json".utf8))
+        await #expect(throws: BrokerError.self) { try await DeliveryHarness.open(h.storage).close() }
+    }
+
+    @Test("offset records the store cannot read stop the start; the discard setting starts afresh")
+    func unreadableOffsetRecords() async throws {
+        var h = try await DeliveryHarness.open()
+        try await h.publish("t", count: 3)
+        let subscription = try await h.broker.subscribe(SubscriptionOptions(topic: "t", group: "g", start: .earliest))
+        subscription.ack(try await take(3, from: subscription))
+        try await h.close()
+        h.storage.setOffsetsUnreadable(true)
+        await #expect { try await DeliveryHarness.open(h.storage).close() } throws: { error in
+            let error = error as? BrokerError
+            return error?.code == .unreadableState && error!.message.contains("consumer offsets") && error!.message.contains("--discard-unreadable-state")
+        }
+        var settings = BrokerSettings()
+        settings.discardUnreadableState = true
+        h = try await DeliveryHarness.open(h.storage, settings: settings)
+        try await h.close()
+    }
+
+    @Test("progress is saved per group, topic and queue: a save changes only the queues that moved, others' records stay")
+    func offsetsPerQueue() async throws {
+        var h = try await DeliveryHarness.open(settings: BrokerSettings(topics: [TopicDeclaration(name: "t", queues: 2)]))
+        let other = GroupOffset(group: "elsewhere", topic: "t", queue: 1, committed: 42)
+        try await h.store.saveOffsets([other])  // as another gateway's save would
+        try await h.publish("t", count: 2)  // one per queue, in turn
+        let subscription = try await h.broker.subscribe(SubscriptionOptions(topic: "t", group: "g", start: .earliest))
+        subscription.ack(try await take(2, from: subscription))
+        try await h.broker.saveOffsets()
+        let records = try await h.store.loadOffsets()
+        #expect(Set(records.filter { $0.group == "g" }.map(\.queue)) == [0, 1])
+        #expect(records.filter { $0.group == "g" }.allSatisfy { $0.topic == "t" && $0.committed == 1 })
+        #expect(records.contains(other), "a save of g left another group's record alone")
+        h = try await h.reopen(settings: BrokerSettings(topics: [TopicDeclaration(name: "t", queues: 2)]))
+        _ = try await h.broker.subscribe(SubscriptionOptions(topic: "t", group: "g", start: .earliest))
+        let stats = try await h.broker.groupStats(group: "g")
+        #expect(stats.first?.queues.map(\.committedOffset) == [1, 1], "resumed past what was acked, per queue")
+        try await h.close()
+    }
+
+    @Test("progress saved in the document of earlier versions is read when the store has no records")
+    func legacyDocumentRead() async throws {
+        let one = BrokerSettings(topics: [TopicDeclaration(name: "t", queues: 1)])
+        var h = try await DeliveryHarness.open(settings: one)
+        try await h.publish("t", count: 4)
+        try await h.close()
+        h.storage.setState(DeliveryCore.offsetsStateName, Array(#"{"version": 2, "groups": {"g": {"topic": "t", "queues": [{"committed": 3, "acked": []}]}}}"#.utf8))
+        h = try await h.reopen(settings: one)
+        let subscription = try await h.broker.subscribe(SubscriptionOptions(topic: "t", group: "g", start: .earliest))
+        #expect(try await take(1, from: subscription).map(\.message.queueOffset) == [3])
+        try await h.close()
     }
 
     @Test("offsets written by a newer version are refused, saying so")
@@ -87,6 +137,25 @@ struct DurableMetadataTests {
         let again = try await h.broker.subscribe(SubscriptionOptions(topic: "p", group: "g", start: .earliest))
         #expect(Set(try await take(3, from: again).map(\.number)) == [0, 2, 4])
         try await expectNothing(from: again, broker: h.broker)
+        try await h.close()
+    }
+}
+
+@Suite("Seams for a second backend")
+struct BackendSeamTests {
+    @Test("an append the store reports from elsewhere wakes a waiting consumer, as the broker's own publishes do")
+    func externalGrowth() async throws {
+        let h = try await DeliveryHarness.open(settings: BrokerSettings(topics: [TopicDeclaration(name: "t", queues: 1)]))
+        let subscription = try await h.broker.subscribe(SubscriptionOptions(topic: "t", group: "g", start: .earliest))
+        try await h.publish("t", count: 1)
+        subscription.ack(try await take(1, from: subscription))
+        // The read that found the message and the one after it that found nothing:
+        // the group now waits to be told the queue grew.
+        try await waitUntil(seconds: 10, "the group did not read to the end") { h.storage.readsServed >= 2 }
+        let waiting = Task { await subscription.take(max: 10, timeout: .seconds(20)) }
+        _ = try h.store.appendExternally([AppendRequest(message: Message(topic: "t", body: Array("from elsewhere".utf8)), queue: 0)])
+        guard case .deliveries(let batch) = await waiting.value else { Issue.record("the external append did not wake the consumer"); return }
+        #expect(batch.map { String(decoding: $0.message.message.body, as: UTF8.self) } == ["from elsewhere"])
         try await h.close()
     }
 }

@@ -1,6 +1,5 @@
 import Foundation
 @testable import JunctionCore
-import JunctionStore
 import JunctionTestSupport
 import Testing
 
@@ -72,8 +71,8 @@ struct RouteTests {
         // As if the gateway crashed before saving the route's offsets: it starts
         // over from the earliest message, and the copies are recognised.
         try await h.close()
-        try FileManager.default.removeItem(atPath: h.directory.path + "/state/" + DeliveryCore.offsetsStateName)
-        h = try await DeliveryHarness.open(h.directory, settings: settings([route]), clock: h.clock)
+        h.storage.removeOffsets()
+        h = try await DeliveryHarness.open(h.storage, settings: settings([route]), clock: h.clock)
         try await publishReadings(h, 400..<500)
         try await waitForForwarded(h, count: expected(0..<500).count)
         let numbers = try await forwarded(h)

@@ -44,3 +44,24 @@ struct TopicRecordTests {
         try await log.close()
     }
 }
+
+@Suite("Store: the group offsets record")
+struct OffsetsRecordTests {
+    @Test("a damaged group-offsets file is refused as unreadable state, naming it; a later save replaces it")
+    func damagedOffsets() async throws {
+        let dir = TemporaryDirectory()
+        do {
+            let log = try CommitLog(directory: dir.path)
+            try await log.saveOffsets([GroupOffset(group: "g", topic: "t", queue: 0, committed: 3)])
+            try await log.close()
+        }
+        try Data("{\"version\": 1, \"offsets\": [".utf8).write(to: URL(fileURLWithPath: dir.path + "/state/group-offsets"))
+        let log = try CommitLog(directory: dir.path)
+        await #expect { _ = try await log.loadOffsets() } throws: { error in
+            BrokerError(error).code == .unreadableState && "\(error)".contains("state/group-offsets")
+        }
+        try await log.saveOffsets([GroupOffset(group: "g", topic: "t", queue: 0, committed: 4)])
+        #expect(try await log.loadOffsets() == [GroupOffset(group: "g", topic: "t", queue: 0, committed: 4)])
+        try await log.close()
+    }
+}

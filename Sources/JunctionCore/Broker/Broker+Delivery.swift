@@ -18,8 +18,9 @@ extension Broker {
                 let queues = queueCount(of: options.topic) ?? 1
                 var start = try await startOffsets(topic: options.topic, queues: queues, start: options.start).map { GroupState.QueueProgress(committed: $0) }
                 let previous = delivery.engines().first { $0.name == engineName }
-                if let saved = delivery.savedProgress(engine: engineName, topic: options.topic) {
-                    for q in saved.indices where q < start.count { start[q] = saved[q] }
+                let saved = delivery.savedProgress(engine: engineName, topic: options.topic)
+                if !saved.isEmpty {
+                    for (q, progress) in saved where q < start.count { start[q] = progress }
                 } else if let previous, previous.definition.topic == options.topic {
                     let committed = previous.progress()
                     for q in committed.indices where q < start.count { start[q] = committed[q] }

@@ -32,6 +32,8 @@ public final class Broker: Sendable {
         try await broker.scheduler.open(store: store, discardUnreadable: settings.discardUnreadableState, logger: logger)
         try await broker.delivery.load(store: store, discardUnreadable: settings.discardUnreadableState, logger: logger)
         broker.delivery.startSaving(store: store, clock: clock, intervalMs: Int64(settings.offsetSaveIntervalMs), logger: logger)
+        // Appends made elsewhere (another gateway on a shared backend) wake the groups as this process's own do.
+        store.onExternalGrowth { [weak broker] grown in broker?.delivery.notify(grown: grown) }
         broker.scheduler.start(
             clock: clock,
             fire: { [broker] offsets in try await broker.fire(offsets) },

@@ -3,9 +3,11 @@ import Logging
 import Synchronization
 
 /// The consuming half of the broker: consumer groups, their members, their
-/// committed offsets (persisted as broker state), and the wake-ups that
-/// publishes send them.
+/// progress (saved through the store per group, topic and queue), and the
+/// wake-ups that publishes send them.
 final class DeliveryCore: Sendable {
+    /// The single document earlier versions kept every group's progress in;
+    /// read when the store has no records yet, never written.
     static let offsetsStateName = "consumer-offsets"
 
     private struct State {
@@ -14,17 +16,17 @@ final class DeliveryCore: Sendable {
         /// What each group's members agreed on, and how many are connected.
         var definitions: [String: (definition: GroupDefinition, members: Int)] = [:]
         var byTopic: [String: [ConsumerGroup]] = [:]
-        /// Progress by engine, as last saved (or loaded).
-        var saved: [String: SavedGroup] = [:]
+        /// Progress per (engine, topic, queue), as last saved (or loaded).
+        var saved: [GroupOffset.Key: GroupOffset] = [:]
     }
 
-    /// The saved progress of one engine.
+    /// The saved progress of one engine, in the legacy document.
     struct SavedGroup: Codable, Equatable {
         var topic: String
         var queues: [GroupState.QueueProgress]
     }
 
-    /// The file's shape: versioned, so that a later version can read it or refuse it by name.
+    /// The legacy document's shape (version 2).
     struct SavedState: Codable {
         static let currentVersion = 2
         var version: Int
@@ -34,18 +36,37 @@ final class DeliveryCore: Sendable {
     private let state = Mutex(State())
     private let saving = Mutex<Task<Void, Never>?>(nil)
 
-    /// Loads the progress saved by the last run. State that cannot be read
+    /// Loads the progress saved by the last run. Progress that cannot be read
     /// stops the start (a group would otherwise silently begin at `latest` and
     /// skip its backlog), unless `discardUnreadable` says to start afresh.
     func load(store: any MessageStore, discardUnreadable: Bool, logger: Logger) async throws {
-        guard let saved = try await store.loadBrokerState(
-            Self.offsetsStateName, describedAs: "the consumer offsets",
-            dropping: "drop every group's progress (groups then start where their subscriptions say)",
-            discardUnreadable: discardUnreadable, logger: logger, decode: Self.decode) else { return }
-        state.withLock { $0.saved = saved }
+        let consequence = "drop every group's progress (groups then start where their subscriptions say)"
+        var records: [GroupOffset]
+        do {
+            records = try await store.loadOffsets()
+        } catch {
+            let failure = BrokerError(error)
+            guard failure.code == .unreadableState else { throw failure }
+            guard discardUnreadable else {
+                throw BrokerError(.unreadableState, "the consumer offsets cannot be read: \(failure.message). Restore it from a backup, or start with --discard-unreadable-state to \(consequence)")
+            }
+            logger.warning("discarding unreadable consumer offsets", metadata: ["error": "\(failure.message)"])
+            records = []
+        }
+        if records.isEmpty, let legacy = try await store.loadBrokerState(
+            Self.offsetsStateName, describedAs: "the consumer offsets", dropping: consequence,
+            discardUnreadable: discardUnreadable, logger: logger, decode: Self.decode) {
+            records = legacy.flatMap { engine, group in
+                group.queues.enumerated().map { q, progress in
+                    GroupOffset(group: engine, topic: group.topic, queue: q, committed: progress.committed, acked: progress.acked)
+                }
+            }
+        }
+        let loaded = Dictionary(records.map { ($0.key, $0) }, uniquingKeysWith: { $1 })
+        state.withLock { $0.saved = loaded }
     }
 
-    /// Reads the current version, or the unversioned one before it (`{engine: {topic, offsets}}`).
+    /// Reads the legacy document: version 2, or the unversioned one before it (`{engine: {topic, offsets}}`).
     static func decode(_ bytes: [UInt8]) throws -> [String: SavedGroup] {
         let decoder = JSONDecoder()
         if let file = try? decoder.decode(SavedState.self, from: Data(bytes)) {
@@ -63,10 +84,14 @@ final class DeliveryCore: Sendable {
         }
     }
 
-    func savedProgress(engine: String, topic: String) -> [GroupState.QueueProgress]? {
+    /// The saved progress of an engine on a topic, by queue.
+    func savedProgress(engine: String, topic: String) -> [Int: GroupState.QueueProgress] {
         state.withLock { state in
-            guard let saved = state.saved[engine], saved.topic == topic else { return nil }
-            return saved.queues
+            var progress: [Int: GroupState.QueueProgress] = [:]
+            for record in state.saved.values where record.group == engine && record.topic == topic {
+                progress[record.queue] = GroupState.QueueProgress(committed: record.committed, acked: record.acked)
+            }
+            return progress
         }
     }
 
@@ -81,24 +106,22 @@ final class DeliveryCore: Sendable {
         saving.withLock { $0 = task }
     }
 
-    /// Saves every engine's progress if any changed.
+    /// Saves, through the store, the progress of every queue that moved since the last save.
     func save(store: any MessageStore) async throws {
         let engines = state.withLock { Array($0.engines.values) }
-        var changed = false
-        var current = state.withLock { $0.saved }
+        let saved = state.withLock { $0.saved }
+        var changed: [GroupOffset] = []
         for engine in engines {
-            let group = SavedGroup(topic: engine.definition.topic, queues: engine.progress())
-            if current[engine.name] != group {
-                current[engine.name] = group
-                changed = true
+            for (q, progress) in engine.progress().enumerated() {
+                let record = GroupOffset(group: engine.name, topic: engine.definition.topic, queue: q, committed: progress.committed, acked: progress.acked)
+                if saved[record.key] != record { changed.append(record) }
             }
         }
-        guard changed else { return }
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
-        let bytes = try encoder.encode(SavedState(version: SavedState.currentVersion, groups: current))
-        try await store.saveState(Self.offsetsStateName, Array(bytes))
-        state.withLock { $0.saved = current }
+        guard !changed.isEmpty else { return }
+        try await store.saveOffsets(changed)
+        state.withLock { state in
+            for record in changed { state.saved[record.key] = record }
+        }
     }
 
     func stopSaving() async {
