@@ -159,3 +159,47 @@ struct BackendSeamTests {
         try await h.close()
     }
 }
+
+/// A coordinator the test drives: it gives the queues the test says.
+final class ScriptedCoordinator: GroupCoordinator, Sendable {
+    private let assigners = Locked<[@Sendable (QueueOwnership) -> Void]>([])
+    private let initial: Set<Int>?
+
+    init(initial: Set<Int>?) { self.initial = initial }
+
+    func coordinate(group: String, topic: String, assign: @escaping @Sendable (QueueOwnership) -> Void) async throws -> any CoordinationHandle {
+        assigners.withLock { $0.append(assign) }
+        assign(QueueOwnership(queues: initial, epoch: 1))
+        return Handle()
+    }
+
+    func give(_ queues: Set<Int>?, epoch: UInt64) {
+        for assign in assigners.withLock({ $0 }) { assign(QueueOwnership(queues: queues, epoch: epoch)) }
+    }
+
+    struct Handle: CoordinationHandle { func release() async {} }
+}
+
+@Suite("Group coordination through the broker")
+struct CoordinationTests {
+    @Test("a process dispatches only the queues the coordinator gives it and saves only their progress")
+    func onlyOwnedQueues() async throws {
+        let coordinator = ScriptedCoordinator(initial: [1])
+        let storage = MemoryStore.Storage()
+        let clock = ManualClock()
+        let store = try MemoryStore(storage: storage, clock: clock)
+        let broker = try await Broker.open(store: store, settings: BrokerSettings(topics: [TopicDeclaration(name: "t", queues: 2)]), coordinator: coordinator, clock: clock)
+        for n in 0..<4 { _ = try await broker.publish(Message(topic: "t", body: Array("\(n)".utf8))) }  // queues 0, 1, 0, 1
+        let subscription = try await broker.subscribe(SubscriptionOptions(topic: "t", group: "g", start: .earliest))
+        let mine = try await take(2, from: subscription)
+        #expect(mine.allSatisfy { $0.message.queue == 1 })
+        subscription.ack(mine)
+        try await broker.saveOffsets()
+        #expect(try await store.loadOffsets().map(\.queue) == [1], "only queue 1's progress is this process's to save")
+        coordinator.give(nil, epoch: 2)
+        let rest = try await take(2, from: subscription)
+        #expect(rest.allSatisfy { $0.message.queue == 0 })
+        await broker.close()
+        try await store.close()
+    }
+}

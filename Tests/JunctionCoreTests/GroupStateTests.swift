@@ -335,3 +335,36 @@ struct GroupStateTests {
         #expect(reloaded.state.progress == [GroupState.QueueProgress(committed: 2)])
     }
 }
+
+@Suite("Group state: queues the coordinator gives and takes away")
+struct GroupOwnershipTests {
+    @Test("only owned queues are read and handed out; a queue taken away is forgotten and its acks change nothing; given back, it is read from its committed offset")
+    func ownership() {
+        var d = GroupDriver(queues: 2)
+        d.run(d.state.assign([1], now: d.now))
+        let m = d.join(credit: 10)
+        d.settle()
+        d.publish(2, queue: 0)
+        d.publish(2, queue: 1)
+        #expect(d.reads.allSatisfy { $0.queue == 1 }, "queue 0 is not this process's")
+        d.settle()
+        #expect(d.take(m).map(\.message.queue) == [1, 1])
+        // Queue 0 is given too: read from its committed offset.
+        d.run(d.state.assign(nil, now: d.now))
+        d.settle()
+        let zero = d.take(m)
+        #expect(zero.map(\.message.queue) == [0, 0] && zero.map(\.message.queueOffset) == [0, 1])
+        // Taken away while held: forgotten; the late ack commits nothing; the progress here no longer counts it.
+        d.run(d.state.assign([1], now: d.now))
+        #expect(d.stats.queues[0].inFlight == 0 && d.stats.queues[0].held == 0)
+        d.run(d.state.ack(zero.map(\.tag), now: d.now))
+        #expect(d.state.progress[0].committed == 0)
+        #expect(!d.state.owns(0) && d.state.owns(1))
+        // A read of queue 0 in flight when it was taken away is stale.
+        d.run(d.state.assign(nil, now: d.now))
+        let stale = d.reads.first { $0.queue == 0 }!
+        d.run(d.state.assign([1], now: d.now))
+        d.run(d.state.readCompleted(queue: 0, from: stale.from, epoch: stale.epoch, batch: ReadBatch(messages: d.log[0], nextOffset: 2), now: d.now))
+        #expect(d.stats.queues[0].held == 0, "a stale read brought nothing in")
+    }
+}

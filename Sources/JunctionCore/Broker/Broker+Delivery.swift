@@ -33,6 +33,13 @@ extension Broker {
                     logger.notice("group redefined", metadata: ["group": "\(options.group)", "was": "\(replaced.definition)", "now": "\(definition)"])
                     replaced.shutdown()
                 }
+                if installed === fresh {
+                    // The coordinator says which queues this process dispatches (the local one: all).
+                    let handle = try await coordinator.coordinate(group: engineName, topic: options.topic) { [weak fresh] ownership in
+                        fresh?.assign(ownership.queues)
+                    }
+                    fresh.coordination.withLock { $0 = handle }
+                }
                 engine = installed
             }
             let member = engine!.join(credit: options.credit)

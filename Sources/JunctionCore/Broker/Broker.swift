@@ -10,6 +10,8 @@ public final class Broker: Sendable {
     public let settings: BrokerSettings
     /// The store under it.
     public let store: any MessageStore
+    /// Which queues of each group this process dispatches.
+    let coordinator: any GroupCoordinator
     let clock: any WallClock
     let logger: Logger
     let topics: TopicRegistry
@@ -22,9 +24,10 @@ public final class Broker: Sendable {
     /// window from the log, and resumes delayed messages.
     public static func open(
         store: any MessageStore, settings: BrokerSettings = BrokerSettings(),
+        coordinator: any GroupCoordinator = LocalCoordinator(),
         clock: any WallClock = SystemWallClock(), logger: Logger = Logger(label: "junction.broker")
     ) async throws -> Broker {
-        let broker = Broker(store: store, settings: settings, clock: clock, logger: logger, stored: try await store.knownTopics())
+        let broker = Broker(store: store, settings: settings, coordinator: coordinator, clock: clock, logger: logger, stored: try await store.knownTopics())
         // Declared topics are recorded too: a queue count never shrinks, even
         // when the configuration later says fewer or forgets the topic.
         try await broker.record(broker.topics.all)
@@ -55,8 +58,9 @@ public final class Broker: Sendable {
         return broker
     }
 
-    private init(store: any MessageStore, settings: BrokerSettings, clock: any WallClock, logger: Logger, stored: [String: Int]) {
+    private init(store: any MessageStore, settings: BrokerSettings, coordinator: any GroupCoordinator, clock: any WallClock, logger: Logger, stored: [String: Int]) {
         self.store = store
+        self.coordinator = coordinator
         self.settings = settings
         self.clock = clock
         self.logger = logger

@@ -190,12 +190,15 @@ final class ConsumerGroup: Sendable {
     /// Changes a member's credit (its prefetch window).
     func setCredit(_ id: Int, to credit: Int) { apply { state, now in state.setCredit(id, to: credit, now: now) } }
 
-    /// Stops: waiting takes are answered closed, the timer stops.
+    /// Stops: waiting takes are answered closed, the timer stops, the coordinator is told.
     func shutdown() {
         apply { state, _ in state.shutdown() }
         owned.withLock { owned in
             owned.timer?.cancel()
             owned.timer = nil
+        }
+        if let handle = coordination.withLock({ handle in defer { handle = nil }; return handle }) {
+            Task { await handle.release() }
         }
     }
 
@@ -273,6 +276,21 @@ final class ConsumerGroup: Sendable {
     // MARK: Offsets and figures
 
     func progress() -> [GroupState.QueueProgress] { owned.withLock { $0.state.progress } }
+
+    /// Progress of the queues this process dispatches: what it may save.
+    func ownedProgress() -> [Int: GroupState.QueueProgress] {
+        owned.withLock { owned in
+            var progress: [Int: GroupState.QueueProgress] = [:]
+            for (q, queue) in owned.state.progress.enumerated() where owned.state.owns(q) { progress[q] = queue }
+            return progress
+        }
+    }
+
+    /// The group coordinator's word: which queues this process may dispatch (nil: all).
+    func assign(_ queues: Set<Int>?) { apply { state, now in state.assign(queues, now: now) } }
+
+    /// Set once the coordinator admitted this engine; released at shutdown.
+    let coordination = Mutex<(any CoordinationHandle)?>(nil)
 
     func reset(to offsets: [UInt64]) { apply { state, now in state.reset(to: offsets, now: now) } }
 

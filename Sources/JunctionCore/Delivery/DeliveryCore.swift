@@ -112,7 +112,8 @@ final class DeliveryCore: Sendable {
         let saved = state.withLock { $0.saved }
         var changed: [GroupOffset] = []
         for engine in engines {
-            for (q, progress) in engine.progress().enumerated() {
+            // Only the queues dispatched here: another process saves the others.
+            for (q, progress) in engine.ownedProgress() {
                 let record = GroupOffset(group: engine.name, topic: engine.definition.topic, queue: q, committed: progress.committed, acked: progress.acked)
                 if saved[record.key] != record { changed.append(record) }
             }

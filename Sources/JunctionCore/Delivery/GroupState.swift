@@ -88,6 +88,8 @@ struct GroupState {
         var retryAt: Int64?
         var redeliveries = 0
         var deadLetters = 0
+        /// The epoch the queue was (re)started in: reads quoting another are stale.
+        var epoch = 0
 
         var committed: UInt64 { pending.keys.min() ?? nextRead }
 
@@ -127,8 +129,10 @@ struct GroupState {
     private var nextMemberID = 1
     private var memberCursor = 0
     private var readCursor = 0
-    /// Raised by a reset: reads started before it are stale.
+    /// Raised by a reset or a queue taken away: reads started before it are stale.
     private var epoch = 0
+    /// The queues this process may dispatch, as the group coordinator said (nil: every queue).
+    private(set) var ownedQueues: Set<Int>?
     /// Messages asked for by reads in flight (unordered groups).
     private var reserved = 0
     /// Every message in `.waiting`: what a hand-out looks at, instead of all that is pending.
@@ -393,7 +397,7 @@ struct GroupState {
 
     /// A read asked for by `.read` came back.
     mutating func readCompleted(queue q: Int, from: UInt64, epoch readEpoch: Int, batch: ReadBatch, now: Int64) -> [Action] {
-        guard readEpoch == epoch, q < queues.count, let asked = queues[q].reading, queues[q].nextRead == from else { return [] }
+        guard q < queues.count, readEpoch == queues[q].epoch, let asked = queues[q].reading, queues[q].nextRead == from else { return [] }
         finishRead(q, asked: asked)
         if batch.nextOffset > from {
             queues[q].nextRead = batch.nextOffset
@@ -414,7 +418,7 @@ struct GroupState {
 
     /// A read failed: the queue is read again in a second.
     mutating func readFailed(queue q: Int, epoch readEpoch: Int, now: Int64) -> [Action] {
-        guard readEpoch == epoch, q < queues.count, let asked = queues[q].reading else { return [] }
+        guard q < queues.count, readEpoch == queues[q].epoch, let asked = queues[q].reading else { return [] }
         finishRead(q, asked: asked)
         queues[q].retryAt = now + 1000
         note(now + 1000)
@@ -426,6 +430,33 @@ struct GroupState {
         if !definition.ordered { reserved -= asked }
     }
 
+    // MARK: Ownership
+
+    /// The group coordinator says which queues this process may dispatch (nil:
+    /// every queue). A queue taken away is forgotten as a reset would forget
+    /// it: what members hold of it is no longer theirs (their acks of it change
+    /// nothing here; the new owner delivers it again from the committed
+    /// offset), its read in flight is stale, and its progress is no longer
+    /// saved from here. A queue given back is read from its committed offset.
+    mutating func assign(_ queues: Set<Int>?, now: Int64) -> [Action] {
+        let before = ownedQueues
+        ownedQueues = queues
+        for q in self.queues.indices where Self.owns(q, before) && !Self.owns(q, queues) { forget(q) }
+        return dispatch(now: now)
+    }
+
+    func owns(_ q: Int) -> Bool { Self.owns(q, ownedQueues) }
+
+    private static func owns(_ q: Int, _ owned: Set<Int>?) -> Bool { owned?.contains(q) ?? true }
+
+    private mutating func forget(_ q: Int) {
+        for (offset, pending) in queues[q].pending { release(pending.stage, of: DeliveryTag(queue: q, offset: offset)) }
+        if let asked = queues[q].reading, !definition.ordered { reserved -= asked }
+        epoch += 1
+        // Acks above the committed offset are kept: should the queue come back, they are not delivered again.
+        queues[q] = Queue(nextRead: queues[q].committed, acked: queues[q].acked, redeliveries: queues[q].redeliveries, deadLetters: queues[q].deadLetters, epoch: epoch)
+    }
+
     /// Moves every queue to a new start (a queue without one keeps its
     /// committed offset); what members hold is forgotten.
     mutating func reset(to offsets: [UInt64], now: Int64) -> [Action] {
@@ -434,7 +465,7 @@ struct GroupState {
         waiting.removeAll()
         for q in queues.indices {
             let start = q < offsets.count ? offsets[q] : queues[q].committed
-            queues[q] = Queue(nextRead: start, redeliveries: queues[q].redeliveries, deadLetters: queues[q].deadLetters)
+            queues[q] = Queue(nextRead: start, redeliveries: queues[q].redeliveries, deadLetters: queues[q].deadLetters, epoch: epoch)
         }
         for id in members.keys {
             members[id]!.ready.removeAll()
@@ -534,7 +565,7 @@ struct GroupState {
             for q in queues.indices where readable(q, now: now) && queues[q].pending.isEmpty {
                 guard let owner = owner(of: q), capacity(of: owner) > 0 else { continue }
                 queues[q].reading = 1
-                actions.append(.read(queue: q, from: queues[q].nextRead, maxMessages: 1, epoch: epoch))
+                actions.append(.read(queue: q, from: queues[q].nextRead, maxMessages: 1, epoch: queues[q].epoch))
             }
             return
         }
@@ -548,12 +579,12 @@ struct GroupState {
             reserved += want
             remaining -= want
             readCursor = (q + 1) % count
-            actions.append(.read(queue: q, from: queues[q].nextRead, maxMessages: want, epoch: epoch))
+            actions.append(.read(queue: q, from: queues[q].nextRead, maxMessages: want, epoch: queues[q].epoch))
         }
     }
 
     private func readable(_ q: Int, now: Int64) -> Bool {
-        queues[q].reading == nil && queues[q].nextRead < queues[q].knownEnd && (queues[q].retryAt.map { $0 <= now } ?? true)
+        owns(q) && queues[q].reading == nil && queues[q].nextRead < queues[q].knownEnd && (queues[q].retryAt.map { $0 <= now } ?? true)
     }
 
     /// A deadline made by the event being applied.
