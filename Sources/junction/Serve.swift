@@ -2,9 +2,7 @@ import ArgumentParser
 import Foundation
 import JunctionCore
 import JunctionGateway
-import JunctionStore
 import Logging
-import ServiceLifecycle
 
 /// `junction serve`: loads the configuration, opens (and recovers) the store and
 /// runs until SIGINT or SIGTERM, then shuts down gracefully and exits 0.
@@ -54,8 +52,6 @@ struct Serve: AsyncParsableCommand {
             return handler
         }
         let logger = Logger(label: "junction")
-        // Bootstrapped before the store and the broker make their metrics.
-        let metrics = configuration.metrics.map { _ in GatewayMetrics.bootstrap() }
         if let dataDirectory { configuration.dataDirectory = dataDirectory }
         if truncateCorrupt { configuration.storage.truncateCorruptLog = true }
         if discardUnreadableState { configuration.broker.discardUnreadableState = true }
@@ -64,48 +60,17 @@ struct Serve: AsyncParsableCommand {
             "flush": "\(configuration.storage.flush.rawValue)", "declaredTopics": "\(configuration.broker.topics.count)",
             "enabledPlugins": "\(pluginsFile.entries.filter(\.enabled).count)",
         ])
-
-        // One clock stamps records and drives the broker's decisions.
-        let clock = SystemWallClock()
-        let store: CommitLog
+        var builder = GatewayBuilder(configuration: configuration, plugins: pluginsFile)
+        builder.logger = logger
+        // Bootstrapped (once per process) before the store and the broker make their metrics.
+        builder.metrics = configuration.metrics.map { _ in GatewayMetrics.bootstrap() }
+        let gateway: Gateway
         do {
-            store = try CommitLog(directory: configuration.dataDirectory, settings: configuration.storage, clock: clock, logger: Logger(label: "junction.store"))
+            gateway = try await builder.build()
         } catch {
-            logger.critical("cannot open the store", metadata: ["error": "\(error)"])
+            logger.critical("\(error)")
             throw ExitCode.failure
         }
-        let broker: Broker
-        do {
-            broker = try await Broker.open(store: store, settings: configuration.broker, clock: clock, logger: Logger(label: "junction.broker"))
-        } catch {
-            logger.critical("cannot start the broker core", metadata: ["error": "\(error)"])
-            try? await store.close()
-            throw ExitCode.failure
-        }
-
-        // Plugins come after the core: the group stops services in reverse order,
-        // so adapters stop taking messages before the core closes.
-        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: CoreService(store: store, broker: broker, logger: logger))]
-        var counted: [MetricsCollector.Plugin] = []
-        for entry in pluginsFile.entries where entry.enabled {
-            logger.info("starting plugin", metadata: ["plugin": "\(entry.name)", "type": "\(entry.type)", "what": "\(entry.prepared.summary)"])
-            let service = entry.prepared.start(entry.name, broker, Logger(label: "junction.\(entry.name)"))
-            if let counts = service as? any PluginCounting { counted.append(.init(name: entry.name, type: entry.type, counts: counts)) }
-            services.append(.init(
-                service: service,
-                successTerminationBehavior: entry.prepared.endsGateway ? .gracefullyShutdownGroup : .ignore,
-                failureTerminationBehavior: .gracefullyShutdownGroup))
-        }
-        if let metrics, let settings = configuration.metrics {
-            let collector = MetricsCollector(metrics: metrics, broker: broker, plugins: counted)
-            services.append(.init(service: MetricsService(settings: settings, collector: collector, logger: Logger(label: "junction.metrics"))))
-        }
-        let group = ServiceGroup(configuration: ServiceGroupConfiguration(
-            services: services,
-            gracefulShutdownSignals: [.sigterm, .sigint],
-            logger: logger
-        ))
-        try await group.run()
-        logger.info("stopped")
+        try await gateway.run()
     }
 }

@@ -7,7 +7,7 @@ struct CLIPartialTests {
     @Test("sub --count N --timeout S after k < N messages: 'timed out after k of N', exit 1, the k printed lines acked")
     func subTimeout() async throws {
         let dir = TemporaryDirectory()
-        let gateway = try await GatewayProcess.start(directory: dir.path)
+        let gateway = try await InProcessGateway.start(directory: dir.path)
         for n in 1...3 {
             let (status, _, stderr) = try await gateway.junction(["pub", "--topic", "few", "m\(n)"])
             #expect(status == 0, "\(stderr)")
@@ -25,7 +25,7 @@ struct CLIPartialTests {
     @Test("pub from stdin that fails part way says how many lines from the first were receipted")
     func pubPartial() async throws {
         let dir = TemporaryDirectory()
-        let gateway = try await GatewayProcess.start(directory: dir.path, config: #"{"limits": {"maxBodyBytes": 16}}"#)
+        let gateway = try await InProcessGateway.start(directory: dir.path, config: #"{"limits": {"maxBodyBytes": 16}}"#)
         // Line 300 is too large: its batch (lines 257 to 512) is refused whole.
         let lines = (1...400).map { $0 == 300 ? String(repeating: "x", count: 40) : "line \($0)" }
         let (status, _, stderr) = try await gateway.junction(["pub", "--topic", "part"], input: lines.joined(separator: "\n") + "\n")

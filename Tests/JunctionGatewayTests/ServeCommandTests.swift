@@ -1,4 +1,5 @@
 import Foundation
+import JunctionClient
 import JunctionCore
 import JunctionStore
 import JunctionTestSupport
@@ -78,5 +79,29 @@ struct ServeCommandTests {
         #expect(await lenient.waitForLine(containing: "serving") != nil, "\(lenient.lines)")
         lenient.signal(SIGTERM)
         #expect(await lenient.waitForExit() == 0)
+    }
+}
+
+@Suite("The Gateway value")
+struct GatewayValueTests {
+    @Test("built in-process: plugins with what they guarantee, bound ports asked for, a graceful shutdown that closes the store")
+    func inProcess() async throws {
+        let dir = TemporaryDirectory()
+        let zmq = #"{"name": "zin", "type": "zeromq", "settings": {"socket": "PULL", "bind": ["tcp://127.0.0.1:*"], "topic": "z"}}"#
+        let running = try await InProcessGateway.start(directory: dir.path, extraPlugins: [zmq])
+        #expect(running.gateway.plugins.map(\.name) == ["native", "zin"])
+        #expect(running.gateway.plugins.allSatisfy { !$0.guarantee.isEmpty })
+        #expect(running.port > 0)
+        let endpoints = await running.gateway.zeroMQEndpoints(plugin: "zin")
+        #expect(endpoints.count == 1 && endpoints[0].hasPrefix("tcp://127.0.0.1:") && !endpoints[0].hasSuffix(":*"), "\(endpoints)")
+        #expect(await running.gateway.tcpPort(plugin: "zin") == nil, "zin is not a tcp plugin")
+        let client = try await JunctionClient.connect(port: running.port, reconnect: false)
+        _ = try await client.publish([Message(topic: "t", body: Array("kept".utf8))])
+        await client.close()
+        #expect(await running.stop() == 0)
+        // The store was closed: the data directory opens again, with the message.
+        let reopened = try CommitLog(directory: dir.path + "/data")
+        #expect(try await reopened.queueRange(topic: "t", queue: 0).end + reopened.queueRange(topic: "t", queue: 1).end + reopened.queueRange(topic: "t", queue: 2).end + reopened.queueRange(topic: "t", queue: 3).end == 1)
+        try await reopened.close()
     }
 }

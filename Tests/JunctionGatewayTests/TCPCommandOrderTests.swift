@@ -49,7 +49,7 @@ struct TCPCommandOrderTests {
     @Test("two PULLs waiting at once are both answered; a PULL's timeout answers only that PULL")
     func concurrentPulls() async throws {
         let dir = TemporaryDirectory()
-        let gateway = try await GatewayProcess.start(directory: dir.path)
+        let gateway = try await InProcessGateway.start(directory: dir.path)
         let client = try await JunctionClient.connect(port: gateway.port, reconnect: false)
         try await client.createTopic("pulls", queues: 1)
         let subscription = try await client.subscribe(WireSubscription(topic: "pulls", group: "g", start: .earliest, credit: 10, pull: true))
@@ -72,7 +72,7 @@ struct TCPCommandOrderTests {
     @Test("acks read with an UNSUBSCRIBE are applied first; an ACK answered OK is never redelivered after a graceful restart")
     func acksBeforeUnsubscribeAndConfirmedAcks() async throws {
         let dir = TemporaryDirectory()
-        var gateway = try await GatewayProcess.start(directory: dir.path)
+        var gateway = try await InProcessGateway.start(directory: dir.path)
         let client = try await JunctionClient.connect(port: gateway.port, reconnect: false)
         try await client.createTopic("o", queues: 1)
         _ = try await client.publish((0..<6).map { Message(topic: "o", body: Array("m\($0)".utf8)) })
@@ -96,7 +96,7 @@ struct TCPCommandOrderTests {
         guard case .ok = try session.answer(to: 5, skipped: &skipped).body else { Issue.record("no OK to the UNSUBSCRIBE"); return }
 
         #expect(await gateway.stop() == 0)
-        gateway = try await GatewayProcess.start(directory: dir.path)
+        gateway = try await InProcessGateway.start(directory: dir.path)
         let again = try await JunctionClient.connect(port: gateway.port, reconnect: false)
         let subscription = try await again.subscribe(WireSubscription(topic: "o", group: "g", start: .earliest, credit: 10, pull: true))
         let redelivered = try await subscription.pull(max: 10, timeoutMs: 5_000)
@@ -108,7 +108,7 @@ struct TCPCommandOrderTests {
     @Test("a PULL waiting when its subscription is UNSUBSCRIBEd is answered with no deliveries")
     func pullAnsweredByUnsubscribe() async throws {
         let dir = TemporaryDirectory()
-        let gateway = try await GatewayProcess.start(directory: dir.path)
+        let gateway = try await InProcessGateway.start(directory: dir.path)
         let session = try RawSession(port: gateway.port)
         var skipped: [Frame] = []
         session.send([

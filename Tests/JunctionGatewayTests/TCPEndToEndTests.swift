@@ -8,8 +8,12 @@ import Testing
 
 @Suite("Native protocol end to end", .serialized)
 struct TCPEndToEndTests {
-    private func connect(_ gateway: GatewayProcess, token: String? = nil) async throws -> JunctionClient {
+    private func connect(_ gateway: InProcessGateway, token: String? = nil) async throws -> JunctionClient {
         try await JunctionClient.connect(port: gateway.port, token: token, reconnect: false)
+    }
+
+    private func connect(_ gateway: GatewayProcess) async throws -> JunctionClient {
+        try await JunctionClient.connect(port: gateway.port, reconnect: false)
     }
 
     private func collect(_ subscription: ClientSubscription, count: Int, ack: Bool = true, seconds: Double = 30) async throws -> [Delivery] {
@@ -19,7 +23,7 @@ struct TCPEndToEndTests {
     @Test("publish sync, async and oneway; a clustering group splits, a broadcasting group copies")
     func publishModesAndGroups() async throws {
         let dir = TemporaryDirectory()
-        let gateway = try await GatewayProcess.start(directory: dir.path)
+        let gateway = try await InProcessGateway.start(directory: dir.path)
         let client = try await connect(gateway)
         let a = try await client.subscribe(WireSubscription(topic: "t", group: "cluster", start: .earliest))
         let b = try await client.subscribe(WireSubscription(topic: "t", group: "cluster", start: .earliest))
@@ -74,7 +78,7 @@ struct TCPEndToEndTests {
     @Test("explicit acks: a consumer killed mid-stream loses nothing")
     func consumerKilled() async throws {
         let dir = TemporaryDirectory()
-        let gateway = try await GatewayProcess.start(directory: dir.path)
+        let gateway = try await InProcessGateway.start(directory: dir.path)
         let client = try await connect(gateway)
         for batch in 0..<10 {
             _ = try await client.publish((0..<200).map { Message(topic: "work", body: Array("m\(batch * 200 + $0)".utf8)) })
@@ -126,7 +130,7 @@ struct TCPEndToEndTests {
             #expect(sent >= target, "round \(round): the gateway died early")
             await client.close()
         }
-        let gateway = try await GatewayProcess.start(directory: dir.path)
+        let gateway = try await InProcessGateway.start(directory: dir.path)
         let client = try await connect(gateway)
         let reader = try await client.subscribe(WireSubscription(topic: "durable", group: "audit", start: .earliest, credit: 512))
         let stored = Set(try await collect(reader, count: receipted.count).map(text))
@@ -138,7 +142,7 @@ struct TCPEndToEndTests {
     @Test("seq 1 100000 | junction pub, then junction sub --count 100000 prints 1 … 100000")
     func commandLineRoundTrip() async throws {
         let dir = TemporaryDirectory()
-        let gateway = try await GatewayProcess.start(directory: dir.path)
+        let gateway = try await InProcessGateway.start(directory: dir.path)
         #expect(try await gateway.junction(["topics", "create", "t", "--queues", "1"]).0 == 0)
         let lines = (1...100_000).map(String.init).joined(separator: "\n") + "\n"
         let (pubStatus, _, pubErr) = try await gateway.junction(["pub", "--topic", "t", "--mode", "async"], input: lines)
@@ -154,7 +158,7 @@ struct TCPEndToEndTests {
     @Test("bad input gets an error frame and a closed connection; others and stored data are untouched")
     func badInput() async throws {
         let dir = TemporaryDirectory()
-        let gateway = try await GatewayProcess.start(directory: dir.path, token: "s3cret")
+        let gateway = try await InProcessGateway.start(directory: dir.path, token: "s3cret")
         let client = try await connect(gateway, token: "s3cret")
         _ = try await client.publish((0..<20).map { Message(topic: "keep", body: [UInt8($0)]) })
 

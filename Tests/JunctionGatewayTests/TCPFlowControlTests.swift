@@ -15,7 +15,7 @@ struct TCPFlowControlTests {
     @Test("a pull subscription gets deliveries only when it pulls; junction groups reset makes a group read again")
     func pullAndReset() async throws {
         let dir = TemporaryDirectory()
-        let gateway = try await GatewayProcess.start(directory: dir.path)
+        let gateway = try await InProcessGateway.start(directory: dir.path)
         let client = try await JunctionClient.connect(port: gateway.port, reconnect: false)
         _ = try await client.publish((0..<25).map { Message(topic: "p", body: Array("m\($0)".utf8)) })
         let subscription = try await client.subscribe(WireSubscription(topic: "p", group: "pullers", start: .earliest, credit: 10, pull: true))
@@ -40,7 +40,7 @@ struct TCPFlowControlTests {
     @Test("a push subscription holds at most its credit; CREDIT raises it")
     func credit() async throws {
         let dir = TemporaryDirectory()
-        let gateway = try await GatewayProcess.start(directory: dir.path)
+        let gateway = try await InProcessGateway.start(directory: dir.path)
         let client = try await JunctionClient.connect(port: gateway.port, reconnect: false)
         _ = try await client.publish((0..<5).map { Message(topic: "c", body: Array("m\($0)".utf8)) })
         let subscription = try await client.subscribe(WireSubscription(topic: "c", group: "slow", start: .earliest, credit: 1))
@@ -63,7 +63,7 @@ struct TCPFlowControlTests {
     @Test("connections over maxConnections get an error frame and are closed; the others go on")
     func connectionLimit() async throws {
         let dir = TemporaryDirectory()
-        let gateway = try await GatewayProcess.start(directory: dir.path, tcpSettings: #", "maxConnections": 2"#)
+        let gateway = try await InProcessGateway.start(directory: dir.path, tcpSettings: #", "maxConnections": 2"#)
         let first = try await JunctionClient.connect(port: gateway.port, reconnect: false)
         let second = try await JunctionClient.connect(port: gateway.port, reconnect: false)
         var hello = ByteBuffer()

@@ -1,0 +1,155 @@
+import JunctionCore
+import JunctionStore
+import JunctionTCP
+import JunctionZeroMQ
+import Logging
+import ServiceLifecycle
+
+/// What a gateway is made from: its configuration, its plugins, and what the
+/// caller overrides. `build()` opens the store and the broker and prepares the
+/// plugins' services; the `Gateway` it returns then runs them. `junction
+/// serve` is a thin call of this; tests build one in-process, on port 0, and
+/// ask it for the ports it bound.
+public struct GatewayBuilder: Sendable {
+    /// Config/junction.json, as loaded (data directory, storage, broker, metrics).
+    public var configuration: GatewayConfiguration
+    /// plugins.json, as loaded and checked.
+    public var plugins: PluginsFile
+    /// The clock that stamps records and drives the broker's decisions (one for both).
+    public var clock: any WallClock = SystemWallClock()
+    /// The process's metrics registry, when the configuration asks for a
+    /// metrics endpoint and the caller bootstrapped it (once per process).
+    public var metrics: GatewayMetrics?
+    /// SIGTERM and SIGINT shut the gateway down gracefully (off for a gateway
+    /// inside another program, a test say: it calls `shutdown()`).
+    public var handlesSignals = true
+    /// The root logger; the store, the broker and each plugin log under labels of their own.
+    public var logger = Logger(label: "junction")
+
+    /// A builder for these files.
+    public init(configuration: GatewayConfiguration, plugins: PluginsFile) {
+        self.configuration = configuration
+        self.plugins = plugins
+    }
+
+    /// Opens (and recovers) the store, opens the broker on it, and prepares the
+    /// enabled plugins. Nothing listens until `run()`.
+    public func build() async throws(GatewayError) -> Gateway {
+        let store: CommitLog
+        do {
+            store = try CommitLog(directory: configuration.dataDirectory, settings: configuration.storage, clock: clock, logger: Logger(label: "junction.store"))
+        } catch {
+            throw GatewayError(stage: .store, underlying: error)
+        }
+        let broker: Broker
+        do {
+            broker = try await Broker.open(store: store, settings: configuration.broker, clock: clock, logger: Logger(label: "junction.broker"))
+        } catch {
+            try? await store.close()
+            throw GatewayError(stage: .broker, underlying: error)
+        }
+        var plugins: [Gateway.Plugin] = []
+        for entry in self.plugins.entries where entry.enabled {
+            let service = entry.prepared.start(entry.name, broker, Logger(label: "junction.\(entry.name)"))
+            plugins.append(Gateway.Plugin(name: entry.name, type: entry.type, summary: entry.prepared.summary, guarantee: entry.prepared.guarantee, endsGateway: entry.prepared.endsGateway, service: service))
+        }
+        var metricsService: MetricsService?
+        if let metrics, let settings = configuration.metrics {
+            let counted = plugins.compactMap { plugin in (plugin.service as? any PluginCounting).map { MetricsCollector.Plugin(name: plugin.name, type: plugin.type, counts: $0) } }
+            let collector = MetricsCollector(metrics: metrics, broker: broker, plugins: counted)
+            metricsService = MetricsService(settings: settings, collector: collector, logger: Logger(label: "junction.metrics"))
+        }
+        return Gateway(configuration: configuration, store: store, broker: broker, plugins: plugins, metricsService: metricsService, handlesSignals: handlesSignals, logger: logger)
+    }
+}
+
+/// Why a gateway could not be built.
+public struct GatewayError: Error, CustomStringConvertible {
+    /// What could not be opened.
+    public enum Stage: Sendable { case store, broker }
+    public var stage: Stage
+    public var underlying: any Error
+
+    public var description: String {
+        switch stage {
+        case .store: "cannot open the store: \(underlying)"
+        case .broker: "cannot start the broker core: \(underlying)"
+        }
+    }
+}
+
+/// A built gateway: the store, the broker on it, the plugins and the metrics
+/// endpoint, fixed at build time. `run()` serves until a shutdown signal or
+/// `shutdown()`, then stops the plugins first (they stop taking messages and
+/// hand deliveries back) and the core last (offsets saved, store closed).
+public final class Gateway: Sendable {
+    /// One plugin of the gateway: what it is, what it guarantees, its service.
+    public struct Plugin: Sendable {
+        public let name: String
+        public let type: String
+        /// One line about what it does (as check-config prints it).
+        public let summary: String
+        /// The delivery guarantee it gives, and why.
+        public let guarantee: String
+        /// Its run ending by itself (stdio at end of input) shuts the gateway down.
+        public let endsGateway: Bool
+        public let service: any Service
+    }
+
+    public let configuration: GatewayConfiguration
+    /// The store (the embedded commit log).
+    public let store: CommitLog
+    /// The broker core on it.
+    public let broker: Broker
+    /// The enabled plugins, in plugins.json's order.
+    public let plugins: [Plugin]
+    let metricsService: MetricsService?
+    private let group: ServiceGroup
+    private let logger: Logger
+
+    fileprivate init(configuration: GatewayConfiguration, store: CommitLog, broker: Broker, plugins: [Plugin], metricsService: MetricsService?, handlesSignals: Bool, logger: Logger) {
+        self.configuration = configuration
+        self.store = store
+        self.broker = broker
+        self.plugins = plugins
+        self.metricsService = metricsService
+        self.logger = logger
+        // Plugins come after the core: the group stops services in reverse
+        // order, so adapters stop taking messages before the core closes.
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: CoreService(store: store, broker: broker, logger: logger))]
+        for plugin in plugins {
+            services.append(.init(
+                service: plugin.service,
+                successTerminationBehavior: plugin.endsGateway ? .gracefullyShutdownGroup : .ignore,
+                failureTerminationBehavior: .gracefullyShutdownGroup))
+        }
+        if let metricsService { services.append(.init(service: metricsService)) }
+        group = ServiceGroup(configuration: ServiceGroupConfiguration(services: services, gracefulShutdownSignals: handlesSignals ? [.sigterm, .sigint] : [], logger: logger))
+    }
+
+    /// Serves until a shutdown signal, `shutdown()`, or a plugin that ends the
+    /// gateway; returns once everything stopped and the store is closed.
+    public func run() async throws {
+        for plugin in plugins {
+            logger.info("starting plugin", metadata: ["plugin": "\(plugin.name)", "type": "\(plugin.type)", "what": "\(plugin.summary)"])
+        }
+        try await group.run()
+        logger.info("stopped")
+    }
+
+    /// Stops a running gateway gracefully, as SIGTERM would.
+    public func shutdown() async { await group.triggerGracefulShutdown() }
+
+    /// The port the tcp plugin `name` listens on, once bound (nil: no such
+    /// plugin, or it could not bind).
+    public func tcpPort(plugin name: String) async -> Int? {
+        guard let server = plugins.first(where: { $0.name == name })?.service as? TCPServer else { return nil }
+        return await server.boundPort()
+    }
+
+    /// The endpoints the zeromq plugin `name` bound, kernel-chosen ports filled in.
+    public func zeroMQEndpoints(plugin name: String) async -> [String] {
+        guard let plugin = plugins.first(where: { $0.name == name })?.service as? ZeroMQPlugin else { return [] }
+        return await plugin.boundEndpoints()
+    }
+}
