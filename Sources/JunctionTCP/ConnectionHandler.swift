@@ -2,6 +2,7 @@ import JunctionCore
 import JunctionProtocol
 import Logging
 import NIOCore
+import NIOExtras
 
 /// Serves one native-protocol connection: the handshake, publishes (queued to
 /// the broker straight from the event loop, receipts written when stored),
@@ -335,6 +336,12 @@ final class ConnectionHandler: ChannelInboundHandler {
         context.close(promise: nil)
     }
 
+    /// The server is shutting down (NIOExtras' quiescing helper says so): drain.
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is ChannelShouldQuiesceEvent { return beginDrain(context) }
+        context.fireUserInboundEventTriggered(event)
+    }
+
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         if context.channel.isWritable {
             for subscription in subscriptions.values { pump(context, subscription) }
@@ -356,7 +363,7 @@ final class ConnectionHandler: ChannelInboundHandler {
 
     /// Graceful shutdown: stop reading, hand deliveries back, answer what is
     /// being published, then close.
-    func beginDrain(_ context: ChannelHandlerContext) {
+    private func beginDrain(_ context: ChannelHandlerContext) {
         guard !draining else { return }
         draining = true
         _ = machine.drain()

@@ -2,6 +2,7 @@ import JunctionCore
 import JunctionProtocol
 import Logging
 import NIOCore
+import NIOExtras
 import NIOPosix
 import NIOSSL
 import ServiceLifecycle
@@ -56,11 +57,20 @@ public final class TCPServer: Service, Sendable {
         let broker = self.broker
         let logger = self.logger
         let metrics = self.metrics
+        // Shutdown through NIOExtras' quiescing helper: it closes the listening
+        // socket, tells every connection to quiesce (ConnectionHandler drains
+        // on that event) and completes when the last one has closed.
+        let quiesce = ServerQuiescingHelper(group: group)
         let server: any Channel
         do {
             let tls = try settings.tls?.makeContext()
             server = try await ServerBootstrap(group: group)
                 .serverChannelOption(.backlog, value: 1024)
+                .serverChannelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(quiesce.makeServerChannelHandler(channel: channel))
+                    }
+                }
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
                 .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
                 .childChannelOption(.writeBufferWaterMark, value: .init(low: 256 << 10, high: 1 << 20))
@@ -99,27 +109,14 @@ public final class TCPServer: Service, Sendable {
 
         try? await gracefulShutdown()
         logger.info("stopping: no new connections, draining the open ones", metadata: ["plugin": "\(name)"])
-        try? await server.close()
-        let open = connections.withLock { Array($0.values) }
-        for channel in open {
-            channel.eventLoop.execute {
-                guard let handler = try? channel.pipeline.syncOperations.handler(type: ConnectionHandler.self),
-                      let context = try? channel.pipeline.syncOperations.context(handlerType: ConnectionHandler.self) else {
-                    channel.close(promise: nil)
-                    return
-                }
-                handler.beginDrain(context)
-            }
+        let drained = server.eventLoop.makePromise(of: Void.self)
+        quiesce.initiateShutdown(promise: drained)
+        // Bounded: connections that have not finished draining by then are closed.
+        let deadline = server.eventLoop.scheduleTask(in: .seconds(10)) { [self] in
+            for channel in connections.withLock({ Array($0.values) }) { channel.close(promise: nil) }
         }
-        // Bounded: a connection that does not finish draining is closed.
-        let deadline = ContinuousClock.now + .seconds(10)
-        for channel in open {
-            let closed = channel.closeFuture
-            let timer = channel.eventLoop.scheduleTask(deadline: .now() + .seconds(10)) { channel.close(promise: nil) }
-            try? await closed.get()
-            timer.cancel()
-            if ContinuousClock.now > deadline { break }
-        }
+        try? await drained.futureResult.get()
+        deadline.cancel()
         logger.info("stopped", metadata: ["plugin": "\(name)", "in": "\(metrics.messagesIn)", "out": "\(metrics.messagesOut)"])
     }
 }
