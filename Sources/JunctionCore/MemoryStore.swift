@@ -14,6 +14,8 @@ public final class MemoryStore: MessageStore {
             var byID: [MessageID: QueueSlot] = [:]
             var recordedTopics: [String: Int] = [:]
             var offsets: [GroupOffset.Key: GroupOffset] = [:]
+            /// Dedupe keys stored, with where and when (for a store that dedupes).
+            var claims: [DedupeKey: AppendResult] = [:]
             var state: [String: [UInt8]] = [:]
             var nextID: UInt64 = 1
             var lastTimestamp: Int64 = 0
@@ -48,6 +50,11 @@ public final class MemoryStore: MessageStore {
         var queue: Int
     }
 
+    fileprivate struct DedupeKey: Hashable {
+        var topic: String
+        var id: String
+    }
+
     fileprivate struct QueueSlot: Hashable {
         var key: QueueKey
         var offset: Int
@@ -56,18 +63,23 @@ public final class MemoryStore: MessageStore {
     /// The storage this store runs on.
     public let storage: Storage
     private let clock: any WallClock
+    /// Whether it dedupes appends by their claims, as a shared backend must.
+    public let dedupesAppends: Bool
     private let closed = Atomic<Bool>(false)
     private let growthHandlers = Mutex<[@Sendable ([String: [Int: UInt64]]) -> Void]>([])
 
     /// Opens a store on `storage` (a new, empty one by default); records are
-    /// stamped by `clock`. One store at a time may be open on a storage.
-    public init(storage: Storage = Storage(), clock: any WallClock = SystemWallClock()) throws {
+    /// stamped by `clock`. One store at a time may be open on a storage. With
+    /// `dedupes`, it dedupes appends by their claims, as a backend shared by
+    /// several gateways must.
+    public init(storage: Storage = Storage(), clock: any WallClock = SystemWallClock(), dedupes: Bool = false) throws {
         try storage.contents.withLock { contents in
             guard !contents.open else { throw BrokerError(.conflict, "this storage is open in another MemoryStore; close that one first") }
             contents.open = true
         }
         self.storage = storage
         self.clock = clock
+        self.dedupesAppends = dedupes
     }
 
     // MARK: Appending
@@ -106,6 +118,13 @@ public final class MemoryStore: MessageStore {
             var results: [AppendResult] = []
             results.reserveCapacity(requests.count)
             for request in requests {
+                if dedupesAppends, let claim = request.dedupe,
+                   let first = contents.claims[DedupeKey(topic: claim.topic, id: claim.id)], first.storeTimestamp >= now - claim.windowMs {
+                    var duplicate = first
+                    duplicate.duplicate = true
+                    results.append(duplicate)
+                    continue
+                }
                 let key = QueueKey(topic: request.message.topic, queue: request.queue)
                 let offset = contents.queues[key]?.count ?? 0
                 let id = MessageID(high: contents.nextID, low: UInt32(truncatingIfNeeded: FNV1a.hash(key.topic) ^ UInt64(offset)))
@@ -115,7 +134,9 @@ public final class MemoryStore: MessageStore {
                 let stored = StoredMessage(message: message, id: id, queue: request.queue, queueOffset: UInt64(offset), storeTimestamp: timestamp)
                 contents.queues[key, default: []].append(stored)
                 contents.byID[id] = QueueSlot(key: key, offset: offset)
-                results.append(AppendResult(id: id, queue: request.queue, queueOffset: UInt64(offset), storeTimestamp: timestamp))
+                let result = AppendResult(id: id, queue: request.queue, queueOffset: UInt64(offset), storeTimestamp: timestamp)
+                if dedupesAppends, let claim = request.dedupe { contents.claims[DedupeKey(topic: claim.topic, id: claim.id)] = result }
+                results.append(result)
             }
             return results
         }

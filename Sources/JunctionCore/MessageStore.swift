@@ -47,6 +47,12 @@ public protocol MessageStore: Sendable {
     /// error whose `BrokerError` code is `unreadableState`.
     func loadOffsets() async throws -> [GroupOffset]
 
+    /// True when the store itself dedupes appends by their `DedupeClaim`
+    /// (a backend shared by several gateways must: each broker's window only
+    /// knows its own publishes). The broker then attaches the claims and
+    /// takes a result marked `duplicate` as the first message's receipt.
+    var dedupesAppends: Bool { get }
+
     /// Calls `handler` when queues grow by appends this process did not make
     /// (another gateway's, on a shared backend): per topic, per queue, one
     /// past the newest offset. A store only this process writes to never
@@ -66,6 +72,9 @@ public protocol MessageStore: Sendable {
 }
 
 extension MessageStore {
+    /// Only this process writes: the broker's window of dedupe ids sees every publish.
+    public var dedupesAppends: Bool { false }
+
     /// Only this process writes: its own completions tell of every append.
     public func onExternalGrowth(_ handler: @escaping @Sendable ([String: [Int: UInt64]]) -> Void) {}
 
@@ -104,11 +113,32 @@ public struct AppendRequest: Sendable {
     public var message: Message
     /// Its queue within the topic.
     public var queue: Int
+    /// For a store that dedupes (`dedupesAppends`): the key this message
+    /// claims; the broker sets it only for such a store.
+    public var dedupe: DedupeClaim?
 
     /// Creates a request.
-    public init(message: Message, queue: Int) {
+    public init(message: Message, queue: Int, dedupe: DedupeClaim? = nil) {
         self.message = message
         self.queue = queue
+        self.dedupe = dedupe
+    }
+}
+
+/// A dedupe key an append claims: when a message with the same key was stored
+/// within the window, the append stores nothing and returns that one's place.
+public struct DedupeClaim: Sendable, Hashable {
+    /// The topic the key belongs to (the real one, for a delayed message).
+    public var topic: String
+    /// The dedupe id.
+    public var id: String
+    /// How far back a stored message with this key counts, in ms.
+    public var windowMs: Int64
+
+    public init(topic: String, id: String, windowMs: Int64) {
+        self.topic = topic
+        self.id = id
+        self.windowMs = windowMs
     }
 }
 
@@ -122,13 +152,17 @@ public struct AppendResult: Sendable, Hashable {
     public var queueOffset: UInt64
     /// When it was stored.
     public var storeTimestamp: Int64
+    /// True when the request's dedupe claim found a message stored within the
+    /// window: this is that message's place, and nothing new was stored.
+    public var duplicate: Bool
 
     /// Creates a result.
-    public init(id: MessageID, queue: Int, queueOffset: UInt64, storeTimestamp: Int64) {
+    public init(id: MessageID, queue: Int, queueOffset: UInt64, storeTimestamp: Int64, duplicate: Bool = false) {
         self.id = id
         self.queue = queue
         self.queueOffset = queueOffset
         self.storeTimestamp = storeTimestamp
+        self.duplicate = duplicate
     }
 }
 

@@ -143,6 +143,29 @@ struct DurableMetadataTests {
 
 @Suite("Seams for a second backend")
 struct BackendSeamTests {
+    @Test("a store that dedupes catches a dedupe id another process stored; the broker answers with the first message's receipt")
+    func storeDedupes() async throws {
+        let clock = ManualClock()
+        let store = try MemoryStore(clock: clock, dedupes: true)
+        let broker = try await Broker.open(store: store, settings: BrokerSettings(topics: [TopicDeclaration(name: "t", queues: 1)]), clock: clock)
+        // Another gateway stored "order-7" a moment ago: this broker's own window never saw it.
+        let claim = DedupeClaim(topic: "t", id: "order-7", windowMs: 120_000)
+        let first = try store.appendExternally([AppendRequest(message: Message(topic: "t", body: [1], dedupeID: "order-7"), queue: 0, dedupe: claim)])[0]
+        clock.advance(by: 1_000)
+        let receipt = try await broker.publish(Message(topic: "t", body: [2], dedupeID: "order-7"))
+        #expect(receipt.duplicate && receipt.id == first.id && receipt.queueOffset == first.queueOffset)
+        #expect(try await store.queueRange(topic: "t", queue: 0).end == 1, "nothing new was stored")
+        // A new id is stored; past the window the old one is new again.
+        #expect(try await broker.publish(Message(topic: "t", body: [3], dedupeID: "order-8")).duplicate == false)
+        clock.advance(by: 200_000)
+        _ = try store.appendExternally([AppendRequest(message: Message(topic: "t", body: [4], dedupeID: "order-9"), queue: 0, dedupe: DedupeClaim(topic: "t", id: "order-9", windowMs: 120_000))])
+        clock.advance(by: 121_000)
+        #expect(try await broker.publish(Message(topic: "t", body: [5], dedupeID: "order-9")).duplicate == false, "outside the window")
+        #expect(try await store.queueRange(topic: "t", queue: 0).end == 4)
+        await broker.close()
+        try await store.close()
+    }
+
     @Test("an append the store reports from elsewhere wakes a waiting consumer, as the broker's own publishes do")
     func externalGrowth() async throws {
         let h = try await DeliveryHarness.open(settings: BrokerSettings(topics: [TopicDeclaration(name: "t", queues: 1)]))

@@ -194,7 +194,11 @@ public final class Broker: Sendable {
                     scheduled.append(requests.count)
                 }
                 let topic = try topics.resolve(message.topic, isInternal: isInternal || message.topic == DelayScheduler.topic)
-                requests.append(AppendRequest(message: message, queue: topic.queue(for: message.shardingKey)))
+                // A store that dedupes (one shared by several gateways) checks the key as it stores.
+                let claim = store.dedupesAppends ? (dedupeKeys?[index] ?? dedupeKey(for: messages[index])).map { key in
+                    DedupeClaim(topic: key.topic, id: key.id, windowMs: key.id.hasPrefix("%copy%") ? Swift.max(Int64(settings.defaults.dedupeWindowMs), 600_000) : Int64(settings.defaults.dedupeWindowMs))
+                } : nil
+                requests.append(AppendRequest(message: message, queue: topic.queue(for: message.shardingKey), dedupe: claim))
                 requestTopics.append(topic)
             }
         } catch {
@@ -234,17 +238,19 @@ public final class Broker: Sendable {
                 let original = messages[index]
                 receipts[index] = PublishReceipt(
                     id: result.id, topic: original.topic, queue: result.queue, queueOffset: result.queueOffset,
-                    storeTimestamp: result.storeTimestamp, deliverAt: scheduled.contains(position) ? original.deliverAt : nil)
+                    storeTimestamp: result.storeTimestamp, duplicate: result.duplicate,
+                    deliverAt: scheduled.contains(position) ? original.deliverAt : nil)
             }
-            if !scheduled.isEmpty {
-                scheduler.schedule(scheduled.map { (requests[$0].message.deliverAt!, results[$0].queueOffset) })
+            let due = scheduled.filter { !results[$0].duplicate }
+            if !due.isEmpty {
+                scheduler.schedule(due.map { (requests[$0].message.deliverAt!, results[$0].queueOffset) })
             }
             if !requests.isEmpty {
                 var grown: [String: [Int: UInt64]] = [:]
-                for (request, result) in zip(requests, results) {
+                for (request, result) in zip(requests, results) where !result.duplicate {
                     grown[request.message.topic, default: [:]][result.queue] = Swift.max(grown[request.message.topic]?[result.queue] ?? 0, result.queueOffset + 1)
                 }
-                delivery.notify(grown: grown)
+                if !grown.isEmpty { delivery.notify(grown: grown) }
             }
             for key in claimed {
                 let receipt = receipts[firstInCall[key]!]!
