@@ -85,6 +85,17 @@ final class ConsumerGroup: Sendable {
         var waiters: [GroupState.WaiterID: @Sendable (TakeResult) -> Void] = [:]
         var nextWaiter: GroupState.WaiterID = 1
         var timer: Task<Void, Never>?
+        /// Reads the state asked for and the reader has not started yet.
+        var reads: [Read] = []
+        /// A reader task is running: reads asked for meanwhile are its to make.
+        var reading = false
+    }
+
+    private struct Read {
+        var queue: Int
+        var from: UInt64
+        var max: Int
+        var epoch: Int
     }
 
     let name: String
@@ -114,27 +125,43 @@ final class ConsumerGroup: Sendable {
     @discardableResult
     private func apply(_ event: (inout GroupState, Int64) -> [GroupState.Action]) -> [Task<Void, Never>] {
         let now = clock.now()
-        let (answers, writes) = owned.withLock { owned -> ([(@Sendable (TakeResult) -> Void, TakeResult)], [Task<Void, Never>]) in
+        let effects = owned.withLock { owned -> Effects in
             let actions = event(&owned.state, now)
             return perform(actions, in: &owned)
         }
-        for (answer, result) in answers { answer(result) }
-        return writes
+        effects.run(self)
+        return effects.writes
     }
 
-    /// Starts reads, the timer and dead-letter writes (under the lock, so that
-    /// they start in the order the state asked); returns the answers to call.
-    private func perform(_ actions: [GroupState.Action], in owned: inout Owned) -> ([(@Sendable (TakeResult) -> Void, TakeResult)], [Task<Void, Never>]) {
+    /// What performing actions leaves to do once the lock is released: the
+    /// answers to call and whether the reader must start (a task started under
+    /// the lock would only wait for it).
+    private struct Effects {
         var answers: [(@Sendable (TakeResult) -> Void, TakeResult)] = []
         var writes: [Task<Void, Never>] = []
-        var reads: [(queue: Int, from: UInt64, max: Int, epoch: Int)] = []
-        defer { if !reads.isEmpty { startReads(reads) } }
+        var startReader = false
+
+        func run(_ group: ConsumerGroup) {
+            if startReader { Task { await group.readAll() } }
+            for (answer, result) in answers { answer(result) }
+        }
+    }
+
+    /// Queues reads for the reader, arms the timer and starts dead-letter
+    /// writes (under the lock, so that they happen in the order the state
+    /// asked); returns what is left to do after it.
+    private func perform(_ actions: [GroupState.Action], in owned: inout Owned) -> Effects {
+        var effects = Effects()
         for action in actions {
             switch action {
             case .answer(let waiter, let result):
-                if let answer = owned.waiters.removeValue(forKey: waiter) { answers.append((answer, result)) }
+                if let answer = owned.waiters.removeValue(forKey: waiter) { effects.answers.append((answer, result)) }
             case .read(let queue, let from, let maxMessages, let epoch):
-                reads.append((queue, from, maxMessages, epoch))
+                owned.reads.append(Read(queue: queue, from: from, max: maxMessages, epoch: epoch))
+                if !owned.reading {
+                    owned.reading = true
+                    effects.startReader = true
+                }
             case .armTimer(let at):
                 owned.timer?.cancel()
                 owned.timer = Task { [self, clock] in
@@ -142,7 +169,7 @@ final class ConsumerGroup: Sendable {
                     apply { state, now in state.timerFired(now: now) }
                 }
             case .deadLetter(let letters):
-                writes.append(Task { [self] in
+                effects.writes.append(Task { [self] in
                     do {
                         _ = try await broker.publishCopies(letters.map { ($0.copy, $0.copyOf) })
                         logger.notice("messages dead-lettered", metadata: ["group": "\(group)", "count": "\(letters.count)"])
@@ -154,13 +181,23 @@ final class ConsumerGroup: Sendable {
                 })
             }
         }
-        return (answers, writes)
+        return effects
     }
 
-    /// One task for the reads one event asked for, made one after another.
-    private func startReads(_ reads: [(queue: Int, from: UInt64, max: Int, epoch: Int)]) {
-        Task { [self] in
-            for read in reads {
+    /// The group's reader: makes the reads asked for, one after another, and
+    /// those their completions ask for, until none is left; then it ends (the
+    /// next read asked for starts another). One task per burst of reads, not
+    /// one per read.
+    private func readAll() async {
+        while true {
+            let next = owned.withLock { owned -> [Read] in
+                let reads = owned.reads
+                owned.reads.removeAll(keepingCapacity: true)
+                if reads.isEmpty { owned.reading = false }
+                return reads
+            }
+            if next.isEmpty { return }
+            for read in next {
                 do {
                     let batch = try await broker.read(topic: definition.topic, queue: read.queue, from: read.from, filter: definition.filter, limit: ReadLimit(maxMessages: read.max))
                     apply { state, now in state.readCompleted(queue: read.queue, from: read.from, epoch: read.epoch, batch: batch, now: now) }
@@ -217,20 +254,20 @@ final class ConsumerGroup: Sendable {
     @discardableResult
     func take(_ member: Int, max: Int, answer: @escaping @Sendable (TakeResult) -> Void) -> GroupState.WaiterID? {
         let now = clock.now()
-        let (immediate, waiter, answers) = owned.withLock { owned -> (TakeResult?, GroupState.WaiterID?, [(@Sendable (TakeResult) -> Void, TakeResult)]) in
+        let (immediate, waiter, effects) = owned.withLock { owned -> (TakeResult?, GroupState.WaiterID?, Effects) in
             let waiter = owned.nextWaiter
             owned.nextWaiter += 1
             let (outcome, actions) = owned.state.take(member, max: max, waiter: waiter, now: now)
-            let (answers, _) = perform(actions, in: &owned)
+            let effects = perform(actions, in: &owned)
             switch outcome {
-            case .deliveries(let batch): return (.deliveries(batch), nil, answers)
-            case .closed: return (.closed, nil, answers)
+            case .deliveries(let batch): return (.deliveries(batch), nil, effects)
+            case .closed: return (.closed, nil, effects)
             case .waiting:
                 owned.waiters[waiter] = answer
-                return (nil, waiter, answers)
+                return (nil, waiter, effects)
             }
         }
-        for (other, result) in answers { other(result) }
+        effects.run(self)
         if let immediate { answer(immediate) }
         return waiter
     }
