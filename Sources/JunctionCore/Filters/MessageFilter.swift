@@ -23,7 +23,7 @@ public struct MessageFilter: Sendable, Hashable, CustomStringConvertible {
 
     /// Whether a message passes both filters.
     public func matches(_ message: Message) -> Bool {
-        tags.matches(message.tag) && (properties?.matches(message.properties) ?? true)
+        tags.matches(message.tag) && (properties?.matches(message) ?? true)
     }
 
     public var description: String {

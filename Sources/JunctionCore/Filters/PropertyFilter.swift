@@ -11,6 +11,7 @@
 ///             | operand comparison operand
 ///             | operand [NOT] BETWEEN number AND number
 ///             | operand [NOT] IN '(' literal { ',' literal } ')'
+///             | operand [NOT] (CONTAINS | STARTSWITH | ENDSWITH) 'string'
 ///             | identifier IS [NOT] NULL
 /// comparison := '=' | '<>' | '!=' | '<' | '<=' | '>' | '>='
 /// operand    := identifier | 'string' | number | TRUE | FALSE
@@ -25,6 +26,12 @@
 /// is TRUE. A property compared with a number is read as a number; one that is
 /// not a number makes the comparison UNKNOWN. Strings and booleans compare with
 /// `=` and `<>` only.
+///
+/// `TAGS` names the message's tag, as in RocketMQ (`TAGS IS NOT NULL AND TAGS IN
+/// ('A', 'B')`); a property of that name is not visible. CONTAINS, STARTSWITH
+/// and ENDSWITH follow RocketMQ 5: an empty search string, or a missing
+/// property, makes them FALSE — their NOT forms too, never UNKNOWN. BETWEEN
+/// whose lower bound is above its upper one is refused: it could never match.
 public struct PropertyFilter: Sendable, Hashable, CustomStringConvertible {
     /// The expression as given.
     public let expression: String
@@ -37,14 +44,17 @@ public struct PropertyFilter: Sendable, Hashable, CustomStringConvertible {
         self.root = try parser.parse()
     }
 
-    /// Whether the expression is TRUE for these properties.
-    public func matches(_ properties: [String: String]) -> Bool {
-        root.evaluate(properties) == .true
+    /// Whether the expression is TRUE for these properties (and this tag, as `TAGS`).
+    public func matches(_ properties: [String: String], tag: String? = nil) -> Bool {
+        root.evaluate(Properties(values: properties, tag: tag)) == .true
     }
 
-    /// The three-valued result for these properties.
-    public func evaluate(_ properties: [String: String]) -> Truth {
-        root.evaluate(properties)
+    /// Whether the expression is TRUE for this message.
+    public func matches(_ message: Message) -> Bool { matches(message.properties, tag: message.tag) }
+
+    /// The three-valued result for these properties (and this tag, as `TAGS`).
+    public func evaluate(_ properties: [String: String], tag: String? = nil) -> Truth {
+        root.evaluate(Properties(values: properties, tag: tag))
     }
 
     public var description: String { root.description }
@@ -68,6 +78,28 @@ public enum Truth: Sendable, Hashable {
     }
 }
 
+/// What an expression reads: a message's properties, and its tag as `TAGS`.
+struct Properties {
+    static let tagName = "TAGS"
+    let values: [String: String]
+    let tag: String?
+
+    subscript(name: String) -> String? { name == Self.tagName ? tag : values[name] }
+}
+
+/// The string tests RocketMQ 5 added.
+enum TextMatch: String, Sendable, Hashable {
+    case contains = "CONTAINS", startsWith = "STARTSWITH", endsWith = "ENDSWITH"
+
+    func holds(_ text: String, _ search: String) -> Bool {
+        switch self {
+        case .contains: text.contains(search)
+        case .startsWith: text.hasPrefix(search)
+        case .endsWith: text.hasSuffix(search)
+        }
+    }
+}
+
 indirect enum Node: Sendable, Hashable, CustomStringConvertible {
     case and(Node, Node)
     case or(Node, Node)
@@ -77,8 +109,9 @@ indirect enum Node: Sendable, Hashable, CustomStringConvertible {
     case between(Operand, Double, Double, negated: Bool)
     case isIn(Operand, [Operand], negated: Bool)
     case isNull(String, negated: Bool)
+    case text(Operand, TextMatch, String, negated: Bool)
 
-    func evaluate(_ properties: [String: String]) -> Truth {
+    func evaluate(_ properties: Properties) -> Truth {
         switch self {
         case .and(let left, let right):
             let l = left.evaluate(properties)
@@ -116,6 +149,10 @@ indirect enum Node: Sendable, Hashable, CustomStringConvertible {
             return negated ? result.negated : result
         case .isNull(let name, let negated):
             return .from((properties[name] == nil) != negated)
+        case .text(let operand, let match, let search, let negated):
+            // RocketMQ's rule: no search string or no text is FALSE, negated or not.
+            guard !search.isEmpty, case .text(let text)? = operand.value(properties) else { return .false }
+            return .from(match.holds(text, search) != negated)
         }
     }
 
@@ -151,6 +188,7 @@ indirect enum Node: Sendable, Hashable, CustomStringConvertible {
         case .between(let o, let low, let high, let negated): "(\(o) \(negated ? "NOT " : "")BETWEEN \(low) AND \(high))"
         case .isIn(let o, let list, let negated): "(\(o) \(negated ? "NOT " : "")IN (\(list.map(\.description).joined(separator: ", "))))"
         case .isNull(let name, let negated): "(\(name) IS \(negated ? "NOT " : "")NULL)"
+        case .text(let o, let match, let search, let negated): "(\(o) \(negated ? "NOT " : "")\(match.rawValue) \(Operand.literal(.text(search))))"
         }
     }
 }
@@ -160,7 +198,7 @@ enum Operand: Sendable, Hashable, CustomStringConvertible {
     case property(String)
     case literal(Value)
 
-    func value(_ properties: [String: String]) -> Value? {
+    func value(_ properties: Properties) -> Value? {
         switch self {
         case .property(let name): properties[name].map(Value.text)
         case .literal(let value): value
@@ -248,7 +286,7 @@ private struct SQLParser {
         }
     }
 
-    static let keywords: Set<String> = ["AND", "OR", "NOT", "BETWEEN", "IN", "IS", "NULL", "TRUE", "FALSE"]
+    static let keywords: Set<String> = ["AND", "OR", "NOT", "BETWEEN", "IN", "IS", "NULL", "TRUE", "FALSE", "CONTAINS", "STARTSWITH", "ENDSWITH"]
 
     let expression: String
     let characters: [Character]
@@ -326,7 +364,11 @@ private struct SQLParser {
         if accept(keyword: "BETWEEN") {
             let low = try number(after: "BETWEEN")
             guard accept(keyword: "AND") else { throw error("AND in BETWEEN … AND …, found \(current.text)") }
+            let highPosition = tokens[index].position
             let high = try number(after: "AND")
+            guard low <= high else {
+                throw error("a lower bound no greater than the upper one in BETWEEN (\(Operand.literal(.number(low))) AND \(Operand.literal(.number(high))) can never match)", at: highPosition)
+            }
             return .between(left, low, high, negated: negated)
         }
         if accept(keyword: "IN") {
@@ -345,7 +387,12 @@ private struct SQLParser {
             guard accept(symbol: ")") else { throw error("',' or ')' in the IN list, found \(current.text)") }
             return .isIn(left, list, negated: negated)
         }
-        if negated { throw error("BETWEEN or IN after NOT, found \(current.text)") }
+        for match in [TextMatch.contains, .startsWith, .endsWith] where accept(keyword: match.rawValue) {
+            guard case .string(let search) = current else { throw error("a string after \(match.rawValue), found \(current.text)") }
+            advance()
+            return .text(left, match, search, negated: negated)
+        }
+        if negated { throw error("BETWEEN or IN after NOT (or CONTAINS, STARTSWITH, ENDSWITH), found \(current.text)") }
         guard case .symbol(let symbol) = current, let comparison = Self.comparison(symbol) else {
             throw error("a comparison (=, <>, <, <=, >, >=), BETWEEN, IN or IS, found \(current.text)")
         }
@@ -369,7 +416,7 @@ private struct SQLParser {
     private var isComparisonAhead: Bool {
         switch current {
         case .symbol(let s): Self.comparison(s) != nil
-        case .keyword(let k): ["IS", "BETWEEN", "IN"].contains(k) || (k == "NOT" && (tokens.count > index + 1 && [.keyword("BETWEEN"), .keyword("IN")].contains(tokens[index + 1].token)))
+        case .keyword(let k): ["IS", "BETWEEN", "IN", "CONTAINS", "STARTSWITH", "ENDSWITH"].contains(k) || (k == "NOT" && (tokens.count > index + 1 && [.keyword("BETWEEN"), .keyword("IN"), .keyword("CONTAINS"), .keyword("STARTSWITH"), .keyword("ENDSWITH")].contains(tokens[index + 1].token)))
         default: false
         }
     }
