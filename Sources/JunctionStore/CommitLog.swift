@@ -64,25 +64,32 @@ public final class CommitLog: MessageStore {
         try StoreDirectory.create(logDirectory)
         try StoreDirectory.create(indexDirectory)
         try StoreDirectory.create(directory + "/state")
-        self.lockFile = try StoreFile(path: directory + "/LOCK", create: true)
+        let lockFile = try StoreFile(path: directory + "/LOCK", create: true)
         try lockFile.lockExclusively()
-        try DataFormat.check(directory: directory)
-
-        let recovered = try Recovery(
-            logDirectory: logDirectory, indexDirectory: indexDirectory, directory: directory,
-            settings: settings, logger: logger
-        ).run()
-        self.recovery = recovered.report
-        let topicsPath = directory + "/state/topics"
+        self.lockFile = lockFile
+        let recovered: Recovery.Result
         var recorded: [String: Int] = [:]
-        if StoreDirectory.exists(topicsPath) {
-            let file = try StoreFile(path: topicsPath, create: false)
-            let bytes = try file.read(count: Int(try file.size()), at: 0)
-            guard let record = try? JSONDecoder().decode(TopicRecord.self, from: Data(bytes)), record.version == 1 else {
-                throw StoreError(.corruptState, "\(topicsPath) (the topics and their queue counts) cannot be read; restore it from a backup, or delete it to let the store count each topic's queues from the messages it holds (a topic whose last queues are empty then gets fewer queues)")
+        do {
+            try DataFormat.check(directory: directory)
+            recovered = try Recovery(
+                logDirectory: logDirectory, indexDirectory: indexDirectory, directory: directory,
+                settings: settings, logger: logger
+            ).run()
+            let topicsPath = directory + "/state/topics"
+            if StoreDirectory.exists(topicsPath) {
+                let file = try StoreFile(path: topicsPath, create: false)
+                let bytes = try file.read(count: Int(try file.size()), at: 0)
+                guard let record = try? JSONDecoder().decode(TopicRecord.self, from: Data(bytes)), record.version == 1 else {
+                    throw StoreError(.corruptState, "\(topicsPath) (the topics and their queue counts) cannot be read; restore it from a backup, or delete it to let the store count each topic's queues from the messages it holds (a topic whose last queues are empty then gets fewer queues)")
+                }
+                recorded = record.topics
             }
-            recorded = record.topics
+        } catch {
+            // Released now, not whenever the half-made store is freed: the caller may open the directory again at once.
+            lockFile.unlock()
+            throw error
         }
+        self.recovery = recovered.report
         self.topicRecord = Mutex((recorded, 0, 0))
         self.shared = Mutex(SharedState(segments: recovered.segments, queues: recovered.queues))
         self.writer = WriterState(

@@ -71,6 +71,9 @@ final class ConnectionHandler: ChannelInboundHandler {
             }
         case .pull(let id, let max, let timeoutMs):
             guard let subscription = subscriptions[id] else { return unknownSubscription(context, id, frame.requestID) }
+            guard !subscription.push else {
+                return write(context, Frame(.error(code: .invalidRequest, message: "subscription \(id) is a push subscription: its deliveries come without PULL (subscribe with the pull flag to pull)"), requestID: frame.requestID))
+            }
             flushAcks()
             pull(context, subscription, max: Int(min(max, 4096)), timeoutMs: Int64(timeoutMs), requestID: frame.requestID)
         case .ack(let id, let tags):
@@ -88,8 +91,11 @@ final class ConnectionHandler: ChannelInboundHandler {
             if frame.requestID != 0 { write(context, Frame(.ok, requestID: frame.requestID)) }
         case .credit(let id, let credit):
             guard let subscription = subscriptions[id] else { return unknownSubscription(context, id, frame.requestID) }
+            guard (1...65_536).contains(credit) else {
+                return write(context, Frame(.error(code: .invalidRequest, message: "credit must be 1 to 65536, not \(credit)"), requestID: frame.requestID))
+            }
             flushAcks()
-            subscription.core.setCredit(Int(max(1, credit)))
+            subscription.core.setCredit(Int(credit))
             if frame.requestID != 0 { write(context, Frame(.ok, requestID: frame.requestID)) }
         case .listTopics:
             let topics = broker.topicList.sorted { $0.key < $1.key }.map { TopicInfo(name: $0.key, queues: $0.value) }
@@ -185,6 +191,9 @@ final class ConnectionHandler: ChannelInboundHandler {
         guard subscriptions[id] == nil else {
             return write(context, Frame(.error(code: .invalidRequest, message: "subscription id \(id) is already in use on this connection"), requestID: requestID))
         }
+        guard (1...65_536).contains(wire.credit) else {
+            return write(context, Frame(.error(code: .invalidRequest, message: "credit must be 1 to 65536, not \(wire.credit)"), requestID: requestID))
+        }
         let filter: MessageFilter
         do {
             filter = try MessageFilter(tags: wire.tags, where: wire.whereClause)
@@ -193,7 +202,7 @@ final class ConnectionHandler: ChannelInboundHandler {
         }
         let options = SubscriptionOptions(
             topic: wire.topic, filter: filter, group: wire.group, mode: wire.mode, ack: wire.ack, start: wire.start,
-            credit: Int(min(max(wire.credit, 1), 65_536)), ackTimeoutMs: wire.ackTimeoutMs == 0 ? nil : Int(wire.ackTimeoutMs),
+            credit: Int(wire.credit), ackTimeoutMs: wire.ackTimeoutMs == 0 ? nil : Int(wire.ackTimeoutMs),
             maxDeliveries: wire.maxDeliveries == 0 ? nil : Int(wire.maxDeliveries),
             backoffMs: wire.backoffMs.isEmpty ? nil : wire.backoffMs.map(Int.init), ordered: wire.ordered, consumerID: wire.consumerID)
         let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)

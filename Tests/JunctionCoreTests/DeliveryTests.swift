@@ -290,3 +290,22 @@ struct TakeTests {
         try await h.close()
     }
 }
+
+@Suite("Offline reset")
+struct OfflineResetTests {
+    @Test("a group with no member since the restart is reset through its saved progress; a group never seen is not found")
+    func offlineReset() async throws {
+        let one = BrokerSettings(topics: [TopicDeclaration(name: "t", queues: 1)])
+        var h = try await DeliveryHarness.open(settings: one)
+        try await h.publish("t", count: 6)
+        let subscription = try await h.broker.subscribe(SubscriptionOptions(topic: "t", group: "g", start: .earliest))
+        subscription.ack(try await take(6, from: subscription))
+        h = try await h.reopen(settings: one)
+        try await h.broker.resetOffsets(group: "g", to: .offset(2))  // no member since the restart
+        let again = try await h.broker.subscribe(SubscriptionOptions(topic: "t", group: "g", start: .latest))
+        #expect(try await take(4, from: again).map(\.message.queueOffset) == [2, 3, 4, 5])
+        await #expect { try await h.broker.resetOffsets(group: "never", to: .earliest) } throws: { ($0 as? BrokerError)?.code == .notFound }
+        try await h.close()
+    }
+}
+

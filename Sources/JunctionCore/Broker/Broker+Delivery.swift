@@ -57,11 +57,21 @@ extension Broker {
 
     /// Moves a group's committed offsets (every queue) to a new start. Members
     /// that are connected continue from there; deliveries they still hold are
-    /// forgotten.
+    /// forgotten. A group with no member now (after a restart, say) has its
+    /// saved progress moved, and resumes there when a member comes.
     public func resetOffsets(group: String, to start: SubscriptionOptions.Start) async throws {
         let engines = delivery.engines(ofGroup: group)
         guard !engines.isEmpty else {
-            throw BrokerError(.notFound, "group \(group) has not subscribed since the broker started; subscribe it first, or reset it while it runs")
+            let saved = delivery.savedEngines(ofGroup: group)
+            guard !saved.isEmpty else {
+                throw BrokerError(.notFound, "group \(group) has no members and no saved progress: nothing to reset")
+            }
+            for (engine, topic) in saved {
+                let queues = queueCount(of: topic) ?? 1
+                let offsets = try await startOffsets(topic: topic, queues: queues, start: start)
+                try await delivery.replaceSaved(engine: engine, topic: topic, offsets: offsets, store: store)
+            }
+            return
         }
         for engine in engines {
             let queues = queueCount(of: engine.definition.topic) ?? 1

@@ -95,6 +95,27 @@ final class DeliveryCore: Sendable {
         }
     }
 
+    /// The engines of `group` (itself, or its broadcasting members `group@…`)
+    /// with saved progress, and their topics.
+    func savedEngines(ofGroup group: String) -> [String: String] {
+        state.withLock { state in
+            var engines: [String: String] = [:]
+            for record in state.saved.values where record.group == group || record.group.hasPrefix(group + "@") {
+                engines[record.group] = record.topic
+            }
+            return engines
+        }
+    }
+
+    /// Replaces an engine's saved progress on a topic (an offline reset).
+    func replaceSaved(engine: String, topic: String, offsets: [UInt64], store: any MessageStore) async throws {
+        let records = offsets.enumerated().map { GroupOffset(group: engine, topic: topic, queue: $0.offset, committed: $0.element) }
+        try await store.saveOffsets(records)
+        state.withLock { state in
+            for record in records { state.saved[record.key] = record }
+        }
+    }
+
     /// Starts saving progress every `intervalMs`.
     func startSaving(store: any MessageStore, clock: any WallClock, intervalMs: Int64, logger: Logger) {
         let task = Task { [self] in
