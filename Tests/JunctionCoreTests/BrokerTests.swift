@@ -200,3 +200,23 @@ struct BrokerReadTests {
         try await h.close()
     }
 }
+
+@Suite("Refused batches")
+struct RefusedBatchTests {
+    @Test("a batch refused for its second message stores nothing and creates no topic")
+    func noTopicFromARefusedBatch() async throws {
+        let h = try await DeliveryHarness.open()
+        let batches: [[Message]] = [
+            [Message(topic: "fresh-a", body: [1]), Message(topic: "fresh-a", tag: "bad tag", body: [2])],
+            [Message(topic: "fresh-b", body: [1]), Message(topic: "%DLQ%x", body: [2])],
+            [Message(topic: "fresh-c", body: [1]), Message(topic: "fresh-c", body: [UInt8](repeating: 0, count: 5 << 20))],
+            [Message(topic: "fresh-d", body: [1]), Message(topic: "fresh-e", body: [2], deliverAt: h.clock.now() + 30 * 86_400_000)],
+        ]
+        for batch in batches {
+            await #expect(throws: BrokerError.self) { _ = try await h.broker.publish(batch) }
+        }
+        let created = h.broker.topicList.keys.filter { $0.hasPrefix("fresh-") }
+        #expect(created.isEmpty, "created by refused batches: \(created.sorted())")
+        try await h.close()
+    }
+}

@@ -340,7 +340,8 @@ public final class Broker: Sendable {
         if let deliverAt = message.deliverAt, deliverAt - now > limits.maxDelayMs {
             throw BrokerError(.delayTooLong, "deliver-at is \(deliverAt - now) ms ahead; the limit (limits.maxDelayMs) is \(limits.maxDelayMs) ms")
         }
-        _ = try topics.resolve(message.topic)
+        // Checked, not created: a batch refused for a later message creates no topic.
+        try topics.check(message.topic)
     }
 
     // MARK: Reading

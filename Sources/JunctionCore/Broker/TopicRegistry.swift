@@ -60,10 +60,19 @@ final class TopicRegistry: Sendable {
             unrecorded.withLock { _ = $0.insert(name) }
             return topic
         }
-        guard let found else {
-            throw BrokerError(.unknownTopic, "topic \"\(name)\" does not exist and autoCreateTopics is false; declare it in the configuration's topics")
-        }
+        guard let found else { throw Self.unknown(name) }
         return found
+    }
+
+    /// Throws as `resolve` would, without creating anything: for checking every
+    /// message of a batch before any of it takes effect.
+    func check(_ name: String, isInternal: Bool = false) throws(BrokerError) {
+        guard topics.withLock({ $0[name] == nil }), !(autoCreate || isInternal) else { return }
+        throw Self.unknown(name)
+    }
+
+    private static func unknown(_ name: String) -> BrokerError {
+        BrokerError(.unknownTopic, "topic \"\(name)\" does not exist and autoCreateTopics is false; declare it in the configuration's topics")
     }
 
     /// Creates a topic (or raises the queue count of an existing one).
