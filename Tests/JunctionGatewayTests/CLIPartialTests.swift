@@ -1,4 +1,7 @@
 import Foundation
+import JunctionClient
+import JunctionCore
+import JunctionProtocol
 import JunctionTestSupport
 import Testing
 
@@ -32,6 +35,36 @@ struct CLIPartialTests {
         #expect(status != 0)
         #expect(stderr.contains("published 256 of "), "\(stderr)")
         #expect(stderr.contains("resume from line 257"), "\(stderr)")
+        #expect(await gateway.stop() == 0)
+    }
+}
+
+@Suite("junction topics list and groups list")
+struct CLIListTests {
+    @Test("both print a header, and with --format json one JSON array a script can read")
+    func listFormats() async throws {
+        let dir = TemporaryDirectory()
+        let gateway = try await InProcessGateway.start(directory: dir.path)
+        #expect(try await gateway.junction(["topics", "create", "listed", "--queues", "3"]).0 == 0)
+        let (status, text, _) = try await gateway.junction(["topics", "list"])
+        #expect(status == 0)
+        let lines = text.split(separator: "\n")
+        #expect(lines.first == "topic\tqueues" && lines.contains("listed\t3"), "\(text)")
+        let (_, json, _) = try await gateway.junction(["topics", "list", "--format", "json"])
+        let topics = try JSONValue.parse(bytes: Array(json.utf8))
+        guard case .array(let items) = topics else { Issue.record("not a JSON array: \(json)"); return }
+        #expect(items.contains { $0.serialized == #"{"name":"listed","queues":3}"# }, "\(json)")
+
+        let client = try await JunctionClient.connect(port: gateway.port, reconnect: false)
+        _ = try await client.subscribe(WireSubscription(topic: "listed", group: "scripted", start: .earliest))
+        let (_, groups, _) = try await gateway.junction(["groups", "list", "--group", "scripted", "--format", "json"])
+        guard case .array(let entries) = try JSONValue.parse(bytes: Array(groups.utf8)), let first = entries.first?.objectMembers else {
+            Issue.record("not a JSON array of groups: \(groups)"); return
+        }
+        #expect(first.first { $0.0 == "group" }?.1 == .string("scripted"))
+        #expect(first.first { $0.0 == "topic" }?.1 == .string("listed"))
+        if case .array(let queues)? = first.first(where: { $0.0 == "queues" })?.1 { #expect(queues.count == 3) } else { Issue.record("no queues: \(groups)") }
+        await client.close()
         #expect(await gateway.stop() == 0)
     }
 }
