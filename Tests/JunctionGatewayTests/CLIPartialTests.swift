@@ -68,3 +68,17 @@ struct CLIListTests {
         #expect(await gateway.stop() == 0)
     }
 }
+
+@Suite("junction exit statuses by the server's code")
+struct CLIExitStatusTests {
+    @Test("a wrong token exits 77, a refused filter 2, as PROTOCOL.md's table says")
+    func exitByCode() async throws {
+        let dir = TemporaryDirectory()
+        let gateway = try await InProcessGateway.start(directory: dir.path, token: "s3cret")
+        let (denied, _, deniedErr) = try await runJunction(["--server", "127.0.0.1:\(gateway.port)", "--token", "wrong"], ["topics", "list"])
+        #expect(denied == 77, "\(deniedErr)")
+        let (refused, _, refusedErr) = try await runJunction(["--server", "127.0.0.1:\(gateway.port)", "--token", "s3cret"], ["sub", "--topic", "t", "--where", "a >", "--count", "1", "--timeout", "1"])
+        #expect(refused == 2, "\(refusedErr)")
+        #expect(await gateway.stop() == 0)
+    }
+}

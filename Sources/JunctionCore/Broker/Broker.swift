@@ -185,6 +185,7 @@ public final class Broker: Sendable {
         var requestTopics: [Topic] = []
         requestTopics.reserveCapacity(toStore.count)
         var scheduled: [Int] = []
+        let storeDedupes = store.dedupesAppends
         do {
             for index in toStore {
                 var message = messages[index]
@@ -195,8 +196,8 @@ public final class Broker: Sendable {
                 }
                 let topic = try topics.resolve(message.topic, isInternal: isInternal || message.topic == DelayScheduler.topic)
                 // A store that dedupes (one shared by several gateways) checks the key as it stores.
-                let claim = store.dedupesAppends ? (dedupeKeys?[index] ?? dedupeKey(for: messages[index])).map { key in
-                    DedupeClaim(topic: key.topic, id: key.id, windowMs: key.id.hasPrefix("%copy%") ? Swift.max(Int64(settings.defaults.dedupeWindowMs), 600_000) : Int64(settings.defaults.dedupeWindowMs))
+                let claim = storeDedupes ? (dedupeKeys?[index] ?? dedupeKey(for: messages[index])).map { key in
+                    DedupeClaim(topic: key.topic, id: key.id, windowMs: key.id.hasPrefix("%copy%") ? copyWindowMs : Int64(settings.defaults.dedupeWindowMs))
                 } : nil
                 requests.append(AppendRequest(message: message, queue: topic.queue(for: message.shardingKey), dedupe: claim))
                 requestTopics.append(topic)
@@ -408,16 +409,18 @@ public final class Broker: Sendable {
 
     // MARK: Recovery
 
+    /// The dedupe window of the broker's own copies (delayed, routed, dead
+    /// letters): longer than the publishers' window. The progress of whatever
+    /// made them is saved within a second of the copy, so only the last moments
+    /// matter, but a window of zero must not make them happen twice.
+    private var copyWindowMs: Int64 { max(Int64(settings.defaults.dedupeWindowMs), 600_000) }
+
     /// Reads back every message stored within the dedupe window and remembers
     /// its dedupe id (and the schedule id of delayed copies).
     private func rebuildDedupeWindow() async throws -> Int {
         let now = clock.now()
-        // Copies are checked against a longer window: the progress of whatever
-        // made them (scheduler, route, group) is saved within a second of the
-        // copy, so only the last moments matter, but a window of zero must not
-        // make them happen twice.
         let window = Int64(settings.defaults.dedupeWindowMs)
-        let scheduleWindow = max(window, 600_000)
+        let scheduleWindow = copyWindowMs
         for (topic, queues) in topics.all where topic != DelayScheduler.topic {
             for queue in 0..<queues {
                 var offset = try await store.offset(topic: topic, queue: queue, atOrAfter: now - scheduleWindow)
