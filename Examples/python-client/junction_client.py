@@ -186,13 +186,15 @@ class JunctionClient:
 
     # -- consuming -------------------------------------------------------------
 
-    def subscribe(self, topic, group, tags="*", where=None, start="latest", credit=64, ack=True):
+    def subscribe(self, topic, group, tags="*", where=None, start="latest", credit=64, ack=True, temporary=False):
+        """Subscribes (push). With temporary=True the group is this subscription's alone:
+        the broker never saves its progress and removes it when the subscription ends."""
         subscription = self.next_subscription
         self.next_subscription += 1
         w = Writer().u32(subscription).str(topic).str(tags).opt_str(where).str(group)
         w.u8(0).u8(1 if ack else 0)
         w.u8({"earliest": 0, "latest": 1}[start])
-        w.u32(credit).u32(0).u16(0).u16(0).u8(0).opt_str(None)
+        w.u32(credit).u32(0).u16(0).u16(0).u8(4 if temporary else 0).opt_str(None)
         self.request(SUBSCRIBE, w.build())
         return subscription
 
@@ -208,12 +210,30 @@ class JunctionClient:
                 opcode, _, body = self.read_frame()
                 self.keep_unsolicited(opcode, body)
 
-    def ack(self, subscription, deliveries):
-        """Acknowledges deliveries (fire and forget: acks need no answer)."""
+    def ack(self, subscription, deliveries, confirm=False):
+        """Acknowledges deliveries. Without confirm it is fire and forget (request id 0,
+        no answer); with confirm=True it waits for OK, and raises JunctionError 17 if the
+        server never delivered one of them (a wrong queue or offset)."""
         w = Writer().u32(subscription).u32(len(deliveries))
         for delivery in deliveries:
             w.u16(delivery["queue"]).u64(delivery["offset"])
-        self.send(ACK, w.build(), 0)
+        if confirm:
+            self.request(ACK, w.build())
+        else:
+            self.send(ACK, w.build(), 0)
+
+    def nack(self, subscription, deliveries, delay_ms=-1, confirm=False):
+        """Gives deliveries back for redelivery after delay_ms (-1: the group's backoff;
+        0 to 86400000). confirm=True waits for the answer, as for ack."""
+        if delay_ms != -1 and not 0 <= delay_ms <= 86_400_000:
+            raise ValueError("delay_ms is -1 (the group's backoff) or 0 to 86400000")
+        w = Writer().u32(subscription).i32(delay_ms).u32(len(deliveries))
+        for delivery in deliveries:
+            w.u16(delivery["queue"]).u64(delivery["offset"])
+        if confirm:
+            self.request(NACK, w.build())
+        else:
+            self.send(NACK, w.build(), 0)
 
     def ping(self):
         self.request(PING, b"")

@@ -7,7 +7,7 @@ every published message came back.
 """
 import sys
 
-from junction_client import JunctionClient
+from junction_client import JunctionClient, JunctionError
 
 address = sys.argv[1] if len(sys.argv) > 1 else "127.0.0.1:7400"
 count = int(sys.argv[2]) if len(sys.argv) > 2 else 100
@@ -27,6 +27,14 @@ for delivery in client.deliveries(subscription, count):
     client.ack(subscription, [delivery])
     seen.add(delivery["body"])
 client.ping()  # the acks before it have been read
+# A confirmed ack names what it acks: one the server never delivered is refused (17, not found).
+try:
+    client.ack(subscription, [{"queue": 0, "offset": 10**12}], confirm=True)
+    print("an ack of an offset never delivered was accepted", file=sys.stderr)
+    sys.exit(1)
+except JunctionError as error:
+    if error.code != 17:
+        raise
 client.close()
 print(f"published {len(receipts)}, consumed {len(seen)}", file=sys.stderr)
 sys.exit(0 if seen == set(bodies) else 1)

@@ -322,14 +322,27 @@ public final class ClientSubscription: AsyncSequence, Sendable {
     /// Acknowledges one delivery.
     public func ack(_ delivery: Delivery) { ack([delivery]) }
 
-    /// Acknowledges deliveries and waits until the server has taken the acks.
+    /// Acknowledges deliveries and waits until the server has taken the acks;
+    /// throws not found when the group never delivered one of them.
     public func ackConfirmed(_ deliveries: [Delivery]) async throws {
         _ = try await client.request(.ack(id: id, tags: deliveries.map(\.tag)))
     }
 
-    /// Gives deliveries back for redelivery after `delayMs` (nil: the group's backoff).
+    /// Gives deliveries back for redelivery after `delayMs` (nil: the group's
+    /// backoff; else 0 … 86,400,000 ms, clamped into that range).
     public func nack(_ deliveries: [Delivery], delayMs: Int? = nil) {
-        client.send(.nack(id: id, delayMs: Int32(clamping: delayMs ?? -1), tags: deliveries.map(\.tag)), expectAnswer: false)
+        client.send(.nack(id: id, delayMs: Self.wireDelay(delayMs), tags: deliveries.map(\.tag)), expectAnswer: false)
+    }
+
+    /// Gives deliveries back and waits for the server's answer: ERROR not
+    /// found (thrown) names any of them the group never delivered.
+    public func nackConfirmed(_ deliveries: [Delivery], delayMs: Int? = nil) async throws {
+        _ = try await client.request(.nack(id: id, delayMs: Self.wireDelay(delayMs), tags: deliveries.map(\.tag)))
+    }
+
+    private static func wireDelay(_ delayMs: Int?) -> Int32 {
+        guard let delayMs else { return -1 }
+        return Int32(Swift.min(Swift.max(delayMs, 0), 86_400_000))
     }
 
     /// Pulls up to `max` deliveries, waiting up to `timeoutMs` (for pull subscriptions).

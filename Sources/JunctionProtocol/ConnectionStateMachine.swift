@@ -92,8 +92,9 @@ public struct ConnectionStateMachine: Sendable {
         guard let grant else { return nil }
         switch body {
         case .publish(_, let messages):
-            guard let topic = messages.first(where: { !grant.mayPublish(to: $0.topic) })?.topic else { return nil }
-            return "token \"\(grant.name)\" may not publish to topic \(topic); nothing of this request was stored"
+            guard let index = messages.firstIndex(where: { !grant.mayPublish(to: $0.topic) }) else { return nil }
+            let which = messages.count > 1 ? "message \(index + 1) of \(messages.count): " : ""
+            return "\(which)token \"\(grant.name)\" may not publish to topic \(messages[index].topic); nothing of this request was stored"
         case .subscribe(_, let options):
             return grant.maySubscribe(to: options.topic) ? nil : "token \"\(grant.name)\" may not subscribe to topic \(options.topic)"
         case .createTopic, .resetOffsets:

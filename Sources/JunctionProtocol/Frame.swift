@@ -231,12 +231,15 @@ public struct WireSubscription: Sendable, Hashable {
     /// Deliveries wait for PULL instead of being pushed.
     public var pull: Bool
     public var consumerID: String?
+    /// The group exists for this subscription alone: never saved, removed when it ends.
+    public var temporary: Bool
 
     public init(
         topic: String, tags: String = "*", whereClause: String? = nil, group: String,
         mode: SubscriptionOptions.Mode = .clustering, ack: SubscriptionOptions.AckMode = .explicit,
         start: SubscriptionOptions.Start = .latest, credit: UInt32 = 32, ackTimeoutMs: UInt32 = 0,
-        maxDeliveries: UInt16 = 0, backoffMs: [UInt32] = [], ordered: Bool = false, pull: Bool = false, consumerID: String? = nil
+        maxDeliveries: UInt16 = 0, backoffMs: [UInt32] = [], ordered: Bool = false, pull: Bool = false, consumerID: String? = nil,
+        temporary: Bool = false
     ) {
         self.topic = topic
         self.tags = tags
@@ -252,5 +255,6 @@ public struct WireSubscription: Sendable, Hashable {
         self.ordered = ordered
         self.pull = pull
         self.consumerID = consumerID
+        self.temporary = temporary
     }
 }

@@ -295,7 +295,7 @@ struct WireReader {
             topic: topic, tags: tags, whereClause: whereClause, group: group,
             mode: modeByte == 0 ? .clustering : .broadcasting, ack: ackByte == 0 ? .none : .explicit,
             start: start, credit: credit, ackTimeoutMs: ackTimeout, maxDeliveries: maxDeliveries, backoffMs: backoff,
-            ordered: flags & 1 != 0, pull: flags & 2 != 0, consumerID: consumerID)
+            ordered: flags & 1 != 0, pull: flags & 2 != 0, consumerID: consumerID, temporary: flags & 4 != 0)
     }
 
     mutating func groupStats() throws(ProtocolError) -> GroupStats {
@@ -412,7 +412,7 @@ extension ByteBuffer {
         writeInteger(options.maxDeliveries)
         writeInteger(UInt16(options.backoffMs.count))
         for delay in options.backoffMs { writeInteger(delay) }
-        writeInteger(UInt8((options.ordered ? 1 : 0) | (options.pull ? 2 : 0)))
+        writeInteger(UInt8((options.ordered ? 1 : 0) | (options.pull ? 2 : 0) | (options.temporary ? 4 : 0)))
         writeOptional(options.consumerID) { $0.writeWireString($1) }
     }
 

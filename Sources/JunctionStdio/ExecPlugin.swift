@@ -11,6 +11,8 @@ public struct ExecSettings: Sendable {
     public var environment: [String: String]
     public var subscription: SubscriptionOptions
     public var restartBackoffMs: [Int]
+    /// The queue of what the child publishes without a sharding key (default: one queue, in order).
+    public var queueSelection: QueueSelection = .perSource
 
     public static func decode(_ settings: inout JSONObjectReader, pluginName: String) throws(ConfigurationError) -> ExecSettings {
         guard let items = try settings.array("command"), !items.isEmpty else { throw settings.error("command", "expected the program and its arguments, such as [\"python3\", \"enrich.py\"]") }
@@ -45,8 +47,11 @@ public struct ExecSettings: Sendable {
             }
             try restart.finish()
         }
+        let queueSelection = try QueueSelection.decode(&settings)
         try settings.finish()
-        return ExecSettings(command: command, workingDirectory: workingDirectory, environment: environment, subscription: subscription, restartBackoffMs: backoff)
+        return ExecSettings(
+            command: command, workingDirectory: workingDirectory, environment: environment, subscription: subscription,
+            restartBackoffMs: backoff, queueSelection: queueSelection)
     }
 }
 
@@ -233,7 +238,8 @@ public final class ExecPlugin: Service, Sendable {
             subscription.giveBack(tags: [tag], delayMs: delay)
         case ("publish", let object):
             do {
-                let message = try JSONLines.message(from: object, defaultTopic: nil)
+                var message = try JSONLines.message(from: object, defaultTopic: nil)
+                settings.queueSelection.apply(to: &message, source: name)
                 inFlight.publishStarted()
                 broker.publish([message]) { [self] result in
                     let refused: Bool

@@ -21,6 +21,8 @@ public struct StdioSettings: Sendable {
     public var outputFormat: OutputFormat
     public var output: SubscriptionOptions?
     public var endOfInput: EndOfInput
+    /// The queue of a line without a sharding key (default: one queue, so stdin keeps its order).
+    public var queueSelection: QueueSelection = .perSource
 
     public static func decode(_ settings: inout JSONObjectReader, pluginName: String) throws(ConfigurationError) -> StdioSettings {
         var result = StdioSettings(inputFormat: nil, inputTopic: nil, inputTag: nil, outputFormat: .body, output: nil, endOfInput: .keepRunning)
@@ -31,6 +33,7 @@ public struct StdioSettings: Sendable {
             if result.inputFormat == .lines && result.inputTopic == nil { throw input.error("topic", "expected the topic lines are published to") }
             result.inputTag = try input.string("tag")
             if let tag = result.inputTag, let problem = TagFilter.problem(with: tag) { throw input.error("tag", "expected \(problem)") }
+            result.queueSelection = try QueueSelection.decode(&input)
             try input.finish()
         }
         if var output = try settings.object("output") {
@@ -118,7 +121,10 @@ public final class StdioPlugin: Service, Sendable {
                     messages.reserveCapacity(lines.count)
                     for line in lines {
                         lineNumber += 1
-                        if let message = makeMessage(line, number: lineNumber) { messages.append(message) }
+                        if var message = makeMessage(line, number: lineNumber) {
+                            settings.queueSelection.apply(to: &message, source: name)
+                            messages.append(message)
+                        }
                     }
                     counters.withLock { $0.read += lines.count }
                     guard !messages.isEmpty else { return }

@@ -20,6 +20,9 @@ final class ConnectionHandler: ChannelInboundHandler {
     private var machine: ConnectionStateMachine
     private var subscriptions: [UInt32: TCPSubscription] = [:]
     private var pendingAcks: [UInt32: [DeliveryTag]] = [:]
+    /// Subscriptions ended by UNSUBSCRIBE: late acks still consume.
+    private var departed: [UInt32: TCPSubscription] = [:]
+    private var departedOrder: [UInt32] = []
     /// Push subscriptions with a take outstanding.
     private var taking: Set<ObjectIdentifier> = []
     private var inFlightPublishes = 0
@@ -63,6 +66,7 @@ final class ConnectionHandler: ChannelInboundHandler {
             // Acks read before the UNSUBSCRIBE count.
             flushAcks()
             guard let subscription = subscriptions.removeValue(forKey: id) else { return unknownSubscription(context, id, frame.requestID) }
+            remember(departed: subscription)
             let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
             let requestID = frame.requestID
             Task {
@@ -77,18 +81,27 @@ final class ConnectionHandler: ChannelInboundHandler {
             flushAcks()
             pull(context, subscription, max: Int(min(max, 4096)), timeoutMs: Int64(timeoutMs), requestID: frame.requestID)
         case .ack(let id, let tags):
-            guard subscriptions[id] != nil else { return unknownSubscription(context, id, frame.requestID) }
+            guard let subscription = subscriptions[id] ?? departed[id] else { return unknownSubscription(context, id, frame.requestID) }
+            guard subscriptions[id] != nil else {
+                // A late ack after UNSUBSCRIBE still consumes what it names (GUARANTEES.md).
+                subscription.core.ack(tags: tags)
+                return confirm(context, subscription, tags, requestID: frame.requestID)
+            }
             pendingAcks[id, default: []].append(contentsOf: tags)
             // OK only once the group has applied it.
             if frame.requestID != 0 {
                 flushAcks()
-                write(context, Frame(.ok, requestID: frame.requestID))
+                confirm(context, subscription, tags, requestID: frame.requestID)
             }
         case .nack(let id, let delayMs, let tags):
-            guard let subscription = subscriptions[id] else { return unknownSubscription(context, id, frame.requestID) }
+            guard let subscription = subscriptions[id] ?? departed[id] else { return unknownSubscription(context, id, frame.requestID) }
+            guard delayMs >= -1 && delayMs <= Self.maxNackDelayMs else {
+                return write(context, Frame(.error(code: .invalidRequest, message: "a NACK delay is -1 (the group's backoff) or 0 to \(Self.maxNackDelayMs) ms, not \(delayMs); nothing was nacked"), requestID: frame.requestID))
+            }
             flushAcks()
-            subscription.core.giveBack(tags: tags, delayMs: delayMs < 0 ? nil : Int(delayMs))
-            if frame.requestID != 0 { write(context, Frame(.ok, requestID: frame.requestID)) }
+            // After UNSUBSCRIBE the member holds nothing: a late nack changes nothing, as one of an earlier attempt.
+            if subscriptions[id] != nil { subscription.core.giveBack(tags: tags, delayMs: delayMs < 0 ? nil : Int(delayMs)) }
+            confirm(context, subscription, tags, requestID: frame.requestID)
         case .credit(let id, let credit):
             guard let subscription = subscriptions[id] else { return unknownSubscription(context, id, frame.requestID) }
             guard (1...65_536).contains(credit) else {
@@ -120,6 +133,29 @@ final class ConnectionHandler: ChannelInboundHandler {
     func channelReadComplete(context: ChannelHandlerContext) {
         flushAcks()
         context.fireChannelReadComplete()
+    }
+
+    /// The longest delay a NACK may ask for: a day, as for backoff.
+    static let maxNackDelayMs: Int32 = 86_400_000
+
+    /// Answers a confirmed ACK or NACK: OK, or ERROR not found naming the
+    /// tags the group never delivered (the others were applied). Without a
+    /// request id, nothing.
+    private func confirm(_ context: ChannelHandlerContext, _ subscription: TCPSubscription, _ tags: [DeliveryTag], requestID: UInt32) {
+        guard requestID != 0 else { return }
+        let unknown = subscription.core.undelivered(tags)
+        guard unknown.isEmpty else {
+            let named = unknown.prefix(8).map { "\($0.queue):\($0.offset)" }.joined(separator: ", ") + (unknown.count > 8 ? " …" : "")
+            return write(context, Frame(.error(code: .notFound, message: "\(unknown.count) of \(tags.count) (queue:offset) never delivered by subscription \(subscription.id)'s group: \(named)"), requestID: requestID))
+        }
+        write(context, Frame(.ok, requestID: requestID))
+    }
+
+    /// Keeps an unsubscribed subscription for late acks, the most recent 1024.
+    private func remember(departed subscription: TCPSubscription) {
+        departed[subscription.id] = subscription
+        departedOrder.append(subscription.id)
+        if departedOrder.count > 1024 { departed[departedOrder.removeFirst()] = nil }
     }
 
     /// Applies the acks read since the last command of another kind: one
@@ -204,7 +240,8 @@ final class ConnectionHandler: ChannelInboundHandler {
             topic: wire.topic, filter: filter, group: wire.group, mode: wire.mode, ack: wire.ack, start: wire.start,
             credit: Int(wire.credit), ackTimeoutMs: wire.ackTimeoutMs == 0 ? nil : Int(wire.ackTimeoutMs),
             maxDeliveries: wire.maxDeliveries == 0 ? nil : Int(wire.maxDeliveries),
-            backoffMs: wire.backoffMs.isEmpty ? nil : wire.backoffMs.map(Int.init), ordered: wire.ordered, consumerID: wire.consumerID)
+            backoffMs: wire.backoffMs.isEmpty ? nil : wire.backoffMs.map(Int.init), ordered: wire.ordered, consumerID: wire.consumerID,
+            temporary: wire.temporary)
         let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         let broker = self.broker
         let push = !wire.pull
@@ -231,6 +268,7 @@ final class ConnectionHandler: ChannelInboundHandler {
                 return
             }
             handler.subscriptions[id] = subscription
+            handler.departed[id] = nil
             handler.write(context, Frame(.subscribed(id: id), requestID: requestID))
             handler.pump(context, subscription)
         }
@@ -390,12 +428,28 @@ final class ConnectionHandler: ChannelInboundHandler {
         }
     }
 
+    /// Everything being published is answered: send ERROR shutting down,
+    /// then close without a reset. Closing a socket whose input still holds
+    /// unread bytes makes the kernel send RST, and a client's kernel that gets
+    /// RST throws away what it had not read yet: the last receipts and the
+    /// ERROR. So the output is shut (the client reads everything, then EOF)
+    /// and the input read and discarded until the client closes, or for at
+    /// most `lingerAfterDrain`.
     private func finishDrain(_ context: ChannelHandlerContext) {
         guard !closed, machine.drained() == .close else { return }
+        let channel = context.channel
         context.writeAndFlush(wrapOutboundOut(Frame(.error(code: .shuttingDown, message: "the gateway is shutting down")))).assumeIsolated().whenComplete { _ in
-            context.close(promise: nil)
+            channel.close(mode: .output).whenComplete { result in
+                guard case .success = result else { return channel.close(promise: nil) }
+                // Frames read from here on are dropped by the state machine: they were never served.
+                channel.setOption(ChannelOptions.autoRead, value: true).whenComplete { _ in channel.read() }
+                channel.eventLoop.scheduleTask(in: Self.lingerAfterDrain) { channel.close(promise: nil) }
+            }
         }
     }
+
+    /// How long a drained connection reads (and drops) what its client still sends before it closes.
+    static let lingerAfterDrain = TimeAmount.seconds(2)
 }
 
 /// A subscription of one connection.

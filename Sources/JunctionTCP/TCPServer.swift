@@ -111,8 +111,13 @@ public final class TCPServer: Service, Sendable {
         logger.info("stopping: no new connections, draining the open ones", metadata: ["plugin": "\(name)"])
         let drained = server.eventLoop.makePromise(of: Void.self)
         quiesce.initiateShutdown(promise: drained)
-        // Bounded: connections that have not finished draining by then are closed.
-        let deadline = server.eventLoop.scheduleTask(in: .seconds(10)) { [self] in
+        // Bounded: connections that have not finished draining by then are
+        // closed (what they were publishing may then be stored without its
+        // receipt having been sent).
+        let deadline = server.eventLoop.scheduleTask(in: .milliseconds(Int64(settings.drainTimeoutMs))) { [self] in
+            if !connections.withLock({ $0.isEmpty }) {
+                logger.warning("closing connections still draining after drainTimeoutMs", metadata: ["plugin": "\(name)", "drainTimeoutMs": "\(settings.drainTimeoutMs)"])
+            }
             for channel in connections.withLock({ Array($0.values) }) { channel.close(promise: nil) }
         }
         try? await drained.futureResult.get()

@@ -16,6 +16,9 @@ public struct TCPSettings: Sendable, Hashable {
     /// Messages a connection may have published and not yet receipted before
     /// the server stops reading from it.
     public var maxInFlightPublishes: Int
+    /// On shutdown, how long connections may take to answer what they were
+    /// publishing before they are closed regardless.
+    public var drainTimeoutMs: Int = 30_000
     /// When set, connections are TLS (1.2 or later) with this certificate chain and key.
     public var tls: TLSFiles?
 
@@ -65,6 +68,7 @@ public struct TCPSettings: Sendable, Hashable {
             result.token = token
         }
         if let max = try settings.integer("maxInFlightPublishes", in: 1...10_000_000) { result.maxInFlightPublishes = max }
+        if let timeout = try settings.integer("drainTimeoutMs", in: 0...600_000) { result.drainTimeoutMs = timeout }
         if var tls = try settings.object("tls") {
             guard let certificate = try tls.string("certificate") else { throw tls.error("certificate", "the path of a PEM certificate chain (leaf first)") }
             guard let privateKey = try tls.string("privateKey") else { throw tls.error("privateKey", "the path of the certificate's PEM private key") }

@@ -300,10 +300,12 @@ public final class ZeroMQPlugin: Service, Sendable {
                 payload = payload.dropFirst()
             }
         }
-        let message: Message
+        var message: Message
         do {
             if oversized { throw Refusal("message larger than maxMessageBytes (\(settings.maxMessageBytes))") }
             message = try makeMessage(Array(payload))
+            // ROUTER: each peer is a source of its own; the others: the plugin.
+            settings.queueSelection.apply(to: &message, source: replyPrefix.first.map { "\(name)/\(Self.hex($0))" } ?? name)
         } catch let refusal as Refusal {
             metrics.refused(1)
             logger.notice("refused a ZeroMQ message", metadata: ["plugin": "\(name)", "reason": "\(refusal.text)", "frames": "\(frames.count)"])
@@ -316,7 +318,7 @@ public final class ZeroMQPlugin: Service, Sendable {
         work.withLock { $0.inFlight += 1 }
         let isRouter = settings.socket == .ROUTER
         let prefix = replyPrefix
-        broker.publish([message]) { [self] result in
+        broker.publish([message]) { [self, message] result in
             work.withLock { $0.inFlight -= 1 }
             switch result {
             case .success(let receipts):
@@ -331,6 +333,11 @@ public final class ZeroMQPlugin: Service, Sendable {
                 }
             }
         }
+    }
+
+    static func hex(_ bytes: [UInt8]) -> String {
+        let digits = Array("0123456789abcdef".utf8)
+        return String(decoding: bytes.flatMap { [digits[Int($0 >> 4)], digits[Int($0 & 15)]] }, as: UTF8.self)
     }
 
     private func inFlightWasFull() -> Bool { work.withLock { $0.inFlight == Self.maxInFlight - 1 } }

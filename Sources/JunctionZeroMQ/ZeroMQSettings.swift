@@ -64,6 +64,8 @@ public struct ZeroMQSettings: Sendable {
     public var maxMessageBytes: Int
     /// CURVE encryption and authentication, if set.
     public var curve: Curve?
+    /// Ingest: the queue of a message without a sharding key (default: one per source, in order).
+    public var queueSelection: QueueSelection = .perSource
 
     /// CURVE keys (Z85, 40 characters each). With `serverKey` the socket is a
     /// CURVE client of that server; without it, a CURVE server with `secretKey`.
@@ -145,11 +147,16 @@ public struct ZeroMQSettings: Sendable {
             try keys.finish()
             curve = Curve(secretKey: secret, publicKey: publicKey, serverKey: serverKey)
         }
+        var queueSelection = QueueSelection.perSource
+        if settings.value(QueueSelection.settingsKey) != nil {
+            guard socket.isIngest else { throw settings.error(QueueSelection.settingsKey, "only an ingest socket (SUB, PULL, ROUTER) picks queues for what it takes in") }
+            queueSelection = try QueueSelection.decode(&settings)
+        }
         try settings.finish()
         return ZeroMQSettings(
             socket: socket, bind: bind, connect: connect, subscribe: subscribe, topic: topic, envelope: envelope, body: body,
             subscription: subscription, sendHighWaterMark: sendHWM, receiveHighWaterMark: receiveHWM, lingerMs: linger,
-            reconnectIntervalMs: reconnect, maxMessageBytes: maxBytes, curve: curve)
+            reconnectIntervalMs: reconnect, maxMessageBytes: maxBytes, curve: curve, queueSelection: queueSelection)
     }
 
     /// Why an endpoint does not parse, or nil: tcp://HOST:PORT (PORT may be *), ipc://PATH, inproc://NAME.

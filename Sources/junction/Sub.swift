@@ -39,7 +39,8 @@ struct Sub: AsyncParsableCommand {
                 group: group ?? "sub-\(UUID().uuidString.prefix(8).lowercased())",
                 mode: broadcast ? .broadcasting : .clustering, ack: ack == "none" ? .none : .explicit,
                 start: SubscriptionOptions.Start(argument: from)!, credit: credit,
-                consumerID: broadcast ? UUID().uuidString.lowercased() : nil)
+                // Without --group the group is this command's alone: removed when it ends.
+                temporary: group == nil)
             let subscription = try await client.subscribe(options)
             let received = try await consume(subscription)
             await subscription.close()

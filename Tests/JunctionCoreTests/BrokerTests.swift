@@ -146,6 +146,8 @@ struct BrokerDelayTests {
             + (try await h.broker.read(topic: "later", queue: 3, from: 0, filter: try MessageFilter(tags: "t"))).messages
         #expect(copies.count == 1)
         #expect(copies.first?.message.body == [7] && copies.first?.message.properties["k"] == "v")
+        #expect(copies.first?.id == receipt.id, "the delivered copy has the id its receipt named")
+        #expect(copies.first?.message.properties.keys.contains { $0.hasPrefix("%") } == false, "no internal property reaches consumers: \(copies.first?.message.properties ?? [:])")
         try await h.close()
     }
 

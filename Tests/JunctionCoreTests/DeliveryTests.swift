@@ -137,6 +137,8 @@ struct DeliveryTests {
         #expect(dead[0].message.message.tag == "T" && dead[0].number == 0)
         #expect(properties["DLQ_ORIGIN_TOPIC"] == "r")
         #expect(properties["DLQ_REASON"]?.contains("nacked after 3 deliveries") == true, "\(properties)")
+        #expect(properties["DLQ_ORIGIN_ID"] == third[0].message.id.description)
+        #expect(!properties.keys.contains { $0.hasPrefix("%") }, "the broker's own properties stay out of what consumers see: \(properties)")
         let stats = try await h.broker.groupStats(group: "g")
         #expect(stats.first?.queues.reduce(0) { $0 + $1.deadLetters } == 1)
         #expect(stats.first?.queues.reduce(0) { $0 + $1.redeliveries } == 2)
@@ -309,3 +311,59 @@ struct OfflineResetTests {
     }
 }
 
+
+@Suite("Temporary groups")
+struct TemporaryGroupTests {
+    @Test("a temporary group is listed while subscribed, removed when its last member leaves, and never saved")
+    func removedWhenItEnds() async throws {
+        let h = try await DeliveryHarness.open()
+        try await h.publish("t", count: 4)
+        let first = try await h.broker.subscribe(SubscriptionOptions(topic: "t", group: "sub-1a2b3c4d", start: .earliest, temporary: true))
+        let second = try await h.broker.subscribe(SubscriptionOptions(topic: "t", group: "sub-1a2b3c4d", start: .earliest, temporary: true))
+        let got = try await take(2, from: first)
+        first.ack(got)
+        try await h.broker.saveOffsets()
+        #expect(try await h.broker.groupStats(group: "sub-1a2b3c4d").map(\.members) == [2])
+        await first.close()
+        #expect(try await h.broker.groupStats(group: "sub-1a2b3c4d").map(\.members) == [1], "one member is left: the group stays")
+        await second.close()
+        #expect(try await h.broker.groupStats(group: "sub-1a2b3c4d").isEmpty, "the last member left: the group is gone")
+        try await h.broker.saveOffsets()
+        #expect(try await h.store.loadOffsets().filter { $0.group == "sub-1a2b3c4d" }.isEmpty, "a temporary group's progress is never saved")
+        // The name is free again: a new subscription under it starts afresh, not where the old one stopped.
+        let again = try await h.broker.subscribe(SubscriptionOptions(topic: "t", group: "sub-1a2b3c4d", start: .earliest, temporary: true))
+        #expect(Set(try await take(4, from: again).map(\.number)) == Set(0..<4))
+        await again.close()
+        let reopened = try await h.reopen()
+        #expect(try await reopened.broker.resetOffsetsFails(group: "sub-1a2b3c4d"), "after a restart nothing of the group is left to reset")
+        try await reopened.close()
+    }
+
+    @Test("a named group stays after its members leave; a broadcasting member without a consumer id is removed when it leaves")
+    func namedStays() async throws {
+        let h = try await DeliveryHarness.open()
+        try await h.publish("t", count: 2)
+        let named = try await h.broker.subscribe(SubscriptionOptions(topic: "t", group: "keep", start: .earliest))
+        let anonymous = try await h.broker.subscribe(SubscriptionOptions(topic: "t", group: "fan", mode: .broadcasting, start: .earliest))
+        let stable = try await h.broker.subscribe(SubscriptionOptions(topic: "t", group: "fan", mode: .broadcasting, start: .earliest, consumerID: "c1"))
+        #expect(try await h.broker.groupStats(group: "fan").count == 2)
+        await named.close()
+        await anonymous.close()
+        await stable.close()
+        #expect(try await h.broker.groupStats(group: "keep").map(\.members) == [0])
+        #expect(try await h.broker.groupStats(group: "fan").map(\.consumerID) == ["c1"], "only the member with an id keeps a position")
+        try await h.close()
+    }
+}
+
+extension Broker {
+    /// True when resetting the group is refused as not found.
+    func resetOffsetsFails(group: String) async throws -> Bool {
+        do {
+            try await resetOffsets(group: group, to: .earliest)
+            return false
+        } catch let error as BrokerError where error.code == .notFound {
+            return true
+        }
+    }
+}

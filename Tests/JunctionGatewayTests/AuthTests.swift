@@ -42,6 +42,7 @@ struct AuthTests {
         let denied = await refusal { _ = try await producer.publish([Message(topic: "sensors", body: [2]), Message(topic: "orders", body: [3])]) }
         #expect(denied?.code == .forbidden, "\(String(describing: denied))")
         #expect(denied?.message.contains("sensor-producer") == true && denied?.message.contains("orders") == true)
+        #expect(denied?.message.hasPrefix("message 2 of 2: ") == true, "the refusal names the message: \(String(describing: denied))")
         let subscribeDenied = await refusal { _ = try await producer.subscribe(WireSubscription(topic: "sensors", group: "g", start: .earliest)) }
         #expect(subscribeDenied?.code == .forbidden)
         let adminDenied = await refusal { try await producer.createTopic("new-topic", queues: 2) }
@@ -76,7 +77,7 @@ struct AuthTests {
             return Array(buffer.readableBytesView)
         }
         for token in [nil, "prod-0123456788", ""] as [String?] {
-            let answers = try RawConnection.exchange(port: gateway.port, hello(token))
+            let answers = try await RawConnection.exchange(port: gateway.port, hello(token))
             #expect(answers.count == 1, "\(String(describing: token)): \(answers.map(\.body))")
             guard case .error(let code, _)? = answers.first?.body else { Issue.record("no error frame"); continue }
             #expect(code == .unauthorized)

@@ -23,21 +23,35 @@ final class RawSession {
         _ = bytes.withUnsafeBytes { Foundation.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
     }
 
-    /// The next frame; fails after 10 s without one.
-    func next() throws -> Frame {
-        var chunk = [UInt8](repeating: 0, count: 65_536)
+    /// Sends bytes as they are.
+    func sendBytes(_ bytes: [UInt8]) {
+        _ = bytes.withUnsafeBytes { Foundation.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+    }
+
+    /// The next frame; fails after 10 s without one. The blocking read runs
+    /// on a thread of its own: on the cooperative pool (two threads on two
+    /// cores) two such reads would starve the in-process gateway they wait for.
+    func next() async throws -> Frame {
+        if let frame = try FrameDecoder.next(from: &received, maxFrameBytes: 1 << 24) { return frame }
+        let fd = self.fd
         while true {
+            let chunk = await withCheckedContinuation { (continuation: CheckedContinuation<[UInt8]?, Never>) in
+                DispatchQueue.global().async {
+                    var chunk = [UInt8](repeating: 0, count: 65_536)
+                    let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+                    continuation.resume(returning: n > 0 ? Array(chunk[0..<n]) : nil)
+                }
+            }
+            guard let chunk else { throw TimeoutError(message: "no frame from the gateway within 10 s (or it closed the connection)") }
+            received.writeBytes(chunk)
             if let frame = try FrameDecoder.next(from: &received, maxFrameBytes: 1 << 24) { return frame }
-            let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-            guard n > 0 else { throw TimeoutError(message: "no frame from the gateway within 10 s (recv \(n), errno \(errno))") }
-            received.writeBytes(chunk[0..<n])
         }
     }
 
     /// The answer to `requestID`, skipping others (recorded in `skipped`).
-    func answer(to requestID: UInt32, skipped: inout [Frame]) throws -> Frame {
+    func answer(to requestID: UInt32, skipped: inout [Frame]) async throws -> Frame {
         while true {
-            let frame = try next()
+            let frame = try await next()
             if frame.requestID == requestID { return frame }
             skipped.append(frame)
         }
@@ -84,16 +98,16 @@ struct TCPCommandOrderTests {
             Frame(.hello(version: 1, client: "raw", token: nil), requestID: 1),
             Frame(.subscribe(id: 7, options: WireSubscription(topic: "o", group: "g", start: .earliest, credit: 10, pull: true)), requestID: 2),
         ])
-        _ = try session.answer(to: 2, skipped: &skipped)
+        _ = try await session.answer(to: 2, skipped: &skipped)
         session.send([Frame(.pull(id: 7, max: 6, timeoutMs: 5_000), requestID: 3)])
-        guard case .deliveries(_, let got) = try session.answer(to: 3, skipped: &skipped).body else { Issue.record("no deliveries"); return }
+        guard case .deliveries(_, let got) = try await session.answer(to: 3, skipped: &skipped).body else { Issue.record("no deliveries"); return }
         #expect(got.count == 6)
         // m1 and m3 acked with a confirmation; m0, m2 and m4 acked in the same write as the UNSUBSCRIBE; m5 never.
         let tags = got.map(\.tag)
         session.send([Frame(.ack(id: 7, tags: [tags[1], tags[3]]), requestID: 4)])
-        guard case .ok = try session.answer(to: 4, skipped: &skipped).body else { Issue.record("no OK to the ACK"); return }
+        guard case .ok = try await session.answer(to: 4, skipped: &skipped).body else { Issue.record("no OK to the ACK"); return }
         session.send([Frame(.ack(id: 7, tags: [tags[0], tags[2], tags[4]]), requestID: 0), Frame(.unsubscribe(id: 7), requestID: 5)])
-        guard case .ok = try session.answer(to: 5, skipped: &skipped).body else { Issue.record("no OK to the UNSUBSCRIBE"); return }
+        guard case .ok = try await session.answer(to: 5, skipped: &skipped).body else { Issue.record("no OK to the UNSUBSCRIBE"); return }
 
         #expect(await gateway.stop() == 0)
         gateway = try await InProcessGateway.start(directory: dir.path)
@@ -115,12 +129,12 @@ struct TCPCommandOrderTests {
             Frame(.hello(version: 1, client: "raw", token: nil), requestID: 1),
             Frame(.subscribe(id: 3, options: WireSubscription(topic: "quiet", group: "g", credit: 10, pull: true)), requestID: 2),
         ])
-        _ = try session.answer(to: 2, skipped: &skipped)
+        _ = try await session.answer(to: 2, skipped: &skipped)
         // The PULL would wait 60 s; the UNSUBSCRIBE behind it ends the wait.
         session.send([Frame(.pull(id: 3, max: 10, timeoutMs: 60_000), requestID: 3), Frame(.unsubscribe(id: 3), requestID: 4)])
         var answers: [UInt32: Frame.Body] = [:]
         while answers.count < 2 {
-            let frame = try session.next()
+            let frame = try await session.next()
             answers[frame.requestID] = frame.body
         }
         guard case .deliveries(3, let none)? = answers[3] else { Issue.record("the PULL got \(String(describing: answers[3]))"); return }

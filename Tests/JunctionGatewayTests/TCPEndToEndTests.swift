@@ -150,8 +150,12 @@ struct TCPEndToEndTests {
         let (subStatus, out, subErr) = try await gateway.junction(["sub", "--topic", "t", "--from", "earliest", "--count", "100000", "--timeout", "120"])
         #expect(subStatus == 0, "\(subErr)")
         #expect(out == lines)
+        // Without --group the sub's group was its own: gone once it ended. A named one stays, with its progress.
+        let (_, anonymous, _) = try await gateway.junction(["groups", "list"])
+        #expect(!anonymous.contains("sub-"), "\(anonymous)")
+        #expect(try await gateway.junction(["sub", "--topic", "t", "--group", "named", "--from", "earliest", "--count", "10"]).0 == 0)
         let (_, groups, _) = try await gateway.junction(["groups", "list"])
-        #expect(groups.contains("\t100000\t100000\t0\t"), "\(groups)")
+        #expect(groups.contains("named\tt\t0\t10\t100000\t99990\t"), "\(groups)")
         #expect(await gateway.stop() == 0)
     }
 
@@ -173,7 +177,7 @@ struct TCPEndToEndTests {
             ("a frame shorter than its header", hello("s3cret") + [0, 0, 0, 2, 0x02, 0], .malformedFrame),
         ]
         for (what, input, expected) in cases {
-            let answers = try RawConnection.exchange(port: gateway.port, input)
+            let answers = try await RawConnection.exchange(port: gateway.port, input)
             let error = answers.compactMap { frame -> Frame.ErrorCode? in if case .error(let code, _) = frame.body { code } else { nil } }.first
             #expect(error == expected, "\(what): got \(answers.map(\.body))")
         }
@@ -187,7 +191,7 @@ struct TCPEndToEndTests {
                 input[at] = UInt8.random(in: 0...255, using: &random)
             }
             if Bool.random(using: &random) { input += (0..<Int.random(in: 1...64, using: &random)).map { _ in UInt8.random(in: 0...255, using: &random) } }
-            _ = try RawConnection.exchange(port: gateway.port, input, halfClose: true)
+            _ = try await RawConnection.exchange(port: gateway.port, input, halfClose: true)
         }
         // The gateway still serves, and what was stored is intact.
         try await client.ping()
@@ -207,7 +211,12 @@ struct TCPEndToEndTests {
 
 /// A plain socket: sends bytes, reads every frame until the server closes (or 5 s pass).
 enum RawConnection {
-    static func exchange(port: Int, _ input: [UInt8], halfClose: Bool = false) throws -> [Frame] {
+    /// Sends `input` on a new connection and returns every frame until the server closes (or 5 s pass).
+    static func exchange(port: Int, _ input: [UInt8], halfClose: Bool = false) async throws -> [Frame] {
+        try await offPool { try blockingExchange(port: port, input, halfClose: halfClose) }
+    }
+
+    private static func blockingExchange(port: Int, _ input: [UInt8], halfClose: Bool) throws -> [Frame] {
         let fd = try connectLoopback(port: port, receiveTimeoutSeconds: 5)
         defer { close(fd) }
         _ = input.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }

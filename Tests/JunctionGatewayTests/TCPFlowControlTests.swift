@@ -68,7 +68,7 @@ struct TCPFlowControlTests {
         let second = try await JunctionClient.connect(port: gateway.port, reconnect: false)
         var hello = ByteBuffer()
         FrameCodec.encode(Frame(.hello(version: 1, client: "third", token: nil), requestID: 1), into: &hello)
-        let answers = try RawConnection.exchange(port: gateway.port, Array(hello.readableBytesView))
+        let answers = try await RawConnection.exchange(port: gateway.port, Array(hello.readableBytesView))
         let refusal = answers.compactMap { frame -> String? in if case .error(_, let message) = frame.body { message } else { nil } }.first
         #expect(refusal?.contains("too many connections") == true, "\(answers.map(\.body))")
         do { try await first.ping() } catch { Issue.record("the first connection was dropped: \(error)") }

@@ -553,3 +553,12 @@ public func runTool(_ path: String, _ arguments: [String]) -> Int32 {
     process.waitUntilExit()
     return process.terminationStatus
 }
+
+/// Runs blocking work (a blocking socket read, a semaphore wait) on a thread
+/// outside Swift's cooperative pool: that pool has one thread per core (two
+/// here), and two tests blocking it would starve every in-process gateway.
+public func offPool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        DispatchQueue.global().async { continuation.resume(with: Result { try body() }) }
+    }
+}

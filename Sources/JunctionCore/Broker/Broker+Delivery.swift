@@ -33,6 +33,10 @@ extension Broker {
                     logger.notice("group redefined", metadata: ["group": "\(options.group)", "was": "\(replaced.definition)", "now": "\(definition)"])
                     replaced.shutdown()
                 }
+                // Nobody can come back to an anonymous group, or to a broadcasting member without an id.
+                if options.temporary || (options.mode == .broadcasting && options.consumerID == nil) {
+                    delivery.markTemporary(fresh)
+                }
                 if installed === fresh {
                     // The coordinator says which queues this process dispatches (the local one: all).
                     let handle = try await coordinator.coordinate(group: engineName, topic: options.topic) { [weak fresh] ownership in
@@ -48,6 +52,7 @@ extension Broker {
                 guard closed.close() else { return }
                 engine!.leave(member)
                 delivery.release(group: options.group)
+                delivery.discardIfUnused(engine!)
             }
         } catch {
             delivery.release(group: options.group)

@@ -358,12 +358,27 @@ public final class Broker: Sendable {
             var rest = limit
             rest.maxMessages = limit.maxMessages - matched.count
             let batch = try await store.read(topic: topic, queue: queue, from: next, limit: rest, tagHashes: hashes)
-            matched += batch.messages.filter { filter.matches($0.message) }
+            for stored in batch.messages where filter.matches(stored.message) { matched.append(Self.asDelivered(stored)) }
             if batch.nextOffset == next { break }
             next = batch.nextOffset
             if batch.messages.isEmpty || filter.properties == nil { break }
         }
         return ReadBatch(messages: matched, nextOffset: next)
+    }
+
+    /// A stored message as consumers see it: without the broker's own
+    /// properties (`%COPY_OF`, names starting with %), and a delayed message
+    /// under the id its publish receipt named (that of its scheduled record),
+    /// so a producer can relate the two.
+    static func asDelivered(_ stored: StoredMessage) -> StoredMessage {
+        guard !stored.message.properties.isEmpty, stored.message.properties.keys.contains(where: { $0.hasPrefix("%") }) else { return stored }
+        var view = stored
+        if let copyOf = stored.message.properties[copyOfProperty], copyOf.hasPrefix(DelayScheduler.copyPrefix),
+           let scheduled = MessageID(copyOf.dropFirst(DelayScheduler.copyPrefix.count)) {
+            view.id = scheduled
+        }
+        view.message.properties = stored.message.properties.filter { !$0.key.hasPrefix("%") }
+        return view
     }
 
     // MARK: Delayed messages
@@ -379,7 +394,7 @@ public final class Broker: Sendable {
             guard let scheduled = batch.messages.first, scheduled.queueOffset == offset else { continue }  // deleted by retention
             var copy = scheduled.message
             copy.topic = copy.properties.removeValue(forKey: DelayScheduler.targetProperty) ?? copy.topic
-            copies.append((copy, "schedule:" + scheduled.id.description))
+            copies.append((copy, DelayScheduler.copyPrefix + scheduled.id.description))
         }
         _ = try await publishCopies(copies)
     }

@@ -14,6 +14,8 @@ import Synchronization
 final class DelayScheduler: Sendable {
     static let topic = "%SCHEDULE%"
     static let targetProperty = "%TOPIC"
+    /// How a delayed message's copy names its scheduled record in `%COPY_OF`.
+    static let copyPrefix = "schedule:"
     static let stateName = "delay-scheduler"
 
     private struct State {

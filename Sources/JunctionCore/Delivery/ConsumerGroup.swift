@@ -224,6 +224,12 @@ final class ConsumerGroup: Sendable {
     /// A member leaves (or its connection died): what it held goes to the others.
     func leave(_ id: Int) { apply { state, now in state.leave(id, now: now) } }
 
+    /// Members joined now.
+    var memberCount: Int { owned.withLock { $0.state.memberCount } }
+
+    /// Those of `tags` the group never delivered (see `GroupState.undelivered`).
+    func undelivered(_ tags: [DeliveryTag]) -> [DeliveryTag] { owned.withLock { $0.state.undelivered(tags) } }
+
     /// Changes a member's credit (its prefetch window).
     func setCredit(_ id: Int, to credit: Int) { apply { state, now in state.setCredit(id, to: credit, now: now) } }
 

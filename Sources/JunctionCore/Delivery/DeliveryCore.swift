@@ -18,6 +18,9 @@ final class DeliveryCore: Sendable {
         var byTopic: [String: [ConsumerGroup]] = [:]
         /// Progress per (engine, topic, queue), as last saved (or loaded).
         var saved: [GroupOffset.Key: GroupOffset] = [:]
+        /// Engines that live as long as their subscriptions: never saved,
+        /// removed when their last member leaves.
+        var temporary: Set<String> = []
     }
 
     /// The saved progress of one engine, in the legacy document.
@@ -129,8 +132,9 @@ final class DeliveryCore: Sendable {
 
     /// Saves, through the store, the progress of every queue that moved since the last save.
     func save(store: any MessageStore) async throws {
-        let engines = state.withLock { Array($0.engines.values) }
-        let saved = state.withLock { $0.saved }
+        let (engines, saved) = state.withLock { state in
+            (state.engines.values.filter { !state.temporary.contains($0.name) }, state.saved)
+        }
         var changed: [GroupOffset] = []
         for engine in engines {
             // Only the queues dispatched here: another process saves the others.
@@ -169,6 +173,30 @@ final class DeliveryCore: Sendable {
         state.withLock { state in
             if let existing = state.definitions[group] { state.definitions[group] = (existing.definition, max(0, existing.members - 1)) }
         }
+    }
+
+    /// Marks an engine as living only as long as its subscriptions (an
+    /// anonymous `junction sub`, a broadcasting member without a consumer id).
+    func markTemporary(_ engine: ConsumerGroup) {
+        state.withLock { state in
+            if state.engines[engine.name] === engine { state.temporary.insert(engine.name) }
+        }
+    }
+
+    /// Removes a temporary engine once it has no member: it stops and is no
+    /// longer listed, and nothing of it is kept.
+    func discardIfUnused(_ engine: ConsumerGroup) {
+        let discarded = state.withLock { state -> Bool in
+            guard state.temporary.contains(engine.name), state.engines[engine.name] === engine, engine.memberCount == 0 else { return false }
+            state.engines[engine.name] = nil
+            state.temporary.remove(engine.name)
+            state.byTopic[engine.definition.topic]?.removeAll { $0 === engine }
+            if state.definitions[engine.group]?.members == 0, !state.engines.values.contains(where: { $0.group == engine.group }) {
+                state.definitions[engine.group] = nil
+            }
+            return true
+        }
+        if discarded { engine.shutdown() }
     }
 
     /// The engine with this name if it runs the same definition, else nil.

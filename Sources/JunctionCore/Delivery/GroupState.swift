@@ -124,6 +124,9 @@ struct GroupState {
     let definition: GroupDefinition
     private var queues: [Queue]
     private var members: [MemberID: Member] = [:]
+
+    /// Members joined now.
+    public var memberCount: Int { members.count }
     /// Join order: ordered queues belong to `order[q % order.count]`.
     private var order: [MemberID] = []
     private var nextMemberID = 1
@@ -264,6 +267,27 @@ struct GroupState {
         }
         for (q, offsets) in acked { queues[q].recordAcks(offsets) }
         return dispatch(now: now)
+    }
+
+    /// Those of `tags` that name nothing the group delivered: a queue the
+    /// topic lacks, an offset not read yet, or a message read but not yet
+    /// handed to a consumer for the first time. Consumed messages (below the
+    /// committed offset, or acked) are not among them: an ack of one is a
+    /// repeat, not a mistake. With ack none nothing is held, so nothing is
+    /// told apart.
+    func undelivered(_ tags: [DeliveryTag]) -> [DeliveryTag] {
+        guard definition.ack == .explicit else { return [] }
+        return tags.filter { tag in
+            guard tag.queue >= 0, tag.queue < queues.count else { return true }
+            let queue = queues[tag.queue]
+            if tag.offset >= queue.nextRead { return true }
+            guard let pending = queue.pending[tag.offset] else { return false }
+            switch pending.stage {
+            case .waiting: return pending.attempt == 0
+            case .ready: return pending.attempt == 1
+            default: return false
+            }
+        }
     }
 
     /// Gives deliveries back for redelivery after `delayMs` or the backoff. Only

@@ -105,6 +105,11 @@ public final class Subscription: AsyncSequence, Sendable {
     /// Changes this member's credit: the most unacknowledged deliveries it holds.
     public func setCredit(_ credit: Int) { engine.setCredit(member, to: credit) }
 
+    /// Those of `tags` the group never delivered to any consumer (a queue the
+    /// topic lacks, an offset not yet read, a message not yet handed out).
+    /// Tags of messages already consumed are not among them: acks are idempotent.
+    public func undelivered(_ tags: [DeliveryTag]) -> [DeliveryTag] { engine.undelivered(tags) }
+
     /// Leaves the group. Deliveries not yet acknowledged go to the other members.
     public func close() async { await onClose() }
 }

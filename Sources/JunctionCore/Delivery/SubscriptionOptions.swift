@@ -48,14 +48,20 @@ public struct SubscriptionOptions: Sendable, Hashable {
     public var backoffMs: [Int]?
     /// One member owns each queue and gets its messages in order, the next after the previous ack.
     public var ordered: Bool
-    /// A broadcasting member's stable name: it resumes its own position under it.
+    /// A broadcasting member's stable name: it resumes its own position under
+    /// it. A broadcasting member without one has a position of its own for as
+    /// long as it is subscribed, and starts at `start` each time.
     public var consumerID: String?
+    /// The group exists for this subscription alone (an anonymous `junction
+    /// sub`): its progress is never saved, and it is removed, from the lists
+    /// and the metrics too, when its last member leaves.
+    public var temporary: Bool
 
     /// Creates options with the defaults above.
     public init(
         topic: String, filter: MessageFilter = .all, group: String, mode: Mode = .clustering, ack: AckMode = .explicit,
         start: Start = .latest, credit: Int = 32, ackTimeoutMs: Int? = nil, maxDeliveries: Int? = nil,
-        backoffMs: [Int]? = nil, ordered: Bool = false, consumerID: String? = nil
+        backoffMs: [Int]? = nil, ordered: Bool = false, consumerID: String? = nil, temporary: Bool = false
     ) {
         self.topic = topic
         self.filter = filter
@@ -69,6 +75,7 @@ public struct SubscriptionOptions: Sendable, Hashable {
         self.backoffMs = backoffMs
         self.ordered = ordered
         self.consumerID = consumerID
+        self.temporary = temporary
     }
 }
 
