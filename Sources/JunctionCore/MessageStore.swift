@@ -223,14 +223,41 @@ public struct GroupOffset: Sendable, Hashable, Codable {
     public var committed: UInt64
     /// Offsets above `committed` already acked (not delivered again).
     public var acked: [UInt64]
+    /// Deliveries made so far of offsets not yet consumed, by offset: a
+    /// restart continues their attempt count.
+    public var attempts: [UInt64: Int]
 
     /// Creates a record.
-    public init(group: String, topic: String, queue: Int, committed: UInt64, acked: [UInt64] = []) {
+    public init(group: String, topic: String, queue: Int, committed: UInt64, acked: [UInt64] = [], attempts: [UInt64: Int] = [:]) {
         self.group = group
         self.topic = topic
         self.queue = queue
         self.committed = committed
         self.acked = acked
+        self.attempts = attempts
+    }
+
+    private enum CodingKeys: String, CodingKey { case group, topic, queue, committed, acked, attempts }
+
+    // Records written before attempts were saved have none.
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        group = try container.decode(String.self, forKey: .group)
+        topic = try container.decode(String.self, forKey: .topic)
+        queue = try container.decode(Int.self, forKey: .queue)
+        committed = try container.decode(UInt64.self, forKey: .committed)
+        acked = try container.decodeIfPresent([UInt64].self, forKey: .acked) ?? []
+        attempts = try container.decodeIfPresent([UInt64: Int].self, forKey: .attempts) ?? [:]
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(group, forKey: .group)
+        try container.encode(topic, forKey: .topic)
+        try container.encode(queue, forKey: .queue)
+        try container.encode(committed, forKey: .committed)
+        try container.encode(acked, forKey: .acked)
+        if !attempts.isEmpty { try container.encode(attempts, forKey: .attempts) }
     }
 
     /// What identifies the record: a save replaces the one with the same key.

@@ -367,3 +367,53 @@ extension Broker {
         }
     }
 }
+
+@Suite("Attempts across restarts")
+struct AttemptsAcrossRestartTests {
+    private let options = SubscriptionOptions(topic: "p", group: "g", start: .earliest, maxDeliveries: 3)
+
+    @Test("a delivery handed back at shutdown keeps its attempt number; maxDeliveries counts across restarts")
+    func continues() async throws {
+        var h = try await DeliveryHarness.open(settings: BrokerSettings(topics: [TopicDeclaration(name: "p", queues: 1)]))
+        try await h.publish("p", count: 1)
+        var subscription = try await h.broker.subscribe(options)
+        #expect(try await take(1, from: subscription).map(\.attempt) == [1])
+        await subscription.close()
+        h = try await h.reopen()
+        subscription = try await h.broker.subscribe(options)
+        let second = try await take(1, from: subscription)
+        #expect(second.map(\.attempt) == [2], "the count goes on after the restart")
+        await subscription.nack(second, delayMs: 0)
+        let third = try await take(1, from: subscription)
+        #expect(third.map(\.attempt) == [3])
+        await subscription.nack(third, delayMs: 0)
+        let dlq = try await h.broker.subscribe(SubscriptionOptions(topic: "%DLQ%g", group: "dlq", start: .earliest))
+        #expect(try await take(1, from: dlq).count == 1, "the third delivery across two runs was the last")
+        try await expectNothing(from: subscription, broker: h.broker)
+        try await h.close()
+    }
+
+    @Test("a message whose deliveries were used up before a restart is dead-lettered when read again, not delivered a fourth time")
+    func usedUpBeforeRestart() async throws {
+        var h = try await DeliveryHarness.open(settings: BrokerSettings(topics: [TopicDeclaration(name: "p", queues: 1)]))
+        try await h.publish("p", count: 2)
+        var subscription = try await h.broker.subscribe(SubscriptionOptions(topic: "p", group: "g", start: .earliest, credit: 1, maxDeliveries: 3, ordered: true))
+        for attempt in 1...3 {
+            let got = try await take(1, from: subscription)
+            #expect(got.map(\.attempt) == [attempt] && got.map(\.number) == [0])
+            if attempt < 3 { await subscription.nack(got, delayMs: 0) }
+        }
+        // The third delivery is held when the gateway stops (it crashed its consumer, say).
+        try await h.broker.saveOffsets()
+        await subscription.close()
+        h = try await h.reopen()
+        subscription = try await h.broker.subscribe(SubscriptionOptions(topic: "p", group: "g", start: .earliest, credit: 1, maxDeliveries: 3, ordered: true))
+        let next = try await take(1, from: subscription)
+        #expect(next.map(\.number) == [1], "message 0 is not delivered a fourth time: \(next.map { ($0.number, $0.attempt) })")
+        let dlq = try await h.broker.subscribe(SubscriptionOptions(topic: "%DLQ%g", group: "dlq", start: .earliest))
+        let dead = try await take(1, from: dlq)
+        #expect(dead.map(\.number) == [0])
+        #expect(dead.first?.message.message.properties["DLQ_REASON"]?.contains("before a restart after 3 deliveries") == true, "\(dead.first?.message.message.properties ?? [:])")
+        try await h.close()
+    }
+}

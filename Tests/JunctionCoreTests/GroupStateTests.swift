@@ -325,14 +325,17 @@ struct GroupStateTests {
         d.settle()
         let got = d.take(m)
         d.run(d.state.ack([got[1].tag, got[3].tag], now: d.now))
-        #expect(d.state.progress == [GroupState.QueueProgress(committed: 0, acked: [1, 3])])
+        // The taken, unacked ones are saved with their attempt counts.
+        #expect(d.state.progress == [GroupState.QueueProgress(committed: 0, acked: [1, 3], attempts: [0: 1, 2: 1, 4: 1])])
         var reloaded = GroupDriver(start: d.state.progress)
         reloaded.log = d.log
         let n = reloaded.join(credit: 5)
         reloaded.settle()
-        #expect(reloaded.take(n).map(\.bodyText) == ["0", "2", "4"])
+        let again = reloaded.take(n)
+        #expect(again.map(\.bodyText) == ["0", "2", "4"])
+        #expect(again.map(\.attempt) == [2, 2, 2], "the count goes on where the saved progress left it")
         reloaded.run(reloaded.state.ack([DeliveryTag(queue: 0, offset: 0)], now: reloaded.now))
-        #expect(reloaded.state.progress == [GroupState.QueueProgress(committed: 2)])
+        #expect(reloaded.state.progress == [GroupState.QueueProgress(committed: 2, attempts: [2: 2, 4: 2])], "consumed offsets drop out of attempts")
     }
 }
 

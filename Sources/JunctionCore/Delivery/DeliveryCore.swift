@@ -61,7 +61,7 @@ final class DeliveryCore: Sendable {
             discardUnreadable: discardUnreadable, logger: logger, decode: Self.decode) {
             records = legacy.flatMap { engine, group in
                 group.queues.enumerated().map { q, progress in
-                    GroupOffset(group: engine, topic: group.topic, queue: q, committed: progress.committed, acked: progress.acked)
+                    GroupOffset(group: engine, topic: group.topic, queue: q, committed: progress.committed, acked: progress.acked, attempts: progress.attempts)
                 }
             }
         }
@@ -92,7 +92,7 @@ final class DeliveryCore: Sendable {
         state.withLock { state in
             var progress: [Int: GroupState.QueueProgress] = [:]
             for record in state.saved.values where record.group == engine && record.topic == topic {
-                progress[record.queue] = GroupState.QueueProgress(committed: record.committed, acked: record.acked)
+                progress[record.queue] = GroupState.QueueProgress(committed: record.committed, acked: record.acked, attempts: record.attempts)
             }
             return progress
         }
@@ -139,7 +139,8 @@ final class DeliveryCore: Sendable {
         for engine in engines {
             // Only the queues dispatched here: another process saves the others.
             for (q, progress) in engine.ownedProgress() {
-                let record = GroupOffset(group: engine.name, topic: engine.definition.topic, queue: q, committed: progress.committed, acked: progress.acked)
+                let record = GroupOffset(
+                    group: engine.name, topic: engine.definition.topic, queue: q, committed: progress.committed, acked: progress.acked, attempts: progress.attempts)
                 if saved[record.key] != record { changed.append(record) }
             }
         }

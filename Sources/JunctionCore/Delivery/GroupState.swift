@@ -58,22 +58,40 @@ struct GroupState {
         var reason: String
     }
 
-    /// One queue's progress: committed offset and the offsets acked above it.
+    /// One queue's progress: committed offset, the offsets acked above it, and
+    /// how often each message not yet consumed has been delivered.
     struct QueueProgress: Sendable, Hashable, Codable {
         /// The lowest offset not yet consumed.
         var committed: UInt64
         /// Offsets above `committed` that were acked (not delivered again).
         var acked: [UInt64]
+        /// Deliveries made so far of offsets at or above `committed` not yet
+        /// consumed: a restart continues their count, so `maxDeliveries`
+        /// still ends a message that keeps failing across restarts.
+        var attempts: [UInt64: Int]
 
-        init(committed: UInt64, acked: [UInt64] = []) {
+        init(committed: UInt64, acked: [UInt64] = [], attempts: [UInt64: Int] = [:]) {
             self.committed = committed
             self.acked = acked
+            self.attempts = attempts
+        }
+
+        private enum CodingKeys: String, CodingKey { case committed, acked, attempts }
+
+        // The legacy document had no attempts.
+        init(from decoder: any Decoder) throws {
+            let container = try decoder.container(keyedBy: CodingKeys.self)
+            committed = try container.decode(UInt64.self, forKey: .committed)
+            acked = try container.decodeIfPresent([UInt64].self, forKey: .acked) ?? []
+            attempts = try container.decodeIfPresent([UInt64: Int].self, forKey: .attempts) ?? [:]
         }
     }
 
     private struct Queue {
         var nextRead: UInt64
         var pending: [UInt64: Pending] = [:]
+        /// Deliveries made before a restart of offsets not read again yet.
+        var restoredAttempts: [UInt64: Int] = [:]
         /// Acked offsets above the lowest pending one: skipped when read, saved with the offsets.
         var acked: Set<UInt64> = []
         /// The size of the read in flight, if one is.
@@ -151,7 +169,11 @@ struct GroupState {
         self.name = name
         self.group = group
         self.definition = definition
-        self.queues = start.map { progress in Queue(nextRead: progress.committed, acked: Set(progress.acked.filter { $0 >= progress.committed })) }
+        self.queues = start.map { progress in
+            Queue(
+                nextRead: progress.committed, restoredAttempts: progress.attempts.filter { $0.key >= progress.committed && $0.value > 0 },
+                acked: Set(progress.acked.filter { $0 >= progress.committed }))
+        }
     }
 
     // MARK: Members
@@ -423,12 +445,23 @@ struct GroupState {
     mutating func readCompleted(queue q: Int, from: UInt64, epoch readEpoch: Int, batch: ReadBatch, now: Int64) -> [Action] {
         guard q < queues.count, readEpoch == queues[q].epoch, let asked = queues[q].reading, queues[q].nextRead == from else { return [] }
         finishRead(q, asked: asked)
+        var dead: [DeadLetter] = []
         if batch.nextOffset > from {
             queues[q].nextRead = batch.nextOffset
             for message in batch.messages where message.queueOffset >= from {
                 if queues[q].acked.remove(message.queueOffset) != nil { continue }
-                queues[q].pending[message.queueOffset] = Pending(message: message, attempt: 0, stage: .waiting(due: now), reason: "")
-                waiting.insert(DeliveryTag(queue: q, offset: message.queueOffset))
+                let tag = DeliveryTag(queue: q, offset: message.queueOffset)
+                let before = queues[q].restoredAttempts.removeValue(forKey: message.queueOffset) ?? 0
+                var pending = Pending(message: message, attempt: before, stage: .waiting(due: now), reason: before > 0 ? "delivered before a restart" : "")
+                if before >= definition.maxDeliveries {
+                    // Used up its deliveries before the restart (a message that crashes its consumers, say).
+                    pending.stage = .deadLettering
+                    queues[q].pending[message.queueOffset] = pending
+                    dead.append(deadLetter(for: pending, tag: tag))
+                    continue
+                }
+                queues[q].pending[message.queueOffset] = pending
+                waiting.insert(tag)
             }
             queues[q].pruneAcked()
             if queues[q].knownEnd != .max && batch.nextOffset > queues[q].knownEnd { queues[q].knownEnd = batch.nextOffset }
@@ -437,7 +470,7 @@ struct GroupState {
             // (perhaps while this read was on its way).
             queues[q].knownEnd = Swift.max(queues[q].nextRead, queues[q].notifiedEnd)
         }
-        return dispatch(now: now)
+        return (dead.isEmpty ? [] : [.deadLetter(dead)]) + dispatch(now: now)
     }
 
     /// A read failed: the queue is read again in a second.
@@ -642,7 +675,9 @@ struct GroupState {
     var progress: [QueueProgress] {
         queues.map { queue in
             let committed = queue.committed
-            return QueueProgress(committed: committed, acked: queue.acked.filter { $0 >= committed }.sorted())
+            var attempts = queue.restoredAttempts
+            for (offset, pending) in queue.pending where pending.attempt > 0 { attempts[offset] = pending.attempt }
+            return QueueProgress(committed: committed, acked: queue.acked.filter { $0 >= committed }.sorted(), attempts: attempts.filter { $0.key >= committed })
         }
     }
 
