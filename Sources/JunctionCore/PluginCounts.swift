@@ -9,13 +9,17 @@ public struct PluginCounts: Sendable, Hashable {
     public var errors: Int
     /// Open connections, for adapters that have them.
     public var connections: Int?
+    /// Messages dropped on the way out (a ZeroMQ PUB at a subscriber's
+    /// high-water mark), for adapters that can drop; also counted in `errors`.
+    public var dropped: Int?
 
     /// Creates figures.
-    public init(messagesIn: Int, messagesOut: Int, errors: Int, connections: Int? = nil) {
+    public init(messagesIn: Int, messagesOut: Int, errors: Int, connections: Int? = nil, dropped: Int? = nil) {
         self.messagesIn = messagesIn
         self.messagesOut = messagesOut
         self.errors = errors
         self.connections = connections
+        self.dropped = dropped
     }
 }
 

@@ -86,6 +86,9 @@ public final class MetricsCollector: Sendable {
         advance("junction_plugin_messages_in_total", labels, to: counts.messagesIn, help: "Messages the plugin took in and made durable")
         advance("junction_plugin_messages_out_total", labels, to: counts.messagesOut, help: "Messages the plugin handed out")
         advance("junction_plugin_errors_total", labels, to: counts.errors, help: "Input refused, malformed or dropped, and protocol errors")
+        if let dropped = counts.dropped {
+            advance("junction_plugin_dropped_total", labels, to: dropped, help: "Messages the plugin dropped on the way out (a ZeroMQ PUB at a subscriber's high-water mark)")
+        }
         if let connections = counts.connections {
             gauge("junction_connections", labels, help: "Connections open now").set(Int64(connections))
         }

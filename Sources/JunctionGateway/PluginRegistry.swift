@@ -50,7 +50,7 @@ public enum PluginRegistry {
             var prepared = PreparedPlugin(summary: "ZeroMQ \(decoded.socket.rawValue) \(endpoints) \(what)") { name, broker, logger in
                 ZeroMQPlugin(name: name, settings: decoded, broker: broker, logger: logger)
             }
-            prepared.guarantee = decoded.socket.guarantee
+            prepared.guarantee = decoded.guarantee
             let who = "plugin \(pluginName) (zeromq \(decoded.socket.rawValue))"
             switch decoded.socket {
             case .SUB, .PULL: prepared.sources = [FlowEnd(name: who, topic: decoded.topic, guarantee: .atMostOnce, why: "no receipt; ZeroMQ drops at its high-water mark")]

@@ -31,10 +31,16 @@ public final class ZeroMQPlugin: Service, Sendable {
 
     struct Work {
         var outbox: [[[UInt8]]] = []
+        /// Answers for the catch-up socket, each led by the peer's routing identity.
+        var catchUpOutbox: [[[UInt8]]] = []
         var stopping = false
         var inFlight = 0
         var outboxWaiter: CheckedContinuation<Void, Never>?
     }
+
+    /// Drops at the high-water mark are logged at most this often (ms), with the count since the last line.
+    static let dropLogIntervalMs: Int64 = 10_000
+    private let dropLog = Mutex((lastAt: Int64(0), unlogged: 0))
 
     static let maxOutbox = 1024
     static let maxInFlight = 16_384
@@ -128,7 +134,9 @@ public final class ZeroMQPlugin: Service, Sendable {
     private func feed(_ subscription: Subscription) async {
         for await delivery in subscription {
             var frames = [envelope(for: delivery.message.message), delivery.message.message.body]
-            if settings.socket == .DEALER { frames.append(Array("\(delivery.message.queue):\(delivery.message.queueOffset)".utf8)) }
+            if settings.socket == .DEALER || settings.sequence {
+                frames.append(CatchUp.sequence(queue: delivery.message.queue, offset: delivery.message.queueOffset))
+            }
             while true {
                 let waiting = work.withLock { $0.outbox.count }
                 if waiting < Self.maxOutbox || Task.isCancelled { break }
@@ -168,9 +176,13 @@ public final class ZeroMQPlugin: Service, Sendable {
     private func pollLoop(subscription: Subscription?, startup: StartupResult, started: DispatchSemaphore) {
         let context: ZeroMQContext
         let socket: ZeroMQSocket
+        var catchUpSocket: ZeroMQSocket?
         do {
             context = try ZeroMQContext()
-            socket = try ZeroMQSocket(context: context, type: settings.socket.zmqType)
+            // A PUB egress is an XPUB that refuses (instead of silently dropping)
+            // what a subscriber has no room for: each drop is then counted.
+            socket = try ZeroMQSocket(context: context, type: settings.socket == .PUB ? ZMQ_XPUB : settings.socket.zmqType)
+            if settings.socket == .PUB { try socket.set(ZMQ_XPUB_NODROP, 1) }
             try socket.set(ZMQ_LINGER, settings.lingerMs)
             try socket.set(ZMQ_SNDHWM, settings.sendHighWaterMark)
             try socket.set(ZMQ_RCVHWM, settings.receiveHighWaterMark)
@@ -196,6 +208,20 @@ public final class ZeroMQPlugin: Service, Sendable {
                 bound.append(socket.lastEndpoint() ?? endpoint)
             }
             for endpoint in settings.connect { try socket.connect(endpoint) }
+            if let catchUp = settings.catchUp {
+                let router = try ZeroMQSocket(context: context, type: ZMQ_ROUTER)
+                try router.set(ZMQ_LINGER, 0)
+                // Answers wait at the high-water mark instead of being dropped; a peer gone is an error, not a silent drop.
+                try router.set(ZMQ_ROUTER_MANDATORY, 1)
+                var routerBound: [String] = []
+                for endpoint in catchUp.bind {
+                    try router.bind(endpoint)
+                    routerBound.append(router.lastEndpoint() ?? endpoint)
+                }
+                for endpoint in catchUp.connect { try router.connect(endpoint) }
+                catchUpSocket = router
+                logger.info("catch-up listening", metadata: ["plugin": "\(name)", "catchUpBound": "\(routerBound.joined(separator: ","))"])
+            }
             logger.info("listening", metadata: [
                 "plugin": "\(name)", "type": "zeromq", "socket": "\(settings.socket.rawValue)",
                 "bound": "\(bound.joined(separator: ","))", "connected": "\(settings.connect.joined(separator: ","))",
@@ -210,19 +236,25 @@ public final class ZeroMQPlugin: Service, Sendable {
         }
 
         var sendBlocked = false
+        var catchUpBlocked = false
         while true {
-            let (stopping, hasOutbox, inFlight) = work.withLock { ($0.stopping, !$0.outbox.isEmpty, $0.inFlight) }
+            let (stopping, hasOutbox, hasCatchUp, inFlight) = work.withLock { ($0.stopping, !$0.outbox.isEmpty, !$0.catchUpOutbox.isEmpty, $0.inFlight) }
             if stopping { break }
             var events: Int16 = 0
             // Stop reading while too much is waiting for the store: libzmq then
-            // holds the rest up to its high-water mark.
-            if (settings.socket.isIngest && inFlight < Self.maxInFlight) || settings.socket == .DEALER { events |= Int16(ZMQ_POLLIN) }
+            // holds the rest up to its high-water mark. An XPUB reads its subscribers' (un)subscriptions.
+            if (settings.socket.isIngest && inFlight < Self.maxInFlight) || settings.socket == .DEALER || settings.socket == .PUB { events |= Int16(ZMQ_POLLIN) }
             if hasOutbox && sendBlocked { events |= Int16(ZMQ_POLLOUT) }
             var items = [
                 zmq_pollitem_t(socket: socket.handle, fd: 0, events: events, revents: 0),
                 zmq_pollitem_t(socket: nil, fd: wakeFD, events: Int16(ZMQ_POLLIN), revents: 0),
             ]
-            let ready = zmq_poll(&items, 2, hasOutbox && !sendBlocked ? 0 : -1)
+            if let catchUpSocket {
+                let catchUpEvents = Int16(ZMQ_POLLIN) | (hasCatchUp && catchUpBlocked ? Int16(ZMQ_POLLOUT) : 0)
+                items.append(zmq_pollitem_t(socket: catchUpSocket.handle, fd: 0, events: catchUpEvents, revents: 0))
+            }
+            let busy = (hasOutbox && !sendBlocked) || (hasCatchUp && !catchUpBlocked)
+            let ready = zmq_poll(&items, Int32(items.count), busy ? 0 : -1)
             if ready < 0 && zmq_errno() != EINTR { logger.error("zmq_poll failed", metadata: ["plugin": "\(name)", "error": "\(ZeroMQError.last("zmq_poll"))"]) }
             if items[1].revents != 0 {
                 var drain = [UInt8](repeating: 0, count: 256)
@@ -230,11 +262,16 @@ public final class ZeroMQPlugin: Service, Sendable {
             }
             if items[0].revents & Int16(ZMQ_POLLIN) != 0 { receiveAll(socket, subscription: subscription) }
             sendBlocked = !sendOutbox(socket)
+            if let catchUpSocket {
+                if items[2].revents & Int16(ZMQ_POLLIN) != 0 { receiveCatchUpRequests(catchUpSocket, subscription: subscription) }
+                catchUpBlocked = !sendCatchUp(catchUpSocket)
+            }
         }
-        // libzmq's order: shut the context down, close the socket (its linger
+        // libzmq's order: shut the context down, close the sockets (their linger
         // bounds how long unsent messages may hold up), then terminate.
         context.shutdown()
         socket.close()
+        catchUpSocket?.close()
         context.terminate()
     }
 
@@ -246,27 +283,54 @@ public final class ZeroMQPlugin: Service, Sendable {
         }
         guard !batch.isEmpty else { return true }
         var sent = 0
+        var done = 0
+        var dropped = 0
         var blocked = false
         for frames in batch {
             do {
                 if try socket.send(frames) {
                     sent += 1
+                    done += 1
+                } else if settings.socket == .PUB && settings.atHighWaterMark == .drop {
+                    // A subscriber has no room: libzmq refused the message for all of them.
+                    dropped += 1
+                    done += 1
                 } else {
                     blocked = true
                     break
                 }
             } catch {
-                metrics.dropped(1)
+                dropped += 1
                 logger.warning("send failed", metadata: ["plugin": "\(name)", "error": "\(error)"])
-                sent += 1
+                done += 1
             }
         }
         metrics.sent(sent)
-        if sent < batch.count {
-            work.withLock { $0.outbox.insert(contentsOf: batch[sent...], at: 0) }
+        if dropped > 0 { droppedAtHighWaterMark(dropped) }
+        if done < batch.count {
+            work.withLock { $0.outbox.insert(contentsOf: batch[done...], at: 0) }
         }
         outboxSpaceFreed()
         return !blocked
+    }
+
+    /// Counts messages dropped at the high-water mark, and logs them at most
+    /// once per `dropLogIntervalMs` with the count since the last line.
+    private func droppedAtHighWaterMark(_ count: Int) {
+        metrics.dropped(count)
+        let now = Int64(Date().timeIntervalSince1970 * 1000)
+        let report = dropLog.withLock { log -> Int? in
+            log.unlogged += count
+            guard now - log.lastAt >= Self.dropLogIntervalMs else { return nil }
+            defer { log = (now, 0) }
+            return log.unlogged
+        }
+        if let report {
+            logger.warning("dropped messages at a subscriber's high-water mark", metadata: [
+                "plugin": "\(name)", "dropped": "\(report)", "total": "\(metrics.droppedMessages)",
+                "hint": "subscribers see the gap in the sequence frames and can catch up; or raise sendHighWaterMark, or set atHighWaterMark to wait",
+            ])
+        }
     }
 
     private func receiveAll(_ socket: ZeroMQSocket, subscription: Subscription?) {
@@ -279,6 +343,7 @@ public final class ZeroMQPlugin: Service, Sendable {
                 return
             }
             guard let (frames, oversized) = received else { return }
+            if settings.socket == .PUB { continue }  // a subscriber's (un)subscription: libzmq has applied it
             if settings.socket == .DEALER {
                 acknowledge(frames, subscription: subscription)
             } else {
@@ -387,6 +452,118 @@ public final class ZeroMQPlugin: Service, Sendable {
         do { return try Message(json: json, defaultTopic: settings.topic) } catch { throw Refusal("the JSON body: \(error.description)") }
     }
 
+    // MARK: Catch-up
+
+    private func receiveCatchUpRequests(_ router: ZeroMQSocket, subscription: Subscription?) {
+        for _ in 0..<256 {
+            let received: (frames: [[UInt8]], oversized: Bool)?
+            do { received = try router.receive(maxBytes: 65_536) } catch { return }
+            guard let (frames, oversized) = received, let identity = frames.first else { return }
+            var rest = Array(frames.dropFirst())
+            var prefix = [identity]
+            if rest.first?.isEmpty == true && rest.count > 1 {
+                prefix.append([])  // a REQ peer's delimiter
+                rest.removeFirst()
+            }
+            let request: CatchUp.Request
+            do {
+                if oversized { throw CatchUp.RequestError(text: "a request larger than 64 KiB") }
+                request = try CatchUp.parse(rest)
+            } catch let error as CatchUp.RequestError {
+                metrics.refused(1)
+                queueCatchUp([prefix + [Array("ERROR".utf8), Array(error.text.utf8)]])
+                continue
+            } catch {
+                continue
+            }
+            guard let subscription else { continue }
+            Task { [self] in await answer(request, to: prefix, subscription: subscription) }
+        }
+    }
+
+    private func queueCatchUp(_ messages: [[[UInt8]]]) {
+        work.withLock { $0.catchUpOutbox.append(contentsOf: messages) }
+        wake()
+    }
+
+    /// Reads what the request asks for from the store, as the PUB would have
+    /// sent it, and queues it for the catch-up socket, then END (or MORE).
+    private func answer(_ request: CatchUp.Request, to peer: [[UInt8]], subscription: Subscription) async {
+        let options = subscription.options
+        let limit = settings.catchUp?.maxMessages ?? 10_000
+        do {
+            // Where live delivery stands: every offset below a queue's committed
+            // one was handed to the PUB; everything from there on will be.
+            let live = try await broker.groupStats(group: options.group).first { $0.consumerID == nil }?.queues ?? []
+            var starts: [Int: UInt64] = [:]
+            for queue in live {
+                switch request.since {
+                case .earliest: starts[queue.queue] = 0
+                case .time(let time): starts[queue.queue] = try await broker.offset(topic: options.topic, queue: queue.queue, atOrAfter: time)
+                case .positions(let positions): starts[queue.queue] = positions[queue.queue] ?? 0
+                }
+            }
+            var stopped = starts
+            var count = 0
+            var truncated = false
+            for queue in live where !truncated {
+                let end = queue.committedOffset
+                var next = starts[queue.queue]!
+                while next < end {
+                    if count >= limit {
+                        truncated = true
+                        break
+                    }
+                    let batch = try await broker.read(
+                        topic: options.topic, queue: queue.queue, from: next, filter: options.filter,
+                        limit: ReadLimit(maxMessages: Swift.min(512, limit - count)))
+                    var frames: [[[UInt8]]] = []
+                    for stored in batch.messages where stored.queueOffset < end {
+                        let envelope = envelope(for: stored.message)
+                        guard envelope.starts(with: request.prefix) else { continue }
+                        frames.append(peer + [envelope, stored.message.body, CatchUp.sequence(queue: stored.queue, offset: stored.queueOffset)])
+                    }
+                    count += frames.count
+                    queueCatchUp(frames)
+                    if batch.nextOffset <= next { break }
+                    next = Swift.min(batch.nextOffset, end)
+                }
+                stopped[queue.queue] = Swift.max(next, starts[queue.queue]!)
+            }
+            if truncated {
+                queueCatchUp([peer + [Array("MORE".utf8), Array(CatchUp.text(stopped).utf8)]])
+            } else {
+                let positions = Dictionary(live.map { ($0.queue, $0.committedOffset) }, uniquingKeysWith: { $1 })
+                queueCatchUp([peer + [Array("END".utf8), Array(CatchUp.text(positions).utf8)]])
+            }
+        } catch {
+            queueCatchUp([peer + [Array("ERROR".utf8), Array("\(BrokerError(error).message)".utf8)]])
+        }
+    }
+
+    /// Sends queued catch-up answers; false when the socket is at its high-water mark.
+    private func sendCatchUp(_ router: ZeroMQSocket) -> Bool {
+        let batch = work.withLock { work -> [[[UInt8]]] in
+            defer { work.catchUpOutbox.removeAll(keepingCapacity: true) }
+            return work.catchUpOutbox
+        }
+        guard !batch.isEmpty else { return true }
+        var done = 0
+        for frames in batch {
+            do {
+                guard try router.send(frames) else { break }
+            } catch {
+                // The peer went away (EHOSTUNREACH): its answer has nobody to go to.
+            }
+            done += 1
+        }
+        if done < batch.count {
+            work.withLock { $0.catchUpOutbox.insert(contentsOf: batch[done...], at: 0) }
+            return false
+        }
+        return true
+    }
+
     // MARK: Acked egress
 
     private func acknowledge(_ frames: [[UInt8]], subscription: Subscription?) {
@@ -427,11 +604,11 @@ public final class ZeroMQMetrics: Sendable {
     public var messagesOut: Int { counters.withLock { $0.sent } }
     /// Messages refused (bad shape, too large, not stored).
     public var refusedMessages: Int { counters.withLock { $0.refused } }
-    /// Messages libzmq would not send.
+    /// Messages dropped: refused by libzmq at a subscriber's high-water mark, or whose send failed.
     public var droppedMessages: Int { counters.withLock { $0.dropped } }
     /// The three figures every plugin reports.
     public var pluginCounts: PluginCounts {
-        counters.withLock { PluginCounts(messagesIn: $0.received, messagesOut: $0.sent, errors: $0.refused + $0.dropped) }
+        counters.withLock { PluginCounts(messagesIn: $0.received, messagesOut: $0.sent, errors: $0.refused + $0.dropped, dropped: $0.dropped) }
     }
 }
 

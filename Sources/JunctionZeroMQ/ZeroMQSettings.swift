@@ -66,6 +66,29 @@ public struct ZeroMQSettings: Sendable {
     public var curve: Curve?
     /// Ingest: the queue of a message without a sharding key (default: one per source, in order).
     public var queueSelection: QueueSelection = .perSource
+    /// PUB, PUSH: a third frame `"<queue>:<offset>"` on every message, so a
+    /// subscriber sees gaps and knows where to catch up from.
+    public var sequence = false
+    /// PUB: what happens to a message a subscriber has no room for.
+    public var atHighWaterMark = HighWaterMark.drop
+    /// PUB: the ROUTER endpoint that answers catch-up requests from stored messages.
+    public var catchUp: CatchUp?
+
+    /// What a PUB egress does when a subscriber's queue is full (libzmq refuses the message).
+    public enum HighWaterMark: String, Sendable, CaseIterable {
+        /// Drop it, for every subscriber, count it (`junction_plugin_dropped_total`) and log at a bounded rate.
+        case drop
+        /// Wait until every subscriber has room: nothing is dropped while they are connected, the slowest sets the pace.
+        case wait
+    }
+
+    /// The catch-up endpoint beside a PUB (the ZeroMQ guide's Clone pattern).
+    public struct CatchUp: Sendable, Hashable {
+        public var bind: [String]
+        public var connect: [String]
+        /// The most messages one answer carries; the rest is asked for again.
+        public var maxMessages: Int
+    }
 
     /// CURVE keys (Z85, 40 characters each). With `serverKey` the socket is a
     /// CURVE client of that server; without it, a CURVE server with `secretKey`.
@@ -75,25 +98,30 @@ public struct ZeroMQSettings: Sendable {
         public var serverKey: String?
     }
 
+    /// What this plugin guarantees, for check-config: its socket's guarantee,
+    /// and what the egress settings add to it.
+    public var guarantee: String {
+        guard socket == .PUB else { return socket.guarantee }
+        var text = socket.guarantee
+        switch atHighWaterMark {
+        case .drop: text += "; a message a subscriber has no room for (sendHighWaterMark) is dropped for all, counted (junction_plugin_dropped_total) and logged"
+        case .wait: text += "; atHighWaterMark wait: nothing is dropped while subscribers are connected (the slowest sets the pace)"
+        }
+        if sequence && catchUp != nil {
+            text += "; with sequence frames and the catch-up endpoint a subscriber that asks for what it missed gets every stored message: at-least-once for subscribers that catch up"
+        } else if sequence {
+            text += "; sequence frames let subscribers see gaps (add catchUp to fill them)"
+        }
+        return text
+    }
+
     /// Reads and checks the `settings` object of a zeromq plugin entry.
     public static func decode(_ settings: inout JSONObjectReader, pluginName: String) throws(ConfigurationError) -> ZeroMQSettings {
         guard let socket = try settings.choice("socket", of: SocketType.self, among: SocketType.allCases) else {
             throw settings.error("socket", "expected one of SUB, PULL, ROUTER, PUB, PUSH, DEALER")
         }
-        func endpoints(_ key: String) throws(ConfigurationError) -> [String] {
-            guard let items = try settings.array(key) else { return [] }
-            var result: [String] = []
-            for (index, item) in items.enumerated() {
-                guard case .string(let endpoint) = item else { throw settings.error(key, "expected a list of endpoint strings") }
-                if let problem = endpointProblem(endpoint) {
-                    throw ConfigurationError(file: settings.file, path: settings.path(of: key) + "[\(index)]", expected: problem)
-                }
-                result.append(endpoint)
-            }
-            return result
-        }
-        let bind = try endpoints("bind")
-        let connect = try endpoints("connect")
+        let bind = try endpoints("bind", in: &settings)
+        let connect = try endpoints("connect", in: &settings)
         guard !bind.isEmpty || !connect.isEmpty else { throw settings.error("bind", "expected at least one endpoint in bind or connect") }
         var subscribe: [String] = [""]
         if let prefixes = try settings.array("subscribe") {
@@ -147,6 +175,24 @@ public struct ZeroMQSettings: Sendable {
             try keys.finish()
             curve = Curve(secretKey: secret, publicKey: publicKey, serverKey: serverKey)
         }
+        let sequence = try settings.bool("sequence") ?? false
+        if sequence && socket != .PUB && socket != .PUSH {
+            throw settings.error("sequence", "only a PUB or PUSH egress adds sequence frames (a DEALER's third frame is its ack tag already)")
+        }
+        let atHighWaterMark = try settings.choice("atHighWaterMark", of: HighWaterMark.self, among: HighWaterMark.allCases) ?? .drop
+        if settings.value("atHighWaterMark") != nil && socket != .PUB {
+            throw settings.error("atHighWaterMark", "only a PUB drops at its high-water mark (PUSH and DEALER wait)")
+        }
+        var catchUp: CatchUp?
+        if var reader = try settings.object("catchUp") {
+            guard socket == .PUB else { throw settings.error("catchUp", "a catch-up endpoint belongs beside a PUB egress") }
+            let bind = try endpoints("bind", in: &reader)
+            let connect = try endpoints("connect", in: &reader)
+            guard !bind.isEmpty || !connect.isEmpty else { throw reader.error("bind", "expected at least one endpoint in bind or connect") }
+            let maxMessages = try reader.integer("maxMessages", in: 1...1_000_000) ?? 10_000
+            try reader.finish()
+            catchUp = CatchUp(bind: bind, connect: connect, maxMessages: maxMessages)
+        }
         var queueSelection = QueueSelection.perSource
         if settings.value(QueueSelection.settingsKey) != nil {
             guard socket.isIngest else { throw settings.error(QueueSelection.settingsKey, "only an ingest socket (SUB, PULL, ROUTER) picks queues for what it takes in") }
@@ -156,7 +202,22 @@ public struct ZeroMQSettings: Sendable {
         return ZeroMQSettings(
             socket: socket, bind: bind, connect: connect, subscribe: subscribe, topic: topic, envelope: envelope, body: body,
             subscription: subscription, sendHighWaterMark: sendHWM, receiveHighWaterMark: receiveHWM, lingerMs: linger,
-            reconnectIntervalMs: reconnect, maxMessageBytes: maxBytes, curve: curve, queueSelection: queueSelection)
+            reconnectIntervalMs: reconnect, maxMessageBytes: maxBytes, curve: curve, queueSelection: queueSelection,
+            sequence: sequence, atHighWaterMark: atHighWaterMark, catchUp: catchUp)
+    }
+
+    /// A list of endpoints (empty when the key is absent), each checked.
+    static func endpoints(_ key: String, in reader: inout JSONObjectReader) throws(ConfigurationError) -> [String] {
+        guard let items = try reader.array(key) else { return [] }
+        var result: [String] = []
+        for (index, item) in items.enumerated() {
+            guard case .string(let endpoint) = item else { throw reader.error(key, "expected a list of endpoint strings") }
+            if let problem = endpointProblem(endpoint) {
+                throw ConfigurationError(file: reader.file, path: reader.path(of: key) + "[\(index)]", expected: problem)
+            }
+            result.append(endpoint)
+        }
+        return result
     }
 
     /// Why an endpoint does not parse, or nil: tcp://HOST:PORT (PORT may be *), ipc://PATH, inproc://NAME.

@@ -107,3 +107,92 @@ struct RocketMQFilterTests {
         #expect(throws: FilterSyntaxError.self) { try PropertyFilter(parsing: "a not startswith") }
     }
 }
+
+/// RocketMQ's parser, SPI, consumer-filter and store-with-filter tests, ported.
+/// Sources (apache/rocketmq): filter/src/test/java/org/apache/rocketmq/filter/
+/// ParserTest.java and FilterSpiTest.java; broker/src/test/java/org/apache/
+/// rocketmq/broker/filter/ConsumerFilterManagerTest.java and
+/// MessageStoreWithFilterTest.java; test/src/test/java/org/apache/rocketmq/
+/// test/client/consumer/filter/SqlFilterIT.java.
+/// CommitLogDispatcherCalcBitMapTest checks RocketMQ's bloom-filter bitmap,
+/// which Junction does not have (it filters by tag hash in the queue index and
+/// evaluates properties when it reads); its expressions are those of
+/// ConsumerFilterManagerTest, run below.
+@Suite("RocketMQ's parser, consumer filter and filtered-store cases")
+struct RocketMQBrokerFilterTests {
+    @Test("ParserTest: the valid expressions parse, the invalid ones are refused, equal expressions compare equal whatever their spacing")
+    func parser() throws {
+        let and = "a=3 and b<>4 And c>5 AND d<=4"
+        for valid in [and, "a=3 or b<>4 Or c>5 OR d<=4", "a in ('3', '4', '5')", "(a not in ('6', '4', '5')) or (b in ('3', '4', '5'))",
+                      "(a between 2 and 10) AND (b not between 6 and 9)", "a is null", "a is not null", "a <= now"] {
+            #expect((try? PropertyFilter(parsing: valid)) != nil, "ParserTest.testParse_valid: \(valid)")
+        }
+        #expect(throws: FilterSyntaxError.self, "ParserTest.testParse_invalid") { try PropertyFilter(parsing: "a and between 2 and 10") }
+        #expect(throws: FilterSyntaxError.self, "ParserTest.testParse_illegalBetween") { try PropertyFilter(parsing: " a between 10 and 0") }
+        let huge = String(repeating: "111111111111111111111111111111111111111111111111111", count: 2048)
+        #expect(throws: FilterSyntaxError.self, "ParserTest.testParse_floatOverFlow") { try PropertyFilter(parsing: "a > " + huge + "." + huge) }
+        // ParserTest.testParse_decimalOverFlow: RocketMQ refuses an integer beyond 64 bits; Junction reads it
+        // as a floating-point number (a difference docs/MESSAGES.md names).
+        let big = try PropertyFilter(parsing: "a > 100000000000000000000000")
+        #expect(big.matches(["a": "2e23"]) && !big.matches(["a": "5"]))
+        // ParserTest.testEquals
+        #expect(try PropertyFilter(parsing: and) == PropertyFilter(parsing: "a=3  and    b<>4 And c>5 AND d<=4"))
+        #expect(try PropertyFilter(parsing: and) != PropertyFilter(parsing: "a=3 or b<>4 Or c>5 OR d<=4"))
+    }
+
+    @Test("FilterSpiTest.testGet and ConsumerFilterManagerTest: a missing property is not > 0; 'a between 10,20' does not compile")
+    func spiAndManager() {
+        #expect((try? PropertyFilter(parsing: "a is not null and a > 0"))?.matches([:]) == false)
+        #expect(throws: FilterSyntaxError.self) { try PropertyFilter(parsing: "a between 10,20") }
+    }
+
+    /// ConsumerFilterManagerTest.expr(i).
+    static func expr(_ i: Int) -> String { "a is not null and a > \((i - 1) * 10) and a < \((i + 1) * 10)" }
+
+    @Test("MessageStoreWithFilterTest: 3 topics × 30 messages; each of 30 groups per topic gets exactly the messages its expression selects; 'a is not null OR a is null' gets all")
+    func storeWithFilter() async throws {
+        let h = try await DeliveryHarness.open()
+        for t in 0..<3 {
+            // MessageStoreWithFilterTest.buildMessage and putMsg: properties 1, 2 and a = j * 10 + 5.
+            _ = try await h.broker.publish((0..<30).map { j in
+                Message(topic: "topic\(t)", tag: "\(j)TAG", keys: ["Hello"], properties: ["1": "imagoodperson1", "2": "imagoodperson2", "a": "\(j * 10 + 5)"],
+                        body: Array("Once, there was a chance for me!".utf8))
+            })
+        }
+        for t in 0..<3 {
+            for j in 0..<30 {
+                let subscription = try await h.broker.subscribe(SubscriptionOptions(
+                    topic: "topic\(t)", filter: try MessageFilter(where: Self.expr(j)), group: "CID_\(j)", start: .earliest))
+                // What the expression says, worked out in Swift: (j - 1) * 10 < a < (j + 1) * 10.
+                let expected = (0..<30).map { $0 * 10 + 5 }.filter { $0 > (j - 1) * 10 && $0 < (j + 1) * 10 }
+                let got = try await take(expected.count, from: subscription)
+                #expect(Set(got.compactMap { $0.message.message.properties["a"].flatMap { Int($0) } }) == Set(expected), "topic\(t) CID_\(j)")
+                try await expectNothing(from: subscription, broker: h.broker)
+                await subscription.close()
+            }
+            // testGetMessage_withFilterBitMapAndConsumerChanged: the reset group's expression selects everything.
+            let all = try await h.broker.subscribe(SubscriptionOptions(
+                topic: "topic\(t)", filter: try MessageFilter(where: "a is not null OR a is null"), group: "CID_reset", start: .earliest))
+            #expect(try await take(30, from: all).count == 30)
+            await all.close()
+        }
+        try await h.close()
+    }
+
+    @Test("SqlFilterIT: (TAGS is not null and TAGS in ('TagA', 'TagB')) gets the 32 TagA and TagB messages of 48, pushed and pulled")
+    func sqlFilterIT() async throws {
+        let h = try await DeliveryHarness.open()
+        for tag in ["TagA", "TagB", "TagC"] {
+            _ = try await h.broker.publish((0..<16).map { Message(topic: "sql", tag: tag, body: Array("\(tag)-\($0)".utf8)) })
+        }
+        let filter = try MessageFilter(where: "(TAGS is not null and TAGS in ('TagA', 'TagB'))")
+        for group in ["push", "pull"] {
+            let subscription = try await h.broker.subscribe(SubscriptionOptions(topic: "sql", filter: filter, group: group, start: .earliest, credit: 64))
+            let got = try await take(32, from: subscription)
+            #expect(Set(got.map { String(decoding: $0.message.message.body, as: UTF8.self) }) == Set(["TagA", "TagB"].flatMap { tag in (0..<16).map { "\(tag)-\($0)" } }), "\(group)")
+            try await expectNothing(from: subscription, broker: h.broker)
+            await subscription.close()
+        }
+        try await h.close()
+    }
+}

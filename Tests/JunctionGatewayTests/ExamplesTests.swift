@@ -52,6 +52,13 @@ struct ExamplesTests {
         #expect(result.lines == (try expectedOutput("fanout-routes")), "\(result.lines.joined(separator: "\n"))")
     }
 
+    @Test("catch-up: a late ZeroMQ subscriber gets what the PUB sent before it joined, then live, each once, as the README shows")
+    func catchUp() async throws {
+        let result = try await run("catch-up", ports: ["TCP_PORT", "PUB_PORT", "CATCHUP_PORT"])
+        #expect(result.status == 0)
+        #expect(result.lines == (try expectedOutput("catch-up")), "\(result.lines.joined(separator: "\n"))")
+    }
+
     @Test("sensor-feed: PUB readings reach the dashboard group filtered by tag, acked")
     func sensorFeed() async throws {
         let result = try await run("sensor-feed", ports: ["TCP_PORT", "SENSOR_PORT"])

@@ -119,6 +119,18 @@ struct GatewayConfigurationTests {
         #expect(zmq(#"{"socket": "PUSH", "bind": ["tcp://127.0.0.1:*"], "subscription": {"topic": "t", "where": "a >"}}"#)?.path == "plugins[0].settings.subscription.where")
         #expect(zmq(#"{"socket": "PUSH", "bind": ["tcp://127.0.0.1:*"], "subscription": {"topic": "t"}, "subscribe": ["x"]}"#)?.path == "plugins[0].settings.subscribe")
         #expect(zmq(#"{"socket": "SUB", "connect": ["tcp://127.0.0.1:5556"], "topic": "t", "curve": true}"#)?.expected.contains("plugin \"z\" (zeromq)") == true)
+        // Queue selection belongs to ingest; sequence frames, high-water-mark policy and catch-up to egress.
+        #expect(zmq(#"{"socket": "PULL", "bind": ["tcp://127.0.0.1:*"], "topic": "t", "queueSelection": "by-key"}"#) == nil)
+        #expect(zmq(#"{"socket": "PULL", "bind": ["tcp://127.0.0.1:*"], "topic": "t", "queueSelection": "random"}"#)?.path == "plugins[0].settings.queueSelection")
+        #expect(zmq(#"{"socket": "PUB", "bind": ["tcp://127.0.0.1:*"], "subscription": {"topic": "t"}, "queueSelection": "by-key"}"#)?.path == "plugins[0].settings.queueSelection")
+        let pub = #""socket": "PUB", "bind": ["tcp://127.0.0.1:*"], "subscription": {"topic": "t"}"#
+        #expect(zmq(#"{\#(pub), "sequence": true, "atHighWaterMark": "wait", "catchUp": {"bind": ["tcp://127.0.0.1:*"], "maxMessages": 100}}"#) == nil)
+        #expect(zmq(#"{"socket": "SUB", "connect": ["tcp://127.0.0.1:5556"], "topic": "t", "sequence": true}"#)?.path == "plugins[0].settings.sequence")
+        #expect(zmq(#"{"socket": "PUSH", "bind": ["tcp://127.0.0.1:*"], "subscription": {"topic": "t"}, "atHighWaterMark": "drop"}"#)?.path == "plugins[0].settings.atHighWaterMark")
+        #expect(zmq(#"{"socket": "PUSH", "bind": ["tcp://127.0.0.1:*"], "subscription": {"topic": "t"}, "catchUp": {"bind": ["tcp://127.0.0.1:*"]}}"#)?.path == "plugins[0].settings.catchUp")
+        #expect(zmq(#"{\#(pub), "catchUp": {}}"#)?.path == "plugins[0].settings.catchUp.bind")
+        #expect(zmq(#"{\#(pub), "catchUp": {"bind": ["tcp://127.0.0.1"]}}"#)?.path == "plugins[0].settings.catchUp.bind[0]")
+        #expect(zmq(#"{\#(pub), "catchUp": {"bind": ["tcp://127.0.0.1:*"], "maxMessages": 0}}"#)?.path == "plugins[0].settings.catchUp.maxMessages")
     }
 
     @Test("mutated configuration and plugins files never crash the decoders; every refusal names a file")

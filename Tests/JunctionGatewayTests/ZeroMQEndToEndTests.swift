@@ -3,6 +3,7 @@ import JunctionClient
 import JunctionCore
 import JunctionProtocol
 import JunctionTestSupport
+import Synchronization
 import Testing
 
 @Suite("ZeroMQ adapter with pyzmq peers", .serialized)
@@ -225,4 +226,115 @@ func freePort() throws -> Int {
     var length = socklen_t(MemoryLayout<sockaddr_in>.size)
     _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
     return Int(UInt16(bigEndian: address.sin_port))
+}
+
+@Suite("ZeroMQ durable egress: sequence frames, catch-up, counted drops", .serialized)
+struct ZeroMQDurableEgressTests {
+    private let peerScript = packageRoot() + "/Tests/JunctionGatewayTests/Peers/zmq_peer.py"
+
+    private func peer(_ arguments: [String]) throws -> ChildProcess {
+        try ChildProcess(URL(fileURLWithPath: "/usr/bin/env"), ["python3", peerScript] + arguments, watch: true)
+    }
+
+    /// The late joiner of Examples/catch-up: SUB, catch-up, gaps filled.
+    private func joiner(_ live: String, _ catchUp: String, count: Int) throws -> ChildProcess {
+        try ChildProcess(
+            URL(fileURLWithPath: "/usr/bin/env"), ["python3", packageRoot() + "/Examples/catch-up/late_joiner.py", live, catchUp, "\(count)"], watch: true)
+    }
+
+    /// An endpoint logged as `key=tcp://…`.
+    private func endpoint(_ gateway: GatewayProcess, plugin: String, key: String) async throws -> String {
+        let line = try #require(await gateway.process.waitForLine(containing: "\(key)=tcp://"), "\(plugin) did not log \(key)")
+        let range = try #require(line.range(of: "\(key)=tcp://"))
+        return String(line[range.lowerBound...].dropFirst(key.count + 1).prefix { !$0.isWhitespace && $0 != "," })
+    }
+
+    private let pub = #"{"name": "zpub", "type": "zeromq", "settings": {"socket": "PUB", "bind": ["tcp://127.0.0.1:*"], "sequence": true, "catchUp": {"bind": ["tcp://127.0.0.1:*"], "maxMessages": 25}, "subscription": {"topic": "feed", "tags": "*"}}}"#
+
+    /// Checks a clone peer's output: every body once, offsets rising per queue.
+    private func checkClone(_ lines: [String], bodies: Set<String>) {
+        let messages = lines.compactMap { line -> (Int, UInt64, String)? in
+            let parts = line.split(separator: " ")
+            let position = parts.first?.split(separator: ":") ?? []
+            guard parts.count == 2, position.count == 2, let queue = Int(position[0]), let offset = UInt64(position[1]) else { return nil }
+            return (queue, offset, String(parts[1]))
+        }
+        #expect(messages.count == bodies.count && Set(messages.map(\.2)) == bodies, "each message once: \(messages.count) lines for \(bodies.count) messages")
+        for queue in Set(messages.map(\.0)) {
+            let offsets = messages.filter { $0.0 == queue }.map(\.1)
+            #expect(offsets == offsets.sorted() && Set(offsets).count == offsets.count, "queue \(queue) in order")
+        }
+    }
+
+    @Test("a late joiner catches up from the catch-up endpoint (answers cut at maxMessages ask again), then follows the PUB: every message once, in order per queue")
+    func lateJoiner() async throws {
+        let dir = TemporaryDirectory()
+        let gateway = try await GatewayProcess.start(directory: dir.path, config: #"{"topics": [{"name": "feed", "queues": 2}]}"#, extraPlugins: [pub])
+        let catchUp = try await endpoint(gateway, plugin: "zpub", key: "catchUpBound")
+        let live = try await endpoint(gateway, plugin: "zpub", key: "bound")
+        let client = try await JunctionClient.connect(port: gateway.port, reconnect: false)
+        // Sent by the PUB before anyone subscribed: lost to a plain SUB.
+        _ = try await client.publish((0..<60).map { Message(topic: "feed", body: Array("early\($0)".utf8), shardingKey: "k\($0 % 5)") })
+        let clone = try joiner(live, catchUp, count: 120)
+        _ = try #require(await clone.waitForLine(containing: "caught up"), "\(clone.lines.suffix(5))")
+        _ = try await client.publish((0..<60).map { Message(topic: "feed", body: Array("late\($0)".utf8), shardingKey: "k\($0 % 5)") })
+        #expect(await clone.waitForExit() == 0)
+        #expect(clone.lines.last?.hasPrefix("done") == true, "\(clone.lines.suffix(3))")
+        checkClone(clone.lines, bodies: Set((0..<60).map { "early\($0)" } + (0..<60).map { "late\($0)" }))
+        await client.close()
+        #expect(await gateway.stop() == 0)
+    }
+
+    @Test("a bad catch-up request gets ERROR naming the form; the plugin keeps serving")
+    func badRequest() async throws {
+        let dir = TemporaryDirectory()
+        let gateway = try await GatewayProcess.start(directory: dir.path, extraPlugins: [pub])
+        let catchUp = try await endpoint(gateway, plugin: "zpub", key: "catchUpBound")
+        let client = try await JunctionClient.connect(port: gateway.port, reconnect: false)
+        _ = try await client.publish(Message(topic: "feed", body: Array("one".utf8)))
+        let probe = try peer(["catchup-bad", catchUp])
+        #expect(await probe.waitForExit() == 0, "\(probe.lines)")
+        #expect(probe.lines.first?.hasPrefix("ERROR expected [\"SINCE\"") == true, "\(probe.lines)")
+        #expect(probe.lines.dropFirst().first?.hasPrefix("ERROR expected positions") == true, "\(probe.lines)")
+        #expect(probe.lines.last == "one END", "after the refusals a good request is answered: \(probe.lines)")
+        await client.close()
+        #expect(await gateway.stop() == 0)
+    }
+
+    @Test("a PUB drops what a stalled subscriber has no room for: counted in junction_plugin_dropped_total and logged; a subscriber that catches up still gets everything")
+    func countedDrops() async throws {
+        let dir = TemporaryDirectory()
+        let small = #"{"name": "zpub", "type": "zeromq", "settings": {"socket": "PUB", "bind": ["tcp://127.0.0.1:*"], "sendHighWaterMark": 1, "sequence": true, "catchUp": {"bind": ["tcp://127.0.0.1:*"]}, "subscription": {"topic": "feed", "tags": "*"}}}"#
+        let gateway = try await GatewayProcess.start(directory: dir.path, config: #"{"metrics": {"listen": "127.0.0.1:0"}, "topics": [{"name": "feed", "queues": 1}]}"#, extraPlugins: [small])
+        let catchUp = try await endpoint(gateway, plugin: "zpub", key: "catchUpBound")
+        let live = try await endpoint(gateway, plugin: "zpub", key: "bound")
+        let metrics = try await gateway.metricsPort()
+        let stalled = try peer(["stall", live])
+        _ = await stalled.waitForLine(containing: "ready")
+        let client = try await JunctionClient.connect(port: gateway.port, reconnect: false)
+        let body = [UInt8](repeating: 7, count: 65_536)
+        let published = Mutex(0)
+        @Sendable func dropped() throws -> Int {
+            let text = try httpGet(port: metrics, path: "/metrics").body
+            let line = text.split(separator: "\n").first { $0.hasPrefix("junction_plugin_dropped_total") && $0.contains("plugin=\"zpub\"") }
+            return line.flatMap { Int($0.split(separator: " ").last ?? "") } ?? 0
+        }
+        // 64 KiB messages fill the stalled subscriber's socket buffers within a few hundred.
+        try await waitUntil(seconds: 60, "nothing was dropped to a stalled subscriber") {
+            _ = try await client.publish((0..<20).map { _ in Message(topic: "feed", body: body) })
+            published.withLock { $0 += 20 }
+            return try dropped() > 0
+        }
+        let total = published.withLock { $0 }
+        _ = try #require(await gateway.process.waitForLine(containing: "dropped messages at a subscriber's high-water mark"), "no log line for the drops")
+        let check = try await runJunction([], ["check-config", "--config", dir.path + "/junction.json", "--plugins", dir.path + "/plugins.json"])
+        #expect(check.1.contains("junction_plugin_dropped_total"), "check-config's guarantee line names the counter: \(check.1)")
+        stalled.signal(SIGKILL)
+        // The stored messages are all there for a subscriber that catches up.
+        let clone = try joiner(live, catchUp, count: total)
+        #expect(await clone.waitForExit(seconds: 90) == 0)
+        #expect(clone.lines.last?.hasPrefix("done") == true, "\(clone.lines.suffix(3))")
+        await client.close()
+        #expect(await gateway.stop() == 0)
+    }
 }

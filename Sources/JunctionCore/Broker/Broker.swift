@@ -381,6 +381,11 @@ public final class Broker: Sendable {
         return view
     }
 
+    /// The first offset of a queue stored at or after `timestamp` (its end if none).
+    public func offset(topic: String, queue: Int, atOrAfter timestamp: Int64) async throws -> UInt64 {
+        try await store.offset(topic: topic, queue: queue, atOrAfter: timestamp)
+    }
+
     // MARK: Delayed messages
 
     /// Waits until at least `count` delayed messages have been copied to their topics since open.

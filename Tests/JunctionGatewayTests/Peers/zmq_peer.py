@@ -8,6 +8,8 @@
   acker ENDPOINT N               DEALER peer of an acked egress: print and ACK each delivery, exit after N
   bad ENDPOINT                   PUSH malformed messages, then one good one
   router-bad ENDPOINT            DEALER sending malformed messages to a ROUTER ingest; prints the answers
+  catchup-bad ENDPOINT           DEALER sending malformed catch-up requests, then a good one; prints the answers
+  stall ENDPOINT                 SUB with RCVHWM 1 that subscribes and never reads (until killed)
 """
 import sys
 import time
@@ -153,6 +155,32 @@ elif mode == "router-bad":
         s.send_multipart(frames)
         answer = s.recv_multipart()
         out(" ".join(f.decode(errors="replace") for f in answer[:1]) + " " + str(len(answer)))
+
+elif mode == "catchup-bad":
+    s = ctx.socket(zmq.DEALER)
+    s.setsockopt(zmq.LINGER, 0)
+    s.connect(endpoint)
+    for frames in ([b"GIVE", b"earliest"], [b"SINCE", b"0:x"]):
+        s.send_multipart(frames)
+        answer = s.recv_multipart()
+        out(" ".join(f.decode(errors="replace") for f in answer))
+    s.send_multipart([b"SINCE", b"earliest"])
+    while True:
+        answer = s.recv_multipart()
+        if answer[0] in (b"END", b"MORE", b"ERROR"):
+            break
+        body = answer[1].decode()
+    out(f"{body} {answer[0].decode()}")
+
+elif mode == "stall":
+    s = ctx.socket(zmq.SUB)
+    s.setsockopt(zmq.RCVHWM, 1)
+    s.setsockopt(zmq.RCVBUF, 4096)
+    s.setsockopt(zmq.SUBSCRIBE, b"")
+    s.connect(endpoint)
+    out("ready")
+    import signal
+    signal.pause()  # never reads the socket; the test kills this process
 
 # Close every socket (each with its own LINGER) and end the context: this is
 # where a producer's queued messages are flushed. Left to interpreter exit,
