@@ -53,6 +53,20 @@ public final class MetricsCollector: Sendable {
     private let plugins: [Plugin]
     /// Cumulative figures already added to counters, by metric and labels.
     private let reported = Mutex<[String: Int]>([:])
+    /// The label sets of the groups in the last scrape: a group that is gone
+    /// (a temporary one that ended) has its series removed.
+    private let groupLabels = Mutex<Set<[String]>>([])
+
+    private static let groupGauges = [
+        ("junction_group_lag", "Messages in the group's topic not yet consumed by it"),
+        ("junction_group_in_flight", "Deliveries handed out and not yet acknowledged"),
+        ("junction_group_held", "Messages the group holds in memory (bounded by credit)"),
+        ("junction_group_members", "Members connected now"),
+    ]
+    private static let groupCounters = [
+        ("junction_group_redeliveries_total", "Redeliveries made (ack timeout or nack)"),
+        ("junction_group_dead_letters_total", "Messages moved to the group's dead-letter topic"),
+    ]
 
     public init(metrics: GatewayMetrics, broker: Broker, plugins: [Plugin]) {
         self.registry = metrics.registry
@@ -68,15 +82,26 @@ public final class MetricsCollector: Sendable {
     }
 
     private func record(_ stats: [GroupStats]) {
+        var present: Set<[String]> = []
         for group in stats {
             let labels = [("group", group.group), ("topic", group.topic), ("consumer", group.consumerID ?? "")]
+            present.insert(labels.map(\.1))
             let sum = { (figure: (QueueStats) -> Int) in group.queues.reduce(0) { $0 + figure($1) } }
-            gauge("junction_group_lag", labels, help: "Messages in the group's topic not yet consumed by it").set(Int64(sum { Int($0.lag) }))
-            gauge("junction_group_in_flight", labels, help: "Deliveries handed out and not yet acknowledged").set(Int64(sum(\.inFlight)))
-            gauge("junction_group_held", labels, help: "Messages the group holds in memory (bounded by credit)").set(Int64(sum(\.held)))
-            gauge("junction_group_members", labels, help: "Members connected now").set(Int64(group.members))
-            advance("junction_group_redeliveries_total", labels, to: sum(\.redeliveries), help: "Redeliveries made (ack timeout or nack)")
-            advance("junction_group_dead_letters_total", labels, to: sum(\.deadLetters), help: "Messages moved to the group's dead-letter topic")
+            let gauges = [Int64(sum { Int($0.lag) }), Int64(sum(\.inFlight)), Int64(sum(\.held)), Int64(group.members)]
+            for ((name, help), value) in zip(Self.groupGauges, gauges) { gauge(name, labels, help: help).set(value) }
+            for ((name, help), value) in zip(Self.groupCounters, [sum(\.redeliveries), sum(\.deadLetters)]) { advance(name, labels, to: value, help: help) }
+        }
+        let gone = groupLabels.withLock { last in
+            defer { last = present }
+            return last.subtracting(present)
+        }
+        for values in gone {
+            let labels = zip(["group", "topic", "consumer"], values).map { ($0, $1) }
+            for (name, help) in Self.groupGauges { registry.unregisterGauge(gauge(name, labels, help: help)) }
+            for (name, help) in Self.groupCounters {
+                registry.unregisterCounter(registry.makeCounter(descriptor: MetricNameDescriptor(metricName: name, unitName: "", helpText: help), labels: labels))
+                _ = reported.withLock { $0.removeValue(forKey: Self.key(name, labels)) }
+            }
         }
     }
 
@@ -94,6 +119,10 @@ public final class MetricsCollector: Sendable {
         }
     }
 
+    private static func key(_ name: String, _ labels: [(String, String)]) -> String {
+        name + labels.map { "|\($0.0)=\($0.1)" }.joined()
+    }
+
     private func gauge(_ name: String, _ labels: [(String, String)], help: String) -> Prometheus.Gauge {
         registry.makeGauge(descriptor: MetricNameDescriptor(metricName: name, unitName: "", helpText: help), labels: labels)
     }
@@ -101,7 +130,7 @@ public final class MetricsCollector: Sendable {
     /// Adds to a counter what a cumulative figure grew by since the last scrape
     /// (a figure that restarted from zero adds all of itself).
     private func advance(_ name: String, _ labels: [(String, String)], to value: Int, help: String) {
-        let key = name + labels.map { "|\($0.0)=\($0.1)" }.joined()
+        let key = Self.key(name, labels)
         let delta = reported.withLock { reported -> Int in
             let last = reported[key] ?? 0
             reported[key] = value

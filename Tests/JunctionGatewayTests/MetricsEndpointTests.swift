@@ -1,4 +1,6 @@
 import Foundation
+import JunctionClient
+import JunctionProtocol
 import JunctionTestSupport
 import Testing
 
@@ -35,6 +37,16 @@ struct MetricsEndpointTests {
         let (_, again) = try httpGet(port: port, path: "/metrics")
         #expect(metricValue(again, "junction_plugin_messages_in_total", ["plugin": "native"]) == 20)
         #expect(try httpGet(port: port, path: "/").status == 404)
+
+        // A temporary group (an anonymous junction sub) has series while it lives, none after.
+        let client = try await JunctionClient.connect(port: gateway.port, reconnect: false)
+        let anonymous = try await client.subscribe(WireSubscription(topic: "orders", group: "sub-0badf00d", start: .earliest, temporary: true))
+        #expect(metricValue(try httpGet(port: port, path: "/metrics").body, "junction_group_members", ["group": "sub-0badf00d"]) == 1)
+        await anonymous.close()
+        let after = try httpGet(port: port, path: "/metrics").body
+        #expect(!after.contains("sub-0badf00d"), "the ended group's series are gone")
+        #expect(metricValue(after, "junction_group_lag", ["group": "billing"]) == 15, "other groups keep theirs")
+        await client.close()
         #expect(await gateway.stop() == 0)
     }
 
