@@ -81,31 +81,30 @@ final class ConnectionHandler: ChannelInboundHandler {
             flushAcks()
             pull(context, subscription, max: Int(min(max, 4096)), timeoutMs: Int64(timeoutMs), requestID: frame.requestID)
         case .ack(let id, let tags):
-            guard let subscription = subscriptions[id] ?? departed[id] else { return unknownSubscription(context, id, frame.requestID) }
-            guard subscriptions[id] != nil else {
+            if subscriptions[id] != nil {
+                pendingAcks[id, default: []].append(contentsOf: tags)
+                // OK only once the group has applied it.
+                if frame.requestID != 0 { flushAcks() }
+            } else if let gone = departed[id] {
                 // A late ack after UNSUBSCRIBE still consumes what it names (GUARANTEES.md).
-                subscription.core.ack(tags: tags)
-                return confirm(context, subscription, tags, requestID: frame.requestID)
+                gone.core.ack(tags: tags)
+            } else {
+                return unknownSubscription(context, id, frame.requestID)
             }
-            pendingAcks[id, default: []].append(contentsOf: tags)
-            // OK only once the group has applied it.
-            if frame.requestID != 0 {
-                flushAcks()
-                confirm(context, subscription, tags, requestID: frame.requestID)
-            }
+            confirm(context, id, tags, requestID: frame.requestID)
         case .nack(let id, let delayMs, let tags):
-            guard let subscription = subscriptions[id] ?? departed[id] else { return unknownSubscription(context, id, frame.requestID) }
+            guard subscriptions[id] != nil || departed[id] != nil else { return unknownSubscription(context, id, frame.requestID) }
             guard delayMs >= -1 && delayMs <= Self.maxNackDelayMs else {
                 return write(context, Frame(.error(code: .invalidRequest, message: "a NACK delay is -1 (the group's backoff) or 0 to \(Self.maxNackDelayMs) ms, not \(delayMs); nothing was nacked"), requestID: frame.requestID))
             }
             flushAcks()
             // After UNSUBSCRIBE the member holds nothing: a late nack changes nothing, as one of an earlier attempt.
-            if subscriptions[id] != nil { subscription.core.giveBack(tags: tags, delayMs: delayMs < 0 ? nil : Int(delayMs)) }
-            confirm(context, subscription, tags, requestID: frame.requestID)
+            subscriptions[id]?.core.giveBack(tags: tags, delayMs: delayMs < 0 ? nil : Int(delayMs))
+            confirm(context, id, tags, requestID: frame.requestID)
         case .credit(let id, let credit):
             guard let subscription = subscriptions[id] else { return unknownSubscription(context, id, frame.requestID) }
-            guard (1...65_536).contains(credit) else {
-                return write(context, Frame(.error(code: .invalidRequest, message: "credit must be 1 to 65536, not \(credit)"), requestID: frame.requestID))
+            if let problem = SubscriptionOptions.creditProblem(Int(credit)) {
+                return write(context, Frame(.error(code: .invalidRequest, message: problem), requestID: frame.requestID))
             }
             flushAcks()
             subscription.core.setCredit(Int(credit))
@@ -141,8 +140,8 @@ final class ConnectionHandler: ChannelInboundHandler {
     /// Answers a confirmed ACK or NACK: OK, or ERROR not found naming the
     /// tags the group never delivered (the others were applied). Without a
     /// request id, nothing.
-    private func confirm(_ context: ChannelHandlerContext, _ subscription: TCPSubscription, _ tags: [DeliveryTag], requestID: UInt32) {
-        guard requestID != 0 else { return }
+    private func confirm(_ context: ChannelHandlerContext, _ id: UInt32, _ tags: [DeliveryTag], requestID: UInt32) {
+        guard requestID != 0, let subscription = subscriptions[id] ?? departed[id] else { return }
         let unknown = subscription.core.undelivered(tags)
         guard unknown.isEmpty else {
             let named = unknown.prefix(8).map { "\($0.queue):\($0.offset)" }.joined(separator: ", ") + (unknown.count > 8 ? " …" : "")
@@ -227,8 +226,8 @@ final class ConnectionHandler: ChannelInboundHandler {
         guard subscriptions[id] == nil else {
             return write(context, Frame(.error(code: .invalidRequest, message: "subscription id \(id) is already in use on this connection"), requestID: requestID))
         }
-        guard (1...65_536).contains(wire.credit) else {
-            return write(context, Frame(.error(code: .invalidRequest, message: "credit must be 1 to 65536, not \(wire.credit)"), requestID: requestID))
+        if let problem = SubscriptionOptions.creditProblem(Int(wire.credit)) {
+            return write(context, Frame(.error(code: .invalidRequest, message: problem), requestID: requestID))
         }
         let filter: MessageFilter
         do {

@@ -277,41 +277,52 @@ public final class ZeroMQPlugin: Service, Sendable {
 
     /// Sends what waits in the outbox; false when the socket is at its high-water mark.
     private func sendOutbox(_ socket: ZeroMQSocket) -> Bool {
-        let batch = work.withLock { work -> [[[UInt8]]] in
-            defer { work.outbox.removeAll(keepingCapacity: true) }
-            return work.outbox
+        let dropsAtHighWaterMark = settings.socket == .PUB && settings.atHighWaterMark == .drop
+        let (sent, dropped, blocked) = send(\.outbox, on: socket, droppingWhenFull: dropsAtHighWaterMark) { error in
+            logger.warning("send failed", metadata: ["plugin": "\(name)", "error": "\(error)"])
         }
-        guard !batch.isEmpty else { return true }
+        metrics.sent(sent)
+        if dropped > 0 { droppedAtHighWaterMark(dropped) }
+        outboxSpaceFreed()
+        return !blocked
+    }
+
+    /// Sends the messages queued at `queue` until the socket is full; what is
+    /// left stays queued, in order. A message libzmq refuses for lack of room
+    /// is dropped when `droppingWhenFull` (else sending stops); one whose send
+    /// fails is dropped and reported. Returns what was sent and dropped, and
+    /// whether the socket was full.
+    private func send(
+        _ queue: WritableKeyPath<Work, [[[UInt8]]]>, on socket: ZeroMQSocket, droppingWhenFull: Bool, failed: (any Error) -> Void
+    ) -> (sent: Int, dropped: Int, blocked: Bool) {
+        let batch = work.withLock { work -> [[[UInt8]]] in
+            defer { work[keyPath: queue].removeAll(keepingCapacity: true) }
+            return work[keyPath: queue]
+        }
         var sent = 0
-        var done = 0
         var dropped = 0
         var blocked = false
         for frames in batch {
             do {
                 if try socket.send(frames) {
                     sent += 1
-                    done += 1
-                } else if settings.socket == .PUB && settings.atHighWaterMark == .drop {
+                } else if droppingWhenFull {
                     // A subscriber has no room: libzmq refused the message for all of them.
                     dropped += 1
-                    done += 1
                 } else {
                     blocked = true
                     break
                 }
             } catch {
                 dropped += 1
-                logger.warning("send failed", metadata: ["plugin": "\(name)", "error": "\(error)"])
-                done += 1
+                failed(error)
             }
         }
-        metrics.sent(sent)
-        if dropped > 0 { droppedAtHighWaterMark(dropped) }
+        let done = sent + dropped
         if done < batch.count {
-            work.withLock { $0.outbox.insert(contentsOf: batch[done...], at: 0) }
+            work.withLock { $0[keyPath: queue].insert(contentsOf: batch[done...], at: 0) }
         }
-        outboxSpaceFreed()
-        return !blocked
+        return (sent, dropped, blocked)
     }
 
     /// Counts messages dropped at the high-water mark, and logs them at most
@@ -358,12 +369,8 @@ public final class ZeroMQPlugin: Service, Sendable {
         var payload = frames[...]
         var replyPrefix: [[UInt8]] = []
         if settings.socket == .ROUTER {
-            guard let identity = payload.popFirst() else { return }
-            replyPrefix = [identity]
-            if payload.first?.isEmpty == true && payload.count > 1 {
-                replyPrefix.append([])  // a REQ peer's delimiter
-                payload = payload.dropFirst()
-            }
+            guard let (prefix, rest) = Self.routed(frames) else { return }
+            (replyPrefix, payload) = (prefix, rest)
         }
         var message: Message
         do {
@@ -398,6 +405,20 @@ public final class ZeroMQPlugin: Service, Sendable {
                 }
             }
         }
+    }
+
+    /// A ROUTER message split into what an answer must start with (the
+    /// routing identity, and the empty delimiter a REQ peer sends) and the
+    /// payload; nil without an identity.
+    static func routed(_ frames: [[UInt8]]) -> (prefix: [[UInt8]], payload: ArraySlice<[UInt8]>)? {
+        var payload = frames[...]
+        guard let identity = payload.popFirst() else { return nil }
+        var prefix = [identity]
+        if payload.first?.isEmpty == true && payload.count > 1 {
+            prefix.append([])  // a REQ peer's delimiter
+            payload = payload.dropFirst()
+        }
+        return (prefix, payload)
     }
 
     static func hex(_ bytes: [UInt8]) -> String {
@@ -458,17 +479,12 @@ public final class ZeroMQPlugin: Service, Sendable {
         for _ in 0..<256 {
             let received: (frames: [[UInt8]], oversized: Bool)?
             do { received = try router.receive(maxBytes: 65_536) } catch { return }
-            guard let (frames, oversized) = received, let identity = frames.first else { return }
-            var rest = Array(frames.dropFirst())
-            var prefix = [identity]
-            if rest.first?.isEmpty == true && rest.count > 1 {
-                prefix.append([])  // a REQ peer's delimiter
-                rest.removeFirst()
-            }
+            guard let (frames, oversized) = received else { return }
+            guard let (prefix, rest) = Self.routed(frames) else { continue }
             let request: CatchUp.Request
             do {
                 if oversized { throw CatchUp.RequestError(text: "a request larger than 64 KiB") }
-                request = try CatchUp.parse(rest)
+                request = try CatchUp.parse(Array(rest))
             } catch let error as CatchUp.RequestError {
                 metrics.refused(1)
                 queueCatchUp([prefix + [Array("ERROR".utf8), Array(error.text.utf8)]])
@@ -528,7 +544,7 @@ public final class ZeroMQPlugin: Service, Sendable {
                     if batch.nextOffset <= next { break }
                     next = Swift.min(batch.nextOffset, end)
                 }
-                stopped[queue.queue] = Swift.max(next, starts[queue.queue]!)
+                stopped[queue.queue] = next
             }
             if truncated {
                 queueCatchUp([peer + [Array("MORE".utf8), Array(CatchUp.text(stopped).utf8)]])
@@ -542,26 +558,9 @@ public final class ZeroMQPlugin: Service, Sendable {
     }
 
     /// Sends queued catch-up answers; false when the socket is at its high-water mark.
+    /// A send that fails (EHOSTUNREACH: the peer went away) has nobody to go to.
     private func sendCatchUp(_ router: ZeroMQSocket) -> Bool {
-        let batch = work.withLock { work -> [[[UInt8]]] in
-            defer { work.catchUpOutbox.removeAll(keepingCapacity: true) }
-            return work.catchUpOutbox
-        }
-        guard !batch.isEmpty else { return true }
-        var done = 0
-        for frames in batch {
-            do {
-                guard try router.send(frames) else { break }
-            } catch {
-                // The peer went away (EHOSTUNREACH): its answer has nobody to go to.
-            }
-            done += 1
-        }
-        if done < batch.count {
-            work.withLock { $0.catchUpOutbox.insert(contentsOf: batch[done...], at: 0) }
-            return false
-        }
-        return true
+        !send(\.catchUpOutbox, on: router, droppingWhenFull: false) { _ in }.blocked
     }
 
     // MARK: Acked egress

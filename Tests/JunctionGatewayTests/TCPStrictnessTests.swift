@@ -1,4 +1,5 @@
 import Foundation
+import JunctionClient
 import JunctionCore
 import JunctionProtocol
 import JunctionTestSupport
@@ -172,6 +173,32 @@ struct TCPStatedBehaviourTests {
         }
         let offsets = (held + rest).map(\.message.queueOffset)
         #expect(offsets.allSatisfy { $0 >= 1 } && (held + rest).count == 6, "start offset 1 on each queue skips one message per queue: \(offsets)")
+        #expect(await gateway.stop() == 0)
+    }
+
+    @Test("one PULL answers at most 4096 deliveries, whatever its max")
+    func pullCap() async throws {
+        let dir = TemporaryDirectory()
+        let gateway = try await InProcessGateway.start(directory: dir.path)
+        let session = try RawSession(port: gateway.port)
+        var skipped: [Frame] = []
+        session.send([Frame(.hello(version: 1, client: "raw", token: nil), requestID: 1), Frame(.createTopic(name: "many", queues: 1), requestID: 2)])
+        guard case .ok = try await session.answer(to: 2, skipped: &skipped).body else { Issue.record("no topic"); return }
+        for batch in 0..<5 {
+            session.send([Frame(.publish(receipt: true, messages: (0..<1000).map { Message(topic: "many", body: Array("m\(batch * 1000 + $0)".utf8)) }), requestID: 10 + UInt32(batch))])
+            guard case .receipts = try await session.answer(to: 10 + UInt32(batch), skipped: &skipped).body else { Issue.record("not stored"); return }
+        }
+        session.send([Frame(.subscribe(id: 1, options: WireSubscription(topic: "many", group: "g", start: .earliest, credit: 65_536, pull: true)), requestID: 20)])
+        guard case .subscribed = try await session.answer(to: 20, skipped: &skipped).body else { Issue.record("not subscribed"); return }
+        // Wait (bounded) until the group holds all 5000 ready for the member: a PULL could then take them all.
+        let admin = try await JunctionClient.connect(port: gateway.port, reconnect: false)
+        try await waitUntil(seconds: 20, "the group did not read the 5000 messages ahead") {
+            try await admin.listGroups("g").first?.queues.first?.held == 5000
+        }
+        await admin.close()
+        session.send([Frame(.pull(id: 1, max: 10_000, timeoutMs: 5_000), requestID: 100)])
+        guard case .deliveries(_, let got) = try await session.answer(to: 100, skipped: &skipped).body else { Issue.record("no deliveries"); return }
+        #expect(got.count == 4096)
         #expect(await gateway.stop() == 0)
     }
 

@@ -301,6 +301,40 @@ struct ZeroMQDurableEgressTests {
         #expect(await gateway.stop() == 0)
     }
 
+    /// A plugin counter from the metrics endpoint (0 while absent).
+    @Sendable private static func counter(_ name: String, plugin: String, port: Int) throws -> Int {
+        let text = try httpGet(port: port, path: "/metrics").body
+        let line = text.split(separator: "\n").first { $0.hasPrefix(name) && $0.contains("plugin=\"\(plugin)\"") }
+        return line.flatMap { Int($0.split(separator: " ").last ?? "") } ?? 0
+    }
+
+    @Test("atHighWaterMark wait: a stalled subscriber holds the PUB up and nothing is dropped; once it is gone the rest is sent")
+    func waitsAtHighWaterMark() async throws {
+        let dir = TemporaryDirectory()
+        let waiting = #"{"name": "zpub", "type": "zeromq", "settings": {"socket": "PUB", "bind": ["tcp://127.0.0.1:*"], "sendHighWaterMark": 1, "atHighWaterMark": "wait", "subscription": {"topic": "feed", "tags": "*"}}}"#
+        let gateway = try await GatewayProcess.start(directory: dir.path, config: #"{"metrics": {"listen": "127.0.0.1:0"}, "topics": [{"name": "feed", "queues": 1}]}"#, extraPlugins: [waiting])
+        let live = try await endpoint(gateway, plugin: "zpub", key: "bound")
+        let metrics = try await gateway.metricsPort()
+        let stalled = try peer(["stall", live])
+        _ = await stalled.waitForLine(containing: "ready")
+        let client = try await JunctionClient.connect(port: gateway.port, reconnect: false)
+        let body = [UInt8](repeating: 7, count: 65_536)
+        // 300 × 64 KiB is far more than the stalled subscriber's socket buffers hold.
+        for _ in 0..<15 { _ = try await client.publish((0..<20).map { _ in Message(topic: "feed", body: body) }) }
+        // All stored; the PUB cannot have sent them all into the stalled subscriber, and drops nothing
+        // (with "drop" the same setup drops: the test above).
+        let held = try Self.counter("junction_plugin_messages_out_total", plugin: "zpub", port: metrics)
+        #expect(held < 300, "a stalled subscriber holds the PUB up (sent \(held) of 300)")
+        #expect(try Self.counter("junction_plugin_dropped_total", plugin: "zpub", port: metrics) == 0)
+        stalled.signal(SIGKILL)
+        try await waitUntil(seconds: 30, "the PUB did not go on once the stalled subscriber was gone") {
+            try Self.counter("junction_plugin_messages_out_total", plugin: "zpub", port: metrics) == 300
+        }
+        #expect(try Self.counter("junction_plugin_dropped_total", plugin: "zpub", port: metrics) == 0)
+        await client.close()
+        #expect(await gateway.stop() == 0)
+    }
+
     @Test("a PUB drops what a stalled subscriber has no room for: counted in junction_plugin_dropped_total and logged; a subscriber that catches up still gets everything")
     func countedDrops() async throws {
         let dir = TemporaryDirectory()
@@ -314,16 +348,11 @@ struct ZeroMQDurableEgressTests {
         let client = try await JunctionClient.connect(port: gateway.port, reconnect: false)
         let body = [UInt8](repeating: 7, count: 65_536)
         let published = Mutex(0)
-        @Sendable func dropped() throws -> Int {
-            let text = try httpGet(port: metrics, path: "/metrics").body
-            let line = text.split(separator: "\n").first { $0.hasPrefix("junction_plugin_dropped_total") && $0.contains("plugin=\"zpub\"") }
-            return line.flatMap { Int($0.split(separator: " ").last ?? "") } ?? 0
-        }
         // 64 KiB messages fill the stalled subscriber's socket buffers within a few hundred.
         try await waitUntil(seconds: 60, "nothing was dropped to a stalled subscriber") {
             _ = try await client.publish((0..<20).map { _ in Message(topic: "feed", body: body) })
             published.withLock { $0 += 20 }
-            return try dropped() > 0
+            return try Self.counter("junction_plugin_dropped_total", plugin: "zpub", port: metrics) > 0
         }
         let total = published.withLock { $0 }
         _ = try #require(await gateway.process.waitForLine(containing: "dropped messages at a subscriber's high-water mark"), "no log line for the drops")

@@ -105,7 +105,7 @@ extension Broker {
     private func definition(for options: SubscriptionOptions) throws -> GroupDefinition {
         if let problem = TopicName.problem(with: options.group) { throw BrokerError(.invalidMessage, "group: " + problem.replacingOccurrences(of: "topic", with: "group")) }
         if let problem = TopicName.problem(with: options.topic) { throw BrokerError(.invalidMessage, problem) }
-        guard (1...65_536).contains(options.credit) else { throw BrokerError(.invalidMessage, "credit must be 1 to 65536, not \(options.credit)") }
+        if let problem = SubscriptionOptions.creditProblem(options.credit) { throw BrokerError(.invalidMessage, problem) }
         let filled = options.filled(with: settings.defaults)
         let ackTimeout = filled.ackTimeoutMs!
         guard (1...86_400_000).contains(ackTimeout) else { throw BrokerError(.invalidMessage, "ackTimeoutMs must be 1 to 86400000, not \(ackTimeout)") }

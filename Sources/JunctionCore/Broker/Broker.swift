@@ -369,12 +369,15 @@ public final class Broker: Sendable {
     /// A stored message as consumers see it: without the broker's own
     /// properties (`%COPY_OF`, names starting with %), and a delayed message
     /// under the id its publish receipt named (that of its scheduled record),
-    /// so a producer can relate the two.
+    /// so a producer can relate the two. Producers cannot set `%` names; the
+    /// broker sets two (`%COPY_OF` on its copies, `%TOPIC` on scheduled
+    /// records), so two lookups per message, not a scan of every name, tell
+    /// whether there is anything to hide.
     static func asDelivered(_ stored: StoredMessage) -> StoredMessage {
-        guard !stored.message.properties.isEmpty, stored.message.properties.keys.contains(where: { $0.hasPrefix("%") }) else { return stored }
+        let copyOf = stored.message.properties[copyOfProperty]
+        guard copyOf != nil || stored.message.properties[DelayScheduler.targetProperty] != nil else { return stored }
         var view = stored
-        if let copyOf = stored.message.properties[copyOfProperty], copyOf.hasPrefix(DelayScheduler.copyPrefix),
-           let scheduled = MessageID(copyOf.dropFirst(DelayScheduler.copyPrefix.count)) {
+        if let copyOf, copyOf.hasPrefix(DelayScheduler.copyPrefix), let scheduled = MessageID(copyOf.dropFirst(DelayScheduler.copyPrefix.count)) {
             view.id = scheduled
         }
         view.message.properties = stored.message.properties.filter { !$0.key.hasPrefix("%") }

@@ -12,7 +12,8 @@ extension Delivery {
             ("topic", .string(message.topic)),
             ("tag", message.tag.map(JSONValue.string) ?? .null),
             ("keys", .array(message.keys.map(JSONValue.string))),
-            ("properties", .object(message.properties.filter { !$0.key.hasPrefix("%") }.sorted { $0.key < $1.key }.map { ($0.key, .string($0.value)) })),
+            // The broker's own (%) properties never reach a delivery: Broker.read leaves them out.
+            ("properties", .object(message.properties.sorted { $0.key < $1.key }.map { ($0.key, .string($0.value)) })),
             ("queue", .number(String(self.message.queue))),
             ("offset", .number(String(self.message.queueOffset))),
             ("attempt", .number(String(attempt))),

@@ -18,7 +18,7 @@ extension SubscriptionOptions {
             default: throw reader.error("from", "expected \"earliest\" or \"latest\", found \"\(from)\"")
             }
         }
-        if let credit = try reader.integer("credit", in: 1...65_536) { options.credit = credit }
+        if let credit = try reader.integer("credit", in: SubscriptionOptions.creditRange) { options.credit = credit }
         if let timeout = try reader.integer("ackTimeoutMs", in: 1...86_400_000) { options.ackTimeoutMs = timeout }
         if let max = try reader.integer("maxDeliveries", in: 1...1000) { options.maxDeliveries = max }
         if let ordered = try reader.bool("ordered") { options.ordered = ordered }

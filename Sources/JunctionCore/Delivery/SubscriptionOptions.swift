@@ -26,6 +26,14 @@ public struct SubscriptionOptions: Sendable, Hashable {
         case time(Int64)
     }
 
+    /// The credits a member may hold: 1 … 65,536 unacknowledged deliveries.
+    public static let creditRange = 1...65_536
+
+    /// Why `credit` is refused, or nil: one text for every adapter.
+    public static func creditProblem(_ credit: Int) -> String? {
+        creditRange.contains(credit) ? nil : "credit must be \(creditRange.lowerBound) to \(creditRange.upperBound), not \(credit)"
+    }
+
     /// The topic.
     public var topic: String
     /// Tag and property filter.
