@@ -8,3 +8,8 @@ if ! command -v nats-server >/dev/null 2>&1 && [ ! -x /usr/sbin/nats-server ]; t
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nats-server
 fi
+# The plain C client that drives both servers in the `cpeers` section.
+mkdir -p .build
+if [ ! -x .build/netbench ] || [ Benchmarks/c/netbench.c -nt .build/netbench ]; then
+    cc -O2 -Wall -pthread -o .build/netbench Benchmarks/c/netbench.c
+fi

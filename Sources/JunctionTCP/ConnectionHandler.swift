@@ -26,6 +26,10 @@ final class ConnectionHandler: ChannelInboundHandler {
     /// Push subscriptions with a take outstanding.
     private var taking: Set<ObjectIdentifier> = []
     private var inFlightPublishes = 0
+    /// Publishes read in this burst and not yet handed to the broker: they go
+    /// as one append at the end of the read, or before a frame of another kind.
+    private var unsent: [(messages: [Message], receipt: Bool, requestID: UInt32)] = []
+    private var unsentMessages = 0
     private var readingPaused = false
     private var flushScheduled = false
     private var draining = false
@@ -57,9 +61,14 @@ final class ConnectionHandler: ChannelInboundHandler {
         case .serve(let request):
             frame = request
         }
+        if case .publish(let wantsReceipt, let messages) = frame.body {
+            return publish(context, messages, receipt: wantsReceipt, requestID: frame.requestID)
+        }
+        // What was published before this frame is on its way to the store first.
+        sendPublishes(context)
         switch frame.body {
-        case .publish(let wantsReceipt, let messages):
-            publish(context, messages, receipt: wantsReceipt, requestID: frame.requestID)
+        case .publish:
+            break
         case .subscribe(let id, let options):
             subscribe(context, id: id, options, requestID: frame.requestID)
         case .unsubscribe(let id):
@@ -130,6 +139,7 @@ final class ConnectionHandler: ChannelInboundHandler {
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
+        sendPublishes(context)
         flushAcks()
         context.fireChannelReadComplete()
     }
@@ -188,17 +198,34 @@ final class ConnectionHandler: ChannelInboundHandler {
 
     // MARK: Publishing
 
+    /// Holds a publish until the end of the read (or the next frame of
+    /// another kind), so that a burst of small publishes is one append.
     private func publish(_ context: ChannelHandlerContext, _ messages: [Message], receipt: Bool, requestID: UInt32) {
-        metrics.received(messages.count)
+        unsent.append((messages, receipt, requestID))
+        unsentMessages += messages.count
         inFlightPublishes += messages.count
         if inFlightPublishes >= settings.maxInFlightPublishes && !readingPaused {
             // A producer far ahead of the store: stop reading until it catches up.
             readingPaused = true
             context.channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in }
         }
+        if unsentMessages >= Self.publishBurst { sendPublishes(context) }
+    }
+
+    /// The most messages held for one append.
+    static let publishBurst = 1024
+
+    /// Hands the held publishes to the broker as one call; answers each (in
+    /// the order read) once stored: RECEIPTS if asked, ERROR always.
+    private func sendPublishes(_ context: ChannelHandlerContext) {
+        guard !unsent.isEmpty else { return }
+        let publishes = unsent
+        let count = unsentMessages
+        unsent.removeAll(keepingCapacity: true)
+        unsentMessages = 0
+        metrics.received(count)
         let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        let count = messages.count
-        broker.publish(messages) { result in
+        broker.publish(batches: publishes.map(\.messages)) { results in
             bound.eventLoop.execute {
                 let (handler, context) = bound.value
                 handler.inFlightPublishes -= count
@@ -207,13 +234,15 @@ final class ConnectionHandler: ChannelInboundHandler {
                     context.channel.setOption(ChannelOptions.autoRead, value: true).whenComplete { _ in }
                     context.read()
                 }
-                switch result {
-                case .success(let receipts):
-                    if receipt { handler.write(context, Frame(.receipts(receipts), requestID: requestID)) }
-                case .failure(let error):
-                    handler.metrics.refused(count)
-                    // A oneway publisher gets the error too: it is its only way to learn.
-                    handler.write(context, Frame(Self.errorBody(error), requestID: requestID))
+                for (publish, result) in zip(publishes, results) {
+                    switch result {
+                    case .success(let receipts):
+                        if publish.receipt { handler.write(context, Frame(.receipts(receipts), requestID: publish.requestID)) }
+                    case .failure(let error):
+                        handler.metrics.refused(publish.messages.count)
+                        // A oneway publisher gets the error too: it is its only way to learn.
+                        handler.write(context, Frame(Self.errorBody(error), requestID: publish.requestID))
+                    }
                 }
                 if handler.draining && handler.inFlightPublishes == 0 { handler.finishDrain(context) }
             }
@@ -396,6 +425,8 @@ final class ConnectionHandler: ChannelInboundHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        // Publishes read are stored, though their receipts cannot be sent.
+        sendPublishes(context)
         flushAcks()
         closed = true
         machine.closed()
@@ -414,6 +445,7 @@ final class ConnectionHandler: ChannelInboundHandler {
         draining = true
         _ = machine.drain()
         context.channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in }
+        sendPublishes(context)
         flushAcks()
         let all = Array(subscriptions.values)
         subscriptions.removeAll()

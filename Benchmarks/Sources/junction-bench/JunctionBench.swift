@@ -21,8 +21,8 @@ struct JunctionBench: AsyncParsableCommand {
     @Option(help: "Directory for scratch data (default: a new temporary directory).")
     var scratch: String?
 
-    @Option(help: "Which sections to run: store, reopen, core, delivery, peers, stdio (comma-separated).")
-    var only: String = "store,reopen,core,delivery,peers,stdio"
+    @Option(help: "Which sections to run: store, reopen, core, delivery, peers, cpeers, stdio (comma-separated).")
+    var only: String = "store,reopen,core,delivery,peers,cpeers,stdio"
 
     @Option(help: "Messages per run in the side-by-side comparison with NATS.")
     var peerMessages: Int = 200_000
@@ -43,6 +43,7 @@ struct JunctionBench: AsyncParsableCommand {
         if sections.contains("delivery") { try await DeliveryBenchmarks(root: root, seconds: seconds).run() }
         if sections.contains("stdio") { try await StdioBenchmarks(root: root, lines: 1_000_000).run() }
         if sections.contains("peers") { try await PeerBenchmarks(root: root, count: peerMessages, latencySeconds: max(seconds, 5)).run() }
+        if sections.contains("cpeers") { try await CPeerBenchmarks(root: root, count: peerMessages, latencySeconds: max(seconds, 5)).run() }
     }
 }
 

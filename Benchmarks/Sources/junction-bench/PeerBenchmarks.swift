@@ -58,7 +58,7 @@ struct PeerBenchmarks {
 
     // MARK: Servers
 
-    private func withJunction<T>(binary: String, flush: String, _ body: (Int) async throws -> T) async throws -> T {
+    func withJunction<T>(binary: String, flush: String, _ body: (Int) async throws -> T) async throws -> T {
         let directory = "\(root)/junction-peer-\(flush)-\(UUID().uuidString.prefix(6))"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
@@ -69,7 +69,7 @@ struct PeerBenchmarks {
         return try await body(server.port)
     }
 
-    private func withNATS<T>(binary: String, _ body: (Int) async throws -> T) async throws -> T {
+    func withNATS<T>(binary: String, _ body: (Int) async throws -> T) async throws -> T {
         let directory = "\(root)/nats-\(UUID().uuidString.prefix(6))"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }

@@ -131,18 +131,62 @@ public final class Broker: Sendable {
     /// that order; the caller need not wait in between.
     public func publish(_ messages: [Message], completion: @escaping @Sendable (Result<[PublishReceipt], any Error>) -> Void) {
         let now = clock.now()
-        for (index, message) in messages.enumerated() {
-            do {
-                try validate(message, now: now)
-            } catch var error as BrokerError {
-                if messages.count > 1 { error.message = "message \(index + 1) of \(messages.count): " + error.message }
-                return completion(.failure(error))
-            } catch {
-                return completion(.failure(error))
-            }
-        }
+        if let problem = problem(in: messages, now: now) { return completion(.failure(problem)) }
         // Whatever failed, the caller gets a BrokerError: one taxonomy for every adapter.
         store(messages, now: now, isInternal: false) { completion($0.mapError { BrokerError($0) }) }
+    }
+
+    /// Several publishes at once, each all-or-nothing as `publish(_:completion:)`
+    /// makes it: each is validated alone (one refused leaves the others), and
+    /// the accepted ones go to the store as one append, in order, as if
+    /// published one after another. `completion` gets one result per publish,
+    /// in order. An adapter that read many small publishes together (a burst
+    /// of frames) pays for one append instead of one per publish.
+    public func publish(batches: [[Message]], completion: @escaping @Sendable ([Result<[PublishReceipt], any Error>]) -> Void) {
+        let now = clock.now()
+        var results = [Result<[PublishReceipt], any Error>?](repeating: nil, count: batches.count)
+        var accepted: [Int] = []
+        var combined: [Message] = []
+        for (index, messages) in batches.enumerated() {
+            if let problem = problem(in: messages, now: now) {
+                results[index] = .failure(problem)
+            } else {
+                accepted.append(index)
+                combined.append(contentsOf: messages)
+            }
+        }
+        guard !combined.isEmpty else { return completion(results.map { $0 ?? .success([]) }) }
+        store(combined, now: now, isInternal: false) { [results, accepted] result in
+            var results = results
+            switch result {
+            case .success(let receipts):
+                var start = 0
+                for index in accepted {
+                    let end = start + batches[index].count
+                    results[index] = .success(Array(receipts[start..<end]))
+                    start = end
+                }
+            case .failure(let error):
+                for index in accepted { results[index] = .failure(BrokerError(error)) }
+            }
+            completion(results.map { $0 ?? .success([]) })
+        }
+    }
+
+    /// Why a publish is refused, naming the message of a batch, or nil.
+    private func problem(in messages: [Message], now: Int64) -> BrokerError? {
+        var checkedTopic: String?
+        for (index, message) in messages.enumerated() {
+            do {
+                try validate(message, now: now, topicChecked: message.topic == checkedTopic)
+                checkedTopic = message.topic
+            } catch {
+                var error = BrokerError(error)
+                if messages.count > 1 { error.message = "message \(index + 1) of \(messages.count): " + error.message }
+                return error
+            }
+        }
+        return nil
     }
 
     private func store(_ messages: [Message], now: Int64, isInternal: Bool, dedupeKeys: [DedupeTable.Key?]? = nil) async throws -> [PublishReceipt] {
@@ -308,11 +352,14 @@ public final class Broker: Sendable {
     }
 
     /// Refuses what breaks a rule or a limit, naming it.
-    private func validate(_ message: Message, now: Int64) throws {
+    /// `topicChecked`: the topic is that of the message before, found valid.
+    private func validate(_ message: Message, now: Int64, topicChecked: Bool = false) throws {
         let limits = settings.limits
-        if let problem = TopicName.problem(with: message.topic) { throw BrokerError(.invalidMessage, problem) }
-        if message.topic.hasPrefix("%") {
-            throw BrokerError(.invalidMessage, "topic \"\(message.topic)\": topics starting with % are the broker's own (dead letters, schedules) and take no publishes")
+        if !topicChecked {
+            if let problem = TopicName.problem(with: message.topic) { throw BrokerError(.invalidMessage, problem) }
+            if message.topic.hasPrefix("%") {
+                throw BrokerError(.invalidMessage, "topic \"\(message.topic)\": topics starting with % are the broker's own (dead letters, schedules) and take no publishes")
+            }
         }
         if let tag = message.tag, let problem = TagFilter.problem(with: tag) {
             throw BrokerError(.invalidMessage, "tag \"\(tag.prefix(40))\": expected \(problem)")
@@ -332,17 +379,21 @@ public final class Broker: Sendable {
         if message.keys.count > limits.maxKeys {
             throw BrokerError(.tooLarge, "\(message.keys.count) keys; the limit (limits.maxKeys) is \(limits.maxKeys)")
         }
-        for (what, value) in [("a key", message.keys.first { $0.utf8.count > limits.maxKeyBytes }), ("the sharding key", message.shardingKey), ("the dedupe id", message.dedupeID)] {
-            if let value, value.utf8.count > limits.maxKeyBytes {
+        func checkKey(_ what: String, _ value: String?) throws {
+            guard let value else { return }
+            if value.utf8.count > limits.maxKeyBytes {
                 throw BrokerError(.tooLarge, "\(what) is \(value.utf8.count) bytes; the limit (limits.maxKeyBytes) is \(limits.maxKeyBytes)")
             }
-            if let value, value.isEmpty, what != "a key" { throw BrokerError(.invalidMessage, "\(what) may not be empty") }
+            if value.isEmpty, what != "a key" { throw BrokerError(.invalidMessage, "\(what) may not be empty") }
         }
+        if !message.keys.isEmpty { try checkKey("a key", message.keys.first { $0.utf8.count > limits.maxKeyBytes }) }
+        try checkKey("the sharding key", message.shardingKey)
+        try checkKey("the dedupe id", message.dedupeID)
         if let deliverAt = message.deliverAt, deliverAt - now > limits.maxDelayMs {
             throw BrokerError(.delayTooLong, "deliver-at is \(deliverAt - now) ms ahead; the limit (limits.maxDelayMs) is \(limits.maxDelayMs) ms")
         }
         // Checked, not created: a batch refused for a later message creates no topic.
-        try topics.check(message.topic)
+        if !topicChecked { try topics.check(message.topic) }
     }
 
     // MARK: Reading

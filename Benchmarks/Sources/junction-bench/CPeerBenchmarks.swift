@@ -1,0 +1,125 @@
+import Foundation
+
+/// Junction and nats-server driven by the same plain C client
+/// (Benchmarks/c/netbench.c, built by `make bench`): each load three times
+/// against a fresh server of each kind, reported as the median with the
+/// spread, and as the ratio of the medians.
+struct CPeerBenchmarks {
+    let root: String
+    let count: Int
+    let latencySeconds: Double
+    let repeats = 3
+
+    func run() async throws {
+        print("## Junction and NATS driven by one C client")
+        print("")
+        let binaries = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
+        let junction = binaries.appendingPathComponent("junction").path
+        let netbench = binaries.appendingPathComponent("../../netbench").standardized.path
+        guard FileManager.default.isExecutableFile(atPath: netbench) else {
+            print("\(netbench) is missing (make bench builds it from Benchmarks/c/netbench.c); section skipped.")
+            print("")
+            return
+        }
+        guard let nats = ServerProcess.which("nats-server") else {
+            print("nats-server is not installed (make bench installs it with apt-get); section skipped.")
+            print("")
+            return
+        }
+        let peers = PeerBenchmarks(root: root, count: count, latencySeconds: latencySeconds)
+        func junctionRuns(flush: String, _ arguments: [String], _ key: String) async throws -> Runs {
+            try await measure(key) { try await peers.withJunction(binary: junction, flush: flush) { try netbenchRun(netbench, ["junction", "\($0)"] + arguments) } }
+        }
+        func natsRuns(_ kind: String, _ arguments: [String], _ key: String) async throws -> Runs {
+            try await measure(key) { try await peers.withNATS(binary: nats) { try netbenchRun(netbench, [kind, "\($0)"] + arguments) } }
+        }
+        let n = "\(count)"
+        print("\(count) messages of 100 bytes per throughput run; latency: \(Int(latencySeconds)) s at 10,000 msg/s, open loop.")
+        print("Each cell: the median of \(repeats) runs (the lowest and highest in brackets), a fresh server each run.")
+        print("")
+        print("| load | Junction | peer | ratio (medians) | target |")
+        print("| --- | ---: | ---: | ---: | --- |")
+        let publish = try await junctionRuns(flush: "always", ["publish", n, "1024"], "published")
+        let jetstream = try await natsRuns("jetstream", ["publish", n, "1024"], "published")
+        row("pipelined publish with receipts (1024 in flight), Junction flush=always vs JetStream file stream, msg/s", publish, jetstream, higher: true, target: 2.0)
+        let one = try await junctionRuns(flush: "never", ["pubsub", n, "1", "none"], "delivered")
+        let natsOne = try await natsRuns("nats", ["pubsub", n, "1", "none"], "delivered")
+        row("publish → 1 subscriber, Junction flush=never ack none vs NATS core, msg/s delivered", one, natsOne, higher: true, target: 1.0)
+        let eight = try await junctionRuns(flush: "never", ["pubsub", n, "8", "none"], "delivered")
+        let natsEight = try await natsRuns("nats", ["pubsub", n, "8", "none"], "delivered")
+        row("publish → 8 subscribers (each gets all), Junction flush=never vs NATS core, msg/s delivered", eight, natsEight, higher: true, target: 1.0)
+        let explicit = try await junctionRuns(flush: "never", ["pubsub", n, "1", "explicit"], "delivered")
+        row("publish → 1 subscriber with explicit acks vs the same with ack none (Junction both), msg/s delivered", explicit, one, higher: true, target: 0.8)
+        let latencyArguments = ["latency", "10000", "\(Int(latencySeconds))"]
+        let never = try await junctionRuns(flush: "never", latencyArguments, "p99")
+        let natsLatency = try await natsRuns("nats", latencyArguments, "p99")
+        row("latency p99 at 10,000 msg/s, Junction flush=never vs NATS core, µs", never, natsLatency, higher: false, target: nil, absolute: "< 1,000 µs or ≤ NATS")
+        let neverP50 = try await junctionRuns(flush: "never", latencyArguments, "p50")
+        let natsP50 = try await natsRuns("nats", latencyArguments, "p50")
+        row("latency p50 at 10,000 msg/s, Junction flush=never vs NATS core, µs", neverP50, natsP50, higher: false, target: nil, absolute: "–")
+        let always = try await junctionRuns(flush: "always", latencyArguments, "p99")
+        row("latency p99 at 10,000 msg/s, Junction flush=always, µs", always, nil, higher: false, target: nil, absolute: "< 2,000 µs")
+        print("")
+        print("The ratio is Junction / peer for throughput (above 1: Junction faster) and for latency (below 1: Junction faster).")
+        print("")
+    }
+
+    /// The figures of several runs of one load.
+    struct Runs {
+        var values: [Double]
+        var median: Double { values.sorted()[values.count / 2] }
+        var cell: String {
+            let sorted = values.sorted()
+            return "\(Self.format(median)) (\(Self.format(sorted.first!))–\(Self.format(sorted.last!)))"
+        }
+        static func format(_ value: Double) -> String {
+            let formatter = NumberFormatter()
+            formatter.numberStyle = .decimal
+            formatter.maximumFractionDigits = 0
+            return formatter.string(from: NSNumber(value: value.rounded())) ?? "\(Int(value))"
+        }
+    }
+
+    private func measure(_ key: String, _ once: () async throws -> [String: Double]) async throws -> Runs {
+        var values: [Double] = []
+        for _ in 0..<repeats {
+            let figures = try await once()
+            guard let value = figures[key] else { throw BenchError(message: "netbench printed no \(key): \(figures)") }
+            values.append(value)
+        }
+        return Runs(values: values)
+    }
+
+    private func row(_ load: String, _ junction: Runs, _ peer: Runs?, higher: Bool, target: Double?, absolute: String? = nil) {
+        let ratio = peer.map { junction.median / max($0.median, 1) }
+        let verdict: String
+        if let target, let ratio {
+            verdict = "≥ \(String(format: "%.1f", target))× — " + (ratio >= target ? "met" : "missed")
+        } else {
+            verdict = absolute ?? "–"
+        }
+        print("| \(load) | \(junction.cell) | \(peer?.cell ?? "–") | \(ratio.map { String(format: "%.2f×", $0) } ?? "–") | \(verdict) |")
+    }
+}
+
+/// Runs netbench and reads its `key=value` line.
+func netbenchRun(_ binary: String, _ arguments: [String]) throws -> [String: Double] {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: binary)
+    process.arguments = arguments
+    let output = Pipe()
+    let errors = Pipe()
+    process.standardOutput = output
+    process.standardError = errors
+    try process.run()
+    let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    let problem = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    process.waitUntilExit()
+    guard process.terminationStatus == 0 else { throw BenchError(message: "netbench \(arguments.joined(separator: " ")) failed: \(problem)") }
+    var figures: [String: Double] = [:]
+    for pair in text.split(whereSeparator: { $0 == " " || $0 == "\n" }) {
+        let parts = pair.split(separator: "=", maxSplits: 1)
+        if parts.count == 2, let value = Double(parts[1]) { figures[String(parts[0])] = value }
+    }
+    return figures
+}
