@@ -186,8 +186,8 @@ struct WireReader {
     mutating func string() throws(ProtocolError) -> String {
         let length = Int(try u16())
         guard let bytes = buffer.readSlice(length: length) else { throw short("a string of \(length) bytes") }
-        guard let text = bytes.getString(at: bytes.readerIndex, length: length), text.utf8.count == length,
-              String(validating: bytes.readableBytesView, as: UTF8.self) != nil else {
+        // Validated once, as it is made, from contiguous bytes (invalid UTF-8 is refused, never repaired).
+        guard let text = bytes.withUnsafeReadableBytes({ raw in String(validating: raw.assumingMemoryBound(to: UInt8.self), as: UTF8.self) }) else {
             throw ProtocolError(.malformedFrame, "\(opcode) frame has a string that is not valid UTF-8", requestID: requestID)
         }
         return text
@@ -316,6 +316,13 @@ struct WireReader {
 
 extension ByteBuffer {
     mutating func writeWireString(_ text: String) {
+        let count = text.utf8.count
+        guard count > Int(UInt16.max) else {
+            // The common case: the string's own bytes, copied at once.
+            writeInteger(UInt16(count))
+            writeString(text)
+            return
+        }
         let utf8 = text.utf8.prefix(Int(UInt16.max))
         writeInteger(UInt16(utf8.count))
         writeBytes(utf8)
@@ -342,9 +349,11 @@ extension ByteBuffer {
         writeInteger(UInt16(message.keys.count))
         for key in message.keys { writeWireString(key) }
         writeInteger(UInt16(message.properties.count))
-        for (name, value) in message.properties.sorted(by: { $0.key < $1.key }) {
-            writeWireString(name)
-            writeWireString(value)
+        if !message.properties.isEmpty {
+            for (name, value) in message.properties.sorted(by: { $0.key < $1.key }) {
+                writeWireString(name)
+                writeWireString(value)
+            }
         }
         if let shardingKey = message.shardingKey { writeWireString(shardingKey) }
         if let dedupeID = message.dedupeID { writeWireString(dedupeID) }

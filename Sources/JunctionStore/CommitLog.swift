@@ -91,7 +91,7 @@ public final class CommitLog: MessageStore {
         }
         self.recovery = recovered.report
         self.topicRecord = Mutex((recorded, 0, 0))
-        self.shared = Mutex(SharedState(segments: recovered.segments, queues: recovered.queues))
+        self.shared = Mutex(SharedState(segments: recovered.segments, queues: recovered.queues, recent: RecentRecords(budget: settings.recentRecordBytes)))
         self.writer = WriterState(
             active: recovered.segments.last!, nextOffsets: recovered.queues.mapValues(\.end),
             lastTimestamp: recovered.segments.map(\.newestTimestamp).max() ?? 0)
@@ -130,8 +130,14 @@ public final class CommitLog: MessageStore {
     /// The synchronous body of `read`: page-cache reads of a bounded batch.
     public func readSync(topic: String, queue: Int, from offset: UInt64, limit: ReadLimit, tagHashes: Set<UInt64>?) throws -> ReadBatch {
         let key = QueueKey(topic: topic, queue: queue)
-        let (view, segments) = shared.withLock { ($0.queues[key], $0.segments) }
+        let (view, segments, recent) = shared.withLock { state -> (QueueView?, [SegmentView], ReadBatch?) in
+            guard let view = state.queues[key] else { return (nil, [], nil) }
+            // What was just written comes from memory; anything older from the log.
+            let recent = state.recent.read(key, from: max(offset, view.min), end: view.end, limit: limit, tagHashes: tagHashes)
+            return (view, recent == nil ? state.segments : [], recent)
+        }
         guard let view else { return ReadBatch(messages: [], nextOffset: offset) }
+        if let recent { return recent }
         var next = max(offset, view.min)
         let scanEnd = min(view.end, next &+ UInt64(max(1, limit.maxScanned)))
         var messages: [StoredMessage] = []
@@ -500,6 +506,16 @@ extension CommitLog {
                         state.queues[advance.key] = QueueView(index: advance.index, min: advance.first, end: advance.end)
                     }
                 }
+                for (pending, answers) in zip(batch.pending, batch.results) {
+                    for (request, answer) in zip(pending.requests, answers) where !answer.duplicate {
+                        var message = request.message
+                        // As the record holds it: a born timestamp of 0 means "when stored".
+                        if message.bornTimestamp == 0 { message.bornTimestamp = answer.storeTimestamp }
+                        state.recent.add(
+                            StoredMessage(message: message, id: answer.id, queue: answer.queue, queueOffset: answer.queueOffset, storeTimestamp: answer.storeTimestamp),
+                            tagHash: TagHash.of(message.tag))
+                    }
+                }
             }
         }
         for batch in batches {
@@ -542,6 +558,8 @@ struct SharedState {
     var closed = false
     var closeWaiters: [CheckedContinuation<Void, Never>] = []
     var failure: StoreError?
+    /// The newest records, decoded, for readers that keep up.
+    var recent: RecentRecords
 }
 
 /// What readers may see of a queue.

@@ -32,8 +32,9 @@ enum RecordCodec {
 
     /// Refuses what cannot be encoded, naming the field and its limit.
     static func validate(_ message: Message, queue: Int) throws {
-        func check(_ ok: Bool, _ what: String) throws {
-            if !ok { throw StoreError(.invalidMessage, what) }
+        // The text is made only for a refusal: this runs for every record.
+        func check(_ ok: Bool, _ what: @autoclosure () -> String) throws {
+            if !ok { throw StoreError(.invalidMessage, what()) }
         }
         try check((0...Int(UInt16.max)).contains(queue), "queue \(queue) is outside 0...65535")
         try check(!message.topic.isEmpty && message.topic.utf8.count <= 255, "topic must be 1 to 255 bytes")
@@ -79,9 +80,11 @@ enum RecordCodec {
         buffer.appendLittleEndian(UInt16(message.keys.count))
         for key in message.keys { buffer.appendString(key, lengthAs: UInt16.self) }
         buffer.appendLittleEndian(UInt16(message.properties.count))
-        for (name, value) in message.properties.sorted(by: { $0.key < $1.key }) {
-            buffer.appendString(name, lengthAs: UInt16.self)
-            buffer.appendString(value, lengthAs: UInt32.self)
+        if !message.properties.isEmpty {
+            for (name, value) in message.properties.sorted(by: { $0.key < $1.key }) {
+                buffer.appendString(name, lengthAs: UInt16.self)
+                buffer.appendString(value, lengthAs: UInt32.self)
+            }
         }
         buffer.appendLittleEndian(UInt32(message.body.count))
         buffer.append(contentsOf: message.body)

@@ -30,6 +30,9 @@ public struct StoreSettings: Sendable, Hashable {
     /// On a damaged record before the end of the log, cut the log there (losing
     /// what follows) instead of refusing to start.
     public var truncateCorruptLog: Bool
+    /// Bytes of the newest records kept decoded in memory for readers that
+    /// keep up (0: none); see `RecentRecords`.
+    public var recentRecordBytes: Int
 
     /// Creates settings; the defaults are those of Config/junction.json.
     public init(
@@ -41,7 +44,8 @@ public struct StoreSettings: Sendable, Hashable {
         retentionCheckIntervalMs: Int = 10_000,
         checkpointIntervalMs: Int = 1_000,
         indexEntriesPerFile: Int = 1 << 20,
-        truncateCorruptLog: Bool = false
+        truncateCorruptLog: Bool = false,
+        recentRecordBytes: Int = 16 << 20
     ) {
         self.flush = flush
         self.flushIntervalMs = flushIntervalMs
@@ -52,5 +56,6 @@ public struct StoreSettings: Sendable, Hashable {
         self.checkpointIntervalMs = checkpointIntervalMs
         self.indexEntriesPerFile = indexEntriesPerFile
         self.truncateCorruptLog = truncateCorruptLog
+        self.recentRecordBytes = recentRecordBytes
     }
 }

@@ -39,12 +39,15 @@ final class WriterState: @unchecked Sendable {
         var touched: [QueueKey: (first: UInt64, entries: [IndexEntry])] = [:]
         var results: [[AppendResult]] = []
         results.reserveCapacity(batch.count)
+        // Runs of one queue (a producer with a sharding key) skip a lookup per record.
+        var lastKey: QueueKey?
+        var lastOffset: UInt64 = 0
         for pending in batch {
             var answers: [AppendResult] = []
             answers.reserveCapacity(pending.requests.count)
             for request in pending.requests {
                 let key = QueueKey(topic: request.message.topic, queue: request.queue)
-                let offset = nextOffsets[key] ?? 0
+                let offset = key == lastKey ? lastOffset : nextOffsets[key] ?? 0
                 let start = buffer.count
                 let (size, checksum) = RecordCodec.encode(
                     request.message, queue: request.queue, queueOffset: offset, storeTimestamp: timestamp, into: &buffer)
@@ -58,6 +61,8 @@ final class WriterState: @unchecked Sendable {
                 let entry = IndexEntry(position: position, size: UInt32(size), tagHash: TagHash.of(request.message.tag))
                 touched[key, default: (offset, [])].entries.append(entry)
                 nextOffsets[key] = offset + 1
+                lastKey = key
+                lastOffset = offset + 1
                 answers.append(AppendResult(
                     id: MessageID(position: position, checksum: checksum), queue: request.queue,
                     queueOffset: offset, storeTimestamp: timestamp))

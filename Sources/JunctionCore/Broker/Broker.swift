@@ -131,7 +131,8 @@ public final class Broker: Sendable {
     /// that order; the caller need not wait in between.
     public func publish(_ messages: [Message], completion: @escaping @Sendable (Result<[PublishReceipt], any Error>) -> Void) {
         let now = clock.now()
-        if let problem = problem(in: messages, now: now) { return completion(.failure(problem)) }
+        var checkedTopic: String?
+        if let problem = problem(in: messages, now: now, checkedTopic: &checkedTopic) { return completion(.failure(problem)) }
         // Whatever failed, the caller gets a BrokerError: one taxonomy for every adapter.
         store(messages, now: now, isInternal: false) { completion($0.mapError { BrokerError($0) }) }
     }
@@ -147,8 +148,10 @@ public final class Broker: Sendable {
         var results = [Result<[PublishReceipt], any Error>?](repeating: nil, count: batches.count)
         var accepted: [Int] = []
         var combined: [Message] = []
+        combined.reserveCapacity(batches.count)
+        var checkedTopic: String?
         for (index, messages) in batches.enumerated() {
-            if let problem = problem(in: messages, now: now) {
+            if let problem = problem(in: messages, now: now, checkedTopic: &checkedTopic) {
                 results[index] = .failure(problem)
             } else {
                 accepted.append(index)
@@ -174,8 +177,9 @@ public final class Broker: Sendable {
     }
 
     /// Why a publish is refused, naming the message of a batch, or nil.
-    private func problem(in messages: [Message], now: Int64) -> BrokerError? {
-        var checkedTopic: String?
+    /// `checkedTopic`: a topic found valid just before (by this call or the
+    /// caller's previous one), whose checks need not run again.
+    private func problem(in messages: [Message], now: Int64, checkedTopic: inout String?) -> BrokerError? {
         for (index, message) in messages.enumerated() {
             do {
                 try validate(message, now: now, topicChecked: message.topic == checkedTopic)

@@ -56,6 +56,13 @@ struct GroupState {
         var stage: Stage
         /// Why it is being delivered again.
         var reason: String
+
+        /// Becomes `member`'s next delivery; returns its attempt number.
+        mutating func handOut(to member: MemberID) -> Int {
+            attempt += 1
+            stage = .ready(member)
+            return attempt
+        }
     }
 
     /// One queue's progress: committed offset, the offsets acked above it, and
@@ -592,6 +599,7 @@ struct GroupState {
     /// Redeliveries and fresh reads alike, oldest due first.
     private mutating func handOut(now: Int64) {
         var ready: [(due: Int64, tag: DeliveryTag)] = []
+        ready.reserveCapacity(waiting.count)
         for tag in waiting {
             if case .waiting(let due)? = queues[tag.queue].pending[tag.offset]?.stage, due <= now { ready.append((due, tag)) }
         }
@@ -605,11 +613,9 @@ struct GroupState {
                 if floor != tag.offset { continue }
             }
             guard let id = pickMember(for: tag.queue) else { continue }
-            var pending = queues[tag.queue].pending[tag.offset]!
-            pending.attempt += 1
-            if pending.attempt > 1 { queues[tag.queue].redeliveries += 1 }
-            pending.stage = .ready(id)
-            queues[tag.queue].pending[tag.offset] = pending
+            // Changed where it lies (one lookup, no copy of the message).
+            let attempt = queues[tag.queue].pending[tag.offset]!.handOut(to: id)
+            if attempt > 1 { queues[tag.queue].redeliveries += 1 }
             waiting.remove(tag)
             members[id]!.readyCount += 1
             members[id]!.ready.append(tag)

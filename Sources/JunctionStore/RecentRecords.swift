@@ -1,0 +1,139 @@
+import JunctionCore
+
+/// The newest records of every queue, kept decoded as they were appended, so
+/// that a read of what was just written — a consumer that keeps up — is served
+/// from memory instead of through `pread` and the record decoder. Bounded by
+/// bytes: the oldest records go first, whichever queue they belong to. A read
+/// it cannot serve from its first offset on goes to the log as before.
+///
+/// A value, owned by the log's shared state and changed under its lock when a
+/// batch becomes visible to readers.
+struct RecentRecords: Sendable {
+    /// The most bytes held (bodies and a fixed overhead per record).
+    let budget: Int
+    /// Records larger than this are not kept: reading them costs their copy anyway.
+    static let largestKept = 1 << 20
+    /// What one record costs besides its body.
+    static let overhead = 128
+
+    private struct Run: Sendable {
+        var key: QueueKey
+        /// Offset of `records[head]`.
+        var first: UInt64
+        var records: Ring<(message: StoredMessage, tagHash: UInt64)> = Ring()
+        var end: UInt64 { first + UInt64(records.count) }
+    }
+
+    private var runs: [Run] = []
+    private var slots: [QueueKey: Int] = [:]
+    /// The run of every record held, oldest first: the eviction order.
+    private var order = Ring<Int>()
+    private(set) var bytes = 0
+    /// The slot of the last record added: consecutive records of one queue skip the lookup.
+    private var lastSlot: Int?
+
+    init(budget: Int) { self.budget = budget }
+
+    /// Records held.
+    var count: Int { order.count }
+
+    /// Adds a record just made visible. A record that does not follow the
+    /// queue's newest held one starts the queue's run again.
+    mutating func add(_ message: StoredMessage, tagHash: UInt64) {
+        guard budget > 0 else { return }
+        let size = message.message.body.count + Self.overhead
+        let slot: Int
+        if let lastSlot, runs[lastSlot].key.queue == message.queue, runs[lastSlot].key.topic == message.message.topic {
+            slot = lastSlot
+        } else {
+            let key = QueueKey(topic: message.message.topic, queue: message.queue)
+            if let known = slots[key] {
+                slot = known
+            } else {
+                slot = runs.count
+                runs.append(Run(key: key, first: message.queueOffset))
+                slots[key] = slot
+            }
+        }
+        lastSlot = slot
+        guard message.message.body.count <= Self.largestKept else {
+            // Not kept: what is held for the queue would no longer be a run ending at its newest.
+            dropRun(slot)
+            return
+        }
+        if runs[slot].records.count > 0 && runs[slot].end != message.queueOffset {
+            // A gap: the run starts again here.
+            dropRun(slot)
+        }
+        if runs[slot].records.count == 0 { runs[slot].first = message.queueOffset }
+        runs[slot].records.append((message, tagHash))
+        order.append(slot)
+        bytes += size
+        while bytes > budget, let oldest = order.removeFirst() {
+            let dropped = runs[oldest].records.removeFirst()!
+            runs[oldest].first += 1
+            bytes -= dropped.message.message.body.count + Self.overhead
+        }
+    }
+
+    /// Forgets a queue's records and their places in the eviction order
+    /// (rare: a gap in a queue's offsets or a very large record).
+    private mutating func dropRun(_ slot: Int) {
+        while let dropped = runs[slot].records.removeFirst() {
+            bytes -= dropped.message.message.body.count + Self.overhead
+        }
+        var kept = Ring<Int>()
+        while let next = order.removeFirst() {
+            if next != slot { kept.append(next) }
+        }
+        order = kept
+    }
+
+    /// Reads `key` from `from`, as the log would: up to `limit`, not past
+    /// `end`, skipping records whose tag hash is not in `tagHashes`. Nil when
+    /// `from` is not held (older, or newer than what is held).
+    func read(_ key: QueueKey, from: UInt64, end: UInt64, limit: ReadLimit, tagHashes: Set<UInt64>?) -> ReadBatch? {
+        guard let slot = slots[key] else { return nil }
+        let run = runs[slot]
+        guard from >= run.first, from < run.end else { return nil }
+        let last = min(end, run.end, from &+ UInt64(max(1, limit.maxScanned)))
+        var next = from
+        var messages: [StoredMessage] = []
+        messages.reserveCapacity(min(limit.maxMessages, Int(last - from)))
+        var bytes = 0
+        while next < last && messages.count < limit.maxMessages && bytes < limit.maxBytes {
+            let record = run.records[Int(next - run.first)]
+            next += 1
+            if let tagHashes, !tagHashes.contains(record.tagHash) { continue }
+            messages.append(record.message)
+            bytes += record.message.message.body.count + Self.overhead
+        }
+        return ReadBatch(messages: messages, nextOffset: next)
+    }
+}
+
+/// A first-in first-out buffer: appends at the end, removes at the front, reads by position.
+struct Ring<Element: Sendable>: Sendable {
+    private var items: [Element] = []
+    private var head = 0
+
+    var count: Int { items.count - head }
+
+    subscript(position: Int) -> Element { items[head + position] }
+
+    mutating func append(_ item: Element) { items.append(item) }
+
+    mutating func removeFirst() -> Element? {
+        guard head < items.count else { return nil }
+        let item = items[head]
+        head += 1
+        if head == items.count {
+            items.removeAll(keepingCapacity: true)
+            head = 0
+        } else if head >= 1024 && head * 2 >= items.count {
+            items.removeFirst(head)
+            head = 0
+        }
+        return item
+    }
+}

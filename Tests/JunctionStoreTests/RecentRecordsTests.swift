@@ -1,0 +1,111 @@
+import Foundation
+import JunctionCore
+@testable import JunctionStore
+import JunctionTestSupport
+import Testing
+
+@Suite("Recent records kept for readers that keep up")
+struct RecentRecordsTests {
+    private func record(_ topic: String, queue: Int, offset: UInt64, tag: String? = nil, bytes: Int = 10) -> StoredMessage {
+        StoredMessage(
+            message: Message(topic: topic, tag: tag, body: [UInt8](repeating: UInt8(offset % 251), count: bytes)),
+            id: MessageID(position: offset * 100, checksum: UInt32(queue)), queue: queue, queueOffset: offset, storeTimestamp: 1)
+    }
+
+    private func key(_ topic: String, _ queue: Int) -> QueueKey { QueueKey(topic: topic, queue: queue) }
+
+    @Test("a run is served from any offset it holds, within the limits; older or newer offsets are not")
+    func servesRuns() {
+        var recent = RecentRecords(budget: 1 << 20)
+        for offset in UInt64(5)..<15 { recent.add(record("t", queue: 0, offset: offset), tagHash: 0) }
+        #expect(recent.count == 10)
+        #expect(recent.read(key("t", 0), from: 4, end: 15, limit: ReadLimit(), tagHashes: nil) == nil)
+        #expect(recent.read(key("t", 0), from: 15, end: 15, limit: ReadLimit(), tagHashes: nil) == nil)
+        #expect(recent.read(key("t", 1), from: 5, end: 15, limit: ReadLimit(), tagHashes: nil) == nil)
+        let all = recent.read(key("t", 0), from: 7, end: 15, limit: ReadLimit(), tagHashes: nil)
+        #expect(all?.messages.map(\.queueOffset) == Array(7..<15))
+        #expect(all?.nextOffset == 15)
+        let three = recent.read(key("t", 0), from: 7, end: 15, limit: ReadLimit(maxMessages: 3), tagHashes: nil)
+        #expect(three?.messages.map(\.queueOffset) == [7, 8, 9])
+        #expect(three?.nextOffset == 10)
+        // Not past what readers may see, nor past the scan limit.
+        #expect(recent.read(key("t", 0), from: 7, end: 9, limit: ReadLimit(), tagHashes: nil)?.nextOffset == 9)
+        #expect(recent.read(key("t", 0), from: 7, end: 15, limit: ReadLimit(maxScanned: 2), tagHashes: nil)?.nextOffset == 9)
+    }
+
+    @Test("tag hashes skip records without returning them, and the next offset moves past them")
+    func tagHashes() {
+        var recent = RecentRecords(budget: 1 << 20)
+        for offset in UInt64(0)..<6 {
+            let tag = offset % 3 == 0 ? "rare" : "common"
+            recent.add(record("t", queue: 0, offset: offset, tag: tag), tagHash: TagHash.of(tag))
+        }
+        let read = recent.read(key("t", 0), from: 0, end: 6, limit: ReadLimit(), tagHashes: [TagHash.of("rare")])
+        #expect(read?.messages.map(\.queueOffset) == [0, 3])
+        #expect(read?.nextOffset == 6)
+    }
+
+    @Test("the budget holds: the oldest records go first, whichever queue they belong to")
+    func budget() {
+        let size = 10 + RecentRecords.overhead
+        var recent = RecentRecords(budget: 5 * size)
+        for offset in UInt64(0)..<4 { recent.add(record("a", queue: 0, offset: offset), tagHash: 0) }
+        for offset in UInt64(0)..<3 { recent.add(record("b", queue: 2, offset: offset), tagHash: 0) }
+        #expect(recent.count == 5)
+        #expect(recent.bytes == 5 * size)
+        // a:0 and a:1 went; a:2, a:3 and all of b stay.
+        #expect(recent.read(key("a", 0), from: 1, end: 4, limit: ReadLimit(), tagHashes: nil) == nil)
+        #expect(recent.read(key("a", 0), from: 2, end: 4, limit: ReadLimit(), tagHashes: nil)?.messages.count == 2)
+        #expect(recent.read(key("b", 2), from: 0, end: 3, limit: ReadLimit(), tagHashes: nil)?.messages.count == 3)
+        for offset in UInt64(3)..<103 { recent.add(record("b", queue: 2, offset: offset), tagHash: 0) }
+        #expect(recent.bytes <= 5 * size)
+        #expect(recent.read(key("a", 0), from: 3, end: 4, limit: ReadLimit(), tagHashes: nil) == nil)
+        #expect(recent.read(key("b", 2), from: 98, end: 103, limit: ReadLimit(), tagHashes: nil)?.messages.count == 5)
+        #expect(RecentRecords(budget: 0).count == 0)
+    }
+
+    @Test("a gap in a queue's offsets, or a record too large to keep, starts the queue's run again")
+    func gaps() {
+        var recent = RecentRecords(budget: 8 << 20)
+        for offset in UInt64(0)..<3 { recent.add(record("t", queue: 0, offset: offset), tagHash: 0) }
+        recent.add(record("other", queue: 0, offset: 0), tagHash: 0)
+        recent.add(record("t", queue: 0, offset: 7), tagHash: 0)
+        #expect(recent.read(key("t", 0), from: 0, end: 8, limit: ReadLimit(), tagHashes: nil) == nil)
+        #expect(recent.read(key("t", 0), from: 7, end: 8, limit: ReadLimit(), tagHashes: nil)?.messages.map(\.queueOffset) == [7])
+        #expect(recent.count == 2)
+        recent.add(record("t", queue: 0, offset: 8, bytes: RecentRecords.largestKept + 1), tagHash: 0)
+        #expect(recent.read(key("t", 0), from: 7, end: 9, limit: ReadLimit(), tagHashes: nil) == nil)
+        recent.add(record("t", queue: 0, offset: 9), tagHash: 0)
+        #expect(recent.read(key("t", 0), from: 9, end: 10, limit: ReadLimit(), tagHashes: nil)?.messages.count == 1)
+        #expect(recent.read(key("other", 0), from: 0, end: 1, limit: ReadLimit(), tagHashes: nil)?.messages.count == 1)
+        #expect(recent.bytes == 2 * (10 + RecentRecords.overhead))
+    }
+
+    @Test("what the log serves from memory is what it serves from its files", arguments: [0, 1 << 20])
+    func sameAsTheLog(budget: Int) async throws {
+        let dir = TemporaryDirectory()
+        let settings = StoreSettings(flush: .never, segmentBytes: 16 << 10, recentRecordBytes: budget)
+        var random = SeededRandom(seed: 7)
+        let log = try CommitLog(directory: dir.path, settings: settings)
+        for _ in 0..<40 {
+            let requests = (0..<Int.random(in: 1...6, using: &random)).map { _ in
+                var message = randomMessage(topic: "t", using: &random)
+                // "When stored": memory must hold the store time the file holds.
+                if Bool.random(using: &random) { message.bornTimestamp = 0 }
+                return AppendRequest(message: message, queue: Int.random(in: 0...1, using: &random))
+            }
+            _ = try await log.append(requests)
+        }
+        var fresh: [[StoredMessage]] = []
+        for queue in 0...1 { fresh.append(try await log.readAll(topic: "t", queue: queue)) }
+        try await log.close()
+        // Reopened, nothing is held: every read comes from the files.
+        let reopened = try CommitLog(directory: dir.path, settings: settings)
+        for queue in 0...1 {
+            let fromFiles = try await reopened.readAll(topic: "t", queue: queue)
+            #expect(fromFiles.count > 10)
+            #expect(fromFiles == fresh[queue])
+        }
+        try await reopened.close()
+    }
+}
