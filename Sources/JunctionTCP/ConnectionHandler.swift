@@ -7,11 +7,12 @@ import NIOExtras
 /// Serves one native-protocol connection: the handshake, publishes (queued to
 /// the broker straight from the event loop, receipts written when stored),
 /// subscriptions (deliveries pushed within credit, or pulled), acks, admin
-/// calls. Writes are coalesced: one flush per event-loop turn, however many
-/// frames.
+/// calls. Frames are encoded here, several into one buffer where they come
+/// together (the receipts of a burst of publishes, a batch of deliveries), and
+/// writes are coalesced: one flush per event-loop turn, however many frames.
 final class ConnectionHandler: ChannelInboundHandler {
     typealias InboundIn = Frame
-    typealias OutboundOut = Frame
+    typealias OutboundOut = ByteBuffer
 
     private let broker: Broker
     private let settings: TCPSettings
@@ -47,12 +48,13 @@ final class ConnectionHandler: ChannelInboundHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let wasReady = machine.isReady
+        let received = unwrapInboundIn(data)
         let frame: Frame
-        switch machine.received(unwrapInboundIn(data)) {
+        switch machine.received(received) {
         case .ignore, .close:
             return
         case .reply(let answer):
-            if !wasReady, case .hello(_, let client, _) = unwrapInboundIn(data).body {
+            if !wasReady, case .hello(_, let client, _) = received.body {
                 logger.debug("client connected", metadata: ["client": "\(client)", "remote": "\(context.remoteAddress?.description ?? "?")"])
             }
             return write(context, answer)
@@ -234,16 +236,19 @@ final class ConnectionHandler: ChannelInboundHandler {
                     context.channel.setOption(ChannelOptions.autoRead, value: true).whenComplete { _ in }
                     context.read()
                 }
+                // Every answer of the burst in one buffer, in the order the publishes were read.
+                var answers = context.channel.allocator.buffer(capacity: publishes.count * 64)
                 for (publish, result) in zip(publishes, results) {
                     switch result {
                     case .success(let receipts):
-                        if publish.receipt { handler.write(context, Frame(.receipts(receipts), requestID: publish.requestID)) }
+                        if publish.receipt { FrameCodec.encode(Frame(.receipts(receipts), requestID: publish.requestID), into: &answers) }
                     case .failure(let error):
                         handler.metrics.refused(publish.messages.count)
                         // A oneway publisher gets the error too: it is its only way to learn.
-                        handler.write(context, Frame(Self.errorBody(error), requestID: publish.requestID))
+                        FrameCodec.encode(Frame(Self.errorBody(error), requestID: publish.requestID), into: &answers)
                     }
                 }
+                handler.write(context, encoded: answers)
                 if handler.draining && handler.inFlightPublishes == 0 { handler.finishDrain(context) }
             }
         }
@@ -329,6 +334,7 @@ final class ConnectionHandler: ChannelInboundHandler {
     /// Writes pushed deliveries.
     private func push(_ context: ChannelHandlerContext, id: UInt32, _ deliveries: [Delivery]) {
         guard !closed else { return }
+        var frames = context.channel.allocator.buffer(capacity: deliveries.count * 160)
         var start = 0
         while start < deliveries.count {
             // Frames stay well under the client's limits: at most 256 deliveries or about 1 MiB each.
@@ -338,10 +344,10 @@ final class ConnectionHandler: ChannelInboundHandler {
                 bytes += deliveries[end].message.message.body.count + 128
                 end += 1
             }
-            context.write(wrapOutboundOut(Frame(.deliveries(id: id, Array(deliveries[start..<end])))), promise: nil)
+            FrameCodec.encode(Frame(.deliveries(id: id, Array(deliveries[start..<end]))), into: &frames)
             start = end
         }
-        scheduleFlush(context)
+        write(context, encoded: frames)
     }
 
     // MARK: Answers
@@ -366,9 +372,20 @@ final class ConnectionHandler: ChannelInboundHandler {
     }
 
     func write(_ context: ChannelHandlerContext, _ frame: Frame) {
-        guard !closed else { return }
-        context.write(wrapOutboundOut(frame), promise: nil)
+        write(context, encoded: encode(context, frame))
+    }
+
+    /// Writes encoded frames (flushed at the end of the turn).
+    private func write(_ context: ChannelHandlerContext, encoded: ByteBuffer) {
+        guard !closed, encoded.readableBytes > 0 else { return }
+        context.write(wrapOutboundOut(encoded), promise: nil)
         scheduleFlush(context)
+    }
+
+    private func encode(_ context: ChannelHandlerContext, _ frame: Frame) -> ByteBuffer {
+        var buffer = context.channel.allocator.buffer(capacity: 64)
+        FrameCodec.encode(frame, into: &buffer)
+        return buffer
     }
 
     /// One flush for everything written during this event-loop turn.
@@ -390,7 +407,7 @@ final class ConnectionHandler: ChannelInboundHandler {
             "error": "\(answer.body)", "remote": "\(context.remoteAddress?.description ?? "?")",
         ])
         draining = true
-        context.writeAndFlush(wrapOutboundOut(answer)).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+        context.writeAndFlush(wrapOutboundOut(encode(context, answer))).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
     }
 
     /// An ERROR frame for any error, by the core's taxonomy.
@@ -469,7 +486,7 @@ final class ConnectionHandler: ChannelInboundHandler {
     private func finishDrain(_ context: ChannelHandlerContext) {
         guard !closed, machine.drained() == .close else { return }
         let channel = context.channel
-        context.writeAndFlush(wrapOutboundOut(Frame(.error(code: .shuttingDown, message: "the gateway is shutting down")))).assumeIsolated().whenComplete { _ in
+        context.writeAndFlush(wrapOutboundOut(encode(context, Frame(.error(code: .shuttingDown, message: "the gateway is shutting down"))))).assumeIsolated().whenComplete { _ in
             channel.close(mode: .output).whenComplete { result in
                 guard case .success = result else { return channel.close(promise: nil) }
                 // Frames read from here on are dropped by the state machine: they were never served.

@@ -80,11 +80,12 @@ public final class TCPServer: Service, Sendable {
                         let count = metrics.connected()
                         let handler = ConnectionHandler(broker: broker, settings: settings, logger: logger, metrics: metrics)
                         if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls)) }
-                        try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(FrameEncoder()))
                         if count > settings.maxConnections {
                             logger.warning("refusing a connection: maxConnections reached", metadata: ["plugin": "\(name)", "max": "\(settings.maxConnections)"])
-                            // The encoder is in place: the refusal goes out as a frame.
-                            channel.writeAndFlush(Frame(.error(code: .shuttingDown, message: "too many connections (maxConnections \(settings.maxConnections))")))
+                            // The refusal goes out as a frame (the handler encodes its own frames; here there is none).
+                            var refusal = channel.allocator.buffer(capacity: 96)
+                            FrameCodec.encode(Frame(.error(code: .shuttingDown, message: "too many connections (maxConnections \(settings.maxConnections))")), into: &refusal)
+                            channel.writeAndFlush(refusal)
                                 .whenComplete { _ in channel.close(promise: nil) }
                             channel.closeFuture.whenComplete { _ in metrics.disconnected() }
                             return
