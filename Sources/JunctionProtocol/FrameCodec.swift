@@ -379,12 +379,61 @@ extension ByteBuffer {
     }
 
     mutating func writeDelivery(_ delivery: Delivery) {
+        let message = delivery.message.message
+        // The common shape (no keys, no properties, short strings) in one
+        // pass over reserved bytes; anything else field by field.
+        if message.keys.isEmpty, message.properties.isEmpty,
+           message.topic.utf8.count <= Int(UInt16.max), (message.tag?.utf8.count ?? 0) <= Int(UInt16.max),
+           (message.shardingKey?.utf8.count ?? 0) <= Int(UInt16.max), (message.dedupeID?.utf8.count ?? 0) <= Int(UInt16.max) {
+            return writePlainDelivery(delivery)
+        }
         writeID(delivery.message.id)
         writeInteger(UInt16(delivery.message.queue))
         writeInteger(delivery.message.queueOffset)
         writeInteger(delivery.message.storeTimestamp)
         writeInteger(UInt16(clamping: delivery.attempt))
-        writeMessage(delivery.message.message)
+        writeMessage(message)
+    }
+
+    /// `writeDelivery` for a message without keys or properties: the same bytes.
+    private mutating func writePlainDelivery(_ delivery: Delivery) {
+        let stored = delivery.message
+        let message = stored.message
+        var size = 12 + 2 + 8 + 8 + 2 + 2 + message.topic.utf8.count + 1 + 2 + 2 + 8 + 4 + message.body.count
+        if let tag = message.tag { size += 2 + tag.utf8.count }
+        if let shardingKey = message.shardingKey { size += 2 + shardingKey.utf8.count }
+        if let dedupeID = message.dedupeID { size += 2 + dedupeID.utf8.count }
+        if message.deliverAt != nil { size += 8 }
+        writeWithUnsafeMutableBytes(minimumWritableBytes: size) { raw in
+            var out = RawWriter(base: raw.baseAddress!)
+            out.put(stored.id.high)
+            out.put(stored.id.low)
+            out.put(UInt16(stored.queue))
+            out.put(stored.queueOffset)
+            out.put(stored.storeTimestamp)
+            out.put(UInt16(clamping: delivery.attempt))
+            out.put(message.topic)
+            var flags: UInt8 = 0
+            if message.tag != nil { flags |= 1 }
+            if message.shardingKey != nil { flags |= 2 }
+            if message.dedupeID != nil { flags |= 4 }
+            if message.deliverAt != nil { flags |= 8 }
+            out.put(flags)
+            if let tag = message.tag { out.put(tag) }
+            out.put(UInt16(0))  // keys
+            out.put(UInt16(0))  // properties
+            if let shardingKey = message.shardingKey { out.put(shardingKey) }
+            if let dedupeID = message.dedupeID { out.put(dedupeID) }
+            if let deliverAt = message.deliverAt { out.put(deliverAt) }
+            out.put(message.bornTimestamp)
+            out.put(UInt32(message.body.count))
+            message.body.withUnsafeBytes { body in
+                if body.count > 0 { (out.base + out.offset).copyMemory(from: body.baseAddress!, byteCount: body.count) }
+            }
+            out.offset += message.body.count
+            assert(out.offset == size)
+            return size
+        }
     }
 
     mutating func writeTags(_ tags: [DeliveryTag]) {
@@ -440,6 +489,27 @@ extension ByteBuffer {
             writeInteger(UInt32(clamping: queue.held))
             writeInteger(UInt32(clamping: queue.redeliveries))
             writeInteger(UInt32(clamping: queue.deadLetters))
+        }
+    }
+}
+
+/// Writes big-endian integers and wire strings to memory reserved beforehand.
+private struct RawWriter {
+    let base: UnsafeMutableRawPointer
+    var offset = 0
+
+    mutating func put<T: FixedWidthInteger>(_ value: T) {
+        (base + offset).storeBytes(of: value.bigEndian, as: T.self)
+        offset += MemoryLayout<T>.size
+    }
+
+    /// A str: u16 length, then the bytes (the caller checked the length fits).
+    mutating func put(_ text: String) {
+        var text = text
+        text.withUTF8 { utf8 in
+            put(UInt16(utf8.count))
+            if utf8.count > 0 { (base + offset).copyMemory(from: utf8.baseAddress!, byteCount: utf8.count) }
+            offset += utf8.count
         }
     }
 }

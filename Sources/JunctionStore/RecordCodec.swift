@@ -63,33 +63,43 @@ enum RecordCodec {
         if message.shardingKey != nil { flags |= hasShardingKey }
         if message.dedupeID != nil { flags |= hasDedupeID }
         if message.deliverAt != nil { flags |= hasDeliverAt }
+        let properties = message.properties.isEmpty ? [] : message.properties.sorted(by: { $0.key < $1.key })
 
-        buffer.appendLittleEndian(UInt32(0))  // size, patched below
-        buffer.appendLittleEndian(UInt32(0))  // checksum, patched below
-        buffer.append(version)
-        buffer.append(flags)
-        buffer.appendLittleEndian(UInt16(queue))
-        buffer.appendLittleEndian(queueOffset)
-        buffer.appendLittleEndian(storeTimestamp)
-        buffer.appendLittleEndian(message.bornTimestamp == 0 ? storeTimestamp : message.bornTimestamp)
-        buffer.appendLittleEndian(message.deliverAt ?? 0)
-        buffer.appendString(message.topic, lengthAs: UInt8.self)
-        buffer.appendString(message.tag ?? "", lengthAs: UInt8.self)
-        buffer.appendString(message.shardingKey ?? "", lengthAs: UInt16.self)
-        buffer.appendString(message.dedupeID ?? "", lengthAs: UInt16.self)
-        buffer.appendLittleEndian(UInt16(message.keys.count))
-        for key in message.keys { buffer.appendString(key, lengthAs: UInt16.self) }
-        buffer.appendLittleEndian(UInt16(message.properties.count))
-        if !message.properties.isEmpty {
-            for (name, value) in message.properties.sorted(by: { $0.key < $1.key }) {
-                buffer.appendString(name, lengthAs: UInt16.self)
-                buffer.appendString(value, lengthAs: UInt32.self)
+        // The size first, then every field written once into the bytes reserved.
+        var size = 44 + 1 + message.topic.utf8.count + 1 + (message.tag?.utf8.count ?? 0)
+            + 2 + (message.shardingKey?.utf8.count ?? 0) + 2 + (message.dedupeID?.utf8.count ?? 0)
+            + 2 + 2 + 4 + message.body.count
+        for key in message.keys { size += 2 + key.utf8.count }
+        for (name, value) in properties { size += 2 + name.utf8.count + 4 + value.utf8.count }
+        buffer.append(contentsOf: repeatElement(0, count: size))
+        buffer.withUnsafeMutableBytes { raw in
+            var out = LittleEndianWriter(base: raw.baseAddress! + start, offset: 8)  // size and checksum are patched below
+            out.put(version)
+            out.put(flags)
+            out.put(UInt16(queue))
+            out.put(queueOffset)
+            out.put(storeTimestamp)
+            out.put(message.bornTimestamp == 0 ? storeTimestamp : message.bornTimestamp)
+            out.put(message.deliverAt ?? 0)
+            out.put(message.topic, lengthAs: UInt8.self)
+            out.put(message.tag ?? "", lengthAs: UInt8.self)
+            out.put(message.shardingKey ?? "", lengthAs: UInt16.self)
+            out.put(message.dedupeID ?? "", lengthAs: UInt16.self)
+            out.put(UInt16(message.keys.count))
+            for key in message.keys { out.put(key, lengthAs: UInt16.self) }
+            out.put(UInt16(message.properties.count))
+            for (name, value) in properties {
+                out.put(name, lengthAs: UInt16.self)
+                out.put(value, lengthAs: UInt32.self)
             }
+            out.put(UInt32(message.body.count))
+            message.body.withUnsafeBytes { body in
+                if body.count > 0 { (out.base + out.offset).copyMemory(from: body.baseAddress!, byteCount: body.count) }
+            }
+            assert(out.offset + message.body.count == size)
         }
-        buffer.appendLittleEndian(UInt32(message.body.count))
-        buffer.append(contentsOf: message.body)
 
-        let size = buffer.count - start
+        assert(buffer.count - start == size)
         let checksum = buffer.withUnsafeMutableBytes { raw -> UInt32 in
             let crc = junction_crc32c(0, raw.baseAddress! + start + 8, size - 8)
             raw.storeBytes(of: UInt32(size).littleEndian, toByteOffset: start, as: UInt32.self)
@@ -243,5 +253,25 @@ extension RecordCodec {
         guard stored == junction_crc32c(0, bytes.baseAddress! + 8, size - 8) else { throw .invalid("checksum mismatch") }
         guard bytes[8] == version else { throw .invalid("record format version \(bytes[8]) is not \(version)") }
         return (size, Int64(littleEndian: bytes.loadUnaligned(fromByteOffset: 20, as: Int64.self)))
+    }
+}
+
+/// Writes little-endian integers and length-prefixed strings to reserved memory.
+private struct LittleEndianWriter {
+    let base: UnsafeMutableRawPointer
+    var offset: Int
+
+    mutating func put<T: FixedWidthInteger>(_ value: T) {
+        (base + offset).storeBytes(of: value.littleEndian, as: T.self)
+        offset += MemoryLayout<T>.size
+    }
+
+    mutating func put<L: FixedWidthInteger>(_ string: String, lengthAs: L.Type) {
+        var string = string
+        string.withUTF8 { utf8 in
+            put(L(utf8.count))
+            if utf8.count > 0 { (base + offset).copyMemory(from: utf8.baseAddress!, byteCount: utf8.count) }
+            offset += utf8.count
+        }
     }
 }

@@ -39,15 +39,33 @@ final class WriterState: @unchecked Sendable {
         var touched: [QueueKey: (first: UInt64, entries: [IndexEntry])] = [:]
         var results: [[AppendResult]] = []
         results.reserveCapacity(batch.count)
-        // Runs of one queue (a producer with a sharding key) skip a lookup per record.
-        var lastKey: QueueKey?
-        var lastOffset: UInt64 = 0
+        // The queues this batch writes, each looked up once: most batches
+        // write a few queues, found by comparing the last one and then a short list.
+        var runs: [(key: QueueKey, first: UInt64, next: UInt64, entries: [IndexEntry])] = []
+        var runOf: [QueueKey: Int] = [:]
+        var lastRun = -1
         for pending in batch {
             var answers: [AppendResult] = []
             answers.reserveCapacity(pending.requests.count)
             for request in pending.requests {
-                let key = QueueKey(topic: request.message.topic, queue: request.queue)
-                let offset = key == lastKey ? lastOffset : nextOffsets[key] ?? 0
+                let run: Int
+                if lastRun >= 0, runs[lastRun].key.queue == request.queue, runs[lastRun].key.topic == request.message.topic {
+                    run = lastRun
+                } else if runs.count <= 8, let found = runs.firstIndex(where: { $0.key.queue == request.queue && $0.key.topic == request.message.topic }) {
+                    run = found
+                } else {
+                    let key = QueueKey(topic: request.message.topic, queue: request.queue)
+                    if let found = runOf[key] {
+                        run = found
+                    } else {
+                        let first = nextOffsets[key] ?? 0
+                        run = runs.count
+                        runs.append((key, first, first, []))
+                        runOf[key] = run
+                    }
+                }
+                lastRun = run
+                let offset = runs[run].next
                 let start = buffer.count
                 let (size, checksum) = RecordCodec.encode(
                     request.message, queue: request.queue, queueOffset: offset, storeTimestamp: timestamp, into: &buffer)
@@ -58,16 +76,17 @@ final class WriterState: @unchecked Sendable {
                 }
                 let position = segmentBase + segmentUsed
                 segmentUsed += UInt64(size)
-                let entry = IndexEntry(position: position, size: UInt32(size), tagHash: TagHash.of(request.message.tag))
-                touched[key, default: (offset, [])].entries.append(entry)
-                nextOffsets[key] = offset + 1
-                lastKey = key
-                lastOffset = offset + 1
+                runs[run].entries.append(IndexEntry(position: position, size: UInt32(size), tagHash: TagHash.of(request.message.tag)))
+                runs[run].next = offset + 1
                 answers.append(AppendResult(
                     id: MessageID(position: position, checksum: checksum), queue: request.queue,
                     queueOffset: offset, storeTimestamp: timestamp))
             }
             results.append(answers)
+        }
+        for run in runs {
+            touched[run.key] = (run.first, run.entries)
+            nextOffsets[run.key] = run.next
         }
 
         // Write the log, then the indexes, then fsync; undo everything on failure.

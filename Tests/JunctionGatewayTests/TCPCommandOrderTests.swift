@@ -29,18 +29,17 @@ final class RawSession {
     }
 
     /// The next frame; fails after 10 s without one. The blocking read runs
-    /// on a thread of its own: on the cooperative pool (two threads on two
-    /// cores) two such reads would starve the in-process gateway they wait for.
+    /// on a thread of its own (`offPool`): on the cooperative pool or on
+    /// DispatchQueue.global() (each as many threads as cores) two such reads
+    /// would starve the in-process gateway they wait for.
     func next() async throws -> Frame {
         if let frame = try FrameDecoder.next(from: &received, maxFrameBytes: 1 << 24) { return frame }
         let fd = self.fd
         while true {
-            let chunk = await withCheckedContinuation { (continuation: CheckedContinuation<[UInt8]?, Never>) in
-                DispatchQueue.global().async {
-                    var chunk = [UInt8](repeating: 0, count: 65_536)
-                    let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-                    continuation.resume(returning: n > 0 ? Array(chunk[0..<n]) : nil)
-                }
+            let chunk = try await offPool { () -> [UInt8]? in
+                var chunk = [UInt8](repeating: 0, count: 65_536)
+                let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+                return n > 0 ? Array(chunk[0..<n]) : nil
             }
             guard let chunk else { throw TimeoutError(message: "no frame from the gateway within 10 s (or it closed the connection)") }
             received.writeBytes(chunk)

@@ -55,6 +55,25 @@ struct FrameCodecTests {
         }
     }
 
+    @Test("deliveries of every shape survive encoding and decoding: the one-pass path (no keys, no properties) and the general one")
+    func deliveryShapes() throws {
+        var random = SeededRandom(seed: 3)
+        var deliveries: [Delivery] = []
+        for n in 0..<200 {
+            var message = randomMessage(topic: n % 2 == 0 ? "t" : "a-longer-topic-name-é", using: &random)
+            if n % 3 != 0 { message.keys = [] }
+            if n % 3 != 1 { message.properties = [:] }
+            if n % 5 == 0 { message.body = [] }
+            let stored = StoredMessage(message: message, id: MessageID(high: UInt64(n) << 20, low: UInt32(n)), queue: n % 7, queueOffset: UInt64(n), storeTimestamp: Int64(n))
+            deliveries.append(Delivery(message: stored, attempt: n % 4 + 1))
+        }
+        let frame = Frame(.deliveries(id: 9, deliveries))
+        var buffer = ByteBuffer()
+        FrameCodec.encode(frame, into: &buffer)
+        #expect(try FrameDecoder.next(from: &buffer, maxFrameBytes: 1 << 24) == frame)
+        #expect(buffer.readableBytes == 0)
+    }
+
     @Test("a partial frame is never consumed")
     func partialFrames() throws {
         var whole = ByteBuffer()

@@ -558,7 +558,10 @@ public func runTool(_ path: String, _ arguments: [String]) -> Int32 {
 /// outside Swift's cooperative pool: that pool has one thread per core (two
 /// here), and two tests blocking it would starve every in-process gateway.
 public func offPool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    // A thread of its own, not DispatchQueue.global(): libdispatch runs that
+    // queue on as many threads as there are cores, so two blocking reads there
+    // stall every other job queued behind them, in-process gateways included.
     try await withCheckedThrowingContinuation { continuation in
-        DispatchQueue.global().async { continuation.resume(with: Result { try body() }) }
+        Thread { continuation.resume(with: Result { try body() }) }.start()
     }
 }

@@ -295,10 +295,21 @@ public final class Broker: Sendable {
                 scheduler.schedule(due.map { (requests[$0].message.deliverAt!, results[$0].queueOffset) })
             }
             if !requests.isEmpty {
+                // One end per (topic, queue), found in a short list: a batch
+                // usually writes a few queues of one topic.
+                var ends: [(topic: String, queue: Int, end: UInt64)] = []
                 var grown: [String: [Int: UInt64]] = [:]
                 for (request, result) in zip(requests, results) where !result.duplicate {
-                    grown[request.message.topic, default: [:]][result.queue] = Swift.max(grown[request.message.topic]?[result.queue] ?? 0, result.queueOffset + 1)
+                    let topic = request.message.topic
+                    if let at = ends.lastIndex(where: { $0.queue == result.queue && $0.topic == topic }) {
+                        ends[at].end = Swift.max(ends[at].end, result.queueOffset + 1)
+                    } else if ends.count < 32 {
+                        ends.append((topic, result.queue, result.queueOffset + 1))
+                    } else {
+                        grown[topic, default: [:]][result.queue] = Swift.max(grown[topic]?[result.queue] ?? 0, result.queueOffset + 1)
+                    }
                 }
+                for (topic, queue, end) in ends { grown[topic, default: [:]][queue] = Swift.max(grown[topic]?[queue] ?? 0, end) }
                 if !grown.isEmpty { delivery.notify(grown: grown) }
             }
             for key in claimed {
