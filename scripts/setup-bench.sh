@@ -11,5 +11,7 @@ fi
 # The plain C client that drives both servers in the `cpeers` section.
 mkdir -p .build
 if [ ! -x .build/netbench ] || [ Benchmarks/c/netbench.c -nt .build/netbench ]; then
-    cc -O2 -Wall -pthread -o .build/netbench Benchmarks/c/netbench.c
+    compiler=${CC:-$(command -v cc || command -v clang || true)}  # the Swift toolchain brings clang
+    [ -n "$compiler" ] || { echo "setup-bench: no C compiler (cc or clang) for Benchmarks/c/netbench.c" >&2; exit 1; }
+    "$compiler" -O2 -Wall -pthread -o .build/netbench Benchmarks/c/netbench.c
 fi

@@ -27,11 +27,17 @@ struct CPeerBenchmarks {
             return
         }
         let peers = PeerBenchmarks(root: root, count: count, latencySeconds: latencySeconds)
-        func junctionRuns(flush: String, _ arguments: [String], _ key: String) async throws -> Runs {
-            try await measure(key) { try await peers.withJunction(binary: junction, flush: flush) { try netbenchRun(netbench, ["junction", "\($0)"] + arguments) } }
+        func junctionOnce(flush: String, _ arguments: [String]) -> () async throws -> [String: Double] {
+            { try await peers.withJunction(binary: junction, flush: flush) { try netbenchRun(netbench, ["junction", "\($0)"] + arguments) } }
         }
-        func natsRuns(_ kind: String, _ arguments: [String], _ key: String) async throws -> Runs {
-            try await measure(key) { try await peers.withNATS(binary: nats) { try netbenchRun(netbench, [kind, "\($0)"] + arguments) } }
+        func natsOnce(_ kind: String, _ arguments: [String]) -> () async throws -> [String: Double] {
+            { try await peers.withNATS(binary: nats) { try netbenchRun(netbench, [kind, "\($0)"] + arguments) } }
+        }
+        /// Junction's runs and the peer's, taken in turn (J, peer, J, peer, …): this
+        /// VM's speed drifts with its neighbours, and pairs close in time share the drift.
+        func pairedRuns(flush: String, _ arguments: [String], peer kind: String, _ key: String) async throws -> (Runs, Runs) {
+            let (j, n) = try await measure(key, junctionOnce(flush: flush, arguments), natsOnce(kind, arguments))
+            return (j, n!)
         }
         let n = "\(count)"
         print("\(count) messages of 100 bytes per throughput run; latency: \(Int(latencySeconds)) s at 10,000 msg/s, open loop.")
@@ -39,25 +45,20 @@ struct CPeerBenchmarks {
         print("")
         print("| load | Junction | peer | ratio (medians) | target |")
         print("| --- | ---: | ---: | ---: | --- |")
-        let publish = try await junctionRuns(flush: "always", ["publish", n, "1024"], "published")
-        let jetstream = try await natsRuns("jetstream", ["publish", n, "1024"], "published")
+        let (publish, jetstream) = try await pairedRuns(flush: "always", ["publish", n, "1024"], peer: "jetstream", "published")
         row("pipelined publish with receipts (1024 in flight), Junction flush=always vs JetStream file stream, msg/s", publish, jetstream, higher: true, target: 2.0)
-        let one = try await junctionRuns(flush: "never", ["pubsub", n, "1", "none"], "delivered")
-        let natsOne = try await natsRuns("nats", ["pubsub", n, "1", "none"], "delivered")
+        let (one, natsOne) = try await pairedRuns(flush: "never", ["pubsub", n, "1", "none"], peer: "nats", "delivered")
         row("publish → 1 subscriber, Junction flush=never ack none vs NATS core, msg/s delivered", one, natsOne, higher: true, target: 1.0)
-        let eight = try await junctionRuns(flush: "never", ["pubsub", n, "8", "none"], "delivered")
-        let natsEight = try await natsRuns("nats", ["pubsub", n, "8", "none"], "delivered")
+        let (eight, natsEight) = try await pairedRuns(flush: "never", ["pubsub", n, "8", "none"], peer: "nats", "delivered")
         row("publish → 8 subscribers (each gets all), Junction flush=never vs NATS core, msg/s delivered", eight, natsEight, higher: true, target: 1.0)
-        let explicit = try await junctionRuns(flush: "never", ["pubsub", n, "1", "explicit"], "delivered")
-        row("publish → 1 subscriber with explicit acks vs the same with ack none (Junction both), msg/s delivered", explicit, one, higher: true, target: 0.8)
+        let (explicit, none) = try await measure("delivered", junctionOnce(flush: "never", ["pubsub", n, "1", "explicit"]), junctionOnce(flush: "never", ["pubsub", n, "1", "none"]))
+        row("publish → 1 subscriber with explicit acks vs the same with ack none (Junction both, in turn), msg/s delivered", explicit, none!, higher: true, target: 0.8)
         let latencyArguments = ["latency", "10000", "\(Int(latencySeconds))"]
-        let never = try await junctionRuns(flush: "never", latencyArguments, "p99")
-        let natsLatency = try await natsRuns("nats", latencyArguments, "p99")
-        row("latency p99 at 10,000 msg/s, Junction flush=never vs NATS core, µs", never, natsLatency, higher: false, target: nil, absolute: "< 1,000 µs or ≤ NATS")
-        let neverP50 = try await junctionRuns(flush: "never", latencyArguments, "p50")
-        let natsP50 = try await natsRuns("nats", latencyArguments, "p50")
-        row("latency p50 at 10,000 msg/s, Junction flush=never vs NATS core, µs", neverP50, natsP50, higher: false, target: nil, absolute: "–")
-        let always = try await junctionRuns(flush: "always", latencyArguments, "p99")
+        let (neverLatency, peerLatency) = try await measureFigures(["p50", "p99"], junctionOnce(flush: "never", latencyArguments), natsOnce("nats", latencyArguments))
+        let natsLatency = peerLatency!
+        row("latency p99 at 10,000 msg/s, Junction flush=never vs NATS core, µs", neverLatency["p99"]!, natsLatency["p99"]!, higher: false, target: nil, absolute: "< 1,000 µs or ≤ NATS")
+        row("latency p50 at 10,000 msg/s, Junction flush=never vs NATS core, µs", neverLatency["p50"]!, natsLatency["p50"]!, higher: false, target: nil, absolute: "–")
+        let always = try await measure("p99", junctionOnce(flush: "always", latencyArguments), nil).0
         row("latency p99 at 10,000 msg/s, Junction flush=always, µs", always, nil, higher: false, target: nil, absolute: "< 2,000 µs")
         print("")
         print("The ratio is Junction / peer for throughput (above 1: Junction faster) and for latency (below 1: Junction faster).")
@@ -80,14 +81,26 @@ struct CPeerBenchmarks {
         }
     }
 
-    private func measure(_ key: String, _ once: () async throws -> [String: Double]) async throws -> Runs {
-        var values: [Double] = []
-        for _ in 0..<repeats {
-            let figures = try await once()
-            guard let value = figures[key] else { throw BenchError(message: "netbench printed no \(key): \(figures)") }
-            values.append(value)
+    /// Runs `first` and `second` in turn, `repeats` times each; their `key` figures.
+    private func measure(_ key: String, _ first: () async throws -> [String: Double], _ second: (() async throws -> [String: Double])?) async throws -> (Runs, Runs?) {
+        let (a, b) = try await measureFigures([key], first, second)
+        return (a[key]!, b?[key])
+    }
+
+    private func measureFigures(_ keys: [String], _ first: () async throws -> [String: Double], _ second: (() async throws -> [String: Double])?) async throws -> ([String: Runs], [String: Runs]?) {
+        var a: [String: [Double]] = [:]
+        var b: [String: [Double]] = [:]
+        func take(_ figures: [String: Double], into values: inout [String: [Double]]) throws {
+            for key in keys {
+                guard let value = figures[key] else { throw BenchError(message: "netbench printed no \(key): \(figures)") }
+                values[key, default: []].append(value)
+            }
         }
-        return Runs(values: values)
+        for _ in 0..<repeats {
+            try take(try await first(), into: &a)
+            if let second { try take(try await second(), into: &b) }
+        }
+        return (a.mapValues(Runs.init), second == nil ? nil : b.mapValues(Runs.init))
     }
 
     private func row(_ load: String, _ junction: Runs, _ peer: Runs?, higher: Bool, target: Double?, absolute: String? = nil) {

@@ -135,12 +135,13 @@ struct PeerBenchmarks {
         let total = count
         let failures = Counter()
         let setup = Signal()
+        let created = Signal()
         let connection = try await BenchConnection.connect(port: port, decoder: decoder(kind)) { event in
             switch event {
             case .acked(let n):
                 window.release(n)
                 if acked.add(n) >= total { done.fire() }
-            case .delivered: setup.fire()   // the stream-created answer
+            case .delivered: created.fire()   // the stream-created answer
             case .other(let text):
                 if text.contains("rror") { failures.add(1) }
                 setup.fire()
@@ -154,7 +155,7 @@ struct PeerBenchmarks {
         }
         try await connection.send(buffer)
         try await roundTrip(connection, kind, setup)
-        if kind == .jetstream { try await setup.wait("no stream-created answer", seconds: 30) }
+        if kind == .jetstream { try await created.wait("no stream-created answer", seconds: 30) }
         let payload = body()
         let started = DispatchTime.now().uptimeNanoseconds
         var sent = 0
@@ -293,15 +294,20 @@ final class Window: Sendable {
     }
 }
 
-/// A one-shot signal with a bounded wait.
+/// A counting signal with a bounded wait: each wait takes one fire, so
+/// answers that arrive together (HELLO_OK, SUBSCRIBED and PONG in one read)
+/// are not taken for one.
 final class Signal: Sendable {
-    private let state = Mutex<(fired: Bool, waiter: CheckedContinuation<Void, Never>?)>((false, nil))
+    private let state = Mutex<(fired: Int, waiter: CheckedContinuation<Void, Never>?)>((0, nil))
 
     func fire() {
         let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
-            state.fired = true
-            defer { state.waiter = nil }
-            return state.waiter
+            guard let waiter = state.waiter else {
+                state.fired += 1
+                return nil
+            }
+            state.waiter = nil
+            return waiter
         }
         waiter?.resume()
     }
@@ -311,7 +317,7 @@ final class Signal: Sendable {
             group.addTask {
                 await withCheckedContinuation { continuation in
                     let fired = self.state.withLock { state -> Bool in
-                        if state.fired { state.fired = false; return true }
+                        if state.fired > 0 { state.fired -= 1; return true }
                         state.waiter = continuation
                         return false
                     }

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Counts the instructions `junction serve` executes per message on the tcp path,
+# with valgrind's callgrind: the same figure on every run of the same build,
+# whatever else the machine is doing. Drives the gateway with Benchmarks/c/netbench.
+#
+#   scripts/instructions-per-message.sh [MESSAGES]     (default 50000)
+#
+# Needs a release build (swift build -c release --product junction), valgrind
+# and .build/netbench (make bench builds it). Prints, per message:
+#   publish  oneway publishes, no subscriber (flush=never)
+#   deliver  publish → one subscriber with ack none, minus publish
+#   ack      the same with explicit acks, minus ack none
+#   receipt  pipelined publish with receipts, 1024 in flight (flush=always)
+# Each count is the whole process's minus that of a run that starts and stops
+# with no traffic, divided by MESSAGES.
+set -euo pipefail
+messages=${1:-50000}
+root=$(cd "$(dirname "$0")/.." && pwd)
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+# valgrind 3.19 cannot read the DWARF 5 that swift emits: count on a copy without it.
+objcopy --strip-debug "$root/.build/release/junction" "$work/junction"
+netbench="$root/.build/netbench"
+
+# count FLUSH [NETBENCH-ARGS...]: instructions of one gateway run.
+count() {
+    local flush=$1; shift
+    local dir="$work/run-$RANDOM"
+    mkdir -p "$dir"
+    echo "{\"storage\": {\"flush\": \"$flush\"}}" > "$dir/junction.json"
+    echo '{"plugins": [{"name": "native", "type": "tcp", "settings": {"listen": "127.0.0.1:0"}}]}' > "$dir/plugins.json"
+    valgrind --tool=callgrind --callgrind-out-file="$dir/out" "$work/junction" serve \
+        --config "$dir/junction.json" --plugins "$dir/plugins.json" --data-dir "$dir/data" > "$dir/log" 2>&1 &
+    local pid=$! port=""
+    for _ in $(seq 1 600); do
+        port=$(grep -o 'address=127.0.0.1:[0-9]*' "$dir/log" 2>/dev/null | head -1 | cut -d: -f2 || true)
+        [ -n "$port" ] && break
+        sleep 0.2
+    done
+    [ -n "$port" ] || { echo "junction serve did not start under valgrind" >&2; tail -5 "$dir/log" >&2; exit 1; }
+    if [ $# -gt 0 ]; then "$netbench" junction "$port" "$@" > /dev/null; fi
+    kill -TERM "$pid"
+    wait "$pid" || true
+    grep -h '^summary:' "$dir/out" | awk '{print $2}'
+}
+
+idle=$(count never)
+publish=$(count never pubsub "$messages" 0 none)
+none=$(count never pubsub "$messages" 1 none)
+explicit=$(count never pubsub "$messages" 1 explicit)
+receipts=$(count always publish "$messages" 1024)
+per() { echo $(( ($1 - $2) / messages )); }
+echo "instructions per message ($messages messages of 100 bytes; idle run $idle instructions)"
+echo "publish  $(per "$publish" "$idle")"
+echo "deliver  $(( $(per "$none" "$idle") - $(per "$publish" "$idle") ))"
+echo "ack      $(( $(per "$explicit" "$idle") - $(per "$none" "$idle") ))"
+echo "receipt  $(per "$receipts" "$idle")   (publish with receipt, flush=always, whole path)"
