@@ -30,7 +30,8 @@ bench: setup
 	./scripts/setup-bench.sh
 	$(SWIFT) build -c release --product junction
 	$(SWIFT) build -c release --product junction-bench
-	.build/release/junction-bench
+	bash -o pipefail -c '.build/release/junction-bench | tee .build/bench.md'
+	python3 scripts/plot-bench.py .build/bench.md .build/bench-cpeers.png
 
 clean:
 	rm -rf .build

@@ -7,7 +7,7 @@
 #
 # Needs a release build (swift build -c release --product junction), valgrind
 # and .build/netbench (make bench builds it). Prints, per message:
-#   publish  oneway publishes, no subscriber (flush=never)
+#   publish  oneway publishes, no subscriber (flush=never), until a PING is answered
 #   deliver  publish → one subscriber with ack none, minus publish
 #   ack      the same with explicit acks, minus ack none
 #   receipt  pipelined publish with receipts, 1024 in flight (flush=always)
@@ -19,7 +19,8 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 # valgrind 3.19 cannot read the DWARF 5 that swift emits: count on a copy without it.
-objcopy --strip-debug "$root/.build/release/junction" "$work/junction"
+# JUNCTION=path counts another build (an older commit's, say) the same way.
+objcopy --strip-debug "${JUNCTION:-$root/.build/release/junction}" "$work/junction"
 netbench="$root/.build/netbench"
 
 # count FLUSH [NETBENCH-ARGS...]: instructions of one gateway run.

@@ -15,3 +15,8 @@ if [ ! -x .build/netbench ] || [ Benchmarks/c/netbench.c -nt .build/netbench ]; 
     [ -n "$compiler" ] || { echo "setup-bench: no C compiler (cc or clang) for Benchmarks/c/netbench.c" >&2; exit 1; }
     "$compiler" -O2 -Wall -pthread -o .build/netbench Benchmarks/c/netbench.c
 fi
+# matplotlib draws the plot of the cpeers section (scripts/plot-bench.py).
+if ! python3 -c "import matplotlib" >/dev/null 2>&1; then
+    echo "setup-bench: installing matplotlib with pip"
+    python3 -m pip install -q matplotlib || pip install -q matplotlib
+fi

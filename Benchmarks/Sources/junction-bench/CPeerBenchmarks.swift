@@ -1,3 +1,4 @@
+import Dispatch
 import Foundation
 
 /// Junction and nats-server driven by the same plain C client
@@ -47,6 +48,14 @@ struct CPeerBenchmarks {
         print("| --- | ---: | ---: | ---: | --- |")
         let (publish, jetstream) = try await pairedRuns(flush: "always", ["publish", n, "1024"], peer: "jetstream", "published")
         row("pipelined publish with receipts (1024 in flight), Junction flush=always vs JetStream file stream, msg/s", publish, jetstream, higher: true, target: 2.0)
+        // 1,000,000 lines of 100 bytes through `junction pub` (flush=always), against the same JetStream figure.
+        let lines = "\(root)/lines.txt"
+        try String(repeating: String(repeating: "j", count: 99) + "\n", count: 1_000_000).write(toFile: lines, atomically: false, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: lines) }
+        let (pub, _) = try await measure("published", {
+            try await peers.withJunction(binary: junction, flush: "always") { port in try pubRun(junction, port: port, lines: lines, count: 1_000_000) }
+        }, nil)
+        row("1,000,000 lines of 100 bytes through `junction pub --mode async` (flush=always) vs JetStream publish with acks (row above), msg/s", pub, jetstream, higher: true, target: 2.0)
         let (one, natsOne) = try await pairedRuns(flush: "never", ["pubsub", n, "1", "none"], peer: "nats", "delivered")
         row("publish → 1 subscriber, Junction flush=never ack none vs NATS core, msg/s delivered", one, natsOne, higher: true, target: 1.0)
         let (eight, natsEight) = try await pairedRuns(flush: "never", ["pubsub", n, "8", "none"], peer: "nats", "delivered")
@@ -135,4 +144,22 @@ func netbenchRun(_ binary: String, _ arguments: [String]) throws -> [String: Dou
         if parts.count == 2, let value = Double(parts[1]) { figures[String(parts[0])] = value }
     }
     return figures
+}
+
+/// Runs `junction pub --mode async` with `lines` on stdin; its rate.
+func pubRun(_ junction: String, port: Int, lines: String, count: Int) throws -> [String: Double] {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: junction)
+    process.arguments = ["pub", "--server", "127.0.0.1:\(port)", "--topic", "bench", "--mode", "async"]
+    process.standardInput = try FileHandle(forReadingFrom: URL(fileURLWithPath: lines))
+    let errors = Pipe()
+    process.standardError = errors
+    process.standardOutput = FileHandle.nullDevice
+    let started = DispatchTime.now().uptimeNanoseconds
+    try process.run()
+    let problem = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    process.waitUntilExit()
+    let seconds = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
+    guard process.terminationStatus == 0 else { throw BenchError(message: "junction pub failed: \(problem)") }
+    return ["published": Double(count) / seconds, "seconds": seconds]
 }
