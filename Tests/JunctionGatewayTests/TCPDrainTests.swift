@@ -20,6 +20,8 @@ final class PipelinedProducer: @unchecked Sendable {
         /// The queue offsets the receipts named (the topic has one queue).
         var offsets: Set<UInt64> = []
         var shuttingDown = false
+        /// Why the bytes stopped parsing, if they did (nothing after is counted).
+        var undecodable: String?
         var framesAfterShuttingDown = 0
         var ending = Ending.running
         var sent = 0
@@ -78,6 +80,17 @@ final class PipelinedProducer: @unchecked Sendable {
         }
     }
 
+    /// The next frame, or nil when more bytes are needed or the bytes do not parse (said in the record).
+    private static func next(from buffer: inout ByteBuffer, into record: borrowing Mutex<Record>) -> Frame? {
+        do {
+            return try FrameDecoder.next(from: &buffer, maxFrameBytes: 1 << 24)
+        } catch {
+            let head = Array(buffer.readableBytesView.prefix(32)).map { String($0, radix: 16) }.joined(separator: " ")
+            record.withLock { if $0.undecodable == nil { $0.undecodable = "\(error) at bytes \(head)" } }
+            return nil
+        }
+    }
+
     private func read() {
         var received = ByteBuffer()
         var chunk = [UInt8](repeating: 0, count: 1 << 16)
@@ -89,7 +102,7 @@ final class PipelinedProducer: @unchecked Sendable {
             finished.signal()
         }
         while true {
-            while let frame = try? FrameDecoder.next(from: &received, maxFrameBytes: 1 << 24) {
+            while let frame = Self.next(from: &received, into: record) {
                 record.withLock { record in
                     if record.shuttingDown { record.framesAfterShuttingDown += 1 }
                     switch frame.body {
@@ -130,7 +143,8 @@ struct TCPDrainTests {
         #expect(await gateway.stop() == 0)
         #expect(try await producer.waitUntilEnded(seconds: 30), "the connection did not end after the gateway stopped")
         let record = producer.record.withLock { $0 }
-        let summary = "sent \(record.sent), receipted \(record.receipted.count), ended \(record.ending)"
+        let log = gateway.process.lines.suffix(12).joined(separator: "\n")
+        let summary = "sent \(record.sent), receipted \(record.receipted.count), ended \(record.ending), undecodable \(record.undecodable ?? "none"); the gateway's last lines:\n\(log)"
         let (sent, receipted, shuttingDown, after, ending) = (record.sent, record.receipted.count, record.shuttingDown, record.framesAfterShuttingDown, record.ending)
         #expect(sent > receipted, "the producer was ahead of the store when the gateway stopped: \(summary)")
         #expect(shuttingDown, "no ERROR shutting down: \(summary)")
