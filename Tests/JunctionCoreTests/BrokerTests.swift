@@ -70,6 +70,30 @@ struct BrokerPublishTests {
         #expect(try await h.count("t") == 0, "a refused batch stores nothing")
         try await h.close()
     }
+
+    @Test("several publishes at once: each is all-or-nothing alone, the others are stored in order as if published one after another")
+    func batches() async throws {
+        let h = try await DeliveryHarness.open()
+        // One sharding key: one queue, so the offsets show the order.
+        let results = try await withUnsafeThrowingContinuation { continuation in
+            h.broker.publish(batches: [
+                [Message(topic: "t", body: [1], shardingKey: "k")],
+                [Message(topic: "t", body: [2], shardingKey: "k"), Message(topic: "t", tag: "a b", body: [3], shardingKey: "k")],
+                [Message(topic: "t", body: [4], shardingKey: "k"), Message(topic: "t", body: [5], shardingKey: "k")],
+                // A topic checked for the publish before does not excuse another one.
+                [Message(topic: "%OWN", body: [6])],
+            ]) { continuation.resume(returning: $0) }
+        }
+        #expect(results.count == 4)
+        #expect((try? results[0].get())?.map(\.queueOffset) == [0])
+        #expect((try? results[2].get())?.map(\.queueOffset) == [1, 2])
+        for (index, expected) in [(1, "message 2 of 2"), (3, "broker's own")] {
+            guard case .failure(let error) = results[index] else { Issue.record("publish \(index) was accepted"); continue }
+            #expect("\(error)".contains(expected), "\(error)")
+        }
+        #expect(try await h.count("t") == 3, "the refused publish stored nothing, the others everything")
+        try await h.close()
+    }
 }
 
 @Suite("Broker: idempotent publish")
