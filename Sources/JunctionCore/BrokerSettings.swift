@@ -18,6 +18,8 @@ public struct BrokerSettings: Sendable, Hashable {
     /// be read, dropping it (`serve --discard-unreadable-state`); by default such
     /// a start is refused.
     public var discardUnreadableState = false
+    /// How undecided transactions are checked back (`transactions`).
+    public var transactions = TransactionSettings()
 
     /// Creates settings; the defaults are those documented in docs/CONFIG.md.
     public init(

@@ -260,6 +260,18 @@ public struct GroupOffset: Sendable, Hashable, Codable {
         if !attempts.isEmpty { try container.encode(attempts, forKey: .attempts) }
     }
 
+    /// Records `offset` as consumed: the committed offset moves past it and
+    /// past the acked offsets that follow it; an offset above `committed` is
+    /// kept in `acked`. Consuming a consumed offset changes nothing.
+    public mutating func consume(_ offset: UInt64) {
+        guard offset >= committed, !acked.contains(offset) else { return }
+        var acked = Set(self.acked)
+        acked.insert(offset)
+        while acked.remove(committed) != nil { committed += 1 }
+        self.acked = acked.sorted()
+        attempts = attempts.filter { $0.key >= committed && !acked.contains($0.key) }
+    }
+
     /// What identifies the record: a save replaces the one with the same key.
     public struct Key: Sendable, Hashable {
         public var group: String

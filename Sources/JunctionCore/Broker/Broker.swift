@@ -17,6 +17,7 @@ public final class Broker: Sendable {
     let topics: TopicRegistry
     let dedupe: DedupeTable
     let scheduler = DelayScheduler()
+    let transactions: TransactionService
     let delivery = DeliveryCore()
     let routeWorkers = Mutex<[RouteWorker]>([])
 
@@ -31,9 +32,12 @@ public final class Broker: Sendable {
         // Declared topics are recorded too: a queue count never shrinks, even
         // when the configuration later says fewer or forgets the topic.
         try await broker.record(broker.topics.all)
-        let remembered = try await broker.rebuildDedupeWindow()
+        let unfinishedSince = try await broker.loadTransactions(logger: logger)
+        let remembered = try await broker.rebuildDedupeWindow(copiesSince: unfinishedSince)
         try await broker.scheduler.open(store: store, discardUnreadable: settings.discardUnreadableState, logger: logger)
         try await broker.delivery.load(store: store, discardUnreadable: settings.discardUnreadableState, logger: logger)
+        // Commits a crash interrupted, before any group runs: their acks go into the saved progress.
+        await broker.finishTransactionsAfterStart()
         broker.delivery.startSaving(store: store, clock: clock, intervalMs: Int64(settings.offsetSaveIntervalMs), logger: logger)
         // Appends made elsewhere (another gateway on a shared backend) wake the groups as this process's own do.
         store.onExternalGrowth { [weak broker] grown in broker?.delivery.notify(grown: grown) }
@@ -44,6 +48,7 @@ public final class Broker: Sendable {
                 try await store.saveState(DelayScheduler.stateName, DelayScheduler.encodeProgress(doneBelow: doneBelow, fired: fired))
             },
             onError: { [logger] error in logger.error("delayed messages could not be delivered yet; retrying", metadata: ["error": "\(error)"]) })
+        broker.transactions.start(clock: clock) { [weak broker] now in await broker?.transactionTick(now: now) }
         if let cycle = RouteDefinition.cycle(in: settings.routes) {
             throw BrokerError(.conflict, "the routes form a loop: \(cycle.joined(separator: " → "))")
         }
@@ -53,7 +58,7 @@ public final class Broker: Sendable {
         }
         logger.info("broker ready", metadata: [
             "topics": "\(broker.topics.all.count)", "dedupeIds": "\(remembered)", "delayed": "\(broker.scheduler.waiting)",
-            "routes": "\(settings.routes.count)",
+            "routes": "\(settings.routes.count)", "transactions": "\(broker.transactions.read(\.entries.count))",
         ])
         return broker
     }
@@ -67,6 +72,7 @@ public final class Broker: Sendable {
         self.topics = TopicRegistry(
             declared: settings.topics, stored: stored, autoCreate: settings.autoCreateTopics, defaultQueues: settings.defaults.queues)
         self.dedupe = DedupeTable(windowMs: Int64(settings.defaults.dedupeWindowMs))
+        self.transactions = TransactionService(settings: settings.transactions)
     }
 
     /// Stops delayed delivery and every consumer group, and saves the groups'
@@ -77,6 +83,10 @@ public final class Broker: Sendable {
         }
         for worker in routeWorkers.withLock({ workers in defer { workers.removeAll() }; return workers }) { await worker.stop() }
         await scheduler.stop()
+        await transactions.stop()
+        do { try await transactions.save(store: store) } catch {
+            logger.error("cannot save the transactions on close; the next start reads them from the half messages", metadata: ["error": "\(error)"])
+        }
         await delivery.stopSaving()
         do { try await delivery.save(store: store) } catch {
             logger.error("cannot save consumer offsets on close", metadata: ["error": "\(error)"])
@@ -179,7 +189,7 @@ public final class Broker: Sendable {
     /// Why a publish is refused, naming the message of a batch, or nil.
     /// `checkedTopic`: a topic found valid just before (by this call or the
     /// caller's previous one), whose checks need not run again.
-    private func problem(in messages: [Message], now: Int64, checkedTopic: inout String?) -> BrokerError? {
+    func problem(in messages: [Message], now: Int64, checkedTopic: inout String?) -> BrokerError? {
         for (index, message) in messages.enumerated() {
             do {
                 try validate(message, now: now, topicChecked: message.topic == checkedTopic)
@@ -193,17 +203,18 @@ public final class Broker: Sendable {
         return nil
     }
 
-    private func store(_ messages: [Message], now: Int64, isInternal: Bool, dedupeKeys: [DedupeTable.Key?]? = nil) async throws -> [PublishReceipt] {
+    func store(_ messages: [Message], now: Int64, isInternal: Bool, dedupeKeys: [DedupeTable.Key?]? = nil, scheduling: Bool? = nil) async throws -> [PublishReceipt] {
         try await withUnsafeThrowingContinuation { continuation in
-            store(messages, now: now, isInternal: isInternal, dedupeKeys: dedupeKeys) { continuation.resume(with: $0) }
+            store(messages, now: now, isInternal: isInternal, dedupeKeys: dedupeKeys, scheduling: scheduling) { continuation.resume(with: $0) }
         }
     }
 
     /// Claims dedupe ids, places and queues what is new, and answers in order
     /// once it is stored. A dedupe id that another publish is storing right now
-    /// is resolved after that one completes.
-    private func store(
-        _ messages: [Message], now: Int64, isInternal: Bool, dedupeKeys: [DedupeTable.Key?]? = nil,
+    /// is resolved after that one completes. A message due later goes to the
+    /// schedule when `scheduling` (by default: for producers' publishes).
+    func store(
+        _ messages: [Message], now: Int64, isInternal: Bool, dedupeKeys: [DedupeTable.Key?]? = nil, scheduling: Bool? = nil,
         completion: @escaping @Sendable (Result<[PublishReceipt], any Error>) -> Void
     ) {
         var receipts = [PublishReceipt?](repeating: nil, count: messages.count)
@@ -237,7 +248,7 @@ public final class Broker: Sendable {
         do {
             for index in toStore {
                 var message = messages[index]
-                if let deliverAt = message.deliverAt, deliverAt > now, !isInternal {
+                if let deliverAt = message.deliverAt, deliverAt > now, scheduling ?? !isInternal {
                     message.properties[DelayScheduler.targetProperty] = message.topic
                     message.topic = DelayScheduler.topic
                     scheduled.append(requests.count)
@@ -332,7 +343,7 @@ public final class Broker: Sendable {
                             receipt.duplicate = true
                             receipts[index] = receipt
                         } else {
-                            receipts[index] = try await store([messages[index]], now: clock.now(), isInternal: isInternal, dedupeKeys: [key])[0]
+                            receipts[index] = try await store([messages[index]], now: clock.now(), isInternal: isInternal, dedupeKeys: [key], scheduling: scheduling)[0]
                         }
                     }
                     answer(.success(receipts.map { $0! }))
@@ -361,7 +372,7 @@ public final class Broker: Sendable {
         }
     }
 
-    private func dedupeKey(for message: Message) -> DedupeTable.Key? {
+    func dedupeKey(for message: Message) -> DedupeTable.Key? {
         guard let id = message.dedupeID, settings.defaults.dedupeWindowMs > 0 else { return nil }
         return DedupeTable.Key(topic: message.topic, id: id)
     }
@@ -443,8 +454,11 @@ public final class Broker: Sendable {
         let copyOf = stored.message.properties[copyOfProperty]
         guard copyOf != nil || stored.message.properties[DelayScheduler.targetProperty] != nil else { return stored }
         var view = stored
-        if let copyOf, copyOf.hasPrefix(DelayScheduler.copyPrefix), let scheduled = MessageID(copyOf.dropFirst(DelayScheduler.copyPrefix.count)) {
-            view.id = scheduled
+        if let copyOf {
+            // A delayed message under its scheduled record's id, a transaction's under its half record's.
+            for prefix in [DelayScheduler.copyPrefix, TransactionService.copyPrefix] where copyOf.hasPrefix(prefix) {
+                if let original = MessageID(copyOf.dropFirst(prefix.count)) { view.id = original }
+            }
         }
         view.message.properties = stored.message.properties.filter { !$0.key.hasPrefix("%") }
         return view
@@ -505,14 +519,20 @@ public final class Broker: Sendable {
     private var copyWindowMs: Int64 { max(Int64(settings.defaults.dedupeWindowMs), 600_000) }
 
     /// Reads back every message stored within the dedupe window and remembers
-    /// its dedupe id (and the schedule id of delayed copies).
-    private func rebuildDedupeWindow() async throws -> Int {
+    /// its dedupe id (and the schedule id of delayed copies). `copiesSince`:
+    /// copies stored from then on are remembered until the window from now
+    /// passes (a commit a crash interrupted is carried out again at start,
+    /// however long the gateway was down, and must not copy twice).
+    private func rebuildDedupeWindow(copiesSince: Int64? = nil) async throws -> Int {
         let now = clock.now()
         let window = Int64(settings.defaults.dedupeWindowMs)
         let scheduleWindow = copyWindowMs
+        let since = min(now - scheduleWindow, copiesSince ?? .max)
+        // A copy's key counts from when it was stored, or from `since` when that is older than the window.
+        func copyWindow(_ storedAt: Int64) -> Int64 { max(scheduleWindow, now - storedAt + scheduleWindow) }
         for (topic, queues) in topics.all where topic != DelayScheduler.topic {
             for queue in 0..<queues {
-                var offset = try await store.offset(topic: topic, queue: queue, atOrAfter: now - scheduleWindow)
+                var offset = try await store.offset(topic: topic, queue: queue, atOrAfter: since)
                 let end = try await store.queueRange(topic: topic, queue: queue).end
                 while offset < end {
                     let batch = try await store.read(topic: topic, queue: queue, from: offset, limit: ReadLimit(maxMessages: 512), tagHashes: nil)
@@ -520,9 +540,13 @@ public final class Broker: Sendable {
                         let receipt = PublishReceipt(
                             id: stored.id, topic: topic, queue: stored.queue, queueOffset: stored.queueOffset, storeTimestamp: stored.storeTimestamp)
                         if let copyOf = stored.message.properties[Broker.copyOfProperty] {
-                            dedupe.record(DedupeTable.Key(topic: topic, id: "%copy%" + copyOf), receipt: receipt, storedAt: stored.storeTimestamp, window: scheduleWindow)
-                        } else if let id = stored.message.dedupeID, window > 0, stored.storeTimestamp >= now - window {
+                            dedupe.record(DedupeTable.Key(topic: topic, id: "%copy%" + copyOf), receipt: receipt, storedAt: stored.storeTimestamp, window: copyWindow(stored.storeTimestamp))
+                        }
+                        // A transaction's copy keeps its producer's dedupe id.
+                        if let id = stored.message.dedupeID, window > 0, stored.storeTimestamp >= now - window {
                             dedupe.record(DedupeTable.Key(topic: topic, id: id), receipt: receipt, storedAt: stored.storeTimestamp)
+                        } else if let id = stored.message.dedupeID, window > 0, stored.message.properties[Broker.copyOfProperty]?.hasPrefix(TransactionService.copyPrefix) == true {
+                            dedupe.record(DedupeTable.Key(topic: topic, id: id), receipt: receipt, storedAt: stored.storeTimestamp, window: copyWindow(stored.storeTimestamp))
                         }
                     }
                     if batch.nextOffset == offset { break }
@@ -537,11 +561,17 @@ public final class Broker: Sendable {
             while offset < end {
                 let batch = try await store.read(topic: DelayScheduler.topic, queue: 0, from: offset, limit: ReadLimit(maxMessages: 512), tagHashes: nil)
                 for stored in batch.messages {
-                    guard let id = stored.message.dedupeID, let target = stored.message.properties[DelayScheduler.targetProperty] else { continue }
+                    guard let target = stored.message.properties[DelayScheduler.targetProperty] else { continue }
                     let receipt = PublishReceipt(
                         id: stored.id, topic: target, queue: stored.queue, queueOffset: stored.queueOffset,
                         storeTimestamp: stored.storeTimestamp, deliverAt: stored.message.deliverAt)
-                    dedupe.record(DedupeTable.Key(topic: target, id: id), receipt: receipt, storedAt: stored.storeTimestamp)
+                    if let id = stored.message.dedupeID {
+                        dedupe.record(DedupeTable.Key(topic: target, id: id), receipt: receipt, storedAt: stored.storeTimestamp)
+                    }
+                    // A committed transaction's delayed message, scheduled.
+                    if let copyOf = stored.message.properties[Broker.copyOfProperty] {
+                        dedupe.record(DedupeTable.Key(topic: target, id: "%copy%" + copyOf), receipt: receipt, storedAt: stored.storeTimestamp, window: copyWindow(stored.storeTimestamp))
+                    }
                 }
                 if batch.nextOffset == offset { break }
                 offset = batch.nextOffset

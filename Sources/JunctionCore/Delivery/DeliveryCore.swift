@@ -119,6 +119,32 @@ final class DeliveryCore: Sendable {
         }
     }
 
+    /// Consumes deliveries of engines that run nowhere here now (a
+    /// transaction's acks after a restart, or after its group's members
+    /// left): each offset is recorded as acked in the saved progress, and the
+    /// committed offset moves past a run of acked ones. Durable when it returns.
+    func consumeSaved(_ acks: [TransactionAck], store: any MessageStore) async throws {
+        guard !acks.isEmpty else { return }
+        let changed = state.withLock { state -> [GroupOffset] in
+            var changed: [GroupOffset.Key: GroupOffset] = [:]
+            for ack in acks {
+                let key = GroupOffset.Key(group: ack.group, topic: ack.topic, queue: ack.queue)
+                // A queue with no saved progress was never read past: its
+                // start is the subscription's to decide, and the delivery
+                // comes again (at least once) rather than the queue from 0.
+                guard var record = changed[key] ?? state.saved[key] else { continue }
+                record.consume(ack.offset)
+                changed[key] = record
+            }
+            return changed.values.filter { state.saved[$0.key] != $0 }
+        }
+        guard !changed.isEmpty else { return }
+        try await store.saveOffsets(changed)
+        state.withLock { state in
+            for record in changed { state.saved[record.key] = record }
+        }
+    }
+
     /// Starts saving progress every `intervalMs`.
     func startSaving(store: any MessageStore, clock: any WallClock, intervalMs: Int64, logger: Logger) {
         let task = Task { [self] in
