@@ -60,6 +60,8 @@ public final class JunctionClient: Sendable {
         var nextSubscriptionID: UInt32 = 1
         var pending: [UInt32: @Sendable (Result<Frame, ClientError>) -> Void] = [:]
         var subscriptions: [UInt32: ClientSubscription] = [:]
+        /// Producer groups whose checks this client answers, and how.
+        var checkers: [String: @Sendable (TransactionCheck) async -> TransactionOutcome] = [:]
         var closed = false
         var connectWaiters: [CheckedContinuation<Void, any Error>] = []
     }
@@ -110,6 +112,10 @@ public final class JunctionClient: Sendable {
         let subscriptions = state.withLock { Array($0.subscriptions.values) }
         for subscription in subscriptions {
             _ = try await request(.subscribe(id: subscription.id, options: subscription.options))
+        }
+        // And answer checks again.
+        for producerGroup in state.withLock({ Array($0.checkers.keys) }) {
+            _ = try await request(.txChecker(producerGroup: producerGroup))
         }
     }
 
@@ -205,6 +211,60 @@ public final class JunctionClient: Sendable {
         subscription.finish()
     }
 
+    // MARK: Transactions
+
+    /// Prepares a transaction: the messages are stored but stay invisible
+    /// until `commit`. `acks`: deliveries of `subscription` that the commit
+    /// consumes in the same step (exactly-once consume-transform-produce with
+    /// dedupe ids). Returns the transaction's id and the ids its messages
+    /// will be delivered under.
+    public func prepare(
+        _ messages: [Message], producerGroup: String = "default", timeoutMs: Int? = nil,
+        acking acks: [Delivery] = [], of subscription: ClientSubscription? = nil
+    ) async throws -> (id: TransactionID, messages: [MessageID]) {
+        let answer = try await request(.txPrepare(
+            producerGroup: producerGroup, timeoutMs: UInt32(clamping: timeoutMs ?? 0), subscription: subscription?.id ?? 0,
+            acks: acks.map(\.tag), messages: messages))
+        guard case .txPrepared(let text, let ids) = answer.body, let id = TransactionID(text) else {
+            throw ClientError(code: nil, message: "unexpected answer to TX_PREPARE: \(answer.body.opcode)")
+        }
+        return (id, ids)
+    }
+
+    /// Commits a prepared transaction: its messages become visible (once,
+    /// however often this is repeated). Throws conflict after a rollback.
+    public func commit(_ id: TransactionID) async throws { _ = try await request(.txEnd(id: id.text, outcome: .commit)) }
+
+    /// Rolls a prepared transaction back: its messages are never delivered.
+    /// Throws conflict after a commit.
+    public func rollback(_ id: TransactionID) async throws { _ = try await request(.txEnd(id: id.text, outcome: .rollback)) }
+
+    /// Answers the broker's checks of `producerGroup`'s undecided transactions
+    /// with what `handler` returns (commit, rollback, or unknown: asked again
+    /// later), from now on and after each reconnect.
+    public func answerChecks(producerGroup: String = "default", _ handler: @escaping @Sendable (TransactionCheck) async -> TransactionOutcome) async throws {
+        state.withLock { $0.checkers[producerGroup] = handler }
+        _ = try await request(.txChecker(producerGroup: producerGroup))
+    }
+
+    /// The transactions not yet settled (admin).
+    public func listTransactions() async throws -> [TransactionInfo] {
+        guard case .transactions(let list) = try await request(.txList).body else { throw ClientError(code: nil, message: "unexpected answer") }
+        return list
+    }
+
+    /// Checks a transaction parked at check-max again (admin).
+    public func resume(_ id: TransactionID) async throws { _ = try await request(.txResume(id: id.text)) }
+
+    private func check(_ check: TransactionCheck) {
+        guard let handler = state.withLock({ $0.checkers[check.producerGroup] }) else { return }
+        Task {
+            let outcome = await handler(check)
+            guard outcome != .unknown else { return }
+            send(.txEnd(id: check.id.text, outcome: outcome), expectAnswer: false)
+        }
+    }
+
     // MARK: Admin
 
     /// Every topic with its number of queues.
@@ -251,6 +311,7 @@ public final class JunctionClient: Sendable {
             subscription?.push(deliveries)
             return
         }
+        if case .txCheck(let asked) = frame.body, frame.requestID == 0 { return check(asked) }
         if frame.requestID == 0 {
             if case .error(let code, let message) = frame.body {
                 logger.warning("server error", metadata: ["code": "\(code)", "message": "\(message)"])

@@ -63,6 +63,15 @@ public struct GatewayConfiguration: Sendable, Hashable {
         if let routes = try root.array("routes") {
             configuration.broker.routes = try decodeRoutes(routes, file: file, broker: configuration.broker)
         }
+        if var transactions = try root.object("transactions") {
+            var settings = TransactionSettings()
+            if let timeout = try transactions.integer("transactionTimeoutMs", in: 1...86_400_000) { settings.timeoutMs = timeout }
+            if let interval = try transactions.integer("checkIntervalMs", in: 100...86_400_000) { settings.checkIntervalMs = interval }
+            if let checks = try transactions.integer("maxChecks", in: 0...10_000) { settings.maxChecks = checks }
+            if let remember = try transactions.integer("rememberSettledMs", in: 60_000...(30 * 86_400_000)) { settings.rememberSettledMs = remember }
+            try transactions.finish()
+            configuration.broker.transactions = settings
+        }
         if var auth = try root.object("auth") {
             configuration.broker.access = try decodeAuth(&auth, file: file)
         }

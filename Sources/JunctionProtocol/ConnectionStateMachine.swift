@@ -76,7 +76,7 @@ public struct ConnectionStateMachine: Sendable {
                 return .reply(Frame(.error(code: .invalidRequest, message: "HELLO was already sent"), requestID: frame.requestID))
             case .ping:
                 return .reply(Frame(.pong, requestID: frame.requestID))
-            case .helloOK, .pong, .receipts, .subscribed, .deliveries, .topics, .groups, .ok, .error:
+            case .helloOK, .pong, .receipts, .subscribed, .deliveries, .topics, .groups, .ok, .error, .txPrepared, .txCheck, .transactions:
                 return .reply(Frame(.error(code: .invalidRequest, message: "\(frame.body.opcode) is sent by servers, not clients"), requestID: frame.requestID))
             default:
                 if let refusal = forbidden(frame.body) {
@@ -91,7 +91,7 @@ public struct ConnectionStateMachine: Sendable {
     private func forbidden(_ body: Frame.Body) -> String? {
         guard let grant else { return nil }
         switch body {
-        case .publish(_, let messages):
+        case .publish(_, let messages), .txPrepare(_, _, _, _, let messages):
             guard let index = messages.firstIndex(where: { !grant.mayPublish(to: $0.topic) }) else { return nil }
             let which = messages.count > 1 ? "message \(index + 1) of \(messages.count): " : ""
             return "\(which)token \"\(grant.name)\" may not publish to topic \(messages[index].topic); nothing of this request was stored"
@@ -99,6 +99,8 @@ public struct ConnectionStateMachine: Sendable {
             return grant.maySubscribe(to: options.topic) ? nil : "token \"\(grant.name)\" may not subscribe to topic \(options.topic)"
         case .createTopic, .resetOffsets:
             return grant.admin ? nil : "token \"\(grant.name)\" may not create topics or reset offsets (admin)"
+        case .txList, .txResume:
+            return grant.admin ? nil : "token \"\(grant.name)\" may not list or resume transactions (admin)"
         default:
             return nil
         }

@@ -24,10 +24,11 @@ public struct Frame: Sendable, Hashable {
         case publish = 0x10
         case subscribe = 0x20, unsubscribe = 0x21, pull = 0x22, ack = 0x23, nack = 0x24, credit = 0x25
         case listTopics = 0x30, listGroups = 0x31, createTopic = 0x32, resetOffsets = 0x33
+        case txPrepare = 0x40, txEnd = 0x41, txChecker = 0x42, txList = 0x43, txResume = 0x44
         case helloOK = 0x81, pong = 0x82
-        case receipts = 0x90
-        case subscribed = 0xA0, deliveries = 0xA1
-        case topics = 0xB0, groups = 0xB1
+        case receipts = 0x90, txPrepared = 0x91
+        case subscribed = 0xA0, deliveries = 0xA1, txCheck = 0xA2
+        case topics = 0xB0, groups = 0xB1, transactions = 0xB2
         case ok = 0xBE
         case error = 0xFF
     }
@@ -48,14 +49,29 @@ public struct Frame: Sendable, Hashable {
         case listGroups(group: String?)
         case createTopic(name: String, queues: UInt16)
         case resetOffsets(group: String, start: SubscriptionOptions.Start)
+        /// Prepares a transaction: its messages stored, invisible until TX_END
+        /// commits; `acks` (deliveries of subscription `subscription`, 0: none)
+        /// are consumed by the commit. `timeoutMs` 0: the broker's default.
+        case txPrepare(producerGroup: String, timeoutMs: UInt32, subscription: UInt32, acks: [DeliveryTag], messages: [Message])
+        /// Commits or rolls back a transaction, or (`unknown`) answers a check undecided.
+        case txEnd(id: String, outcome: TransactionOutcome)
+        /// This connection answers the checks of a producer group.
+        case txChecker(producerGroup: String)
+        case txList
+        case txResume(id: String)
         // Server to client.
         case helloOK(version: UInt16, server: String)
         case pong
         case receipts([PublishReceipt])
+        /// A prepared transaction's id, and the ids its messages will be delivered under.
+        case txPrepared(id: String, messages: [MessageID])
         case subscribed(id: UInt32)
         case deliveries(id: UInt32, [Delivery])
+        /// The broker asks a checker for a transaction's outcome (request id 0).
+        case txCheck(TransactionCheck)
         case topics([TopicInfo])
         case groups([GroupStats])
+        case transactions([TransactionInfo])
         case ok
         case error(code: ErrorCode, message: String)
 
@@ -75,6 +91,14 @@ public struct Frame: Sendable, Hashable {
             case .listGroups: .listGroups
             case .createTopic: .createTopic
             case .resetOffsets: .resetOffsets
+            case .txPrepare: .txPrepare
+            case .txEnd: .txEnd
+            case .txChecker: .txChecker
+            case .txList: .txList
+            case .txResume: .txResume
+            case .txPrepared: .txPrepared
+            case .txCheck: .txCheck
+            case .transactions: .transactions
             case .helloOK: .helloOK
             case .pong: .pong
             case .receipts: .receipts

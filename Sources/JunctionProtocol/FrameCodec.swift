@@ -42,7 +42,7 @@ public enum FrameCodec {
             buffer.writeInteger(version)
             buffer.writeWireString(client)
             buffer.writeOptional(token) { $0.writeWireString($1) }
-        case .ping, .pong, .listTopics, .ok:
+        case .ping, .pong, .listTopics, .ok, .txList:
             break
         case .publish(let receipt, let messages):
             buffer.writeInteger(UInt8(receipt ? 1 : 0))
@@ -75,6 +75,33 @@ public enum FrameCodec {
         case .resetOffsets(let group, let start):
             buffer.writeWireString(group)
             buffer.writeStart(start)
+        case .txPrepare(let producerGroup, let timeoutMs, let subscription, let acks, let messages):
+            buffer.writeWireString(producerGroup)
+            buffer.writeInteger(timeoutMs)
+            buffer.writeInteger(subscription)
+            buffer.writeTags(acks)
+            buffer.writeInteger(UInt16(messages.count))
+            for message in messages { buffer.writeMessage(message) }
+        case .txEnd(let id, let outcome):
+            buffer.writeWireString(id)
+            buffer.writeInteger(Self.outcomeByte(outcome))
+        case .txChecker(let producerGroup):
+            buffer.writeWireString(producerGroup)
+        case .txResume(let id):
+            buffer.writeWireString(id)
+        case .txPrepared(let id, let messages):
+            buffer.writeWireString(id)
+            buffer.writeInteger(UInt16(messages.count))
+            for message in messages { buffer.writeID(message) }
+        case .txCheck(let check):
+            buffer.writeWireString(check.id.text)
+            buffer.writeWireString(check.producerGroup)
+            buffer.writeInteger(UInt16(clamping: check.attempt))
+            buffer.writeInteger(UInt16(check.messages.count))
+            for message in check.messages { buffer.writeMessage(message) }
+        case .transactions(let transactions):
+            buffer.writeInteger(UInt16(clamping: transactions.count))
+            for transaction in transactions.prefix(Int(UInt16.max)) { buffer.writeTransaction(transaction) }
         case .helloOK(let version, let server):
             buffer.writeInteger(version)
             buffer.writeWireString(server)
@@ -130,6 +157,38 @@ public enum FrameCodec {
         case .listGroups: body = .listGroups(group: try reader.optional { (r: inout WireReader) throws(ProtocolError) in try r.string() })
         case .createTopic: body = .createTopic(name: try reader.string(), queues: try reader.u16())
         case .resetOffsets: body = .resetOffsets(group: try reader.string(), start: try reader.start())
+        case .txPrepare:
+            let producerGroup = try reader.string()
+            let timeoutMs = try reader.u32()
+            let subscription = try reader.u32()
+            let acks = try reader.tags()
+            let count = Int(try reader.u16())
+            var messages: [Message] = []
+            for _ in 0..<count { messages.append(try reader.message()) }
+            body = .txPrepare(producerGroup: producerGroup, timeoutMs: timeoutMs, subscription: subscription, acks: acks, messages: messages)
+        case .txEnd: body = .txEnd(id: try reader.string(), outcome: try reader.outcome())
+        case .txChecker: body = .txChecker(producerGroup: try reader.string())
+        case .txList: body = .txList
+        case .txResume: body = .txResume(id: try reader.string())
+        case .txPrepared:
+            let id = try reader.string()
+            let count = Int(try reader.u16())
+            var ids: [MessageID] = []
+            for _ in 0..<count { ids.append(try reader.id()) }
+            body = .txPrepared(id: id, messages: ids)
+        case .txCheck:
+            let id = try reader.transactionID()
+            let producerGroup = try reader.string()
+            let attempt = Int(try reader.u16())
+            let count = Int(try reader.u16())
+            var messages: [Message] = []
+            for _ in 0..<count { messages.append(try reader.message()) }
+            body = .txCheck(TransactionCheck(id: id, producerGroup: producerGroup, messages: messages, attempt: attempt))
+        case .transactions:
+            let count = Int(try reader.u16())
+            var transactions: [TransactionInfo] = []
+            for _ in 0..<count { transactions.append(try reader.transaction()) }
+            body = .transactions(transactions)
         case .helloOK: body = .helloOK(version: try reader.u16(), server: try reader.string())
         case .receipts:
             let count = Int(try reader.u16())
@@ -159,6 +218,15 @@ public enum FrameCodec {
             throw ProtocolError(.malformedFrame, "\(opcode) frame has \(reader.buffer.readableBytes) bytes left over after its payload", requestID: requestID)
         }
         return Frame(body, requestID: requestID)
+    }
+
+    /// TX_END's outcome byte.
+    static func outcomeByte(_ outcome: TransactionOutcome) -> UInt8 {
+        switch outcome {
+        case .commit: 0
+        case .rollback: 1
+        case .unknown: 2
+        }
     }
 }
 
@@ -298,6 +366,39 @@ struct WireReader {
             ordered: flags & 1 != 0, pull: flags & 2 != 0, consumerID: consumerID, temporary: flags & 4 != 0)
     }
 
+    mutating func outcome() throws(ProtocolError) -> TransactionOutcome {
+        switch try u8() {
+        case 0: return .commit
+        case 1: return .rollback
+        case 2: return .unknown
+        case let other: throw ProtocolError(.malformedFrame, "outcome \(other) is not 0 (commit), 1 (rollback) or 2 (unknown)", requestID: requestID)
+        }
+    }
+
+    mutating func transactionID() throws(ProtocolError) -> TransactionID {
+        let text = try string()
+        guard let id = TransactionID(text) else { throw ProtocolError(.malformedFrame, "\(opcode) frame: \"\(text)\" is not a transaction id (32 hex digits)", requestID: requestID) }
+        return id
+    }
+
+    mutating func transaction() throws(ProtocolError) -> TransactionInfo {
+        let id = try transactionID()
+        let producerGroup = try string()
+        let stateByte = try u8()
+        let states: [TransactionInfo.State] = [.open, .checkMax, .committing]
+        guard Int(stateByte) < states.count else { throw ProtocolError(.malformedFrame, "transaction state \(stateByte) is not 0, 1 or 2", requestID: requestID) }
+        let preparedAt = try i64()
+        let checks = Int(try u16())
+        let nextCheckAt = try i64()
+        let acks = Int(try u32())
+        let topicCount = Int(try u16())
+        var topics: [String] = []
+        for _ in 0..<topicCount { topics.append(try string()) }
+        return TransactionInfo(
+            id: id, producerGroup: producerGroup, state: states[Int(stateByte)], preparedAt: preparedAt, checks: checks,
+            nextCheckAt: nextCheckAt, topics: topics, acks: acks)
+    }
+
     mutating func groupStats() throws(ProtocolError) -> GroupStats {
         let group = try string()
         let consumerID = try optional { (reader: inout WireReader) throws(ProtocolError) in try reader.string() }
@@ -361,6 +462,19 @@ extension ByteBuffer {
         writeInteger(message.bornTimestamp)
         writeInteger(UInt32(message.body.count))
         writeBytes(message.body)
+    }
+
+    mutating func writeTransaction(_ transaction: TransactionInfo) {
+        writeWireString(transaction.id.text)
+        writeWireString(transaction.producerGroup)
+        writeInteger(UInt8(transaction.state == .open ? 0 : transaction.state == .checkMax ? 1 : 2))
+        writeInteger(transaction.preparedAt)
+        writeInteger(UInt16(clamping: transaction.checks))
+        writeInteger(transaction.nextCheckAt)
+        writeInteger(UInt32(clamping: transaction.acks))
+        let topics = transaction.topics.prefix(Int(UInt16.max))
+        writeInteger(UInt16(topics.count))
+        for topic in topics { writeWireString(topic) }
     }
 
     mutating func writeID(_ id: MessageID) {

@@ -13,6 +13,8 @@ public struct ExecSettings: Sendable {
     public var restartBackoffMs: [Int]
     /// The queue of what the child publishes without a sharding key (default: one queue, in order).
     public var queueSelection: QueueSelection = .perSource
+    /// The producer group of the child's transactions, whose checks it answers (default: the plugin's name).
+    public var producerGroup: String
 
     public static func decode(_ settings: inout JSONObjectReader, pluginName: String) throws(ConfigurationError) -> ExecSettings {
         guard let items = try settings.array("command"), !items.isEmpty else { throw settings.error("command", "expected the program and its arguments, such as [\"python3\", \"enrich.py\"]") }
@@ -48,10 +50,14 @@ public struct ExecSettings: Sendable {
             try restart.finish()
         }
         let queueSelection = try QueueSelection.decode(&settings)
+        let producerGroup = try settings.string("producerGroup") ?? pluginName
+        if let problem = TopicName.problem(with: producerGroup) {
+            throw settings.error("producerGroup", problem.replacingOccurrences(of: "topic", with: "producer group"))
+        }
         try settings.finish()
         return ExecSettings(
             command: command, workingDirectory: workingDirectory, environment: environment, subscription: subscription,
-            restartBackoffMs: backoff, queueSelection: queueSelection)
+            restartBackoffMs: backoff, queueSelection: queueSelection, producerGroup: producerGroup)
     }
 }
 
@@ -74,6 +80,9 @@ func readLines(_ fd: Int32, _ body: ([UInt8]) -> Void) {
 /// child's publishes not yet durable, with the acks that wait for them.
 final class InFlightDeliveries: Sendable {
     let map = Mutex([String: DeliveryTag]())
+    /// Deliveries that prepared transactions ack, by transaction: they leave
+    /// `map` when the commit is carried out.
+    let transactionAcks = Mutex([TransactionID: [String]]())
 
     private struct Publishes {
         var outstanding = 0
@@ -177,17 +186,29 @@ public final class ExecPlugin: Service, Sendable {
         let subscription = try await broker.subscribe(settings.subscription)
         let inFlight = InFlightDeliveries()
 
+        // Deliveries to the child's stdin, on a queue of their own (writes block when the child is slow).
+        let writeQueue = DispatchQueue(label: "junction-exec-stdin")
+        // Answers to the child's transaction lines, and checks, go the same way, one line each.
+        let reply: @Sendable (JSONValue) -> Void = { line in
+            let bytes = Array((line.serialized + "\n").utf8)
+            writeQueue.async { _ = writeFully(child.stdin, bytes) }
+        }
+        let checker = broker.registerTransactionChecker(producerGroup: settings.producerGroup) { check in
+            reply(.object([
+                ("check", .string(check.id.text)), ("attempt", .number(String(check.attempt))),
+                ("messages", .array(check.messages.map(\.json))),
+            ]))
+        }
+        defer { checker.cancel() }
         // The child's stdout: acks, nacks, publishes. Its stderr goes to the log.
         Thread { [self] in
-            readLines(child.stdout) { line in handle(line, subscription: subscription, inFlight: inFlight) }
+            readLines(child.stdout) { line in handle(line, subscription: subscription, inFlight: inFlight, reply: reply) }
             close(child.stdout)
         }.start()
         Thread { [logger, name] in
             readLines(child.stderr) { line in logger.info("child: \(String(decoding: line, as: UTF8.self))", metadata: ["plugin": "\(name)"]) }
             close(child.stderr)
         }.start()
-        // Deliveries to the child's stdin, on a queue of their own (writes block when the child is slow).
-        let writeQueue = DispatchQueue(label: "junction-exec-stdin")
         let writer = Task { [self] in
             while true {
                 guard let batch = await subscription.nextBatch(max: 64) else { return }
@@ -215,7 +236,7 @@ public final class ExecPlugin: Service, Sendable {
         return status
     }
 
-    private func handle(_ line: [UInt8], subscription: Subscription, inFlight: InFlightDeliveries) {
+    private func handle(_ line: [UInt8], subscription: Subscription, inFlight: InFlightDeliveries, reply: @escaping @Sendable (JSONValue) -> Void) {
         guard !line.isEmpty else { return }
         guard let members = (try? JSONValue.parse(bytes: line))?.objectMembers, let (verb, value) = members.first else {
             return garbage(line, "not a JSON object")
@@ -257,8 +278,76 @@ public final class ExecPlugin: Service, Sendable {
             } catch {
                 garbage(line, "\(error)")
             }
+        case ("prepare", let object):
+            prepare(object, line: line, subscription: subscription, inFlight: inFlight, reply: reply)
+        case ("commit", .string(let text)), ("rollback", .string(let text)):
+            guard let id = TransactionID(text) else { return garbage(line, "\(verb) of \"\(text)\", which is not a transaction id") }
+            let outcome: TransactionOutcome = verb == "commit" ? .commit : .rollback
+            Task { [broker, logger, name] in
+                do {
+                    try await broker.endTransaction(id, outcome)
+                    if outcome == .commit, let ids = inFlight.transactionAcks.withLock({ $0.removeValue(forKey: id) }) {
+                        inFlight.map.withLock { map in for id in ids { map[id] = nil } }
+                    }
+                    reply(.object([(outcome == .commit ? "committed" : "rolledBack", .string(id.text))]))
+                } catch {
+                    logger.warning("a child's transaction decision was refused", metadata: ["plugin": "\(name)", "transaction": "\(id)", "error": "\(error)"])
+                    reply(.object([("failed", .string(id.text)), ("error", .string(BrokerError(error).message))]))
+                }
+            }
         default:
-            garbage(line, "expected {\"ack\": id}, {\"nack\": id, \"delayMs\": n} or {\"publish\": {…}}")
+            garbage(line, "expected {\"ack\": id}, {\"nack\": id, \"delayMs\": n}, {\"publish\": {…}}, {\"prepare\": {…}}, {\"commit\": id} or {\"rollback\": id}")
+        }
+    }
+
+    /// `{"prepare": {"ref": r, "messages": [{…}, …], "acks": [delivery id, …], "timeoutMs": n}}`:
+    /// prepares a transaction of the child's producer group and answers
+    /// `{"prepared": r, "transaction": id}` (or `{"prepared": r, "error": why}`).
+    private func prepare(_ object: JSONValue, line: [UInt8], subscription: Subscription, inFlight: InFlightDeliveries, reply: @escaping @Sendable (JSONValue) -> Void) {
+        guard let members = object.objectMembers else { return garbage(line, "prepare: expected an object with \"messages\"") }
+        var ref = JSONValue.null
+        var messages: [Message] = []
+        var ackIDs: [String] = []
+        var timeoutMs: Int?
+        do throws(JSONLines.LineError) {
+            for (key, value) in members {
+                switch (key, value) {
+                case ("ref", _): ref = value
+                case ("messages", .array(let items)):
+                    messages = try items.map { item throws(JSONLines.LineError) in
+                        var message = try JSONLines.message(from: item, defaultTopic: nil)
+                        settings.queueSelection.apply(to: &message, source: name)
+                        return message
+                    }
+                case ("acks", .array(let items)):
+                    ackIDs = try items.map { item throws(JSONLines.LineError) in
+                        guard case .string(let id) = item else { throw JSONLines.LineError("acks: expected delivery ids (strings)") }
+                        return id
+                    }
+                case ("timeoutMs", .number(let text)):
+                    guard let value = Int(text) else { throw JSONLines.LineError("timeoutMs: expected an integer") }
+                    timeoutMs = value
+                default: throw JSONLines.LineError("prepare: unknown or mistyped member \"\(key)\"")
+                }
+            }
+        } catch {
+            return reply(.object([("prepared", ref), ("error", .string(error.description))]))
+        }
+        let tags = inFlight.map.withLock { map in ackIDs.map { map[$0] } }
+        if let missing = zip(ackIDs, tags).first(where: { $0.1 == nil }) {
+            return reply(.object([("prepared", ref), ("error", .string("ack of \(missing.0), which is not in flight"))]))
+        }
+        let request = TransactionRequest(
+            messages: messages, producerGroup: settings.producerGroup, timeoutMs: timeoutMs,
+            acks: broker.transactionAcks(tags.compactMap { $0 }, of: subscription))
+        Task { [broker] in
+            do {
+                let prepared = try await broker.prepare(request)
+                if !ackIDs.isEmpty { inFlight.transactionAcks.withLock { $0[prepared.id] = ackIDs } }
+                reply(.object([("prepared", ref), ("transaction", .string(prepared.id.text))]))
+            } catch {
+                reply(.object([("prepared", ref), ("error", .string(BrokerError(error).message))]))
+            }
         }
     }
 

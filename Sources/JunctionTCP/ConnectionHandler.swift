@@ -27,6 +27,8 @@ final class ConnectionHandler: ChannelInboundHandler {
     /// Push subscriptions with a take outstanding.
     private var taking: Set<ObjectIdentifier> = []
     private var inFlightPublishes = 0
+    /// This connection answers the checks of these producer groups.
+    private var checkers: [String: TransactionCheckerRegistration] = [:]
     /// Publishes read in this burst and not yet handed to the broker: they go
     /// as one append at the end of the read, or before a frame of another kind.
     private var unsent: [(messages: [Message], receipt: Bool, requestID: UInt32)] = []
@@ -135,9 +137,67 @@ final class ConnectionHandler: ChannelInboundHandler {
                 try await broker.resetOffsets(group: group, to: start)
                 return .ok
             }
+        case .txPrepare(let producerGroup, let timeoutMs, let subscriptionID, let tags, let messages):
+            var acks: [TransactionAck] = []
+            if subscriptionID != 0 {
+                guard let subscription = subscriptions[subscriptionID] ?? departed[subscriptionID] else { return unknownSubscription(context, subscriptionID, frame.requestID) }
+                flushAcks()
+                acks = broker.transactionAcks(tags, of: subscription.core)
+            } else if !tags.isEmpty {
+                return write(context, Frame(.error(code: .invalidRequest, message: "TX_PREPARE names \(tags.count) deliveries to ack but no subscription (0)"), requestID: frame.requestID))
+            }
+            let request = TransactionRequest(messages: messages, producerGroup: producerGroup, timeoutMs: timeoutMs == 0 ? nil : Int(timeoutMs), acks: acks)
+            answer(context, requestID: frame.requestID) { broker in
+                let prepared = try await broker.prepare(request)
+                return .txPrepared(id: prepared.id.text, messages: prepared.messages)
+            }
+        case .txEnd(let text, let outcome):
+            guard let id = TransactionID(text) else { return notATransaction(context, text, frame.requestID) }
+            answer(context, requestID: frame.requestID) { broker in
+                try await broker.endTransaction(id, outcome)
+                return .ok
+            }
+        case .txChecker(let producerGroup):
+            if let problem = TopicName.problem(with: producerGroup) {
+                return write(context, Frame(.error(code: .invalidRequest, message: "producer group: \(problem)"), requestID: frame.requestID))
+            }
+            if checkers[producerGroup] == nil {
+                let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+                checkers[producerGroup] = broker.registerTransactionChecker(producerGroup: producerGroup) { check in
+                    bound.eventLoop.execute { bound.value.0.sendCheck(bound.value.1, check) }
+                }
+            }
+            write(context, Frame(.ok, requestID: frame.requestID))
+        case .txList:
+            write(context, Frame(.transactions(broker.openTransactions()), requestID: frame.requestID))
+        case .txResume(let text):
+            guard let id = TransactionID(text) else { return notATransaction(context, text, frame.requestID) }
+            answer(context, requestID: frame.requestID) { broker in
+                try await broker.resumeTransaction(id)
+                return .ok
+            }
         default:
             break  // the state machine answers everything else
         }
+    }
+
+    private func notATransaction(_ context: ChannelHandlerContext, _ text: String, _ requestID: UInt32) {
+        write(context, Frame(.error(code: .invalidRequest, message: "\"\(text.prefix(64))\" is not a transaction id (32 hex digits, as TX_PREPARED gave it)"), requestID: requestID))
+    }
+
+    /// Asks this connection's producer for a transaction's outcome, unless
+    /// its token may not see the transaction's topics (the check then goes
+    /// unanswered, and the next one may reach another producer).
+    private func sendCheck(_ context: ChannelHandlerContext, _ check: TransactionCheck) {
+        guard !closed, !draining else { return }
+        if let grant = machine.grant, !check.messages.allSatisfy({ grant.mayPublish(to: $0.topic) }) { return }
+        write(context, Frame(.txCheck(check)))
+    }
+
+    /// Ends this connection's checker registrations.
+    private func endCheckers() {
+        for registration in checkers.values { registration.cancel() }
+        checkers.removeAll()
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -448,6 +508,7 @@ final class ConnectionHandler: ChannelInboundHandler {
         closed = true
         machine.closed()
         metrics.disconnected()
+        endCheckers()
         // Whatever the consumer held goes back to its group.
         let all = Array(subscriptions.values)
         subscriptions.removeAll()
@@ -461,6 +522,7 @@ final class ConnectionHandler: ChannelInboundHandler {
         guard !draining else { return }
         draining = true
         _ = machine.drain()
+        endCheckers()
         context.channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in }
         sendPublishes(context)
         flushAcks()

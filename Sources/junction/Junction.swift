@@ -5,7 +5,7 @@ struct Junction: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "junction",
         abstract: "A message gateway: a durable broker core with TCP, ZeroMQ and stdio adapters.",
-        subcommands: [Serve.self, Pub.self, Sub.self, CheckConfig.self, Topics.self, Groups.self]
+        subcommands: [Serve.self, Pub.self, Sub.self, CheckConfig.self, Topics.self, Groups.self, Tx.self]
     )
 }
 

@@ -12,31 +12,15 @@ struct Pub: AsyncParsableCommand {
         discussion: "Without BODY, each line of stdin is one message; publishes are pipelined, and the exit status is 0 only when every line is receipted. With --dedupe-id and stdin, line N gets the dedupe id ID-N.")
 
     @OptionGroup var serverOptions: ServerOptions
-    @Option(help: "The topic.") var topic: String
-    @Option(help: "The tag.") var tag: String?
-    @Option(name: .customLong("key"), help: "A key (repeatable).") var keys: [String] = []
-    @Option(name: .customLong("property"), help: "A property K=V (repeatable).") var properties: [String] = []
-    @Option(name: .customLong("sharding-key"), help: "Messages with one sharding key keep their order on one queue.") var shardingKey: String?
-    @Option(name: .customLong("dedupe-id"), help: "Makes the publish idempotent within the dedupe window.") var dedupeID: String?
-    @Option(name: .customLong("deliver-at"), help: "Deliver at this time (ms since the epoch).") var deliverAt: Int64?
+    @OptionGroup var messageOptions: MessageOptions
     @Option(help: "sync (wait for each receipt), async (pipelined receipts) or oneway (no receipt).") var mode = "sync"
     @Argument(help: "The message body; without it, stdin is read line by line.") var body: String?
 
     func validate() throws {
         guard ["sync", "async", "oneway"].contains(mode) else { throw ValidationError("--mode: expected sync, async or oneway, found \(mode)") }
-        for property in properties where !property.contains("=") { throw ValidationError("--property: expected K=V, found \(property)") }
     }
 
-    private func message(_ body: [UInt8], line: Int?) -> Message {
-        var props: [String: String] = [:]
-        for property in properties {
-            let parts = property.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-            props[String(parts[0])] = String(parts[1])
-        }
-        return Message(
-            topic: topic, tag: tag, keys: keys, properties: props, body: body, shardingKey: shardingKey,
-            dedupeID: dedupeID.map { id in line.map { "\(id)-\($0)" } ?? id }, deliverAt: deliverAt)
-    }
+    private func message(_ body: [UInt8], line: Int?) -> Message { messageOptions.message(body, line: line) }
 
     func run() async throws {
         do {
@@ -106,7 +90,7 @@ struct Pub: AsyncParsableCommand {
             }
             throw error
         }
-        FileHandle.standardError.write(Data("published \(total) messages to \(topic)\n".utf8))
+        FileHandle.standardError.write(Data("published \(total) messages to \(messageOptions.topic)\n".utf8))
     }
 }
 

@@ -11,20 +11,20 @@ struct ExamplesTests {
         var lines: [String]
     }
 
-    private func run(_ example: String, ports: [String] = []) async throws -> Run {
+    private func run(_ example: String, script: String = "run.sh", ports: [String] = []) async throws -> Run {
         var environment = ["JUNCTION": productsDirectory().appendingPathComponent("junction").path]
         for name in ports { environment[name] = String(try freePort()) }
         let script = try ChildProcess(
-            URL(fileURLWithPath: "/bin/bash"), [packageRoot() + "/Examples/\(example)/run.sh"],
+            URL(fileURLWithPath: "/bin/bash"), [packageRoot() + "/Examples/\(example)/\(script)"],
             watch: true, environment: environment)
         let status = await script.waitForExit(seconds: 120)
         return Run(status: status, lines: script.lines)
     }
 
-    /// The first fenced block after "Expected output" in the example's README.
-    private func expectedOutput(_ example: String) throws -> [String] {
+    /// The first fenced block after `marker` ("Expected output") in the example's README.
+    private func expectedOutput(_ example: String, after marker: String = "Expected output") throws -> [String] {
         let readme = try String(contentsOfFile: packageRoot() + "/Examples/\(example)/README.md", encoding: .utf8)
-        let after = try #require(readme.range(of: "Expected output"), "README of \(example) has no expected output")
+        let after = try #require(readme.range(of: marker), "README of \(example) has no \(marker)")
         let rest = readme[after.upperBound...]
         let open = try #require(rest.range(of: "```\n"))
         let close = try #require(rest[open.upperBound...].range(of: "```"))
@@ -43,6 +43,13 @@ struct ExamplesTests {
         let result = try await run("exec-plugin", ports: ["TCP_PORT"])
         #expect(result.status == 0)
         #expect(result.lines == (try expectedOutput("exec-plugin")), "\(result.lines.joined(separator: "\n"))")
+    }
+
+    @Test("exec-plugin with transactions: enrich-tx.py commits each copy with the ack of its original; nothing left open, as the README shows")
+    func execPluginTransactions() async throws {
+        let result = try await run("exec-plugin", script: "run-tx.sh", ports: ["TCP_PORT"])
+        #expect(result.status == 0)
+        #expect(result.lines == (try expectedOutput("exec-plugin", after: "Expected output with transactions")), "\(result.lines.joined(separator: "\n"))")
     }
 
     @Test("fanout-routes: one ZeroMQ feed fanned out by tag and property, alerts dead-lettered, as the README shows")

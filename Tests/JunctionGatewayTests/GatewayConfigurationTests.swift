@@ -39,6 +39,7 @@ struct GatewayConfigurationTests {
              "autoCreateTopics": false,
              "defaults": {"queues": 2, "ackTimeoutMs": 1000, "maxDeliveries": 3, "backoffMs": [10, 20], "dedupeWindowMs": 5000},
              "limits": {"maxBodyBytes": 1000, "maxPropertiesBytes": 2000, "maxKeys": 3, "maxKeyBytes": 64, "maxDelayMs": 60000},
+             "transactions": {"transactionTimeoutMs": 2000, "checkIntervalMs": 700, "maxChecks": 4, "rememberSettledMs": 3600000},
              "topics": [{"name": "a"}, {"name": "%DLQ%g", "queues": 1}, {"name": "alerts"}],
              "routes": [{"name": "hot", "from": {"topic": "a", "tags": "temp", "where": "value > 30", "start": "earliest"},
                          "to": {"topic": "alerts", "tag": "hot"}}]}
@@ -53,6 +54,7 @@ struct GatewayConfigurationTests {
         #expect(configuration.broker.routes == [RouteDefinition(
             name: "hot", sourceTopic: "a", filter: try MessageFilter(tags: "temp", where: "value > 30"), targetTopic: "alerts", targetTag: "hot", start: .earliest)])
         #expect(configuration.broker.limits == MessageLimits(maxBodyBytes: 1000, maxPropertiesBytes: 2000, maxKeys: 3, maxKeyBytes: 64, maxDelayMs: 60000))
+        #expect(configuration.broker.transactions == TransactionSettings(timeoutMs: 2000, checkIntervalMs: 700, maxChecks: 4, rememberSettledMs: 3_600_000))
     }
 
     @Test("an empty object means every default")
@@ -83,6 +85,8 @@ struct GatewayConfigurationTests {
         (#"{"storage": {"retention": {"maxAge": 3}}}"#, "storage.retention.maxAge", "unknown key"),
         (#"{"limits": {"maxBodyBytes": -1}}"#, "limits.maxBodyBytes", "from 0"),
         (#"{"limits": {"maxBody": 1}}"#, "limits.maxBody", "unknown key"),
+        (#"{"transactions": {"maxCheck": 3}}"#, "transactions.maxCheck", "unknown key"),
+        (#"{"transactions": {"transactionTimeoutMs": 0}}"#, "transactions.transactionTimeoutMs", "from 1"),
     ])
     func errorsNameThePath(text: String, path: String, expected: String) throws {
         let error = try #require(failure(text), "\(text) was accepted")

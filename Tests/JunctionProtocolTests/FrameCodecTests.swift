@@ -15,6 +15,7 @@ func sampleFrames() -> [Frame] {
     let subscription = WireSubscription(
         topic: "t", tags: "A || B", whereClause: "x > 1", group: "g", mode: .broadcasting, ack: .none, start: .time(123),
         credit: 64, ackTimeoutMs: 5000, maxDeliveries: 3, backoffMs: [1, 2], ordered: true, pull: true, consumerID: "me")
+    let transaction = TransactionID("0123456789abcdef0123456789abcdef")!
     return [
         Frame(.hello(version: 1, client: "c", token: nil), requestID: 1),
         Frame(.hello(version: 1, client: "é😀", token: "secret"), requestID: 2),
@@ -39,6 +40,20 @@ func sampleFrames() -> [Frame] {
         Frame(.groups([stats]), requestID: 11),
         Frame(.ok, requestID: 13),
         Frame(.error(code: .conflict, message: "group g already consumes topic x"), requestID: 5),
+        Frame(.txPrepare(producerGroup: "pg", timeoutMs: 0, subscription: 0, acks: [], messages: [message]), requestID: 15),
+        Frame(.txPrepare(producerGroup: "pg", timeoutMs: 900, subscription: 7, acks: [DeliveryTag(queue: 2, offset: 8)], messages: [message, Message(topic: "u", body: [1])]), requestID: 16),
+        Frame(.txEnd(id: transaction.text, outcome: .commit), requestID: 17),
+        Frame(.txEnd(id: transaction.text, outcome: .rollback), requestID: 18),
+        Frame(.txEnd(id: "not an id", outcome: .unknown)),
+        Frame(.txChecker(producerGroup: "pg"), requestID: 19),
+        Frame(.txList, requestID: 20),
+        Frame(.txResume(id: transaction.text), requestID: 21),
+        Frame(.txPrepared(id: transaction.text, messages: [MessageID(high: 1, low: 2), MessageID(high: .max, low: .max)]), requestID: 15),
+        Frame(.txCheck(TransactionCheck(id: transaction, producerGroup: "pg", messages: [message], attempt: 3))),
+        Frame(.transactions([
+            TransactionInfo(id: transaction, producerGroup: "pg", state: .checkMax, preparedAt: 1, checks: 15, nextCheckAt: 2, topics: ["a", "b"], acks: 1),
+            TransactionInfo(id: transaction, producerGroup: "", state: .committing, preparedAt: -1, checks: 0, nextCheckAt: .max, topics: [], acks: 0),
+        ]), requestID: 20),
     ]
 }
 
@@ -193,6 +208,8 @@ struct ConnectionStateMachineTests {
             Frame.Body.publish(receipt: true, messages: [Message(topic: "raw", body: [])]),
             .subscribe(id: 1, options: WireSubscription(topic: "sensors", group: "g")),
             .createTopic(name: "t", queues: 1),
+            .txPrepare(producerGroup: "pg", timeoutMs: 0, subscription: 0, acks: [], messages: [Message(topic: "sensors", body: []), Message(topic: "orders", body: [])]),
+            .txList, .txResume(id: "0123456789abcdef0123456789abcdef"),
         ] {
             guard case .reply(let answer) = machine.received(Frame(request, requestID: 3)), case .error(.forbidden, _) = answer.body else {
                 Issue.record("\(request) was not forbidden"); continue

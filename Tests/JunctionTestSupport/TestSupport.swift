@@ -420,7 +420,9 @@ public final class GatewayProcess: Sendable {
 public func runJunction(_ serverArguments: [String], _ arguments: [String], input: String? = nil) async throws -> (Int32, String, String) {
     let process = Process()
     process.executableURL = productsDirectory().appendingPathComponent("junction")
-    process.arguments = Array(arguments.prefix(arguments.first == "topics" || arguments.first == "groups" ? 2 : 1)) + serverArguments + Array(arguments.dropFirst(arguments.first == "topics" || arguments.first == "groups" ? 2 : 1))
+    // The server flags go after the (sub)command's name: `junction topics list --server …`.
+    let commandWords = ["topics", "groups", "tx"].contains(arguments.first ?? "") ? 2 : 1
+    process.arguments = Array(arguments.prefix(commandWords)) + serverArguments + Array(arguments.dropFirst(commandWords))
     let stdout = Pipe()
     let stderr = Pipe()
     let stdin = Pipe()
