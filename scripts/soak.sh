@@ -11,7 +11,7 @@ log=.build/soak.log
 echo "soak: crash trials $JUNCTION_CRASH_TRIALS, fuzz inputs $JUNCTION_FUZZ_ITERATIONS per target, $JUNCTION_LOAD_CONNECTIONS connections, backlog $JUNCTION_BACKLOG_MESSAGES (log: $log)"
 status=0
 swift test --skip-build --no-parallel \
-    --filter 'CrashConsistencyTests|ReliabilityTests|FilterTests/fuzz|FrameCodecTests/fuzz|JSONValueTests/randomBytes|GatewayConfigurationTests/fuzz|DiskFullTests' \
+    --filter 'CrashConsistencyTests|TransactionCrashTests|ReliabilityTests|FilterTests/fuzz|FrameCodecTests/fuzz|JSONValueTests/randomBytes|GatewayConfigurationTests/fuzz|DiskFullTests' \
     > "$log" 2>&1 || status=$?
-grep -E '^(crash-consistency|fuzz|load|backlog):|✘|Test run with' "$log" || true
+grep -E '^(crash-consistency|transactions-crash|fuzz|load|backlog):|✘|Test run with' "$log" || true
 exit $status

@@ -1,7 +1,9 @@
 """A client of Junction's native protocol, in the Python standard library only.
 
 Written from docs/PROTOCOL.md: it shows that the document is enough to write a
-client. It publishes with receipts and consumes with explicit acks.
+client. It publishes with receipts, consumes with explicit acks, and uses
+transactions (prepare, commit, rollback, answering checks; a commit may carry
+acks of consumed deliveries).
 
     client = JunctionClient("127.0.0.1", 7400, name="py")
     receipts = client.publish("orders", [b"one", b"two"], tag="created")
@@ -16,7 +18,10 @@ import struct
 VERSION = 1
 HELLO, PING, PUBLISH, SUBSCRIBE, UNSUBSCRIBE, PULL, ACK, NACK = 0x01, 0x02, 0x10, 0x20, 0x21, 0x22, 0x23, 0x24
 LIST_TOPICS, LIST_GROUPS = 0x30, 0x31
+TX_PREPARE, TX_END, TX_CHECKER, TX_LIST = 0x40, 0x41, 0x42, 0x43
 HELLO_OK, PONG, RECEIPTS, SUBSCRIBED, DELIVERIES, TOPICS, OK, ERROR = 0x81, 0x82, 0x90, 0xA0, 0xA1, 0xB0, 0xBE, 0xFF
+TX_PREPARED, TX_CHECK, TRANSACTIONS = 0x91, 0xA2, 0xB2
+COMMIT, ROLLBACK, UNKNOWN = 0, 1, 2
 
 
 class JunctionError(Exception):
@@ -117,6 +122,7 @@ class JunctionClient:
         self.next_request = 1
         self.next_subscription = 1
         self.pushed = {}  # subscription id -> deliveries pushed before they were asked for
+        self.checkers = {}  # producer group -> function(check) returning COMMIT, ROLLBACK or UNKNOWN
         opcode, payload = self.request(HELLO, Writer().u16(VERSION).str(name).opt_str(token).build())
         if opcode != HELLO_OK:
             raise JunctionError(0, f"unexpected answer to HELLO: {opcode:#x}")
@@ -155,7 +161,14 @@ class JunctionClient:
             self.keep_unsolicited(answer, body)
 
     def keep_unsolicited(self, opcode, body):
-        if opcode == DELIVERIES:
+        if opcode == TX_CHECK:
+            r = Reader(body)
+            check = {"transaction": r.str(), "producer_group": r.str(), "attempt": r.u16()}
+            check["messages"] = [r.message() for _ in range(r.u16())]
+            answer = self.checkers.get(check["producer_group"], lambda _: UNKNOWN)(check)
+            if answer != UNKNOWN:
+                self.send(TX_END, Writer().str(check["transaction"]).u8(answer).build(), 0)
+        elif opcode == DELIVERIES:
             r = Reader(body)
             subscription = r.u32()
             self.pushed.setdefault(subscription, []).extend(read_deliveries(r))
@@ -234,6 +247,56 @@ class JunctionClient:
             self.request(NACK, w.build())
         else:
             self.send(NACK, w.build(), 0)
+
+    # -- transactions ------------------------------------------------------------
+
+    def prepare(self, topic, bodies, producer_group="default", timeout_ms=0, dedupe_ids=None, acks=None):
+        """Prepares a transaction: the messages are stored but invisible until commit.
+        acks=(subscription, [deliveries]) names deliveries the commit consumes in the
+        same step. Returns (transaction id, [message ids they will be delivered under])."""
+        subscription, acked = acks if acks else (0, [])
+        w = Writer().str(producer_group).u32(timeout_ms).u32(subscription).u32(len(acked))
+        for delivery in acked:
+            w.u16(delivery["queue"]).u64(delivery["offset"])
+        w.u16(len(bodies))
+        for index, body in enumerate(bodies):
+            encode_message(w, topic, body, dedupe_id=dedupe_ids[index] if dedupe_ids else None)
+        _, payload = self.request(TX_PREPARE, w.build())
+        r = Reader(payload)
+        transaction = r.str()
+        return transaction, [r.id() for _ in range(r.u16())]
+
+    def commit(self, transaction):
+        """Makes a prepared transaction visible (repeating it changes nothing)."""
+        self.request(TX_END, Writer().str(transaction).u8(COMMIT).build())
+
+    def rollback(self, transaction):
+        """Discards a prepared transaction; raises JunctionError 15 after a commit."""
+        self.request(TX_END, Writer().str(transaction).u8(ROLLBACK).build())
+
+    def answer_checks(self, producer_group, decide):
+        """decide(check) answers the broker's checks of the group's undecided transactions
+        (COMMIT, ROLLBACK or UNKNOWN); checks are read while this client waits for answers
+        or deliveries (poll() reads them when nothing else does)."""
+        self.checkers[producer_group] = decide
+        self.request(TX_CHECKER, Writer().str(producer_group).build())
+
+    def poll(self):
+        """Reads one unsolicited frame (a pushed delivery or a check) and handles it."""
+        opcode, _, body = self.read_frame()
+        self.keep_unsolicited(opcode, body)
+
+    def list_transactions(self):
+        """The open transactions: dicts of id, producer_group, state, checks, topics."""
+        _, payload = self.request(TX_LIST, b"")
+        r = Reader(payload)
+        result = []
+        for _ in range(r.u16()):
+            item = {"id": r.str(), "producer_group": r.str(), "state": ["open", "check-max", "committing"][r.u8()],
+                    "prepared_at": r.i64(), "checks": r.u16(), "next_check_at": r.i64(), "acks": r.u32()}
+            item["topics"] = [r.str() for _ in range(r.u16())]
+            result.append(item)
+        return result
 
     def ping(self):
         self.request(PING, b"")
