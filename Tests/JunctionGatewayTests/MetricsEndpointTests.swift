@@ -17,6 +17,10 @@ struct MetricsEndpointTests {
         let (subStatus, out, subErr) = try await gateway.junction(["sub", "--topic", "orders", "--group", "billing", "--from", "earliest", "--count", "5", "--timeout", "30"])
         #expect(subStatus == 0, "\(subErr)")
         #expect(out.split(separator: "\n").count == 5)
+        for decision in ["commit", "rollback", "commit"] {
+            let (_, id, _) = try await gateway.junction(["tx", "prepare", "--topic", "tx-metrics", "m"])
+            #expect(try await gateway.junction(["tx", decision, id.trimmingCharacters(in: .newlines)]).0 == 0)
+        }
 
         let (status, body) = try httpGet(port: port, path: "/metrics")
         #expect(status == 200)
@@ -29,7 +33,12 @@ struct MetricsEndpointTests {
         #expect(metricValue(body, "junction_connections", ["plugin": "native"]) != nil)
         let fsyncs = try #require(metricValue(body, "junction_store_fsync_seconds_count"), "\(body)")
         #expect(fsyncs >= 1)
-        #expect(metricValue(body, "junction_store_commit_batch_records_sum") == 20)
+        // 20 publishes, 3 prepared messages, 2 committed copies.
+        #expect(metricValue(body, "junction_store_commit_batch_records_sum") == 25)
+        #expect(metricValue(body, "junction_transactions_prepared_total") == 3)
+        #expect(metricValue(body, "junction_transactions_committed_total") == 2)
+        #expect(metricValue(body, "junction_transactions_rolled_back_total") == 1)
+        #expect(metricValue(body, "junction_transactions_checks_total") == 0)
         #expect(body.contains("# TYPE junction_group_redeliveries_total counter"))
         #expect(body.contains("# TYPE junction_group_dead_letters_total counter"))
 
