@@ -51,15 +51,28 @@ public struct GatewayBuilder: Sendable {
         var plugins: [Gateway.Plugin] = []
         for entry in self.plugins.entries where entry.enabled {
             let service = entry.prepared.start(entry.name, broker, Logger(label: "junction.\(entry.name)"))
-            plugins.append(Gateway.Plugin(name: entry.name, type: entry.type, summary: entry.prepared.summary, guarantee: entry.prepared.guarantee, endsGateway: entry.prepared.endsGateway, service: service))
+            plugins.append(Gateway.Plugin(
+                name: entry.name, type: entry.type, summary: entry.prepared.summary, guarantee: entry.prepared.guarantee,
+                endsGateway: entry.prepared.endsGateway, settings: entry.settings, sources: entry.prepared.sources, sinks: entry.prepared.sinks,
+                service: service))
         }
-        var metricsService: MetricsService?
-        if let metrics, let settings = configuration.metrics {
+        var http: [any Service] = []
+        var httpServer: AdminHTTPServer?
+        if let settings = configuration.http {
             let counted = plugins.compactMap { plugin in (plugin.service as? any PluginCounting).map { MetricsCollector.Plugin(name: plugin.name, type: plugin.type, counts: $0) } }
-            let collector = MetricsCollector(metrics: metrics, broker: broker, plugins: counted)
-            metricsService = MetricsService(settings: settings, collector: collector, logger: Logger(label: "junction.metrics"))
+            let collector = metrics.map { MetricsCollector(metrics: $0, broker: broker, plugins: counted) }
+            let sampler = GatewaySampler(broker: broker, intervalMs: settings.sampleIntervalMs)
+            let fixed = plugins
+            let routes = configuration.broker.routes
+            let api = AdminAPI(
+                broker: broker, plugins: { Gateway.pluginsAndFlows(fixed, routes: routes) },
+                connections: plugins.compactMap { plugin in (plugin.service as? TCPServer).map { AdminAPI.TCPDirectory(plugin: plugin.name, directory: $0.directory) } },
+                sampler: sampler, resender: DeadLetterResender(broker: broker))
+            let server = AdminHTTPServer(settings: settings, api: api, metrics: collector, access: configuration.broker.access, logger: Logger(label: "junction.http"))
+            httpServer = server
+            http = [sampler, server]
         }
-        return Gateway(configuration: configuration, store: store, broker: broker, plugins: plugins, metricsService: metricsService, handlesSignals: handlesSignals, logger: logger)
+        return Gateway(configuration: configuration, store: store, broker: broker, plugins: plugins, http: http, httpServer: httpServer, handlesSignals: handlesSignals, logger: logger)
     }
 }
 
@@ -93,6 +106,11 @@ public final class Gateway: Sendable {
         public let guarantee: String
         /// Its run ending by itself (stdio at end of input) shuts the gateway down.
         public let endsGateway: Bool
+        /// Its settings, as plugins.json gives them.
+        public let settings: JSONValue
+        /// Where it publishes and what it consumes, for the flows.
+        public let sources: [FlowEnd]
+        public let sinks: [FlowEnd]
         public let service: any Service
     }
 
@@ -103,16 +121,16 @@ public final class Gateway: Sendable {
     public let broker: Broker
     /// The enabled plugins, in plugins.json's order.
     public let plugins: [Plugin]
-    let metricsService: MetricsService?
+    private let httpServer: AdminHTTPServer?
     private let group: ServiceGroup
     private let logger: Logger
 
-    fileprivate init(configuration: GatewayConfiguration, store: CommitLog, broker: Broker, plugins: [Plugin], metricsService: MetricsService?, handlesSignals: Bool, logger: Logger) {
+    fileprivate init(configuration: GatewayConfiguration, store: CommitLog, broker: Broker, plugins: [Plugin], http: [any Service], httpServer: AdminHTTPServer?, handlesSignals: Bool, logger: Logger) {
         self.configuration = configuration
         self.store = store
         self.broker = broker
         self.plugins = plugins
-        self.metricsService = metricsService
+        self.httpServer = httpServer
         self.logger = logger
         // Plugins come after the core: the group stops services in reverse
         // order, so adapters stop taking messages before the core closes.
@@ -123,7 +141,7 @@ public final class Gateway: Sendable {
                 successTerminationBehavior: plugin.endsGateway ? .gracefullyShutdownGroup : .ignore,
                 failureTerminationBehavior: .gracefullyShutdownGroup))
         }
-        if let metricsService { services.append(.init(service: metricsService)) }
+        for service in http { services.append(.init(service: service)) }
         group = ServiceGroup(configuration: ServiceGroupConfiguration(services: services, gracefulShutdownSignals: handlesSignals ? [.sigterm, .sigint] : [], logger: logger))
     }
 
@@ -145,6 +163,39 @@ public final class Gateway: Sendable {
     public func tcpPort(plugin name: String) async -> Int? {
         guard let server = plugins.first(where: { $0.name == name })?.service as? TCPServer else { return nil }
         return await server.boundPort()
+    }
+
+    /// The port of the HTTP server (metrics, admin API, dashboard), once bound;
+    /// nil without one.
+    public func httpPort() async -> Int? { await httpServer?.boundPort() }
+
+    /// The plugins with their settings, guarantees and counts, and every flow
+    /// from a source through topics and routes to a sink.
+    static func pluginsAndFlows(_ plugins: [Plugin], routes: [RouteDefinition]) -> PluginsAndFlows {
+        let report = FlowReport(sources: plugins.flatMap(\.sources), sinks: plugins.flatMap(\.sinks), routes: routes)
+        return PluginsAndFlows(
+            plugins: plugins.map { plugin in
+                let counts = (plugin.service as? any PluginCounting)?.pluginCounts
+                return PluginView(
+                    name: plugin.name, type: plugin.type, summary: plugin.summary, guarantee: plugin.guarantee, status: "running",
+                    settings: AnyJSON(redacted(plugin.settings)),
+                    counts: counts.map { PluginCountsView(messagesIn: $0.messagesIn, messagesOut: $0.messagesOut, errors: $0.errors, dropped: $0.dropped, connections: $0.connections) })
+            },
+            flows: report.flows.map { FlowView(path: $0.path, guarantee: $0.guarantee.description, weakestLink: $0.weakestLink) },
+            warnings: report.warnings)
+    }
+
+    /// Settings with secrets (tokens, keys, passwords) replaced by "(redacted)".
+    static func redacted(_ value: JSONValue) -> JSONValue {
+        switch value {
+        case .array(let items): return .array(items.map(redacted))
+        case .object:
+            return .object((value.objectMembers ?? []).map { key, member in
+                let secret = ["token", "secret", "password", "privatekey", "secretkey"].contains { key.lowercased().contains($0) }
+                return (key, secret && member != .null ? .string("(redacted)") : redacted(member))
+            })
+        default: return value
+        }
     }
 
     /// The endpoints the zeromq plugin `name` bound, kernel-chosen ports filled in.

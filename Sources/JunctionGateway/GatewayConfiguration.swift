@@ -13,8 +13,9 @@ public struct GatewayConfiguration: Sendable, Hashable {
     public var storage: StoreSettings
     /// The routing core's settings.
     public var broker: BrokerSettings
-    /// The Prometheus endpoint; nil when the configuration has no `metrics` object.
-    public var metrics: MetricsSettings?
+    /// The HTTP server (metrics, admin API, dashboard); nil when the
+    /// configuration has neither `http` nor its old name `metrics`.
+    public var http: HTTPSettings?
     /// The log level (`log.level`); `--log-level` overrides it.
     public var logLevel: Logger.Level?
 
@@ -75,8 +76,12 @@ public struct GatewayConfiguration: Sendable, Hashable {
         if var auth = try root.object("auth") {
             configuration.broker.access = try decodeAuth(&auth, file: file)
         }
-        if var metrics = try root.object("metrics") {
-            configuration.metrics = try MetricsSettings.decode(&metrics)
+        // `metrics` is the old name of `http` (it served /metrics alone).
+        if var http = try root.object("http") {
+            if root.value("metrics") != nil { throw root.error("metrics", "one of http and metrics (its old name), not both") }
+            configuration.http = try HTTPSettings.decode(&http, authenticated: configuration.broker.access != nil)
+        } else if var metrics = try root.object("metrics") {
+            configuration.http = try HTTPSettings.decode(&metrics, authenticated: configuration.broker.access != nil)
         }
         if var log = try root.object("log") {
             configuration.logLevel = try log.choice("level", of: Logger.Level.self, among: Logger.Level.allCases)
@@ -238,20 +243,24 @@ public struct GatewayConfiguration: Sendable, Hashable {
 }
 
 /// Where the Prometheus endpoint listens (`metrics` in Config/junction.json).
-public struct MetricsSettings: Sendable, Hashable {
-    /// Host to bind: loopback unless `allowNonLoopback` is set.
+public struct HTTPSettings: Sendable, Hashable {
+    /// Host to bind: loopback unless `allowNonLoopback` is set (and tokens are configured).
     public var host: String
     /// Port to bind; 0 lets the kernel choose (the endpoint is logged).
     public var port: Int
 
+    /// How often the dashboard's charts are sampled.
+    public var sampleIntervalMs: Int
+
     /// Creates settings (127.0.0.1:7403 by default).
-    public init(host: String = "127.0.0.1", port: Int = 7403) {
+    public init(host: String = "127.0.0.1", port: Int = 7403, sampleIntervalMs: Int = 5_000) {
         self.host = host
         self.port = port
+        self.sampleIntervalMs = sampleIntervalMs
     }
 
-    static func decode(_ reader: inout JSONObjectReader) throws(ConfigurationError) -> MetricsSettings {
-        var settings = MetricsSettings()
+    static func decode(_ reader: inout JSONObjectReader, authenticated: Bool) throws(ConfigurationError) -> HTTPSettings {
+        var settings = HTTPSettings()
         if let listen = try reader.string("listen") {
             guard let (host, port) = TCPSettings.parseHostPort(listen) else {
                 throw reader.error("listen", "expected HOST:PORT (such as 127.0.0.1:7403), found \"\(listen)\"")
@@ -259,9 +268,13 @@ public struct MetricsSettings: Sendable, Hashable {
             settings.host = host
             settings.port = port
         }
+        if let interval = try reader.integer("sampleIntervalMs", in: 100...60_000) { settings.sampleIntervalMs = interval }
         let allowNonLoopback = try reader.bool("allowNonLoopback") ?? false
         if !allowNonLoopback && !isLoopback(settings.host) {
-            throw reader.error("listen", "a loopback address (127.0.0.0/8, ::1 or localhost): the endpoint has no authentication; set allowNonLoopback to true to expose it on \(settings.host)")
+            throw reader.error("listen", "a loopback address (127.0.0.0/8, ::1 or localhost): set allowNonLoopback to true to expose it on \(settings.host)")
+        }
+        if !authenticated && !isLoopback(settings.host) {
+            throw reader.error("listen", "a loopback address: without auth.tokens the HTTP server (admin API included) has no authentication; configure auth.tokens to serve it on \(settings.host)")
         }
         try reader.finish()
         return settings

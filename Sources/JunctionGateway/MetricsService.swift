@@ -1,11 +1,7 @@
 import CoreMetrics
 import JunctionCore
 import Logging
-import NIOCore
-import NIOHTTP1
-import NIOPosix
 import Prometheus
-import ServiceLifecycle
 import Synchronization
 
 /// The process's Prometheus registry, bootstrapped as the swift-metrics backend.
@@ -138,98 +134,5 @@ public final class MetricsCollector: Sendable {
         }
         let counter = registry.makeCounter(descriptor: MetricNameDescriptor(metricName: name, unitName: "", helpText: help), labels: labels)
         if delta > 0 { counter.increment(by: Int64(delta)) }
-    }
-}
-
-/// The plugin-independent HTTP endpoint: `GET /metrics` answers the Prometheus
-/// text format; anything else gets 404 (or 405 for another method).
-public final class MetricsService: Service, Sendable {
-    private let settings: MetricsSettings
-    private let collector: MetricsCollector
-    private let logger: Logger
-    private let group: any EventLoopGroup
-
-    public init(settings: MetricsSettings, collector: MetricsCollector, logger: Logger, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
-        self.settings = settings
-        self.collector = collector
-        self.logger = logger
-        self.group = group
-    }
-
-    public func run() async throws {
-        let collector = self.collector
-        let channel = try await ServerBootstrap(group: group)
-            .serverChannelOption(.backlog, value: 64)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
-                    try channel.pipeline.syncOperations.addHandler(MetricsHTTPHandler(collector: collector))
-                }
-            }
-            .bind(host: settings.host, port: settings.port)
-            .get()
-        let port = channel.localAddress?.port ?? settings.port
-        let host = settings.host.contains(":") ? "[\(settings.host)]" : settings.host
-        logger.info("metrics listening", metadata: ["endpoint": "http://\(host):\(port)/metrics"])
-        try? await gracefulShutdown()
-        try? await channel.close()
-        logger.info("metrics stopped")
-    }
-}
-
-/// Answers one request at a time on a connection.
-final class MetricsHTTPHandler: ChannelInboundHandler {
-    typealias InboundIn = HTTPServerRequestPart
-    typealias OutboundOut = HTTPServerResponsePart
-
-    private let collector: MetricsCollector
-    private var request: HTTPRequestHead?
-
-    init(collector: MetricsCollector) { self.collector = collector }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        switch unwrapInboundIn(data) {
-        case .head(let head):
-            request = head
-        case .body:
-            break
-        case .end:
-            guard let head = request else { return }
-            request = nil
-            let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
-            guard path == "/metrics" else {
-                return respond(context: context, head: head, status: .notFound, type: "text/plain", body: Array("not found: the metrics are at /metrics\n".utf8))
-            }
-            guard head.method == .GET || head.method == .HEAD else {
-                return respond(context: context, head: head, status: .methodNotAllowed, type: "text/plain", body: Array("use GET\n".utf8))
-            }
-            let promise = context.eventLoop.makePromise(of: [UInt8].self)
-            let collector = self.collector
-            promise.completeWithTask { await collector.scrape() }
-            let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-            promise.futureResult.whenSuccess { body in
-                let (handler, context) = bound.value
-                handler.respond(context: context, head: head, status: .ok, type: "text/plain; version=0.0.4; charset=utf-8", body: body)
-            }
-        }
-    }
-
-    private func respond(context: ChannelHandlerContext, head: HTTPRequestHead, status: HTTPResponseStatus, type: String, body: [UInt8]) {
-        var headers = HTTPHeaders()
-        headers.add(name: "Content-Type", value: type)
-        headers.add(name: "Content-Length", value: "\(body.count)")
-        let keepAlive = head.isKeepAlive
-        if !keepAlive { headers.add(name: "Connection", value: "close") }
-        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status, headers: headers))), promise: nil)
-        if head.method != .HEAD {
-            context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: body)))), promise: nil)
-        }
-        let done = context.eventLoop.makePromise(of: Void.self)
-        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: done)
-        if !keepAlive {
-            let channel = context.channel
-            done.futureResult.whenComplete { _ in channel.close(promise: nil) }
-        }
     }
 }

@@ -38,12 +38,26 @@ final class ConnectionHandler: ChannelInboundHandler {
     private var draining = false
     private var closed = false
 
-    init(broker: Broker, settings: TCPSettings, logger: Logger, metrics: TCPMetrics) {
+    private let directory: ConnectionDirectory
+    private var directoryID: UInt64 = 0
+
+    init(broker: Broker, settings: TCPSettings, logger: Logger, metrics: TCPMetrics, directory: ConnectionDirectory) {
+        self.directory = directory
         self.broker = broker
         self.settings = settings
         self.logger = logger
         self.metrics = metrics
         self.machine = ConnectionStateMachine(token: settings.token, policy: broker.settings.access)
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        if directoryID == 0 { directoryID = directory.opened(context.channel, at: broker.now) }
+        context.fireChannelActive()
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        // Added to a channel already active (the usual case for a child channel's initializer): register now.
+        if context.channel.isActive, directoryID == 0 { directoryID = directory.opened(context.channel, at: broker.now) }
     }
 
     // MARK: Reading
@@ -58,6 +72,11 @@ final class ConnectionHandler: ChannelInboundHandler {
         case .reply(let answer):
             if !wasReady, case .hello(_, let client, _) = received.body {
                 logger.debug("client connected", metadata: ["client": "\(client)", "remote": "\(context.remoteAddress?.description ?? "?")"])
+                let token = machine.grant?.name
+                directory.update(directoryID) { summary in
+                    summary.client = client
+                    summary.token = token
+                }
             }
             return write(context, answer)
         case .failAndClose(let answer):
@@ -80,6 +99,7 @@ final class ConnectionHandler: ChannelInboundHandler {
             flushAcks()
             guard let subscription = subscriptions.removeValue(forKey: id) else { return unknownSubscription(context, id, frame.requestID) }
             remember(departed: subscription)
+            directory.update(directoryID) { $0.subscriptions.removeAll { $0.id == id } }
             let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
             let requestID = frame.requestID
             Task {
@@ -121,6 +141,9 @@ final class ConnectionHandler: ChannelInboundHandler {
             }
             flushAcks()
             subscription.core.setCredit(Int(credit))
+            directory.update(directoryID) { summary in
+                if let index = summary.subscriptions.firstIndex(where: { $0.id == id }) { summary.subscriptions[index].credit = Int(credit) }
+            }
             if frame.requestID != 0 { write(context, Frame(.ok, requestID: frame.requestID)) }
         case .listTopics:
             let topics = broker.topicList.sorted { $0.key < $1.key }.map { TopicInfo(name: $0.key, queues: $0.value) }
@@ -362,6 +385,10 @@ final class ConnectionHandler: ChannelInboundHandler {
             }
             handler.subscriptions[id] = subscription
             handler.departed[id] = nil
+            handler.directory.update(handler.directoryID) { summary in
+                summary.subscriptions.append(ConnectionSummary.Subscription(
+                    id: id, topic: options.topic, group: options.group, credit: options.credit, push: push))
+            }
             handler.write(context, Frame(.subscribed(id: id), requestID: requestID))
             handler.pump(context, subscription)
         }
@@ -509,6 +536,7 @@ final class ConnectionHandler: ChannelInboundHandler {
         machine.closed()
         metrics.disconnected()
         endCheckers()
+        directory.closed(directoryID)
         // Whatever the consumer held goes back to its group.
         let all = Array(subscriptions.values)
         subscriptions.removeAll()

@@ -17,11 +17,13 @@ public final class TCPServer: Service, Sendable {
     public let settings: TCPSettings
     /// Counters for metrics.
     public let metrics = TCPMetrics()
+    /// The open connections, for the admin API.
+    public let directory = ConnectionDirectory()
     private let broker: Broker
     private let logger: Logger
     private let group: any EventLoopGroup
     private let connections = Mutex<[ObjectIdentifier: any Channel]>([:])
-    private let bound = Mutex<(port: Int?, waiters: [CheckedContinuation<Int?, Never>])>((nil, []))
+    private let bound = BoundPort()
 
     public init(name: String, settings: TCPSettings, broker: Broker, logger: Logger, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
         self.name = name
@@ -32,25 +34,9 @@ public final class TCPServer: Service, Sendable {
     }
 
     /// The port it listens on once bound (nil if binding failed).
-    public func boundPort() async -> Int? {
-        await withCheckedContinuation { continuation in
-            let port = bound.withLock { state -> Int?? in
-                if let port = state.port { return .some(port) }
-                state.waiters.append(continuation)
-                return .none
-            }
-            if let port { continuation.resume(returning: port) }
-        }
-    }
+    public func boundPort() async -> Int? { await bound.wait() }
 
-    private func announce(_ port: Int?) {
-        let waiters = bound.withLock { state in
-            state.port = port
-            defer { state.waiters.removeAll() }
-            return state.waiters
-        }
-        for waiter in waiters { waiter.resume(returning: port) }
-    }
+    private func announce(_ port: Int?) { bound.announce(port) }
 
     public func run() async throws {
         let settings = self.settings
@@ -78,7 +64,7 @@ public final class TCPServer: Service, Sendable {
                 .childChannelInitializer { [self] channel in
                     channel.eventLoop.makeCompletedFuture {
                         let count = metrics.connected()
-                        let handler = ConnectionHandler(broker: broker, settings: settings, logger: logger, metrics: metrics)
+                        let handler = ConnectionHandler(broker: broker, settings: settings, logger: logger, metrics: metrics, directory: directory)
                         if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls)) }
                         if count > settings.maxConnections {
                             logger.warning("refusing a connection: maxConnections reached", metadata: ["plugin": "\(name)", "max": "\(settings.maxConnections)"])

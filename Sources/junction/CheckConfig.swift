@@ -19,7 +19,7 @@ struct CheckConfig: AsyncParsableCommand {
             let gateway = try GatewayConfiguration.load(file: config)
             let pluginsFile = try PluginsFile.load(file: plugins, defaults: gateway.broker.defaults)
             print("\(config): valid (data directory \(gateway.dataDirectory), flush \(gateway.storage.flush.rawValue), \(gateway.broker.topics.count) declared topics)")
-            print("  metrics: \(gateway.metrics.map { "http://\($0.host.contains(":") ? "[\($0.host)]" : $0.host):\($0.port)/metrics" } ?? "off (no metrics object)"); log level \(gateway.logLevel?.rawValue ?? "info")")
+            print("  http: \(gateway.http.map { "http://\($0.host.contains(":") ? "[\($0.host)]" : $0.host):\($0.port)/metrics, the admin API at /api/v1/ and the dashboard at /" } ?? "off (no http object)"); log level \(gateway.logLevel?.rawValue ?? "info")")
             print("\(plugins): valid (\(pluginsFile.entries.count) plugins, \(pluginsFile.entries.filter(\.enabled).count) enabled)")
             for entry in pluginsFile.entries {
                 print("  \(entry.name) (\(entry.type)\(entry.enabled ? "" : ", disabled")): \(entry.prepared.summary)")

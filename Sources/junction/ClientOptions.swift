@@ -88,16 +88,3 @@ func writeAll(_ fd: Int32, _ bytes: [UInt8]) -> Bool {
     return true
 }
 
-extension SubscriptionOptions.Start {
-    /// `earliest`, `latest`, an offset, or `time:MS`.
-    init?(argument: String) {
-        switch argument {
-        case "earliest": self = .earliest
-        case "latest": self = .latest
-        default:
-            if argument.hasPrefix("time:"), let time = Int64(argument.dropFirst(5)) { self = .time(time) }
-            else if let offset = UInt64(argument) { self = .offset(offset) }
-            else { return nil }
-        }
-    }
-}

@@ -63,7 +63,7 @@ struct Serve: AsyncParsableCommand {
         var builder = GatewayBuilder(configuration: configuration, plugins: pluginsFile)
         builder.logger = logger
         // Bootstrapped (once per process) before the store and the broker make their metrics.
-        builder.metrics = configuration.metrics.map { _ in GatewayMetrics.bootstrap() }
+        builder.metrics = configuration.http.map { _ in GatewayMetrics.bootstrap() }
         let gateway: Gateway
         do {
             gateway = try await builder.build()

@@ -16,6 +16,8 @@ final class InProcessGateway: Sendable {
     let gateway: Gateway
     let port: Int
     let directory: String
+    /// The HTTP server's port, when the configuration has `http`.
+    var httpPort: Int? { get async { await gateway.httpPort() } }
     private let running: Task<Bool, Never>
 
     /// Builds and runs a gateway in `directory` from `config` (Config/junction.json

@@ -45,7 +45,7 @@ struct MetricsEndpointTests {
         // Counters only grow between scrapes; other paths are not found.
         let (_, again) = try httpGet(port: port, path: "/metrics")
         #expect(metricValue(again, "junction_plugin_messages_in_total", ["plugin": "native"]) == 20)
-        #expect(try httpGet(port: port, path: "/").status == 404)
+        #expect(try httpGet(port: port, path: "/nothing-here").status == 404)
 
         // A temporary group (an anonymous junction sub) has series while it lives, none after.
         let client = try await JunctionClient.connect(port: gateway.port, reconnect: false)
@@ -67,8 +67,12 @@ struct MetricsEndpointTests {
         let (status, _, err) = try await runJunction([], ["check-config", "--config", config, "--plugins", dir.path + "/none.json"])
         #expect(status == 2)
         #expect(err.contains("metrics.listen") && err.contains("loopback"), "\(err)")
-        // Told explicitly, the same address is accepted.
+        // Told explicitly, the same address is refused without tokens (the admin API is served there too) …
         try #"{"metrics": {"listen": "0.0.0.0:7403", "allowNonLoopback": true}}"#.write(toFile: config, atomically: true, encoding: .utf8)
+        let (open, _, openErr) = try await runJunction([], ["check-config", "--config", config, "--plugins", packageRoot() + "/plugins.json"])
+        #expect(open == 2 && openErr.contains("auth.tokens"), "\(openErr)")
+        // … and accepted with them.
+        try #"{"metrics": {"listen": "0.0.0.0:7403", "allowNonLoopback": true}, "auth": {"tokens": [{"name": "ops", "token": "ops-secret-1", "admin": true}]}}"#.write(toFile: config, atomically: true, encoding: .utf8)
         let (allowed, _, allowedErr) = try await runJunction([], ["check-config", "--config", config, "--plugins", packageRoot() + "/plugins.json"])
         #expect(allowed == 0, "\(allowedErr)")
 

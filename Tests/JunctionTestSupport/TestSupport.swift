@@ -481,25 +481,68 @@ public func connectLoopback(port: Int, receiveTimeoutSeconds: Int) throws -> Int
 /// A plain HTTP/1.1 GET to 127.0.0.1:`port` over a blocking socket with a
 /// 10-second receive timeout; returns the status code and the body.
 public func httpGet(port: Int, path: String) throws -> (status: Int, body: String) {
-    let fd = try connectLoopback(port: port, receiveTimeoutSeconds: 10)
-    defer { close(fd) }
-    let request = Array("GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".utf8)
-    guard request.withUnsafeBytes({ send(fd, $0.baseAddress, $0.count, 0) }) == request.count else {
-        throw TimeoutError(message: "could not send the request")
+    let answer = try httpExchange(port: port, path)
+    return (answer.status, answer.body)
+}
+
+/// An HTTP answer: status, headers (names lower-cased) and body.
+public struct HTTPAnswer: Sendable {
+    public var status: Int
+    public var headers: [String: String]
+    public var body: String
+}
+
+/// One HTTP/1.1 request to 127.0.0.1:`port` (Connection: close), on a thread
+/// of its own (never blocking the cooperative pool an in-process gateway
+/// needs); a chunked body is put together.
+public func httpRequest(port: Int, _ path: String, method: String = "GET", headers: [String: String] = [:], body: String? = nil) async throws -> HTTPAnswer {
+    try await offPool { try httpExchange(port: port, path, method: method, headers: headers, body: body) }
+}
+
+/// One HTTP/1.1 request, blocking the calling thread until the answer is in.
+public func httpExchange(port: Int, _ path: String, method: String = "GET", headers: [String: String] = [:], body: String? = nil) throws -> HTTPAnswer {
+    do {
+        let fd = try connectLoopback(port: port, receiveTimeoutSeconds: 20)
+        defer { close(fd) }
+        var head = "\(method) \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+        for (name, value) in headers { head += "\(name): \(value)\r\n" }
+        let payload = Array((body ?? "").utf8)
+        if body != nil { head += "Content-Type: application/json\r\nContent-Length: \(payload.count)\r\n" }
+        let request = Array((head + "\r\n").utf8) + payload
+        guard request.withUnsafeBytes({ send(fd, $0.baseAddress, $0.count, 0) }) == request.count else {
+            throw TimeoutError(message: "could not send the request")
+        }
+        var response: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n == 0 { break }
+            guard n > 0 else { throw TimeoutError(message: "no complete HTTP answer to \(method) \(path) within 20 s (errno \(errno))") }
+            response += buffer[0..<n]
+        }
+        let text = String(decoding: response, as: UTF8.self)
+        guard let headerEnd = text.range(of: "\r\n\r\n"), let status = Int(text.split(separator: " ").dropFirst().first ?? "") else {
+            throw TimeoutError(message: "not an HTTP answer: \(text.prefix(200))")
+        }
+        var fields: [String: String] = [:]
+        for line in text[..<headerEnd.lowerBound].split(separator: "\r\n").dropFirst() {
+            guard let colon = line.firstIndex(of: ":") else { continue }
+            fields[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+        }
+        var content = String(text[headerEnd.upperBound...])
+        if fields["transfer-encoding"] == "chunked" {
+            var joined = ""
+            var rest = Substring(content)
+            while let lineEnd = rest.range(of: "\r\n"), let size = Int(rest[..<lineEnd.lowerBound], radix: 16), size > 0 {
+                let start = lineEnd.upperBound
+                let bytes = Array(rest[start...].utf8)
+                joined += String(decoding: bytes.prefix(size), as: UTF8.self)
+                rest = Substring(String(decoding: bytes.dropFirst(size + 2), as: UTF8.self))
+            }
+            content = joined
+        }
+        return HTTPAnswer(status: status, headers: fields, body: content)
     }
-    var response: [UInt8] = []
-    var buffer = [UInt8](repeating: 0, count: 65536)
-    while true {
-        let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-        if n == 0 { break }
-        guard n > 0 else { throw TimeoutError(message: "no complete HTTP answer within 10 s (errno \(errno))") }
-        response += buffer[0..<n]
-    }
-    let text = String(decoding: response, as: UTF8.self)
-    guard let headerEnd = text.range(of: "\r\n\r\n"), let status = Int(text.split(separator: " ").dropFirst().first ?? "") else {
-        throw TimeoutError(message: "not an HTTP answer: \(text.prefix(200))")
-    }
-    return (status, String(text[headerEnd.upperBound...]))
 }
 
 /// The value of the Prometheus sample `name` whose labels include every one of `labels`.

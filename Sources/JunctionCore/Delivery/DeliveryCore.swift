@@ -110,6 +110,18 @@ final class DeliveryCore: Sendable {
         }
     }
 
+    /// The saved progress of every engine (of `group` and its broadcasting
+    /// members, or of all): its topic and committed offset per queue.
+    func savedProgress(ofGroup group: String?) -> [String: (topic: String, committed: [Int: UInt64])] {
+        state.withLock { state in
+            var engines: [String: (topic: String, committed: [Int: UInt64])] = [:]
+            for record in state.saved.values where group == nil || record.group == group || record.group.hasPrefix(group! + "@") {
+                engines[record.group, default: (record.topic, [:])].committed[record.queue] = record.committed
+            }
+            return engines
+        }
+    }
+
     /// Replaces an engine's saved progress on a topic (an offline reset).
     func replaceSaved(engine: String, topic: String, offsets: [UInt64], store: any MessageStore) async throws {
         let records = offsets.enumerated().map { GroupOffset(group: engine, topic: topic, queue: $0.offset, committed: $0.element) }

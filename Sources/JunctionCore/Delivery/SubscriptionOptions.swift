@@ -24,6 +24,18 @@ public struct SubscriptionOptions: Sendable, Hashable {
         case offset(UInt64)
         /// The first message stored at or after this time (ms since the epoch).
         case time(Int64)
+
+        /// `earliest`, `latest`, an offset, or `time:MS` (the CLI's and the admin API's spelling).
+        public init?(argument: String) {
+            switch argument {
+            case "earliest": self = .earliest
+            case "latest": self = .latest
+            default:
+                if argument.hasPrefix("time:"), let time = Int64(argument.dropFirst(5)) { self = .time(time) }
+                else if let offset = UInt64(argument) { self = .offset(offset) }
+                else { return nil }
+            }
+        }
     }
 
     /// The credits a member may hold: 1 … 65,536 unacknowledged deliveries.
