@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian machine with the Swift toolchain lacks to build
-# and test Junction: pkg-config and libzmq (libzmq3-dev). Idempotent: it only
-# installs what is missing. Needs root (or sudo) the first time.
+# and test Junction: pkg-config and libzmq (libzmq3-dev); for the tests, a
+# headless Chromium with its driver, and pyzmq, selenium and schemathesis from
+# pip. Idempotent: it only installs what is missing. Needs root (or sudo) the
+# first time.
 set -euo pipefail
 
 as_root() {
@@ -17,6 +19,9 @@ command -v openssl >/dev/null 2>&1 || apt_packages+=(openssl)
 if ! command -v pkg-config >/dev/null 2>&1 || ! pkg-config --exists libzmq; then
     apt_packages+=(libzmq3-dev)
 fi
+# The dashboard is tested in a real headless Chromium, driven through chromedriver.
+command -v chromium >/dev/null 2>&1 || apt_packages+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || apt_packages+=(chromium-driver)
 if [ ${#apt_packages[@]} -gt 0 ]; then
     echo "setup: installing ${apt_packages[*]} with apt-get"
     as_root apt-get update -qq
@@ -29,4 +34,14 @@ echo "setup: libzmq $(pkg-config --modversion libzmq) found"
 if ! python3 -c "import zmq" >/dev/null 2>&1; then
     echo "setup: installing pyzmq with pip"
     python3 -m pip install --quiet pyzmq
+fi
+
+# The dashboard test drives Chromium with selenium; schemathesis checks the admin API against its OpenAPI document.
+if ! python3 -c "import selenium" >/dev/null 2>&1; then
+    echo "setup: installing selenium with pip"
+    python3 -m pip install --quiet selenium
+fi
+if ! python3 -c "import schemathesis" >/dev/null 2>&1; then
+    echo "setup: installing schemathesis with pip"
+    python3 -m pip install --quiet schemathesis
 fi

@@ -21,6 +21,24 @@ struct AdminAPI: Sendable {
     let sampler: GatewaySampler
     let resender: DeadLetterResender
 
+    /// Every path of the API with its methods: a known path asked with another
+    /// method is answered 405 with `Allow` (`MethodCheckMiddleware`).
+    static let routes: [(pattern: [String], methods: [String])] = [
+        ("/api/v1/openapi.json", ["GET"]), ("/api/v1/overview", ["GET"]), ("/api/v1/topics", ["GET", "POST"]),
+        ("/api/v1/topics/*/messages", ["GET"]), ("/api/v1/groups", ["GET"]), ("/api/v1/groups/*", ["GET"]),
+        ("/api/v1/groups/*/reset", ["POST"]), ("/api/v1/messages", ["GET"]), ("/api/v1/messages/*", ["GET"]),
+        ("/api/v1/dlq/*", ["GET"]), ("/api/v1/dlq/*/resend", ["GET", "POST"]), ("/api/v1/plugins", ["GET"]),
+        ("/api/v1/connections", ["GET"]), ("/api/v1/connections/*/*", ["DELETE"]), ("/metrics", ["GET"]),
+    ].map { ($0.0.split(separator: "/").map(String.init), $0.1) }
+
+    /// The methods of the route `path` matches, or nil for a path that is not the API's.
+    static func methods(of path: String) -> [String]? {
+        let parts = path.split(separator: "/").map(String.init)
+        return routes.first { route in
+            route.pattern.count == parts.count && zip(route.pattern, parts).allSatisfy { $0 == "*" || $0 == $1 }
+        }?.methods
+    }
+
     func register(on router: Router<BasicRequestContext>) {
         let api = router.group("/api/v1")
         api.get("/openapi.json") { _, _ in Self.json(OpenAPIDocument.text) }
@@ -47,6 +65,9 @@ struct AdminAPI: Sendable {
 
     // MARK: Query parameters
 
+    /// The largest integer JSON readers keep exactly (2^53 − 1): the bound of offsets and times in queries.
+    static let largestSafe: Int64 = 9_007_199_254_740_991
+
     /// An integer query parameter in `range`, `fallback` when absent; 400 otherwise.
     static func integer<T: FixedWidthInteger>(_ request: Request, _ name: String, in range: ClosedRange<T>, default fallback: T?) throws -> T? {
         guard let text = request.uri.queryParameters.get(name) else { return fallback }
@@ -54,6 +75,41 @@ struct AdminAPI: Sendable {
             throw HTTPError(.badRequest, message: "query parameter \(name): expected an integer from \(range.lowerBound) to \(range.upperBound), found \"\(text)\"")
         }
         return value
+    }
+
+    /// A JSON body of `T` whose members are among `allowed` (an unknown one is refused, naming it).
+    static func body<T: Decodable>(_ request: Request, _ type: T.Type, allowed: Set<String>) async throws -> T {
+        let bytes = try await request.body.collect(upTo: 1 << 20)
+        let data = Data(buffer: bytes)
+        guard let members = (try? JSONValue.parse(bytes: Array(data)))?.objectMembers else {
+            throw HTTPError(.badRequest, message: "the body is not a JSON object")
+        }
+        if let unknown = members.first(where: { !allowed.contains($0.key) }) {
+            throw HTTPError(.badRequest, message: "unknown member \"\(unknown.key)\"; expected \(allowed.sorted().joined(separator: ", "))")
+        }
+        // Leave a member out to take its default; null is not a value here.
+        if let empty = members.first(where: { $0.value == .null }) { throw HTTPError(.badRequest, message: "\(empty.key) is null: leave it out for the default") }
+        do { return try JSONDecoder().decode(T.self, from: data) } catch {
+            throw HTTPError(.badRequest, message: "the body does not fit: \(Self.describe(error))")
+        }
+    }
+
+    static func describe(_ error: any Error) -> String {
+        switch error {
+        case DecodingError.keyNotFound(let key, _): "missing \(key.stringValue)"
+        case DecodingError.typeMismatch(let type, let context): "\(context.codingPath.map(\.stringValue).joined(separator: ".")) should be \(type)"
+        case DecodingError.valueNotFound(_, let context): "\(context.codingPath.map(\.stringValue).joined(separator: ".")) is null"
+        default: "\(error)"
+        }
+    }
+
+    /// `internal=true|false`.
+    static func flag(_ request: Request, _ name: String) throws -> Bool {
+        switch request.uri.queryParameters.get(name) {
+        case nil, "false": return false
+        case "true": return true
+        case let other?: throw HTTPError(.badRequest, message: "query parameter \(name): expected true or false, found \"\(other)\"")
+        }
     }
 
     static func paging(_ request: Request) throws -> (page: Int, size: Int) {
@@ -91,7 +147,7 @@ struct AdminAPI: Sendable {
     func topics(_ request: Request) async throws -> Page<TopicSummary> {
         let paging = try Self.paging(request)
         let prefix = request.uri.queryParameters.get("prefix") ?? ""
-        let showInternal = request.uri.queryParameters.get("internal") == "true"
+        let showInternal = try Self.flag(request, "internal")
         let names = broker.topicList.filter { $0.key.hasPrefix(prefix) && (showInternal || !$0.key.hasPrefix("%")) }.sorted { $0.key < $1.key }
         let history = sampler.history
         var items: [TopicSummary] = []
@@ -107,7 +163,7 @@ struct AdminAPI: Sendable {
     }
 
     func createTopic(_ request: Request, _ context: BasicRequestContext) async throws -> EditedResponse<TopicSummary> {
-        let body = try await request.decode(as: CreateTopicRequest.self, context: context)
+        let body = try await Self.body(request, CreateTopicRequest.self, allowed: ["name", "queues"])
         let queues = body.queues ?? broker.settings.defaults.queues
         guard (1...1024).contains(queues) else { throw HTTPError(.badRequest, message: "queues: expected 1 to 1024, found \(queues)") }
         let count = try await Self.brokered { try await broker.createTopic(body.name, queues: queues) }
@@ -132,7 +188,7 @@ struct AdminAPI: Sendable {
     func groups(_ request: Request) async throws -> Page<GroupSummary> {
         let paging = try Self.paging(request)
         let prefix = request.uri.queryParameters.get("prefix") ?? ""
-        let showInternal = request.uri.queryParameters.get("internal") == "true"
+        let showInternal = try Self.flag(request, "internal")
         let all = try await broker.allGroupStats().filter { $0.group.hasPrefix(prefix) && (showInternal || !$0.group.hasPrefix("%")) }
         let now = broker.now
         var items: [GroupSummary] = []
@@ -152,7 +208,7 @@ struct AdminAPI: Sendable {
     }
 
     func reset(_ request: Request, _ context: BasicRequestContext, group name: String) async throws -> GroupDetail {
-        let body = try await request.decode(as: ResetRequest.self, context: context)
+        let body = try await Self.body(request, ResetRequest.self, allowed: ["to"])
         guard let start = SubscriptionOptions.Start(argument: body.to) else {
             throw HTTPError(.badRequest, message: "to: expected earliest, latest, an offset or time:MS, found \"\(body.to)\"")
         }
@@ -169,14 +225,21 @@ struct AdminAPI: Sendable {
         let limit = try Self.integer(request, "limit", in: 1...500, default: 50)!
         let filter: MessageFilter
         do {
-            filter = try MessageFilter(tags: request.uri.queryParameters.get("tags") ?? "*", where: request.uri.queryParameters.get("where"))
+            let tags = request.uri.queryParameters.get("tags").flatMap { $0.isEmpty ? nil : $0 } ?? "*"
+            let whereClause = request.uri.queryParameters.get("where").flatMap { $0.isEmpty ? nil : $0 }
+            filter = try MessageFilter(tags: tags, where: whereClause)
         } catch {
             throw HTTPError(.badRequest, message: "\(error)")
         }
         let chosen: [Int]
-        if let queue = try Self.integer(request, "queue", in: 0...(queues - 1), default: nil) { chosen = [queue] } else { chosen = Array(0..<queues) }
-        let since = try Self.integer(request, "since", in: Int64(0)...Int64.max, default: nil)
-        let from = try Self.integer(request, "from", in: UInt64(0)...UInt64.max, default: nil)
+        if let queue = try Self.integer(request, "queue", in: 0...Int(Int32.max), default: nil) {
+            guard queue < queues else { throw HTTPError(.notFound, message: "topic \(topic) has queues 0 to \(queues - 1), not \(queue)") }
+            chosen = [queue]
+        } else {
+            chosen = Array(0..<queues)
+        }
+        let since = try Self.integer(request, "since", in: Int64(0)...Self.largestSafe, default: nil)
+        let from = try Self.integer(request, "from", in: UInt64(0)...UInt64(Self.largestSafe), default: nil)
         var found: [StoredMessage] = []
         var next: [String: UInt64] = [:]
         for queue in chosen {
@@ -212,8 +275,8 @@ struct AdminAPI: Sendable {
         guard let key = request.uri.queryParameters.get("key"), !key.isEmpty else { throw HTTPError(.badRequest, message: "query parameter key: expected the key to find") }
         guard let queues = broker.queueCount(of: topic) else { throw HTTPError(.notFound, message: "no topic \(topic)") }
         let now = broker.now
-        let until = try Self.integer(request, "until", in: Int64(0)...Int64.max, default: now)!
-        let since = try Self.integer(request, "since", in: Int64(0)...Int64.max, default: until - 3_600_000)!
+        let until = try Self.integer(request, "until", in: Int64(0)...Self.largestSafe, default: now)!
+        let since = try Self.integer(request, "since", in: Int64(0)...Self.largestSafe, default: until - 3_600_000)!
         let limit = try Self.integer(request, "limit", in: 1...500, default: 100)!
         var found: [StoredMessage] = []
         for queue in 0..<queues {
@@ -237,11 +300,12 @@ struct AdminAPI: Sendable {
     func deadLetters(_ request: Request, group: String) async throws -> DeadLetterPage {
         let topic = "%DLQ%" + group
         let limit = try Self.integer(request, "limit", in: 1...500, default: 50)!
+        let start = try Self.integer(request, "from", in: UInt64(0)...UInt64(Self.largestSafe), default: 0)!
         var items: [StoredMessage] = []
         var next: [String: UInt64] = [:]
         for queue in 0..<(broker.queueCount(of: topic) ?? 0) {
             let range = try await broker.queueRange(topic: topic, queue: queue)
-            let from = max(try Self.integer(request, "from", in: UInt64(0)...UInt64.max, default: range.min)!, range.min)
+            let from = max(start, range.min)
             let batch = try await broker.read(topic: topic, queue: queue, from: from, filter: .all, limit: ReadLimit(maxMessages: limit))
             items += batch.messages
             next[String(queue)] = batch.nextOffset
@@ -251,10 +315,10 @@ struct AdminAPI: Sendable {
     }
 
     func resend(_ request: Request, _ context: BasicRequestContext, group: String) async throws -> EditedResponse<ResendJob> {
-        let body = try await request.decode(as: ResendRequest.self, context: context)
+        let body = try await Self.body(request, ResendRequest.self, allowed: ["ratePerSecond", "max"])
         let rate = body.ratePerSecond ?? 100
         guard rate >= 0.1 && rate <= 100_000 else { throw HTTPError(.badRequest, message: "ratePerSecond: expected 0.1 to 100000, found \(rate)") }
-        if let max = body.max, max < 1 { throw HTTPError(.badRequest, message: "max: expected at least 1, found \(max)") }
+        if let max = body.max, !(1...1_000_000_000).contains(max) { throw HTTPError(.badRequest, message: "max: expected 1 to 1000000000, found \(max)") }
         guard broker.queueCount(of: "%DLQ%" + group) != nil else { throw HTTPError(.notFound, message: "group \(group) has no dead letters (%DLQ%\(group) does not exist)") }
         let job = try await Self.brokered { try await resender.start(group: group, ratePerSecond: rate, max: body.max) }
         return EditedResponse(status: .accepted, response: job)

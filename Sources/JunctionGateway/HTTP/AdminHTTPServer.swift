@@ -17,6 +17,7 @@ final class AdminHTTPServer: Service, Sendable {
     init(settings: HTTPSettings, api: AdminAPI, metrics: MetricsCollector?, access: AccessPolicy?, logger: Logger) {
         let router = Router(context: BasicRequestContext.self)
         router.add(middleware: BearerAdminMiddleware(policy: access))
+        router.add(middleware: MethodCheckMiddleware())
         router.get("/metrics") { _, _ -> Response in
             guard let metrics else { throw HTTPError(.notFound, message: "metrics are not collected in this process") }
             let body = await metrics.scrape()
@@ -59,7 +60,7 @@ struct BearerAdminMiddleware: RouterMiddleware {
     let policy: AccessPolicy?
 
     static func isPublic(_ path: String) -> Bool {
-        path == "/" || path == "/index.html" || path.hasPrefix("/assets/") || path == "/api/v1/openapi.json"
+        path == "/" || path == "/index.html" || path == "/favicon.ico" || path.hasPrefix("/assets/") || path == "/api/v1/openapi.json"
     }
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
@@ -69,6 +70,20 @@ struct BearerAdminMiddleware: RouterMiddleware {
             return Response(status: .unauthorized, headers: [.wwwAuthenticate: "Bearer"])
         }
         guard grant.admin else { return Response(status: .forbidden) }
+        return try await next(request, context)
+    }
+}
+
+/// Answers a known path asked with a method it does not have: 405 with
+/// `Allow`, not 404.
+struct MethodCheckMiddleware: RouterMiddleware {
+    typealias Context = BasicRequestContext
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        if let methods = AdminAPI.methods(of: request.uri.path), !methods.contains(request.method.rawValue),
+           !(request.method == .head && methods.contains("GET")) {
+            return Response(status: .methodNotAllowed, headers: [.allow: methods.joined(separator: ", ")])
+        }
         return try await next(request, context)
     }
 }

@@ -9,6 +9,7 @@ enum Dashboard {
         router.get("/index.html") { _, _ in asset(html, type: "text/html; charset=utf-8") }
         router.get("/assets/app.css") { _, _ in asset(css, type: "text/css; charset=utf-8") }
         router.get("/assets/app.js") { _, _ in asset(script, type: "text/javascript; charset=utf-8") }
+        router.get("/favicon.ico") { _, _ in Response(status: .noContent) }
     }
 
     static func asset(_ text: String, type: String) -> Response {
@@ -306,7 +307,7 @@ const pages = {
         const d = await api("/dlq/" + encodeURIComponent(group));
         const jobs = await api(`/dlq/${encodeURIComponent(group)}/resend`);
         document.getElementById("dlq-result").innerHTML = `<p>Not resent yet: <b id="dlq-pending">${num(d.pending)}</b> of ${num(d.items.length)} shown</p>
-          <form class="inline" id="resend-form">resend to the original topic at <input id="dlq-rate" type="number" min="0.1" value="100" size="6"> messages/s
+          <form class="inline" id="resend-form">resend to the original topic at <input id="dlq-rate" type="number" min="0.1" step="any" value="100" size="6"> messages/s
             <button id="dlq-resend" ${d.pending ? "" : "disabled"}>Resend ${num(d.pending)}</button></form>
           <div id="dlq-job">${jobs.jobs.map((j) => `job ${esc(j.id)}: <span class="job-state">${esc(j.state)}</span>, ${num(j.resent)} of ${num(j.requested)} resent${j.error ? " — " + esc(j.error) : ""}`).join("<br>")}</div>
           ${table("dlq-table", [{ title: "stored", value: (m) => time(m.storeTimestamp) }, { title: "from topic", value: (m) => m.properties.DLQ_ORIGIN_TOPIC },
