@@ -1,8 +1,9 @@
 /// FNV-1a, 64 bits: stable across processes and versions (unlike `Hasher`),
 /// so it may be stored (tag hashes in queue indexes) and relied on across
 /// restarts (a sharding key's queue).
-enum FNV1a {
-    static func hash(_ text: String) -> UInt64 {
+public enum FNV1a {
+    /// The 64-bit FNV-1a hash of the text's UTF-8 bytes.
+    public static func hash(_ text: String) -> UInt64 {
         var hash: UInt64 = 0xcbf2_9ce4_8422_2325
         for byte in text.utf8 {
             hash ^= UInt64(byte)

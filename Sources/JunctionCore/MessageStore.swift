@@ -67,11 +67,35 @@ public protocol MessageStore: Sendable {
     /// it reads back as either the old or the new bytes.
     func saveState(_ name: String, _ bytes: [UInt8]) async throws
 
+    /// The messages of `topic` with `key` among their keys, stored from
+    /// `since` to `until` (ms), oldest first, at most `limit`. A store with a
+    /// key index reads only those messages; the default reads the range.
+    func messages(topic: String, key: String, since: Int64, until: Int64, limit: Int) async throws -> [StoredMessage]
+
     /// Finishes outstanding appends, makes everything durable and releases files.
     func close() async throws
 }
 
 extension MessageStore {
+    /// Reads every queue of the topic from `since` to `until` and keeps the messages with the key.
+    public func messages(topic: String, key: String, since: Int64, until: Int64, limit: Int) async throws -> [StoredMessage] {
+        let queues = try await knownTopics()[topic] ?? 0
+        var found: [StoredMessage] = []
+        for queue in 0..<queues {
+            var offset = try await self.offset(topic: topic, queue: queue, atOrAfter: since)
+            scan: while true {
+                let batch = try await read(topic: topic, queue: queue, from: offset, limit: ReadLimit(maxMessages: 512), tagHashes: nil)
+                for stored in batch.messages {
+                    if stored.storeTimestamp > until { break scan }
+                    if stored.message.keys.contains(key) { found.append(stored) }
+                }
+                if batch.nextOffset == offset || batch.messages.isEmpty { break }
+                offset = batch.nextOffset
+            }
+        }
+        return Array(found.sorted { ($0.storeTimestamp, $0.id.high, $0.id.low) < ($1.storeTimestamp, $1.id.high, $1.id.low) }.prefix(limit))
+    }
+
     /// Only this process writes: the broker's window of dedupe ids sees every publish.
     public var dedupesAppends: Bool { false }
 

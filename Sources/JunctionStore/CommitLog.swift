@@ -194,10 +194,30 @@ public final class CommitLog: MessageStore {
         return low
     }
 
+    /// By the key index: one bucket of `%KEYS%<topic>`, from its first entry
+    /// stored at `since`, only the records whose key hash matches.
+    public func messages(topic: String, key: String, since: Int64, until: Int64, limit: Int) async throws -> [StoredMessage] {
+        let bucket = KeyIndex.queue(topic: topic, key: key)
+        var offset = try await self.offset(topic: bucket.topic, queue: bucket.queue, atOrAfter: since)
+        var found: [StoredMessage] = []
+        scan: while found.count < limit {
+            let batch = try readSync(topic: bucket.topic, queue: bucket.queue, from: offset, limit: ReadLimit(maxMessages: 256), tagHashes: [KeyIndex.hash(key)])
+            for stored in batch.messages {
+                if stored.storeTimestamp > until { break scan }
+                // The hash is 64 bits; the keys themselves decide.
+                if stored.message.keys.contains(key) { found.append(stored) }
+                if found.count == limit { break scan }
+            }
+            if batch.nextOffset == offset { break }
+            offset = batch.nextOffset
+        }
+        return found
+    }
+
     public func knownTopics() async throws -> [String: Int] {
         var topics = topicRecord.withLock { $0.topics }
         shared.withLock { state in
-            for key in state.queues.keys { topics[key.topic] = max(topics[key.topic] ?? 0, key.queue + 1) }
+            for key in state.queues.keys where !KeyIndex.isKeyTopic(key.topic) { topics[key.topic] = max(topics[key.topic] ?? 0, key.queue + 1) }
         }
         return topics
     }

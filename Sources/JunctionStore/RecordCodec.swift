@@ -118,6 +118,8 @@ enum RecordCodec {
         var storeTimestamp: Int64
         var topic: String
         var tagHash: UInt64
+        /// Its keys (the key index is rebuilt from them).
+        var keys: [String]
     }
 
     /// How a run of bytes fails to be a record.
@@ -148,9 +150,14 @@ enum RecordCodec {
             let topic = try reader.string(lengthAs: UInt8.self)
             let tag = try reader.string(lengthAs: UInt8.self)
             let tagged = bytes[9] & hasTag != 0
+            _ = try reader.string(lengthAs: UInt16.self)  // sharding key
+            _ = try reader.string(lengthAs: UInt16.self)  // dedupe id
+            let keyCount = Int(try reader.read(UInt16.self))
+            var keys: [String] = []
+            for _ in 0..<keyCount { keys.append(try reader.string(lengthAs: UInt16.self)) }
             return Header(
                 size: size, checksum: stored, queue: queue, queueOffset: queueOffset,
-                storeTimestamp: storeTimestamp, topic: topic, tagHash: TagHash.of(tagged ? tag : nil))
+                storeTimestamp: storeTimestamp, topic: topic, tagHash: TagHash.of(tagged ? tag : nil), keys: keys)
         } catch {
             throw .invalid("record fields overrun its size")
         }

@@ -290,6 +290,15 @@ struct Recovery {
                 queues[key]!.next += 1
                 pending[key, default: (header.queueOffset, [])].entries.append(
                     IndexEntry(position: at, size: UInt32(header.size), tagHash: header.tagHash))
+                for name in KeyIndex.distinct(header.keys) {
+                    let keyQueue = KeyIndex.queue(topic: header.topic, key: name)
+                    if queues[keyQueue] == nil {
+                        queues[keyQueue] = (try QueueIndex(key: keyQueue, root: indexDirectory, entriesPerFile: settings.indexEntriesPerFile), 0)
+                    }
+                    pending[keyQueue, default: (queues[keyQueue]!.next, [])].entries.append(
+                        IndexEntry(position: at, size: UInt32(header.size), tagHash: KeyIndex.hash(name)))
+                    queues[keyQueue]!.next += 1
+                }
                 count += 1
                 if count % 65_536 == 0 { try flush() }
             }

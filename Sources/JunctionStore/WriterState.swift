@@ -44,6 +44,14 @@ final class WriterState: @unchecked Sendable {
         var runs: [(key: QueueKey, first: UInt64, next: UInt64, entries: [IndexEntry])] = []
         var runOf: [QueueKey: Int] = [:]
         var lastRun = -1
+        // The run of a queue, started at its next offset the first time the batch writes it.
+        func runIndex(of key: QueueKey) -> Int {
+            if let found = runOf[key] { return found }
+            let first = nextOffsets[key] ?? 0
+            runs.append((key, first, first, []))
+            runOf[key] = runs.count - 1
+            return runs.count - 1
+        }
         for pending in batch {
             var answers: [AppendResult] = []
             answers.reserveCapacity(pending.requests.count)
@@ -54,15 +62,7 @@ final class WriterState: @unchecked Sendable {
                 } else if runs.count <= 8, let found = runs.firstIndex(where: { $0.key.queue == request.queue && $0.key.topic == request.message.topic }) {
                     run = found
                 } else {
-                    let key = QueueKey(topic: request.message.topic, queue: request.queue)
-                    if let found = runOf[key] {
-                        run = found
-                    } else {
-                        let first = nextOffsets[key] ?? 0
-                        run = runs.count
-                        runs.append((key, first, first, []))
-                        runOf[key] = run
-                    }
+                    run = runIndex(of: QueueKey(topic: request.message.topic, queue: request.queue))
                 }
                 lastRun = run
                 let offset = runs[run].next
@@ -78,6 +78,13 @@ final class WriterState: @unchecked Sendable {
                 segmentUsed += UInt64(size)
                 runs[run].entries.append(IndexEntry(position: position, size: UInt32(size), tagHash: TagHash.of(request.message.tag)))
                 runs[run].next = offset + 1
+                if !request.message.keys.isEmpty {
+                    for key in KeyIndex.distinct(request.message.keys) {
+                        let keyRun = runIndex(of: KeyIndex.queue(topic: request.message.topic, key: key))
+                        runs[keyRun].entries.append(IndexEntry(position: position, size: UInt32(size), tagHash: KeyIndex.hash(key)))
+                        runs[keyRun].next += 1
+                    }
+                }
                 answers.append(AppendResult(
                     id: MessageID(position: position, checksum: checksum), queue: request.queue,
                     queueOffset: offset, storeTimestamp: timestamp))

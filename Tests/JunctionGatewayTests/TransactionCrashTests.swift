@@ -16,7 +16,7 @@ import Testing
 @Suite("Transactions under SIGKILL", .serialized)
 struct TransactionCrashTests {
     private var trials: Int { max(1, (Int(ProcessInfo.processInfo.environment["JUNCTION_CRASH_TRIALS"] ?? "") ?? 3) - 1) }
-    static let inputs = 300
+    static let inputs = 120
     static let config = #"""
         {"topics": [{"name": "tx-in", "queues": 2}, {"name": "tx-out", "queues": 2}, {"name": "tx-plain", "queues": 2}],
          "defaults": {"ackTimeoutMs": 120000},
@@ -127,9 +127,18 @@ struct TransactionCrashTests {
             try await Self.answerChecks(auditor)
             let finisher = try await JunctionClient.connect(port: restarted.port, reconnect: false)
             let finishing = Task { try? await Self.transform(finisher, committed: Locked(0)) }
-            try await waitUntil(seconds: 60, "trial \(trial): inputs unconsumed or transactions open after the restart") {
-                let lag = try await auditor.listGroups("transform").first?.queues.reduce(0) { $0 + $1.lag }
-                return lag == 0 ? try await auditor.listTransactions().isEmpty : false
+            let seen = Locked("nothing read yet")
+            do {
+                // Bounded; generous because every transaction costs fsyncs, and other suites load the disk.
+                try await waitUntil(seconds: 180, "trial \(trial): inputs unconsumed or transactions open after the restart") {
+                    let lag = try await auditor.listGroups("transform").first?.queues.reduce(0) { $0 + $1.lag }
+                    let open = try await auditor.listTransactions()
+                    seen.withLock { $0 = "transform lag \(lag.map(String.init) ?? "none"), open: " + open.prefix(5).map { "\($0.id) \($0.producerGroup) \($0.state.rawValue) checks \($0.checks)" }.joined(separator: "; ") + " (\(open.count))" }
+                    return lag == 0 && open.isEmpty
+                }
+            } catch {
+                Issue.record("\(error); last seen: \(seen.withLock { $0 }); gateway log: \(restarted.process.lines.suffix(15).joined(separator: " | "))")
+                throw error
             }
             await finisher.close()
             finishing.cancel()

@@ -187,6 +187,33 @@ public enum StorageContract {
         try await handle.store.close()
     }
 
+    /// Messages by key: exactly those of the topic with the key, in the time
+    /// range, oldest first, at most the limit; after a reopen too.
+    public static func messagesByKey(_ backend: StoreBackend) async throws {
+        let clock = ManualClock(now: 5_000_000)
+        let handle = try backend.open(clock)
+        for n in 0..<24 {
+            let keys = ["order-\(n % 4)"] + (n % 6 == 0 ? ["vip"] : [])
+            _ = try await handle.store.append([
+                AppendRequest(message: Message(topic: "keyed", keys: keys, body: Array("\(n)".utf8)), queue: n % 3),
+                AppendRequest(message: Message(topic: "other", keys: keys, body: Array("o\(n)".utf8)), queue: 0),
+            ])
+            clock.advance(by: 10)
+        }
+        for _ in 0..<2 {
+            let order1 = try await handle.store.messages(topic: "keyed", key: "order-1", since: 0, until: .max, limit: 100)
+            try require(order1.map { String(decoding: $0.message.body, as: UTF8.self) } == ["1", "5", "9", "13", "17", "21"], "order-1: \(order1.map(\.message.body))")
+            let vip = try await handle.store.messages(topic: "keyed", key: "vip", since: 5_000_060, until: 5_000_180, limit: 100)
+            try require(vip.map { String(decoding: $0.message.body, as: UTF8.self) } == ["6", "12", "18"], "vip in the range: \(vip.map(\.message.body))")
+            let first = try await handle.store.messages(topic: "keyed", key: "order-2", since: 0, until: .max, limit: 2)
+            try require(first.map { String(decoding: $0.message.body, as: UTF8.self) } == ["2", "6"], "the limit keeps the oldest")
+            let none = try await handle.store.messages(topic: "keyed", key: "order-9", since: 0, until: .max, limit: 100)
+            try require(none.isEmpty, "a key never used finds nothing")
+            try await handle.reopen()
+        }
+        try await handle.store.close()
+    }
+
     /// Topic counts only grow, count the queues written, and survive a reopen;
     /// named state and group offsets round-trip, offsets merged per key.
     public static func metadataAndState(_ backend: StoreBackend) async throws {
@@ -244,6 +271,7 @@ public enum StorageContract {
         Check(description: "a batch is stored whole or not at all", run: allOrNothing),
         Check(description: "reads honour limits and tag hashes and say where to go on", run: readLimitsAndTags),
         Check(description: "offsets by time follow the store's stamps", run: offsetsByTime),
+        Check(description: "messages by key: those of the topic with the key in the range, oldest first, limited, across a reopen", run: messagesByKey),
         Check(description: "topic counts only grow; state and group offsets round-trip, offsets merged per key", run: metadataAndState),
         Check(description: "a closed store refuses appends as store closed", run: closedRefuses),
     ]

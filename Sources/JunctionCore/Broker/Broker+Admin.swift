@@ -40,6 +40,13 @@ extension Broker {
         try await store.message(id: id).map(Self.asDelivered)
     }
 
+    /// The messages of a topic with a key, stored from `since` to `until`,
+    /// oldest first, as consumers see them (through the store's key index
+    /// where it has one).
+    public func messages(topic: String, key: String, since: Int64, until: Int64, limit: Int) async throws -> [StoredMessage] {
+        try await store.messages(topic: topic, key: key, since: since, until: until, limit: limit).map(Self.asDelivered)
+    }
+
     /// The first offset and one past the last of a queue.
     public func queueRange(topic: String, queue: Int) async throws -> QueueRange {
         try await store.queueRange(topic: topic, queue: queue)

@@ -273,26 +273,13 @@ struct AdminAPI: Sendable {
     func search(_ request: Request) async throws -> MessageList {
         guard let topic = request.uri.queryParameters.get("topic") else { throw HTTPError(.badRequest, message: "query parameter topic: expected the topic to search") }
         guard let key = request.uri.queryParameters.get("key"), !key.isEmpty else { throw HTTPError(.badRequest, message: "query parameter key: expected the key to find") }
-        guard let queues = broker.queueCount(of: topic) else { throw HTTPError(.notFound, message: "no topic \(topic)") }
+        guard broker.queueCount(of: topic) != nil else { throw HTTPError(.notFound, message: "no topic \(topic)") }
         let now = broker.now
         let until = try Self.integer(request, "until", in: Int64(0)...Self.largestSafe, default: now)!
         let since = try Self.integer(request, "since", in: Int64(0)...Self.largestSafe, default: until - 3_600_000)!
         let limit = try Self.integer(request, "limit", in: 1...500, default: 100)!
-        var found: [StoredMessage] = []
-        for queue in 0..<queues {
-            var offset = try await broker.offset(topic: topic, queue: queue, atOrAfter: since)
-            scan: while found.count < limit {
-                let batch = try await broker.read(topic: topic, queue: queue, from: offset, filter: .all, limit: ReadLimit(maxMessages: 512))
-                for stored in batch.messages {
-                    if stored.storeTimestamp > until { break scan }
-                    if stored.message.keys.contains(key) { found.append(stored) }
-                }
-                if batch.nextOffset == offset || batch.messages.isEmpty { break }
-                offset = batch.nextOffset
-            }
-        }
-        found.sort { $0.storeTimestamp < $1.storeTimestamp }
-        return MessageList(items: found.prefix(limit).map(MessageView.init))
+        let found = try await Self.brokered { try await broker.messages(topic: topic, key: key, since: since, until: until, limit: limit) }
+        return MessageList(items: found.map(MessageView.init))
     }
 
     // MARK: Dead letters
