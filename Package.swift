@@ -26,6 +26,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         // The HTTP server of metrics, the admin API and the dashboard (without swift-configuration support).
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1", traits: ["FullFoundation"]),
+        // The PostgreSQL storage backend.
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
     ],
     targets: [
         // The system libzmq (Debian: libzmq3-dev), wrapped for Swift.
@@ -53,6 +55,16 @@ let package = Package(
                 "JunctionCore", "CCRC32C",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // Storage on PostgreSQL: the storage protocol over one shared database.
+        .target(
+            name: "JunctionPostgres",
+            dependencies: [
+                "JunctionCore",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -158,7 +170,7 @@ let package = Package(
 
         .target(
             name: "JunctionTestSupport",
-            dependencies: ["JunctionCore", "JunctionStore"],
+            dependencies: ["JunctionCore", "JunctionStore", "JunctionPostgres"],
             path: "Tests/JunctionTestSupport",
             swiftSettings: swiftSettings
         ),
@@ -175,7 +187,7 @@ let package = Package(
         .testTarget(name: "JunctionCoreTests", dependencies: ["JunctionCore", "JunctionTestSupport"], swiftSettings: swiftSettings),
         .testTarget(
             name: "JunctionStoreTests",
-            dependencies: ["JunctionStore", "JunctionCore", "CCRC32C", "JunctionTestSupport", "store-appender"],
+            dependencies: ["JunctionStore", "JunctionCore", "JunctionPostgres", "CCRC32C", "JunctionTestSupport", "store-appender"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

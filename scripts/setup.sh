@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian machine with the Swift toolchain lacks to build
 # and test Junction: pkg-config and libzmq (libzmq3-dev); for the tests, a
-# headless Chromium with its driver, and pyzmq, selenium and schemathesis from
+# PostgreSQL server, a headless Chromium with its driver, and pyzmq, selenium
+# and schemathesis from
 # pip. Idempotent: it only installs what is missing. Needs root (or sudo) the
 # first time.
 set -euo pipefail
@@ -22,6 +23,8 @@ fi
 # The dashboard is tested in a real headless Chromium, driven through chromedriver.
 command -v chromium >/dev/null 2>&1 || apt_packages+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || apt_packages+=(chromium-driver)
+# The PostgreSQL backend is tested against a real server the tests start (initdb into a temporary directory).
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || apt_packages+=(postgresql)
 if [ ${#apt_packages[@]} -gt 0 ]; then
     echo "setup: installing ${apt_packages[*]} with apt-get"
     as_root apt-get update -qq

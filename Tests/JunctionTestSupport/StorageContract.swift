@@ -1,4 +1,5 @@
 import JunctionCore
+import JunctionPostgres
 import JunctionStore
 
 /// A storage backend as the contract suite drives it: opened on fresh
@@ -28,8 +29,17 @@ public struct StoreBackend: Sendable, CustomStringConvertible {
         return StoreHandle(try MemoryStore(storage: storage, clock: clock)) { try MemoryStore(storage: storage, clock: clock) }
     }
 
+    /// PostgreSQL: a new database of the tests' server.
+    public static let postgres = StoreBackend("postgres") { clock in
+        let server = PostgresServer.shared
+        let database = try server.createDatabase()
+        return StoreHandle(PostgresStore(settings: server.settings(database: database), clock: clock)) {
+            PostgresStore(settings: server.settings(database: database), clock: clock)
+        }
+    }
+
     /// Every backend of this build.
-    public static let all: [StoreBackend] = [.commitLog, .memory]
+    public static let all: [StoreBackend] = [.commitLog, .memory, .postgres]
 }
 
 /// An open store and the way to open its storage again.

@@ -1,0 +1,365 @@
+import Foundation
+import JunctionCore
+import Logging
+import PostgresNIO
+import Synchronization
+
+/// Where a PostgreSQL store connects, and how.
+public struct PostgresSettings: Sendable, Hashable {
+    public var host: String
+    public var port: Int
+    public var username: String
+    public var password: String?
+    public var database: String
+    /// Connections in the pool.
+    public var poolSize: Int
+
+    public init(host: String = "127.0.0.1", port: Int = 5432, username: String, password: String? = nil, database: String, poolSize: Int = 8) {
+        self.host = host
+        self.port = port
+        self.username = username
+        self.password = password
+        self.database = database
+        self.poolSize = poolSize
+    }
+}
+
+/// The storage protocol on PostgreSQL (first step of the shared backend): one
+/// row per message with its (topic, queue, offset); offsets are handed out
+/// under a row lock of the queue's counter, in the appending transaction, so
+/// they are dense and become visible in order; receipts come only after the
+/// commit. Keys, group offsets, topics and named state have tables of their
+/// own. The schema is created on first use and versioned in `junction_meta`;
+/// a database of another version is refused, naming it.
+public final class PostgresStore: MessageStore, Sendable {
+    /// The schema this build reads and writes.
+    public static let schemaVersion = 1
+
+    private let client: PostgresClient
+    private let clock: any WallClock
+    private let logger: Logger
+    private let running: Task<Void, Never>
+    private let ready: Task<Void, any Error>
+    private let state = Mutex((closed: false, lastTimestamp: Int64(0)))
+
+    /// Connects (in the background: every call waits until the schema is there).
+    public init(settings: PostgresSettings, clock: any WallClock = SystemWallClock(), logger: Logger = Logger(label: "junction.postgres")) {
+        var configuration = PostgresClient.Configuration(
+            host: settings.host, port: settings.port, username: settings.username, password: settings.password,
+            database: settings.database, tls: .disable)
+        configuration.options.maximumConnections = settings.poolSize
+        let client = PostgresClient(configuration: configuration, backgroundLogger: logger)
+        self.client = client
+        self.clock = clock
+        self.logger = logger
+        running = Task { await client.run() }
+        ready = Task { try await Self.prepareSchema(client, logger: logger) }
+    }
+
+    // MARK: Schema
+
+    static let schema: [PostgresQuery] = [
+        "CREATE TABLE IF NOT EXISTS junction_meta (key text PRIMARY KEY, value text NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS junction_topics (name text PRIMARY KEY, queues integer NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS junction_queues (topic text NOT NULL, queue integer NOT NULL, next_offset bigint NOT NULL, PRIMARY KEY (topic, queue))",
+        """
+        CREATE TABLE IF NOT EXISTS junction_messages (
+            id bigserial PRIMARY KEY, topic text NOT NULL, queue integer NOT NULL, queue_offset bigint NOT NULL,
+            stored_at bigint NOT NULL, tag text, tag_hash bigint NOT NULL, keys text[] NOT NULL, properties text NOT NULL,
+            body bytea NOT NULL, sharding_key text, dedupe_id text, deliver_at bigint, born_at bigint NOT NULL,
+            UNIQUE (topic, queue, queue_offset))
+        """,
+        "CREATE INDEX IF NOT EXISTS junction_messages_time ON junction_messages (topic, queue, stored_at)",
+        "CREATE TABLE IF NOT EXISTS junction_keys (topic text NOT NULL, key text NOT NULL, message bigint NOT NULL, stored_at bigint NOT NULL, PRIMARY KEY (topic, key, message))",
+        """
+        CREATE TABLE IF NOT EXISTS junction_offsets (
+            grp text NOT NULL, topic text NOT NULL, queue integer NOT NULL, committed bigint NOT NULL,
+            acked bigint[] NOT NULL, attempts text NOT NULL, PRIMARY KEY (grp, topic, queue))
+        """,
+        "CREATE TABLE IF NOT EXISTS junction_state (name text PRIMARY KEY, bytes bytea NOT NULL)",
+    ]
+
+    /// Creates the schema when the database has none; refuses one of another version.
+    static func prepareSchema(_ client: PostgresClient, logger: Logger) async throws {
+        let found: String? = try await client.withTransaction(logger: logger) { connection in
+            // One gateway at a time creates or checks the schema.
+            try await connection.query("SELECT pg_advisory_xact_lock(7403001)", logger: logger)
+            for statement in schema { try await connection.query(statement, logger: logger) }
+            let rows = try await connection.query("SELECT value FROM junction_meta WHERE key = 'schema_version'", logger: logger)
+            var found: String?
+            for try await (value) in rows.decode(String.self) { found = value }
+            if found == nil {
+                try await connection.query("INSERT INTO junction_meta (key, value) VALUES ('schema_version', \(String(schemaVersion)))", logger: logger)
+            }
+            return found
+        }
+        if let found, found != String(schemaVersion) {
+            throw BrokerError(.unreadableState, "the database has Junction schema version \(found); this Junction reads version \(schemaVersion) only")
+        }
+    }
+
+    /// Waits for the schema, refusing calls after close.
+    private func open() async throws {
+        if state.withLock({ $0.closed }) { throw BrokerError(.storeClosed, "the PostgreSQL store is closed") }
+        do { try await ready.value } catch { throw Self.failure(error) }
+    }
+
+    /// Any error of the database as the broker's taxonomy sees it.
+    static func failure(_ error: any Error) -> BrokerError {
+        if let error = error as? BrokerError { return error }
+        return BrokerError(.storageError, "PostgreSQL: \(String(reflecting: error).prefix(400))")
+    }
+
+    private func stamp() -> Int64 {
+        state.withLock { state in
+            state.lastTimestamp = max(state.lastTimestamp, clock.now())
+            return state.lastTimestamp
+        }
+    }
+
+    // MARK: Appending
+
+    public func enqueue(_ requests: [AppendRequest], completion: @escaping @Sendable (Result<[AppendResult], any Error>) -> Void) {
+        Task {
+            do { completion(.success(try await appendNow(requests))) } catch { completion(.failure(Self.failure(error))) }
+        }
+    }
+
+    private func appendNow(_ requests: [AppendRequest]) async throws -> [AppendResult] {
+        try await open()
+        // The same limits as the embedded log, so that a backend change refuses nothing new.
+        for request in requests {
+            guard (0...Int(UInt16.max)).contains(request.queue) else { throw BrokerError(.invalidMessage, "queue \(request.queue) is outside 0...65535") }
+            guard !request.message.topic.isEmpty, request.message.topic.utf8.count <= 255 else { throw BrokerError(.invalidMessage, "topic must be 1 to 255 bytes") }
+        }
+        let logger = self.logger
+        return try await client.withTransaction(logger: logger) { connection in
+            // The queues' counters, locked in one order (no deadlock between appenders).
+            var next: [QueueSlot: Int64] = [:]
+            for slot in Set(requests.map { QueueSlot(topic: $0.message.topic, queue: $0.queue) }).sorted() {
+                try await connection.query(
+                    "INSERT INTO junction_queues (topic, queue, next_offset) VALUES (\(slot.topic), \(Int32(slot.queue)), 0) ON CONFLICT DO NOTHING", logger: logger)
+                let rows = try await connection.query(
+                    "SELECT next_offset FROM junction_queues WHERE topic = \(slot.topic) AND queue = \(Int32(slot.queue)) FOR UPDATE", logger: logger)
+                for try await (offset) in rows.decode(Int64.self) { next[slot] = offset }
+            }
+            let storedAt = stamp()
+            var results: [AppendResult] = []
+            for request in requests {
+                let message = request.message
+                let slot = QueueSlot(topic: message.topic, queue: request.queue)
+                let offset = next[slot]!
+                next[slot] = offset + 1
+                let properties = JSONValue.object(message.properties.sorted { $0.key < $1.key }.map { ($0.key, .string($0.value)) }).serialized
+                let rows = try await connection.query("""
+                    INSERT INTO junction_messages (topic, queue, queue_offset, stored_at, tag, tag_hash, keys, properties, body,
+                        sharding_key, dedupe_id, deliver_at, born_at)
+                    VALUES (\(message.topic), \(Int32(request.queue)), \(offset), \(storedAt), \(message.tag), \(Int64(bitPattern: TagHash.of(message.tag))),
+                        \(message.keys), \(properties), \(ByteBuffer(bytes: message.body)), \(message.shardingKey), \(message.dedupeID),
+                        \(message.deliverAt), \(message.bornTimestamp == 0 ? storedAt : message.bornTimestamp))
+                    RETURNING id
+                    """, logger: logger)
+                var id: Int64 = 0
+                for try await (value) in rows.decode(Int64.self) { id = value }
+                for key in Set(message.keys) where !key.isEmpty {
+                    try await connection.query(
+                        "INSERT INTO junction_keys (topic, key, message, stored_at) VALUES (\(message.topic), \(key), \(id), \(storedAt))", logger: logger)
+                }
+                results.append(AppendResult(id: Self.messageID(id, topic: message.topic), queue: request.queue, queueOffset: UInt64(offset), storeTimestamp: storedAt))
+            }
+            for (slot, offset) in next {
+                try await connection.query(
+                    "UPDATE junction_queues SET next_offset = \(offset) WHERE topic = \(slot.topic) AND queue = \(Int32(slot.queue))", logger: logger)
+            }
+            return results
+        }
+    }
+
+    /// A row's id as a message id: the row number, and a check made of the topic.
+    static func messageID(_ row: Int64, topic: String) -> MessageID {
+        MessageID(high: UInt64(row), low: UInt32(truncatingIfNeeded: FNV1a.hash(topic)))
+    }
+
+    // MARK: Reading
+
+    static let columns = "id, topic, queue, queue_offset, stored_at, tag, keys, properties, body, sharding_key, dedupe_id, deliver_at, born_at"
+
+    static func decode(_ rows: PostgresRowSequence) async throws -> [StoredMessage] {
+        var messages: [StoredMessage] = []
+        for try await row in rows {
+            let columns = try row.decode((Int64, String, Int32, Int64, Int64, String?, [String], String, ByteBuffer, String?, String?, Int64?, Int64).self, context: .default)
+            let (id, topic, queue, offset, storedAt, tag) = (columns.0, columns.1, columns.2, columns.3, columns.4, columns.5)
+            var properties: [String: String] = [:]
+            for (name, value) in (try? JSONValue.parse(columns.7))?.objectMembers ?? [] {
+                if case .string(let text) = value { properties[name] = text }
+            }
+            var body = columns.8
+            let message = Message(
+                topic: topic, tag: tag, keys: columns.6, properties: properties, body: body.readBytes(length: body.readableBytes) ?? [],
+                shardingKey: columns.9, dedupeID: columns.10, deliverAt: columns.11, bornTimestamp: columns.12)
+            messages.append(StoredMessage(message: message, id: messageID(id, topic: topic), queue: Int(queue), queueOffset: UInt64(offset), storeTimestamp: storedAt))
+        }
+        return messages
+    }
+
+    public func read(topic: String, queue: Int, from offset: UInt64, limit: ReadLimit, tagHashes: Set<UInt64>?) async throws -> ReadBatch {
+        try await open()
+        let range = try await queueRange(topic: topic, queue: queue)
+        let start = max(offset, range.min)
+        guard start < range.end else { return ReadBatch(messages: [], nextOffset: max(offset, start)) }
+        let scanEnd = min(range.end, start &+ UInt64(max(1, limit.maxScanned)))
+        let hashes = tagHashes.map { $0.map { Int64(bitPattern: $0) } }
+        let rows: PostgresRowSequence
+        do {
+            if let hashes {
+                rows = try await client.query("""
+                    SELECT \(unescaped: Self.columns) FROM junction_messages
+                    WHERE topic = \(topic) AND queue = \(Int32(queue)) AND queue_offset >= \(Int64(start)) AND queue_offset < \(Int64(scanEnd))
+                        AND tag_hash = ANY(\(hashes))
+                    ORDER BY queue_offset LIMIT \(Int64(limit.maxMessages))
+                    """, logger: logger)
+            } else {
+                rows = try await client.query("""
+                    SELECT \(unescaped: Self.columns) FROM junction_messages
+                    WHERE topic = \(topic) AND queue = \(Int32(queue)) AND queue_offset >= \(Int64(start)) AND queue_offset < \(Int64(scanEnd))
+                    ORDER BY queue_offset LIMIT \(Int64(limit.maxMessages))
+                    """, logger: logger)
+            }
+        } catch { throw Self.failure(error) }
+        var messages = try await Self.decode(rows)
+        // The byte limit: at least one message, then as many as fit.
+        var bytes = 0
+        if let cut = messages.indices.first(where: { index in
+            bytes += messages[index].message.body.count
+            return index > 0 && bytes > limit.maxBytes
+        }) { messages.removeSubrange(cut...) }
+        let full = messages.count == limit.maxMessages || bytes > limit.maxBytes
+        let next = full ? messages.last!.queueOffset + 1 : scanEnd
+        return ReadBatch(messages: messages, nextOffset: next)
+    }
+
+    public func message(id: MessageID) async throws -> StoredMessage? {
+        try await open()
+        guard id.high <= UInt64(Int64.max) else { return nil }
+        let rows = try await client.query("SELECT \(unescaped: Self.columns) FROM junction_messages WHERE id = \(Int64(id.high))", logger: logger)
+        return try await Self.decode(rows).first { $0.id == id }
+    }
+
+    public func queueRange(topic: String, queue: Int) async throws -> QueueRange {
+        try await open()
+        let rows = try await client.query("""
+            SELECT q.next_offset, (SELECT min(queue_offset) FROM junction_messages m WHERE m.topic = q.topic AND m.queue = q.queue)
+            FROM junction_queues q WHERE q.topic = \(topic) AND q.queue = \(Int32(queue))
+            """, logger: logger)
+        for try await (end, first) in rows.decode((Int64, Int64?).self) {
+            return QueueRange(min: UInt64(first ?? end), end: UInt64(end))
+        }
+        return QueueRange(min: 0, end: 0)
+    }
+
+    public func offset(topic: String, queue: Int, atOrAfter timestamp: Int64) async throws -> UInt64 {
+        try await open()
+        let rows = try await client.query("""
+            SELECT min(queue_offset) FROM junction_messages WHERE topic = \(topic) AND queue = \(Int32(queue)) AND stored_at >= \(timestamp)
+            """, logger: logger)
+        for try await (found) in rows.decode(Int64?.self) {
+            if let found { return UInt64(found) }
+        }
+        return try await queueRange(topic: topic, queue: queue).end
+    }
+
+    public func messages(topic: String, key: String, since: Int64, until: Int64, limit: Int) async throws -> [StoredMessage] {
+        try await open()
+        let rows = try await client.query("""
+            SELECT \(unescaped: Self.columns.split(separator: ",").map { "m." + $0.trimmingCharacters(in: .whitespaces) }.joined(separator: ", "))
+            FROM junction_keys k JOIN junction_messages m ON m.id = k.message
+            WHERE k.topic = \(topic) AND k.key = \(key) AND k.stored_at >= \(since) AND k.stored_at <= \(until)
+            ORDER BY k.stored_at, k.message LIMIT \(Int64(limit))
+            """, logger: logger)
+        return try await Self.decode(rows)
+    }
+
+    // MARK: Metadata and state
+
+    public func knownTopics() async throws -> [String: Int] {
+        try await open()
+        var topics: [String: Int] = [:]
+        for try await (name, queues) in try await client.query("SELECT name, queues FROM junction_topics", logger: logger).decode((String, Int32).self) {
+            topics[name] = Int(queues)
+        }
+        for try await (name, queues) in try await client.query("SELECT topic, max(queue) + 1 FROM junction_queues GROUP BY topic", logger: logger).decode((String, Int32).self) {
+            topics[name] = max(topics[name] ?? 0, Int(queues))
+        }
+        return topics
+    }
+
+    public func saveTopics(_ topics: [String: Int]) async throws {
+        try await open()
+        for (name, queues) in topics {
+            try await client.query("""
+                INSERT INTO junction_topics (name, queues) VALUES (\(name), \(Int32(queues)))
+                ON CONFLICT (name) DO UPDATE SET queues = GREATEST(junction_topics.queues, EXCLUDED.queues)
+                """, logger: logger)
+        }
+    }
+
+    public func saveOffsets(_ offsets: [GroupOffset]) async throws {
+        try await open()
+        for record in offsets {
+            let attempts = JSONValue.object(record.attempts.sorted { $0.key < $1.key }.map { (String($0.key), .number(String($0.value))) }).serialized
+            try await client.query("""
+                INSERT INTO junction_offsets (grp, topic, queue, committed, acked, attempts)
+                VALUES (\(record.group), \(record.topic), \(Int32(record.queue)), \(Int64(record.committed)), \(record.acked.map { Int64($0) }), \(attempts))
+                ON CONFLICT (grp, topic, queue) DO UPDATE SET committed = EXCLUDED.committed, acked = EXCLUDED.acked, attempts = EXCLUDED.attempts
+                """, logger: logger)
+        }
+    }
+
+    public func loadOffsets() async throws -> [GroupOffset] {
+        try await open()
+        var records: [GroupOffset] = []
+        let rows = try await client.query("SELECT grp, topic, queue, committed, acked, attempts FROM junction_offsets", logger: logger)
+        for try await (group, topic, queue, committed, acked, attemptsText) in rows.decode((String, String, Int32, Int64, [Int64], String).self) {
+            var attempts: [UInt64: Int] = [:]
+            for (offset, value) in (try? JSONValue.parse(attemptsText))?.objectMembers ?? [] {
+                if let offset = UInt64(offset), case .number(let text) = value, let count = Int(text) { attempts[offset] = count }
+            }
+            records.append(GroupOffset(group: group, topic: topic, queue: Int(queue), committed: UInt64(committed), acked: acked.map { UInt64($0) }, attempts: attempts))
+        }
+        return records
+    }
+
+    public func loadState(_ name: String) async throws -> [UInt8]? {
+        try await open()
+        for try await (bytes) in try await client.query("SELECT bytes FROM junction_state WHERE name = \(name)", logger: logger).decode(ByteBuffer.self) {
+            var bytes = bytes
+            return bytes.readBytes(length: bytes.readableBytes) ?? []
+        }
+        return nil
+    }
+
+    public func saveState(_ name: String, _ bytes: [UInt8]) async throws {
+        try await open()
+        try await client.query("""
+            INSERT INTO junction_state (name, bytes) VALUES (\(name), \(ByteBuffer(bytes: bytes)))
+            ON CONFLICT (name) DO UPDATE SET bytes = EXCLUDED.bytes
+            """, logger: logger)
+    }
+
+    public func close() async throws {
+        let first = state.withLock { state -> Bool in
+            defer { state.closed = true }
+            return !state.closed
+        }
+        guard first else { return }
+        running.cancel()
+        await running.value
+    }
+}
+
+/// A queue of a topic, ordered so that appenders lock counters in one order.
+struct QueueSlot: Hashable, Comparable {
+    var topic: String
+    var queue: Int
+    static func < (a: QueueSlot, b: QueueSlot) -> Bool { (a.topic, a.queue) < (b.topic, b.queue) }
+}

@@ -1,0 +1,85 @@
+import Foundation
+import JunctionPostgres
+
+/// A real PostgreSQL server for the tests: initdb into a temporary directory
+/// as a non-root user (`postgres` when the tests run as root), a port from the
+/// kernel, loopback only; started once per test process on first use and
+/// stopped when the process exits. setup.sh installs the server (Debian's
+/// postgresql); without it the first use fails saying so.
+public final class PostgresServer: Sendable {
+    public let port: Int
+    public let directory: String
+    private let binaries: String
+    private let runAs: [String]
+
+    /// The server of this test process.
+    public static let shared: PostgresServer = {
+        do { return try PostgresServer() } catch { fatalError("cannot start the tests' PostgreSQL server: \(error)") }
+    }()
+
+    private init() throws {
+        guard let bin = try? FileManager.default.contentsOfDirectory(atPath: "/usr/lib/postgresql").sorted().last.map({ "/usr/lib/postgresql/\($0)/bin" }),
+              FileManager.default.isExecutableFile(atPath: bin + "/initdb") else {
+            throw TimeoutError(message: "no PostgreSQL server under /usr/lib/postgresql (make test installs Debian's postgresql through scripts/setup.sh)")
+        }
+        binaries = bin
+        runAs = getuid() == 0 ? ["/usr/sbin/runuser", "-u", "postgres", "--"] : []
+        directory = NSTemporaryDirectory() + "junction-pg-" + UUID().uuidString.prefix(8)
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        if getuid() == 0 { _ = Self.run(["/bin/chown", "-R", "postgres:postgres", directory]) }
+        port = try freePort()
+        guard run([bin + "/initdb", "-D", directory + "/data", "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"]) == 0 else {
+            throw TimeoutError(message: "initdb failed in \(directory)")
+        }
+        let options = "-p \(port) -c listen_addresses=127.0.0.1 -k \(directory) -c fsync=on -c synchronous_commit=on -c max_connections=200"
+        guard run([bin + "/pg_ctl", "-D", directory + "/data", "-o", options, "-l", directory + "/server.log", "-w", "-t", "60", "start"]) == 0 else {
+            let log = (try? String(contentsOfFile: directory + "/server.log", encoding: .utf8)) ?? ""
+            throw TimeoutError(message: "pg_ctl start failed: \(log.suffix(800))")
+        }
+        PostgresServer.stopAtExit = { [binaries = bin, directory, runAs] in
+            _ = Self.run(runAs + [binaries + "/pg_ctl", "-D", directory + "/data", "-m", "fast", "-w", "stop"])
+            try? FileManager.default.removeItem(atPath: directory)
+        }
+        atexit { PostgresServer.stopAtExit?() }
+    }
+
+    nonisolated(unsafe) private static var stopAtExit: (() -> Void)?  // set once, read at exit
+
+    /// A new, empty database; returns its name.
+    public func createDatabase() throws -> String {
+        let name = "junction_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").prefix(16).lowercased()
+        guard run([binaries + "/createdb", "-h", "127.0.0.1", "-p", String(port), "-U", "postgres", name]) == 0 else {
+            throw TimeoutError(message: "createdb \(name) failed")
+        }
+        return name
+    }
+
+    /// Runs one SQL statement in `database` with psql; true when it succeeded.
+    public func execute(_ statement: String, database: String) -> Bool {
+        run([binaries + "/psql", "-h", "127.0.0.1", "-p", String(port), "-U", "postgres", "-d", database, "-v", "ON_ERROR_STOP=1", "-c", statement]) == 0
+    }
+
+    /// Settings for a database of this server.
+    public func settings(database: String) -> PostgresSettings {
+        PostgresSettings(host: "127.0.0.1", port: port, username: "postgres", database: database, poolSize: 4)
+    }
+
+    private func run(_ arguments: [String]) -> Int32 { Self.run(runAs + arguments) }
+
+    /// Runs a command to its end (posix_spawn and waitpid: Foundation's
+    /// Process was seen never to reap pg_ctl here), output discarded.
+    private static func run(_ arguments: [String]) -> Int32 {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+        var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
+        defer { for pointer in argv { free(pointer) } }
+        var pid: pid_t = 0
+        guard posix_spawn(&pid, arguments[0], &actions, nil, &argv, environ) == 0 else { return -1 }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        return (status & 0x7f) == 0 ? (status >> 8) & 0xff : -1
+    }
+}
