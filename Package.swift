@@ -124,7 +124,7 @@ let package = Package(
         .target(
             name: "JunctionGateway",
             dependencies: [
-                "JunctionCore", "JunctionStore", "JunctionTCP", "JunctionZeroMQ", "JunctionStdio",
+                "JunctionCore", "JunctionStore", "JunctionPostgres", "JunctionTCP", "JunctionZeroMQ", "JunctionStdio",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
@@ -193,7 +193,7 @@ let package = Package(
         .testTarget(
             name: "JunctionGatewayTests",
             dependencies: [
-                "JunctionGateway", "JunctionCore", "JunctionStore", "JunctionTestSupport", "JunctionClient", "JunctionProtocol", "junction",
+                "JunctionGateway", "JunctionCore", "JunctionStore", "JunctionPostgres", "JunctionTestSupport", "JunctionClient", "JunctionProtocol", "junction",
             ],
             // pyzmq peers and exec children the tests run as processes.
             exclude: ["Peers"],

@@ -8,13 +8,13 @@ import ServiceLifecycle
 /// makes everything durable and closes the store.
 public struct CoreService: Service {
     /// The store it owns.
-    public let store: CommitLog
+    public let store: any MessageStore
     /// The broker core on top of it.
     public let broker: Broker
     let logger: Logger
 
     /// Creates the service for an opened store and broker.
-    public init(store: CommitLog, broker: Broker, logger: Logger) {
+    public init(store: any MessageStore, broker: Broker, logger: Logger) {
         self.store = store
         self.broker = broker
         self.logger = logger

@@ -1,4 +1,5 @@
 import JunctionCore
+import JunctionPostgres
 import JunctionStore
 import JunctionTCP
 import JunctionZeroMQ
@@ -35,9 +36,14 @@ public struct GatewayBuilder: Sendable {
     /// Opens (and recovers) the store, opens the broker on it, and prepares the
     /// enabled plugins. Nothing listens until `run()`.
     public func build() async throws(GatewayError) -> Gateway {
-        let store: CommitLog
+        let store: any MessageStore
         do {
-            store = try CommitLog(directory: configuration.dataDirectory, settings: configuration.storage, clock: clock, logger: Logger(label: "junction.store"))
+            switch configuration.backend {
+            case .embedded:
+                store = try CommitLog(directory: configuration.dataDirectory, settings: configuration.storage, clock: clock, logger: Logger(label: "junction.store"))
+            case .postgres(let settings):
+                store = PostgresStore(settings: settings, clock: clock, logger: Logger(label: "junction.postgres"))
+            }
         } catch {
             throw GatewayError(stage: .store, underlying: error)
         }
@@ -115,8 +121,8 @@ public final class Gateway: Sendable {
     }
 
     public let configuration: GatewayConfiguration
-    /// The store (the embedded commit log).
-    public let store: CommitLog
+    /// The store (the embedded commit log, or PostgreSQL).
+    public let store: any MessageStore
     /// The broker core on it.
     public let broker: Broker
     /// The enabled plugins, in plugins.json's order.
@@ -125,7 +131,7 @@ public final class Gateway: Sendable {
     private let group: ServiceGroup
     private let logger: Logger
 
-    fileprivate init(configuration: GatewayConfiguration, store: CommitLog, broker: Broker, plugins: [Plugin], http: [any Service], httpServer: AdminHTTPServer?, handlesSignals: Bool, logger: Logger) {
+    fileprivate init(configuration: GatewayConfiguration, store: any MessageStore, broker: Broker, plugins: [Plugin], http: [any Service], httpServer: AdminHTTPServer?, handlesSignals: Bool, logger: Logger) {
         self.configuration = configuration
         self.store = store
         self.broker = broker

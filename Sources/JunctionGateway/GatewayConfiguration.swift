@@ -1,5 +1,6 @@
 import Foundation
 import JunctionCore
+import JunctionPostgres
 import JunctionStore
 import JunctionTCP
 import Logging
@@ -9,8 +10,10 @@ import Logging
 public struct GatewayConfiguration: Sendable, Hashable {
     /// Where the store keeps its files (relative paths are from the working directory).
     public var dataDirectory: String
-    /// The store's settings.
+    /// The store's settings (the embedded log's).
     public var storage: StoreSettings
+    /// Which store: the embedded log (default) or PostgreSQL (`storage.backend`).
+    public var backend: StorageBackend = .embedded
     /// The routing core's settings.
     public var broker: BrokerSettings
     /// The HTTP server (metrics, admin API, dashboard); nil when the
@@ -40,7 +43,7 @@ public struct GatewayConfiguration: Sendable, Hashable {
             configuration.dataDirectory = dataDir
         }
         if var storage = try root.object("storage") {
-            configuration.storage = try decodeStorage(&storage)
+            (configuration.storage, configuration.backend) = try decodeStorage(&storage)
         }
         if let auto = try root.bool("autoCreateTopics") { configuration.broker.autoCreateTopics = auto }
         if var defaults = try root.object("defaults") {
@@ -91,8 +94,16 @@ public struct GatewayConfiguration: Sendable, Hashable {
         return configuration
     }
 
-    private static func decodeStorage(_ storage: inout JSONObjectReader) throws(ConfigurationError) -> StoreSettings {
+    private static func decodeStorage(_ storage: inout JSONObjectReader) throws(ConfigurationError) -> (StoreSettings, StorageBackend) {
         var settings = StoreSettings()
+        var backend = StorageBackend.embedded
+        switch try storage.string("backend") ?? "embedded" {
+        case "embedded": if storage.value("postgres") != nil { throw storage.error("postgres", "only with backend \"postgres\"") }
+        case "postgres":
+            guard var postgres = try storage.object("postgres") else { throw storage.error("postgres", "expected {\"url\", \"passwordEnv\", \"poolSize\"} with backend \"postgres\"") }
+            backend = .postgres(try StorageBackend.decodePostgres(&postgres))
+        case let other: throw storage.error("backend", "\"embedded\" or \"postgres\", found \"\(other)\"")
+        }
         if let flush = try storage.choice("flush", of: StoreSettings.FlushPolicy.self, among: StoreSettings.FlushPolicy.allCases) {
             settings.flush = flush
         }
@@ -114,7 +125,7 @@ public struct GatewayConfiguration: Sendable, Hashable {
         }
         if let checkpoint = try storage.integer("checkpointIntervalMs", in: 10...3_600_000) { settings.checkpointIntervalMs = checkpoint }
         try storage.finish()
-        return settings
+        return (settings, backend)
     }
 
     private static func decodeRoutes(_ items: [JSONValue], file: String, broker: BrokerSettings) throws(ConfigurationError) -> [RouteDefinition] {
@@ -283,6 +294,34 @@ public struct HTTPSettings: Sendable, Hashable {
     /// Whether `host` is a loopback address or name.
     static func isLoopback(_ host: String) -> Bool {
         host == "localhost" || host == "::1" || host.hasPrefix("127.")
+    }
+}
+
+/// Where messages are stored.
+public enum StorageBackend: Sendable, Hashable {
+    /// The embedded commit log in the data directory.
+    case embedded
+    /// A PostgreSQL database (first step of the shared backend: docs/STORAGE.md).
+    case postgres(PostgresSettings)
+
+    /// `storage.postgres`: `url` (postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE), `passwordEnv`, `poolSize`.
+    static func decodePostgres(_ reader: inout JSONObjectReader) throws(ConfigurationError) -> PostgresSettings {
+        guard let url = try reader.string("url") else { throw reader.error("url", "expected postgres://USER@HOST:PORT/DATABASE") }
+        guard let parts = URLComponents(string: url), ["postgres", "postgresql"].contains(parts.scheme ?? ""),
+              let host = parts.host, !host.isEmpty, let user = parts.user, !user.isEmpty,
+              parts.path.count > 1 else {
+            throw reader.error("url", "expected postgres://USER@HOST:PORT/DATABASE, found \"\(url)\"")
+        }
+        var password = parts.password
+        if let name = try reader.string("passwordEnv") {
+            guard let value = ProcessInfo.processInfo.environment[name] else {
+                throw reader.error("passwordEnv", "the environment variable \(name) to be set (it holds the database password)")
+            }
+            password = value
+        }
+        let poolSize = try reader.integer("poolSize", in: 1...64) ?? 8
+        try reader.finish()
+        return PostgresSettings(host: host, port: parts.port ?? 5432, username: user, password: password, database: String(parts.path.dropFirst()), poolSize: poolSize)
     }
 }
 

@@ -1,0 +1,57 @@
+import Foundation
+import JunctionClient
+import JunctionCore
+import JunctionGateway
+import JunctionPostgres
+import JunctionProtocol
+import JunctionTestSupport
+import Testing
+
+/// A gateway on the PostgreSQL backend (`storage.backend: "postgres"`),
+/// against the tests' PostgreSQL server.
+@Suite("Gateway on PostgreSQL")
+struct GatewayPostgresTests {
+    @Test("publish and consume through a gateway on PostgreSQL; a restarted gateway resumes the group where it was and keeps the topics")
+    func publishConsumeRestart() async throws {
+        let server = PostgresServer.shared
+        let database = try server.createDatabase()
+        let config = #"{"storage": {"backend": "postgres", "postgres": {"url": "postgres://postgres@127.0.0.1:\#(server.port)/\#(database)", "poolSize": 4}}, "topics": [{"name": "pg", "queues": 2}]}"#
+        let dir = TemporaryDirectory()
+        var gateway = try await InProcessGateway.start(directory: dir.path, config: config)
+        var client = try await JunctionClient.connect(port: gateway.port, reconnect: false)
+        let receipts = try await client.publish((0..<20).map { Message(topic: "pg", keys: ["k\($0 % 3)"], body: Array("m\($0)".utf8)) })
+        #expect(receipts.count == 20 && Set(receipts.map(\.id)).count == 20)
+        let subscription = try await client.subscribe(WireSubscription(topic: "pg", group: "readers", start: .earliest, credit: 20))
+        let first = try await deliveries(of: subscription, count: 12, "the first 12")
+        try await subscription.ackConfirmed(first)
+        await client.close()
+        #expect(await gateway.stop() == 0)
+        #expect(!FileManager.default.fileExists(atPath: dir.path + "/data/log"), "nothing of the embedded log is written")
+
+        gateway = try await InProcessGateway.start(directory: dir.path, config: config)
+        client = try await JunctionClient.connect(port: gateway.port, reconnect: false)
+        let again = try await client.subscribe(WireSubscription(topic: "pg", group: "readers", start: .earliest, credit: 20))
+        let rest = try await deliveries(of: again, count: 8, "the 8 not acked before the restart")
+        #expect(Set((first + rest).map(text)) == Set((0..<20).map { "m\($0)" }))
+        #expect(try await client.listTopics().contains(TopicInfo(name: "pg", queues: 2)))
+        let byKey = try await gateway.gateway.broker.messages(topic: "pg", key: "k1", since: 0, until: .max, limit: 100)
+        #expect(byKey.map { String(decoding: $0.message.body, as: UTF8.self) } == (0..<20).filter { $0 % 3 == 1 }.map { "m\($0)" })
+        await client.close()
+        #expect(await gateway.stop() == 0)
+    }
+
+    @Test("storage.backend and storage.postgres are checked: unknown backend, missing url, bad url, unset passwordEnv")
+    func configuration() {
+        func refusal(_ storage: String) -> String? {
+            do { _ = try GatewayConfiguration.decode(Array(#"{"storage": \#(storage)}"#.utf8), file: "junction.json"); return nil } catch { return error.path }
+        }
+        #expect(refusal(#"{"backend": "mysql"}"#) == "storage.backend")
+        #expect(refusal(#"{"backend": "postgres"}"#) == "storage.postgres")
+        #expect(refusal(#"{"backend": "postgres", "postgres": {"url": "http://x"}}"#) == "storage.postgres.url")
+        #expect(refusal(#"{"backend": "postgres", "postgres": {"url": "postgres://u@h/d", "passwordEnv": "JUNCTION_TEST_UNSET_VARIABLE"}}"#) == "storage.postgres.passwordEnv")
+        #expect(refusal(#"{"backend": "postgres", "postgres": {"url": "postgres://u@h/d", "pool": 3}}"#) == "storage.postgres.pool")
+        #expect(refusal(#"{"postgres": {"url": "postgres://u@h/d"}}"#) == "storage.postgres")
+        let decoded = try? GatewayConfiguration.decode(Array(#"{"storage": {"backend": "postgres", "postgres": {"url": "postgres://junction@db.example:6543/broker", "poolSize": 3}}}"#.utf8), file: "junction.json")
+        #expect(decoded?.backend == .postgres(PostgresSettings(host: "db.example", port: 6543, username: "junction", database: "broker", poolSize: 3)))
+    }
+}
