@@ -67,13 +67,20 @@ public final class PostgresServer: Sendable {
     private func run(_ arguments: [String]) -> Int32 { Self.run(runAs + arguments) }
 
     /// Runs a command to its end (posix_spawn and waitpid: Foundation's
-    /// Process was seen never to reap pg_ctl here), output discarded.
+    /// Process was seen never to reap pg_ctl here), output discarded, no other
+    /// descriptor inherited.
     private static func run(_ arguments: [String]) -> Int32 {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
         posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
         posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+        // Nothing else of this process: pg_ctl leaves the server running, and a
+        // server holding another test's pipe would keep that test's reads waiting for an end.
+        // (glibc ≥ 2.34 has it; Swift's Glibc module does not declare it.)
+        typealias CloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
+        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addclosefrom_np") else { return -1 }
+        _ = unsafeBitCast(symbol, to: CloseFrom.self)(&actions, 3)
         var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
         defer { for pointer in argv { free(pointer) } }
         var pid: pid_t = 0
