@@ -225,11 +225,4 @@ struct TransactionTable: Equatable, Codable {
             id: entry.id, producerGroup: entry.producerGroup, state: entry.state, preparedAt: entry.preparedAt, checks: entry.checks,
             nextCheckAt: entry.nextCheckAt, topics: entry.topics, acks: entry.acks.count)
     }
-
-    /// Open transactions per state, for metrics.
-    var counts: [TransactionInfo.State: Int] {
-        var counts: [TransactionInfo.State: Int] = [:]
-        for entry in entries.values { counts[entry.state, default: 0] += 1 }
-        return counts
-    }
 }
