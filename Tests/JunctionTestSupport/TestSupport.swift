@@ -236,15 +236,23 @@ public final class ChildProcess: Sendable {
         return true
     }
 
-    /// Waits for the process to exit, killing it after `seconds`; returns its status.
+    /// Waits for the process to exit, killing it after `seconds`, and for the
+    /// watched stream to be read to its end, so that `lines` then holds every
+    /// line the process wrote (a loaded machine can leave the reader behind the
+    /// exit). Returns the exit status.
     public func waitForExit(seconds: Double = 60) async -> Int32 {
         let process = self.process
+        let state = self.state
         return await withCheckedContinuation { continuation in
             Thread {
                 let deadline = Date().addingTimeInterval(seconds)
                 while process.isRunning && Date() < deadline { usleep(2_000) }
                 if process.isRunning { kill(process.processIdentifier, SIGKILL) }
                 process.waitUntilExit()
+                // The end of the stream comes once the pipe is drained; bounded, as
+                // a child spawned elsewhere at the same moment may hold its write end.
+                let drained = Date().addingTimeInterval(10)
+                while !state.withLock({ $0.ended }) && Date() < drained { usleep(2_000) }
                 continuation.resume(returning: process.terminationStatus)
             }.start()
         }
