@@ -41,6 +41,7 @@ public final class PostgresStore: MessageStore, Sendable {
     private let running: Task<Void, Never>
     private let ready: Task<Void, any Error>
     private let state = Mutex((closed: false, lastTimestamp: Int64(0)))
+    private let appends = Mutex(AppendQueue<@Sendable (Result<[AppendResult], any Error>) -> Void>())
 
     /// Connects (in the background: every call waits until the schema is there).
     public init(settings: PostgresSettings, clock: any WallClock = SystemWallClock(), logger: Logger = Logger(label: "junction.postgres")) {
@@ -119,57 +120,136 @@ public final class PostgresStore: MessageStore, Sendable {
 
     // MARK: Appending
 
+    /// The most messages in one append transaction (13 parameters each, well
+    /// under PostgreSQL's 65535 per statement).
+    static let maxBatchMessages = 1000
+
     public func enqueue(_ requests: [AppendRequest], completion: @escaping @Sendable (Result<[AppendResult], any Error>) -> Void) {
-        Task {
-            do { completion(.success(try await appendNow(requests))) } catch { completion(.failure(Self.failure(error))) }
+        if let refusal = Self.refusal(requests) { return completion(.failure(refusal)) }
+        guard !requests.isEmpty else { return completion(.success([])) }
+        if appends.withLock({ $0.add(requests, completion) }) {
+            Task { await writeLoop() }
         }
     }
 
+    /// The same limits as the embedded log, so that a backend change refuses nothing new.
+    static func refusal(_ requests: [AppendRequest]) -> BrokerError? {
+        for request in requests {
+            guard (0...Int(UInt16.max)).contains(request.queue) else { return BrokerError(.invalidMessage, "queue \(request.queue) is outside 0...65535") }
+            guard !request.message.topic.isEmpty, request.message.topic.utf8.count <= 255 else { return BrokerError(.invalidMessage, "topic must be 1 to 255 bytes") }
+        }
+        return nil
+    }
+
+    /// Group commit: one transaction at a time carries every append that waits.
+    private func writeLoop() async {
+        while true {
+            let batch = appends.withLock { $0.next(maxMessages: Self.maxBatchMessages) }
+            guard !batch.isEmpty else { return }
+            do {
+                let results = try await appendNow(batch.flatMap(\.requests))
+                var start = 0
+                for pending in batch {
+                    pending.completion(.success(Array(results[start..<start + pending.requests.count])))
+                    start += pending.requests.count
+                }
+            } catch {
+                let failure = Self.failure(error)
+                for pending in batch { pending.completion(.failure(failure)) }
+            }
+        }
+    }
+
+    /// One transaction: the queues' counters advanced (their rows stay locked
+    /// until the commit, taken in one order so that appenders never deadlock),
+    /// the messages and their keys inserted in one statement each.
     private func appendNow(_ requests: [AppendRequest]) async throws -> [AppendResult] {
         try await open()
-        // The same limits as the embedded log, so that a backend change refuses nothing new.
-        for request in requests {
-            guard (0...Int(UInt16.max)).contains(request.queue) else { throw BrokerError(.invalidMessage, "queue \(request.queue) is outside 0...65535") }
-            guard !request.message.topic.isEmpty, request.message.topic.utf8.count <= 255 else { throw BrokerError(.invalidMessage, "topic must be 1 to 255 bytes") }
-        }
         let logger = self.logger
+        var counts: [QueueSlot: Int64] = [:]
+        for request in requests { counts[QueueSlot(topic: request.message.topic, queue: request.queue), default: 0] += 1 }
+        let slots = counts.keys.sorted()
         return try await client.withTransaction(logger: logger) { connection in
-            // The queues' counters, locked in one order (no deadlock between appenders).
+            var binds = PostgresBindings(capacity: slots.count * 3)
+            var values: [String] = []
+            for slot in slots {
+                let n = binds.count
+                values.append("($\(n + 1), $\(n + 2), $\(n + 3))")
+                binds.append(slot.topic)
+                binds.append(Int32(slot.queue))
+                binds.append(counts[slot]!)
+            }
+            let advanced = try await connection.query(PostgresQuery(unsafeSQL: """
+                INSERT INTO junction_queues AS q (topic, queue, next_offset) VALUES \(values.joined(separator: ", "))
+                ON CONFLICT (topic, queue) DO UPDATE SET next_offset = q.next_offset + EXCLUDED.next_offset
+                RETURNING topic, queue, next_offset
+                """, binds: binds), logger: logger)
             var next: [QueueSlot: Int64] = [:]
-            for slot in Set(requests.map { QueueSlot(topic: $0.message.topic, queue: $0.queue) }).sorted() {
-                try await connection.query(
-                    "INSERT INTO junction_queues (topic, queue, next_offset) VALUES (\(slot.topic), \(Int32(slot.queue)), 0) ON CONFLICT DO NOTHING", logger: logger)
-                let rows = try await connection.query(
-                    "SELECT next_offset FROM junction_queues WHERE topic = \(slot.topic) AND queue = \(Int32(slot.queue)) FOR UPDATE", logger: logger)
-                for try await (offset) in rows.decode(Int64.self) { next[slot] = offset }
+            for try await (topic, queue, end) in advanced.decode((String, Int32, Int64).self) {
+                let slot = QueueSlot(topic: topic, queue: Int(queue))
+                next[slot] = end - counts[slot]!
             }
             let storedAt = stamp()
-            var results: [AppendResult] = []
+            var rows = PostgresBindings(capacity: requests.count * 13)
+            var tuples: [String] = []
+            var offsets: [Int64] = []
             for request in requests {
                 let message = request.message
                 let slot = QueueSlot(topic: message.topic, queue: request.queue)
-                let offset = next[slot]!
+                guard let offset = next[slot] else { throw BrokerError(.storageError, "PostgreSQL returned no counter for \(slot.topic) queue \(slot.queue)") }
                 next[slot] = offset + 1
-                let properties = JSONValue.object(message.properties.sorted { $0.key < $1.key }.map { ($0.key, .string($0.value)) }).serialized
-                let rows = try await connection.query("""
-                    INSERT INTO junction_messages (topic, queue, queue_offset, stored_at, tag, tag_hash, keys, properties, body,
-                        sharding_key, dedupe_id, deliver_at, born_at)
-                    VALUES (\(message.topic), \(Int32(request.queue)), \(offset), \(storedAt), \(message.tag), \(Int64(bitPattern: TagHash.of(message.tag))),
-                        \(message.keys), \(properties), \(ByteBuffer(bytes: message.body)), \(message.shardingKey), \(message.dedupeID),
-                        \(message.deliverAt), \(message.bornTimestamp == 0 ? storedAt : message.bornTimestamp))
-                    RETURNING id
-                    """, logger: logger)
-                var id: Int64 = 0
-                for try await (value) in rows.decode(Int64.self) { id = value }
-                for key in Set(message.keys) where !key.isEmpty {
-                    try await connection.query(
-                        "INSERT INTO junction_keys (topic, key, message, stored_at) VALUES (\(message.topic), \(key), \(id), \(storedAt))", logger: logger)
-                }
-                results.append(AppendResult(id: Self.messageID(id, topic: message.topic), queue: request.queue, queueOffset: UInt64(offset), storeTimestamp: storedAt))
+                offsets.append(offset)
+                let n = rows.count
+                tuples.append("(" + (1...13).map { "$\(n + $0)" }.joined(separator: ", ") + ")")
+                rows.append(message.topic)
+                rows.append(Int32(request.queue))
+                rows.append(offset)
+                rows.append(storedAt)
+                rows.append(message.tag)
+                rows.append(Int64(bitPattern: TagHash.of(message.tag)))
+                rows.append(message.keys)
+                rows.append(JSONValue.object(message.properties.sorted { $0.key < $1.key }.map { ($0.key, .string($0.value)) }).serialized)
+                rows.append(ByteBuffer(bytes: message.body))
+                rows.append(message.shardingKey)
+                rows.append(message.dedupeID)
+                rows.append(message.deliverAt)
+                rows.append(message.bornTimestamp == 0 ? storedAt : message.bornTimestamp)
             }
-            for (slot, offset) in next {
-                try await connection.query(
-                    "UPDATE junction_queues SET next_offset = \(offset) WHERE topic = \(slot.topic) AND queue = \(Int32(slot.queue))", logger: logger)
+            let inserted = try await connection.query(PostgresQuery(unsafeSQL: """
+                INSERT INTO junction_messages (topic, queue, queue_offset, stored_at, tag, tag_hash, keys, properties, body,
+                    sharding_key, dedupe_id, deliver_at, born_at)
+                VALUES \(tuples.joined(separator: ", "))
+                RETURNING topic, queue, queue_offset, id
+                """, binds: rows), logger: logger)
+            var ids: [QueueSlot: [Int64: Int64]] = [:]
+            for try await (topic, queue, offset, id) in inserted.decode((String, Int32, Int64, Int64).self) {
+                ids[QueueSlot(topic: topic, queue: Int(queue)), default: [:]][offset] = id
+            }
+            var results: [AppendResult] = []
+            var keyRows: [(topic: String, key: String, id: Int64)] = []
+            for (request, offset) in zip(requests, offsets) {
+                let topic = request.message.topic
+                guard let id = ids[QueueSlot(topic: topic, queue: request.queue)]?[offset] else {
+                    throw BrokerError(.storageError, "PostgreSQL returned no id for \(topic) queue \(request.queue) offset \(offset)")
+                }
+                for key in Set(request.message.keys) where !key.isEmpty { keyRows.append((topic, key, id)) }
+                results.append(AppendResult(id: Self.messageID(id, topic: topic), queue: request.queue, queueOffset: UInt64(offset), storeTimestamp: storedAt))
+            }
+            // Keys in statements of at most 5000 rows (4 parameters each).
+            for chunk in stride(from: 0, to: keyRows.count, by: 5000) {
+                var binds = PostgresBindings()
+                var tuples: [String] = []
+                for row in keyRows[chunk..<min(keyRows.count, chunk + 5000)] {
+                    let n = binds.count
+                    tuples.append("($\(n + 1), $\(n + 2), $\(n + 3), $\(n + 4))")
+                    binds.append(row.topic)
+                    binds.append(row.key)
+                    binds.append(row.id)
+                    binds.append(storedAt)
+                }
+                try await connection.query(PostgresQuery(unsafeSQL: """
+                    INSERT INTO junction_keys (topic, key, message, stored_at) VALUES \(tuples.joined(separator: ", "))
+                    """, binds: binds), logger: logger)
             }
             return results
         }

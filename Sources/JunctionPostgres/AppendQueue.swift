@@ -1,0 +1,56 @@
+import JunctionCore
+
+/// The appends waiting for the store's writer (group commit). Appends that
+/// arrive while a transaction commits wait here; the writer then takes as
+/// many as fit in one transaction, so that one commit (one WAL flush) carries
+/// them all, as the embedded log's one fsync carries a batch. A value: the
+/// store owns it under its lock, the writer loop drives it.
+struct AppendQueue<Completion> {
+    struct Pending {
+        var requests: [AppendRequest]
+        var completion: Completion
+    }
+
+    private(set) var waiting: [Pending] = []
+    private var head = 0
+    /// True while a writer loop runs: a new append then only waits.
+    private(set) var writing = false
+
+    /// Adds an append; true when the caller must start the writer loop.
+    mutating func add(_ requests: [AppendRequest], _ completion: Completion) -> Bool {
+        waiting.append(Pending(requests: requests, completion: completion))
+        guard !writing else { return false }
+        writing = true
+        return true
+    }
+
+    /// The next transaction's appends: whole appends in arrival order, at
+    /// least one, then as many as keep the batch within `maxMessages`. Empty
+    /// when nothing waits, and the writer loop then ends (`writing` is false).
+    mutating func next(maxMessages: Int) -> [Pending] {
+        var batch: [Pending] = []
+        var count = 0
+        while head < waiting.count {
+            let size = waiting[head].requests.count
+            if !batch.isEmpty && count + size > maxMessages { break }
+            batch.append(waiting[head])
+            count += size
+            head += 1
+        }
+        if head == waiting.count {
+            waiting.removeAll(keepingCapacity: true)
+            head = 0
+        }
+        if batch.isEmpty { writing = false }
+        return batch
+    }
+
+    /// Everything still waiting, taken out (the store closed).
+    mutating func drain() -> [Pending] {
+        defer {
+            waiting.removeAll()
+            head = 0
+        }
+        return Array(waiting[head...])
+    }
+}
