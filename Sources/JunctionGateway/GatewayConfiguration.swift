@@ -319,7 +319,7 @@ public enum StorageBackend: Sendable, Hashable {
             }
             password = value
         }
-        let poolSize = try reader.integer("poolSize", in: 1...64) ?? 8
+        let poolSize = try reader.integer("poolSize", in: 2...64) ?? 8
         try reader.finish()
         return PostgresSettings(host: host, port: parts.port ?? 5432, username: user, password: password, database: String(parts.path.dropFirst()), poolSize: poolSize)
     }

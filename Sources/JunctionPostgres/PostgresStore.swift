@@ -11,16 +11,19 @@ public struct PostgresSettings: Sendable, Hashable {
     public var username: String
     public var password: String?
     public var database: String
-    /// Connections in the pool.
+    /// Connections in the pool (one of them listens for notifications).
     public var poolSize: Int
+    /// How often the queues' ends are polled, in case a notification was lost.
+    public var pollIntervalMs: Int
 
-    public init(host: String = "127.0.0.1", port: Int = 5432, username: String, password: String? = nil, database: String, poolSize: Int = 8) {
+    public init(host: String = "127.0.0.1", port: Int = 5432, username: String, password: String? = nil, database: String, poolSize: Int = 8, pollIntervalMs: Int = 1000) {
         self.host = host
         self.port = port
         self.username = username
         self.password = password
         self.database = database
         self.poolSize = poolSize
+        self.pollIntervalMs = pollIntervalMs
     }
 }
 
@@ -42,6 +45,13 @@ public final class PostgresStore: MessageStore, Sendable {
     private let ready: Task<Void, any Error>
     private let state = Mutex((closed: false, lastTimestamp: Int64(0)))
     private let appends = Mutex(AppendQueue<@Sendable (Result<[AppendResult], any Error>) -> Void>())
+    private let growth = Mutex(GrowthTracker())
+    private let growthHandlers = Mutex<[@Sendable ([String: [Int: UInt64]]) -> Void]>([])
+    private let watchers = Mutex<[Task<Void, Never>]>([])
+    /// This process among the gateways sharing the database: it names the
+    /// notifications it sends, and the leases it holds.
+    public let instance = UUID().uuidString.lowercased()
+    private let pollIntervalMs: Int
 
     /// Connects (in the background: every call waits until the schema is there).
     public init(settings: PostgresSettings, clock: any WallClock = SystemWallClock(), logger: Logger = Logger(label: "junction.postgres")) {
@@ -53,6 +63,7 @@ public final class PostgresStore: MessageStore, Sendable {
         self.client = client
         self.clock = clock
         self.logger = logger
+        pollIntervalMs = settings.pollIntervalMs
         running = Task { await client.run() }
         ready = Task { try await Self.prepareSchema(client, logger: logger) }
     }
@@ -147,7 +158,8 @@ public final class PostgresStore: MessageStore, Sendable {
             let batch = appends.withLock { $0.next(maxMessages: Self.maxBatchMessages) }
             guard !batch.isEmpty else { return }
             do {
-                let results = try await appendNow(batch.flatMap(\.requests))
+                let (results, ends) = try await appendNow(batch.flatMap(\.requests))
+                _ = growth.withLock { $0.observe(ends) }
                 var start = 0
                 for pending in batch {
                     pending.completion(.success(Array(results[start..<start + pending.requests.count])))
@@ -163,7 +175,7 @@ public final class PostgresStore: MessageStore, Sendable {
     /// One transaction: the queues' counters advanced (their rows stay locked
     /// until the commit, taken in one order so that appenders never deadlock),
     /// the messages and their keys inserted in one statement each.
-    private func appendNow(_ requests: [AppendRequest]) async throws -> [AppendResult] {
+    private func appendNow(_ requests: [AppendRequest]) async throws -> ([AppendResult], [(QueueSlot, UInt64)]) {
         try await open()
         let logger = self.logger
         var counts: [QueueSlot: Int64] = [:]
@@ -185,10 +197,15 @@ public final class PostgresStore: MessageStore, Sendable {
                 RETURNING topic, queue, next_offset
                 """, binds: binds), logger: logger)
             var next: [QueueSlot: Int64] = [:]
+            var ends: [(QueueSlot, UInt64)] = []
             for try await (topic, queue, end) in advanced.decode((String, Int32, Int64).self) {
                 let slot = QueueSlot(topic: topic, queue: Int(queue))
                 next[slot] = end - counts[slot]!
+                ends.append((slot, UInt64(end)))
             }
+            // Delivered at the commit, to every gateway listening.
+            let notice = GrowthNotice(from: instance, ends: ends).payload
+            try await connection.query("SELECT pg_notify(\(GrowthNotice.channel), \(notice))", logger: logger)
             let storedAt = stamp()
             var rows = PostgresBindings(capacity: requests.count * 13)
             var tuples: [String] = []
@@ -251,7 +268,7 @@ public final class PostgresStore: MessageStore, Sendable {
                     INSERT INTO junction_keys (topic, key, message, stored_at) VALUES \(tuples.joined(separator: ", "))
                     """, binds: binds), logger: logger)
             }
-            return results
+            return (results, ends)
         }
     }
 
@@ -359,6 +376,78 @@ public final class PostgresStore: MessageStore, Sendable {
         return try await Self.decode(rows)
     }
 
+    // MARK: Growth made by other gateways
+
+    /// Other gateways' appends, as soon as their notification arrives (LISTEN
+    /// on one pooled connection) and, as notifications can be lost (a
+    /// connection dropped, the listener reconnecting), by a poll of every
+    /// queue's end each `pollIntervalMs`.
+    public func onExternalGrowth(_ handler: @escaping @Sendable ([String: [Int: UInt64]]) -> Void) {
+        let first = growthHandlers.withLock { handlers in
+            handlers.append(handler)
+            return handlers.count == 1
+        }
+        guard first else { return }
+        let listening = Task { [weak self] () -> Void in await self?.listen() }
+        let polling = Task { [weak self, pollIntervalMs] in
+            while !Task.isCancelled {
+                await self?.poll()
+                try? await Task.sleep(for: .milliseconds(pollIntervalMs))  // the polling period
+            }
+        }
+        watchers.withLock { $0 += [listening, polling] }
+    }
+
+    private func report(_ grown: [String: [Int: UInt64]]) {
+        guard !grown.isEmpty else { return }
+        for handler in growthHandlers.withLock({ $0 }) { handler(grown) }
+    }
+
+    /// Reads every queue's end and reports what grew.
+    func poll() async {
+        do {
+            try await open()
+            var seen: [(QueueSlot, UInt64)] = []
+            for try await (topic, queue, end) in try await client.query(
+                "SELECT topic, queue, next_offset FROM junction_queues", logger: logger).decode((String, Int32, Int64).self) {
+                seen.append((QueueSlot(topic: topic, queue: Int(queue)), UInt64(end)))
+            }
+            report(growth.withLock { $0.poll(seen) })
+        } catch {
+            if !Task.isCancelled { logger.debug("polling the queues' ends failed", metadata: ["error": "\(error)"]) }
+        }
+    }
+
+    /// Listens for growth notices, reconnecting with backoff.
+    private func listen() async {
+        var backoffMs = 100
+        while !Task.isCancelled {
+            do {
+                try await open()
+                try await client.withConnection { connection in
+                    try await connection.listen(on: GrowthNotice.channel) { notices in
+                        backoffMs = 100
+                        // What committed before LISTEN took effect is found by this poll.
+                        await self.poll()
+                        for try await notification in notices {
+                            guard let notice = GrowthNotice(payload: notification.payload), notice.from != self.instance else { continue }
+                            if let ends = notice.ends {
+                                self.report(self.growth.withLock { $0.observe(ends) })
+                            } else {
+                                await self.poll()
+                            }
+                        }
+                    }
+                }
+            } catch {
+                if Task.isCancelled { return }
+                logger.warning("listening for other gateways' appends failed; polling meanwhile, listening again", metadata: ["error": "\(error)", "retryInMs": "\(backoffMs)"])
+                try? await Task.sleep(for: .milliseconds(backoffMs))  // reconnect backoff
+                backoffMs = min(backoffMs * 2, 5000)
+            }
+        }
+    }
+
     // MARK: Metadata and state
 
     public func knownTopics() async throws -> [String: Int] {
@@ -432,6 +521,10 @@ public final class PostgresStore: MessageStore, Sendable {
             return !state.closed
         }
         guard first else { return }
+        let tasks = watchers.withLock { $0 }
+        for task in tasks { task.cancel() }
+        for task in tasks { await task.value }
+        for pending in appends.withLock({ $0.drain() }) { pending.completion(.failure(BrokerError(.storeClosed, "the PostgreSQL store is closed"))) }
         running.cancel()
         await running.value
     }

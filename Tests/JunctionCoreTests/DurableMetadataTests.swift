@@ -183,6 +183,26 @@ struct BackendSeamTests {
     }
 }
 
+extension BackendSeamTests {
+    @Test("growth elsewhere in a queue this process does not know: the topic's queues are learnt from the store, then delivered")
+    func externalGrowthOfUnknownQueue() async throws {
+        let h = try await DeliveryHarness.open(settings: BrokerSettings(topics: [TopicDeclaration(name: "t", queues: 1)]))
+        let subscription = try await h.broker.subscribe(SubscriptionOptions(topic: "t", group: "g", start: .earliest))
+        // Another gateway raised the topic to 3 queues and appended to the third.
+        try await h.store.saveTopics(["t": 3])
+        let waiting = Task { await subscription.take(max: 10, timeout: .seconds(20)) }
+        _ = try h.store.appendExternally([AppendRequest(message: Message(topic: "t", body: Array("queue 2".utf8)), queue: 2)])
+        guard case .deliveries(let batch) = await waiting.value else { Issue.record("the append to an unknown queue was not delivered"); return }
+        #expect(batch.map(\.message.queue) == [2])
+        #expect(h.broker.queueCount(of: "t") == 3)
+        // A topic made elsewhere is found when a consumer subscribes to it here.
+        try await h.store.saveTopics(["made-elsewhere": 5])
+        _ = try await h.broker.subscribe(SubscriptionOptions(topic: "made-elsewhere", group: "g2", start: .earliest))
+        #expect(h.broker.queueCount(of: "made-elsewhere") == 5)
+        try await h.close()
+    }
+}
+
 /// A coordinator the test drives: it gives the queues the test says.
 final class ScriptedCoordinator: GroupCoordinator, Sendable {
     private let assigners = Locked<[@Sendable (QueueOwnership) -> Void]>([])

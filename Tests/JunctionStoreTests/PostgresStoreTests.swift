@@ -89,3 +89,60 @@ struct PostgresGroupCommitTests {
         for store in stores { try await store.close() }
     }
 }
+
+@Suite("PostgreSQL store: other gateways' appends")
+struct PostgresGrowthTests {
+    private func ends(_ pairs: (QueueSlot, UInt64)...) -> [(QueueSlot, UInt64)] { pairs }
+
+    @Test("the tracker reports only ends past what it knew; the first poll reports nothing")
+    func tracker() {
+        var tracker = GrowthTracker()
+        let a0 = QueueSlot(topic: "a", queue: 0), a1 = QueueSlot(topic: "a", queue: 1), b0 = QueueSlot(topic: "b", queue: 0)
+        var grown = tracker.poll(ends((a0, 5), (b0, 2)))
+        #expect(grown.isEmpty, "what existed before the first poll is not growth")
+        grown = tracker.observe(ends((a0, 7), (a1, 1), (b0, 2)))
+        #expect(grown == ["a": [0: 7, 1: 1]])
+        grown = tracker.observe(ends((a0, 6)))
+        #expect(grown.isEmpty, "a late, lower end changes nothing")
+        grown = tracker.poll(ends((a0, 7), (a1, 1), (b0, 3)))
+        #expect(grown == ["b": [0: 3]])
+    }
+
+    @Test("a notice carries who appended and the new ends; one too long for NOTIFY asks for a poll; other payloads are ignored")
+    func notice() {
+        let notice = GrowthNotice(from: "g1", ends: [(QueueSlot(topic: "t\"x", queue: 3), 12)])
+        #expect(GrowthNotice(payload: notice.payload) == notice)
+        let many = GrowthNotice(from: "g1", ends: (0..<1000).map { (QueueSlot(topic: "topic-\($0)", queue: $0), UInt64($0)) })
+        #expect(many.payload.utf8.count < 8000)
+        #expect(GrowthNotice(payload: many.payload) == GrowthNotice(from: "g1", ends: nil))
+        #expect(GrowthNotice(payload: "hello") == nil)
+        #expect(GrowthNotice(payload: #"{"from": "g", "ends": [["t", "x", 1]]}"#) == nil)
+    }
+
+    @Test("an append on one store wakes the other by notification; rows committed without one are found by the poll")
+    func wakes() async throws {
+        let server = PostgresServer.shared
+        let database = try server.createDatabase()
+        var settings = server.settings(database: database)
+        settings.pollIntervalMs = 200
+        let writer = PostgresStore(settings: settings)
+        let watcher = PostgresStore(settings: settings)
+        let seen = Locked([String: [Int: UInt64]]())
+        watcher.onExternalGrowth { grown in
+            seen.withLock { seen in
+                for (topic, ends) in grown { seen[topic, default: [:]].merge(ends) { max($0, $1) } }
+            }
+        }
+        _ = try await writer.append((0..<3).map { AppendRequest(message: Message(topic: "t", body: [UInt8($0)]), queue: $0 % 2) })
+        try await waitUntil(seconds: 10, "the watcher did not hear of the append: \(seen.withLock { $0 })") {
+            seen.withLock { $0["t"] == [0: 2, 1: 1] }
+        }
+        // Another program's rows, with no notification: the poll finds them.
+        #expect(server.execute("UPDATE junction_queues SET next_offset = 5 WHERE topic = 't' AND queue = 1", database: database))
+        try await waitUntil(seconds: 10, "the poll did not find the new end: \(seen.withLock { $0 })") {
+            seen.withLock { $0["t"]?[1] == 5 }
+        }
+        try await writer.close()
+        try await watcher.close()
+    }
+}

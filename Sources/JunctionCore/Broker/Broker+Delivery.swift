@@ -7,6 +7,8 @@ extension Broker {
     /// else is refused with an error naming both. A group that has committed
     /// offsets resumes from them; a new one starts at `options.start`.
     public func subscribe(_ options: SubscriptionOptions) async throws -> Subscription {
+        // Another gateway on a shared backend may have made the topic.
+        if queueCount(of: options.topic) == nil { await learnTopics() }
         let definition = try definition(for: options)
         try delivery.admit(group: options.group, definition: definition)
         do {

@@ -40,7 +40,7 @@ public final class Broker: Sendable {
         await broker.finishTransactionsAfterStart()
         broker.delivery.startSaving(store: store, clock: clock, intervalMs: Int64(settings.offsetSaveIntervalMs), logger: logger)
         // Appends made elsewhere (another gateway on a shared backend) wake the groups as this process's own do.
-        store.onExternalGrowth { [weak broker] grown in broker?.delivery.notify(grown: grown) }
+        store.onExternalGrowth { [weak broker] grown in broker?.grewElsewhere(grown) }
         broker.scheduler.start(
             clock: clock,
             fire: { [broker] offsets in try await broker.fire(offsets) },
@@ -98,6 +98,24 @@ public final class Broker: Sendable {
 
     /// The queue count of a topic, or nil when it does not exist.
     public func queueCount(of topic: String) -> Int? { topics.topic(topic)?.queues }
+
+    /// Appends made by another process sharing the store wake the groups
+    /// reading them; a topic or queue not known here is learnt from the store first.
+    func grewElsewhere(_ grown: [String: [Int: UInt64]]) {
+        let unknown = grown.contains { topic, ends in (ends.keys.max() ?? 0) >= (queueCount(of: topic) ?? 0) }
+        guard unknown else { return delivery.notify(grown: grown) }
+        Task {
+            await learnTopics()
+            delivery.notify(grown: grown)
+        }
+    }
+
+    /// Learns the topics the store knows that this process does not (made by
+    /// another gateway on a shared backend); an unreadable store teaches nothing.
+    func learnTopics() async {
+        guard let stored = try? await store.knownTopics() else { return }
+        topics.learn(stored)
+    }
 
     /// Every topic with its queue count (internal topics included).
     public var topicList: [String: Int] { topics.all }

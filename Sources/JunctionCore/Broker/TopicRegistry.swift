@@ -85,6 +85,16 @@ final class TopicRegistry: Sendable {
         }
     }
 
+    /// Topics the store knows (another gateway on a shared backend created
+    /// or grew them): known here too, with at least those queue counts.
+    func learn(_ stored: [String: Int]) {
+        topics.withLock { topics in
+            for (name, queues) in stored where queues > (topics[name]?.queues ?? 0) {
+                topics[name] = Topic(name: name, queues: queues)
+            }
+        }
+    }
+
     var all: [String: Int] { topics.withLock { $0.mapValues(\.queues) } }
 
     /// Which of these topics the store has not recorded yet, with their queue counts.
