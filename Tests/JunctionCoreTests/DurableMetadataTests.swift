@@ -205,19 +205,21 @@ extension BackendSeamTests {
 
 /// A coordinator the test drives: it gives the queues the test says.
 final class ScriptedCoordinator: GroupCoordinator, Sendable {
-    private let assigners = Locked<[@Sendable (QueueOwnership) -> Void]>([])
+    private let assigners = Locked<[@Sendable (QueueOwnership) async -> Void]>([])
     private let initial: Set<Int>?
 
     init(initial: Set<Int>?) { self.initial = initial }
 
-    func coordinate(group: String, topic: String, assign: @escaping @Sendable (QueueOwnership) -> Void) async throws -> any CoordinationHandle {
+    var initialQueues: Set<Int>? { initial }
+
+    func coordinate(group: String, topic: String, assign: @escaping @Sendable (QueueOwnership) async -> Void) async throws -> any CoordinationHandle {
         assigners.withLock { $0.append(assign) }
-        assign(QueueOwnership(queues: initial, epoch: 1))
+        await assign(QueueOwnership(queues: initial, epoch: 1))
         return Handle()
     }
 
-    func give(_ queues: Set<Int>?, epoch: UInt64) {
-        for assign in assigners.withLock({ $0 }) { assign(QueueOwnership(queues: queues, epoch: epoch)) }
+    func give(_ queues: Set<Int>?, epoch: UInt64, progress: [GroupOffset] = []) async {
+        for assign in assigners.withLock({ $0 }) { await assign(QueueOwnership(queues: queues, epoch: epoch, progress: progress)) }
     }
 
     struct Handle: CoordinationHandle { func release() async {} }
@@ -239,9 +241,33 @@ struct CoordinationTests {
         subscription.ack(mine)
         try await broker.saveOffsets()
         #expect(try await store.loadOffsets().map(\.queue) == [1], "only queue 1's progress is this process's to save")
-        coordinator.give(nil, epoch: 2)
+        await coordinator.give(nil, epoch: 2)
         let rest = try await take(2, from: subscription)
         #expect(rest.allSatisfy { $0.message.queue == 0 })
+        await broker.close()
+        try await store.close()
+    }
+
+    @Test("a queue taken away has its last progress saved before the coordinator goes on; one given with saved progress resumes from it")
+    func handOver() async throws {
+        let coordinator = ScriptedCoordinator(initial: [0, 1])
+        let clock = ManualClock()
+        let store = try MemoryStore(clock: clock)
+        let broker = try await Broker.open(store: store, settings: BrokerSettings(topics: [TopicDeclaration(name: "t", queues: 2)]), coordinator: coordinator, clock: clock)
+        for n in 0..<6 { _ = try await broker.publish(Message(topic: "t", body: Array("\(n)".utf8))) }  // queues 0, 1, 0, 1, 0, 1
+        let subscription = try await broker.subscribe(SubscriptionOptions(topic: "t", group: "g", start: .earliest))
+        let got = try await take(6, from: subscription)
+        subscription.ack(got.filter { $0.message.queue == 1 && $0.message.queueOffset < 2 })
+        try await waitUntil(seconds: 10, "the acks were not applied") {
+            (try await broker.groupStats(group: "g")).first?.queues[1].committedOffset == 2
+        }
+        await coordinator.give([0], epoch: 2)
+        // No periodic save ran (the clock stood still): the hand-over saved it.
+        #expect(try await store.loadOffsets().first { $0.queue == 1 }?.committed == 2)
+        // Queue 1 comes back after another process moved it to 3.
+        await coordinator.give([0, 1], epoch: 3, progress: [GroupOffset(group: "g", topic: "t", queue: 1, committed: 3, acked: [], attempts: [:])])
+        // Queue 1 has nothing past 3 (from its own committed offset, 2, it would deliver offset 2 again).
+        try await expectNothing(from: subscription, broker: broker)
         await broker.close()
         try await store.close()
     }

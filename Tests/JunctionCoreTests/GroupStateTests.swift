@@ -370,4 +370,20 @@ struct GroupOwnershipTests {
         d.run(d.state.readCompleted(queue: 0, from: stale.from, epoch: stale.epoch, batch: ReadBatch(messages: d.log[0], nextOffset: 2), now: d.now))
         #expect(d.stats.queues[0].held == 0, "a stale read brought nothing in")
     }
+
+    @Test("a queue gained with the progress another process saved is read from there, its acks above kept; a group that starts owning nothing dispatches nothing")
+    func gainedWithProgress() {
+        var d = GroupDriver(queues: 2)
+        d.run(d.state.assign([], now: d.now))
+        let m = d.join(credit: 10)
+        d.publish(5, queue: 0)
+        d.settle()
+        #expect(d.reads.isEmpty && d.take(m).isEmpty, "nothing is this process's yet")
+        // Another process consumed 0...2 and acked 4 of queue 0, then handed it over.
+        d.run(d.state.assign([0], progress: [0: GroupState.QueueProgress(committed: 3, acked: [4], attempts: [3: 2])], now: d.now))
+        d.settle()
+        let got = d.take(m)
+        #expect(got.map(\.message.queueOffset) == [3])
+        #expect(got.map(\.attempt) == [3], "the attempts counted elsewhere go on")
+    }
 }

@@ -29,7 +29,7 @@ extension Broker {
                 }
                 let fresh = ConsumerGroup(
                     name: engineName, group: options.group, consumerID: options.mode == .broadcasting ? options.consumerID : nil,
-                    definition: definition, start: start, broker: self, clock: clock, logger: logger)
+                    definition: definition, start: start, owned: coordinator.initialQueues, broker: self, clock: clock, logger: logger)
                 let (installed, replaced) = delivery.install(fresh)
                 if let replaced {
                     logger.notice("group redefined", metadata: ["group": "\(options.group)", "was": "\(replaced.definition)", "now": "\(definition)"])
@@ -41,8 +41,13 @@ extension Broker {
                 }
                 if installed === fresh {
                     // The coordinator says which queues this process dispatches (the local one: all).
-                    let handle = try await coordinator.coordinate(group: engineName, topic: options.topic) { [weak fresh] ownership in
-                        fresh?.assign(ownership.queues)
+                    let handle = try await coordinator.coordinate(group: engineName, topic: options.topic) { [weak fresh, delivery, store, logger] ownership in
+                        guard let lost = fresh?.assign(ownership), !lost.isEmpty else { return }
+                        do {
+                            try await delivery.saveLast(lost, store: store)
+                        } catch {
+                            logger.error("cannot save the progress of queues handed over", metadata: ["group": "\(engineName)", "error": "\(error)"])
+                        }
                     }
                     fresh.coordination.withLock { $0 = handle }
                 }

@@ -107,7 +107,10 @@ final class ConsumerGroup: Sendable {
     private let logger: Logger
     private let owned: Mutex<Owned>
 
-    init(name: String, group: String, consumerID: String?, definition: GroupDefinition, start: [GroupState.QueueProgress], broker: Broker, clock: any WallClock, logger: Logger) {
+    init(
+        name: String, group: String, consumerID: String?, definition: GroupDefinition, start: [GroupState.QueueProgress],
+        owned: Set<Int>? = nil, broker: Broker, clock: any WallClock, logger: Logger
+    ) {
         self.name = name
         self.group = group
         self.consumerID = consumerID
@@ -115,7 +118,7 @@ final class ConsumerGroup: Sendable {
         self.broker = broker
         self.clock = clock
         self.logger = logger
-        self.owned = Mutex(Owned(state: GroupState(name: name, group: group, definition: definition, start: start)))
+        self.owned = Mutex(Owned(state: GroupState(name: name, group: group, definition: definition, start: start, owned: owned)))
     }
 
     // MARK: Events
@@ -329,8 +332,23 @@ final class ConsumerGroup: Sendable {
         }
     }
 
-    /// The group coordinator's word: which queues this process may dispatch (nil: all).
-    func assign(_ queues: Set<Int>?) { apply { state, now in state.assign(queues, now: now) } }
+    /// The group coordinator's word: which queues this process may dispatch
+    /// (nil: all), with the saved progress of those it gained. Returns the last
+    /// progress of the queues it lost, for saving before another process takes them.
+    @discardableResult
+    func assign(_ ownership: QueueOwnership) -> [GroupOffset] {
+        var lost: [GroupOffset] = []
+        apply { state, now in
+            let progress = state.progress
+            for q in progress.indices where state.owns(q) && !(ownership.queues?.contains(q) ?? true) {
+                lost.append(GroupOffset(group: name, topic: definition.topic, queue: q, committed: progress[q].committed, acked: progress[q].acked, attempts: progress[q].attempts))
+            }
+            var gained: [Int: GroupState.QueueProgress] = [:]
+            for record in ownership.progress { gained[record.queue] = GroupState.QueueProgress(committed: record.committed, acked: record.acked, attempts: record.attempts) }
+            return state.assign(ownership.queues, progress: gained, now: now)
+        }
+        return lost
+    }
 
     /// Set once the coordinator admitted this engine; released at shutdown.
     let coordination = Mutex<(any CoordinationHandle)?>(nil)

@@ -189,6 +189,15 @@ final class DeliveryCore: Sendable {
         }
     }
 
+    /// Saves the last progress of queues this process hands over (the group
+    /// coordinator took them away), before another process may have them.
+    func saveLast(_ records: [GroupOffset], store: any MessageStore) async throws {
+        try await store.saveOffsets(records)
+        state.withLock { state in
+            for record in records { state.saved[record.key] = record }
+        }
+    }
+
     func stopSaving() async {
         let task = saving.withLock { $0 }
         task?.cancel()

@@ -7,8 +7,19 @@ public protocol GroupCoordinator: Sendable {
     /// Starts coordinating `group` (for a broadcasting member: `group@consumer`)
     /// on `topic`. `assign` is called with the queues this process may
     /// dispatch whenever they change (a coordinator that never calls it gives
-    /// every queue). Returns the handle that ends the coordination.
-    func coordinate(group: String, topic: String, assign: @escaping @Sendable (QueueOwnership) -> Void) async throws -> any CoordinationHandle
+    /// every queue). `assign` returns once the progress of the queues taken
+    /// away is saved: only then may another process have them. Returns the
+    /// handle that ends the coordination.
+    func coordinate(group: String, topic: String, assign: @escaping @Sendable (QueueOwnership) async -> Void) async throws -> any CoordinationHandle
+
+    /// The queues a group dispatches before the coordinator's first word:
+    /// nil (every queue) for a process alone on its store; none for one that
+    /// must first lease them.
+    var initialQueues: Set<Int>? { get }
+}
+
+extension GroupCoordinator {
+    public var initialQueues: Set<Int>? { nil }
 }
 
 /// What a coordinator gave this process of one group.
@@ -18,10 +29,15 @@ public struct QueueOwnership: Sendable, Hashable {
     /// Raised each time the ownership changes; a backend that fences offset
     /// commits compares it with the owner's.
     public var epoch: UInt64
+    /// The saved progress of queues just gained, as the coordinator read it
+    /// when it took them: another process may have moved them since this one
+    /// last dispatched them.
+    public var progress: [GroupOffset]
 
-    public init(queues: Set<Int>?, epoch: UInt64) {
+    public init(queues: Set<Int>?, epoch: UInt64, progress: [GroupOffset] = []) {
         self.queues = queues
         self.epoch = epoch
+        self.progress = progress
     }
 }
 
@@ -34,7 +50,7 @@ public protocol CoordinationHandle: Sendable {
 public struct LocalCoordinator: GroupCoordinator {
     public init() {}
 
-    public func coordinate(group: String, topic: String, assign: @escaping @Sendable (QueueOwnership) -> Void) async throws -> any CoordinationHandle {
+    public func coordinate(group: String, topic: String, assign: @escaping @Sendable (QueueOwnership) async -> Void) async throws -> any CoordinationHandle {
         Released()
     }
 

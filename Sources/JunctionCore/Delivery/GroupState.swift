@@ -172,7 +172,8 @@ struct GroupState {
     private var newDeadline: Int64?
     private var closed = false
 
-    init(name: String, group: String, definition: GroupDefinition, start: [QueueProgress]) {
+    init(name: String, group: String, definition: GroupDefinition, start: [QueueProgress], owned: Set<Int>? = nil) {
+        self.ownedQueues = owned
         self.name = name
         self.group = group
         self.definition = definition
@@ -501,11 +502,20 @@ struct GroupState {
     /// it: what members hold of it is no longer theirs (their acks of it change
     /// nothing here; the new owner delivers it again from the committed
     /// offset), its read in flight is stale, and its progress is no longer
-    /// saved from here. A queue given back is read from its committed offset.
-    mutating func assign(_ queues: Set<Int>?, now: Int64) -> [Action] {
+    /// saved from here. A queue given back is read from the progress the
+    /// coordinator found saved (another process moved it meanwhile), or else
+    /// from its committed offset here.
+    mutating func assign(_ queues: Set<Int>?, progress: [Int: QueueProgress] = [:], now: Int64) -> [Action] {
         let before = ownedQueues
         ownedQueues = queues
         for q in self.queues.indices where Self.owns(q, before) && !Self.owns(q, queues) { forget(q) }
+        for (q, saved) in progress where q < self.queues.count && !Self.owns(q, before) && Self.owns(q, queues) {
+            epoch += 1
+            self.queues[q] = Queue(
+                nextRead: saved.committed, restoredAttempts: saved.attempts.filter { $0.key >= saved.committed && $0.value > 0 },
+                acked: Set(saved.acked.filter { $0 >= saved.committed }), redeliveries: self.queues[q].redeliveries,
+                deadLetters: self.queues[q].deadLetters, epoch: epoch)
+        }
         return dispatch(now: now)
     }
 
