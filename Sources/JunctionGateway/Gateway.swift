@@ -37,19 +37,22 @@ public struct GatewayBuilder: Sendable {
     /// enabled plugins. Nothing listens until `run()`.
     public func build() async throws(GatewayError) -> Gateway {
         let store: any MessageStore
+        var coordinator: any GroupCoordinator = LocalCoordinator()
         do {
             switch configuration.backend {
             case .embedded:
                 store = try CommitLog(directory: configuration.dataDirectory, settings: configuration.storage, clock: clock, logger: Logger(label: "junction.store"))
             case .postgres(let settings):
-                store = PostgresStore(settings: settings, clock: clock, logger: Logger(label: "junction.postgres"))
+                let shared = PostgresStore(settings: settings, clock: clock, logger: Logger(label: "junction.postgres"))
+                coordinator = shared.coordinator()
+                store = shared
             }
         } catch {
             throw GatewayError(stage: .store, underlying: error)
         }
         let broker: Broker
         do {
-            broker = try await Broker.open(store: store, settings: configuration.broker, clock: clock, logger: Logger(label: "junction.broker"))
+            broker = try await Broker.open(store: store, settings: configuration.broker, coordinator: coordinator, clock: clock, logger: Logger(label: "junction.broker"))
         } catch {
             try? await store.close()
             throw GatewayError(stage: .broker, underlying: error)

@@ -304,7 +304,7 @@ public enum StorageBackend: Sendable, Hashable {
     /// A PostgreSQL database (first step of the shared backend: docs/STORAGE.md).
     case postgres(PostgresSettings)
 
-    /// `storage.postgres`: `url` (postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE), `passwordEnv`, `poolSize`.
+    /// `storage.postgres`: `url` (postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE), `passwordEnv`, `poolSize`, `pollIntervalMs`, `leaseMs`.
     static func decodePostgres(_ reader: inout JSONObjectReader) throws(ConfigurationError) -> PostgresSettings {
         guard let url = try reader.string("url") else { throw reader.error("url", "expected postgres://USER@HOST:PORT/DATABASE") }
         guard let parts = URLComponents(string: url), ["postgres", "postgresql"].contains(parts.scheme ?? ""),
@@ -320,8 +320,12 @@ public enum StorageBackend: Sendable, Hashable {
             password = value
         }
         let poolSize = try reader.integer("poolSize", in: 2...64) ?? 8
+        let pollIntervalMs = try reader.integer("pollIntervalMs", in: 10...60_000) ?? 1000
+        let leaseMs = try reader.integer("leaseMs", in: 300...600_000) ?? 5000
         try reader.finish()
-        return PostgresSettings(host: host, port: parts.port ?? 5432, username: user, password: password, database: String(parts.path.dropFirst()), poolSize: poolSize)
+        return PostgresSettings(
+            host: host, port: parts.port ?? 5432, username: user, password: password, database: String(parts.path.dropFirst()), poolSize: poolSize,
+            pollIntervalMs: pollIntervalMs, leaseMs: leaseMs)
     }
 }
 

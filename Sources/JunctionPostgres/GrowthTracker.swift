@@ -2,13 +2,12 @@ import JunctionCore
 
 /// What this process knows of each queue's end in a shared database, so that
 /// notifications and polls report only growth it has not seen yet (its own
-/// appends included: the broker learns of those from their receipts). A
-/// value: the store owns it under its lock.
+/// appends included: the broker learns of those from their receipts). The
+/// first poll reports every queue: a group that read to the end just before
+/// it must not miss what came in between. A value: the store owns it under
+/// its lock.
 struct GrowthTracker {
     private(set) var ends: [QueueSlot: UInt64] = [:]
-    /// False until the first poll: what existed before this process looked is
-    /// not growth.
-    private(set) var seeded = false
 
     /// Records queue ends seen (by a poll, a notification or an own append);
     /// returns, per topic and queue, the ends that moved past what was known.
@@ -19,13 +18,6 @@ struct GrowthTracker {
             grown[slot.topic, default: [:]][slot.queue] = end
         }
         return grown
-    }
-
-    /// A poll of every queue: growth as `observe` finds it, none on the first.
-    mutating func poll<Ends: Sequence>(_ seen: Ends) -> [String: [Int: UInt64]] where Ends.Element == (QueueSlot, UInt64) {
-        let grown = observe(seen)
-        defer { seeded = true }
-        return seeded ? grown : [:]
     }
 }
 

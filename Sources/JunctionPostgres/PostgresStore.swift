@@ -15,8 +15,14 @@ public struct PostgresSettings: Sendable, Hashable {
     public var poolSize: Int
     /// How often the queues' ends are polled, in case a notification was lost.
     public var pollIntervalMs: Int
+    /// How long a gateway's lease on a group's queue lasts without renewal:
+    /// the bound on how long a dead gateway's queues wait for another.
+    public var leaseMs: Int
 
-    public init(host: String = "127.0.0.1", port: Int = 5432, username: String, password: String? = nil, database: String, poolSize: Int = 8, pollIntervalMs: Int = 1000) {
+    public init(
+        host: String = "127.0.0.1", port: Int = 5432, username: String, password: String? = nil, database: String, poolSize: Int = 8,
+        pollIntervalMs: Int = 1000, leaseMs: Int = 5000
+    ) {
         self.host = host
         self.port = port
         self.username = username
@@ -24,6 +30,7 @@ public struct PostgresSettings: Sendable, Hashable {
         self.database = database
         self.poolSize = poolSize
         self.pollIntervalMs = pollIntervalMs
+        self.leaseMs = leaseMs
     }
 }
 
@@ -52,6 +59,8 @@ public final class PostgresStore: MessageStore, Sendable {
     /// notifications it sends, and the leases it holds.
     public let instance = UUID().uuidString.lowercased()
     private let pollIntervalMs: Int
+    private let leaseMs: Int
+    private let coordinators = Mutex<[PostgresCoordinator]>([])
 
     /// Connects (in the background: every call waits until the schema is there).
     public init(settings: PostgresSettings, clock: any WallClock = SystemWallClock(), logger: Logger = Logger(label: "junction.postgres")) {
@@ -64,6 +73,7 @@ public final class PostgresStore: MessageStore, Sendable {
         self.clock = clock
         self.logger = logger
         pollIntervalMs = settings.pollIntervalMs
+        leaseMs = settings.leaseMs
         running = Task { await client.run() }
         ready = Task { try await Self.prepareSchema(client, logger: logger) }
     }
@@ -89,6 +99,17 @@ public final class PostgresStore: MessageStore, Sendable {
             acked bigint[] NOT NULL, attempts text NOT NULL, PRIMARY KEY (grp, topic, queue))
         """,
         "CREATE TABLE IF NOT EXISTS junction_state (name text PRIMARY KEY, bytes bytea NOT NULL)",
+        """
+        CREATE TABLE IF NOT EXISTS junction_dedupe (
+            topic text NOT NULL, id text NOT NULL, claimed_at bigint NOT NULL, window_ms bigint NOT NULL,
+            message bigint, queue integer, queue_offset bigint, stored_at bigint, PRIMARY KEY (topic, id))
+        """,
+        "CREATE TABLE IF NOT EXISTS junction_members (grp text NOT NULL, topic text NOT NULL, gateway text NOT NULL, expires_at timestamptz NOT NULL, PRIMARY KEY (grp, topic, gateway))",
+        """
+        CREATE TABLE IF NOT EXISTS junction_leases (
+            grp text NOT NULL, topic text NOT NULL, queue integer NOT NULL, gateway text NOT NULL, epoch bigint NOT NULL,
+            expires_at timestamptz NOT NULL, PRIMARY KEY (grp, topic, queue))
+        """,
     ]
 
     /// Creates the schema when the database has none; refuses one of another version.
@@ -172,16 +193,132 @@ public final class PostgresStore: MessageStore, Sendable {
         }
     }
 
-    /// One transaction: the queues' counters advanced (their rows stay locked
-    /// until the commit, taken in one order so that appenders never deadlock),
-    /// the messages and their keys inserted in one statement each.
+    /// One transaction: dedupe ids claimed, the new messages inserted, the
+    /// claims' results recorded.
     private func appendNow(_ requests: [AppendRequest]) async throws -> ([AppendResult], [(QueueSlot, UInt64)]) {
         try await open()
-        let logger = self.logger
+        let storedAt = stamp()
+        return try await client.withTransaction(logger: logger) { connection in
+            // Dedupe ids claimed first: a claim another gateway holds within its
+            // window makes the request a duplicate of that gateway's message.
+            let claims = try await claim(requests, at: storedAt, on: connection)
+            let fresh = requests.indices.filter { claims.duplicates[$0] == nil && claims.sameAs[$0] == nil }
+            var results: [AppendResult?] = Array(repeating: nil, count: requests.count)
+            var ends: [(QueueSlot, UInt64)] = []
+            if !fresh.isEmpty {
+                let stored: [AppendResult]
+                (stored, ends) = try await insert(fresh.map { requests[$0] }, at: storedAt, on: connection)
+                for (index, result) in zip(fresh, stored) { results[index] = result }
+            }
+            for (index, result) in claims.duplicates { results[index] = result }
+            for (index, first) in claims.sameAs {
+                results[index] = results[first]
+                results[index]?.duplicate = true
+            }
+            try await record(claims.won.map { (requests[$0].dedupe!, results[$0]!) }, on: connection)
+            return (results.map { $0! }, ends)
+        }
+    }
+
+    /// What the dedupe claims of a batch found.
+    struct Claims {
+        /// Requests whose claim another append holds within its window, with that append's result.
+        var duplicates: [Int: AppendResult] = [:]
+        /// Requests whose claim an earlier request of the same batch makes.
+        var sameAs: [Int: Int] = [:]
+        /// Requests whose claim this batch won: their results are recorded with it.
+        var won: [Int] = []
+    }
+
+    /// Claims the batch's dedupe ids in `junction_dedupe`: a new id, or one
+    /// whose claim is older than its window, is this batch's; another is a
+    /// duplicate (a claim in flight in another gateway's transaction is
+    /// waited for by PostgreSQL's unique index, then found).
+    private func claim(_ requests: [AppendRequest], at now: Int64, on connection: PostgresConnection) async throws -> Claims {
+        var claims = Claims()
+        var first: [DedupeKeyRow: Int] = [:]
+        var candidates: [Int] = []
+        for (index, request) in requests.enumerated() {
+            guard let claim = request.dedupe else { continue }
+            let key = DedupeKeyRow(topic: claim.topic, id: claim.id)
+            if let earlier = first[key] { claims.sameAs[index] = earlier } else {
+                first[key] = index
+                candidates.append(index)
+            }
+        }
+        guard !candidates.isEmpty else { return claims }
+        var binds = PostgresBindings()
+        var tuples: [String] = []
+        for index in candidates {
+            let claim = requests[index].dedupe!
+            let n = binds.count
+            tuples.append("($\(n + 1), $\(n + 2), $\(n + 3), $\(n + 4))")
+            binds.append(claim.topic)
+            binds.append(claim.id)
+            binds.append(now)
+            binds.append(claim.windowMs)
+        }
+        var won: Set<DedupeKeyRow> = []
+        for try await (topic, id) in try await connection.query(PostgresQuery(unsafeSQL: """
+            INSERT INTO junction_dedupe AS d (topic, id, claimed_at, window_ms) VALUES \(tuples.joined(separator: ", "))
+            ON CONFLICT (topic, id) DO UPDATE SET claimed_at = EXCLUDED.claimed_at, window_ms = EXCLUDED.window_ms, message = NULL
+            WHERE d.claimed_at < EXCLUDED.claimed_at - EXCLUDED.window_ms
+            RETURNING topic, id
+            """, binds: binds), logger: logger).decode((String, String).self) { won.insert(DedupeKeyRow(topic: topic, id: id)) }
+        var lost: [DedupeKeyRow: Int] = [:]
+        for index in candidates {
+            let key = DedupeKeyRow(topic: requests[index].dedupe!.topic, id: requests[index].dedupe!.id)
+            if won.contains(key) { claims.won.append(index) } else { lost[key] = index }
+        }
+        guard !lost.isEmpty else { return claims }
+        let topics = lost.keys.map(\.topic), ids = lost.keys.map(\.id)
+        for try await (topic, id, message, queue, offset, storedAt) in try await connection.query("""
+            SELECT d.topic, d.id, d.message, d.queue, d.queue_offset, d.stored_at
+            FROM junction_dedupe d JOIN unnest(\(topics)::text[], \(ids)::text[]) AS k(topic, id) ON d.topic = k.topic AND d.id = k.id
+            """, logger: logger).decode((String, String, Int64?, Int32?, Int64?, Int64?).self) {
+            guard let index = lost[DedupeKeyRow(topic: topic, id: id)], let message, let queue, let offset, let storedAt else { continue }
+            claims.duplicates[index] = AppendResult(
+                id: Self.messageID(message, topic: requests[index].message.topic), queue: Int(queue), queueOffset: UInt64(offset),
+                storeTimestamp: storedAt, duplicate: true)
+        }
+        // A claim with no message recorded (its append failed after claiming: not possible
+        // within one transaction, but a row written by hand may be) does not make a duplicate.
+        for (key, index) in lost where claims.duplicates[index] == nil {
+            throw BrokerError(.storageError, "dedupe id \(key.id) of topic \(key.topic) is claimed without a message in junction_dedupe")
+        }
+        return claims
+    }
+
+    /// Records where the messages whose dedupe ids this batch claimed were stored.
+    private func record(_ won: [(DedupeClaim, AppendResult)], on connection: PostgresConnection) async throws {
+        guard !won.isEmpty else { return }
+        var binds = PostgresBindings()
+        var tuples: [String] = []
+        for (claim, result) in won {
+            let n = binds.count
+            tuples.append("($\(n + 1)::text, $\(n + 2)::text, $\(n + 3)::bigint, $\(n + 4)::integer, $\(n + 5)::bigint, $\(n + 6)::bigint)")
+            binds.append(claim.topic)
+            binds.append(claim.id)
+            binds.append(Int64(result.id.high))
+            binds.append(Int32(result.queue))
+            binds.append(Int64(result.queueOffset))
+            binds.append(result.storeTimestamp)
+        }
+        try await connection.query(PostgresQuery(unsafeSQL: """
+            UPDATE junction_dedupe d SET message = v.message, queue = v.queue, queue_offset = v.queue_offset, stored_at = v.stored_at
+            FROM (VALUES \(tuples.joined(separator: ", "))) AS v(topic, id, message, queue, queue_offset, stored_at)
+            WHERE d.topic = v.topic AND d.id = v.id
+            """, binds: binds), logger: logger)
+    }
+
+    /// Inserts messages: the queues' counters advanced (their rows stay locked
+    /// until the commit, taken in one order so that appenders never deadlock),
+    /// the messages and their keys in one statement each.
+    private func insert(_ requests: [AppendRequest], at storedAt: Int64, on connection: PostgresConnection) async throws -> ([AppendResult], [(QueueSlot, UInt64)]) {
         var counts: [QueueSlot: Int64] = [:]
         for request in requests { counts[QueueSlot(topic: request.message.topic, queue: request.queue), default: 0] += 1 }
         let slots = counts.keys.sorted()
-        return try await client.withTransaction(logger: logger) { connection in
+        do {
             var binds = PostgresBindings(capacity: slots.count * 3)
             var values: [String] = []
             for slot in slots {
@@ -206,7 +343,6 @@ public final class PostgresStore: MessageStore, Sendable {
             // Delivered at the commit, to every gateway listening.
             let notice = GrowthNotice(from: instance, ends: ends).payload
             try await connection.query("SELECT pg_notify(\(GrowthNotice.channel), \(notice))", logger: logger)
-            let storedAt = stamp()
             var rows = PostgresBindings(capacity: requests.count * 13)
             var tuples: [String] = []
             var offsets: [Int64] = []
@@ -390,8 +526,12 @@ public final class PostgresStore: MessageStore, Sendable {
         guard first else { return }
         let listening = Task { [weak self] () -> Void in await self?.listen() }
         let polling = Task { [weak self, pollIntervalMs] in
+            var polls = 0
             while !Task.isCancelled {
                 await self?.poll()
+                polls += 1
+                // About once a minute, the dedupe claims past their window go.
+                if polls % max(1, 60_000 / pollIntervalMs) == 0 { await self?.pruneClaims() }
                 try? await Task.sleep(for: .milliseconds(pollIntervalMs))  // the polling period
             }
         }
@@ -403,6 +543,16 @@ public final class PostgresStore: MessageStore, Sendable {
         for handler in growthHandlers.withLock({ $0 }) { handler(grown) }
     }
 
+    /// Deletes dedupe claims older than their window.
+    func pruneClaims() async {
+        do {
+            try await open()
+            try await client.query("DELETE FROM junction_dedupe WHERE claimed_at < \(stamp()) - window_ms", logger: logger)
+        } catch {
+            if !Task.isCancelled { logger.debug("pruning dedupe claims failed", metadata: ["error": "\(error)"]) }
+        }
+    }
+
     /// Reads every queue's end and reports what grew.
     func poll() async {
         do {
@@ -412,7 +562,7 @@ public final class PostgresStore: MessageStore, Sendable {
                 "SELECT topic, queue, next_offset FROM junction_queues", logger: logger).decode((String, Int32, Int64).self) {
                 seen.append((QueueSlot(topic: topic, queue: Int(queue)), UInt64(end)))
             }
-            report(growth.withLock { $0.poll(seen) })
+            report(growth.withLock { $0.observe(seen) })
         } catch {
             if !Task.isCancelled { logger.debug("polling the queues' ends failed", metadata: ["error": "\(error)"]) }
         }
@@ -472,13 +622,18 @@ public final class PostgresStore: MessageStore, Sendable {
         }
     }
 
+    /// Saves group progress, fenced: a queue another gateway holds a live
+    /// lease on (it took the queue over) is not written from here.
     public func saveOffsets(_ offsets: [GroupOffset]) async throws {
         try await open()
         for record in offsets {
             let attempts = JSONValue.object(record.attempts.sorted { $0.key < $1.key }.map { (String($0.key), .number(String($0.value))) }).serialized
             try await client.query("""
                 INSERT INTO junction_offsets (grp, topic, queue, committed, acked, attempts)
-                VALUES (\(record.group), \(record.topic), \(Int32(record.queue)), \(Int64(record.committed)), \(record.acked.map { Int64($0) }), \(attempts))
+                SELECT \(record.group), \(record.topic), \(Int32(record.queue)), \(Int64(record.committed)), \(record.acked.map { Int64($0) }), \(attempts)
+                WHERE NOT EXISTS (
+                    SELECT 1 FROM junction_leases l WHERE l.grp = \(record.group) AND l.topic = \(record.topic) AND l.queue = \(Int32(record.queue))
+                        AND l.gateway <> \(instance) AND l.expires_at > now())
                 ON CONFLICT (grp, topic, queue) DO UPDATE SET committed = EXCLUDED.committed, acked = EXCLUDED.acked, attempts = EXCLUDED.attempts
                 """, logger: logger)
         }
@@ -486,8 +641,11 @@ public final class PostgresStore: MessageStore, Sendable {
 
     public func loadOffsets() async throws -> [GroupOffset] {
         try await open()
+        return try await Self.decodeOffsets(client.query("SELECT grp, topic, queue, committed, acked, attempts FROM junction_offsets", logger: logger))
+    }
+
+    static func decodeOffsets(_ rows: PostgresRowSequence) async throws -> [GroupOffset] {
         var records: [GroupOffset] = []
-        let rows = try await client.query("SELECT grp, topic, queue, committed, acked, attempts FROM junction_offsets", logger: logger)
         for try await (group, topic, queue, committed, acked, attemptsText) in rows.decode((String, String, Int32, Int64, [Int64], String).self) {
             var attempts: [UInt64: Int] = [:]
             for (offset, value) in (try? JSONValue.parse(attemptsText))?.objectMembers ?? [] {
@@ -496,6 +654,17 @@ public final class PostgresStore: MessageStore, Sendable {
             records.append(GroupOffset(group: group, topic: topic, queue: Int(queue), committed: UInt64(committed), acked: acked.map { UInt64($0) }, attempts: attempts))
         }
         return records
+    }
+
+    // MARK: Coordination
+
+    /// The coordinator of consumer groups shared with the other gateways on
+    /// this database (its leases name this store's `instance`, which the
+    /// offset fence compares). Stopped when the store closes.
+    public func coordinator() -> PostgresCoordinator {
+        let coordinator = PostgresCoordinator(client: client, instance: instance, leaseMs: leaseMs, logger: logger)
+        coordinators.withLock { $0.append(coordinator) }
+        return coordinator
     }
 
     public func loadState(_ name: String) async throws -> [UInt8]? {
@@ -515,12 +684,16 @@ public final class PostgresStore: MessageStore, Sendable {
             """, logger: logger)
     }
 
+    /// Several gateways share it: dedupe ids are claimed in the database.
+    public var dedupesAppends: Bool { true }
+
     public func close() async throws {
         let first = state.withLock { state -> Bool in
             defer { state.closed = true }
             return !state.closed
         }
         guard first else { return }
+        for coordinator in coordinators.withLock({ $0 }) { await coordinator.stop() }
         let tasks = watchers.withLock { $0 }
         for task in tasks { task.cancel() }
         for task in tasks { await task.value }
@@ -528,6 +701,12 @@ public final class PostgresStore: MessageStore, Sendable {
         running.cancel()
         await running.value
     }
+}
+
+/// A dedupe id of a topic.
+struct DedupeKeyRow: Hashable {
+    var topic: String
+    var id: String
 }
 
 /// A queue of a topic, ordered so that appenders lock counters in one order.

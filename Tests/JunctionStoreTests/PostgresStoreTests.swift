@@ -94,17 +94,17 @@ struct PostgresGroupCommitTests {
 struct PostgresGrowthTests {
     private func ends(_ pairs: (QueueSlot, UInt64)...) -> [(QueueSlot, UInt64)] { pairs }
 
-    @Test("the tracker reports only ends past what it knew; the first poll reports nothing")
+    @Test("the tracker reports only ends past what it knew")
     func tracker() {
         var tracker = GrowthTracker()
         let a0 = QueueSlot(topic: "a", queue: 0), a1 = QueueSlot(topic: "a", queue: 1), b0 = QueueSlot(topic: "b", queue: 0)
-        var grown = tracker.poll(ends((a0, 5), (b0, 2)))
-        #expect(grown.isEmpty, "what existed before the first poll is not growth")
-        grown = tracker.observe(ends((a0, 7), (a1, 1), (b0, 2)))
+        var grown = tracker.observe(ends((a0, 5), (b0, 0)))
+        #expect(grown == ["a": [0: 5]], "the first look reports every queue that holds anything")
+        grown = tracker.observe(ends((a0, 7), (a1, 1), (b0, 0)))
         #expect(grown == ["a": [0: 7, 1: 1]])
         grown = tracker.observe(ends((a0, 6)))
         #expect(grown.isEmpty, "a late, lower end changes nothing")
-        grown = tracker.poll(ends((a0, 7), (a1, 1), (b0, 3)))
+        grown = tracker.observe(ends((a0, 7), (a1, 1), (b0, 3)))
         #expect(grown == ["b": [0: 3]])
     }
 
@@ -144,5 +144,92 @@ struct PostgresGrowthTests {
         }
         try await writer.close()
         try await watcher.close()
+    }
+}
+
+@Suite("PostgreSQL coordination: the table of groups")
+struct CoordinationTableTests {
+    @Test("queues are shared among the live members in one order every gateway computes alike")
+    func share() {
+        let members = ["c", "a", "b"]
+        let shares = members.map { CoordinationTable.share(queues: 8, members: members, me: $0) }
+        #expect(shares == [[2, 5], [0, 3, 6], [1, 4, 7]])
+        #expect(shares.reduce(Set<Int>()) { $0.union($1) } == Set(0..<8))
+        #expect(CoordinationTable.share(queues: 2, members: members, me: "c").isEmpty, "more members than queues: the last waits")
+        #expect(CoordinationTable.share(queues: 4, members: ["a"], me: "z").isEmpty, "not a live member: nothing")
+    }
+
+    @Test("a group turns active and idle with its members here; leases not renewed within the lease time are dropped")
+    func membersAndExpiry() {
+        var table = CoordinationTable()
+        let id = table.register(group: "g", topic: "t")
+        var changed = table.setMembers(id, 1)
+        #expect(changed, "the first member makes the group active here")
+        changed = table.setMembers(id, 2)
+        #expect(!changed)
+        changed = table.setMembers(id, 0)
+        #expect(changed, "the last one leaving makes it idle")
+        table.renewed(id, held: [0: 3, 2: 1], startedAt: 1_000)
+        var dropped = table.expire(id, now: 2_000, leaseMs: 1_500)
+        #expect(!dropped && table.entries[id]?.held == [0: 3, 2: 1], "still within the lease")
+        dropped = table.expire(id, now: 2_500, leaseMs: 1_500)
+        #expect(dropped && table.entries[id]?.held == [:], "past it: another gateway may hold them now")
+        dropped = table.expire(id, now: 9_000, leaseMs: 1_500)
+        #expect(!dropped, "nothing left to drop")
+        #expect(table.remove(id)?.group == "g" && table.entries.isEmpty)
+    }
+}
+
+@Suite("PostgreSQL coordination: fencing")
+struct PostgresFencingTests {
+    @Test("a gateway does not save a queue's progress over another gateway's live lease; once that lease has expired it does")
+    func fenced() async throws {
+        let server = PostgresServer.shared
+        let database = try server.createDatabase()
+        let store = PostgresStore(settings: server.settings(database: database))
+        let record = { (committed: UInt64) in GroupOffset(group: "g", topic: "t", queue: 1, committed: committed, acked: [], attempts: [:]) }
+        try await store.saveOffsets([record(5)])
+        #expect(server.execute("INSERT INTO junction_leases VALUES ('g', 't', 1, 'another', 2, now() + interval '1 hour')", database: database))
+        try await store.saveOffsets([record(3), GroupOffset(group: "g", topic: "t", queue: 0, committed: 7, acked: [], attempts: [:])])
+        var saved = try await store.loadOffsets().sorted { $0.queue < $1.queue }.map(\.committed)
+        #expect(saved == [7, 5], "queue 1 is the other gateway's: this one's stale progress is not written; queue 0 is free")
+        #expect(server.execute("UPDATE junction_leases SET expires_at = now() - interval '1 second'", database: database))
+        try await store.saveOffsets([record(9)])
+        saved = try await store.loadOffsets().sorted { $0.queue < $1.queue }.map(\.committed)
+        #expect(saved == [7, 9])
+        try await store.close()
+    }
+}
+
+@Suite("PostgreSQL store: dedupe across gateways")
+struct PostgresDedupeTests {
+    private func request(_ id: String, _ body: UInt8, window: Int64 = 60_000) -> AppendRequest {
+        AppendRequest(message: Message(topic: "t", body: [body], dedupeID: id), queue: 0, dedupe: DedupeClaim(topic: "t", id: id, windowMs: window))
+    }
+
+    @Test("a dedupe id stored through one store is a duplicate through another, at once or concurrently; within a batch too; past its window it is new")
+    func acrossStores() async throws {
+        let server = PostgresServer.shared
+        let database = try server.createDatabase()
+        let clock = ManualClock()
+        let stores = [PostgresStore(settings: server.settings(database: database), clock: clock), PostgresStore(settings: server.settings(database: database), clock: clock)]
+        #expect(stores.allSatisfy { $0.dedupesAppends })
+        let first = try await stores[0].append([request("x", 1)])[0]
+        let again = try await stores[1].append([request("x", 2)])[0]
+        #expect(!first.duplicate && again.duplicate && again.id == first.id && again.queueOffset == first.queueOffset)
+        // Twenty appends of one id at once, through both stores: one is stored.
+        let racing = try await withThrowingTaskGroup(of: AppendResult.self) { group in
+            for n in 0..<20 { group.addTask { try await stores[n % 2].append([request("y", UInt8(n))])[0] } }
+            return try await group.reduce(into: []) { $0.append($1) }
+        }
+        #expect(racing.filter { !$0.duplicate }.count == 1 && Set(racing.map(\.id)).count == 1, "\(racing)")
+        // The same id twice in one append: the second is the first's duplicate.
+        let batch = try await stores[1].append([request("z", 1), request("w", 2), request("z", 3)])
+        #expect(batch.map(\.duplicate) == [false, false, true] && batch[2].id == batch[0].id)
+        #expect(try await stores[0].queueRange(topic: "t", queue: 0).end == 4, "x, y, z and w: nothing else was stored")
+        // Past the window the id is new again.
+        clock.advance(by: 61_000)
+        #expect(try await stores[1].append([request("x", 4)])[0].duplicate == false)
+        for store in stores { try await store.close() }
     }
 }

@@ -59,6 +59,20 @@ public final class PostgresServer: Sendable {
         run([binaries + "/psql", "-h", "127.0.0.1", "-p", String(port), "-U", "postgres", "-d", database, "-v", "ON_ERROR_STOP=1", "-c", statement]) == 0
     }
 
+    /// The rows of a query, each as psql prints it unaligned (`|` between
+    /// columns); nil when psql fails.
+    public func query(_ statement: String, database: String) -> [String]? {
+        // psql runs as the postgres user: it writes into a directory open to it.
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("junction-psql-\(UUID().uuidString)").path
+        guard (try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: false, attributes: [.posixPermissions: 0o777])) != nil,
+              chmod(directory, 0o777) == 0 else { return nil }
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let output = directory + "/rows"
+        let status = run([binaries + "/psql", "-h", "127.0.0.1", "-p", String(port), "-U", "postgres", "-d", database, "-At", "-v", "ON_ERROR_STOP=1", "-o", output, "-c", statement])
+        guard status == 0, let text = try? String(contentsOfFile: output, encoding: .utf8) else { return nil }
+        return text.split(separator: "\n").map(String.init)
+    }
+
     /// Settings for a database of this server.
     public func settings(database: String) -> PostgresSettings {
         PostgresSettings(host: "127.0.0.1", port: port, username: "postgres", database: database, poolSize: 4)

@@ -49,7 +49,7 @@ extension Broker {
                             logger.error("cannot save the progress of queues handed over", metadata: ["group": "\(engineName)", "error": "\(error)"])
                         }
                     }
-                    fresh.coordination.withLock { $0 = handle }
+                    fresh.attach(handle)
                 }
                 engine = installed
             }

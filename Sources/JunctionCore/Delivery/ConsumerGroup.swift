@@ -221,11 +221,26 @@ final class ConsumerGroup: Sendable {
             member = id
             return actions
         }
+        tellCoordinator()
         return member
     }
 
     /// A member leaves (or its connection died): what it held goes to the others.
-    func leave(_ id: Int) { apply { state, now in state.leave(id, now: now) } }
+    func leave(_ id: Int) {
+        apply { state, now in state.leave(id, now: now) }
+        tellCoordinator()
+    }
+
+    /// The coordinator learns how many members the group has here.
+    private func tellCoordinator() {
+        coordination.withLock { $0 }?.membersChanged(memberCount)
+    }
+
+    /// The coordinator admitted this engine: it hears of members from now on.
+    func attach(_ handle: any CoordinationHandle) {
+        coordination.withLock { $0 = handle }
+        tellCoordinator()
+    }
 
     /// Members joined now.
     var memberCount: Int { owned.withLock { $0.state.memberCount } }
@@ -236,16 +251,17 @@ final class ConsumerGroup: Sendable {
     /// Changes a member's credit (its prefetch window).
     func setCredit(_ id: Int, to credit: Int) { apply { state, now in state.setCredit(id, to: credit, now: now) } }
 
-    /// Stops: waiting takes are answered closed, the timer stops, the coordinator is told.
-    func shutdown() {
+    /// Stops: waiting takes are answered closed, the timer stops, the
+    /// coordinator is told (the task returned ends when it has been).
+    @discardableResult
+    func shutdown() -> Task<Void, Never>? {
         apply { state, _ in state.shutdown() }
         owned.withLock { owned in
             owned.timer?.cancel()
             owned.timer = nil
         }
-        if let handle = coordination.withLock({ handle in defer { handle = nil }; return handle }) {
-            Task { await handle.release() }
-        }
+        guard let handle = coordination.withLock({ handle in defer { handle = nil }; return handle }) else { return nil }
+        return Task { await handle.release() }
     }
 
     /// New messages in the topic (it may have more queues now): `ends` has,

@@ -282,6 +282,7 @@ final class DeliveryCore: Sendable {
     }
 
     func shutdown() async {
-        for engine in engines() { engine.shutdown() }
+        let releases = engines().compactMap { $0.shutdown() }
+        for release in releases { await release.value }
     }
 }

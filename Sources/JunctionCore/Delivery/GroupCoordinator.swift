@@ -41,9 +41,17 @@ public struct QueueOwnership: Sendable, Hashable {
     }
 }
 
-/// Ends one group's coordination (the group stopped here).
+/// One group's coordination in this process.
 public protocol CoordinationHandle: Sendable {
+    /// The group has `count` members here now (told at each join and leave):
+    /// a process with none has no claim to the group's queues.
+    func membersChanged(_ count: Int)
+    /// Ends the coordination (the group stopped here).
     func release() async
+}
+
+extension CoordinationHandle {
+    public func membersChanged(_ count: Int) {}
 }
 
 /// One process, its own store: every queue of every group is dispatched here.
