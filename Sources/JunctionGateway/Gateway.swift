@@ -1,3 +1,4 @@
+import Foundation
 import JunctionCore
 import JunctionPostgres
 import JunctionStore
@@ -42,7 +43,11 @@ public struct GatewayBuilder: Sendable {
             switch configuration.backend {
             case .embedded:
                 store = try CommitLog(directory: configuration.dataDirectory, settings: configuration.storage, clock: clock, logger: Logger(label: "junction.store"))
-            case .postgres(let settings):
+            case .postgres(var settings):
+                // A gateway is known to the others by its host and data directory unless named.
+                if settings.node == nil {
+                    settings.node = ProcessInfo.processInfo.hostName + ":" + URL(fileURLWithPath: configuration.dataDirectory).standardizedFileURL.path
+                }
                 let shared = PostgresStore(settings: settings, clock: clock, logger: Logger(label: "junction.postgres"))
                 coordinator = shared.coordinator()
                 store = shared

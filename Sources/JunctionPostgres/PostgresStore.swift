@@ -18,10 +18,14 @@ public struct PostgresSettings: Sendable, Hashable {
     /// How long a gateway's lease on a group's queue lasts without renewal:
     /// the bound on how long a dead gateway's queues wait for another.
     public var leaseMs: Int
+    /// This gateway's name among those sharing the database, the same across
+    /// its restarts: its own state (delayed-delivery progress, transactions)
+    /// is kept under it. Nil: "default".
+    public var node: String?
 
     public init(
         host: String = "127.0.0.1", port: Int = 5432, username: String, password: String? = nil, database: String, poolSize: Int = 8,
-        pollIntervalMs: Int = 1000, leaseMs: Int = 5000
+        pollIntervalMs: Int = 1000, leaseMs: Int = 5000, node: String? = nil
     ) {
         self.host = host
         self.port = port
@@ -31,6 +35,7 @@ public struct PostgresSettings: Sendable, Hashable {
         self.poolSize = poolSize
         self.pollIntervalMs = pollIntervalMs
         self.leaseMs = leaseMs
+        self.node = node
     }
 }
 
@@ -60,6 +65,7 @@ public final class PostgresStore: MessageStore, Sendable {
     public let instance = UUID().uuidString.lowercased()
     private let pollIntervalMs: Int
     private let leaseMs: Int
+    private let node: String
     private let coordinators = Mutex<[PostgresCoordinator]>([])
 
     /// Connects (in the background: every call waits until the schema is there).
@@ -74,6 +80,7 @@ public final class PostgresStore: MessageStore, Sendable {
         self.logger = logger
         pollIntervalMs = settings.pollIntervalMs
         leaseMs = settings.leaseMs
+        node = settings.node ?? "default"
         running = Task { await client.run() }
         ready = Task { try await Self.prepareSchema(client, logger: logger) }
     }
@@ -98,7 +105,7 @@ public final class PostgresStore: MessageStore, Sendable {
             grp text NOT NULL, topic text NOT NULL, queue integer NOT NULL, committed bigint NOT NULL,
             acked bigint[] NOT NULL, attempts text NOT NULL, PRIMARY KEY (grp, topic, queue))
         """,
-        "CREATE TABLE IF NOT EXISTS junction_state (name text PRIMARY KEY, bytes bytea NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS junction_state (node text NOT NULL, name text NOT NULL, bytes bytea NOT NULL, PRIMARY KEY (node, name))",
         """
         CREATE TABLE IF NOT EXISTS junction_dedupe (
             topic text NOT NULL, id text NOT NULL, claimed_at bigint NOT NULL, window_ms bigint NOT NULL,
@@ -667,9 +674,11 @@ public final class PostgresStore: MessageStore, Sendable {
         return coordinator
     }
 
+    /// Named state is this gateway's own (`node`): each gateway sharing the
+    /// database keeps its delayed-delivery progress and its transactions.
     public func loadState(_ name: String) async throws -> [UInt8]? {
         try await open()
-        for try await (bytes) in try await client.query("SELECT bytes FROM junction_state WHERE name = \(name)", logger: logger).decode(ByteBuffer.self) {
+        for try await (bytes) in try await client.query("SELECT bytes FROM junction_state WHERE node = \(node) AND name = \(name)", logger: logger).decode(ByteBuffer.self) {
             var bytes = bytes
             return bytes.readBytes(length: bytes.readableBytes) ?? []
         }
@@ -679,8 +688,8 @@ public final class PostgresStore: MessageStore, Sendable {
     public func saveState(_ name: String, _ bytes: [UInt8]) async throws {
         try await open()
         try await client.query("""
-            INSERT INTO junction_state (name, bytes) VALUES (\(name), \(ByteBuffer(bytes: bytes)))
-            ON CONFLICT (name) DO UPDATE SET bytes = EXCLUDED.bytes
+            INSERT INTO junction_state (node, name, bytes) VALUES (\(node), \(name), \(ByteBuffer(bytes: bytes)))
+            ON CONFLICT (node, name) DO UPDATE SET bytes = EXCLUDED.bytes
             """, logger: logger)
     }
 

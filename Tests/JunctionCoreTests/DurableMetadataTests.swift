@@ -203,6 +203,25 @@ extension BackendSeamTests {
     }
 }
 
+extension BackendSeamTests {
+    @Test("a delayed message another process stored is fired here when due, once")
+    func delayedElsewhere() async throws {
+        let h = try await DeliveryHarness.open(settings: BrokerSettings(topics: [TopicDeclaration(name: "t", queues: 1)]))
+        let subscription = try await h.broker.subscribe(SubscriptionOptions(topic: "t", group: "g", start: .earliest))
+        // As a gateway sharing the store schedules it: stored in the schedule topic, aimed at "t".
+        var scheduled = Message(topic: DelayScheduler.topic, body: Array("later".utf8), deliverAt: h.clock.now() + 5_000)
+        scheduled.properties[DelayScheduler.targetProperty] = "t"
+        _ = try h.store.appendExternally([AppendRequest(message: scheduled, queue: 0)])
+        try await waitUntil(seconds: 10, "the broker did not read the schedule another process wrote") { h.broker.scheduler.waiting == 1 }
+        h.clock.advance(by: 5_000)
+        let got = try await take(1, from: subscription)
+        #expect(got.map { String(decoding: $0.message.message.body, as: UTF8.self) } == ["later"])
+        subscription.ack(got)
+        try await expectNothing(from: subscription, broker: h.broker)
+        try await h.close()
+    }
+}
+
 /// A coordinator the test drives: it gives the queues the test says.
 final class ScriptedCoordinator: GroupCoordinator, Sendable {
     private let assigners = Locked<[@Sendable (QueueOwnership) async -> Void]>([])

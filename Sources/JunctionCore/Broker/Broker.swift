@@ -102,6 +102,13 @@ public final class Broker: Sendable {
     /// Appends made by another process sharing the store wake the groups
     /// reading them; a topic or queue not known here is learnt from the store first.
     func grewElsewhere(_ grown: [String: [Int: UInt64]]) {
+        if let end = grown[DelayScheduler.topic]?[0] {
+            Task { [scheduler, store, logger] in
+                do { try await scheduler.catchUp(to: end, store: store) } catch {
+                    logger.error("cannot read the delayed messages another gateway stored; the next ones will bring them", metadata: ["error": "\(error)"])
+                }
+            }
+        }
         let unknown = grown.contains { topic, ends in (ends.keys.max() ?? 0) >= (queueCount(of: topic) ?? 0) }
         guard unknown else { return delivery.notify(grown: grown) }
         Task {

@@ -22,6 +22,8 @@ final class DelayScheduler: Sendable {
         var pending: [(deliverAt: Int64, offset: UInt64)] = []   // a binary min-heap on deliverAt
         var fired: Set<UInt64> = []
         var doneBelow: UInt64 = 0
+        /// The schedule is read up to here (stored by any process sharing the store).
+        var readTo: UInt64 = 0
         var wakeAt: Int64 = .max
         var sleeper: Task<Void, Never>?
         var stopped = false
@@ -66,8 +68,31 @@ final class DelayScheduler: Sendable {
         state.withLock { state in
             state.doneBelow = max(doneBelow, range.min)
             state.fired = fired.filter { $0 >= state.doneBelow }
+            state.readTo = max(state.readTo, range.end)
             for entry in pending { Self.push(&state.pending, entry) }
         }
+    }
+
+    /// Scheduled messages another process sharing the store stored, up to
+    /// `end`: scheduled here too. Whichever process fires one first stores
+    /// its copy; the copy's dedupe id makes the others' copies duplicates, so
+    /// each is delivered once while any of them runs.
+    func catchUp(to end: UInt64, store: any MessageStore) async throws {
+        var offset = state.withLock { max($0.readTo, $0.doneBelow) }
+        var found: [(deliverAt: Int64, offset: UInt64)] = []
+        while offset < end {
+            let batch = try await store.read(topic: Self.topic, queue: 0, from: offset, limit: ReadLimit(maxMessages: 1024), tagHashes: nil)
+            for message in batch.messages where message.queueOffset < end { found.append((message.message.deliverAt ?? 0, message.queueOffset)) }
+            if batch.nextOffset <= offset { break }
+            offset = batch.nextOffset
+        }
+        let fresh = state.withLock { state -> [(deliverAt: Int64, offset: UInt64)] in
+            // Those this process stored itself, or found already, are scheduled once.
+            let known = Set(state.pending.map(\.offset)).union(state.fired)
+            state.readTo = max(state.readTo, offset)
+            return found.filter { $0.offset >= state.doneBelow && !known.contains($0.offset) }
+        }
+        schedule(fresh)
     }
 
     /// How many scheduled messages wait.
