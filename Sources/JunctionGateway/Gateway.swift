@@ -48,6 +48,7 @@ public struct GatewayBuilder: Sendable {
                 if settings.node == nil {
                     settings.node = ProcessInfo.processInfo.hostName + ":" + URL(fileURLWithPath: configuration.dataDirectory).standardizedFileURL.path
                 }
+                settings.synchronousCommit = configuration.storage.flush != .never
                 let shared = PostgresStore(settings: settings, clock: clock, logger: Logger(label: "junction.postgres"))
                 coordinator = shared.coordinator()
                 store = shared

@@ -22,6 +22,10 @@ public struct PostgresSettings: Sendable, Hashable {
     /// its restarts: its own state (delayed-delivery progress, transactions)
     /// is kept under it. Nil: "default".
     public var node: String?
+    /// False (`storage.flush: "never"`): appends commit with
+    /// `synchronous_commit = off`, so a receipt no longer waits for the WAL
+    /// flush (a database crash may lose the last receipted appends).
+    public var synchronousCommit = true
 
     public init(
         host: String = "127.0.0.1", port: Int = 5432, username: String, password: String? = nil, database: String, poolSize: Int = 8,
@@ -66,6 +70,7 @@ public final class PostgresStore: MessageStore, Sendable {
     private let pollIntervalMs: Int
     private let leaseMs: Int
     private let node: String
+    private let synchronousCommit: Bool
     private let coordinators = Mutex<[PostgresCoordinator]>([])
 
     /// Connects (in the background: every call waits until the schema is there).
@@ -81,6 +86,7 @@ public final class PostgresStore: MessageStore, Sendable {
         pollIntervalMs = settings.pollIntervalMs
         leaseMs = settings.leaseMs
         node = settings.node ?? "default"
+        synchronousCommit = settings.synchronousCommit
         running = Task { await client.run() }
         ready = Task { try await Self.prepareSchema(client, logger: logger) }
     }
@@ -206,6 +212,7 @@ public final class PostgresStore: MessageStore, Sendable {
         try await open()
         let storedAt = stamp()
         return try await client.withTransaction(logger: logger) { connection in
+            if !synchronousCommit { try await connection.query("SET LOCAL synchronous_commit = off", logger: logger) }
             // Dedupe ids claimed first: a claim another gateway holds within its
             // window makes the request a duplicate of that gateway's message.
             let claims = try await claim(requests, at: storedAt, on: connection)

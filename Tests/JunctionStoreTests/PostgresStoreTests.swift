@@ -58,11 +58,14 @@ struct PostgresGroupCommitTests {
         #expect(batch.map(\.completion) == [5])
     }
 
-    @Test("two stores on one database appending at once: every queue's offsets are dense, each receipt names its row")
+    @Test("two stores on one database appending at once (one with synchronous_commit off): every queue's offsets are dense, each receipt names its row")
     func concurrentStores() async throws {
         let server = PostgresServer.shared
         let database = try server.createDatabase()
-        let stores = [PostgresStore(settings: server.settings(database: database)), PostgresStore(settings: server.settings(database: database))]
+        // The second commits without waiting for the WAL flush (storage.flush "never").
+        var relaxed = server.settings(database: database)
+        relaxed.synchronousCommit = false
+        let stores = [PostgresStore(settings: server.settings(database: database)), PostgresStore(settings: relaxed)]
         let receipts = try await withThrowingTaskGroup(of: [(AppendRequest, AppendResult)].self) { group in
             for task in 0..<40 {
                 group.addTask {
