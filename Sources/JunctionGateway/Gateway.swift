@@ -49,6 +49,8 @@ public struct GatewayBuilder: Sendable {
                     settings.node = ProcessInfo.processInfo.hostName + ":" + URL(fileURLWithPath: configuration.dataDirectory).standardizedFileURL.path
                 }
                 settings.synchronousCommit = configuration.storage.flush != .never
+                settings.retentionMaxAgeMs = configuration.storage.retentionMaxAgeMs
+                settings.retentionCheckIntervalMs = configuration.storage.retentionCheckIntervalMs
                 let shared = PostgresStore(settings: settings, clock: clock, logger: Logger(label: "junction.postgres"))
                 coordinator = shared.coordinator()
                 store = shared

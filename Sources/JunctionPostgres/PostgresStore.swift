@@ -26,6 +26,10 @@ public struct PostgresSettings: Sendable, Hashable {
     /// `synchronous_commit = off`, so a receipt no longer waits for the WAL
     /// flush (a database crash may lose the last receipted appends).
     public var synchronousCommit = true
+    /// Messages stored longer ago than this are deleted (nil: kept); one
+    /// gateway at a time does it, every `retentionCheckIntervalMs`.
+    public var retentionMaxAgeMs: Int64?
+    public var retentionCheckIntervalMs = 10_000
 
     public init(
         host: String = "127.0.0.1", port: Int = 5432, username: String, password: String? = nil, database: String, poolSize: Int = 8,
@@ -71,6 +75,8 @@ public final class PostgresStore: MessageStore, Sendable {
     private let leaseMs: Int
     private let node: String
     private let synchronousCommit: Bool
+    private let retentionMaxAgeMs: Int64?
+    private let retention = Mutex<Task<Void, Never>?>(nil)
     private let coordinators = Mutex<[PostgresCoordinator]>([])
 
     /// Connects (in the background: every call waits until the schema is there).
@@ -87,8 +93,46 @@ public final class PostgresStore: MessageStore, Sendable {
         leaseMs = settings.leaseMs
         node = settings.node ?? "default"
         synchronousCommit = settings.synchronousCommit
+        retentionMaxAgeMs = settings.retentionMaxAgeMs
         running = Task { await client.run() }
         ready = Task { try await Self.prepareSchema(client, logger: logger) }
+        if settings.retentionMaxAgeMs != nil {
+            let interval = settings.retentionCheckIntervalMs
+            retention.withLock {
+                $0 = Task { [weak self] in
+                    while !Task.isCancelled {
+                        try? await Task.sleep(for: .milliseconds(interval))  // the retention period
+                        _ = await self?.applyRetention()
+                    }
+                }
+            }
+        }
+    }
+
+    /// Deletes the messages (and their keys) stored longer ago than the
+    /// retention age, unless another gateway is doing it now (an advisory
+    /// lock makes it one at a time for the cluster). Queue counters stay:
+    /// offsets go on, and a queue's first offset moves up. Returns the
+    /// messages deleted (nil: another gateway had the lock, or it failed).
+    func applyRetention() async -> Int? {
+        guard let maxAge = retentionMaxAgeMs else { return nil }
+        let cutoff = clock.now() - maxAge
+        do {
+            try await open()
+            return try await client.withTransaction(logger: logger) { connection in
+                var locked = false
+                for try await (got) in try await connection.query("SELECT pg_try_advisory_xact_lock(7403002)", logger: logger).decode(Bool.self) { locked = got }
+                guard locked else { return nil }
+                try await connection.query("DELETE FROM junction_keys WHERE stored_at < \(cutoff)", logger: logger)
+                var deleted = 0
+                for try await _ in try await connection.query("DELETE FROM junction_messages WHERE stored_at < \(cutoff) RETURNING id", logger: logger) { deleted += 1 }
+                if deleted > 0 { logger.info("retention deleted old messages", metadata: ["messages": "\(deleted)"]) }
+                return deleted
+            }
+        } catch {
+            if !Task.isCancelled { logger.error("retention failed; trying again at the next check", metadata: ["error": "\(String(reflecting: error).prefix(300))"]) }
+            return nil
+        }
     }
 
     // MARK: Schema
@@ -710,6 +754,10 @@ public final class PostgresStore: MessageStore, Sendable {
         }
         guard first else { return }
         for coordinator in coordinators.withLock({ $0 }) { await coordinator.stop() }
+        if let task = retention.withLock({ $0 }) {
+            task.cancel()
+            await task.value
+        }
         let tasks = watchers.withLock { $0 }
         for task in tasks { task.cancel() }
         for task in tasks { await task.value }

@@ -236,3 +236,36 @@ struct PostgresDedupeTests {
         for store in stores { try await store.close() }
     }
 }
+
+@Suite("PostgreSQL store: retention")
+struct PostgresRetentionTests {
+    @Test("messages older than the retention age are deleted with their keys; offsets go on; one store at a time does it")
+    func deletesOld() async throws {
+        let server = PostgresServer.shared
+        let database = try server.createDatabase()
+        let clock = ManualClock()
+        var settings = server.settings(database: database)
+        settings.retentionMaxAgeMs = 60_000
+        settings.retentionCheckIntervalMs = 3_600_000  // driven by the test
+        let store = PostgresStore(settings: settings, clock: clock)
+        let old = try await store.append((0..<3).map { AppendRequest(message: Message(topic: "t", keys: ["k"], body: [UInt8($0)]), queue: 0) })
+        clock.advance(by: 50_000)
+        _ = try await store.append([AppendRequest(message: Message(topic: "t", keys: ["k"], body: [9]), queue: 0)])
+        clock.advance(by: 20_000)
+        #expect(await store.applyRetention() == 3)
+        #expect(try await store.queueRange(topic: "t", queue: 0) == QueueRange(min: 3, end: 4))
+        #expect(try await store.message(id: old[0].id) == nil)
+        #expect(try await store.messages(topic: "t", key: "k", since: 0, until: .max, limit: 10).map(\.message.body) == [[9]])
+        let next = try await store.append([AppendRequest(message: Message(topic: "t", body: [10]), queue: 0)])
+        #expect(next[0].queueOffset == 4, "offsets go on after a deletion")
+        // Two gateways at once: one runs while the other skips, or they run one after the other.
+        let other = PostgresStore(settings: settings, clock: clock)
+        clock.advance(by: 120_000)
+        async let first = store.applyRetention()
+        async let second = other.applyRetention()
+        let runs = await [first, second]
+        #expect(runs.compactMap { $0 }.reduce(0, +) == 2, "the two remaining messages deleted once: \(runs)")
+        try await store.close()
+        try await other.close()
+    }
+}
