@@ -43,6 +43,10 @@ public struct BrokerError: Error, CustomStringConvertible, Sendable {
         public static let storeFailed = Code("store failed")
         /// Any other error of the store (I/O, a damaged record): nothing was stored.
         public static let storageError = Code("storage error")
+        /// A shared store (PostgreSQL) did not answer in time or its
+        /// connection broke: no receipt was given, and what was sent may or
+        /// may not be stored; retry (a dedupe id keeps it single).
+        public static let storeUnavailable = Code("store unavailable", retryable: true)
         /// A deadline passed before the answer came.
         public static let timeout = Code("timeout", retryable: true)
         /// Saved broker state (offsets, scheduler progress) cannot be read.

@@ -322,12 +322,13 @@ public enum StorageBackend: Sendable, Hashable {
         let poolSize = try reader.integer("poolSize", in: 2...64) ?? 8
         let pollIntervalMs = try reader.integer("pollIntervalMs", in: 10...60_000) ?? 1000
         let leaseMs = try reader.integer("leaseMs", in: 300...600_000) ?? 5000
+        let timeoutMs = try reader.integer("timeoutMs", in: 100...600_000) ?? 10_000
         let node = try reader.string("node")
         if let node, node.isEmpty || node.utf8.count > 200 { throw reader.error("node", "a name of 1 to 200 bytes") }
         try reader.finish()
         return PostgresSettings(
             host: host, port: parts.port ?? 5432, username: user, password: password, database: String(parts.path.dropFirst()), poolSize: poolSize,
-            pollIntervalMs: pollIntervalMs, leaseMs: leaseMs, node: node)
+            pollIntervalMs: pollIntervalMs, leaseMs: leaseMs, node: node, timeoutMs: timeoutMs)
     }
 }
 

@@ -100,7 +100,8 @@ public final class PostgresCoordinator: GroupCoordinator, Sendable {
         guard let entry = table.withLock({ $0.entries[id] }), let assign = assigners.withLock({ $0[id] }) else { return }
         let startedAt = monotonicMs()
         do {
-            let (target, renewed, acquired) = try await claim(entry)
+            // Bounded: a renewal that cannot finish within the lease is a failed one.
+            let (target, renewed, acquired) = try await PostgresStore.bounded(leaseMs, "lease renewal") { try await self.claim(entry) }
             var held = renewed
             for (q, epoch) in acquired { held[q] = epoch }
             let gained = Set(acquired.keys).subtracting(entry.held.keys)

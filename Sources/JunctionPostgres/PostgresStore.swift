@@ -30,10 +30,13 @@ public struct PostgresSettings: Sendable, Hashable {
     /// gateway at a time does it, every `retentionCheckIntervalMs`.
     public var retentionMaxAgeMs: Int64?
     public var retentionCheckIntervalMs = 10_000
+    /// How long an append may wait for PostgreSQL (a connection, the commit)
+    /// before it fails with a retryable "store unavailable".
+    public var timeoutMs = 10_000
 
     public init(
         host: String = "127.0.0.1", port: Int = 5432, username: String, password: String? = nil, database: String, poolSize: Int = 8,
-        pollIntervalMs: Int = 1000, leaseMs: Int = 5000, node: String? = nil
+        pollIntervalMs: Int = 1000, leaseMs: Int = 5000, node: String? = nil, timeoutMs: Int = 10_000
     ) {
         self.host = host
         self.port = port
@@ -44,6 +47,7 @@ public struct PostgresSettings: Sendable, Hashable {
         self.pollIntervalMs = pollIntervalMs
         self.leaseMs = leaseMs
         self.node = node
+        self.timeoutMs = timeoutMs
     }
 }
 
@@ -76,6 +80,7 @@ public final class PostgresStore: MessageStore, Sendable {
     private let node: String
     private let synchronousCommit: Bool
     private let retentionMaxAgeMs: Int64?
+    private let timeoutMs: Int
     private let retention = Mutex<Task<Void, Never>?>(nil)
     private let coordinators = Mutex<[PostgresCoordinator]>([])
 
@@ -94,6 +99,7 @@ public final class PostgresStore: MessageStore, Sendable {
         node = settings.node ?? "default"
         synchronousCommit = settings.synchronousCommit
         retentionMaxAgeMs = settings.retentionMaxAgeMs
+        timeoutMs = settings.timeoutMs
         running = Task { await client.run() }
         ready = Task { try await Self.prepareSchema(client, logger: logger) }
         if settings.retentionMaxAgeMs != nil {
@@ -197,7 +203,51 @@ public final class PostgresStore: MessageStore, Sendable {
     /// Any error of the database as the broker's taxonomy sees it.
     static func failure(_ error: any Error) -> BrokerError {
         if let error = error as? BrokerError { return error }
-        return BrokerError(.storageError, "PostgreSQL: \(String(reflecting: error).prefix(400))")
+        let unavailable = lostConnection(error)
+        return BrokerError(unavailable ? .storeUnavailable : .storageError, "PostgreSQL: \(String(reflecting: error).prefix(400))")
+    }
+
+    /// True for an error of the connection (PostgreSQL down or restarting, a
+    /// connection cut), not of what was asked: the same request may succeed later.
+    static func lostConnection(_ error: any Error) -> Bool {
+        if let error = error as? PSQLError {
+            if error.code == .server, let state = error.serverInfo?[.sqlState] {
+                // 57P01..57P03: the server is shutting down or starting; 08xxx: connection exceptions.
+                return state.hasPrefix("57P") || state.hasPrefix("08")
+            }
+            return [.connectionError, .clientClosedConnection, .serverClosedConnection, .uncleanShutdown, .poolClosed, .queryCancelled].contains(error.code)
+        }
+        if let error = error as? PostgresTransactionError {
+            return [error.beginError, error.closureError, error.commitError].contains { $0.map(lostConnection) ?? false }
+        }
+        return error is CancellationError
+    }
+
+    /// Runs `operation` for at most `timeoutMs`: past it, the caller gets a
+    /// retryable "store unavailable" (no receipt) and the operation is
+    /// cancelled; one that PostgreSQL is already executing may still finish.
+    static func bounded<T: Sendable>(_ timeoutMs: Int, _ what: String, _ operation: @escaping @Sendable () async throws -> T) async throws -> T {
+        let waiting = Answer<T>()
+        return try await withCheckedThrowingContinuation { continuation in
+            waiting.slot.withLock { $0 = continuation }
+            let work = Task {
+                let result: Result<T, any Error>
+                do { result = .success(try await operation()) } catch { result = .failure(error) }
+                waiting.take()?.resume(with: result)
+            }
+            Task {
+                try? await Task.sleep(for: .milliseconds(timeoutMs))  // the deadline
+                guard let late = waiting.take() else { return }
+                work.cancel()
+                late.resume(throwing: BrokerError(.storeUnavailable, "PostgreSQL did not answer within \(timeoutMs) ms (\(what)); retry"))
+            }
+        }
+    }
+
+    /// The continuation that the first of an operation and its deadline answers.
+    private final class Answer<T: Sendable>: Sendable {
+        let slot = Mutex<CheckedContinuation<T, any Error>?>(nil)
+        func take() -> CheckedContinuation<T, any Error>? { slot.withLock { pending in defer { pending = nil }; return pending } }
     }
 
     private func stamp() -> Int64 {
@@ -236,7 +286,8 @@ public final class PostgresStore: MessageStore, Sendable {
             let batch = appends.withLock { $0.next(maxMessages: Self.maxBatchMessages) }
             guard !batch.isEmpty else { return }
             do {
-                let (results, ends) = try await appendNow(batch.flatMap(\.requests))
+                let requests = batch.flatMap(\.requests)
+                let (results, ends) = try await Self.bounded(timeoutMs, "append of \(requests.count)") { try await self.appendNow(requests) }
                 _ = growth.withLock { $0.observe(ends) }
                 var start = 0
                 for pending in batch {

@@ -163,6 +163,9 @@ public struct Frame: Sendable, Hashable {
         public static let timeout = ErrorCode(rawValue: 24)
         /// Any other storage failure (I/O, a damaged record); nothing was stored.
         public static let ioError = ErrorCode(rawValue: 25)
+        /// The shared store (PostgreSQL) did not answer in time or its
+        /// connection broke: no receipt; the publish may have been stored. Retryable.
+        public static let storeUnavailable = ErrorCode(rawValue: 26)
         /// Anything else.
         public static let internalError = ErrorCode(rawValue: 99)
 
@@ -190,6 +193,7 @@ public struct Frame: Sendable, Hashable {
             case .storeClosed: "store closed"
             case .timeout: "timeout"
             case .ioError: "storage I/O error"
+            case .storeUnavailable: "store unavailable"
             case .internalError: "internal error"
             default: "error \(rawValue)"
             }
@@ -197,7 +201,7 @@ public struct Frame: Sendable, Hashable {
 
         /// True when the same request may succeed if sent again later: the
         /// sender should retry with backoff rather than change what it sent.
-        public var retryable: Bool { [.diskFull, .shuttingDown, .storeClosed, .timeout].contains(self) }
+        public var retryable: Bool { [.diskFull, .shuttingDown, .storeClosed, .timeout, .storeUnavailable].contains(self) }
 
         /// The wire code of a broker error: the one place the core's taxonomy
         /// meets the protocol's numbers.
@@ -218,6 +222,7 @@ public struct Frame: Sendable, Hashable {
             case .storeFailed: .storeFailed
             case .storageError: .ioError
             case .timeout: .timeout
+            case .storeUnavailable: .storeUnavailable
             default: .internalError
             }
         }

@@ -153,4 +153,57 @@ struct PostgresClusterTests {
         #expect(await b.stop() == 0)
         #expect(await b2.stop() == 0)
     }
+
+    @Test("PostgreSQL restarted under load: publishes get a retryable error and no receipt while it is down; the gateways resume by themselves; retries with dedupe ids leave each message once")
+    func databaseRestarted() async throws {
+        let server = try PostgresServer.dedicated()
+        defer { server.kill() }
+        let database = try server.createDatabase()
+        let config = #"{"storage": {"backend": "postgres", "postgres": {"url": "postgres://postgres@127.0.0.1:\#(server.port)/\#(database)", "poolSize": 4, "leaseMs": 1500, "pollIntervalMs": 250, "timeoutMs": 1000}}, "topics": [{"name": "work", "queues": 4}]}"#
+        let (dirA, dirB) = (TemporaryDirectory(), TemporaryDirectory())
+        let a = try await GatewayProcess.start(directory: dirA.path, config: config)
+        let b = try await GatewayProcess.start(directory: dirB.path, config: config)
+        let seen = Locked([String]())
+        let member = try await JunctionClient.connect(port: b.port, reconnect: false)
+        let reader = Self.drain(try await member.subscribe(WireSubscription(topic: "work", group: "g", start: .earliest, credit: 64)), into: seen)
+        let refusals = Locked([String]())
+        let receipted = Locked(0)
+        // A producer that retries what was refused, with the same dedupe id.
+        let producer = Task {
+            let client = try await JunctionClient.connect(port: a.port, reconnect: false)
+            for n in 0..<300 {
+                let message = Message(topic: "work", body: Array("p\(n)".utf8), dedupeID: "p\(n)")
+                while true {
+                    do {
+                        _ = try await client.publish(message)
+                        receipted.withLock { $0 += 1 }
+                        break
+                    } catch let error as ClientError {
+                        refusals.withLock { $0.append(error.description) }
+                        guard error.code?.retryable == true else { throw error }
+                        try await Task.sleep(for: .milliseconds(100))  // the producer's retry backoff
+                    }
+                }
+            }
+            await client.close()
+        }
+        try await waitUntil(seconds: 30, "nothing was published before the restart") { receipted.withLock { $0 } >= 50 }
+        #expect(server.kill())
+        try await waitUntil(seconds: 30, "no publish was refused while PostgreSQL was down") { !refusals.withLock { $0.isEmpty } }
+        #expect(server.start())
+        try await within(seconds: 60, "the producer did not finish after PostgreSQL came back (\(receipted.withLock { $0 }) receipted)") { try await producer.value }
+        try await waitUntil(seconds: 60, "not everything was consumed: \(Set(seen.withLock { $0 }).count) of 300") {
+            Set(seen.withLock { $0 }).count == 300
+        }
+        let refused = refusals.withLock { $0 }
+        #expect(refused.allSatisfy { $0.contains("store unavailable") }, "\(refused.prefix(3))")
+        let audit = try await member.subscribe(WireSubscription(topic: "work", group: "audit", start: .earliest, credit: 512))
+        _ = try await deliveries(of: audit, count: 300, "the audit group")
+        let ends = try await member.listGroups("audit").first?.queues.reduce(0) { $0 + Int($1.endOffset) }
+        #expect(ends == 300, "each message stored once, retries deduplicated (\(refused.count) refusals)")
+        reader.cancel()
+        await member.close()
+        #expect(await a.stop() == 0)
+        #expect(await b.stop() == 0)
+    }
 }

@@ -269,3 +269,35 @@ struct PostgresRetentionTests {
         try await other.close()
     }
 }
+
+@Suite("PostgreSQL store: the database restarted")
+struct PostgresRestartTests {
+    @Test("while PostgreSQL is down appends fail with a retryable error and no receipt; once it is back the store reconnects by itself")
+    func restarted() async throws {
+        let server = try PostgresServer.dedicated()
+        let database = try server.createDatabase()
+        var settings = server.settings(database: database)
+        settings.timeoutMs = 2_000
+        let store = PostgresStore(settings: settings)
+        _ = try await store.append([AppendRequest(message: Message(topic: "t", body: [1]), queue: 0)])
+        #expect(server.kill())
+        let started = ContinuousClock.now
+        do {
+            let receipt = try await within(seconds: 60, "an append while PostgreSQL is down neither failed nor succeeded") {
+                try await store.append([AppendRequest(message: Message(topic: "t", body: [2]), queue: 0)])
+            }
+            Issue.record("an append was receipted while PostgreSQL was down: \(receipt)")
+        } catch let error as BrokerError {
+            #expect(error.code == .storeUnavailable && error.code.retryable, "\(error)")
+        }
+        print("append failed after \(ContinuousClock.now - started)")
+        #expect(server.start())
+        try await waitUntil(seconds: 60, "the store did not reconnect") {
+            (try? await store.append([AppendRequest(message: Message(topic: "t", body: [3]), queue: 0)])) != nil
+        }
+        let range = try await store.queueRange(topic: "t", queue: 0)
+        #expect(range.end >= 2)
+        try await store.close()
+        server.kill()
+    }
+}

@@ -12,10 +12,15 @@ public final class PostgresServer: Sendable {
     private let binaries: String
     private let runAs: [String]
 
+    private let options: String
+
     /// The server of this test process.
     public static let shared: PostgresServer = {
         do { return try PostgresServer() } catch { fatalError("cannot start the tests' PostgreSQL server: \(error)") }
     }()
+
+    /// A server of its own, for a test that stops and starts it (stopped at exit too).
+    public static func dedicated() throws -> PostgresServer { try PostgresServer() }
 
     private init() throws {
         guard let bin = try? FileManager.default.contentsOfDirectory(atPath: "/usr/lib/postgresql").sorted().last.map({ "/usr/lib/postgresql/\($0)/bin" }),
@@ -28,22 +33,38 @@ public final class PostgresServer: Sendable {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         if getuid() == 0 { _ = Self.run(["/bin/chown", "-R", "postgres:postgres", directory]) }
         port = try freePort()
+        options = "-p \(port) -c listen_addresses=127.0.0.1 -k \(directory) -c fsync=on -c synchronous_commit=on -c max_connections=200"
         guard run([bin + "/initdb", "-D", directory + "/data", "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"]) == 0 else {
             throw TimeoutError(message: "initdb failed in \(directory)")
         }
-        let options = "-p \(port) -c listen_addresses=127.0.0.1 -k \(directory) -c fsync=on -c synchronous_commit=on -c max_connections=200"
-        guard run([bin + "/pg_ctl", "-D", directory + "/data", "-o", options, "-l", directory + "/server.log", "-w", "-t", "60", "start"]) == 0 else {
+        guard start() else {
             let log = (try? String(contentsOfFile: directory + "/server.log", encoding: .utf8)) ?? ""
             throw TimeoutError(message: "pg_ctl start failed: \(log.suffix(800))")
         }
-        PostgresServer.stopAtExit = { [binaries = bin, directory, runAs] in
+        let stop: @Sendable () -> Void = { [binaries = bin, directory, runAs] in
             _ = Self.run(runAs + [binaries + "/pg_ctl", "-D", directory + "/data", "-m", "fast", "-w", "stop"])
             try? FileManager.default.removeItem(atPath: directory)
         }
-        atexit { PostgresServer.stopAtExit?() }
+        let first = Self.stopAtExit.withLock { stops in
+            stops.append(stop)
+            return stops.count == 1
+        }
+        if first { atexit { for stop in PostgresServer.stopAtExit.withLock({ $0 }) { stop() } } }
     }
 
-    nonisolated(unsafe) private static var stopAtExit: (() -> Void)?  // set once, read at exit
+    private static let stopAtExit = Locked<[@Sendable () -> Void]>([])
+
+    /// Starts the server (again); true once it accepts connections.
+    @discardableResult
+    public func start() -> Bool {
+        run([binaries + "/pg_ctl", "-D", directory + "/data", "-o", options, "-l", directory + "/server.log", "-w", "-t", "60", "start"]) == 0
+    }
+
+    /// Stops the server at once (`immediate`: as a crash would, sessions cut, recovery at the next start).
+    @discardableResult
+    public func kill() -> Bool {
+        run([binaries + "/pg_ctl", "-D", directory + "/data", "-m", "immediate", "-w", "stop"]) == 0
+    }
 
     /// A new, empty database; returns its name.
     public func createDatabase() throws -> String {
