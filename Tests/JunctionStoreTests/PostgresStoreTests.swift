@@ -301,3 +301,57 @@ struct PostgresRestartTests {
         server.kill()
     }
 }
+
+@Suite("PostgreSQL store: connections cut mid-batch")
+struct PostgresConnectionLossTests {
+    @Test("connections cut while appends run: refused appends are 'store unavailable', and every receipt names a committed row with its message")
+    func cutMidBatch() async throws {
+        let server = PostgresServer.shared
+        let database = try server.createDatabase()
+        var settings = server.settings(database: database)
+        settings.timeoutMs = 3_000
+        let store = PostgresStore(settings: settings)
+        _ = try await store.append([AppendRequest(message: Message(topic: "t", body: [0]), queue: 0)])
+        let cuts = Locked(0)
+        let cutting = Task.detached {
+            while !Task.isCancelled {
+                if server.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()", database: database) {
+                    cuts.withLock { $0 += 1 }
+                }
+                try? await Task.sleep(for: .milliseconds(150))  // the pace of the faults, not a wait for anything
+            }
+        }
+        let outcomes = try await withThrowingTaskGroup(of: [(String, AppendResult?, BrokerError?)].self) { group in
+            for task in 0..<8 {
+                group.addTask {
+                    var outcomes: [(String, AppendResult?, BrokerError?)] = []
+                    // Until the connections were cut five times (at most 2000 appends each).
+                    for n in 0..<2000 where cuts.withLock({ $0 }) < 5 {
+                        let body = "\(task)-\(n)"
+                        do {
+                            let result = try await store.append([AppendRequest(message: Message(topic: "t", body: Array(body.utf8)), queue: n % 2)])
+                            outcomes.append((body, result[0], nil))
+                        } catch let error as BrokerError {
+                            outcomes.append((body, nil, error))
+                        }
+                    }
+                    return outcomes
+                }
+            }
+            return try await group.reduce(into: []) { $0 += $1 }
+        }
+        cutting.cancel()
+        await cutting.value
+        #expect(cuts.withLock { $0 } >= 5, "the appends ended before five cuts")
+        let refused = outcomes.compactMap(\.2)
+        #expect(refused.allSatisfy { $0.code == .storeUnavailable }, "\(refused.prefix(3))")
+        for (body, result, _) in outcomes {
+            guard let result else { continue }
+            let stored = try await store.message(id: result.id)
+            #expect(stored.map { String(decoding: $0.message.body, as: UTF8.self) } == body && stored?.queueOffset == result.queueOffset,
+                    "receipt \(result) for \(body) names \(String(describing: stored))")
+        }
+        print("connections cut \(cuts.withLock { $0 }) times: \(outcomes.count - refused.count) receipted, \(refused.count) refused")
+        try await store.close()
+    }
+}
