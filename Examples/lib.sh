@@ -18,6 +18,8 @@ if [ -z "${JUNCTION:-}" ]; then
 fi
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/junction-example.XXXXXX")
 BACKGROUND=()
+# Commands run at the end, after the background processes stopped (a database server, say).
+ON_EXIT=()
 
 finish() {
     local status=$?
@@ -29,6 +31,7 @@ finish() {
         kill -KILL "$pid" 2>/dev/null || true
         wait "$pid" 2>/dev/null || true
     done
+    for command in "${ON_EXIT[@]}"; do $command > /dev/null 2>&1 || true; done
     if [ $status -ne 0 ] && [ -f "$WORK/gateway.log" ]; then
         echo "--- gateway log ($WORK/gateway.log) ---" >&2
         tail -n 30 "$WORK/gateway.log" >&2

@@ -52,6 +52,15 @@ struct ExamplesTests {
         #expect(result.lines == (try expectedOutput("exec-plugin", after: "Expected output with transactions")), "\(result.lines.joined(separator: "\n"))")
     }
 
+    @Test("postgres-pair: two gateways on one PostgreSQL database share a group's queues; orders published on A are consumed once, half on each, as the README shows")
+    func postgresPair() async throws {
+        let result = try await run("postgres-pair", ports: ["PG_PORT", "A_PORT", "B_PORT"])
+        #expect(result.status == 0)
+        #expect(result.lines.map { $0.replacingOccurrences(of: #":\d+"#, with: ":PORT", options: .regularExpression) }
+            == (try expectedOutput("postgres-pair")).map { $0.replacingOccurrences(of: #":\d+"#, with: ":PORT", options: .regularExpression) },
+            "\(result.lines.joined(separator: "\n"))")
+    }
+
     @Test("fanout-routes: one ZeroMQ feed fanned out by tag and property, alerts dead-lettered, as the README shows")
     func fanoutRoutes() async throws {
         let result = try await run("fanout-routes", ports: ["TCP_PORT", "FEED_PORT"])
