@@ -17,6 +17,9 @@
  *       latency is measured from it to arrival at one subscriber, so a stall
  *       delays every message behind it and is counted. Prints percentiles in µs.
  *
+ * With NETBENCH_SUB_PORT set, subscribers connect to that port instead (a
+ * second gateway on the same database as the publisher's).
+ *
  * Exit 1 with a message on stderr on any error or a bounded wait that ran out.
  */
 #define _GNU_SOURCE
@@ -338,7 +341,12 @@ struct subscriber {
 };
 
 static void subscribe(struct subscriber *s) {
+    /* NETBENCH_SUB_PORT: subscribers on another server than the publisher (two gateways on one database). */
+    const char *elsewhere = getenv("NETBENCH_SUB_PORT");
+    int publisher_port = port;
+    if (elsewhere) port = atoi(elsewhere);
     s->fd = dial();
+    port = publisher_port;
     s->in.fd = s->fd;
     hello(s->fd);
     struct out o = {0};

@@ -125,10 +125,11 @@ struct CPeerBenchmarks {
 }
 
 /// Runs netbench and reads its `key=value` line.
-func netbenchRun(_ binary: String, _ arguments: [String]) throws -> [String: Double] {
+func netbenchRun(_ binary: String, _ arguments: [String], environment: [String: String] = [:]) throws -> [String: Double] {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: binary)
     process.arguments = arguments
+    if !environment.isEmpty { process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
     let output = Pipe()
     let errors = Pipe()
     process.standardOutput = output

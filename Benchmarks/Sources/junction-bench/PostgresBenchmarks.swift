@@ -1,0 +1,221 @@
+import Dispatch
+import Foundation
+import Logging
+import PostgresNIO
+
+/// Durable publishing on the PostgreSQL backend, side by side with the
+/// ceiling the same database reaches for the same rows written by a plain
+/// client: one gateway, two gateways on one database, and publish → deliver
+/// across two gateways.
+struct PostgresBenchmarks {
+    let root: String
+    let count: Int
+
+    func run() async throws {
+        print("## Gateways on PostgreSQL")
+        print("")
+        let binaries = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
+        let junction = binaries.appendingPathComponent("junction").path
+        let netbench = binaries.appendingPathComponent("../../netbench").standardized.path
+        guard FileManager.default.isExecutableFile(atPath: netbench) else {
+            print("\(netbench) is missing (make bench builds it from Benchmarks/c/netbench.c); section skipped.")
+            print("")
+            return
+        }
+        let server: ScratchPostgres
+        do { server = try ScratchPostgres(root: root) } catch {
+            print("no PostgreSQL server to start (\(error)); section skipped.")
+            print("")
+            return
+        }
+        defer { server.stop() }
+        print("A PostgreSQL \(server.version) server started for the run (fsync on, synchronous_commit on, loopback), \(count) messages of 100 bytes per load.")
+        print("Publishing: pipelined with receipts, 1024 in flight per connection (`netbench … publish`); a receipt comes after the commit.")
+        print("")
+        print("| load | messages/s | of the plain-insert ceiling |")
+        print("| --- | ---: | ---: |")
+
+        // Junction through one gateway (it also creates the schema the ceiling copies).
+        let one = try server.createDatabase()
+        let single = try await withGateways(junction, server: server, database: one, count: 1) { ports in
+            try await publish(netbench, ports: ports, total: count)
+        }
+        // The ceiling: the same rows, in a table like junction_messages (its indexes too), multi-row INSERTs of 100 by 8 connections.
+        let ceiling = try await plainInserts(server: server, database: one, total: count, connections: 8, rowsPerInsert: 100)
+        let two = try server.createDatabase()
+        let pair = try await withGateways(junction, server: server, database: two, count: 2) { ports in
+            try await publish(netbench, ports: ports, total: count)
+        }
+        func row(_ load: String, _ value: Double) {
+            print("| \(load) | \(CPeerBenchmarks.Runs.format(value)) | \(String(format: "%.2f×", value / max(ceiling, 1))) |")
+        }
+        row("plain client: multi-row INSERT of 100 rows per statement, 8 connections, autocommit (the ceiling)", ceiling)
+        row("Junction, one gateway, one publishing connection", single)
+        row("Junction, two gateways on one database, one publishing connection each", pair)
+        print("")
+        print("Target: at least 0.8× the ceiling. For scale: pgmq reports 150k writes/s with 20 writers batching 100 on 16 vCPUs; River about 46k jobs/s.")
+        print("")
+
+        let three = try server.createDatabase()
+        let latency = try await withGateways(junction, server: server, database: three, count: 2) { ports in
+            try netbenchRun(netbench, ["junction", "\(ports[0])", "latency", "2000", "5"], environment: ["NETBENCH_SUB_PORT": "\(ports[1])"])
+        }
+        print("Publish on gateway A → deliver on gateway B (one database), open loop at 2,000 msg/s for 5 s, flush=always: p50 \(Int(latency["p50"] ?? 0)) µs, p99 \(Int(latency["p99"] ?? 0)) µs, max \(Int(latency["max"] ?? 0)) µs.")
+        print("")
+    }
+
+    /// Starts `count` gateways on one database; `body` gets their tcp ports.
+    private func withGateways<T>(_ junction: String, server: ScratchPostgres, database: String, count: Int, _ body: ([Int]) async throws -> T) async throws -> T {
+        var gateways: [ServerProcess] = []
+        defer { for gateway in gateways { gateway.stop() } }
+        for n in 0..<count {
+            let directory = "\(root)/pg-gateway-\(database)-\(n)"
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            try #"{"storage": {"backend": "postgres", "flush": "always", "postgres": {"url": "postgres://postgres@127.0.0.1:\#(server.port)/\#(database)", "poolSize": 8}}, "topics": [{"name": "bench", "queues": 8}]}"#
+                .write(toFile: directory + "/junction.json", atomically: true, encoding: .utf8)
+            try #"{"plugins": [{"name": "native", "type": "tcp", "settings": {"listen": "127.0.0.1:0"}}]}"#.write(toFile: directory + "/plugins.json", atomically: true, encoding: .utf8)
+            gateways.append(try ServerProcess(junction, ["serve", "--config", directory + "/junction.json", "--plugins", directory + "/plugins.json", "--data-dir", directory + "/data"], portAfter: "address=127.0.0.1:"))
+        }
+        return try await body(gateways.map(\.port))
+    }
+
+    /// Publishes `total` messages split over the gateways at once; messages per second overall.
+    private func publish(_ netbench: String, ports: [Int], total: Int) async throws -> Double {
+        let share = total / ports.count
+        let started = DispatchTime.now().uptimeNanoseconds
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for port in ports {
+                group.addTask { _ = try netbenchRun(netbench, ["junction", "\(port)", "publish", "\(share)", "1024"]) }
+            }
+            try await group.waitForAll()
+        }
+        return Double(share * ports.count) / (Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9)
+    }
+
+    /// Rows per second a plain client inserts into a copy of junction_messages.
+    private func plainInserts(server: ScratchPostgres, database: String, total: Int, connections: Int, rowsPerInsert: Int) async throws -> Double {
+        let quiet = { () -> Logger in
+            var logger = Logger(label: "bench.postgres")
+            logger.logLevel = .critical
+            return logger
+        }()
+        var configuration = PostgresClient.Configuration(host: "127.0.0.1", port: server.port, username: "postgres", password: nil, database: database, tls: .disable)
+        configuration.options.maximumConnections = connections
+        let client = PostgresClient(configuration: configuration, backgroundLogger: quiet)
+        return try await withThrowingTaskGroup(of: Double?.self) { group in
+            group.addTask { await client.run(); return nil }
+            try await client.query("CREATE TABLE plain (LIKE junction_messages INCLUDING ALL)", logger: quiet)
+            let body = ByteBuffer(bytes: [UInt8](repeating: 0x6A, count: 100))
+            let statements = total / rowsPerInsert
+            let started = DispatchTime.now().uptimeNanoseconds
+            try await withThrowingTaskGroup(of: Void.self) { writers in
+                for writer in 0..<connections {
+                    writers.addTask {
+                        var n = writer
+                        while n < statements {
+                            var binds = PostgresBindings()
+                            var tuples: [String] = []
+                            for r in 0..<rowsPerInsert {
+                                let b = binds.count
+                                tuples.append("($\(b + 1), $\(b + 2), $\(b + 3), $\(b + 4), '', 0, '{}', '{}', $\(b + 5), $\(b + 4))")
+                                binds.append("bench")
+                                binds.append(Int32(writer))
+                                binds.append(Int64(n * rowsPerInsert + r))
+                                binds.append(Int64(Date().timeIntervalSince1970 * 1000))
+                                binds.append(body)
+                            }
+                            try await client.query(PostgresQuery(unsafeSQL: """
+                                INSERT INTO plain (topic, queue, queue_offset, stored_at, tag, tag_hash, keys, properties, body, born_at) VALUES \(tuples.joined(separator: ", "))
+                                """, binds: binds), logger: quiet)
+                            n += connections
+                        }
+                    }
+                }
+                try await writers.waitForAll()
+            }
+            let rate = Double(statements * rowsPerInsert) / (Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9)
+            group.cancelAll()
+            for try await value in group { if let value { return value } }
+            return rate
+        }
+    }
+}
+
+/// A PostgreSQL server for one bench run: initdb into the scratch directory
+/// (as the postgres user when run as root: the server refuses root), a free
+/// port on loopback, stopped at the end.
+final class ScratchPostgres: Sendable {
+    let port: Int
+    let version: String
+    private let binaries: String
+    private let directory: String
+    private let runAs: [String]
+
+    init(root: String) throws {
+        guard let bin = try? FileManager.default.contentsOfDirectory(atPath: "/usr/lib/postgresql").sorted().last.map({ "/usr/lib/postgresql/\($0)/bin" }),
+              FileManager.default.isExecutableFile(atPath: bin + "/initdb") else {
+            throw BenchError(message: "no server under /usr/lib/postgresql (make test's setup installs Debian's postgresql)")
+        }
+        binaries = bin
+        version = URL(fileURLWithPath: bin).deletingLastPathComponent().lastPathComponent
+        runAs = getuid() == 0 ? ["/usr/sbin/runuser", "-u", "postgres", "--"] : []
+        directory = root + "/postgres"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        if getuid() == 0 {
+            chmod(root, 0o755)
+            try Self.run(["/bin/chown", "-R", "postgres", directory])
+        }
+        port = try Self.freePort()
+        try Self.run(runAs + [bin + "/initdb", "-D", directory + "/data", "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"])
+        try Self.run(runAs + [
+            bin + "/pg_ctl", "-D", directory + "/data", "-l", directory + "/server.log", "-w", "-t", "60",
+            "-o", "-p \(port) -c listen_addresses=127.0.0.1 -k \(directory) -c fsync=on -c synchronous_commit=on -c max_connections=200", "start"])
+    }
+
+    func createDatabase() throws -> String {
+        let name = "bench_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").prefix(12).lowercased()
+        try Self.run(runAs + [binaries + "/createdb", "-h", "127.0.0.1", "-p", "\(port)", "-U", "postgres", name])
+        return name
+    }
+
+    func stop() {
+        try? Self.run(runAs + [binaries + "/pg_ctl", "-D", directory + "/data", "-m", "fast", "-w", "stop"])
+    }
+
+    /// Runs a command to its end with posix_spawn and waitpid, output
+    /// discarded and no other descriptor inherited (pg_ctl leaves the server
+    /// running: it must hold nothing of the bench's).
+    static func run(_ arguments: [String]) throws {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+        typealias CloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
+        if let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addclosefrom_np") {
+            _ = unsafeBitCast(symbol, to: CloseFrom.self)(&actions, 3)
+        }
+        var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
+        defer { for pointer in argv { free(pointer) } }
+        var pid: pid_t = 0
+        guard posix_spawn(&pid, arguments[0], &actions, nil, &argv, environ) == 0 else { throw BenchError(message: "cannot start \(arguments[0])") }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        guard (status & 0x7f) == 0, (status >> 8) & 0xff == 0 else { throw BenchError(message: "\(arguments.joined(separator: " ")) failed") }
+    }
+
+    /// A port the kernel says is free now.
+    static func freePort() throws -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
+        }
+        guard bound else { throw BenchError(message: "no free port") }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+}
