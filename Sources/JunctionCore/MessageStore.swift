@@ -140,12 +140,18 @@ public struct AppendRequest: Sendable {
     /// For a store that dedupes (`dedupesAppends`): the key this message
     /// claims; the broker sets it only for such a store.
     public var dedupe: DedupeClaim?
+    /// The requests of one `enqueue` with the same unit are stored all or
+    /// none; a store may write different units apart (in parallel), as long
+    /// as it answers the call only when all are stored. The broker gives each
+    /// publish of a burst its own unit.
+    public var unit: Int
 
     /// Creates a request.
-    public init(message: Message, queue: Int, dedupe: DedupeClaim? = nil) {
+    public init(message: Message, queue: Int, dedupe: DedupeClaim? = nil, unit: Int = 0) {
         self.message = message
         self.queue = queue
         self.dedupe = dedupe
+        self.unit = unit
     }
 }
 

@@ -68,7 +68,10 @@ public final class PostgresStore: MessageStore, Sendable {
     private let running: Task<Void, Never>
     private let ready: Task<Void, any Error>
     private let state = Mutex((closed: false, lastTimestamp: Int64(0)))
-    private let appends = Mutex(AppendQueue<@Sendable (Result<[AppendResult], any Error>) -> Void>())
+    /// The append lanes: each has its writer, one transaction at a time, and
+    /// the queues of a topic are spread over them, so that transactions of
+    /// different lanes lock different queue counters and commit in parallel.
+    private let lanes: [AppendLane]
     private let growth = Mutex(GrowthTracker())
     private let growthHandlers = Mutex<[@Sendable ([String: [Int: UInt64]]) -> Void]>([])
     private let watchers = Mutex<[Task<Void, Never>]>([])
@@ -100,6 +103,8 @@ public final class PostgresStore: MessageStore, Sendable {
         synchronousCommit = settings.synchronousCommit
         retentionMaxAgeMs = settings.retentionMaxAgeMs
         timeoutMs = settings.timeoutMs
+        // One connection listens, one is kept for reads and coordination; the rest write.
+        lanes = (0..<max(1, min(4, settings.poolSize - 2))).map { _ in AppendLane() }
         running = Task { await client.run() }
         ready = Task { try await Self.prepareSchema(client, logger: logger) }
         if settings.retentionMaxAgeMs != nil {
@@ -266,8 +271,29 @@ public final class PostgresStore: MessageStore, Sendable {
     public func enqueue(_ requests: [AppendRequest], completion: @escaping @Sendable (Result<[AppendResult], any Error>) -> Void) {
         if let refusal = Self.refusal(requests) { return completion(.failure(refusal)) }
         guard !requests.isEmpty else { return completion(.success([])) }
-        if appends.withLock({ $0.add(requests, completion) }) {
-            Task { await writeLoop() }
+        // Each unit goes to the lane of its first message's queue: a queue's
+        // single-message publishes keep one lane, so their offsets follow
+        // their order; lanes commit in parallel. (A unit spanning the queues of
+        // several lanes is still correct: the counters' row locks order it.)
+        var laneOfUnit: [Int: Int] = [:]
+        var parts: [Int: [Int]] = [:]
+        for (index, request) in requests.enumerated() {
+            let lane = laneOfUnit[request.unit] ?? Int((FNV1a.hash(request.message.topic) &+ UInt64(request.queue)) % UInt64(lanes.count))
+            laneOfUnit[request.unit] = lane
+            parts[lane, default: []].append(index)
+        }
+        guard parts.count > 1 else { return add(requests, to: parts.keys.first!, completion) }
+        // Answered once every lane has stored its part (a failed part fails the call: no receipt).
+        let gathering = Gathering(count: requests.count, parts: parts.count, completion)
+        for (lane, indices) in parts {
+            add(indices.map { requests[$0] }, to: lane) { result in gathering.part(indices, result) }
+        }
+    }
+
+    private func add(_ requests: [AppendRequest], to index: Int, _ completion: @escaping @Sendable (Result<[AppendResult], any Error>) -> Void) {
+        let lane = lanes[index]
+        if lane.queue.withLock({ $0.add(requests, completion) }) {
+            Task { await writeLoop(lane) }
         }
     }
 
@@ -281,9 +307,9 @@ public final class PostgresStore: MessageStore, Sendable {
     }
 
     /// Group commit: one transaction at a time carries every append that waits.
-    private func writeLoop() async {
+    private func writeLoop(_ lane: AppendLane) async {
         while true {
-            let batch = appends.withLock { $0.next(maxMessages: Self.maxBatchMessages) }
+            let batch = lane.queue.withLock { $0.next(maxMessages: Self.maxBatchMessages) }
             guard !batch.isEmpty else { return }
             do {
                 let requests = batch.flatMap(\.requests)
@@ -812,10 +838,42 @@ public final class PostgresStore: MessageStore, Sendable {
         let tasks = watchers.withLock { $0 }
         for task in tasks { task.cancel() }
         for task in tasks { await task.value }
-        for pending in appends.withLock({ $0.drain() }) { pending.completion(.failure(BrokerError(.storeClosed, "the PostgreSQL store is closed"))) }
+        for lane in lanes {
+            for pending in lane.queue.withLock({ $0.drain() }) { pending.completion(.failure(BrokerError(.storeClosed, "the PostgreSQL store is closed"))) }
+        }
         running.cancel()
         await running.value
     }
+}
+
+/// The parts of one append written by several lanes, answered together.
+final class Gathering: Sendable {
+    private let state: Mutex<(results: [AppendResult?], left: Int, failure: (any Error)?)>
+    private let completion: @Sendable (Result<[AppendResult], any Error>) -> Void
+
+    init(count: Int, parts: Int, _ completion: @escaping @Sendable (Result<[AppendResult], any Error>) -> Void) {
+        state = Mutex((Array(repeating: nil, count: count), parts, nil))
+        self.completion = completion
+    }
+
+    func part(_ indices: [Int], _ result: Result<[AppendResult], any Error>) {
+        let done = state.withLock { state -> Result<[AppendResult], any Error>? in
+            switch result {
+            case .success(let results): for (index, stored) in zip(indices, results) { state.results[index] = stored }
+            case .failure(let error): state.failure = state.failure ?? error
+            }
+            state.left -= 1
+            guard state.left == 0 else { return nil }
+            if let failure = state.failure { return .failure(failure) }
+            return .success(state.results.map { $0! })
+        }
+        if let done { completion(done) }
+    }
+}
+
+/// One writer's appends waiting (group commit per lane).
+final class AppendLane: Sendable {
+    let queue = Mutex(AppendQueue<@Sendable (Result<[AppendResult], any Error>) -> Void>())
 }
 
 /// A dedupe id of a topic.

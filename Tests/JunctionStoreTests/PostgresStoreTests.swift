@@ -93,6 +93,34 @@ struct PostgresGroupCommitTests {
     }
 }
 
+extension PostgresGroupCommitTests {
+    @Test("one append of many units is written by several lanes at once and answered in order; a unit is stored whole, a queue's single-message units in their order")
+    func unitsAcrossLanes() async throws {
+        let server = PostgresServer.shared
+        let database = try server.createDatabase()
+        let store = PostgresStore(settings: server.settings(database: database))
+        var requests: [AppendRequest] = []
+        for q in 0..<8 { requests.append(AppendRequest(message: Message(topic: "t", body: Array("single-\(q)".utf8)), queue: q, unit: q)) }
+        // One unit spanning four queues (and so several lanes' queues).
+        for q in 0..<4 { requests.append(AppendRequest(message: Message(topic: "t", body: Array("unit-\(q)".utf8)), queue: q, unit: 8)) }
+        // Ten single-message units to one queue: offsets in their order.
+        for n in 0..<10 { requests.append(AppendRequest(message: Message(topic: "t", body: Array("fifo-\(n)".utf8)), queue: 5, unit: 9 + n)) }
+        let results = try await store.append(requests)
+        #expect(results.count == requests.count)
+        for (request, result) in zip(requests, results) {
+            let stored = try await store.message(id: result.id)
+            #expect(stored?.message.body == request.message.body && stored?.queue == request.queue && result.queue == request.queue)
+        }
+        let fifo = results.suffix(10).map(\.queueOffset)
+        #expect(fifo == fifo.sorted() && Set(fifo).count == 10, "\(fifo)")
+        for q in 0..<8 {
+            let offsets = zip(requests, results).filter { $0.0.queue == q }.map(\.1.queueOffset).sorted()
+            #expect(offsets == (0..<UInt64(offsets.count)).map { $0 }, "queue \(q): \(offsets)")
+        }
+        try await store.close()
+    }
+}
+
 @Suite("PostgreSQL store: other gateways' appends")
 struct PostgresGrowthTests {
     private func ends(_ pairs: (QueueSlot, UInt64)...) -> [(QueueSlot, UInt64)] { pairs }

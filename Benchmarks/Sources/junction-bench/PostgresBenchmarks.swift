@@ -30,7 +30,7 @@ struct PostgresBenchmarks {
         }
         defer { server.stop() }
         print("A PostgreSQL \(server.version) server started for the run (fsync on, synchronous_commit on, loopback), \(count) messages of 100 bytes per load.")
-        print("Publishing: pipelined with receipts, 1024 in flight per connection (`netbench … publish`); a receipt comes after the commit.")
+        print("Publishing: pipelined with receipts, 1024 in flight per connection (`netbench … publish`), \(Self.publishers) connections; a receipt comes after the commit.")
         print("")
         print("| load | messages/s | of the plain-insert ceiling |")
         print("| --- | ---: | ---: |")
@@ -50,8 +50,8 @@ struct PostgresBenchmarks {
             print("| \(load) | \(CPeerBenchmarks.Runs.format(value)) | \(String(format: "%.2f×", value / max(ceiling, 1))) |")
         }
         row("plain client: multi-row INSERT of 100 rows per statement, 8 connections, autocommit (the ceiling)", ceiling)
-        row("Junction, one gateway, one publishing connection", single)
-        row("Junction, two gateways on one database, one publishing connection each", pair)
+        row("Junction, one gateway, \(Self.publishers) publishing connections", single)
+        row("Junction, two gateways on one database, \(Self.publishers / 2) publishing connections each", pair)
         print("")
         print("Target: at least 0.8× the ceiling. For scale: pgmq reports 150k writes/s with 20 writers batching 100 on 16 vCPUs; River about 46k jobs/s.")
         print("")
@@ -79,18 +79,23 @@ struct PostgresBenchmarks {
         return try await body(gateways.map(\.port))
     }
 
-    /// Publishes `total` messages split over the gateways at once; messages per second overall.
+    /// Publishes `total` messages over four connections spread over the
+    /// gateways, all at once; messages per second overall.
     private func publish(_ netbench: String, ports: [Int], total: Int) async throws -> Double {
-        let share = total / ports.count
+        let connections = (0..<Self.publishers).map { ports[$0 % ports.count] }
+        let share = total / connections.count
         let started = DispatchTime.now().uptimeNanoseconds
         try await withThrowingTaskGroup(of: Void.self) { group in
-            for port in ports {
+            for port in connections {
                 group.addTask { _ = try netbenchRun(netbench, ["junction", "\(port)", "publish", "\(share)", "1024"]) }
             }
             try await group.waitForAll()
         }
-        return Double(share * ports.count) / (Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9)
+        return Double(share * connections.count) / (Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9)
     }
+
+    /// Publishing connections in the publish loads.
+    static let publishers = 4
 
     /// Rows per second a plain client inserts into a copy of junction_messages.
     private func plainInserts(server: ScratchPostgres, database: String, total: Int, connections: Int, rowsPerInsert: Int) async throws -> Double {

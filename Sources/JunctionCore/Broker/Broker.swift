@@ -194,7 +194,11 @@ public final class Broker: Sendable {
             }
         }
         guard !combined.isEmpty else { return completion(results.map { $0 ?? .success([]) }) }
-        store(combined, now: now, isInternal: false) { [results, accepted] result in
+        // Each publish of the burst is its own unit: stored all or none, apart from the others.
+        var units: [Int] = []
+        units.reserveCapacity(combined.count)
+        for index in accepted { units += repeatElement(index, count: batches[index].count) }
+        store(combined, now: now, isInternal: false, units: units) { [results, accepted] result in
             var results = results
             switch result {
             case .success(let receipts):
@@ -240,7 +244,7 @@ public final class Broker: Sendable {
     /// schedule when `scheduling` (by default: for producers' publishes).
     func store(
         _ messages: [Message], now: Int64, isInternal: Bool, dedupeKeys: [DedupeTable.Key?]? = nil, scheduling: Bool? = nil,
-        completion: @escaping @Sendable (Result<[PublishReceipt], any Error>) -> Void
+        units: [Int]? = nil, completion: @escaping @Sendable (Result<[PublishReceipt], any Error>) -> Void
     ) {
         var receipts = [PublishReceipt?](repeating: nil, count: messages.count)
         var claimed: [DedupeTable.Key] = []
@@ -283,7 +287,7 @@ public final class Broker: Sendable {
                 let claim = storeDedupes ? (dedupeKeys?[index] ?? dedupeKey(for: messages[index])).map { key in
                     DedupeClaim(topic: key.topic, id: key.id, windowMs: key.id.hasPrefix("%copy%") ? copyWindowMs : Int64(settings.defaults.dedupeWindowMs))
                 } : nil
-                requests.append(AppendRequest(message: message, queue: topic.queue(for: message.shardingKey), dedupe: claim))
+                requests.append(AppendRequest(message: message, queue: topic.queue(for: message.shardingKey), dedupe: claim, unit: units?[index] ?? 0))
                 requestTopics.append(topic)
             }
         } catch {
