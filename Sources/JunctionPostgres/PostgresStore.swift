@@ -572,6 +572,30 @@ public final class PostgresStore: MessageStore, Sendable {
 
     public func read(topic: String, queue: Int, from offset: UInt64, limit: ReadLimit, tagHashes: Set<UInt64>?) async throws -> ReadBatch {
         try await open()
+        // Unfiltered, one query: offsets are dense and visible in order, so
+        // the rows found from `offset` on are the next ones, and the next read
+        // starts after the last (none found: the range says where to go on).
+        if tagHashes == nil, offset <= UInt64(Int64.max) {
+            let rows: PostgresRowSequence
+            do {
+                rows = try await client.query("""
+                    SELECT \(unescaped: Self.columns) FROM junction_messages
+                    WHERE topic = \(topic) AND queue = \(Int32(queue)) AND queue_offset >= \(Int64(offset))
+                        AND queue_offset < \(Int64(offset &+ UInt64(max(1, limit.maxScanned))))
+                    ORDER BY queue_offset LIMIT \(Int64(limit.maxMessages))
+                    """, logger: logger)
+            } catch { throw Self.failure(error) }
+            var messages = try await Self.decode(rows)
+            if let first = messages.first, first.queueOffset == offset {
+                var bytes = 0
+                if let cut = messages.indices.first(where: { index in
+                    bytes += messages[index].message.body.count
+                    return index > 0 && bytes > limit.maxBytes
+                }) { messages.removeSubrange(cut...) }
+                return ReadBatch(messages: messages, nextOffset: messages.last!.queueOffset + 1)
+            }
+            // Nothing at `offset` (the end, or retention deleted it): the range decides below.
+        }
         let range = try await queueRange(topic: topic, queue: queue)
         let start = max(offset, range.min)
         guard start < range.end else { return ReadBatch(messages: [], nextOffset: max(offset, start)) }
