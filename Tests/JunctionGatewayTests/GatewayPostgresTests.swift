@@ -13,8 +13,8 @@ import Testing
 struct GatewayPostgresTests {
     @Test("publish and consume through a gateway on PostgreSQL; a restarted gateway resumes the group where it was and keeps the topics")
     func publishConsumeRestart() async throws {
-        let server = PostgresServer.shared
-        let database = try server.createDatabase()
+        let server = await PostgresServer.shared()
+        let database = try await server.createDatabase()
         let config = #"{"storage": {"backend": "postgres", "postgres": {"url": "postgres://postgres@127.0.0.1:\#(server.port)/\#(database)", "poolSize": 4}}, "topics": [{"name": "pg", "queues": 2}]}"#
         let dir = TemporaryDirectory()
         var gateway = try await InProcessGateway.start(directory: dir.path, config: config)

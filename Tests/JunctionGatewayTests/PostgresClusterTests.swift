@@ -9,13 +9,13 @@ import Testing
 /// as one broker.
 @Suite("Gateways sharing one PostgreSQL database")
 struct PostgresClusterTests {
-    private static func config(_ database: String, leaseMs: Int) -> String {
-        #"{"storage": {"backend": "postgres", "postgres": {"url": "postgres://postgres@127.0.0.1:\#(PostgresServer.shared.port)/\#(database)", "poolSize": 4, "leaseMs": \#(leaseMs), "pollIntervalMs": 250}}, "topics": [{"name": "work", "queues": 4}]}"#
+    private static func config(_ database: String, port: Int, leaseMs: Int) -> String {
+        #"{"storage": {"backend": "postgres", "postgres": {"url": "postgres://postgres@127.0.0.1:\#(port)/\#(database)", "poolSize": 4, "leaseMs": \#(leaseMs), "pollIntervalMs": 250}}, "topics": [{"name": "work", "queues": 4}]}"#
     }
 
     /// Live leases of a group: how many each gateway holds.
-    private static func leases(_ database: String, group: String) -> [String: Int] {
-        let rows = PostgresServer.shared.query("SELECT gateway, count(*) FROM junction_leases WHERE grp = '\(group)' AND expires_at > now() GROUP BY gateway", database: database) ?? []
+    private static func leases(_ database: String, group: String) async -> [String: Int] {
+        let rows = await PostgresServer.shared().query("SELECT gateway, count(*) FROM junction_leases WHERE grp = '\(group)' AND expires_at > now() GROUP BY gateway", database: database) ?? []
         var counts: [String: Int] = [:]
         for row in rows {
             let parts = row.split(separator: "|")
@@ -36,8 +36,9 @@ struct PostgresClusterTests {
 
     @Test("two gateways: a group with a member on each shares the queues, a publish on one reaches the member on the other, each message is consumed once")
     func shareQueues() async throws {
-        let database = try PostgresServer.shared.createDatabase()
-        let config = Self.config(database, leaseMs: 3000)
+        let server = await PostgresServer.shared()
+        let database = try await server.createDatabase()
+        let config = Self.config(database, port: server.port, leaseMs: 3000)
         let (dirA, dirB) = (TemporaryDirectory(), TemporaryDirectory())
         let a = try await GatewayProcess.start(directory: dirA.path, config: config)
         let b = try await GatewayProcess.start(directory: dirB.path, config: config)
@@ -49,8 +50,8 @@ struct PostgresClusterTests {
             Self.drain(try await onA.subscribe(WireSubscription(topic: "work", group: "g", start: .earliest, credit: 64)), into: seenA),
             Self.drain(try await onB.subscribe(WireSubscription(topic: "work", group: "g", start: .earliest, credit: 64)), into: seenB),
         ]
-        try await waitUntil(seconds: 30, "the queues were not shared two and two: \(Self.leases(database, group: "g"))") {
-            let leases = Self.leases(database, group: "g")
+        try await waitUntil(seconds: 30, "the queues were not shared two and two") {
+            let leases = await Self.leases(database, group: "g")
             return leases.count == 2 && leases.values.allSatisfy { $0 == 2 }
         }
         let sent = (0..<400).map { "m\($0)" }
@@ -68,13 +69,14 @@ struct PostgresClusterTests {
         for client in [producer, onA, onB] { await client.close() }
         #expect(await a.stop() == 0)
         #expect(await b.stop() == 0)
-        #expect(Self.leases(database, group: "g").isEmpty, "a gateway that stops gives its leases back")
+        #expect(await Self.leases(database, group: "g").isEmpty, "a gateway that stops gives its leases back")
     }
 
     @Test("SIGKILL of one gateway under load, producers and members on both: its queues go to the survivor, every receipted message is consumed, duplicates only of unsaved acks")
     func gatewayKilled() async throws {
-        let database = try PostgresServer.shared.createDatabase()
-        let config = Self.config(database, leaseMs: 1500)
+        let server = await PostgresServer.shared()
+        let database = try await server.createDatabase()
+        let config = Self.config(database, port: server.port, leaseMs: 1500)
         let (dirA, dirB) = (TemporaryDirectory(), TemporaryDirectory())
         let a = try await GatewayProcess.start(directory: dirA.path, config: config)
         let b = try await GatewayProcess.start(directory: dirB.path, config: config)
@@ -85,8 +87,8 @@ struct PostgresClusterTests {
             Self.drain(try await memberA.subscribe(WireSubscription(topic: "work", group: "g", start: .earliest, credit: 32)), into: seenA),
             Self.drain(try await memberB.subscribe(WireSubscription(topic: "work", group: "g", start: .earliest, credit: 32)), into: seenB),
         ]
-        try await waitUntil(seconds: 30, "the queues were not shared: \(Self.leases(database, group: "g"))") {
-            Self.leases(database, group: "g").count == 2
+        try await waitUntil(seconds: 30, "the queues were not shared") {
+            await Self.leases(database, group: "g").count == 2
         }
         // A producer on each gateway, publishing in batches with receipts.
         let receipted = Locked([String]())
@@ -106,10 +108,10 @@ struct PostgresClusterTests {
         for producer in producers { await producer.value }
         let expected = Set(receipted.withLock { $0 })
         #expect(expected.count >= 1000, "A's producer had all its 1000 receipted (\(expected.count) in all)")
-        try await waitUntil(seconds: 60, "receipted messages were never consumed: \(expected.subtracting(seenA.withLock { $0 } + seenB.withLock { $0 }).count) missing; leases \(Self.leases(database, group: "g"))") {
+        try await waitUntil(seconds: 60, "receipted messages were never consumed: \(expected.subtracting(seenA.withLock { $0 } + seenB.withLock { $0 }).count) missing") {
             expected.isSubset(of: Set(seenA.withLock { $0 } + seenB.withLock { $0 }))
         }
-        #expect(Self.leases(database, group: "g").keys.count == 1, "the survivor holds every lease")
+        #expect(await Self.leases(database, group: "g").keys.count == 1, "the survivor holds every lease")
         let all = seenA.withLock { $0 } + seenB.withLock { $0 }
         let duplicates = all.count - Set(all).count
         // At least once: what B's member acked after B's last offset save is delivered again by A.
@@ -121,8 +123,9 @@ struct PostgresClusterTests {
 
     @Test("delayed messages published on a gateway that dies before they are due are delivered by the other, each once")
     func delayedSurvivesGateway() async throws {
-        let database = try PostgresServer.shared.createDatabase()
-        let config = Self.config(database, leaseMs: 1500)
+        let server = await PostgresServer.shared()
+        let database = try await server.createDatabase()
+        let config = Self.config(database, port: server.port, leaseMs: 1500)
         let (dirA, dirB) = (TemporaryDirectory(), TemporaryDirectory())
         let a = try await GatewayProcess.start(directory: dirA.path, config: config)
         let b = try await GatewayProcess.start(directory: dirB.path, config: config)
@@ -156,9 +159,8 @@ struct PostgresClusterTests {
 
     @Test("PostgreSQL restarted under load: publishes get a retryable error and no receipt while it is down; the gateways resume by themselves; retries with dedupe ids leave each message once")
     func databaseRestarted() async throws {
-        let server = try PostgresServer.dedicated()
-        defer { server.kill() }
-        let database = try server.createDatabase()
+        let server = try await PostgresServer.dedicated()
+        let database = try await server.createDatabase()
         let config = #"{"storage": {"backend": "postgres", "postgres": {"url": "postgres://postgres@127.0.0.1:\#(server.port)/\#(database)", "poolSize": 4, "leaseMs": 1500, "pollIntervalMs": 250, "timeoutMs": 1000}}, "topics": [{"name": "work", "queues": 4}]}"#
         let (dirA, dirB) = (TemporaryDirectory(), TemporaryDirectory())
         let a = try await GatewayProcess.start(directory: dirA.path, config: config)
@@ -188,9 +190,9 @@ struct PostgresClusterTests {
             await client.close()
         }
         try await waitUntil(seconds: 30, "nothing was published before the restart") { receipted.withLock { $0 } >= 50 }
-        #expect(server.kill())
+        #expect(await server.kill())
         try await waitUntil(seconds: 30, "no publish was refused while PostgreSQL was down") { !refusals.withLock { $0.isEmpty } }
-        #expect(server.start())
+        #expect(await server.start())
         try await within(seconds: 60, "the producer did not finish after PostgreSQL came back (\(receipted.withLock { $0 }) receipted)") { try await producer.value }
         try await waitUntil(seconds: 60, "not everything was consumed: \(Set(seen.withLock { $0 }).count) of 300") {
             Set(seen.withLock { $0 }).count == 300
@@ -205,5 +207,6 @@ struct PostgresClusterTests {
         await member.close()
         #expect(await a.stop() == 0)
         #expect(await b.stop() == 0)
+        await server.kill()
     }
 }

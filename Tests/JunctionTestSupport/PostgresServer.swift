@@ -14,13 +14,21 @@ public final class PostgresServer: Sendable {
 
     private let options: String
 
-    /// The server of this test process.
-    public static let shared: PostgresServer = {
+    private static let instance: PostgresServer = {
         do { return try PostgresServer() } catch { fatalError("cannot start the tests' PostgreSQL server: \(error)") }
     }()
 
+    /// The server of this test process, started on first use. Every call that
+    /// waits for a program (initdb, pg_ctl, psql) runs on a thread of its
+    /// own: blocking one of the two cooperative threads would stall every
+    /// other test's async work, stores included.
+    public static func shared() async -> PostgresServer {
+        // Never fails: a server that cannot start stops the test process, saying why.
+        (try? await offPool { instance }) ?? instance
+    }
+
     /// A server of its own, for a test that stops and starts it (stopped at exit too).
-    public static func dedicated() throws -> PostgresServer { try PostgresServer() }
+    public static func dedicated() async throws -> PostgresServer { try await offPool { try PostgresServer() } }
 
     private init() throws {
         guard let bin = try? FileManager.default.contentsOfDirectory(atPath: "/usr/lib/postgresql").sorted().last.map({ "/usr/lib/postgresql/\($0)/bin" }),
@@ -37,7 +45,7 @@ public final class PostgresServer: Sendable {
         guard run([bin + "/initdb", "-D", directory + "/data", "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"]) == 0 else {
             throw TimeoutError(message: "initdb failed in \(directory)")
         }
-        guard start() else {
+        guard startNow() else {
             let log = (try? String(contentsOfFile: directory + "/server.log", encoding: .utf8)) ?? ""
             throw TimeoutError(message: "pg_ctl start failed: \(log.suffix(800))")
         }
@@ -56,18 +64,24 @@ public final class PostgresServer: Sendable {
 
     /// Starts the server (again); true once it accepts connections.
     @discardableResult
-    public func start() -> Bool {
+    public func start() async -> Bool { (try? await offPool { self.startNow() }) ?? false }
+
+    private func startNow() -> Bool {
         run([binaries + "/pg_ctl", "-D", directory + "/data", "-o", options, "-l", directory + "/server.log", "-w", "-t", "60", "start"]) == 0
     }
 
     /// Stops the server at once (`immediate`: as a crash would, sessions cut, recovery at the next start).
     @discardableResult
-    public func kill() -> Bool {
+    public func kill() async -> Bool { (try? await offPool { self.killNow() }) ?? false }
+
+    private func killNow() -> Bool {
         run([binaries + "/pg_ctl", "-D", directory + "/data", "-m", "immediate", "-w", "stop"]) == 0
     }
 
     /// A new, empty database; returns its name.
-    public func createDatabase() throws -> String {
+    public func createDatabase() async throws -> String { try await offPool { try self.createDatabaseNow() } }
+
+    private func createDatabaseNow() throws -> String {
         let name = "junction_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").prefix(16).lowercased()
         guard run([binaries + "/createdb", "-h", "127.0.0.1", "-p", String(port), "-U", "postgres", name]) == 0 else {
             throw TimeoutError(message: "createdb \(name) failed")
@@ -76,13 +90,21 @@ public final class PostgresServer: Sendable {
     }
 
     /// Runs one SQL statement in `database` with psql; true when it succeeded.
-    public func execute(_ statement: String, database: String) -> Bool {
+    public func execute(_ statement: String, database: String) async -> Bool {
+        (try? await offPool { self.executeNow(statement, database: database) }) ?? false
+    }
+
+    private func executeNow(_ statement: String, database: String) -> Bool {
         run([binaries + "/psql", "-h", "127.0.0.1", "-p", String(port), "-U", "postgres", "-d", database, "-v", "ON_ERROR_STOP=1", "-c", statement]) == 0
     }
 
     /// The rows of a query, each as psql prints it unaligned (`|` between
     /// columns); nil when psql fails.
-    public func query(_ statement: String, database: String) -> [String]? {
+    public func query(_ statement: String, database: String) async -> [String]? {
+        (try? await offPool { self.queryNow(statement, database: database) }) ?? nil
+    }
+
+    private func queryNow(_ statement: String, database: String) -> [String]? {
         // psql runs as the postgres user: it writes into a directory open to it.
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("junction-psql-\(UUID().uuidString)").path
         guard (try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: false, attributes: [.posixPermissions: 0o777])) != nil,
@@ -95,8 +117,11 @@ public final class PostgresServer: Sendable {
     }
 
     /// Settings for a database of this server.
+    /// Settings for a database of this server. Appends may wait 60 s: the
+    /// whole suite on two cores can hold an append back for seconds, and only
+    /// the tests about the deadline set a short one.
     public func settings(database: String) -> PostgresSettings {
-        PostgresSettings(host: "127.0.0.1", port: port, username: "postgres", database: database, poolSize: 4)
+        PostgresSettings(host: "127.0.0.1", port: port, username: "postgres", database: database, poolSize: 4, timeoutMs: 60_000)
     }
 
     private func run(_ arguments: [String]) -> Int32 { Self.run(runAs + arguments) }

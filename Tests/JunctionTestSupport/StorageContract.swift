@@ -7,9 +7,9 @@ import JunctionStore
 public struct StoreBackend: Sendable, CustomStringConvertible {
     public let description: String
     /// Opens a store on new, empty storage; the handle reopens the same storage.
-    public let open: @Sendable (ManualClock) throws -> StoreHandle
+    public let open: @Sendable (ManualClock) async throws -> StoreHandle
 
-    public init(_ name: String, open: @escaping @Sendable (ManualClock) throws -> StoreHandle) {
+    public init(_ name: String, open: @escaping @Sendable (ManualClock) async throws -> StoreHandle) {
         self.description = name
         self.open = open
     }
@@ -31,8 +31,8 @@ public struct StoreBackend: Sendable, CustomStringConvertible {
 
     /// PostgreSQL: a new database of the tests' server.
     public static let postgres = StoreBackend("postgres") { clock in
-        let server = PostgresServer.shared
-        let database = try server.createDatabase()
+        let server = await PostgresServer.shared()
+        let database = try await server.createDatabase()
         return StoreHandle(PostgresStore(settings: server.settings(database: database), clock: clock)) {
             PostgresStore(settings: server.settings(database: database), clock: clock)
         }
@@ -81,7 +81,7 @@ public enum StorageContract {
     /// what was stored; it all survives a reopen.
     public static func appendAndRead(_ backend: StoreBackend) async throws {
         let clock = ManualClock(now: 1_700_000_000_000)
-        let handle = try backend.open(clock)
+        let handle = try await backend.open(clock)
         var results: [AppendResult] = []
         for round in 0..<3 {
             let requests = (0..<10).map { AppendRequest(message: message("t", round * 10 + $0), queue: $0 % 2) }
@@ -121,7 +121,7 @@ public enum StorageContract {
 
     /// Concurrent appenders: every message stored once, each caller's in its order within a queue.
     public static func concurrentAppends(_ backend: StoreBackend) async throws {
-        let handle = try backend.open(ManualClock())
+        let handle = try await backend.open(ManualClock())
         let store = handle.store
         try await withThrowingTaskGroup(of: Void.self) { group in
             for caller in 0..<8 {
@@ -148,7 +148,7 @@ public enum StorageContract {
 
     /// A batch with one message the store cannot take stores none of it.
     public static func allOrNothing(_ backend: StoreBackend) async throws {
-        let handle = try backend.open(ManualClock())
+        let handle = try await backend.open(ManualClock())
         _ = try await handle.store.append([AppendRequest(message: message("a", 0), queue: 0)])
         let bad = [AppendRequest(message: message("a", 1), queue: 0), AppendRequest(message: message("a", 2), queue: 70_000)]
         var refused = false
@@ -163,7 +163,7 @@ public enum StorageContract {
 
     /// Reads honour their limits and tag hashes, and say where the next read starts.
     public static func readLimitsAndTags(_ backend: StoreBackend) async throws {
-        let handle = try backend.open(ManualClock())
+        let handle = try await backend.open(ManualClock())
         let store = handle.store
         _ = try await store.append((0..<20).map { AppendRequest(message: message("r", $0, tag: $0 % 4 == 0 ? "A" : "B"), queue: 0) })
         let first = try await store.read(topic: "r", queue: 0, from: 5, limit: ReadLimit(maxMessages: 3), tagHashes: nil)
@@ -185,7 +185,7 @@ public enum StorageContract {
     /// The first offset stored at or after a time, by the store's stamps.
     public static func offsetsByTime(_ backend: StoreBackend) async throws {
         let clock = ManualClock(now: 1_000_000)
-        let handle = try backend.open(clock)
+        let handle = try await backend.open(clock)
         for n in 0..<5 {
             _ = try await handle.store.append([AppendRequest(message: message("time", n), queue: 0)])
             clock.advance(by: 10)
@@ -201,7 +201,7 @@ public enum StorageContract {
     /// range, oldest first, at most the limit; after a reopen too.
     public static func messagesByKey(_ backend: StoreBackend) async throws {
         let clock = ManualClock(now: 5_000_000)
-        let handle = try backend.open(clock)
+        let handle = try await backend.open(clock)
         for n in 0..<24 {
             let keys = ["order-\(n % 4)"] + (n % 6 == 0 ? ["vip"] : [])
             _ = try await handle.store.append([
@@ -227,7 +227,7 @@ public enum StorageContract {
     /// Topic counts only grow, count the queues written, and survive a reopen;
     /// named state and group offsets round-trip, offsets merged per key.
     public static func metadataAndState(_ backend: StoreBackend) async throws {
-        let handle = try backend.open(ManualClock())
+        let handle = try await backend.open(ManualClock())
         try await handle.store.saveTopics(["empty": 3, "grown": 2])
         try await handle.store.saveTopics(["empty": 1, "grown": 5])
         _ = try await handle.store.append([AppendRequest(message: message("written", 0), queue: 6)])
@@ -256,7 +256,7 @@ public enum StorageContract {
 
     /// A closed store refuses appends as `storeClosed`.
     public static func closedRefuses(_ backend: StoreBackend) async throws {
-        let handle = try backend.open(ManualClock())
+        let handle = try await backend.open(ManualClock())
         try await handle.store.close()
         do {
             _ = try await handle.store.append([AppendRequest(message: message("x", 0), queue: 0)])
