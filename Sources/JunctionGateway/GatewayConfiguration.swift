@@ -304,15 +304,38 @@ public enum StorageBackend: Sendable, Hashable {
     /// A PostgreSQL database (first step of the shared backend: docs/STORAGE.md).
     case postgres(PostgresSettings)
 
-    /// `storage.postgres`: `url` (postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE), `passwordEnv`, `poolSize`, `pollIntervalMs`, `leaseMs`.
+    /// `storage.postgres`: `url` (postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE)
+    /// or `urls` (the servers of one database: a primary and its standbys),
+    /// `passwordEnv`, `poolSize`, `pollIntervalMs`, `leaseMs`, `timeoutMs`, `node`.
     static func decodePostgres(_ reader: inout JSONObjectReader) throws(ConfigurationError) -> PostgresSettings {
-        guard let url = try reader.string("url") else { throw reader.error("url", "expected postgres://USER@HOST:PORT/DATABASE") }
-        guard let parts = URLComponents(string: url), ["postgres", "postgresql"].contains(parts.scheme ?? ""),
-              let host = parts.host, !host.isEmpty, let user = parts.user, !user.isEmpty,
-              parts.path.count > 1 else {
-            throw reader.error("url", "expected postgres://USER@HOST:PORT/DATABASE, found \"\(url)\"")
+        let single = try reader.string("url")
+        let list = try reader.array("urls")
+        var urls: [(key: String, text: String)] = []
+        switch (single, list) {
+        case (let url?, nil): urls = [("url", url)]
+        case (nil, let list?):
+            for (index, item) in list.enumerated() {
+                guard case .string(let text) = item else { throw reader.error("urls[\(index)]", "a postgres:// URL") }
+                urls.append(("urls[\(index)]", text))
+            }
+            guard !urls.isEmpty else { throw reader.error("urls", "at least one postgres://USER@HOST:PORT/DATABASE") }
+        case (nil, nil): throw reader.error("url", "expected postgres://USER@HOST:PORT/DATABASE (or urls: a list of them)")
+        case (_?, _?): throw reader.error("urls", "url or urls, not both")
         }
-        var password = parts.password
+        var servers: [(host: String, port: Int, user: String, database: String, password: String?)] = []
+        for (key, url) in urls {
+            guard let parts = URLComponents(string: url), ["postgres", "postgresql"].contains(parts.scheme ?? ""),
+                  let host = parts.host, !host.isEmpty, let user = parts.user, !user.isEmpty,
+                  parts.path.count > 1 else {
+                throw reader.error(key, "expected postgres://USER@HOST:PORT/DATABASE, found \"\(url)\"")
+            }
+            servers.append((host, parts.port ?? 5432, user, String(parts.path.dropFirst()), parts.password))
+            guard servers[0].user == user, servers[0].database == servers.last!.database else {
+                throw reader.error(key, "the same user and database as the first URL (the servers of one database)")
+            }
+        }
+        let (host, port, user, database) = (servers[0].host, servers[0].port, servers[0].user, servers[0].database)
+        var password = servers[0].password
         if let name = try reader.string("passwordEnv") {
             guard let value = ProcessInfo.processInfo.environment[name] else {
                 throw reader.error("passwordEnv", "the environment variable \(name) to be set (it holds the database password)")
@@ -326,9 +349,11 @@ public enum StorageBackend: Sendable, Hashable {
         let node = try reader.string("node")
         if let node, node.isEmpty || node.utf8.count > 200 { throw reader.error("node", "a name of 1 to 200 bytes") }
         try reader.finish()
-        return PostgresSettings(
-            host: host, port: parts.port ?? 5432, username: user, password: password, database: String(parts.path.dropFirst()), poolSize: poolSize,
+        var settings = PostgresSettings(
+            host: host, port: port, username: user, password: password, database: database, poolSize: poolSize,
             pollIntervalMs: pollIntervalMs, leaseMs: leaseMs, node: node, timeoutMs: timeoutMs)
+        settings.alternates = servers.dropFirst().map { PostgresEndpoint(host: $0.host, port: $0.port) }
+        return settings
     }
 }
 

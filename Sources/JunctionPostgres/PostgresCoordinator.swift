@@ -15,7 +15,8 @@ import Synchronization
 /// leases expire and go to the others. Offsets are fenced: the store saves a
 /// queue's progress only when no other gateway holds a live lease on it.
 public final class PostgresCoordinator: GroupCoordinator, Sendable {
-    private let client: PostgresClient
+    private let primary: PrimaryClient
+    private var client: PostgresClient { primary.current }
     private let instance: String
     private let leaseMs: Int
     private let logger: Logger
@@ -26,8 +27,8 @@ public final class PostgresCoordinator: GroupCoordinator, Sendable {
     private let beat = Mutex<Task<Void, Never>?>(nil)
     private let started = ContinuousClock.now
 
-    init(client: PostgresClient, instance: String, leaseMs: Int, logger: Logger) {
-        self.client = client
+    init(primary: PrimaryClient, instance: String, leaseMs: Int, logger: Logger) {
+        self.primary = primary
         self.instance = instance
         self.leaseMs = leaseMs
         self.logger = logger

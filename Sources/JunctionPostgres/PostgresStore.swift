@@ -4,6 +4,16 @@ import Logging
 import PostgresNIO
 import Synchronization
 
+/// A database server's address.
+public struct PostgresEndpoint: Sendable, Hashable {
+    public var host: String
+    public var port: Int
+    public init(host: String, port: Int) {
+        self.host = host
+        self.port = port
+    }
+}
+
 /// Where a PostgreSQL store connects, and how.
 public struct PostgresSettings: Sendable, Hashable {
     public var host: String
@@ -11,6 +21,11 @@ public struct PostgresSettings: Sendable, Hashable {
     public var username: String
     public var password: String?
     public var database: String
+    /// More servers of the same database (standbys that may be promoted):
+    /// the store writes to whichever of `host:port` and these accepts writes.
+    public var alternates: [PostgresEndpoint] = []
+    /// Every server, the first one first.
+    public var endpoints: [PostgresEndpoint] { [PostgresEndpoint(host: host, port: port)] + alternates }
     /// Connections in the pool (one of them listens for notifications).
     public var poolSize: Int
     /// How often the queues' ends are polled, in case a notification was lost.
@@ -62,10 +77,11 @@ public final class PostgresStore: MessageStore, Sendable {
     /// The schema this build reads and writes.
     public static let schemaVersion = 1
 
-    private let client: PostgresClient
+    /// The pool to the server that accepts writes.
+    private let primary: PrimaryClient
+    private var client: PostgresClient { primary.current }
     private let clock: any WallClock
     private let logger: Logger
-    private let running: Task<Void, Never>
     private let ready: Task<Void, any Error>
     private let state = Mutex((closed: false, lastTimestamp: Int64(0)))
     /// The append lanes: each has its writer, one transaction at a time, and
@@ -89,12 +105,8 @@ public final class PostgresStore: MessageStore, Sendable {
 
     /// Connects (in the background: every call waits until the schema is there).
     public init(settings: PostgresSettings, clock: any WallClock = SystemWallClock(), logger: Logger = Logger(label: "junction.postgres")) {
-        var configuration = PostgresClient.Configuration(
-            host: settings.host, port: settings.port, username: settings.username, password: settings.password,
-            database: settings.database, tls: .disable)
-        configuration.options.maximumConnections = settings.poolSize
-        let client = PostgresClient(configuration: configuration, backgroundLogger: logger)
-        self.client = client
+        let primary = PrimaryClient(settings: settings, logger: logger)
+        self.primary = primary
         self.clock = clock
         self.logger = logger
         pollIntervalMs = settings.pollIntervalMs
@@ -105,8 +117,11 @@ public final class PostgresStore: MessageStore, Sendable {
         timeoutMs = settings.timeoutMs
         // One connection listens, one is kept for reads and coordination; the rest write.
         lanes = (0..<max(1, min(4, settings.poolSize - 2))).map { _ in AppendLane() }
-        running = Task { await client.run() }
-        ready = Task { try await Self.prepareSchema(client, logger: logger) }
+        ready = Task {
+            // With several servers, the one that accepts writes is found first.
+            if primary.endpoints.count > 1 { await primary.check() }
+            try await Self.prepareSchema(primary.current, logger: logger)
+        }
         if settings.retentionMaxAgeMs != nil {
             let interval = settings.retentionCheckIntervalMs
             retention.withLock {
@@ -225,6 +240,9 @@ public final class PostgresStore: MessageStore, Sendable {
         if let error = error as? PostgresTransactionError {
             return [error.beginError, error.closureError, error.commitError].contains { $0.map(lostConnection) ?? false }
         }
+        // The pool's own errors (its module is not public): shut down (the
+        // store moved to another server), a request cancelled, no connection.
+        if String(reflecting: type(of: error)).contains("ConnectionPoolError") { return true }
         return error is CancellationError
     }
 
@@ -821,7 +839,7 @@ public final class PostgresStore: MessageStore, Sendable {
     /// this database (its leases name this store's `instance`, which the
     /// offset fence compares). Stopped when the store closes.
     public func coordinator() -> PostgresCoordinator {
-        let coordinator = PostgresCoordinator(client: client, instance: instance, leaseMs: leaseMs, logger: logger)
+        let coordinator = PostgresCoordinator(primary: primary, instance: instance, leaseMs: leaseMs, logger: logger)
         coordinators.withLock { $0.append(coordinator) }
         return coordinator
     }
@@ -845,6 +863,9 @@ public final class PostgresStore: MessageStore, Sendable {
             """, logger: logger)
     }
 
+    /// How many times the store moved to another server (a failover).
+    public var failovers: Int { primary.failovers }
+
     /// Several gateways share it: dedupe ids are claimed in the database.
     public var dedupesAppends: Bool { true }
 
@@ -865,8 +886,7 @@ public final class PostgresStore: MessageStore, Sendable {
         for lane in lanes {
             for pending in lane.queue.withLock({ $0.drain() }) { pending.completion(.failure(BrokerError(.storeClosed, "the PostgreSQL store is closed"))) }
         }
-        running.cancel()
-        await running.value
+        await primary.shutdown()
     }
 }
 

@@ -53,5 +53,13 @@ struct GatewayPostgresTests {
         #expect(refusal(#"{"postgres": {"url": "postgres://u@h/d"}}"#) == "storage.postgres")
         let decoded = try? GatewayConfiguration.decode(Array(#"{"storage": {"backend": "postgres", "postgres": {"url": "postgres://junction@db.example:6543/broker", "poolSize": 3}}}"#.utf8), file: "junction.json")
         #expect(decoded?.backend == .postgres(PostgresSettings(host: "db.example", port: 6543, username: "junction", database: "broker", poolSize: 3)))
+        // A primary and its standby: urls.
+        #expect(refusal(#"{"backend": "postgres", "postgres": {"url": "postgres://u@a/d", "urls": ["postgres://u@b/d"]}}"#) == "storage.postgres.urls")
+        #expect(refusal(#"{"backend": "postgres", "postgres": {"urls": ["postgres://u@a/d", "postgres://u@b/other"]}}"#) == "storage.postgres.urls[1]")
+        #expect(refusal(#"{"backend": "postgres", "postgres": {"urls": []}}"#) == "storage.postgres.urls")
+        let pair = try? GatewayConfiguration.decode(Array(#"{"storage": {"backend": "postgres", "postgres": {"urls": ["postgres://j@a:5432/broker", "postgres://j@b:5433/broker"]}}}"#.utf8), file: "junction.json")
+        var expected = PostgresSettings(host: "a", port: 5432, username: "j", database: "broker")
+        expected.alternates = [PostgresEndpoint(host: "b", port: 5433)]
+        #expect(pair?.backend == .postgres(expected))
     }
 }

@@ -397,3 +397,61 @@ struct PostgresConnectionLossTests {
         try await store.close()
     }
 }
+
+@Suite("PostgreSQL store: the primary fails over to its standby")
+struct PostgresFailoverTests {
+    @Test("a primary with a synchronous standby, SIGKILL of the primary's postmaster under appends, the standby promoted: the store moves to it by itself and every receipted append is there")
+    func failover() async throws {
+        let primary = try await PostgresServer.dedicated()
+        // Made before the standby: the base backup copies it.
+        let database = try await primary.createDatabase()
+        let standby = try await PostgresServer.standby(of: primary)
+        var settings = primary.settings(database: database)
+        settings.alternates = [PostgresEndpoint(host: "127.0.0.1", port: standby.port)]
+        settings.timeoutMs = 2_000
+        let store = PostgresStore(settings: settings)
+        try await appendEventually(store, AppendRequest(message: Message(topic: "t", body: Array("first".utf8)), queue: 0))
+        let receipted = Locked([(String, AppendResult)]())
+        let refused = Locked([String]())
+        let stop = Locked(false)
+        let writer = Task {
+            var n = 0
+            while !stop.withLock({ $0 }) {
+                let body = "m\(n)"
+                do {
+                    let result = try await store.append([AppendRequest(message: Message(topic: "t", body: Array(body.utf8)), queue: n % 2)])[0]
+                    receipted.withLock { $0.append((body, result)) }
+                } catch let error as BrokerError {
+                    refused.withLock { $0.append(error.code == .storeUnavailable ? "store unavailable" : "\(error)") }
+                } catch {
+                    refused.withLock { $0.append("\(error)") }
+                }
+                n += 1
+            }
+        }
+        try await waitUntil(seconds: 30, "no append was receipted before the crash") { receipted.withLock { $0.count } >= 50 }
+        #expect(primary.crash())
+        let crashed = ContinuousClock.now
+        let before = receipted.withLock { $0.count }
+        #expect(await standby.promote())
+        try await waitUntil(seconds: 60, "no append was receipted after the failover (refusals: \(refused.withLock { $0.suffix(3) }))") {
+            receipted.withLock { $0.count } > before + 10
+        }
+        let recovered = ContinuousClock.now - crashed
+        stop.withLock { $0 = true }
+        await writer.value
+        #expect(store.failovers >= 1)
+        let refusals = refused.withLock { $0 }
+        #expect(refusals.allSatisfy { $0 == "store unavailable" }, "\(refusals.filter { $0 != "store unavailable" }.prefix(3))")
+        // Receipted and missing: none (the standby had each commit before its receipt).
+        var missing: [String] = []
+        for (body, result) in receipted.withLock({ $0 }) {
+            let stored = try await store.message(id: result.id)
+            if stored.map({ String(decoding: $0.message.body, as: UTF8.self) }) != body { missing.append(body) }
+        }
+        #expect(missing.isEmpty, "receipted but missing after the failover: \(missing.prefix(10))")
+        print("failover: \(receipted.withLock { $0.count }) receipted, \(missing.count) missing, \(refused.withLock { $0.count }) refused; kill to the 10th receipt on the new primary \(recovered)")
+        try await store.close()
+        await standby.kill()
+    }
+}

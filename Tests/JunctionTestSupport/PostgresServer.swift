@@ -30,7 +30,38 @@ public final class PostgresServer: Sendable {
     /// A server of its own, for a test that stops and starts it (stopped at exit too).
     public static func dedicated() async throws -> PostgresServer { try await offPool { try PostgresServer() } }
 
-    private init() throws {
+    /// A streaming standby of `primary` (pg_basebackup -R), started, and the
+    /// primary made to wait for it at each commit (`synchronous_standby_names`):
+    /// what the primary receipts, the standby has.
+    public static func standby(of primary: PostgresServer) async throws -> PostgresServer {
+        let standby = try await offPool { try PostgresServer(standbyOf: primary) }
+        guard await primary.execute("ALTER SYSTEM SET synchronous_standby_names = '*'", database: "postgres"),
+              await primary.execute("SELECT pg_reload_conf()", database: "postgres") else {
+            throw TimeoutError(message: "could not make the primary wait for its standby")
+        }
+        try await waitUntil(seconds: 60, "the standby did not become synchronous") {
+            await primary.query("SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'", database: "postgres") == ["1"]
+        }
+        return standby
+    }
+
+    /// Promotes a standby to primary (what a failover manager does).
+    @discardableResult
+    public func promote() async -> Bool {
+        (try? await offPool { self.run([self.binaries + "/pg_ctl", "-D", self.directory + "/data", "-w", "-t", "60", "promote"]) == 0 }) ?? false
+    }
+
+    /// SIGKILL of the postmaster, as a machine that dies would stop it.
+    @discardableResult
+    public func crash() -> Bool {
+        guard let text = try? String(contentsOfFile: directory + "/data/postmaster.pid", encoding: .utf8),
+              let line = text.split(separator: "\n").first, let pid = pid_t(line) else { return false }
+        return Glibc.kill(pid, SIGKILL) == 0
+    }
+
+    private convenience init() throws { try self.init(standbyOf: nil) }
+
+    private init(standbyOf primary: PostgresServer?) throws {
         guard let bin = try? FileManager.default.contentsOfDirectory(atPath: "/usr/lib/postgresql").sorted().last.map({ "/usr/lib/postgresql/\($0)/bin" }),
               FileManager.default.isExecutableFile(atPath: bin + "/initdb") else {
             throw TimeoutError(message: "no PostgreSQL server under /usr/lib/postgresql (make test installs Debian's postgresql through scripts/setup.sh)")
@@ -42,8 +73,14 @@ public final class PostgresServer: Sendable {
         if getuid() == 0 { _ = Self.run(["/bin/chown", "-R", "postgres:postgres", directory]) }
         port = try freePort()
         options = "-p \(port) -c listen_addresses=127.0.0.1 -k \(directory) -c fsync=on -c synchronous_commit=on -c max_connections=200"
-        guard run([bin + "/initdb", "-D", directory + "/data", "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"]) == 0 else {
-            throw TimeoutError(message: "initdb failed in \(directory)")
+        if let primary {
+            guard run([bin + "/pg_basebackup", "-h", "127.0.0.1", "-p", String(primary.port), "-U", "postgres", "-D", directory + "/data", "-R", "-X", "stream", "-c", "fast"]) == 0 else {
+                throw TimeoutError(message: "pg_basebackup from port \(primary.port) failed")
+            }
+        } else {
+            guard run([bin + "/initdb", "-D", directory + "/data", "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"]) == 0 else {
+                throw TimeoutError(message: "initdb failed in \(directory)")
+            }
         }
         guard startNow() else {
             let log = (try? String(contentsOfFile: directory + "/server.log", encoding: .utf8)) ?? ""

@@ -8,6 +8,7 @@ public final class TemporaryDirectory: Sendable {
     public let path: String
 
     public init(_ label: String = "junction") {
+        ignoreBrokenPipes()
         var template = Array("\(NSTemporaryDirectory())/\(label)-XXXXXX".utf8CString)
         let made = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
         precondition(made != nil, "mkdtemp failed: \(errno)")
@@ -137,6 +138,7 @@ public final class ChildProcess: Sendable {
 
     /// Starts `executable`; lines of `stream` (stderr by default) are collected.
     public init(_ executable: URL, _ arguments: [String], watch watchStdout: Bool = false, currentDirectory: String? = nil, environment: [String: String] = [:]) throws {
+        ignoreBrokenPipes()
         process = Process()
         process.executableURL = executable
         process.arguments = arguments
@@ -439,7 +441,8 @@ public func runJunction(_ serverArguments: [String], _ arguments: [String], inpu
     process.standardInput = stdin
     try process.run()
     let writer = Thread {
-        if let input { stdin.fileHandleForWriting.write(Data(input.utf8)) }
+        // A child that exits before reading everything makes the write fail (EPIPE): not the test's end.
+        if let input { try? stdin.fileHandleForWriting.write(contentsOf: Data(input.utf8)) }
         try? stdin.fileHandleForWriting.close()
     }
     writer.start()
@@ -517,7 +520,7 @@ public func httpExchange(port: Int, _ path: String, method: String = "GET", head
         let payload = Array((body ?? "").utf8)
         if body != nil { head += "Content-Type: application/json\r\nContent-Length: \(payload.count)\r\n" }
         let request = Array((head + "\r\n").utf8) + payload
-        guard request.withUnsafeBytes({ send(fd, $0.baseAddress, $0.count, 0) }) == request.count else {
+        guard request.withUnsafeBytes({ send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }) == request.count else {
             throw TimeoutError(message: "could not send the request")
         }
         var response: [UInt8] = []
@@ -610,17 +613,31 @@ public func runTool(_ path: String, _ arguments: [String]) -> Int32 {
 /// Runs blocking work (a blocking socket read, a semaphore wait) on a thread
 /// outside Swift's cooperative pool: that pool has one thread per core (two
 /// here), and two tests blocking it would starve every in-process gateway.
+/// A write to a socket or pipe whose other end is gone must fail with EPIPE,
+/// not kill the test process (SIGPIPE's default): ignored once, before the
+/// first test that might write. (A full run died of signal 13 once.)
+public func ignoreBrokenPipes() {
+    _ = brokenPipesIgnored
+}
+
+private let brokenPipesIgnored: Bool = {
+    Glibc.signal(SIGPIPE, SIG_IGN)
+    return true
+}()
+
 public func offPool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    ignoreBrokenPipes()
     // A thread of its own, not DispatchQueue.global(): libdispatch runs that
     // queue on as many threads as there are cores, so two blocking reads there
     // stall every other job queued behind them, in-process gateways included.
-    try await withCheckedThrowingContinuation { continuation in
+    return try await withCheckedThrowingContinuation { continuation in
         Thread { continuation.resume(with: Result { try body() }) }.start()
     }
 }
 
 /// A port the kernel has just handed out (for a server that must keep one port across restarts).
 public func freePort() throws -> Int {
+    ignoreBrokenPipes()
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     defer { close(fd) }
     var address = sockaddr_in()

@@ -1,0 +1,109 @@
+import Foundation
+import JunctionCore
+import Logging
+import NIOPosix
+import PostgresNIO
+import Synchronization
+
+/// The connection pool to whichever of the configured endpoints accepts
+/// writes. With one endpoint it is that endpoint's pool. With several (a
+/// primary and its standbys, `storage.postgres.urls`), a watch asks the
+/// current endpoint every second whether it still accepts writes
+/// (`pg_is_in_recovery()`); when it does not answer or is a standby, every
+/// endpoint is asked in turn and the pool moves to the first that is a
+/// primary. Callers take `current` for each operation; an operation in
+/// flight on the old pool fails (a retryable "store unavailable").
+final class PrimaryClient: Sendable {
+    struct Endpoint: Sendable, Hashable {
+        var host: String
+        var port: Int
+    }
+
+    private struct Current {
+        var client: PostgresClient
+        var runner: Task<Void, Never>
+        var endpoint: Int
+    }
+
+    let endpoints: [Endpoint]
+    private let settings: PostgresSettings
+    private let logger: Logger
+    private let state: Mutex<Current>
+    private let watch = Mutex<Task<Void, Never>?>(nil)
+    /// How many times the pool moved to another endpoint.
+    private let moves = Atomic<Int>(0)
+
+    init(settings: PostgresSettings, logger: Logger) {
+        endpoints = settings.endpoints.map { Endpoint(host: $0.host, port: $0.port) }
+        self.settings = settings
+        self.logger = logger
+        let client = Self.pool(endpoints[0], settings: settings, logger: logger)
+        state = Mutex(Current(client: client, runner: Task { await client.run() }, endpoint: 0))
+        guard endpoints.count > 1 else { return }
+        watch.withLock {
+            $0 = Task { [weak self] in
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: .seconds(1))  // the watch period
+                    await self?.check()
+                }
+            }
+        }
+    }
+
+    var current: PostgresClient { state.withLock { $0.client } }
+    var currentEndpoint: Endpoint { endpoints[state.withLock { $0.endpoint }] }
+    var failovers: Int { moves.load(ordering: .relaxed) }
+
+    private static func pool(_ endpoint: Endpoint, settings: PostgresSettings, logger: Logger) -> PostgresClient {
+        var configuration = PostgresClient.Configuration(
+            host: endpoint.host, port: endpoint.port, username: settings.username, password: settings.password,
+            database: settings.database, tls: .disable)
+        configuration.options.maximumConnections = settings.poolSize
+        return PostgresClient(configuration: configuration, backgroundLogger: logger)
+    }
+
+    /// Whether an endpoint accepts writes now (nil: it did not answer).
+    private func acceptsWrites(_ endpoint: Endpoint) async -> Bool? {
+        let configuration = PostgresConnection.Configuration(
+            host: endpoint.host, port: endpoint.port, username: settings.username, password: settings.password,
+            database: settings.database, tls: .disable)
+        do {
+            return try await PostgresStore.bounded(2_000, "asking \(endpoint.host):\(endpoint.port) whether it is the primary") { [logger] in
+                let connection = try await PostgresConnection.connect(configuration: configuration, id: 1, logger: logger)
+                defer { Task { try? await connection.close() } }
+                var recovering = true
+                for try await (value) in try await connection.query("SELECT pg_is_in_recovery()", logger: logger).decode(Bool.self) { recovering = value }
+                return !recovering
+            }
+        } catch {
+            return nil
+        }
+    }
+
+    /// One watch: the current endpoint still a primary, or the pool moved to one that is.
+    func check() async {
+        let (index, endpoint) = state.withLock { ($0.endpoint, endpoints[$0.endpoint]) }
+        if await acceptsWrites(endpoint) == true { return }
+        for (candidate, other) in endpoints.enumerated() where candidate != index {
+            guard await acceptsWrites(other) == true else { continue }
+            let client = Self.pool(other, settings: settings, logger: logger)
+            let old = state.withLock { current -> Current in
+                defer { current = Current(client: client, runner: Task { await client.run() }, endpoint: candidate) }
+                return current
+            }
+            old.runner.cancel()
+            moves.add(1, ordering: .relaxed)
+            logger.notice("the primary moved; writing to it now", metadata: ["from": "\(endpoint.host):\(endpoint.port)", "to": "\(other.host):\(other.port)"])
+            return
+        }
+    }
+
+    func shutdown() async {
+        let task = watch.withLock { task in defer { task = nil }; return task }
+        task?.cancel()
+        await task?.value
+        let runner = state.withLock { $0.runner }
+        runner.cancel()
+        await runner.value
+    }
+}
