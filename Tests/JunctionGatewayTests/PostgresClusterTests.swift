@@ -72,6 +72,43 @@ struct PostgresClusterTests {
         #expect(await Self.leases(database, group: "g").isEmpty, "a gateway that stops gives its leases back")
     }
 
+    @Test("three gateways: a clustering group with a member on each shares four queues two, one and one, each message once; broadcasting members on two of them each get everything")
+    func threeGateways() async throws {
+        let server = await PostgresServer.shared()
+        let database = try await server.createDatabase()
+        let config = Self.config(database, port: server.port, leaseMs: 3000)
+        let directories = (0..<3).map { _ in TemporaryDirectory() }
+        var gateways: [GatewayProcess] = []
+        for directory in directories { gateways.append(try await GatewayProcess.start(directory: directory.path, config: config)) }
+        var clients: [JunctionClient] = []
+        for gateway in gateways { clients.append(try await JunctionClient.connect(port: gateway.port, reconnect: false)) }
+        let seen = (0..<3).map { _ in Locked([String]()) }
+        var readers: [Task<Void, Never>] = []
+        for n in 0..<3 {
+            readers.append(Self.drain(try await clients[n].subscribe(WireSubscription(topic: "work", group: "g", start: .earliest, credit: 64)), into: seen[n]))
+        }
+        let (fanA, fanC) = (Locked([String]()), Locked([String]()))
+        readers.append(Self.drain(try await clients[0].subscribe(WireSubscription(topic: "work", group: "fan", mode: .broadcasting, start: .earliest, consumerID: "a")), into: fanA))
+        readers.append(Self.drain(try await clients[2].subscribe(WireSubscription(topic: "work", group: "fan", mode: .broadcasting, start: .earliest, consumerID: "c")), into: fanC))
+        try await waitUntil(seconds: 30, "the queues were not shared two, one and one") {
+            await Self.leases(database, group: "g").values.sorted() == [1, 1, 2]
+        }
+        let sent = (0..<300).map { "m\($0)" }
+        for batch in stride(from: 0, to: sent.count, by: 50) {
+            _ = try await clients[1].publish(sent[batch..<batch + 50].map { Message(topic: "work", body: Array($0.utf8)) })
+        }
+        try await waitUntil(seconds: 30, "not everything was consumed by the group and by both broadcasting members") {
+            Set(seen.flatMap { $0.withLock { $0 } }).count == sent.count
+                && Set(fanA.withLock { $0 }).count == sent.count && Set(fanC.withLock { $0 }).count == sent.count
+        }
+        let all = seen.flatMap { $0.withLock { $0 } }
+        #expect(all.count == sent.count, "with the leases steady, no message goes to two members: \(all.count - Set(all).count) twice")
+        #expect(seen.allSatisfy { !$0.withLock { $0.isEmpty } }, "each gateway's member got its share: \(seen.map { $0.withLock { $0.count } })")
+        for reader in readers { reader.cancel() }
+        for client in clients { await client.close() }
+        for gateway in gateways { #expect(await gateway.stop() == 0) }
+    }
+
     @Test("SIGKILL of one gateway under load, producers and members on both: its queues go to the survivor, every receipted message is consumed, duplicates only of unsaved acks")
     func gatewayKilled() async throws {
         let server = await PostgresServer.shared()
