@@ -408,7 +408,8 @@ struct PostgresFailoverTests {
         let standby = try await PostgresServer.standby(of: primary)
         var settings = primary.settings(database: database)
         settings.alternates = [PostgresEndpoint(host: "127.0.0.1", port: standby.port)]
-        settings.timeoutMs = 2_000
+        // Commits wait for the standby: on a loaded machine that can take seconds.
+        settings.timeoutMs = 10_000
         let store = PostgresStore(settings: settings)
         try await appendEventually(store, AppendRequest(message: Message(topic: "t", body: Array("first".utf8)), queue: 0))
         let receipted = Locked([(String, AppendResult)]())
@@ -429,7 +430,7 @@ struct PostgresFailoverTests {
                 n += 1
             }
         }
-        try await waitUntil(seconds: 30, "no append was receipted before the crash") { receipted.withLock { $0.count } >= 50 }
+        try await waitUntil(seconds: 90, "no append was receipted before the crash") { receipted.withLock { $0.count } >= 20 }
         #expect(primary.crash())
         let crashed = ContinuousClock.now
         let before = receipted.withLock { $0.count }
