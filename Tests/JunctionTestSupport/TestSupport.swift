@@ -153,10 +153,15 @@ public final class ChildProcess: Sendable {
         process.standardOutput = watchStdout ? watched : other
         try process.run()
         let state = self.state
-        let fd = watched.fileHandleForReading.fileDescriptor
+        // The reading thread owns the handle: the descriptor stays this pipe's
+        // until the thread is done with it. (Holding only its number, a thread
+        // that outlived this object read from whatever the number was reused
+        // for — another test's socket — and stole its bytes.)
+        let handle = watched.fileHandleForReading
         let drain = other.fileHandleForReading
         Thread { while !drain.availableData.isEmpty {} }.start()
         Thread {
+            let fd = handle.fileDescriptor
             var partial: [UInt8] = []
             var buffer = [UInt8](repeating: 0, count: 16_384)
             while true {
@@ -175,6 +180,7 @@ public final class ChildProcess: Sendable {
                     for waiter in ready { waiter.continuation.resume(returning: line) }
                 }
             }
+            try? handle.close()
             let left = state.withLock { state -> [Waiter] in
                 state.ended = true
                 defer { state.waiters.removeAll() }
@@ -182,6 +188,12 @@ public final class ChildProcess: Sendable {
             }
             for waiter in left { waiter.continuation.resume(returning: nil) }
         }.start()
+    }
+
+    /// A child nobody holds any more is not left running (a gateway writing
+    /// into a removed temporary directory, say).
+    deinit {
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
     }
 
     /// Every line seen so far.
