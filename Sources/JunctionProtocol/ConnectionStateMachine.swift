@@ -40,6 +40,9 @@ public struct ConnectionStateMachine: Sendable {
     /// Whether HELLO has been accepted.
     public var isReady: Bool { state == .ready }
 
+    /// Whether the connection is over: drained, failed, or gone.
+    public var isClosed: Bool { state == .closed }
+
     /// A frame arrived.
     public mutating func received(_ frame: Frame) -> Action {
         switch state {

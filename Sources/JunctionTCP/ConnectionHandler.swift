@@ -511,7 +511,14 @@ final class ConnectionHandler: ChannelInboundHandler {
             return
         }
         if let error = error as? ByteToMessageDecoderError, case .leftoverDataWhenDone = error { return context.close(promise: nil) }
-        logger.debug("connection error", metadata: ["error": "\(error)"])
+        if draining && inFlightPublishes > 0 {
+            // Closing now loses the receipts of what is still being stored: say so.
+            logger.notice("connection error while draining: closing before every publish was answered", metadata: [
+                "error": "\(error)", "unanswered": "\(inFlightPublishes)", "remote": "\(context.remoteAddress?.description ?? "?")",
+            ])
+        } else {
+            logger.debug("connection error", metadata: ["error": "\(error)"])
+        }
         context.close(promise: nil)
     }
 
@@ -529,6 +536,11 @@ final class ConnectionHandler: ChannelInboundHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        if draining && (inFlightPublishes > 0 || !machine.isClosed) {
+            logger.notice("connection closed while draining, before every publish was answered", metadata: [
+                "unanswered": "\(inFlightPublishes)", "remote": "\(context.remoteAddress?.description ?? "?")",
+            ])
+        }
         // Publishes read are stored, though their receipts cannot be sent.
         sendPublishes(context)
         flushAcks()
@@ -576,7 +588,11 @@ final class ConnectionHandler: ChannelInboundHandler {
     private func finishDrain(_ context: ChannelHandlerContext) {
         guard !closed, machine.drained() == .close else { return }
         let channel = context.channel
-        context.writeAndFlush(wrapOutboundOut(encode(context, Frame(.error(code: .shuttingDown, message: "the gateway is shutting down"))))).assumeIsolated().whenComplete { _ in
+        let logger = self.logger
+        context.writeAndFlush(wrapOutboundOut(encode(context, Frame(.error(code: .shuttingDown, message: "the gateway is shutting down"))))).assumeIsolated().whenComplete { written in
+            if case .failure(let error) = written {
+                logger.notice("could not send ERROR shutting down", metadata: ["error": "\(error)", "remote": "\(channel.remoteAddress?.description ?? "?")"])
+            }
             channel.close(mode: .output).whenComplete { result in
                 guard case .success = result else { return channel.close(promise: nil) }
                 // Frames read from here on are dropped by the state machine: they were never served.
