@@ -605,11 +605,7 @@ public final class PostgresStore: MessageStore, Sendable {
             } catch { throw Self.failure(error) }
             var messages = try await Self.decode(rows)
             if let first = messages.first, first.queueOffset == offset {
-                var bytes = 0
-                if let cut = messages.indices.first(where: { index in
-                    bytes += messages[index].message.body.count
-                    return index > 0 && bytes > limit.maxBytes
-                }) { messages.removeSubrange(cut...) }
+                Self.keepWithin(bytes: limit.maxBytes, &messages)
                 return ReadBatch(messages: messages, nextOffset: messages.last!.queueOffset + 1)
             }
             // Nothing at `offset` (the end, or retention deleted it): the range decides below.
@@ -637,15 +633,23 @@ public final class PostgresStore: MessageStore, Sendable {
             }
         } catch { throw Self.failure(error) }
         var messages = try await Self.decode(rows)
-        // The byte limit: at least one message, then as many as fit.
-        var bytes = 0
-        if let cut = messages.indices.first(where: { index in
-            bytes += messages[index].message.body.count
-            return index > 0 && bytes > limit.maxBytes
-        }) { messages.removeSubrange(cut...) }
-        let full = messages.count == limit.maxMessages || bytes > limit.maxBytes
+        let cut = Self.keepWithin(bytes: limit.maxBytes, &messages)
+        let full = messages.count == limit.maxMessages || cut
         let next = full ? messages.last!.queueOffset + 1 : scanEnd
         return ReadBatch(messages: messages, nextOffset: next)
+    }
+
+    /// The byte limit of a read: at least one message, then as many as fit.
+    /// Returns whether any were cut.
+    @discardableResult
+    static func keepWithin(bytes maxBytes: Int, _ messages: inout [StoredMessage]) -> Bool {
+        var bytes = 0
+        guard let cut = messages.indices.first(where: { index in
+            bytes += messages[index].message.body.count
+            return index > 0 && bytes > maxBytes
+        }) else { return false }
+        messages.removeSubrange(cut...)
+        return true
     }
 
     public func message(id: MessageID) async throws -> StoredMessage? {
