@@ -102,11 +102,13 @@ public final class PostgresCoordinator: GroupCoordinator, Sendable {
         let startedAt = monotonicMs()
         do {
             // Bounded: a renewal that cannot finish within the lease is a failed one.
-            let (target, renewed, acquired) = try await PostgresStore.bounded(leaseMs, "lease renewal") { try await self.claim(entry) }
+            let (target, renewed, acquired) = try await PostgresStore.bounded(leaseMs, "lease renewal", abandonedOnMoveOf: primary) { try await self.claim(entry) }
             var held = renewed
             for (q, epoch) in acquired { held[q] = epoch }
             let gained = Set(acquired.keys).subtracting(entry.held.keys)
-            let progress = gained.isEmpty ? [] : try await savedProgress(entry, queues: gained)
+            let progress = gained.isEmpty ? [] : try await PostgresStore.bounded(leaseMs, "reading the progress of queues taken", abandonedOnMoveOf: primary) {
+                try await self.savedProgress(entry, queues: gained)
+            }
             table.withLock { $0.renewed(id, held: held, startedAt: startedAt) }
             if Set(held.keys) != Set(entry.held.keys) || !gained.isEmpty {
                 logger.info("queues leased", metadata: ["group": "\(entry.group)", "topic": "\(entry.topic)", "queues": "\(held.keys.sorted())"])
@@ -114,7 +116,9 @@ public final class PostgresCoordinator: GroupCoordinator, Sendable {
                 await assign(QueueOwnership(queues: Set(held.keys), epoch: held.values.max() ?? 0, progress: progress))
             }
             let giveUp = Set(entry.held.keys).subtracting(target)
-            if !giveUp.isEmpty { try await release(entry, queues: giveUp) }
+            if !giveUp.isEmpty {
+                try await PostgresStore.bounded(leaseMs, "giving leases up", abandonedOnMoveOf: primary) { try await self.release(entry, queues: giveUp) }
+            }
         } catch {
             let expired = table.withLock { $0.expire(id, now: monotonicMs(), leaseMs: Int64(leaseMs)) }
             logger.warning("cannot renew the group's leases", metadata: ["group": "\(entry.group)", "error": "\(String(describing: error).prefix(300))", "stoppedDispatching": "\(expired)"])
@@ -192,8 +196,10 @@ public final class PostgresCoordinator: GroupCoordinator, Sendable {
         guard let entry = table.withLock({ $0.remove(id) }) else { return }
         await passes.withLock { $0.removeValue(forKey: id) }?.value
         do {
-            try await client.query("DELETE FROM junction_members WHERE grp = \(entry.group) AND topic = \(entry.topic) AND gateway = \(instance)", logger: logger)
-            try await client.query("DELETE FROM junction_leases WHERE grp = \(entry.group) AND topic = \(entry.topic) AND gateway = \(instance)", logger: logger)
+            try await PostgresStore.bounded(leaseMs, "releasing the group's leases", abandonedOnMoveOf: primary) { [self] in
+                try await client.query("DELETE FROM junction_members WHERE grp = \(entry.group) AND topic = \(entry.topic) AND gateway = \(instance)", logger: logger)
+                try await client.query("DELETE FROM junction_leases WHERE grp = \(entry.group) AND topic = \(entry.topic) AND gateway = \(instance)", logger: logger)
+            }
         } catch {
             logger.notice("cannot release the group's leases; they expire by themselves", metadata: ["group": "\(entry.group)", "error": "\(error)"])
         }

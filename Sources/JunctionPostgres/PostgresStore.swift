@@ -249,21 +249,43 @@ public final class PostgresStore: MessageStore, Sendable {
     /// Runs `operation` for at most `timeoutMs`: past it, the caller gets a
     /// retryable "store unavailable" (no receipt) and the operation is
     /// cancelled; one that PostgreSQL is already executing may still finish.
-    static func bounded<T: Sendable>(_ timeoutMs: Int, _ what: String, _ operation: @escaping @Sendable () async throws -> T) async throws -> T {
+    static func bounded<T: Sendable>(_ timeoutMs: Int, _ what: String, abandonedOnMoveOf primary: PrimaryClient? = nil, _ operation: @escaping @Sendable () async throws -> T) async throws -> T {
         let waiting = Answer<T>()
         return try await withCheckedThrowingContinuation { continuation in
             waiting.slot.withLock { $0 = continuation }
-            let work = Task {
+            let work = Mutex<Task<Void, Never>?>(nil)
+            // When the primary moves, an operation on the old pool fails at
+            // once (retryable) instead of waiting out its deadline there. It
+            // is left to end by itself: what it did is not answered for (no
+            // receipt), and cancelling it mid-transaction is not needed.
+            let registration = primary?.onMove {
+                guard let abandoned = waiting.take() else { return }
+                abandoned.resume(throwing: BrokerError(.storeUnavailable, "the PostgreSQL primary moved to another endpoint during \(what); retry"))
+            }
+            work.withLock { $0 = Task {
                 let result: Result<T, any Error>
                 do { result = .success(try await operation()) } catch { result = .failure(error) }
+                if let registration { primary?.forget(registration) }
                 waiting.take()?.resume(with: result)
-            }
+            } }
             Task {
                 try? await Task.sleep(for: .milliseconds(timeoutMs))  // the deadline
                 guard let late = waiting.take() else { return }
-                work.cancel()
+                if let registration { primary?.forget(registration) }
+                work.withLock { $0?.cancel() }
                 late.resume(throwing: BrokerError(.storeUnavailable, "PostgreSQL did not answer within \(timeoutMs) ms (\(what)); retry"))
             }
+        }
+    }
+
+    /// An operation on the database that never waits forever: bounded by
+    /// `timeoutMs`, failed at once when the primary moves, its errors the
+    /// broker's ("store unavailable" when the database cannot be reached).
+    private func guarded<T: Sendable>(_ what: String, _ operation: @escaping @Sendable () async throws -> T) async throws -> T {
+        do {
+            return try await Self.bounded(timeoutMs, what, abandonedOnMoveOf: primary, operation)
+        } catch {
+            throw Self.failure(error)
         }
     }
 
@@ -331,7 +353,7 @@ public final class PostgresStore: MessageStore, Sendable {
             guard !batch.isEmpty else { return }
             do {
                 let requests = batch.flatMap(\.requests)
-                let (results, ends) = try await Self.bounded(timeoutMs, "append of \(requests.count)") { try await self.appendNow(requests) }
+                let (results, ends) = try await Self.bounded(timeoutMs, "append of \(requests.count)", abandonedOnMoveOf: primary) { try await self.appendNow(requests) }
                 _ = growth.withLock { $0.observe(ends) }
                 var start = 0
                 for pending in batch {
@@ -590,6 +612,12 @@ public final class PostgresStore: MessageStore, Sendable {
 
     public func read(topic: String, queue: Int, from offset: UInt64, limit: ReadLimit, tagHashes: Set<UInt64>?) async throws -> ReadBatch {
         try await open()
+        return try await guarded("reading \(topic) queue \(queue)") { [self] in
+            try await readNow(topic: topic, queue: queue, from: offset, limit: limit, tagHashes: tagHashes)
+        }
+    }
+
+    private func readNow(topic: String, queue: Int, from offset: UInt64, limit: ReadLimit, tagHashes: Set<UInt64>?) async throws -> ReadBatch {
         // Unfiltered, one query: offsets are dense and visible in order, so
         // the rows found from `offset` on are the next ones, and the next read
         // starts after the last (none found: the range says where to go on).
@@ -654,43 +682,51 @@ public final class PostgresStore: MessageStore, Sendable {
 
     public func message(id: MessageID) async throws -> StoredMessage? {
         try await open()
-        guard id.high <= UInt64(Int64.max) else { return nil }
-        let rows = try await client.query("SELECT \(unescaped: Self.columns) FROM junction_messages WHERE id = \(Int64(id.high))", logger: logger)
-        return try await Self.decode(rows).first { $0.id == id }
+        return try await guarded("reading a message") { [self] in
+            guard id.high <= UInt64(Int64.max) else { return nil }
+            let rows = try await client.query("SELECT \(unescaped: Self.columns) FROM junction_messages WHERE id = \(Int64(id.high))", logger: logger)
+            return try await Self.decode(rows).first { $0.id == id }
+        }
     }
 
     public func queueRange(topic: String, queue: Int) async throws -> QueueRange {
         try await open()
-        let rows = try await client.query("""
-            SELECT q.next_offset, (SELECT min(queue_offset) FROM junction_messages m WHERE m.topic = q.topic AND m.queue = q.queue)
-            FROM junction_queues q WHERE q.topic = \(topic) AND q.queue = \(Int32(queue))
-            """, logger: logger)
-        for try await (end, first) in rows.decode((Int64, Int64?).self) {
-            return QueueRange(min: UInt64(first ?? end), end: UInt64(end))
+        return try await guarded("reading a queue's range") { [self] in
+            let rows = try await client.query("""
+                SELECT q.next_offset, (SELECT min(queue_offset) FROM junction_messages m WHERE m.topic = q.topic AND m.queue = q.queue)
+                FROM junction_queues q WHERE q.topic = \(topic) AND q.queue = \(Int32(queue))
+                """, logger: logger)
+            for try await (end, first) in rows.decode((Int64, Int64?).self) {
+                return QueueRange(min: UInt64(first ?? end), end: UInt64(end))
+            }
+            return QueueRange(min: 0, end: 0)
         }
-        return QueueRange(min: 0, end: 0)
     }
 
     public func offset(topic: String, queue: Int, atOrAfter timestamp: Int64) async throws -> UInt64 {
         try await open()
-        let rows = try await client.query("""
-            SELECT min(queue_offset) FROM junction_messages WHERE topic = \(topic) AND queue = \(Int32(queue)) AND stored_at >= \(timestamp)
-            """, logger: logger)
-        for try await (found) in rows.decode(Int64?.self) {
-            if let found { return UInt64(found) }
+        return try await guarded("finding an offset by time") { [self] in
+            let rows = try await client.query("""
+                SELECT min(queue_offset) FROM junction_messages WHERE topic = \(topic) AND queue = \(Int32(queue)) AND stored_at >= \(timestamp)
+                """, logger: logger)
+            for try await (found) in rows.decode(Int64?.self) {
+                if let found { return UInt64(found) }
+            }
+            return try await queueRange(topic: topic, queue: queue).end
         }
-        return try await queueRange(topic: topic, queue: queue).end
     }
 
     public func messages(topic: String, key: String, since: Int64, until: Int64, limit: Int) async throws -> [StoredMessage] {
         try await open()
-        let rows = try await client.query("""
-            SELECT \(unescaped: Self.columns.split(separator: ",").map { "m." + $0.trimmingCharacters(in: .whitespaces) }.joined(separator: ", "))
-            FROM junction_keys k JOIN junction_messages m ON m.id = k.message
-            WHERE k.topic = \(topic) AND k.key = \(key) AND k.stored_at >= \(since) AND k.stored_at <= \(until)
-            ORDER BY k.stored_at, k.message LIMIT \(Int64(limit))
-            """, logger: logger)
-        return try await Self.decode(rows)
+        return try await guarded("finding messages by key") { [self] in
+            let rows = try await client.query("""
+                SELECT \(unescaped: Self.columns.split(separator: ",").map { "m." + $0.trimmingCharacters(in: .whitespaces) }.joined(separator: ", "))
+                FROM junction_keys k JOIN junction_messages m ON m.id = k.message
+                WHERE k.topic = \(topic) AND k.key = \(key) AND k.stored_at >= \(since) AND k.stored_at <= \(until)
+                ORDER BY k.stored_at, k.message LIMIT \(Int64(limit))
+                """, logger: logger)
+            return try await Self.decode(rows)
+        }
     }
 
     // MARK: Growth made by other gateways
@@ -783,23 +819,27 @@ public final class PostgresStore: MessageStore, Sendable {
 
     public func knownTopics() async throws -> [String: Int] {
         try await open()
-        var topics: [String: Int] = [:]
-        for try await (name, queues) in try await client.query("SELECT name, queues FROM junction_topics", logger: logger).decode((String, Int32).self) {
-            topics[name] = Int(queues)
+        return try await guarded("reading topics") { [self] in
+            var topics: [String: Int] = [:]
+            for try await (name, queues) in try await client.query("SELECT name, queues FROM junction_topics", logger: logger).decode((String, Int32).self) {
+                topics[name] = Int(queues)
+            }
+            for try await (name, queues) in try await client.query("SELECT topic, max(queue) + 1 FROM junction_queues GROUP BY topic", logger: logger).decode((String, Int32).self) {
+                topics[name] = max(topics[name] ?? 0, Int(queues))
+            }
+            return topics
         }
-        for try await (name, queues) in try await client.query("SELECT topic, max(queue) + 1 FROM junction_queues GROUP BY topic", logger: logger).decode((String, Int32).self) {
-            topics[name] = max(topics[name] ?? 0, Int(queues))
-        }
-        return topics
     }
 
     public func saveTopics(_ topics: [String: Int]) async throws {
         try await open()
-        for (name, queues) in topics {
-            try await client.query("""
-                INSERT INTO junction_topics (name, queues) VALUES (\(name), \(Int32(queues)))
-                ON CONFLICT (name) DO UPDATE SET queues = GREATEST(junction_topics.queues, EXCLUDED.queues)
-                """, logger: logger)
+        return try await guarded("saving topics") { [self] in
+            for (name, queues) in topics {
+                try await client.query("""
+                    INSERT INTO junction_topics (name, queues) VALUES (\(name), \(Int32(queues)))
+                    ON CONFLICT (name) DO UPDATE SET queues = GREATEST(junction_topics.queues, EXCLUDED.queues)
+                    """, logger: logger)
+            }
         }
     }
 
@@ -807,22 +847,26 @@ public final class PostgresStore: MessageStore, Sendable {
     /// lease on (it took the queue over) is not written from here.
     public func saveOffsets(_ offsets: [GroupOffset]) async throws {
         try await open()
-        for record in offsets {
-            let attempts = JSONValue.object(record.attempts.sorted { $0.key < $1.key }.map { (String($0.key), .number(String($0.value))) }).serialized
-            try await client.query("""
-                INSERT INTO junction_offsets (grp, topic, queue, committed, acked, attempts)
-                SELECT \(record.group), \(record.topic), \(Int32(record.queue)), \(Int64(record.committed)), \(record.acked.map { Int64($0) }), \(attempts)
-                WHERE NOT EXISTS (
-                    SELECT 1 FROM junction_leases l WHERE l.grp = \(record.group) AND l.topic = \(record.topic) AND l.queue = \(Int32(record.queue))
-                        AND l.gateway <> \(instance) AND l.expires_at > now())
-                ON CONFLICT (grp, topic, queue) DO UPDATE SET committed = EXCLUDED.committed, acked = EXCLUDED.acked, attempts = EXCLUDED.attempts
-                """, logger: logger)
+        return try await guarded("saving offsets") { [self] in
+            for record in offsets {
+                let attempts = JSONValue.object(record.attempts.sorted { $0.key < $1.key }.map { (String($0.key), .number(String($0.value))) }).serialized
+                try await client.query("""
+                    INSERT INTO junction_offsets (grp, topic, queue, committed, acked, attempts)
+                    SELECT \(record.group), \(record.topic), \(Int32(record.queue)), \(Int64(record.committed)), \(record.acked.map { Int64($0) }), \(attempts)
+                    WHERE NOT EXISTS (
+                        SELECT 1 FROM junction_leases l WHERE l.grp = \(record.group) AND l.topic = \(record.topic) AND l.queue = \(Int32(record.queue))
+                            AND l.gateway <> \(instance) AND l.expires_at > now())
+                    ON CONFLICT (grp, topic, queue) DO UPDATE SET committed = EXCLUDED.committed, acked = EXCLUDED.acked, attempts = EXCLUDED.attempts
+                    """, logger: logger)
+            }
         }
     }
 
     public func loadOffsets() async throws -> [GroupOffset] {
         try await open()
-        return try await Self.decodeOffsets(client.query("SELECT grp, topic, queue, committed, acked, attempts FROM junction_offsets", logger: logger))
+        return try await guarded("loading offsets") { [self] in
+            return try await Self.decodeOffsets(client.query("SELECT grp, topic, queue, committed, acked, attempts FROM junction_offsets", logger: logger))
+        }
     }
 
     static func decodeOffsets(_ rows: PostgresRowSequence) async throws -> [GroupOffset] {
@@ -852,19 +896,23 @@ public final class PostgresStore: MessageStore, Sendable {
     /// database keeps its delayed-delivery progress and its transactions.
     public func loadState(_ name: String) async throws -> [UInt8]? {
         try await open()
-        for try await (bytes) in try await client.query("SELECT bytes FROM junction_state WHERE node = \(node) AND name = \(name)", logger: logger).decode(ByteBuffer.self) {
-            var bytes = bytes
-            return bytes.readBytes(length: bytes.readableBytes) ?? []
+        return try await guarded("loading state") { [self] in
+            for try await (bytes) in try await client.query("SELECT bytes FROM junction_state WHERE node = \(node) AND name = \(name)", logger: logger).decode(ByteBuffer.self) {
+                var bytes = bytes
+                return bytes.readBytes(length: bytes.readableBytes) ?? []
+            }
+            return nil
         }
-        return nil
     }
 
     public func saveState(_ name: String, _ bytes: [UInt8]) async throws {
         try await open()
-        try await client.query("""
-            INSERT INTO junction_state (node, name, bytes) VALUES (\(node), \(name), \(ByteBuffer(bytes: bytes)))
-            ON CONFLICT (node, name) DO UPDATE SET bytes = EXCLUDED.bytes
-            """, logger: logger)
+        return try await guarded("saving state") { [self] in
+            try await client.query("""
+                INSERT INTO junction_state (node, name, bytes) VALUES (\(node), \(name), \(ByteBuffer(bytes: bytes)))
+                ON CONFLICT (node, name) DO UPDATE SET bytes = EXCLUDED.bytes
+                """, logger: logger)
+        }
     }
 
     /// How many times the store moved to another server (a failover).
