@@ -518,37 +518,22 @@ public final class PostgresStore: MessageStore, Sendable {
             // Delivered at the commit, to every gateway listening.
             let notice = GrowthNotice(from: instance, ends: ends).payload
             try await connection.query("SELECT pg_notify(\(GrowthNotice.channel), \(notice))", logger: logger)
-            var rows = PostgresBindings(capacity: requests.count * 13)
-            var tuples: [String] = []
+            // One statement of constant text whatever the batch: each column
+            // an array, unnested into rows (PostgreSQL parses 13 parameters,
+            // not 13 per message). Nullable columns are marked in `nulls`.
+            var columns = MessageColumns(capacity: requests.count)
             var offsets: [Int64] = []
+            offsets.reserveCapacity(requests.count)
             for request in requests {
-                let message = request.message
-                let slot = QueueSlot(topic: message.topic, queue: request.queue)
+                let slot = QueueSlot(topic: request.message.topic, queue: request.queue)
                 guard let offset = next[slot] else { throw BrokerError(.storageError, "PostgreSQL returned no counter for \(slot.topic) queue \(slot.queue)") }
                 next[slot] = offset + 1
                 offsets.append(offset)
-                let n = rows.count
-                tuples.append("(" + (1...13).map { "$\(n + $0)" }.joined(separator: ", ") + ")")
-                rows.append(message.topic)
-                rows.append(Int32(request.queue))
-                rows.append(offset)
-                rows.append(storedAt)
-                rows.append(message.tag)
-                rows.append(Int64(bitPattern: TagHash.of(message.tag)))
-                rows.append(message.keys)
-                rows.append(JSONValue.object(message.properties.sorted { $0.key < $1.key }.map { ($0.key, .string($0.value)) }).serialized)
-                rows.append(ByteBuffer(bytes: message.body))
-                rows.append(message.shardingKey)
-                rows.append(message.dedupeID)
-                rows.append(message.deliverAt)
-                rows.append(message.bornTimestamp == 0 ? storedAt : message.bornTimestamp)
+                columns.append(request.message, queue: request.queue, offset: offset, storedAt: storedAt)
             }
-            let inserted = try await connection.query(PostgresQuery(unsafeSQL: """
-                INSERT INTO junction_messages (topic, queue, queue_offset, stored_at, tag, tag_hash, keys, properties, body,
-                    sharding_key, dedupe_id, deliver_at, born_at)
-                VALUES \(tuples.joined(separator: ", "))
-                RETURNING topic, queue, queue_offset, id
-                """, binds: rows), logger: logger)
+            var rows = PostgresBindings(capacity: 14)
+            columns.bind(into: &rows, storedAt: storedAt)
+            let inserted = try await connection.query(PostgresQuery(unsafeSQL: MessageColumns.insert, binds: rows), logger: logger)
             var ids: [QueueSlot: [Int64: Int64]] = [:]
             for try await (topic, queue, offset, id) in inserted.decode((String, Int32, Int64, Int64).self) {
                 ids[QueueSlot(topic: topic, queue: Int(queue)), default: [:]][offset] = id
@@ -983,4 +968,106 @@ struct QueueSlot: Hashable, Comparable {
     var topic: String
     var queue: Int
     static func < (a: QueueSlot, b: QueueSlot) -> Bool { (a.topic, a.queue) < (b.topic, b.queue) }
+}
+
+/// A batch of messages as one array per column of `junction_messages`, for
+/// one INSERT … SELECT FROM unnest(…) of constant text.
+struct MessageColumns {
+    private var topics: [String] = []
+    private var queues: [Int32] = []
+    private var offsets: [Int64] = []
+    private var tags: [String] = []
+    private var tagHashes: [Int64] = []
+    /// Each message's keys as a text[] literal (PostgreSQL casts it).
+    private var keys: [String] = []
+    private var properties: [String] = []
+    private var bodies: [ByteBuffer] = []
+    private var shardingKeys: [String] = []
+    private var dedupeIDs: [String] = []
+    private var deliverAts: [Int64] = []
+    private var bornAts: [Int64] = []
+    /// Per message: 1 no tag, 2 no sharding key, 4 no dedupe id, 8 no deliver-at.
+    private var nulls: [Int32] = []
+
+    init(capacity: Int) {
+        topics.reserveCapacity(capacity)
+        queues.reserveCapacity(capacity)
+        offsets.reserveCapacity(capacity)
+        tags.reserveCapacity(capacity)
+        tagHashes.reserveCapacity(capacity)
+        keys.reserveCapacity(capacity)
+        properties.reserveCapacity(capacity)
+        bodies.reserveCapacity(capacity)
+        shardingKeys.reserveCapacity(capacity)
+        dedupeIDs.reserveCapacity(capacity)
+        deliverAts.reserveCapacity(capacity)
+        bornAts.reserveCapacity(capacity)
+        nulls.reserveCapacity(capacity)
+    }
+
+    mutating func append(_ message: Message, queue: Int, offset: Int64, storedAt: Int64) {
+        topics.append(message.topic)
+        queues.append(Int32(queue))
+        offsets.append(offset)
+        tags.append(message.tag ?? "")
+        tagHashes.append(Int64(bitPattern: TagHash.of(message.tag)))
+        keys.append(Self.arrayLiteral(message.keys))
+        properties.append(message.properties.isEmpty ? "{}" : JSONValue.object(message.properties.sorted { $0.key < $1.key }.map { ($0.key, .string($0.value)) }).serialized)
+        bodies.append(ByteBuffer(bytes: message.body))
+        shardingKeys.append(message.shardingKey ?? "")
+        dedupeIDs.append(message.dedupeID ?? "")
+        deliverAts.append(message.deliverAt ?? 0)
+        bornAts.append(message.bornTimestamp == 0 ? storedAt : message.bornTimestamp)
+        var mask: Int32 = 0
+        if message.tag == nil { mask |= 1 }
+        if message.shardingKey == nil { mask |= 2 }
+        if message.dedupeID == nil { mask |= 4 }
+        if message.deliverAt == nil { mask |= 8 }
+        nulls.append(mask)
+    }
+
+    /// `{"a","b"}`: each element quoted, `"` and `\` escaped.
+    static func arrayLiteral(_ values: [String]) -> String {
+        guard !values.isEmpty else { return "{}" }
+        var text = "{"
+        for (index, value) in values.enumerated() {
+            if index > 0 { text += "," }
+            text += "\""
+            for character in value.unicodeScalars {
+                if character == "\"" || character == "\\" { text += "\\" }
+                text.unicodeScalars.append(character)
+            }
+            text += "\""
+        }
+        return text + "}"
+    }
+
+    func bind(into binds: inout PostgresBindings, storedAt: Int64) {
+        binds.append(topics)
+        binds.append(queues)
+        binds.append(offsets)
+        binds.append(storedAt)
+        binds.append(tags)
+        binds.append(tagHashes)
+        binds.append(keys)
+        binds.append(properties)
+        binds.append(bodies)
+        binds.append(shardingKeys)
+        binds.append(dedupeIDs)
+        binds.append(deliverAts)
+        binds.append(bornAts)
+        binds.append(nulls)
+    }
+
+    static let insert = """
+        INSERT INTO junction_messages (topic, queue, queue_offset, stored_at, tag, tag_hash, keys, properties, body,
+            sharding_key, dedupe_id, deliver_at, born_at)
+        SELECT u.topic, u.queue, u.queue_offset, $4, CASE WHEN u.nulls & 1 = 0 THEN u.tag END, u.tag_hash, u.keys::text[], u.properties, u.body,
+            CASE WHEN u.nulls & 2 = 0 THEN u.sharding_key END, CASE WHEN u.nulls & 4 = 0 THEN u.dedupe_id END,
+            CASE WHEN u.nulls & 8 = 0 THEN u.deliver_at END, u.born_at
+        FROM unnest($1::text[], $2::int4[], $3::int8[], $5::text[], $6::int8[], $7::text[], $8::text[], $9::bytea[],
+            $10::text[], $11::text[], $12::int8[], $13::int8[], $14::int4[])
+            AS u(topic, queue, queue_offset, tag, tag_hash, keys, properties, body, sharding_key, dedupe_id, deliver_at, born_at, nulls)
+        RETURNING topic, queue, queue_offset, id
+        """
 }

@@ -25,6 +25,31 @@ struct PostgresStoreTests {
     }
 }
 
+@Suite("PostgreSQL store: every column of a message")
+struct PostgresColumnsTests {
+    @Test("what a batch stores reads back the same: tags, keys with quotes, backslashes, commas and braces, properties, bodies, sharding keys, dedupe ids, delivery times, and each of them absent")
+    func roundTrip() async throws {
+        let server = await PostgresServer.shared()
+        let store = PostgresStore(settings: server.settings(database: try await server.createDatabase()))
+        let born: Int64 = 1_700_000_000_000
+        let messages = [
+            Message(topic: "cols", body: []),
+            Message(topic: "cols", tag: "TagA", keys: ["plain", "with space", "quote\"d", "back\\slash", "com,ma", "{brace}", "NULL", "ünï"],
+                    properties: ["b": "2", "a": "x\"y"], body: Array("body".utf8), shardingKey: "order-7", dedupeID: "d-1",
+                    deliverAt: 1, bornTimestamp: born),
+            Message(topic: "cols", tag: "", keys: [""], properties: [:], body: [0, 255, 10], shardingKey: "", deliverAt: 0),
+        ]
+        let results = try await store.append(messages.enumerated().map { AppendRequest(message: $1, queue: $0 % 2) })
+        for (message, result) in zip(messages, results) {
+            let stored = try #require(try await store.message(id: result.id))
+            var expected = message
+            if expected.bornTimestamp == 0 { expected.bornTimestamp = stored.storeTimestamp }
+            #expect(stored.message == expected)
+        }
+        try await store.close()
+    }
+}
+
 @Suite("PostgreSQL store: group commit")
 struct PostgresGroupCommitTests {
     private func request(_ topic: String, _ queue: Int) -> AppendRequest {
