@@ -193,6 +193,25 @@ struct PostgresGrowthTests {
         try await waitUntil(seconds: 10, "the watcher did not hear of the append: \(seen.withLock { $0 })") {
             seen.withLock { $0["t"] == [0: 2, 1: 1] }
         }
+        // A watcher that polls once a minute hears only by notification.
+        var deaf = settings
+        deaf.pollIntervalMs = 60_000
+        let listener = PostgresStore(settings: deaf)
+        let heard = Locked([String: [Int: UInt64]]())
+        listener.onExternalGrowth { grown in
+            heard.withLock { heard in
+                for (topic, ends) in grown { heard[topic, default: [:]].merge(ends) { max($0, $1) } }
+            }
+        }
+        // Its first poll (when LISTEN takes effect) finds what is there; what comes after, only a notice brings.
+        try await waitUntil(seconds: 10, "the listener's first poll found nothing") { heard.withLock { $0["t"] == [0: 2, 1: 1] } }
+        for batch in [[0, 1], [1, 1, 1]] {
+            _ = try await writer.append(batch.map { AppendRequest(message: Message(topic: "t", body: [1]), queue: $0) })
+        }
+        try await waitUntil(seconds: 10, "no notice reached the listener: \(heard.withLock { $0 })") {
+            heard.withLock { $0["t"] == [0: 3, 1: 5] }
+        }
+        try await listener.close()
         // Another program's rows, with no notification: the poll finds them.
         #expect(await server.execute("UPDATE junction_queues SET next_offset = 5 WHERE topic = 't' AND queue = 1", database: database))
         try await waitUntil(seconds: 10, "the poll did not find the new end: \(seen.withLock { $0 })") {
