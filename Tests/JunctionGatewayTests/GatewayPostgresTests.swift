@@ -11,6 +11,28 @@ import Testing
 /// against the tests' PostgreSQL server.
 @Suite("Gateway on PostgreSQL")
 struct GatewayPostgresTests {
+    @Test("on PostgreSQL a gateway's state is kept under its node, by default this host and its data directory; storage.retention deletes old messages there too, offsets going on")
+    func nodeAndRetention() async throws {
+        let server = await PostgresServer.shared()
+        let database = try await server.createDatabase()
+        // maxAgeHours 0.0002: 720 ms.
+        let config = #"{"storage": {"backend": "postgres", "postgres": {"url": "postgres://postgres@127.0.0.1:\#(server.port)/\#(database)", "poolSize": 4}, "retention": {"maxAgeHours": 0.0002, "checkIntervalMs": 100}}, "topics": [{"name": "old", "queues": 1}]}"#
+        let dir = TemporaryDirectory()
+        let gateway = try await InProcessGateway.start(directory: dir.path, config: config)
+        let client = try await JunctionClient.connect(port: gateway.port, reconnect: false)
+        _ = try await client.publish((0..<5).map { Message(topic: "old", body: Array("m\($0)".utf8)) })
+        try await waitUntil(seconds: 30, "retention did not delete the old messages") {
+            await server.query("SELECT count(*) FROM junction_messages WHERE topic = 'old'", database: database) == ["0"]
+        }
+        let next = try await client.publish(Message(topic: "old", body: Array("after".utf8)))
+        #expect(next.queueOffset == 5, "offsets go on after retention")
+        await client.close()
+        #expect(await gateway.stop() == 0)
+        // Stopping saved the gateway's state (its transactions) under its node.
+        let node = ProcessInfo.processInfo.hostName + ":" + URL(fileURLWithPath: dir.path + "/data").standardizedFileURL.path
+        #expect(await server.query("SELECT DISTINCT node FROM junction_state", database: database) == [node])
+    }
+
     @Test("publish and consume through a gateway on PostgreSQL; a restarted gateway resumes the group where it was and keeps the topics")
     func publishConsumeRestart() async throws {
         let server = await PostgresServer.shared()
