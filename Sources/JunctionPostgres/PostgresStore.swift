@@ -262,19 +262,22 @@ public final class PostgresStore: MessageStore, Sendable {
                 guard let abandoned = waiting.take() else { return }
                 abandoned.resume(throwing: BrokerError(.storeUnavailable, "the PostgreSQL primary moved to another endpoint during \(what); retry"))
             }
-            work.withLock { $0 = Task {
-                let result: Result<T, any Error>
-                do { result = .success(try await operation()) } catch { result = .failure(error) }
-                if let registration { primary?.forget(registration) }
-                waiting.take()?.resume(with: result)
-            } }
-            Task {
+            let deadline = Task {
                 try? await Task.sleep(for: .milliseconds(timeoutMs))  // the deadline
-                guard let late = waiting.take() else { return }
+                guard !Task.isCancelled, let late = waiting.take() else { return }
                 if let registration { primary?.forget(registration) }
                 work.withLock { $0?.cancel() }
                 late.resume(throwing: BrokerError(.storeUnavailable, "PostgreSQL did not answer within \(timeoutMs) ms (\(what)); retry"))
             }
+            work.withLock { $0 = Task {
+                let result: Result<T, any Error>
+                do { result = .success(try await operation()) } catch { result = .failure(error) }
+                if let registration { primary?.forget(registration) }
+                let answer = waiting.take()
+                // Answered: the deadline's sleeping task goes now, not after timeoutMs.
+                deadline.cancel()
+                answer?.resume(with: result)
+            } }
         }
     }
 
