@@ -92,15 +92,22 @@ struct TCPEndToEndTests {
         // Another member of the group gets everything the first did not ack.
         let second = try await client.subscribe(WireSubscription(topic: "work", group: "workers", start: .earliest))
         var seen = printedByFirst
-        try await within(seconds: 30, "the rest never arrived (have \(seen.count) of 2000)") {
-            var local = Set<String>()
-            for await delivery in second {
-                second.ack(delivery)
-                local.insert(text(delivery))
-                if local.union(printedByFirst).count == 2000 { break }
+        let got = Locked(Set<String>())
+        do {
+            try await within(seconds: 30, "the rest never arrived") {
+                for await delivery in second {
+                    second.ack(delivery)
+                    let all = got.withLock { $0.insert(text(delivery)); return $0.union(printedByFirst).count }
+                    if all == 2000 { break }
+                }
             }
-            return local
-        }.forEach { seen.insert($0) }
+        } catch {
+            // Which side fell short: the second member, or lines the first printed.
+            let missing = Set((0..<2000).map { "m\($0)" }).subtracting(got.withLock { $0 }.union(printedByFirst))
+            Issue.record("\(error): the first printed \(printedByFirst.count) lines, the second got \(got.withLock { $0.count }); never seen \(missing.count), e.g. \(missing.sorted().prefix(5))")
+            throw error
+        }
+        seen.formUnion(got.withLock { $0 })
         #expect(seen == Set((0..<2000).map { "m\($0)" }))
         await client.close()
         #expect(await gateway.stop() == 0)
