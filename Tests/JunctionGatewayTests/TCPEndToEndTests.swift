@@ -78,7 +78,8 @@ struct TCPEndToEndTests {
     @Test("explicit acks: a consumer killed mid-stream loses nothing")
     func consumerKilled() async throws {
         let dir = TemporaryDirectory()
-        let gateway = try await InProcessGateway.start(directory: dir.path)
+        // A gateway of its own (not one sharing this test process's threads with every other suite).
+        let gateway = try await GatewayProcess.start(directory: dir.path)
         let client = try await connect(gateway)
         for batch in 0..<10 {
             _ = try await client.publish((0..<200).map { Message(topic: "work", body: Array("m\(batch * 200 + $0)".utf8)) })
