@@ -102,11 +102,11 @@ public final class PostgresCoordinator: GroupCoordinator, Sendable {
         let startedAt = monotonicMs()
         do {
             // Bounded: a renewal that cannot finish within the lease is a failed one.
-            let (target, renewed, acquired) = try await PostgresStore.bounded(leaseMs, "lease renewal", abandonedOnMoveOf: primary) { try await self.claim(entry) }
+            let (target, renewed, acquired) = try await PostgresStore.bounded(leaseMs, "lease renewal", abandonedWith: primary.inFlight) { try await self.claim(entry) }
             var held = renewed
             for (q, epoch) in acquired { held[q] = epoch }
             let gained = Set(acquired.keys).subtracting(entry.held.keys)
-            let progress = gained.isEmpty ? [] : try await PostgresStore.bounded(leaseMs, "reading the progress of queues taken", abandonedOnMoveOf: primary) {
+            let progress = gained.isEmpty ? [] : try await PostgresStore.bounded(leaseMs, "reading the progress of queues taken", abandonedWith: primary.inFlight) {
                 try await self.savedProgress(entry, queues: gained)
             }
             table.withLock { $0.renewed(id, held: held, startedAt: startedAt) }
@@ -117,7 +117,7 @@ public final class PostgresCoordinator: GroupCoordinator, Sendable {
             }
             let giveUp = Set(entry.held.keys).subtracting(target)
             if !giveUp.isEmpty {
-                try await PostgresStore.bounded(leaseMs, "giving leases up", abandonedOnMoveOf: primary) { try await self.release(entry, queues: giveUp) }
+                try await PostgresStore.bounded(leaseMs, "giving leases up", abandonedWith: primary.inFlight) { try await self.release(entry, queues: giveUp) }
             }
         } catch {
             let expired = table.withLock { $0.expire(id, now: monotonicMs(), leaseMs: Int64(leaseMs)) }
@@ -196,7 +196,7 @@ public final class PostgresCoordinator: GroupCoordinator, Sendable {
         guard let entry = table.withLock({ $0.remove(id) }) else { return }
         await passes.withLock { $0.removeValue(forKey: id) }?.value
         do {
-            try await PostgresStore.bounded(leaseMs, "releasing the group's leases", abandonedOnMoveOf: primary) { [self] in
+            try await PostgresStore.bounded(leaseMs, "releasing the group's leases", abandonedWith: primary.inFlight) { [self] in
                 try await client.query("DELETE FROM junction_members WHERE grp = \(entry.group) AND topic = \(entry.topic) AND gateway = \(instance)", logger: logger)
                 try await client.query("DELETE FROM junction_leases WHERE grp = \(entry.group) AND topic = \(entry.topic) AND gateway = \(instance)", logger: logger)
             }

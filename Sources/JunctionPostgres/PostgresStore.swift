@@ -249,7 +249,7 @@ public final class PostgresStore: MessageStore, Sendable {
     /// Runs `operation` for at most `timeoutMs`: past it, the caller gets a
     /// retryable "store unavailable" (no receipt) and the operation is
     /// cancelled; one that PostgreSQL is already executing may still finish.
-    static func bounded<T: Sendable>(_ timeoutMs: Int, _ what: String, abandonedOnMoveOf primary: PrimaryClient? = nil, _ operation: @escaping @Sendable () async throws -> T) async throws -> T {
+    static func bounded<T: Sendable>(_ timeoutMs: Int, _ what: @autoclosure @escaping @Sendable () -> String, abandonedWith inFlight: InFlightOperations? = nil, _ operation: @escaping @Sendable () async throws -> T) async throws -> T {
         let waiting = Answer<T>()
         return try await withCheckedThrowingContinuation { continuation in
             waiting.slot.withLock { $0 = continuation }
@@ -258,21 +258,21 @@ public final class PostgresStore: MessageStore, Sendable {
             // once (retryable) instead of waiting out its deadline there. It
             // is left to end by itself: what it did is not answered for (no
             // receipt), and cancelling it mid-transaction is not needed.
-            let registration = primary?.onMove {
+            let registration = inFlight?.register {
                 guard let abandoned = waiting.take() else { return }
-                abandoned.resume(throwing: BrokerError(.storeUnavailable, "the PostgreSQL primary moved to another endpoint during \(what); retry"))
+                abandoned.resume(throwing: BrokerError(.storeUnavailable, "the PostgreSQL primary moved to another endpoint during \(what()); retry"))
             }
             let deadline = Task {
                 try? await Task.sleep(for: .milliseconds(timeoutMs))  // the deadline
                 guard !Task.isCancelled, let late = waiting.take() else { return }
-                if let registration { primary?.forget(registration) }
+                if let registration { inFlight?.forget(registration) }
                 work.withLock { $0?.cancel() }
-                late.resume(throwing: BrokerError(.storeUnavailable, "PostgreSQL did not answer within \(timeoutMs) ms (\(what)); retry"))
+                late.resume(throwing: BrokerError(.storeUnavailable, "PostgreSQL did not answer within \(timeoutMs) ms (\(what())); retry"))
             }
             work.withLock { $0 = Task {
                 let result: Result<T, any Error>
                 do { result = .success(try await operation()) } catch { result = .failure(error) }
-                if let registration { primary?.forget(registration) }
+                if let registration { inFlight?.forget(registration) }
                 let answer = waiting.take()
                 // Answered: the deadline's sleeping task goes now, not after timeoutMs.
                 deadline.cancel()
@@ -284,9 +284,9 @@ public final class PostgresStore: MessageStore, Sendable {
     /// An operation on the database that never waits forever: bounded by
     /// `timeoutMs`, failed at once when the primary moves, its errors the
     /// broker's ("store unavailable" when the database cannot be reached).
-    private func guarded<T: Sendable>(_ what: String, _ operation: @escaping @Sendable () async throws -> T) async throws -> T {
+    private func guarded<T: Sendable>(_ what: @autoclosure @escaping @Sendable () -> String, _ operation: @escaping @Sendable () async throws -> T) async throws -> T {
         do {
-            return try await Self.bounded(timeoutMs, what, abandonedOnMoveOf: primary, operation)
+            return try await Self.bounded(timeoutMs, what(), abandonedWith: primary.inFlight, operation)
         } catch {
             throw Self.failure(error)
         }
@@ -356,7 +356,7 @@ public final class PostgresStore: MessageStore, Sendable {
             guard !batch.isEmpty else { return }
             do {
                 let requests = batch.flatMap(\.requests)
-                let (results, ends) = try await Self.bounded(timeoutMs, "append of \(requests.count)", abandonedOnMoveOf: primary) { try await self.appendNow(requests) }
+                let (results, ends) = try await Self.bounded(timeoutMs, "append of \(requests.count)", abandonedWith: primary.inFlight) { try await self.appendNow(requests) }
                 _ = growth.withLock { $0.observe(ends) }
                 var start = 0
                 for pending in batch {
@@ -525,13 +525,10 @@ public final class PostgresStore: MessageStore, Sendable {
             // an array, unnested into rows (PostgreSQL parses 13 parameters,
             // not 13 per message). Nullable columns are marked in `nulls`.
             var columns = MessageColumns(capacity: requests.count)
-            var offsets: [Int64] = []
-            offsets.reserveCapacity(requests.count)
             for request in requests {
                 let slot = QueueSlot(topic: request.message.topic, queue: request.queue)
                 guard let offset = next[slot] else { throw BrokerError(.storageError, "PostgreSQL returned no counter for \(slot.topic) queue \(slot.queue)") }
                 next[slot] = offset + 1
-                offsets.append(offset)
                 columns.append(request.message, queue: request.queue, offset: offset, storedAt: storedAt)
             }
             var rows = PostgresBindings(capacity: 14)
@@ -543,7 +540,7 @@ public final class PostgresStore: MessageStore, Sendable {
             }
             var results: [AppendResult] = []
             var keyRows: [(topic: String, key: String, id: Int64)] = []
-            for (request, offset) in zip(requests, offsets) {
+            for (request, offset) in zip(requests, columns.offsets) {
                 let topic = request.message.topic
                 guard let id = ids[QueueSlot(topic: topic, queue: request.queue)]?[offset] else {
                     throw BrokerError(.storageError, "PostgreSQL returned no id for \(topic) queue \(request.queue) offset \(offset)")
@@ -626,7 +623,7 @@ public final class PostgresStore: MessageStore, Sendable {
             }
             // Nothing at `offset` (the end, or retention deleted it): the range decides below.
         }
-        let range = try await queueRange(topic: topic, queue: queue)
+        let range = try await queueRangeNow(topic: topic, queue: queue)
         let start = max(offset, range.min)
         guard start < range.end else { return ReadBatch(messages: [], nextOffset: max(offset, start)) }
         let scanEnd = min(range.end, start &+ UInt64(max(1, limit.maxScanned)))
@@ -679,16 +676,19 @@ public final class PostgresStore: MessageStore, Sendable {
 
     public func queueRange(topic: String, queue: Int) async throws -> QueueRange {
         try await open()
-        return try await guarded("reading a queue's range") { [self] in
-            let rows = try await client.query("""
-                SELECT q.next_offset, (SELECT min(queue_offset) FROM junction_messages m WHERE m.topic = q.topic AND m.queue = q.queue)
-                FROM junction_queues q WHERE q.topic = \(topic) AND q.queue = \(Int32(queue))
-                """, logger: logger)
-            for try await (end, first) in rows.decode((Int64, Int64?).self) {
-                return QueueRange(min: UInt64(first ?? end), end: UInt64(end))
-            }
-            return QueueRange(min: 0, end: 0)
+        return try await guarded("reading a queue's range") { [self] in try await queueRangeNow(topic: topic, queue: queue) }
+    }
+
+    /// The range, inside an operation already bounded.
+    private func queueRangeNow(topic: String, queue: Int) async throws -> QueueRange {
+        let rows = try await client.query("""
+            SELECT q.next_offset, (SELECT min(queue_offset) FROM junction_messages m WHERE m.topic = q.topic AND m.queue = q.queue)
+            FROM junction_queues q WHERE q.topic = \(topic) AND q.queue = \(Int32(queue))
+            """, logger: logger)
+        for try await (end, first) in rows.decode((Int64, Int64?).self) {
+            return QueueRange(min: UInt64(first ?? end), end: UInt64(end))
         }
+        return QueueRange(min: 0, end: 0)
     }
 
     public func offset(topic: String, queue: Int, atOrAfter timestamp: Int64) async throws -> UInt64 {
@@ -700,7 +700,7 @@ public final class PostgresStore: MessageStore, Sendable {
             for try await (found) in rows.decode(Int64?.self) {
                 if let found { return UInt64(found) }
             }
-            return try await queueRange(topic: topic, queue: queue).end
+            return try await queueRangeNow(topic: topic, queue: queue).end
         }
     }
 
@@ -978,7 +978,8 @@ struct QueueSlot: Hashable, Comparable {
 struct MessageColumns {
     private var topics: [String] = []
     private var queues: [Int32] = []
-    private var offsets: [Int64] = []
+    /// Each message's queue offset, in batch order.
+    private(set) var offsets: [Int64] = []
     private var tags: [String] = []
     private var tagHashes: [Int64] = []
     /// Each message's keys as a text[] literal (PostgreSQL casts it).

@@ -32,9 +32,9 @@ final class PrimaryClient: Sendable {
     private let watch = Mutex<Task<Void, Never>?>(nil)
     /// How many times the pool moved to another endpoint.
     private let moves = Atomic<Int>(0)
-    /// What to do with each operation in flight when the pool moves: it may
-    /// be waiting on the old pool for a connection that never comes.
-    private let inFlight = Mutex<(next: Int, abandon: [Int: @Sendable () -> Void])>((0, [:]))
+    /// The operations in flight, abandoned when the pool moves: they may be
+    /// waiting on the old pool for a connection that never comes.
+    let inFlight = InFlightOperations()
 
     init(settings: PostgresSettings, logger: Logger) {
         endpoints = settings.endpoints.map { Endpoint(host: $0.host, port: $0.port) }
@@ -96,25 +96,10 @@ final class PrimaryClient: Sendable {
             }
             old.runner.cancel()
             moves.add(1, ordering: .relaxed)
-            let abandoned = inFlight.withLock { state in defer { state.abandon = [:] }; return Array(state.abandon.values) }
-            for abandon in abandoned { abandon() }
+            inFlight.abandonAll()
             logger.notice("the primary moved; writing to it now", metadata: ["from": "\(endpoint.host):\(endpoint.port)", "to": "\(other.host):\(other.port)"])
             return
         }
-    }
-
-    /// Registers what abandons an operation in flight if the pool moves
-    /// before it ends; returns the registration, to `forget` when it ends.
-    func onMove(_ abandon: @escaping @Sendable () -> Void) -> Int {
-        inFlight.withLock { state in
-            state.next += 1
-            state.abandon[state.next] = abandon
-            return state.next
-        }
-    }
-
-    func forget(_ registration: Int) {
-        _ = inFlight.withLock { $0.abandon.removeValue(forKey: registration) }
     }
 
     func shutdown() async {
@@ -124,5 +109,33 @@ final class PrimaryClient: Sendable {
         let runner = state.withLock { $0.runner }
         runner.cancel()
         await runner.value
+    }
+}
+
+/// What abandons each operation in flight, registered while it runs: when the
+/// pool moves, every one is called once and the registry empties.
+final class InFlightOperations: Sendable {
+    private let state = Mutex<(next: Int, abandon: [Int: @Sendable () -> Void])>((0, [:]))
+
+    /// Registers an operation's abandonment; returns the registration, to `forget` when it ends.
+    func register(_ abandon: @escaping @Sendable () -> Void) -> Int {
+        state.withLock { state in
+            state.next += 1
+            state.abandon[state.next] = abandon
+            return state.next
+        }
+    }
+
+    func forget(_ registration: Int) {
+        _ = state.withLock { $0.abandon.removeValue(forKey: registration) }
+    }
+
+    /// How many are registered now.
+    var count: Int { state.withLock { $0.abandon.count } }
+
+    /// Abandons every operation registered now.
+    func abandonAll() {
+        let abandoned = state.withLock { state in defer { state.abandon = [:] }; return Array(state.abandon.values) }
+        for abandon in abandoned { abandon() }
     }
 }

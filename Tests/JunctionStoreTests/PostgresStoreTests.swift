@@ -25,6 +25,43 @@ struct PostgresStoreTests {
     }
 }
 
+@Suite("PostgreSQL store: bounded operations")
+struct PostgresBoundedTests {
+    /// Sleeps until cancelled (an operation the database never answers).
+    private static func never() async throws -> Int {
+        try await Task.sleep(for: .seconds(3600))  // cancelled by the bound, not waited for
+        return 0
+    }
+
+    @Test("an operation is answered as it ends; one that does not end within its time fails 'store unavailable'; one in flight when the primary moves fails at once the same way, and so does only it")
+    func bounded() async throws {
+        #expect(try await PostgresStore.bounded(60_000, "quick") { 7 } == 7)
+        let started = ContinuousClock.now
+        do {
+            _ = try await PostgresStore.bounded(100, "slow") { try await Self.never() }
+            Issue.record("an operation past its time was answered")
+        } catch let error as BrokerError {
+            #expect(error.code == .storeUnavailable && error.message.contains("did not answer within 100 ms (slow)"), "\(error)")
+        }
+        #expect(ContinuousClock.now - started < .seconds(30))
+
+        let inFlight = InFlightOperations()
+        let waiting = Task { try await PostgresStore.bounded(3_600_000, "an append", abandonedWith: inFlight) { try await Self.never() } }
+        let done = Task { try await PostgresStore.bounded(3_600_000, "done", abandonedWith: inFlight) { 1 } }
+        #expect(try await done.value == 1)
+        // Registered, then abandoned when the pool moves.
+        try await waitUntil(seconds: 10, "the operation never registered") { inFlight.count == 1 }
+        inFlight.abandonAll()
+        do {
+            _ = try await within(seconds: 10, "the abandoned operation was not answered") { try await waiting.value }
+            Issue.record("an operation in flight when the primary moved was answered")
+        } catch let error as BrokerError {
+            #expect(error.code == .storeUnavailable && error.message.contains("moved to another endpoint during an append"), "\(error)")
+        }
+        #expect(inFlight.count == 0)
+    }
+}
+
 @Suite("PostgreSQL store: every column of a message")
 struct PostgresColumnsTests {
     @Test("what a batch stores reads back the same: tags, keys with quotes, backslashes, commas and braces, properties, bodies, sharding keys, dedupe ids, delivery times, and each of them absent")
