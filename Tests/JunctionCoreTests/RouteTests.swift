@@ -39,12 +39,20 @@ struct RouteTests {
 
     private func waitForForwarded(_ h: DeliveryHarness, count: Int) async throws {
         let broker = h.broker
-        try await waitUntil("the route did not forward \(count) messages") {
-            let stats = try await broker.groupStats(group: "%ROUTE%hot")
-            let lag = stats.first?.queues.reduce(UInt64(0)) { $0 + $1.lag }
-            var total: UInt64 = 0
-            for q in 0..<2 { total += try await broker.store.queueRange(topic: "alerts", queue: q).end }
-            return lag == 0 && total >= UInt64(count)
+        let seen = Locked((lag: UInt64?.none, forwarded: UInt64(0)))
+        // Bounded generously: a full suite loads this machine; what was seen last tells a stall from slowness.
+        do {
+            try await waitUntil(seconds: 60, "the route did not forward \(count) messages") {
+                let stats = try await broker.groupStats(group: "%ROUTE%hot")
+                let lag = stats.first?.queues.reduce(UInt64(0)) { $0 + $1.lag }
+                var total: UInt64 = 0
+                for q in 0..<2 { total += try await broker.store.queueRange(topic: "alerts", queue: q).end }
+                seen.withLock { $0 = (lag, total) }
+                return lag == 0 && total >= UInt64(count)
+            }
+        } catch {
+            let (lag, forwarded) = seen.withLock { $0 }
+            throw TimeoutError(message: "\(error); last seen: route lag \(lag.map(String.init) ?? "unknown"), \(forwarded) forwarded")
         }
     }
 
