@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Foundation
+import Synchronization
 
 /// A child process started with posix_spawn, with pipes for stdin, stdout and
 /// stderr. (Foundation's Process is avoided in the gateway: with it, the
@@ -9,7 +10,8 @@ import Foundation
 /// dispositions and an empty signal mask.
 final class SpawnedChild: Sendable {
     let pid: pid_t
-    let stdin: Int32
+    /// The child's stdin; written and closed only through this.
+    let input: ChildInput
     let stdout: Int32
     let stderr: Int32
 
@@ -18,8 +20,12 @@ final class SpawnedChild: Sendable {
         let command = directory.map { ["/bin/sh", "-c", "cd \"$0\" && exec \"$@\"", $0] + command } ?? command
         var pipes: [[Int32]] = []
         for _ in 0..<3 {
+            // Close-on-exec from the start: a child spawned by another thread
+            // meanwhile must not inherit them (one holding this child's stdin
+            // would keep it from ever seeing its end). The dup2 into 0, 1 and 2
+            // below clears the flag for this child.
             var fds: [Int32] = [-1, -1]
-            guard pipe(&fds) == 0 else { throw SpawnError(message: "pipe: \(String(cString: strerror(errno)))") }
+            guard Self.pipeCloseOnExec(&fds) == 0 else { throw SpawnError(message: "pipe: \(String(cString: strerror(errno)))") }
             pipes.append(fds)
         }
         var actions = posix_spawn_file_actions_t()
@@ -55,25 +61,64 @@ final class SpawnedChild: Sendable {
             throw SpawnError(message: "cannot start \(command[0]): \(String(cString: strerror(result)))")
         }
         self.pid = pid
-        self.stdin = pipes[0][1]
+        self.input = ChildInput(pipes[0][1])
         self.stdout = pipes[1][0]
         self.stderr = pipes[2][0]
-        for fd in [stdin, stdout, stderr] { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
     }
 
-    /// Waits for the child to exit (on the calling thread) and returns its status.
+    /// Waits for the child to exit (on the calling thread) and returns its
+    /// status; its stdin is closed after the writes already queued.
     func wait() -> Int32 {
         var status: Int32 = 0
         while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-        close(stdin)
+        input.close()
         // WIFEXITED / WEXITSTATUS, WTERMSIG by hand: Glibc's macros are not imported.
         return (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
     }
 
     func terminate() { kill(pid, SIGTERM) }
 
+    /// pipe2(fds, O_CLOEXEC): both ends close-on-exec atomically. (Linux has
+    /// had it since 2.6.27; Swift's Glibc module does not declare it.)
+    private static func pipeCloseOnExec(_ fds: inout [Int32]) -> Int32 {
+        typealias Pipe2 = @convention(c) (UnsafeMutablePointer<Int32>, Int32) -> Int32
+        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "pipe2") else {
+            guard pipe(&fds) == 0 else { return -1 }
+            for fd in fds { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+            return 0
+        }
+        return unsafeBitCast(symbol, to: Pipe2.self)(&fds, O_CLOEXEC)
+    }
+
     struct SpawnError: Error, CustomStringConvertible {
         var message: String
         var description: String { message }
+    }
+}
+
+/// A child's stdin, owned by one serial queue: writes happen in the order
+/// asked, and the descriptor is closed there, after the writes queued before
+/// it — never while one is under way, and no write comes after (a write by
+/// number after the close would land in whatever the number was reused for).
+final class ChildInput: Sendable {
+    private let queue = DispatchQueue(label: "junction-exec-stdin")
+    private let descriptor: Mutex<Int32?>
+
+    init(_ descriptor: Int32) { self.descriptor = Mutex(descriptor) }
+
+    /// Writes `bytes` (blocking the queue while the child is slow to read);
+    /// `done` gets false once the pipe is closed or broken.
+    func write(_ bytes: [UInt8], done: @escaping @Sendable (Bool) -> Void = { _ in }) {
+        queue.async { [self] in
+            guard let fd = descriptor.withLock({ $0 }) else { return done(false) }
+            done(writeFully(fd, bytes))
+        }
+    }
+
+    /// Closes the descriptor after every write already asked for.
+    func close() {
+        queue.async { [self] in
+            if let fd = descriptor.withLock({ fd in defer { fd = nil }; return fd }) { Glibc.close(fd) }
+        }
     }
 }

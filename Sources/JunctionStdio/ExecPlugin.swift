@@ -186,12 +186,11 @@ public final class ExecPlugin: Service, Sendable {
         let subscription = try await broker.subscribe(settings.subscription)
         let inFlight = InFlightDeliveries()
 
-        // Deliveries to the child's stdin, on a queue of their own (writes block when the child is slow).
-        let writeQueue = DispatchQueue(label: "junction-exec-stdin")
-        // Answers to the child's transaction lines, and checks, go the same way, one line each.
+        // Deliveries go to the child's stdin in order through `child.input`
+        // (writes block when the child is slow). Answers to the child's
+        // transaction lines, and checks, go the same way, one line each.
         let reply: @Sendable (JSONValue) -> Void = { line in
-            let bytes = Array((line.serialized + "\n").utf8)
-            writeQueue.async { _ = writeFully(child.stdin, bytes) }
+            child.input.write(Array((line.serialized + "\n").utf8))
         }
         let checker = broker.registerTransactionChecker(producerGroup: settings.producerGroup) { check in
             reply(.object([
@@ -220,7 +219,7 @@ public final class ExecPlugin: Service, Sendable {
                 }
                 let output = bytes
                 let ok = await withCheckedContinuation { continuation in
-                    writeQueue.async { continuation.resume(returning: writeFully(child.stdin, output)) }
+                    child.input.write(output) { continuation.resume(returning: $0) }
                 }
                 if !ok { return }
                 counters.withLock { $0.sent += batch.count }
