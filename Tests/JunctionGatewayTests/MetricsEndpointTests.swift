@@ -22,7 +22,7 @@ struct MetricsEndpointTests {
             #expect(try await gateway.junction(["tx", decision, id.trimmingCharacters(in: .newlines)]).0 == 0)
         }
 
-        let (status, body) = try httpGet(port: port, path: "/metrics")
+        let (status, body) = try await httpGet(port: port, path: "/metrics")
         #expect(status == 200)
         #expect(metricValue(body, "junction_topic_publishes_total", ["topic": "orders"]) == 20, "\(body)")
         #expect(metricValue(body, "junction_topic_publish_bytes_total", ["topic": "orders"]) == Double((1...20).reduce(0) { $0 + "order \($1)".utf8.count }))
@@ -43,16 +43,16 @@ struct MetricsEndpointTests {
         #expect(body.contains("# TYPE junction_group_dead_letters_total counter"))
 
         // Counters only grow between scrapes; other paths are not found.
-        let (_, again) = try httpGet(port: port, path: "/metrics")
+        let (_, again) = try await httpGet(port: port, path: "/metrics")
         #expect(metricValue(again, "junction_plugin_messages_in_total", ["plugin": "native"]) == 20)
-        #expect(try httpGet(port: port, path: "/nothing-here").status == 404)
+        #expect(try await httpGet(port: port, path: "/nothing-here").status == 404)
 
         // A temporary group (an anonymous junction sub) has series while it lives, none after.
         let client = try await JunctionClient.connect(port: gateway.port, reconnect: false)
         let anonymous = try await client.subscribe(WireSubscription(topic: "orders", group: "sub-0badf00d", start: .earliest, temporary: true))
-        #expect(metricValue(try httpGet(port: port, path: "/metrics").body, "junction_group_members", ["group": "sub-0badf00d"]) == 1)
+        #expect(metricValue(try await httpGet(port: port, path: "/metrics").body, "junction_group_members", ["group": "sub-0badf00d"]) == 1)
         await anonymous.close()
-        let after = try httpGet(port: port, path: "/metrics").body
+        let after = try await httpGet(port: port, path: "/metrics").body
         #expect(!after.contains("sub-0badf00d"), "the ended group's series are gone")
         #expect(metricValue(after, "junction_group_lag", ["group": "billing"]) == 15, "other groups keep theirs")
         await client.close()

@@ -244,7 +244,7 @@ struct PostgresClusterTests {
     func databaseRestarted() async throws {
         let server = try await PostgresServer.dedicated()
         let database = try await server.createDatabase()
-        let config = #"{"storage": {"backend": "postgres", "postgres": {"url": "postgres://postgres@127.0.0.1:\#(server.port)/\#(database)", "poolSize": 4, "leaseMs": 1500, "pollIntervalMs": 250, "timeoutMs": 1000}}, "topics": [{"name": "work", "queues": 4}]}"#
+        let config = #"{"storage": {"backend": "postgres", "postgres": {"url": "postgres://postgres@127.0.0.1:\#(server.port)/\#(database)", "poolSize": 4, "leaseMs": 1500, "pollIntervalMs": 250, "timeoutMs": 5000}}, "topics": [{"name": "work", "queues": 4}]}"#
         let (dirA, dirB) = (TemporaryDirectory(), TemporaryDirectory())
         let a = try await GatewayProcess.start(directory: dirA.path, config: config)
         let b = try await GatewayProcess.start(directory: dirB.path, config: config)
@@ -254,7 +254,17 @@ struct PostgresClusterTests {
         let refusals = Locked([String]())
         let receipted = Locked(0)
         // A producer that retries what was refused, with the same dedupe id.
+        let producerEnd = Locked<String?>(nil)
         let producer = Task {
+            do {
+                try await publishAll()
+                producerEnd.withLock { $0 = "finished" }
+            } catch {
+                producerEnd.withLock { $0 = "failed: \(error)" }
+                throw error
+            }
+        }
+        @Sendable func publishAll() async throws {
             let client = try await JunctionClient.connect(port: a.port, reconnect: false)
             for n in 0..<300 {
                 let message = Message(topic: "work", body: Array("p\(n)".utf8), dedupeID: "p\(n)")
@@ -272,7 +282,12 @@ struct PostgresClusterTests {
             }
             await client.close()
         }
-        try await waitUntil(seconds: 30, "nothing was published before the restart") { receipted.withLock { $0 } >= 50 }
+        do {
+            try await waitUntil(seconds: 60, "fewer than 50 published before the restart") { receipted.withLock { $0 } >= 50 }
+        } catch {
+            Issue.record("\(error): \(receipted.withLock { $0 }) receipted, \(refusals.withLock { $0.count }) refused (last \(refusals.withLock { $0.suffix(3) })), the producer \(producerEnd.withLock { $0 } ?? "still running"); gateway A said \(a.process.lines.suffix(8))")
+            throw error
+        }
         #expect(await server.kill())
         try await waitUntil(seconds: 30, "no publish was refused while PostgreSQL was down") { !refusals.withLock { $0.isEmpty } }
         #expect(await server.start())

@@ -30,8 +30,8 @@ struct ReliabilityTests {
           .enabled(if: geteuid() == 0, "mounting a small tmpfs needs root"))
     func diskFull() async throws {
         let mountPoint = TemporaryDirectory("junction-gw-full")
-        try #require(runTool("/bin/mount", ["-t", "tmpfs", "-o", "size=2m", "tmpfs", mountPoint.path]) == 0)
-        defer { _ = runTool("/bin/umount", ["-l", mountPoint.path]) }
+        try #require(await runTool("/bin/mount", ["-t", "tmpfs", "-o", "size=2m", "tmpfs", mountPoint.path]) == 0)
+        defer { _ = runToolNow("/bin/umount", ["-l", mountPoint.path]) }
         let filler = mountPoint.path + "/filler"
         try Data(count: 1200 << 10).write(to: URL(fileURLWithPath: filler))
         let dir = TemporaryDirectory()

@@ -288,8 +288,8 @@ struct ZeroMQDurableEgressTests {
     }
 
     /// A plugin counter from the metrics endpoint (0 while absent).
-    @Sendable private static func counter(_ name: String, plugin: String, port: Int) throws -> Int {
-        let text = try httpGet(port: port, path: "/metrics").body
+    @Sendable private static func counter(_ name: String, plugin: String, port: Int) async throws -> Int {
+        let text = try await httpGet(port: port, path: "/metrics").body
         let line = text.split(separator: "\n").first { $0.hasPrefix(name) && $0.contains("plugin=\"\(plugin)\"") }
         return line.flatMap { Int($0.split(separator: " ").last ?? "") } ?? 0
     }
@@ -309,14 +309,14 @@ struct ZeroMQDurableEgressTests {
         for _ in 0..<15 { _ = try await client.publish((0..<20).map { _ in Message(topic: "feed", body: body) }) }
         // All stored; the PUB cannot have sent them all into the stalled subscriber, and drops nothing
         // (with "drop" the same setup drops: the test above).
-        let held = try Self.counter("junction_plugin_messages_out_total", plugin: "zpub", port: metrics)
+        let held = try await Self.counter("junction_plugin_messages_out_total", plugin: "zpub", port: metrics)
         #expect(held < 300, "a stalled subscriber holds the PUB up (sent \(held) of 300)")
-        #expect(try Self.counter("junction_plugin_dropped_total", plugin: "zpub", port: metrics) == 0)
+        #expect(try await Self.counter("junction_plugin_dropped_total", plugin: "zpub", port: metrics) == 0)
         stalled.signal(SIGKILL)
         try await waitUntil(seconds: 30, "the PUB did not go on once the stalled subscriber was gone") {
-            try Self.counter("junction_plugin_messages_out_total", plugin: "zpub", port: metrics) == 300
+            try await Self.counter("junction_plugin_messages_out_total", plugin: "zpub", port: metrics) == 300
         }
-        #expect(try Self.counter("junction_plugin_dropped_total", plugin: "zpub", port: metrics) == 0)
+        #expect(try await Self.counter("junction_plugin_dropped_total", plugin: "zpub", port: metrics) == 0)
         await client.close()
         #expect(await gateway.stop() == 0)
     }
@@ -338,7 +338,7 @@ struct ZeroMQDurableEgressTests {
         try await waitUntil(seconds: 60, "nothing was dropped to a stalled subscriber") {
             _ = try await client.publish((0..<20).map { _ in Message(topic: "feed", body: body) })
             published.withLock { $0 += 20 }
-            return try Self.counter("junction_plugin_dropped_total", plugin: "zpub", port: metrics) > 0
+            return try await Self.counter("junction_plugin_dropped_total", plugin: "zpub", port: metrics) > 0
         }
         let total = published.withLock { $0 }
         _ = try #require(await gateway.process.waitForLine(containing: "dropped messages at a subscriber's high-water mark"), "no log line for the drops")

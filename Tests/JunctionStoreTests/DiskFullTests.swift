@@ -11,8 +11,8 @@ struct DiskFullTests {
           .enabled(if: geteuid() == 0, "mounting a small tmpfs needs root"))
     func diskFull() async throws {
         let mountPoint = TemporaryDirectory("junction-full")
-        try run("/bin/mount", ["-t", "tmpfs", "-o", "size=1m", "tmpfs", mountPoint.path])
-        defer { try? run("/bin/umount", ["-l", mountPoint.path]) }
+        try await run("/bin/mount", ["-t", "tmpfs", "-o", "size=1m", "tmpfs", mountPoint.path])
+        defer { _ = runToolNow("/bin/umount", ["-l", mountPoint.path]) }
         let data = mountPoint.path + "/data"
         let filler = mountPoint.path + "/filler"
 
@@ -65,8 +65,8 @@ struct DiskFullTests {
           .enabled(if: geteuid() == 0, "remounting a tmpfs read-only needs root"))
     func readOnlyDirectory() async throws {
         let mountPoint = TemporaryDirectory("junction-ro")
-        try run("/bin/mount", ["-t", "tmpfs", "-o", "size=1m", "tmpfs", mountPoint.path])
-        defer { try? run("/bin/umount", ["-l", mountPoint.path]) }
+        try await run("/bin/mount", ["-t", "tmpfs", "-o", "size=1m", "tmpfs", mountPoint.path])
+        defer { _ = runToolNow("/bin/umount", ["-l", mountPoint.path]) }
         let data = mountPoint.path + "/data"
         do {
             let log = try CommitLog(directory: data)
@@ -77,8 +77,8 @@ struct DiskFullTests {
         // then the kernel refuses a read-only remount, so retry for a while.
         var remounted = false
         for _ in 0..<100 where !remounted {
-            remounted = runTool("/bin/mount", ["-o", "remount,ro", mountPoint.path]) == 0
-            if !remounted { usleep(50_000) }
+            remounted = await runTool("/bin/mount", ["-o", "remount,ro", mountPoint.path]) == 0
+            if !remounted { try await Task.sleep(for: .milliseconds(50)) }  // retry interval of a bounded wait
         }
         try #require(remounted, "could not remount \(mountPoint.path) read-only within 5 s")
         do {
@@ -90,8 +90,8 @@ struct DiskFullTests {
         }
     }
 
-    private func run(_ tool: String, _ arguments: [String]) throws {
-        try #require(runTool(tool, arguments) == 0, "\(tool) \(arguments) failed")
+    private func run(_ tool: String, _ arguments: [String]) async throws {
+        try #require(await runTool(tool, arguments) == 0, "\(tool) \(arguments) failed")
     }
 
 }

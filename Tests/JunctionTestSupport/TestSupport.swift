@@ -482,7 +482,8 @@ public func runJunction(_ serverArguments: [String], _ arguments: [String], inpu
 /// A blocking TCP socket connected to 127.0.0.1:`port`, whose reads give up
 /// after `receiveTimeoutSeconds`. The caller closes it.
 public func connectLoopback(port: Int, receiveTimeoutSeconds: Int) throws -> Int32 {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    // Close-on-exec: a child another test spawns meanwhile must not inherit it.
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
     guard fd >= 0 else { throw TimeoutError(message: "socket() failed: errno \(errno)") }
     var timeout = timeval(tv_sec: receiveTimeoutSeconds, tv_usec: 0)
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
@@ -503,8 +504,8 @@ public func connectLoopback(port: Int, receiveTimeoutSeconds: Int) throws -> Int
 
 /// A plain HTTP/1.1 GET to 127.0.0.1:`port` over a blocking socket with a
 /// 10-second receive timeout; returns the status code and the body.
-public func httpGet(port: Int, path: String) throws -> (status: Int, body: String) {
-    let answer = try httpExchange(port: port, path)
+public func httpGet(port: Int, path: String) async throws -> (status: Int, body: String) {
+    let answer = try await httpRequest(port: port, path)
     return (answer.status, answer.body)
 }
 
@@ -612,7 +613,14 @@ public struct FuzzRun {
 
 /// Runs a system tool (mount, umount …) to completion, its stderr discarded;
 /// returns its exit status, or -1 when it could not be started.
-public func runTool(_ path: String, _ arguments: [String]) -> Int32 {
+/// Waits on a thread of its own: a blocked cooperative thread would stall
+/// every in-process gateway of the run.
+public func runTool(_ path: String, _ arguments: [String]) async -> Int32 {
+    (try? await offPool { runToolNow(path, arguments) }) ?? -1
+}
+
+/// `runTool` blocking the calling thread (for a `defer`, which cannot wait).
+public func runToolNow(_ path: String, _ arguments: [String]) -> Int32 {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: path)
     process.arguments = arguments
