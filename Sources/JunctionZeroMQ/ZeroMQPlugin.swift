@@ -103,7 +103,9 @@ public final class ZeroMQPlugin: Service, Sendable {
         thread.name = "junction-zmq-\(name)"
         thread.start()
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            DispatchQueue.global().async { started.wait(); continuation.resume() }
+            // A thread of its own waits: on DispatchQueue.global() the wait would
+            // hold one of the few threads Swift's tasks also run on.
+            Thread { started.wait(); continuation.resume() }.start()
         }
         if case .failure(let error) = startup.value.withLock({ $0 }) {
             announce([])
@@ -122,7 +124,7 @@ public final class ZeroMQPlugin: Service, Sendable {
         work.withLock { $0.stopping = true }
         wake()
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            DispatchQueue.global().async { finished.wait(); continuation.resume() }
+            Thread { finished.wait(); continuation.resume() }.start()
         }
         logger.info("stopped", metadata: ["plugin": "\(name)", "in": "\(metrics.messagesIn)", "out": "\(metrics.messagesOut)", "refused": "\(metrics.refusedMessages)"])
     }
