@@ -347,6 +347,11 @@ public final class ZeroMQPlugin: Service, Sendable {
     }
 
     private func receiveAll(_ socket: ZeroMQSocket, subscription: Subscription?) {
+        // What one poll wakeup finds goes to the store as one append (each
+        // message still validated and answered alone), as the tcp plugin does
+        // with a burst of PUBLISH frames.
+        var accepted: [Ingested] = []
+        defer { if !accepted.isEmpty { publish(accepted) } }
         for _ in 0..<1024 {
             let received: (frames: [[UInt8]], oversized: Bool)?
             do {
@@ -359,53 +364,74 @@ public final class ZeroMQPlugin: Service, Sendable {
             if settings.socket == .PUB { continue }  // a subscriber's (un)subscription: libzmq has applied it
             if settings.socket == .DEALER {
                 acknowledge(frames, subscription: subscription)
-            } else {
-                ingest(frames, oversized: oversized)
+            } else if let ingested = ingest(frames, oversized: oversized) {
+                accepted.append(ingested)
             }
         }
     }
 
     // MARK: Ingest
 
-    private func ingest(_ frames: [[UInt8]], oversized: Bool) {
+    /// A message taken in, with what its answer starts with (ROUTER).
+    struct Ingested {
+        var message: Message
+        var replyPrefix: [[UInt8]]
+    }
+
+    /// Makes a message of what was received; a refusal is counted, logged and
+    /// (ROUTER) answered here, and gives nil.
+    private func ingest(_ frames: [[UInt8]], oversized: Bool) -> Ingested? {
         var payload = frames[...]
         var replyPrefix: [[UInt8]] = []
         if settings.socket == .ROUTER {
-            guard let (prefix, rest) = Self.routed(frames) else { return }
+            guard let (prefix, rest) = Self.routed(frames) else { return nil }
             (replyPrefix, payload) = (prefix, rest)
         }
-        var message: Message
         do {
             if oversized { throw Refusal("message larger than maxMessageBytes (\(settings.maxMessageBytes))") }
-            message = try makeMessage(Array(payload))
+            var message = try makeMessage(Array(payload))
             // ROUTER: each peer is a source of its own; the others: the plugin.
             settings.queueSelection.apply(to: &message, source: replyPrefix.first.map { "\(name)/\(Self.hex($0))" } ?? name)
+            return Ingested(message: message, replyPrefix: replyPrefix)
         } catch let refusal as Refusal {
             metrics.refused(1)
             logger.notice("refused a ZeroMQ message", metadata: ["plugin": "\(name)", "reason": "\(refusal.text)", "frames": "\(frames.count)"])
             if settings.socket == .ROUTER { reply(replyPrefix + [Array("ERROR".utf8), Array(refusal.text.utf8)]) }
-            return
+            return nil
         } catch {
-            return
+            return nil
         }
-        metrics.received(1)
-        work.withLock { $0.inFlight += 1 }
+    }
+
+    /// Publishes what one wakeup took in as one append; answers each (ROUTER)
+    /// once stored, and wakes the poll loop when the store makes room below
+    /// `maxInFlight` again.
+    private func publish(_ ingested: [Ingested]) {
+        let count = ingested.count
+        metrics.received(count)
+        work.withLock { $0.inFlight += count }
         let isRouter = settings.socket == .ROUTER
-        let prefix = replyPrefix
-        broker.publish([message]) { [self, message] result in
-            work.withLock { $0.inFlight -= 1 }
-            switch result {
-            case .success(let receipts):
-                // The receipt echoes the dedupe id, so a producer can tell which message it answers.
-                if isRouter { reply(prefix + [Array("OK".utf8), Array(receipts[0].id.description.utf8)] + (message.dedupeID.map { [Array($0.utf8)] } ?? [])) } else if inFlightWasFull() { wake() }
-            case .failure(let error):
-                metrics.refused(1)
-                if isRouter {
-                    reply(prefix + [Array("ERROR".utf8), Array("\(error)".utf8)] + (message.dedupeID.map { [Array($0.utf8)] } ?? []))
-                } else {
-                    logger.warning("a ZeroMQ message could not be stored", metadata: ["plugin": "\(name)", "error": "\(error)"])
+        broker.publish(batches: ingested.map { [$0.message] }) { [self] results in
+            let wasFull = work.withLock { work -> Bool in
+                defer { work.inFlight -= count }
+                return work.inFlight >= Self.maxInFlight
+            }
+            for (entry, result) in zip(ingested, results) {
+                let (message, prefix) = (entry.message, entry.replyPrefix)
+                switch result {
+                case .success(let receipts):
+                    // The receipt echoes the dedupe id, so a producer can tell which message it answers.
+                    if isRouter { reply(prefix + [Array("OK".utf8), Array(receipts[0].id.description.utf8)] + (message.dedupeID.map { [Array($0.utf8)] } ?? [])) }
+                case .failure(let error):
+                    metrics.refused(1)
+                    if isRouter {
+                        reply(prefix + [Array("ERROR".utf8), Array("\(error)".utf8)] + (message.dedupeID.map { [Array($0.utf8)] } ?? []))
+                    } else {
+                        logger.warning("a ZeroMQ message could not be stored", metadata: ["plugin": "\(name)", "error": "\(error)"])
+                    }
                 }
             }
+            if wasFull { wake() }
         }
     }
 
@@ -428,7 +454,6 @@ public final class ZeroMQPlugin: Service, Sendable {
         return String(decoding: bytes.flatMap { [digits[Int($0 >> 4)], digits[Int($0 & 15)]] }, as: UTF8.self)
     }
 
-    private func inFlightWasFull() -> Bool { work.withLock { $0.inFlight == Self.maxInFlight - 1 } }
 
     private func reply(_ frames: [[UInt8]]) {
         work.withLock { $0.outbox.append(frames) }
