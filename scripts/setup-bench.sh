@@ -10,10 +10,14 @@ if ! command -v nats-server >/dev/null 2>&1 && [ ! -x /usr/sbin/nats-server ]; t
 fi
 # The plain C client that drives both servers in the `cpeers` section.
 mkdir -p .build
+compiler=${CC:-$(command -v cc || command -v clang || true)}  # the Swift toolchain brings clang
+[ -n "$compiler" ] || { echo "setup-bench: no C compiler (cc or clang) for Benchmarks/c/*.c" >&2; exit 1; }
 if [ ! -x .build/netbench ] || [ Benchmarks/c/netbench.c -nt .build/netbench ]; then
-    compiler=${CC:-$(command -v cc || command -v clang || true)}  # the Swift toolchain brings clang
-    [ -n "$compiler" ] || { echo "setup-bench: no C compiler (cc or clang) for Benchmarks/c/netbench.c" >&2; exit 1; }
     "$compiler" -O2 -Wall -pthread -o .build/netbench Benchmarks/c/netbench.c
+fi
+# The C ZeroMQ PUSH/PULL driver of the ZeroMQ ingest row (links the system libzmq).
+if [ ! -x .build/zmqbench ] || [ Benchmarks/c/zmqbench.c -nt .build/zmqbench ]; then
+    "$compiler" -O2 -Wall -pthread -o .build/zmqbench Benchmarks/c/zmqbench.c -lzmq
 fi
 # matplotlib draws the plot of the cpeers section (scripts/plot-bench.py).
 if ! python3 -c "import matplotlib" >/dev/null 2>&1; then

@@ -91,7 +91,7 @@ struct CPeerBenchmarks {
     }
 
     /// Runs `first` and `second` in turn, `repeats` times each; their `key` figures.
-    private func measure(_ key: String, _ first: () async throws -> [String: Double], _ second: (() async throws -> [String: Double])?) async throws -> (Runs, Runs?) {
+    func measure(_ key: String, _ first: () async throws -> [String: Double], _ second: (() async throws -> [String: Double])?) async throws -> (Runs, Runs?) {
         let (a, b) = try await measureFigures([key], first, second)
         return (a[key]!, b?[key])
     }
@@ -112,7 +112,7 @@ struct CPeerBenchmarks {
         return (a.mapValues(Runs.init), second == nil ? nil : b.mapValues(Runs.init))
     }
 
-    private func row(_ load: String, _ junction: Runs, _ peer: Runs?, higher: Bool, target: Double?, absolute: String? = nil) {
+    func row(_ load: String, _ junction: Runs, _ peer: Runs?, higher: Bool, target: Double?, absolute: String? = nil) {
         let ratio = peer.map { junction.median / max($0.median, 1) }
         let verdict: String
         if let target, let ratio {
@@ -163,4 +163,69 @@ func pubRun(_ junction: String, port: Int, lines: String, count: Int) throws -> 
     let seconds = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
     guard process.terminationStatus == 0 else { throw BenchError(message: "junction pub failed: \(problem)") }
     return ["published": Double(count) / seconds, "seconds": seconds]
+}
+
+/// ZeroMQ PUSH → PULL ingest: raw libzmq on both sides (Benchmarks/c/zmqbench.c)
+/// against the same C PUSH into Junction's PULL plugin storing with
+/// flush=always, in turn, three times each.
+struct ZeroMQBenchmarks {
+    let root: String
+    let count: Int
+
+    func run() async throws {
+        print("## ZeroMQ ingest against raw libzmq")
+        print("")
+        let binaries = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
+        let junction = binaries.appendingPathComponent("junction").path
+        let zmqbench = binaries.appendingPathComponent("../../zmqbench").standardized.path
+        guard FileManager.default.isExecutableFile(atPath: zmqbench) else {
+            print("\(zmqbench) is missing (make bench builds it from Benchmarks/c/zmqbench.c); section skipped.")
+            print("")
+            return
+        }
+        let runs = CPeerBenchmarks(root: root, count: count, latencySeconds: 0)
+        print("\(count) messages of 100 bytes per run; each cell the median of \(runs.repeats) runs (lowest–highest), a fresh gateway each run.")
+        print("")
+        print("| load | Junction | peer | ratio (medians) | target |")
+        print("| --- | ---: | ---: | ---: | --- |")
+        let (stored, raw) = try await runs.measure("rate", {
+            try await zeroMQIngest(junction: junction, zmqbench: zmqbench)
+        }, {
+            try netbenchRun(zmqbench, ["raw", "\(count)", "100"])
+        })
+        runs.row("ZeroMQ PUSH (C) → Junction's PULL plugin, stored with flush=always, vs raw libzmq PUSH → PULL (C both sides), msg/s", stored, raw!, higher: true, target: 0.7)
+        print("")
+    }
+
+    /// A gateway with a ZeroMQ PULL plugin (flush=always); zmqbench pushes
+    /// `count` messages of 100 bytes into it; the rate is `count` over the
+    /// time from the push's start until the topic holds them all (a group's
+    /// lag, read over the native protocol every millisecond).
+    private func zeroMQIngest(junction: String, zmqbench: String) async throws -> [String: Double] {
+        let directory = "\(root)/zmq-ingest-\(UUID().uuidString.prefix(6))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let zmqPort = try ScratchPostgres.freePort()
+        try #"{"storage": {"flush": "always"}, "topics": [{"name": "ingest", "queues": 4}]}"#.write(toFile: directory + "/junction.json", atomically: true, encoding: .utf8)
+        try """
+        {"plugins": [{"name": "native", "type": "tcp", "settings": {"listen": "127.0.0.1:0"}},
+                     {"name": "zin", "type": "zeromq", "settings": {"socket": "PULL", "bind": ["tcp://127.0.0.1:\(zmqPort)"], "topic": "ingest", "envelope": "none"}}]}
+        """.write(toFile: directory + "/plugins.json", atomically: true, encoding: .utf8)
+        let server = try ServerProcess(junction, ["serve", "--config", directory + "/junction.json", "--plugins", directory + "/plugins.json", "--data-dir", directory + "/data"], portAfter: "address=127.0.0.1:")
+        defer { server.stop() }
+        let admin = try await BenchAdmin.connect(port: server.port)
+        defer { Task { await admin.close() } }
+        try await admin.join(group: "bench-count", topic: "ingest")
+        let started = DispatchTime.now().uptimeNanoseconds
+        let pusher = Task.detached { try netbenchRun(zmqbench, ["push", "tcp://127.0.0.1:\(zmqPort)", "\(count)", "100"]) }
+        let deadline = started + 600_000_000_000
+        while try await admin.lag(group: "bench-count") < UInt64(count) {
+            guard DispatchTime.now().uptimeNanoseconds < deadline else { throw BenchError(message: "Junction stored fewer than \(count) ZeroMQ messages in 600 s") }
+            try await Task.sleep(for: .milliseconds(1))  // polling interval
+        }
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
+        _ = try await pusher.value
+        return ["rate": Double(count) / seconds, "seconds": seconds]
+    }
+
 }

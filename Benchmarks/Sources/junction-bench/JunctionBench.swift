@@ -21,8 +21,8 @@ struct JunctionBench: AsyncParsableCommand {
     @Option(help: "Directory for scratch data (default: a new temporary directory).")
     var scratch: String?
 
-    @Option(help: "Which sections to run: store, reopen, core, delivery, peers, cpeers, stdio, postgres (comma-separated).")
-    var only: String = "store,reopen,core,delivery,peers,cpeers,stdio,postgres"
+    @Option(help: "Which sections to run: store, reopen, core, delivery, peers, cpeers, zmq, stdio, postgres (comma-separated).")
+    var only: String = "store,reopen,core,delivery,peers,cpeers,zmq,stdio,postgres"
 
     @Option(help: "Messages per run in the side-by-side comparison with NATS.")
     var peerMessages: Int = 200_000
@@ -44,6 +44,7 @@ struct JunctionBench: AsyncParsableCommand {
         if sections.contains("stdio") { try await StdioBenchmarks(root: root, lines: 1_000_000).run() }
         if sections.contains("peers") { try await PeerBenchmarks(root: root, count: peerMessages, latencySeconds: max(seconds, 5)).run() }
         if sections.contains("cpeers") { try await CPeerBenchmarks(root: root, count: peerMessages, latencySeconds: max(seconds, 5)).run() }
+        if sections.contains("zmq") { try await ZeroMQBenchmarks(root: root, count: 1_000_000).run() }
         if sections.contains("postgres") { try await PostgresBenchmarks(root: root, count: peerMessages / 2).run() }
     }
 }

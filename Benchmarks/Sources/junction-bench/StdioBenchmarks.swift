@@ -111,6 +111,16 @@ final class BenchAdmin: Sendable {
         return admin
     }
 
+    /// Joins `group` on `topic` from the earliest offset with credit 1 and
+    /// explicit acks, so that its lag counts what the topic holds.
+    func join(group: String, topic: String) async throws {
+        var buffer = ByteBuffer()
+        let options = WireSubscription(topic: topic, group: group, ack: .explicit, start: .earliest, credit: 1)
+        FrameCodec.encode(Frame(.subscribe(id: 1, options: options), requestID: 3), into: &buffer)
+        try await connection.send(buffer)
+        try await answered.wait("no answer to SUBSCRIBE", seconds: 30)
+    }
+
     func lag(group: String) async throws -> UInt64 {
         var buffer = ByteBuffer()
         FrameCodec.encode(Frame(.listGroups(group: group), requestID: 2), into: &buffer)
