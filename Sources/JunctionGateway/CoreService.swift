@@ -27,7 +27,7 @@ public struct CoreService: Service {
         // Returns when shutdown is requested (or throws if the task is cancelled).
         try? await gracefulShutdown()
         logger.info("shutting down: stopping the broker, closing the store")
-        await broker.close()
-        try await store.close()
+        await watched("closing the broker", logger: logger) { await broker.close() }
+        try await watched("closing the store", logger: logger) { try await store.close() }
     }
 }

@@ -915,18 +915,22 @@ public final class PostgresStore: MessageStore, Sendable {
             return !state.closed
         }
         guard first else { return }
-        for coordinator in coordinators.withLock({ $0 }) { await coordinator.stop() }
+        for coordinator in coordinators.withLock({ $0 }) {
+            await watched("PostgreSQL: stopping a group's lease keeper", logger: logger) { await coordinator.stop() }
+        }
         if let task = retention.withLock({ $0 }) {
             task.cancel()
-            await task.value
+            await watched("PostgreSQL: stopping retention", logger: logger) { await task.value }
         }
         let tasks = watchers.withLock { $0 }
         for task in tasks { task.cancel() }
-        for task in tasks { await task.value }
+        await watched("PostgreSQL: stopping the notification listener and the poll", logger: logger) {
+            for task in tasks { await task.value }
+        }
         for lane in lanes {
             for pending in lane.queue.withLock({ $0.drain() }) { pending.completion(.failure(BrokerError(.storeClosed, "the PostgreSQL store is closed"))) }
         }
-        await primary.shutdown()
+        await watched("PostgreSQL: closing the connections", logger: logger) { await primary.shutdown() }
     }
 }
 

@@ -78,20 +78,22 @@ public final class Broker: Sendable {
     /// Stops delayed delivery and every consumer group, and saves the groups'
     /// committed offsets. The store stays open (its owner closes it).
     public func close() async {
-        do { try await record(topics.all) } catch {
+        do { try await watched("recording the topics", logger: logger) { try await record(topics.all) } } catch {
             logger.error("cannot record the topics; the next start counts queues from what they hold", metadata: ["error": "\(error)"])
         }
-        for worker in routeWorkers.withLock({ workers in defer { workers.removeAll() }; return workers }) { await worker.stop() }
-        await scheduler.stop()
-        await transactions.stop()
-        do { try await transactions.save(store: store) } catch {
+        for worker in routeWorkers.withLock({ workers in defer { workers.removeAll() }; return workers }) {
+            await watched("stopping a route", logger: logger) { await worker.stop() }
+        }
+        await watched("stopping delayed delivery", logger: logger) { await scheduler.stop() }
+        await watched("stopping transaction checks", logger: logger) { await transactions.stop() }
+        do { try await watched("saving the transactions", logger: logger) { try await transactions.save(store: store) } } catch {
             logger.error("cannot save the transactions on close; the next start reads them from the half messages", metadata: ["error": "\(error)"])
         }
-        await delivery.stopSaving()
-        do { try await delivery.save(store: store) } catch {
+        await watched("stopping the offset saver", logger: logger) { await delivery.stopSaving() }
+        do { try await watched("saving consumer offsets", logger: logger) { try await delivery.save(store: store) } } catch {
             logger.error("cannot save consumer offsets on close", metadata: ["error": "\(error)"])
         }
-        await delivery.shutdown()
+        await watched("stopping the consumer groups", logger: logger) { await delivery.shutdown() }
     }
 
     // MARK: Topics

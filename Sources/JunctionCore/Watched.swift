@@ -1,0 +1,17 @@
+import Logging
+
+/// Runs `body` and, while it runs, logs a warning every `every` naming the
+/// step: a shutdown that hangs says where. (The step is not cut short: what
+/// it waits for may still come.)
+public func watched<T: Sendable>(_ step: String, logger: Logger, every: Duration = .seconds(10), _ body: () async throws -> T) async rethrows -> T {
+    let watchdog = Task {
+        var waited = Duration.zero
+        while true {
+            do { try await Task.sleep(for: every) } catch { return }  // the watchdog's period, cancelled when the step ends
+            waited += every
+            logger.warning("shutdown still waiting", metadata: ["step": "\(step)", "seconds": "\(waited.components.seconds)"])
+        }
+    }
+    defer { watchdog.cancel() }
+    return try await body()
+}
