@@ -752,7 +752,10 @@ public final class PostgresStore: MessageStore, Sendable {
     func pruneClaims() async {
         do {
             try await open()
-            try await client.query("DELETE FROM junction_dedupe WHERE claimed_at < \(stamp()) - window_ms", logger: logger)
+            let now = stamp()
+            try await guarded("pruning dedupe claims") { [self] in
+                try await client.query("DELETE FROM junction_dedupe WHERE claimed_at < \(now) - window_ms", logger: logger)
+            }
         } catch {
             if !Task.isCancelled { logger.debug("pruning dedupe claims failed", metadata: ["error": "\(error)"]) }
         }
@@ -762,10 +765,15 @@ public final class PostgresStore: MessageStore, Sendable {
     func poll() async {
         do {
             try await open()
-            var seen: [(QueueSlot, UInt64)] = []
-            for try await (topic, queue, end) in try await client.query(
-                "SELECT topic, queue, next_offset FROM junction_queues", logger: logger).decode((String, Int32, Int64).self) {
-                seen.append((QueueSlot(topic: topic, queue: Int(queue)), UInt64(end)))
+            // Bounded like every other operation: a poll that never returned
+            // would hold the store's close (which waits for this task).
+            let seen = try await guarded("polling the queues' ends") { [self] in
+                var seen: [(QueueSlot, UInt64)] = []
+                for try await (topic, queue, end) in try await client.query(
+                    "SELECT topic, queue, next_offset FROM junction_queues", logger: logger).decode((String, Int32, Int64).self) {
+                    seen.append((QueueSlot(topic: topic, queue: Int(queue)), UInt64(end)))
+                }
+                return seen
             }
             report(growth.withLock { $0.observe(seen) })
         } catch {
