@@ -28,7 +28,7 @@ struct WatchedTests {
         let logger = Logger(label: "watched") { _ in CapturingHandler(lines: lines) }
         let result = try await watched("closing the store", logger: logger, every: .milliseconds(5)) {
             // The step ends only once the watchdog has spoken twice.
-            try await waitUntil(seconds: 10, "no warning while the step ran") { lines.withLock { $0.count } >= 2 }
+            try await waitUntil(seconds: 60, "no warning while the step ran") { lines.withLock { $0.count } >= 2 }
             return 42
         }
         #expect(result == 42)

@@ -138,7 +138,7 @@ struct GatewayConfigurationTests {
     }
 
     @Test("mutated configuration and plugins files never crash the decoders; every refusal names a file")
-    func fuzz() throws {
+    func fuzz() async throws {
         let root = packageRoot()
         let seeds = [
             (try String(contentsOfFile: root + "/Config/junction.json", encoding: .utf8), true),
@@ -169,6 +169,7 @@ struct GatewayConfigurationTests {
                     #expect(error.file == "fuzz.json" && !error.expected.isEmpty)
                 }
             }
+            await run.pace()
         }
         run.report()
         #expect(run.hangs == 0)

@@ -605,6 +605,15 @@ public struct FuzzRun {
         if took > hangNanoseconds { hangs += 1 }
     }
 
+    /// Called once per input by an async fuzz loop: every 256th input yields
+    /// its thread. A fuzz run is seconds of computing without a suspension,
+    /// and Swift's task pool has one thread per core (two here): without
+    /// yields, two such runs stall every other test's tasks, in-process
+    /// gateways included, for as long as they last.
+    public func pace() async {
+        if inputs % 256 == 0 { await Task.yield() }
+    }
+
     /// Prints `fuzz: NAME inputs=… crashes=0 hangs=… slowest=…µs` (a crash ends the process before this line).
     public func report() {
         print("fuzz: \(name) inputs=\(inputs) crashes=0 hangs=\(hangs) slowest=\(slowestNanoseconds / 1000)µs")
