@@ -35,9 +35,12 @@ struct GatewayPostgresTests {
 
     @Test("publish and consume through a gateway on PostgreSQL; a restarted gateway resumes the group where it was and keeps the topics")
     func publishConsumeRestart() async throws {
+        // One gateway: a long lease, so that a lease renewal slowed by a loaded
+        // machine does not take the group's queues away mid-test (their acks
+        // would then be refused as never delivered, and the messages come again).
         let server = await PostgresServer.shared()
         let database = try await server.createDatabase()
-        let config = #"{"storage": {"backend": "postgres", "postgres": {"url": "postgres://postgres@127.0.0.1:\#(server.port)/\#(database)", "poolSize": 4}}, "topics": [{"name": "pg", "queues": 2}]}"#
+        let config = #"{"storage": {"backend": "postgres", "postgres": {"url": "postgres://postgres@127.0.0.1:\#(server.port)/\#(database)", "poolSize": 4, "leaseMs": 20000}}, "topics": [{"name": "pg", "queues": 2}]}"#
         let dir = TemporaryDirectory()
         var gateway = try await InProcessGateway.start(directory: dir.path, config: config)
         var client = try await JunctionClient.connect(port: gateway.port, reconnect: false)

@@ -383,7 +383,9 @@ struct PostgresRetentionTests {
 /// the schema and the first connections can take longer, and the store says
 /// "store unavailable" meanwhile; retried until it is stored (30 s at most).
 func appendEventually(_ store: PostgresStore, _ request: AppendRequest) async throws {
-    try await waitUntil(seconds: 30, "the first append never succeeded") {
+    // Generous: early in a full run many suites start at once, and the
+    // database's first commits (and the schema's creation) can take seconds each.
+    try await waitUntil(seconds: 120, "the first append never succeeded") {
         do {
             _ = try await store.append([request])
             return true
@@ -400,7 +402,9 @@ struct PostgresRestartTests {
         let server = try await PostgresServer.dedicated()
         let database = try await server.createDatabase()
         var settings = server.settings(database: database)
-        settings.timeoutMs = 2_000
+        // A stopped server refuses connections at once: the bound only has to
+        // outlast a slow commit on a loaded machine.
+        settings.timeoutMs = 10_000
         let store = PostgresStore(settings: settings)
         try await appendEventually(store, AppendRequest(message: Message(topic: "t", body: [1]), queue: 0))
         #expect(await server.kill())
@@ -432,7 +436,7 @@ struct PostgresConnectionLossTests {
         let server = await PostgresServer.shared()
         let database = try await server.createDatabase()
         var settings = server.settings(database: database)
-        settings.timeoutMs = 3_000
+        settings.timeoutMs = 10_000  // a cut connection fails at once; this only outlasts slow commits
         let store = PostgresStore(settings: settings)
         try await appendEventually(store, AppendRequest(message: Message(topic: "t", body: [0]), queue: 0))
         let cuts = Locked(0)
