@@ -162,7 +162,7 @@ struct BrokerDelayTests {
         h.clock.advance(by: 59_000)
         #expect(try await h.count("later") == 1)
         h.clock.advance(by: 1_000)
-        try await within(seconds: 10, "the delayed message was not delivered") { await h.broker.waitForDelayedDeliveries(atLeast: 1) }
+        try await within(seconds: 60, "the delayed message was not delivered") { await h.broker.waitForDelayedDeliveries(atLeast: 1) }
         #expect(try await h.count("later") == 2)
         let copies = try await h.broker.read(topic: "later", queue: 0, from: 0, filter: try MessageFilter(tags: "t"), limit: ReadLimit())
             .messages + (try await h.broker.read(topic: "later", queue: 1, from: 0, filter: try MessageFilter(tags: "t"))).messages
@@ -184,7 +184,7 @@ struct BrokerDelayTests {
         #expect(h.broker.scheduler.waiting == 5)
         h.clock.advance(by: 25_000)
         let broker2 = h.broker
-        try await within(seconds: 10, "two delayed messages were not delivered") { await broker2.waitForDelayedDeliveries(atLeast: 2) }
+        try await within(seconds: 60, "two delayed messages were not delivered") { await broker2.waitForDelayedDeliveries(atLeast: 2) }
         #expect(try await h.count("d") == 2)
         h = try await h.reopen()
         #expect(h.broker.scheduler.waiting == 3)
@@ -197,12 +197,12 @@ struct BrokerDelayTests {
         // Without its progress the scheduler copies the two due messages again;
         // the copies are recognised as duplicates and not stored twice.
         let broker3 = h.broker
-        try await within(seconds: 10, "the due messages were not re-examined") { await broker3.waitForDelayedDeliveries(atLeast: 2) }
+        try await within(seconds: 60, "the due messages were not re-examined") { await broker3.waitForDelayedDeliveries(atLeast: 2) }
         #expect(try await h.count("d") == 2)
         #expect(h.broker.scheduler.waiting == 3)
         h.clock.advance(by: 100_000)
         let broker5 = h.broker
-        try await within(seconds: 10, "the delayed messages were not delivered") { await broker5.waitForDelayedDeliveries(atLeast: 5) }
+        try await within(seconds: 60, "the delayed messages were not delivered") { await broker5.waitForDelayedDeliveries(atLeast: 5) }
         #expect(broker5.scheduler.waiting == 0)
         #expect(try await h.count("d") == 5)
         try await h.close()

@@ -174,7 +174,7 @@ struct BackendSeamTests {
         subscription.ack(try await take(1, from: subscription))
         // The read that found the message and the one after it that found nothing:
         // the group now waits to be told the queue grew.
-        try await waitUntil(seconds: 10, "the group did not read to the end") { h.storage.readsServed >= 2 }
+        try await waitUntil(seconds: 60, "the group did not read to the end") { h.storage.readsServed >= 2 }
         let waiting = Task { await subscription.take(max: 10, timeout: .seconds(20)) }
         _ = try h.store.appendExternally([AppendRequest(message: Message(topic: "t", body: Array("from elsewhere".utf8)), queue: 0)])
         guard case .deliveries(let batch) = await waiting.value else { Issue.record("the external append did not wake the consumer"); return }
@@ -212,7 +212,7 @@ extension BackendSeamTests {
         var scheduled = Message(topic: DelayScheduler.topic, body: Array("later".utf8), deliverAt: h.clock.now() + 5_000)
         scheduled.properties[DelayScheduler.targetProperty] = "t"
         _ = try h.store.appendExternally([AppendRequest(message: scheduled, queue: 0)])
-        try await waitUntil(seconds: 10, "the broker did not read the schedule another process wrote") { h.broker.scheduler.waiting == 1 }
+        try await waitUntil(seconds: 60, "the broker did not read the schedule another process wrote") { h.broker.scheduler.waiting == 1 }
         h.clock.advance(by: 5_000)
         let got = try await take(1, from: subscription)
         #expect(got.map { String(decoding: $0.message.message.body, as: UTF8.self) } == ["later"])
@@ -277,7 +277,7 @@ struct CoordinationTests {
         let subscription = try await broker.subscribe(SubscriptionOptions(topic: "t", group: "g", start: .earliest))
         let got = try await take(6, from: subscription)
         subscription.ack(got.filter { $0.message.queue == 1 && $0.message.queueOffset < 2 })
-        try await waitUntil(seconds: 10, "the acks were not applied") {
+        try await waitUntil(seconds: 60, "the acks were not applied") {
             (try await broker.groupStats(group: "g")).first?.queues[1].committedOffset == 2
         }
         await coordinator.give([0], epoch: 2)

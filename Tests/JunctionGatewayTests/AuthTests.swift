@@ -56,7 +56,7 @@ struct AuthTests {
         let publishDenied = await refusal { _ = try await dashboard.publish([Message(topic: "sensors", body: [4])]) }
         #expect(publishDenied?.code == .forbidden)
         let subscription = try await dashboard.subscribe(WireSubscription(topic: "sensors", group: "dash", start: .earliest))
-        let first = try await bodies(of: subscription, count: 1, seconds: 10, "the dashboard's delivery")
+        let first = try await bodies(of: subscription, count: 1, seconds: 60, "the dashboard's delivery")
         #expect(first.first == "t=21")
         #expect(try await refusal { _ = try await dashboard.subscribe(WireSubscription(topic: "orders", group: "o", start: .earliest)) }?.code == .forbidden)
 
@@ -65,7 +65,7 @@ struct AuthTests {
 
         // Only "sensors" (1) and "raw-feed" (1) were stored: nothing of the refused batch.
         let stored = try await operatorClient.subscribe(WireSubscription(topic: "sensors", group: "audit", start: .earliest))
-        let all = try await bodies(of: stored, count: 1, seconds: 10, "the audit read")
+        let all = try await bodies(of: stored, count: 1, seconds: 60, "the audit read")
         #expect(all == ["t=21"])
         #expect(try await operatorClient.listGroups("audit").first?.queues.reduce(0) { $0 + Int($1.endOffset) } == 1)
 

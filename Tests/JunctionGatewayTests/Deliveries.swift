@@ -4,7 +4,7 @@ import JunctionTestSupport
 
 /// The next `count` deliveries of `subscription` (acked unless `ack` is false);
 /// fewer if the subscription ends first. Fails after `seconds`.
-func deliveries(of subscription: ClientSubscription, count: Int, ack: Bool = true, seconds: Double = 30, _ what: String) async throws -> [Delivery] {
+func deliveries(of subscription: ClientSubscription, count: Int, ack: Bool = true, seconds: Double = 60, _ what: String) async throws -> [Delivery] {
     try await within(seconds: seconds, what) {
         var got: [Delivery] = []
         guard count > 0 else { return got }

@@ -33,7 +33,7 @@ struct TCPEndToEndTests {
         let sync = try await client.publish((0..<10).map { Message(topic: "t", body: Array("s\($0)".utf8)) })
         #expect(sync.count == 10 && sync.allSatisfy { !$0.duplicate })
         let receipts = Locked([PublishReceipt]())
-        try await within(seconds: 10, "async receipts") {
+        try await within(seconds: 60, "async receipts") {
             await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
                 client.publish((0..<10).map { Message(topic: "t", body: Array("a\($0)".utf8)) }) { result in
                     receipts.withLock { $0 += (try? result.get()) ?? [] }

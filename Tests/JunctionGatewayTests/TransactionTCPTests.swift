@@ -65,7 +65,7 @@ struct TransactionTCPTests {
             return .commit
         }
         let subscription = try await consumer.subscribe(WireSubscription(topic: "ledger", group: "audit", start: .earliest))
-        let delivered = try await deliveries(of: subscription, count: 1, seconds: 10, "the checked transaction was not committed")
+        let delivered = try await deliveries(of: subscription, count: 1, seconds: 60, "the checked transaction was not committed")
         #expect(delivered.map(\.message.id) == ids)
         #expect(delivered.first?.message.message.properties == ["amount": "5"])
         let checks = asked.withLock { $0 }
@@ -84,7 +84,7 @@ struct TransactionTCPTests {
         let client = try await JunctionClient.connect(port: gateway.port, reconnect: false)
         _ = try await client.publish((1...3).map { Message(topic: "raw", body: Array("\($0)".utf8)) })
         let input = try await client.subscribe(WireSubscription(topic: "raw", group: "transform", ack: .explicit, start: .earliest, credit: 3))
-        let consumed = try await deliveries(of: input, count: 3, ack: false, seconds: 10, "the input was not delivered")
+        let consumed = try await deliveries(of: input, count: 3, ack: false, seconds: 60, "the input was not delivered")
         for delivery in consumed {
             let body = String(decoding: delivery.message.message.body, as: UTF8.self)
             let (id, _) = try await client.prepare(
@@ -94,7 +94,7 @@ struct TransactionTCPTests {
         await input.close()
 
         let output = try await client.subscribe(WireSubscription(topic: "cooked", group: "out", start: .earliest))
-        let results = try await deliveries(of: output, count: 3, seconds: 10, "the results did not arrive")
+        let results = try await deliveries(of: output, count: 3, seconds: 60, "the results did not arrive")
         #expect(Set(results.map { String(decoding: $0.message.message.body, as: UTF8.self) }) == ["cooked-1", "cooked-2", "cooked-3"])
         let stats = try await client.listGroups("transform")
         #expect(stats.first?.queues.reduce(0) { $0 + $1.lag } == 0, "the inputs were not consumed by the commits: \(stats)")

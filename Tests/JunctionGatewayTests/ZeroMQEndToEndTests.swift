@@ -187,7 +187,7 @@ struct ZeroMQEndToEndTests {
         #expect(first.body == Array("hello".utf8) && first.keys == ["k1"] && first.properties["p"] == "1" && first.dedupeID == "same")
         #expect(got.contains { $0.message.message.body == [0, 1, 2] })
         // The second "same" was a duplicate; the last two were refused.
-        try await waitUntil(seconds: 10, "the bad JSON was not refused") {
+        try await waitUntil(seconds: 60, "the bad JSON was not refused") {
             gateway.process.lines.filter { $0.contains("refused a ZeroMQ message") }.count == 2
         }
         #expect(try await client.listGroups("json-check").first?.queues.reduce(UInt64(0)) { $0 + $1.endOffset } == 2)

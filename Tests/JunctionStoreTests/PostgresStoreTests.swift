@@ -50,10 +50,10 @@ struct PostgresBoundedTests {
         let done = Task { try await PostgresStore.bounded(3_600_000, "done", abandonedWith: inFlight) { 1 } }
         #expect(try await done.value == 1)
         // Registered, then abandoned when the pool moves.
-        try await waitUntil(seconds: 10, "the operation never registered") { inFlight.count == 1 }
+        try await waitUntil(seconds: 60, "the operation never registered") { inFlight.count == 1 }
         inFlight.abandonAll()
         do {
-            _ = try await within(seconds: 10, "the abandoned operation was not answered") { try await waiting.value }
+            _ = try await within(seconds: 60, "the abandoned operation was not answered") { try await waiting.value }
             Issue.record("an operation in flight when the primary moved was answered")
         } catch let error as BrokerError {
             #expect(error.code == .storeUnavailable && error.message.contains("moved to another endpoint during an append"), "\(error)")
@@ -227,7 +227,7 @@ struct PostgresGrowthTests {
             }
         }
         _ = try await writer.append((0..<3).map { AppendRequest(message: Message(topic: "t", body: [UInt8($0)]), queue: $0 % 2) })
-        try await waitUntil(seconds: 10, "the watcher did not hear of the append: \(seen.withLock { $0 })") {
+        try await waitUntil(seconds: 60, "the watcher did not hear of the append: \(seen.withLock { $0 })") {
             seen.withLock { $0["t"] == [0: 2, 1: 1] }
         }
         // A watcher that polls once a minute hears only by notification.
@@ -241,17 +241,17 @@ struct PostgresGrowthTests {
             }
         }
         // Its first poll (when LISTEN takes effect) finds what is there; what comes after, only a notice brings.
-        try await waitUntil(seconds: 10, "the listener's first poll found nothing") { heard.withLock { $0["t"] == [0: 2, 1: 1] } }
+        try await waitUntil(seconds: 60, "the listener's first poll found nothing") { heard.withLock { $0["t"] == [0: 2, 1: 1] } }
         for batch in [[0, 1], [1, 1, 1]] {
             _ = try await writer.append(batch.map { AppendRequest(message: Message(topic: "t", body: [1]), queue: $0) })
         }
-        try await waitUntil(seconds: 10, "no notice reached the listener: \(heard.withLock { $0 })") {
+        try await waitUntil(seconds: 30, "no notice reached the listener (its poll is a minute apart): \(heard.withLock { $0 })") {
             heard.withLock { $0["t"] == [0: 3, 1: 5] }
         }
         try await listener.close()
         // Another program's rows, with no notification: the poll finds them.
         #expect(await server.execute("UPDATE junction_queues SET next_offset = 5 WHERE topic = 't' AND queue = 1", database: database))
-        try await waitUntil(seconds: 10, "the poll did not find the new end: \(seen.withLock { $0 })") {
+        try await waitUntil(seconds: 60, "the poll did not find the new end: \(seen.withLock { $0 })") {
             seen.withLock { $0["t"]?[1] == 5 }
         }
         try await writer.close()

@@ -371,7 +371,7 @@ public struct TimeoutError: Error, CustomStringConvertible {
 
 /// Waits until `condition` holds, checking after each short pause; fails with
 /// `message` after `seconds`.
-public func waitUntil(seconds: Double = 10, _ message: String, _ condition: @escaping @Sendable () async throws -> Bool) async throws {
+public func waitUntil(seconds: Double = 60, _ message: String, _ condition: @escaping @Sendable () async throws -> Bool) async throws {
     let deadline = Date().addingTimeInterval(seconds)
     while try await !condition() {
         guard Date() < deadline else { throw TimeoutError(message: "\(message) (waited \(seconds) s)") }
