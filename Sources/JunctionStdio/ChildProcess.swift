@@ -83,9 +83,8 @@ final class SpawnedChild: Sendable {
     private static func pipeCloseOnExec(_ fds: inout [Int32]) -> Int32 {
         typealias Pipe2 = @convention(c) (UnsafeMutablePointer<Int32>, Int32) -> Int32
         guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "pipe2") else {
-            guard pipe(&fds) == 0 else { return -1 }
-            for fd in fds { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
-            return 0
+            errno = ENOSYS
+            return -1
         }
         return unsafeBitCast(symbol, to: Pipe2.self)(&fds, O_CLOEXEC)
     }

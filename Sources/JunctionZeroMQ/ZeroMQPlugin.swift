@@ -416,22 +416,24 @@ public final class ZeroMQPlugin: Service, Sendable {
                 defer { work.inFlight -= count }
                 return work.inFlight >= Self.maxInFlight
             }
+            var answers: [[[UInt8]]] = []
             for (entry, result) in zip(ingested, results) {
-                let (message, prefix) = (entry.message, entry.replyPrefix)
+                // ROUTER: the answer echoes the dedupe id, so a producer can tell which message it answers.
+                let echo = isRouter ? entry.message.dedupeID.map { [Array($0.utf8)] } ?? [] : []
                 switch result {
                 case .success(let receipts):
-                    // The receipt echoes the dedupe id, so a producer can tell which message it answers.
-                    if isRouter { reply(prefix + [Array("OK".utf8), Array(receipts[0].id.description.utf8)] + (message.dedupeID.map { [Array($0.utf8)] } ?? [])) }
+                    if isRouter { answers.append(entry.replyPrefix + [Array("OK".utf8), Array(receipts[0].id.description.utf8)] + echo) }
                 case .failure(let error):
                     metrics.refused(1)
                     if isRouter {
-                        reply(prefix + [Array("ERROR".utf8), Array("\(error)".utf8)] + (message.dedupeID.map { [Array($0.utf8)] } ?? []))
+                        answers.append(entry.replyPrefix + [Array("ERROR".utf8), Array("\(error)".utf8)] + echo)
                     } else {
                         logger.warning("a ZeroMQ message could not be stored", metadata: ["plugin": "\(name)", "error": "\(error)"])
                     }
                 }
             }
-            if wasFull { wake() }
+            // One lock and one wake-up for the whole batch's answers (or for the room it made).
+            if !answers.isEmpty { reply(contentsOf: answers) } else if wasFull { wake() }
         }
     }
 
@@ -455,8 +457,10 @@ public final class ZeroMQPlugin: Service, Sendable {
     }
 
 
-    private func reply(_ frames: [[UInt8]]) {
-        work.withLock { $0.outbox.append(frames) }
+    private func reply(_ frames: [[UInt8]]) { reply(contentsOf: [frames]) }
+
+    private func reply(contentsOf answers: [[[UInt8]]]) {
+        work.withLock { $0.outbox.append(contentsOf: answers) }
         wake()
     }
 

@@ -14,14 +14,8 @@ struct CPeerBenchmarks {
     func run() async throws {
         print("## Junction and NATS driven by one C client")
         print("")
-        let binaries = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
-        let junction = binaries.appendingPathComponent("junction").path
-        let netbench = binaries.appendingPathComponent("../../netbench").standardized.path
-        guard FileManager.default.isExecutableFile(atPath: netbench) else {
-            print("\(netbench) is missing (make bench builds it from Benchmarks/c/netbench.c); section skipped.")
-            print("")
-            return
-        }
+        let junction = BenchBinaries.junction
+        guard let netbench = BenchBinaries.cDriver("netbench") else { return }
         guard let nats = ServerProcess.which("nats-server") else {
             print("nats-server is not installed (make bench installs it with apt-get); section skipped.")
             print("")
@@ -175,14 +169,8 @@ struct ZeroMQBenchmarks {
     func run() async throws {
         print("## ZeroMQ ingest against raw libzmq")
         print("")
-        let binaries = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
-        let junction = binaries.appendingPathComponent("junction").path
-        let zmqbench = binaries.appendingPathComponent("../../zmqbench").standardized.path
-        guard FileManager.default.isExecutableFile(atPath: zmqbench) else {
-            print("\(zmqbench) is missing (make bench builds it from Benchmarks/c/zmqbench.c); section skipped.")
-            print("")
-            return
-        }
+        let junction = BenchBinaries.junction
+        guard let zmqbench = BenchBinaries.cDriver("zmqbench") else { return }
         let runs = CPeerBenchmarks(root: root, count: count, latencySeconds: 0)
         print("\(count) messages of 100 bytes per run; each cell the median of \(runs.repeats) runs (lowest–highest), a fresh gateway each run.")
         print("")

@@ -183,3 +183,23 @@ struct ReopenBenchmark {
         print("")
     }
 }
+
+/// The programs the sections drive: `junction` (built beside this binary)
+/// and the C drivers `make bench` compiles into .build/.
+enum BenchBinaries {
+    static let directory = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
+
+    static var junction: String { directory.appendingPathComponent("junction").path }
+
+    /// `.build/NAME`, built from Benchmarks/c/NAME.c; nil (after saying the
+    /// section is skipped) when it is missing.
+    static func cDriver(_ name: String) -> String? {
+        let path = directory.appendingPathComponent("../../\(name)").standardized.path
+        guard FileManager.default.isExecutableFile(atPath: path) else {
+            print("\(path) is missing (make bench builds it from Benchmarks/c/\(name).c); section skipped.")
+            print("")
+            return nil
+        }
+        return path
+    }
+}

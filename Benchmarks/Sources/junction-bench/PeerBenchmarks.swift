@@ -22,7 +22,7 @@ struct PeerBenchmarks {
             print("")
             return
         }
-        let junctionBinary = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent().appendingPathComponent("junction").path
+        let junctionBinary = BenchBinaries.junction
         let natsVersion = (try? ServerProcess.output(nats, ["--version"]))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "nats-server"
         print("Peers: \(natsVersion) (JetStream file storage in \(root)); junction serve (release build) with the tcp plugin.")
         print("Both clients are the same minimal pipelined NIO client: 64 commands per write and flush.")

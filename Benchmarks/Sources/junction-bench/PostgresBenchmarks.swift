@@ -14,14 +14,8 @@ struct PostgresBenchmarks {
     func run() async throws {
         print("## Gateways on PostgreSQL")
         print("")
-        let binaries = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
-        let junction = binaries.appendingPathComponent("junction").path
-        let netbench = binaries.appendingPathComponent("../../netbench").standardized.path
-        guard FileManager.default.isExecutableFile(atPath: netbench) else {
-            print("\(netbench) is missing (make bench builds it from Benchmarks/c/netbench.c); section skipped.")
-            print("")
-            return
-        }
+        let junction = BenchBinaries.junction
+        guard let netbench = BenchBinaries.cDriver("netbench") else { return }
         let server: ScratchPostgres
         do { server = try ScratchPostgres(root: root) } catch {
             print("no PostgreSQL server to start (\(error)); section skipped.")

@@ -12,7 +12,7 @@ struct StdioBenchmarks {
     let lines: Int
 
     func run() async throws {
-        let junction = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent().appendingPathComponent("junction").path
+        let junction = BenchBinaries.junction
         print("## stdio and exec plugins")
         print("")
         print("| what | flush | count | seconds | per second |")
