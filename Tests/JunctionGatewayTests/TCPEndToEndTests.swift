@@ -84,12 +84,30 @@ struct TCPEndToEndTests {
         for batch in 0..<10 {
             _ = try await client.publish((0..<200).map { Message(topic: "work", body: Array("m\(batch * 200 + $0)".utf8)) })
         }
-        let junction = productsDirectory().appendingPathComponent("junction")
-        let first = try ChildProcess(junction, ["sub", "--server", "127.0.0.1:\(gateway.port)", "--topic", "work", "--group", "workers", "--from", "earliest", "--credit", "50"], watch: true)
-        try await waitUntil(seconds: 30, "the first consumer printed nothing") { first.lines.count >= 300 }
-        first.signal(SIGKILL)
-        _ = await first.waitForExit()
-        let printedByFirst = Set(first.lines)
+        // The first member's lines go to a file, not a pipe: what it wrote
+        // (and then acked) is in the file whatever happens in this process,
+        // with no reader thread between them and the count.
+        let printed = dir.path + "/first.out"
+        let first = Process()
+        first.executableURL = productsDirectory().appendingPathComponent("junction")
+        first.arguments = ["sub", "--server", "127.0.0.1:\(gateway.port)", "--topic", "work", "--group", "workers", "--from", "earliest", "--credit", "50"]
+        FileManager.default.createFile(atPath: printed, contents: nil)
+        let output = try FileHandle(forWritingTo: URL(fileURLWithPath: printed))
+        first.standardOutput = output
+        first.standardError = FileHandle.nullDevice
+        let exited = Locked(false)
+        first.terminationHandler = { _ in exited.withLock { $0 = true } }
+        try first.run()
+        try output.close()
+        let lines = { @Sendable () -> [String] in
+            let text = (try? String(contentsOfFile: printed, encoding: .utf8)) ?? ""
+            // A line is whole once its newline is written.
+            return text.split(separator: "\n", omittingEmptySubsequences: false).dropLast().map(String.init)
+        }
+        try await waitUntil(seconds: 30, "the first consumer printed nothing") { lines().count >= 300 }
+        kill(first.processIdentifier, SIGKILL)
+        try await waitUntil(seconds: 30, "the killed consumer never ended") { exited.withLock { $0 } }
+        let printedByFirst = Set(lines())
         // Another member of the group gets everything the first did not ack.
         let second = try await client.subscribe(WireSubscription(topic: "work", group: "workers", start: .earliest))
         var seen = printedByFirst
@@ -105,7 +123,14 @@ struct TCPEndToEndTests {
         } catch {
             // Which side fell short: the second member, or lines the first printed.
             let missing = Set((0..<2000).map { "m\($0)" }).subtracting(got.withLock { $0 }.union(printedByFirst))
-            Issue.record("\(error): the first printed \(printedByFirst.count) lines, the second got \(got.withLock { $0.count }); never seen \(missing.count), e.g. \(missing.sorted().prefix(5))")
+            let queues = (try? await client.listGroups("workers"))?.first?.queues.map {
+                "queue \($0.queue): committed \($0.committedOffset) end \($0.endOffset) inFlight \($0.inFlight) held \($0.held) redeliveries \($0.redeliveries)"
+            } ?? []
+            let order = { (a: String, b: String) in (Int(a.dropFirst()) ?? 0) < (Int(b.dropFirst()) ?? 0) }
+            Issue.record("""
+                \(error): the first printed \(printedByFirst.count) lines, the second got \(got.withLock { $0.count }); \
+                never seen \(missing.count), e.g. \(missing.sorted(by: order).prefix(8)); the group: \(queues.joined(separator: "; "))
+                """)
             throw error
         }
         seen.formUnion(got.withLock { $0 })
