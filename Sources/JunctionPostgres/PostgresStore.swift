@@ -533,19 +533,19 @@ public final class PostgresStore: MessageStore, Sendable {
             }
             var rows = PostgresBindings(capacity: 14)
             columns.bind(into: &rows, storedAt: storedAt)
+            // The new rows' ids come back as one array per topic, in (queue,
+            // offset) order: one row to decode per topic, not one per message.
             let inserted = try await connection.query(PostgresQuery(unsafeSQL: MessageColumns.insert, binds: rows), logger: logger)
-            var ids: [QueueSlot: [Int64: Int64]] = [:]
-            for try await (topic, queue, offset, id) in inserted.decode((String, Int32, Int64, Int64).self) {
-                ids[QueueSlot(topic: topic, queue: Int(queue)), default: [:]][offset] = id
-            }
+            var idsByTopic: [String: [Int64]] = [:]
+            for try await (topic, ids) in inserted.decode((String, [Int64]).self) { idsByTopic[topic] = ids }
+            let rowIDs = try MessageColumns.match(requests, offsets: columns.offsets, to: idsByTopic)
             var results: [AppendResult] = []
             var keyRows: [(topic: String, key: String, id: Int64)] = []
-            for (request, offset) in zip(requests, columns.offsets) {
+            results.reserveCapacity(requests.count)
+            for (index, request) in requests.enumerated() {
                 let topic = request.message.topic
-                guard let id = ids[QueueSlot(topic: topic, queue: request.queue)]?[offset] else {
-                    throw BrokerError(.storageError, "PostgreSQL returned no id for \(topic) queue \(request.queue) offset \(offset)")
-                }
-                for key in Set(request.message.keys) where !key.isEmpty { keyRows.append((topic, key, id)) }
+                let (offset, id) = (columns.offsets[index], rowIDs[index])
+                if !request.message.keys.isEmpty { for key in Set(request.message.keys) where !key.isEmpty { keyRows.append((topic, key, id)) } }
                 results.append(AppendResult(id: Self.messageID(id, topic: topic), queue: request.queue, queueOffset: UInt64(offset), storeTimestamp: storedAt))
             }
             // Keys in statements of at most 5000 rows (4 parameters each).
@@ -1075,7 +1075,26 @@ struct MessageColumns {
         binds.append(nulls)
     }
 
+    /// Each request's row id, from the ids PostgreSQL returned per topic in
+    /// (queue, offset) order. Within a topic that order is by queue, and
+    /// within a queue the batch's order (its offsets were handed out in it).
+    static func match(_ requests: [AppendRequest], offsets: [Int64], to idsByTopic: [String: [Int64]]) throws -> [Int64] {
+        var byTopic: [String: [Int]] = [:]
+        for (index, request) in requests.enumerated() { byTopic[request.message.topic, default: []].append(index) }
+        var rowIDs = [Int64](repeating: 0, count: requests.count)
+        for (topic, indices) in byTopic {
+            let ids = idsByTopic[topic] ?? []
+            guard ids.count == indices.count else {
+                throw BrokerError(.storageError, "PostgreSQL returned \(ids.count) ids for the \(indices.count) messages of \(topic) it stored")
+            }
+            let ordered = indices.sorted { (requests[$0].queue, offsets[$0]) < (requests[$1].queue, offsets[$1]) }
+            for (index, id) in zip(ordered, ids) { rowIDs[index] = id }
+        }
+        return rowIDs
+    }
+
     static let insert = """
+        WITH inserted AS (
         INSERT INTO junction_messages (topic, queue, queue_offset, stored_at, tag, tag_hash, keys, properties, body,
             sharding_key, dedupe_id, deliver_at, born_at)
         SELECT u.topic, u.queue, u.queue_offset, $4, CASE WHEN u.nulls & 1 = 0 THEN u.tag END, u.tag_hash, u.keys::text[], u.properties, u.body,
@@ -1084,6 +1103,7 @@ struct MessageColumns {
         FROM unnest($1::text[], $2::int4[], $3::int8[], $5::text[], $6::int8[], $7::text[], $8::text[], $9::bytea[],
             $10::text[], $11::text[], $12::int8[], $13::int8[], $14::int4[])
             AS u(topic, queue, queue_offset, tag, tag_hash, keys, properties, body, sharding_key, dedupe_id, deliver_at, born_at, nulls)
-        RETURNING topic, queue, queue_offset, id
+        RETURNING topic, queue, queue_offset, id)
+        SELECT topic, array_agg(id ORDER BY queue, queue_offset) FROM inserted GROUP BY topic
         """
 }

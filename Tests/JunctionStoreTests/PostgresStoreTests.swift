@@ -87,6 +87,31 @@ struct PostgresColumnsTests {
     }
 }
 
+extension PostgresColumnsTests {
+    @Test("one append of messages interleaved over three topics and their queues: each receipt's id names its own message, and each queue's offsets follow the batch's order")
+    func idsOfAnInterleavedBatch() async throws {
+        let server = await PostgresServer.shared()
+        let store = PostgresStore(settings: server.settings(database: try await server.createDatabase()))
+        let topics = ["mix-b", "mix-a", "mix-c"]
+        let requests = (0..<300).map { n in
+            AppendRequest(message: Message(topic: topics[n % 3], body: Array("m\(n)".utf8)), queue: (n / 3) % 4)
+        }
+        // Twice: the second batch's offsets follow the first's.
+        for round in 0..<2 {
+            let results = try await store.append(requests)
+            var next: [String: UInt64] = [:]
+            for (request, result) in zip(requests, results) {
+                let stored = try #require(try await store.message(id: result.id))
+                #expect(stored.message.body == request.message.body && stored.message.topic == request.message.topic)
+                let slot = "\(request.message.topic)/\(request.queue)"
+                #expect(result.queue == request.queue && result.queueOffset == (next[slot] ?? UInt64(round * 25)))
+                next[slot] = result.queueOffset + 1
+            }
+        }
+        try await store.close()
+    }
+}
+
 @Suite("PostgreSQL store: group commit")
 struct PostgresGroupCommitTests {
     private func request(_ topic: String, _ queue: Int) -> AppendRequest {
