@@ -523,7 +523,7 @@ public final class PostgresStore: MessageStore, Sendable {
             try await connection.query("SELECT pg_notify(\(GrowthNotice.channel), \(notice))", logger: logger)
             // One statement of constant text whatever the batch: each column
             // an array, unnested into rows (PostgreSQL parses 13 parameters,
-            // not 13 per message). Nullable columns are marked in `nulls`.
+            // not 13 per message); an absent value is a NULL element.
             var columns = MessageColumns(capacity: requests.count)
             for request in requests {
                 let slot = QueueSlot(topic: request.message.topic, queue: request.queue)
@@ -531,7 +531,7 @@ public final class PostgresStore: MessageStore, Sendable {
                 next[slot] = offset + 1
                 columns.append(request.message, queue: request.queue, offset: offset, storedAt: storedAt)
             }
-            var rows = PostgresBindings(capacity: 14)
+            var rows = PostgresBindings(capacity: 13)
             columns.bind(into: &rows, storedAt: storedAt)
             // The new rows' ids come back as one array per topic, in (queue,
             // offset) order: one row to decode per topic, not one per message.
@@ -986,60 +986,44 @@ struct QueueSlot: Hashable, Comparable {
 }
 
 /// A batch of messages as one array per column of `junction_messages`, for
-/// one INSERT … SELECT FROM unnest(…) of constant text.
+/// one INSERT … SELECT FROM unnest(…) of constant text. Each column is written
+/// in PostgreSQL's binary array form as messages are appended; absent values
+/// are NULL elements.
 struct MessageColumns {
-    private var topics: [String] = []
-    private var queues: [Int32] = []
     /// Each message's queue offset, in batch order.
     private(set) var offsets: [Int64] = []
-    private var tags: [String] = []
-    private var tagHashes: [Int64] = []
-    /// Each message's keys as a text[] literal (PostgreSQL casts it).
-    private var keys: [String] = []
-    private var properties: [String] = []
-    private var bodies: [ByteBuffer] = []
-    private var shardingKeys: [String] = []
-    private var dedupeIDs: [String] = []
-    private var deliverAts: [Int64] = []
-    private var bornAts: [Int64] = []
-    /// Per message: 1 no tag, 2 no sharding key, 4 no dedupe id, 8 no deliver-at.
-    private var nulls: [Int32] = []
+    private var topics, queues, queueOffsets, tags, tagHashes, keys, properties, bodies, shardingKeys, dedupeIDs, deliverAts, bornAts: BinaryArray
 
     init(capacity: Int) {
-        topics.reserveCapacity(capacity)
-        queues.reserveCapacity(capacity)
         offsets.reserveCapacity(capacity)
-        tags.reserveCapacity(capacity)
-        tagHashes.reserveCapacity(capacity)
-        keys.reserveCapacity(capacity)
-        properties.reserveCapacity(capacity)
-        bodies.reserveCapacity(capacity)
-        shardingKeys.reserveCapacity(capacity)
-        dedupeIDs.reserveCapacity(capacity)
-        deliverAts.reserveCapacity(capacity)
-        bornAts.reserveCapacity(capacity)
-        nulls.reserveCapacity(capacity)
+        topics = BinaryArray(.text, capacity: capacity, bytesPerElement: 16)
+        queues = BinaryArray(.int4, capacity: capacity, bytesPerElement: 4)
+        queueOffsets = BinaryArray(.int8, capacity: capacity, bytesPerElement: 8)
+        tags = BinaryArray(.text, capacity: capacity, bytesPerElement: 8)
+        tagHashes = BinaryArray(.int8, capacity: capacity, bytesPerElement: 8)
+        keys = BinaryArray(.text, capacity: capacity, bytesPerElement: 2)
+        properties = BinaryArray(.text, capacity: capacity, bytesPerElement: 2)
+        bodies = BinaryArray(.bytea, capacity: capacity, bytesPerElement: 128)
+        shardingKeys = BinaryArray(.text, capacity: capacity, bytesPerElement: 0)
+        dedupeIDs = BinaryArray(.text, capacity: capacity, bytesPerElement: 0)
+        deliverAts = BinaryArray(.int8, capacity: capacity, bytesPerElement: 0)
+        bornAts = BinaryArray(.int8, capacity: capacity, bytesPerElement: 8)
     }
 
     mutating func append(_ message: Message, queue: Int, offset: Int64, storedAt: Int64) {
+        offsets.append(offset)
         topics.append(message.topic)
         queues.append(Int32(queue))
-        offsets.append(offset)
-        tags.append(message.tag ?? "")
+        queueOffsets.append(offset)
+        if let tag = message.tag { tags.append(tag) } else { tags.appendNull() }
         tagHashes.append(Int64(bitPattern: TagHash.of(message.tag)))
         keys.append(Self.arrayLiteral(message.keys))
         properties.append(message.properties.isEmpty ? "{}" : JSONValue.object(message.properties.sorted { $0.key < $1.key }.map { ($0.key, .string($0.value)) }).serialized)
-        bodies.append(ByteBuffer(bytes: message.body))
-        shardingKeys.append(message.shardingKey ?? "")
-        dedupeIDs.append(message.dedupeID ?? "")
-        deliverAts.append(message.deliverAt ?? 0)
+        bodies.append(bytes: message.body)
+        if let key = message.shardingKey { shardingKeys.append(key) } else { shardingKeys.appendNull() }
+        if let id = message.dedupeID { dedupeIDs.append(id) } else { dedupeIDs.appendNull() }
+        if let at = message.deliverAt { deliverAts.append(at) } else { deliverAts.appendNull() }
         bornAts.append(message.bornTimestamp == 0 ? storedAt : message.bornTimestamp)
-        var mask: Int32 = 0
-        if message.tag == nil { mask |= 1 }
-        if message.shardingKey == nil { mask |= 2 }
-        if message.dedupeID == nil { mask |= 4 }
-        if message.deliverAt == nil { mask |= 8 }
-        nulls.append(mask)
     }
 
     /// `{"a","b"}`: each element quoted, `"` and `\` escaped.
@@ -1061,7 +1045,7 @@ struct MessageColumns {
     func bind(into binds: inout PostgresBindings, storedAt: Int64) {
         binds.append(topics)
         binds.append(queues)
-        binds.append(offsets)
+        binds.append(queueOffsets)
         binds.append(storedAt)
         binds.append(tags)
         binds.append(tagHashes)
@@ -1072,7 +1056,6 @@ struct MessageColumns {
         binds.append(dedupeIDs)
         binds.append(deliverAts)
         binds.append(bornAts)
-        binds.append(nulls)
     }
 
     /// Each request's row id, from the ids PostgreSQL returned per topic in
@@ -1097,12 +1080,11 @@ struct MessageColumns {
         WITH inserted AS (
         INSERT INTO junction_messages (topic, queue, queue_offset, stored_at, tag, tag_hash, keys, properties, body,
             sharding_key, dedupe_id, deliver_at, born_at)
-        SELECT u.topic, u.queue, u.queue_offset, $4, CASE WHEN u.nulls & 1 = 0 THEN u.tag END, u.tag_hash, u.keys::text[], u.properties, u.body,
-            CASE WHEN u.nulls & 2 = 0 THEN u.sharding_key END, CASE WHEN u.nulls & 4 = 0 THEN u.dedupe_id END,
-            CASE WHEN u.nulls & 8 = 0 THEN u.deliver_at END, u.born_at
+        SELECT u.topic, u.queue, u.queue_offset, $4, u.tag, u.tag_hash, u.keys::text[], u.properties, u.body,
+            u.sharding_key, u.dedupe_id, u.deliver_at, u.born_at
         FROM unnest($1::text[], $2::int4[], $3::int8[], $5::text[], $6::int8[], $7::text[], $8::text[], $9::bytea[],
-            $10::text[], $11::text[], $12::int8[], $13::int8[], $14::int4[])
-            AS u(topic, queue, queue_offset, tag, tag_hash, keys, properties, body, sharding_key, dedupe_id, deliver_at, born_at, nulls)
+            $10::text[], $11::text[], $12::int8[], $13::int8[])
+            AS u(topic, queue, queue_offset, tag, tag_hash, keys, properties, body, sharding_key, dedupe_id, deliver_at, born_at)
         RETURNING topic, queue, queue_offset, id)
         SELECT topic, array_agg(id ORDER BY queue, queue_offset) FROM inserted GROUP BY topic
         """
