@@ -43,46 +43,56 @@ struct BinaryArray: PostgresDynamicTypeEncodable {
     /// Elements written so far.
     private(set) var count = 0
     private var hasNulls = false
-    private var elements: ByteBuffer
+    /// The elements' bytes: a plain array, not a ByteBuffer, so that writing
+    /// one costs appends to local memory (a ByteBuffer write checks its
+    /// storage's uniqueness and exclusive access each time).
+    private var elements: [UInt8] = []
 
     /// An empty column of `element`s, with room for `capacity` elements of
     /// about `bytesPerElement` bytes each.
     init(_ element: Element, capacity: Int, bytesPerElement: Int) {
         self.element = element
-        elements = ByteBufferAllocator().buffer(capacity: capacity * (4 + bytesPerElement))
+        elements.reserveCapacity(capacity * (4 + bytesPerElement))
+    }
+
+    private mutating func write(_ value: Int32) {
+        withUnsafeBytes(of: value.bigEndian) { elements.append(contentsOf: $0) }
     }
 
     mutating func append(_ text: String) {
         precondition(element == .text, "a text element in an array of \(element)")
-        let length = elements.writerIndex
-        elements.writeInteger(Int32(0))
-        let written = elements.writeString(text)
-        elements.setInteger(Int32(written), at: length)
+        var text = text
+        text.withUTF8 { utf8 in
+            write(Int32(utf8.count))
+            elements.append(contentsOf: utf8)
+        }
         count += 1
     }
 
     mutating func append(_ value: Int32) {
         precondition(element == .int4, "an int4 element in an array of \(element)")
-        elements.writeMultipleIntegers(Int32(4), value)
+        write(4)
+        write(value)
         count += 1
     }
 
     mutating func append(_ value: Int64) {
         precondition(element == .int8, "an int8 element in an array of \(element)")
-        elements.writeMultipleIntegers(Int32(8), value)
+        write(8)
+        withUnsafeBytes(of: value.bigEndian) { elements.append(contentsOf: $0) }
         count += 1
     }
 
     mutating func append(bytes: [UInt8]) {
         precondition(element == .bytea, "a bytea element in an array of \(element)")
-        elements.writeInteger(Int32(bytes.count))
-        elements.writeBytes(bytes)
+        write(Int32(bytes.count))
+        elements.append(contentsOf: bytes)
         count += 1
     }
 
     /// A NULL element, of any type.
     mutating func appendNull() {
-        elements.writeInteger(Int32(-1))
+        write(-1)
         hasNulls = true
         count += 1
     }
@@ -97,6 +107,6 @@ struct BinaryArray: PostgresDynamicTypeEncodable {
             return
         }
         buffer.writeMultipleIntegers(Int32(1), Int32(hasNulls ? 1 : 0), element.oid, Int32(count), Int32(1))
-        buffer.writeImmutableBuffer(elements)
+        buffer.writeBytes(elements)
     }
 }

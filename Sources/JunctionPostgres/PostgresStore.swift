@@ -318,17 +318,35 @@ public final class PostgresStore: MessageStore, Sendable {
         // single-message publishes keep one lane, so their offsets follow
         // their order; lanes commit in parallel. (A unit spanning the queues of
         // several lanes is still correct: the counters' row locks order it.)
+        // (A unit's requests usually follow each other: the lane is looked up
+        // only when the unit changes, and a topic's hash only when the topic does.)
+        var parts = [[Int]](repeating: [], count: lanes.count)
         var laneOfUnit: [Int: Int] = [:]
-        var parts: [Int: [Int]] = [:]
-        for (index, request) in requests.enumerated() {
-            let lane = laneOfUnit[request.unit] ?? Int((FNV1a.hash(request.message.topic) &+ UInt64(request.queue)) % UInt64(lanes.count))
-            laneOfUnit[request.unit] = lane
-            parts[lane, default: []].append(index)
+        var last: (unit: Int, lane: Int)?
+        var hashed: (topic: String, hash: UInt64)?
+        for index in requests.indices {
+            let unit = requests[index].unit
+            let lane: Int
+            if let last, last.unit == unit {
+                lane = last.lane
+            } else if let known = laneOfUnit[unit] {
+                lane = known
+                last = (unit, lane)
+            } else {
+                let topic = requests[index].message.topic
+                if hashed?.topic != topic { hashed = (topic, FNV1a.hash(topic)) }
+                lane = Int((hashed!.hash &+ UInt64(requests[index].queue)) % UInt64(lanes.count))
+                laneOfUnit[unit] = lane
+                last = (unit, lane)
+            }
+            parts[lane].append(index)
         }
-        guard parts.count > 1 else { return add(requests, to: parts.keys.first!, completion) }
+        let used = parts.indices.filter { !parts[$0].isEmpty }
+        guard used.count > 1 else { return add(requests, to: used[0], completion) }
         // Answered once every lane has stored its part (a failed part fails the call: no receipt).
-        let gathering = Gathering(count: requests.count, parts: parts.count, completion)
-        for (lane, indices) in parts {
+        let gathering = Gathering(count: requests.count, parts: used.count, completion)
+        for lane in used {
+            let indices = parts[lane]
             add(indices.map { requests[$0] }, to: lane) { result in gathering.part(indices, result) }
         }
     }
@@ -416,8 +434,8 @@ public final class PostgresStore: MessageStore, Sendable {
         var claims = Claims()
         var first: [DedupeKeyRow: Int] = [:]
         var candidates: [Int] = []
-        for (index, request) in requests.enumerated() {
-            guard let claim = request.dedupe else { continue }
+        for index in requests.indices {
+            guard let claim = requests[index].dedupe else { continue }
             let key = DedupeKeyRow(topic: claim.topic, id: claim.id)
             if let earlier = first[key] { claims.sameAs[index] = earlier } else {
                 first[key] = index
@@ -493,31 +511,31 @@ public final class PostgresStore: MessageStore, Sendable {
     /// until the commit, taken in one order so that appenders never deadlock),
     /// the messages and their keys in one statement each.
     private func insert(_ requests: [AppendRequest], at storedAt: Int64, on connection: PostgresConnection) async throws -> ([AppendResult], [(QueueSlot, UInt64)]) {
-        var counts: [QueueSlot: Int64] = [:]
-        for request in requests { counts[QueueSlot(topic: request.message.topic, queue: request.queue), default: 0] += 1 }
-        let slots = counts.keys.sorted()
+        let batch = BatchSlots(requests)
         do {
-            var binds = PostgresBindings(capacity: slots.count * 3)
+            var binds = PostgresBindings(capacity: batch.slots.count * 3)
             var values: [String] = []
-            for slot in slots {
+            for slot in batch.ordered {
                 let n = binds.count
                 values.append("($\(n + 1), $\(n + 2), $\(n + 3))")
-                binds.append(slot.topic)
-                binds.append(Int32(slot.queue))
-                binds.append(counts[slot]!)
+                binds.append(batch.slots[slot].topic)
+                binds.append(Int32(batch.slots[slot].queue))
+                binds.append(Int64(batch.members[slot].count))
             }
             let advanced = try await connection.query(PostgresQuery(unsafeSQL: """
                 INSERT INTO junction_queues AS q (topic, queue, next_offset) VALUES \(values.joined(separator: ", "))
                 ON CONFLICT (topic, queue) DO UPDATE SET next_offset = q.next_offset + EXCLUDED.next_offset
                 RETURNING topic, queue, next_offset
                 """, binds: binds), logger: logger)
-            var next: [QueueSlot: Int64] = [:]
+            var firsts = [Int64?](repeating: nil, count: batch.slots.count)
             var ends: [(QueueSlot, UInt64)] = []
             for try await (topic, queue, end) in advanced.decode((String, Int32, Int64).self) {
                 let slot = QueueSlot(topic: topic, queue: Int(queue))
-                next[slot] = end - counts[slot]!
+                guard let index = batch.index(of: slot) else { continue }
+                firsts[index] = end - Int64(batch.members[index].count)
                 ends.append((slot, UInt64(end)))
             }
+            let offsets = try batch.offsets(firsts: firsts)
             // Delivered at the commit, to every gateway listening.
             let notice = GrowthNotice(from: instance, ends: ends).payload
             try await connection.query("SELECT pg_notify(\(GrowthNotice.channel), \(notice))", logger: logger)
@@ -525,11 +543,8 @@ public final class PostgresStore: MessageStore, Sendable {
             // an array, unnested into rows (PostgreSQL parses 13 parameters,
             // not 13 per message); an absent value is a NULL element.
             var columns = MessageColumns(capacity: requests.count)
-            for request in requests {
-                let slot = QueueSlot(topic: request.message.topic, queue: request.queue)
-                guard let offset = next[slot] else { throw BrokerError(.storageError, "PostgreSQL returned no counter for \(slot.topic) queue \(slot.queue)") }
-                next[slot] = offset + 1
-                columns.append(request.message, queue: request.queue, offset: offset, storedAt: storedAt)
+            for index in requests.indices {
+                columns.append(requests[index].message, queue: requests[index].queue, offset: offsets[index], storedAt: storedAt)
             }
             var rows = PostgresBindings(capacity: 13)
             columns.bind(into: &rows, storedAt: storedAt)
@@ -538,13 +553,13 @@ public final class PostgresStore: MessageStore, Sendable {
             let inserted = try await connection.query(PostgresQuery(unsafeSQL: MessageColumns.insert, binds: rows), logger: logger)
             var idsByTopic: [String: [Int64]] = [:]
             for try await (topic, ids) in inserted.decode((String, [Int64]).self) { idsByTopic[topic] = ids }
-            let rowIDs = try MessageColumns.match(requests, offsets: columns.offsets, to: idsByTopic)
+            let rowIDs = try batch.rowIDs(idsByTopic)
             var results: [AppendResult] = []
             var keyRows: [(topic: String, key: String, id: Int64)] = []
             results.reserveCapacity(requests.count)
             for (index, request) in requests.enumerated() {
                 let topic = request.message.topic
-                let (offset, id) = (columns.offsets[index], rowIDs[index])
+                let (offset, id) = (offsets[index], rowIDs[index])
                 if !request.message.keys.isEmpty { for key in Set(request.message.keys) where !key.isEmpty { keyRows.append((topic, key, id)) } }
                 results.append(AppendResult(id: Self.messageID(id, topic: topic), queue: request.queue, queueOffset: UInt64(offset), storeTimestamp: storedAt))
             }
@@ -990,12 +1005,9 @@ struct QueueSlot: Hashable, Comparable {
 /// in PostgreSQL's binary array form as messages are appended; absent values
 /// are NULL elements.
 struct MessageColumns {
-    /// Each message's queue offset, in batch order.
-    private(set) var offsets: [Int64] = []
     private var topics, queues, queueOffsets, tags, tagHashes, keys, properties, bodies, shardingKeys, dedupeIDs, deliverAts, bornAts: BinaryArray
 
     init(capacity: Int) {
-        offsets.reserveCapacity(capacity)
         topics = BinaryArray(.text, capacity: capacity, bytesPerElement: 16)
         queues = BinaryArray(.int4, capacity: capacity, bytesPerElement: 4)
         queueOffsets = BinaryArray(.int8, capacity: capacity, bytesPerElement: 8)
@@ -1011,7 +1023,6 @@ struct MessageColumns {
     }
 
     mutating func append(_ message: Message, queue: Int, offset: Int64, storedAt: Int64) {
-        offsets.append(offset)
         topics.append(message.topic)
         queues.append(Int32(queue))
         queueOffsets.append(offset)
@@ -1056,24 +1067,6 @@ struct MessageColumns {
         binds.append(dedupeIDs)
         binds.append(deliverAts)
         binds.append(bornAts)
-    }
-
-    /// Each request's row id, from the ids PostgreSQL returned per topic in
-    /// (queue, offset) order. Within a topic that order is by queue, and
-    /// within a queue the batch's order (its offsets were handed out in it).
-    static func match(_ requests: [AppendRequest], offsets: [Int64], to idsByTopic: [String: [Int64]]) throws -> [Int64] {
-        var byTopic: [String: [Int]] = [:]
-        for (index, request) in requests.enumerated() { byTopic[request.message.topic, default: []].append(index) }
-        var rowIDs = [Int64](repeating: 0, count: requests.count)
-        for (topic, indices) in byTopic {
-            let ids = idsByTopic[topic] ?? []
-            guard ids.count == indices.count else {
-                throw BrokerError(.storageError, "PostgreSQL returned \(ids.count) ids for the \(indices.count) messages of \(topic) it stored")
-            }
-            let ordered = indices.sorted { (requests[$0].queue, offsets[$0]) < (requests[$1].queue, offsets[$1]) }
-            for (index, id) in zip(ordered, ids) { rowIDs[index] = id }
-        }
-        return rowIDs
     }
 
     static let insert = """

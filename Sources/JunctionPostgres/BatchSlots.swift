@@ -1,0 +1,80 @@
+import JunctionCore
+
+/// The (topic, queue) slots of one append transaction: each request's slot,
+/// found once; per slot its requests in batch order. With the first offset
+/// the counters hand each slot it gives every request its offset, and with
+/// the row ids PostgreSQL returns per topic (in queue and offset order) every
+/// request its row. A value, made per transaction.
+struct BatchSlots {
+    /// The distinct slots, in order of first appearance.
+    private(set) var slots: [QueueSlot] = []
+    /// Per slot, its requests' indices in batch order.
+    private(set) var members: [[Int]] = []
+    /// Slot indices sorted by (topic, queue): the order counters are advanced
+    /// in (so that appenders lock their rows alike and never deadlock), and
+    /// within a topic the order of its row ids.
+    let ordered: [Int]
+    private var indexOfSlot: [QueueSlot: Int] = [:]
+    private var slotOfRequest: [Int] = []
+
+    init(_ requests: [AppendRequest]) {
+        slotOfRequest.reserveCapacity(requests.count)
+        for index in requests.indices {
+            let slot = QueueSlot(topic: requests[index].message.topic, queue: requests[index].queue)
+            let known: Int
+            if let found = indexOfSlot[slot] {
+                known = found
+            } else {
+                known = slots.count
+                slots.append(slot)
+                members.append([])
+                indexOfSlot[slot] = known
+            }
+            members[known].append(index)
+            slotOfRequest.append(known)
+        }
+        let found = slots
+        ordered = found.indices.sorted { found[$0] < found[$1] }
+    }
+
+    func index(of slot: QueueSlot) -> Int? { indexOfSlot[slot] }
+
+    /// Each request's offset: its slot's first, plus the requests of the slot before it.
+    func offsets(firsts: [Int64?]) throws -> [Int64] {
+        var offsets = [Int64](repeating: 0, count: slotOfRequest.count)
+        for (slot, requests) in members.enumerated() {
+            guard let first = firsts[slot] else {
+                throw BrokerError(.storageError, "PostgreSQL returned no counter for \(slots[slot].topic) queue \(slots[slot].queue)")
+            }
+            for (n, request) in requests.enumerated() { offsets[request] = first + Int64(n) }
+        }
+        return offsets
+    }
+
+    /// Each request's row id, from each topic's ids in (queue, offset) order:
+    /// the topic's slots by queue, each slot's requests in batch order (the
+    /// order their offsets were handed out in).
+    func rowIDs(_ idsByTopic: [String: [Int64]]) throws -> [Int64] {
+        var rowIDs = [Int64](repeating: 0, count: slotOfRequest.count)
+        var start = 0
+        while start < ordered.count {
+            let topic = slots[ordered[start]].topic
+            var end = start
+            while end < ordered.count && slots[ordered[end]].topic == topic { end += 1 }
+            let ids = idsByTopic[topic] ?? []
+            let expected = ordered[start..<end].reduce(0) { $0 + members[$1].count }
+            guard ids.count == expected else {
+                throw BrokerError(.storageError, "PostgreSQL returned \(ids.count) ids for the \(expected) messages of \(topic) it stored")
+            }
+            var next = 0
+            for slot in ordered[start..<end] {
+                for request in members[slot] {
+                    rowIDs[request] = ids[next]
+                    next += 1
+                }
+            }
+            start = end
+        }
+        return rowIDs
+    }
+}
