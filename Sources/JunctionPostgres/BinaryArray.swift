@@ -1,3 +1,4 @@
+import JunctionCore
 import NIOCore
 import PostgresNIO
 
@@ -108,5 +109,29 @@ struct BinaryArray: PostgresDynamicTypeEncodable {
         }
         buffer.writeMultipleIntegers(Int32(1), Int32(hasNulls ? 1 : 0), element.oid, Int32(count), Int32(1))
         buffer.writeBytes(elements)
+    }
+    /// The elements of a one-dimensional int8[] in binary form, as PostgreSQL
+    /// sends it (a column decoded as raw bytes): read in one pass, where
+    /// postgres-nio's `[Int64]` decodes element by element through its
+    /// generic path. NULL elements, another element type or more dimensions
+    /// are refused.
+    static func int64s(_ value: ByteBuffer) throws -> [Int64] {
+        var buffer = value
+        guard let (dimensions, _, oid) = buffer.readMultipleIntegers(as: (Int32, Int32, UInt32).self) else {
+            throw BrokerError(.storageError, "an int8[] from PostgreSQL is cut short in its header")
+        }
+        guard dimensions != 0 else { return [] }
+        guard dimensions == 1, oid == Element.int8.oid, let (count, _) = buffer.readMultipleIntegers(as: (Int32, Int32).self), count >= 0 else {
+            throw BrokerError(.storageError, "expected a one-dimensional int8[] from PostgreSQL (dimensions \(dimensions), element type \(oid))")
+        }
+        var values: [Int64] = []
+        values.reserveCapacity(Int(count))
+        for _ in 0..<count {
+            guard let (length, element) = buffer.readMultipleIntegers(as: (Int32, Int64).self), length == 8 else {
+                throw BrokerError(.storageError, "an int8[] from PostgreSQL has a NULL or malformed element")
+            }
+            values.append(element)
+        }
+        return values
     }
 }

@@ -552,7 +552,7 @@ public final class PostgresStore: MessageStore, Sendable {
             // offset) order: one row to decode per topic, not one per message.
             let inserted = try await connection.query(PostgresQuery(unsafeSQL: MessageColumns.insert, binds: rows), logger: logger)
             var idsByTopic: [String: [Int64]] = [:]
-            for try await (topic, ids) in inserted.decode((String, [Int64]).self) { idsByTopic[topic] = ids }
+            for try await (topic, ids) in inserted.decode((String, ByteBuffer).self) { idsByTopic[topic] = try BinaryArray.int64s(ids) }
             let rowIDs = try batch.rowIDs(idsByTopic)
             var results: [AppendResult] = []
             var keyRows: [(topic: String, key: String, id: Int64)] = []

@@ -254,8 +254,15 @@ struct WireReader {
     mutating func string() throws(ProtocolError) -> String {
         let length = Int(try u16())
         guard let bytes = buffer.readSlice(length: length) else { throw short("a string of \(length) bytes") }
-        // Validated once, as it is made, from contiguous bytes (invalid UTF-8 is refused, never repaired).
-        guard let text = bytes.withUnsafeReadableBytes({ raw in String(validating: raw.assumingMemoryBound(to: UInt8.self), as: UTF8.self) }) else {
+        // Validated once, as it is made, from contiguous bytes (invalid UTF-8
+        // is refused, never repaired). ASCII, the usual case, is valid UTF-8
+        // as it stands: a scan of the bytes instead of the general validation
+        // (which cost about 900 instructions for a five-letter topic).
+        guard let text = bytes.withUnsafeReadableBytes({ raw -> String? in
+            let utf8 = raw.assumingMemoryBound(to: UInt8.self)
+            if utf8.allSatisfy({ $0 < 0x80 }) { return String(decoding: utf8, as: UTF8.self) }
+            return String(validating: utf8, as: UTF8.self)
+        }) else {
             throw ProtocolError(.malformedFrame, "\(opcode) frame has a string that is not valid UTF-8", requestID: requestID)
         }
         return text

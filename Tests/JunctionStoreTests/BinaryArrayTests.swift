@@ -1,3 +1,4 @@
+import JunctionCore
 @testable import JunctionPostgres
 import NIOCore
 import PostgresNIO
@@ -54,5 +55,20 @@ struct BinaryArrayTests {
         let header: [UInt8] = [0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 25, 0, 0, 0, 2, 0, 0, 0, 1]
         #expect(bytes(column) == header + [0, 0, 0, 1, 97] + [255, 255, 255, 255])
         #expect(bytes(BinaryArray(.int8, capacity: 0, bytesPerElement: 8)) == [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 20])
+    }
+    @Test("an int8[] in binary form reads back: ours, postgres-nio's, and the empty one; NULL elements and other shapes are refused")
+    func readsInt64s() throws {
+        let longs: [Int64] = [0, -1, .max, .min, 42]
+        var column = BinaryArray(.int8, capacity: 5, bytesPerElement: 8)
+        for value in longs { column.append(value) }
+        #expect(try BinaryArray.int64s(ByteBuffer(bytes: bytes(column))) == longs)
+        #expect(try BinaryArray.int64s(ByteBuffer(bytes: theirs(longs))) == longs)
+        #expect(try BinaryArray.int64s(ByteBuffer(bytes: bytes(BinaryArray(.int8, capacity: 0, bytesPerElement: 8)))) == [])
+        var nulls = BinaryArray(.int8, capacity: 2, bytesPerElement: 8)
+        nulls.append(Int64(1))
+        nulls.appendNull()
+        #expect(throws: BrokerError.self) { try BinaryArray.int64s(ByteBuffer(bytes: bytes(nulls))) }
+        #expect(throws: BrokerError.self) { try BinaryArray.int64s(ByteBuffer(bytes: theirs([Int32(1)]))) }
+        #expect(throws: BrokerError.self) { try BinaryArray.int64s(ByteBuffer(bytes: Array(bytes(column).dropLast()))) }
     }
 }
