@@ -13,6 +13,12 @@
 #   receipt  pipelined publish with receipts, 1024 in flight (flush=always)
 # Each count is the whole process's minus that of a run that starts and stops
 # with no traffic, divided by MESSAGES.
+#
+#   STORAGE=postgres scripts/instructions-per-message.sh [MESSAGES]
+#
+# counts the same on the PostgreSQL backend: a scratch server (initdb into the
+# temp directory as the postgres user, a free port on 127.0.0.1, fsync on) and
+# only the receipt load (publish with receipts to a topic of 8 queues, as the bench's).
 set -euo pipefail
 messages=${1:-50000}
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -23,12 +29,30 @@ trap 'rm -rf "$work"' EXIT
 objcopy --strip-debug "${JUNCTION:-$root/.build/release/junction}" "$work/junction"
 netbench="$root/.build/netbench"
 
+if [ "${STORAGE:-embedded}" = postgres ]; then
+    bin=$(ls -d /usr/lib/postgresql/*/bin | sort | tail -1)
+    chmod 755 "$work"
+    mkdir -p "$work/pg" && chown postgres "$work/pg"
+    pgport=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    runuser -u postgres -- "$bin/initdb" -D "$work/pg/data" -U postgres --auth=trust -E UTF8 --no-sync > /dev/null
+    runuser -u postgres -- "$bin/pg_ctl" -D "$work/pg/data" -l "$work/pg/log" -w \
+        -o "-p $pgport -c listen_addresses=127.0.0.1 -k $work/pg -c fsync=on -c synchronous_commit=on" start > /dev/null
+    trap 'runuser -u postgres -- "$bin/pg_ctl" -D "$work/pg/data" -m immediate stop > /dev/null; rm -rf "$work"' EXIT
+fi
+
 # count FLUSH [NETBENCH-ARGS...]: instructions of one gateway run.
 count() {
     local flush=$1; shift
     local dir="$work/run-$RANDOM"
     mkdir -p "$dir"
-    echo "{\"storage\": {\"flush\": \"$flush\"}}" > "$dir/junction.json"
+    if [ "${STORAGE:-embedded}" = postgres ]; then
+        # A database per run; a long timeout, as valgrind slows the gateway down.
+        local db="db$RANDOM$RANDOM"
+        runuser -u postgres -- "$bin/createdb" -h 127.0.0.1 -p "$pgport" -U postgres "$db"
+        echo "{\"storage\": {\"backend\": \"postgres\", \"flush\": \"$flush\", \"postgres\": {\"url\": \"postgres://postgres@127.0.0.1:$pgport/$db\", \"poolSize\": 8, \"timeoutMs\": 60000}}, \"topics\": [{\"name\": \"bench\", \"queues\": 8}]}" > "$dir/junction.json"
+    else
+        echo "{\"storage\": {\"flush\": \"$flush\"}}" > "$dir/junction.json"
+    fi
     echo '{"plugins": [{"name": "native", "type": "tcp", "settings": {"listen": "127.0.0.1:0"}}]}' > "$dir/plugins.json"
     valgrind --tool=callgrind --callgrind-out-file="$dir/out" "$work/junction" serve \
         --config "$dir/junction.json" --plugins "$dir/plugins.json" --data-dir "$dir/data" > "$dir/log" 2>&1 &
@@ -45,12 +69,19 @@ count() {
     grep -h '^summary:' "$dir/out" | awk '{print $2}'
 }
 
+per() { echo $(( ($1 - $2) / messages )); }
+if [ "${STORAGE:-embedded}" = postgres ]; then
+    idle=$(count always)
+    receipts=$(count always publish "$messages" 1024)
+    echo "instructions per message on PostgreSQL ($messages messages of 100 bytes; idle run $idle instructions)"
+    echo "receipt  $(per "$receipts" "$idle")   (publish with receipt, flush=always, whole path)"
+    exit 0
+fi
 idle=$(count never)
 publish=$(count never pubsub "$messages" 0 none)
 none=$(count never pubsub "$messages" 1 none)
 explicit=$(count never pubsub "$messages" 1 explicit)
 receipts=$(count always publish "$messages" 1024)
-per() { echo $(( ($1 - $2) / messages )); }
 echo "instructions per message ($messages messages of 100 bytes; idle run $idle instructions)"
 echo "publish  $(per "$publish" "$idle")"
 echo "deliver  $(( $(per "$none" "$idle") - $(per "$publish" "$idle") ))"
