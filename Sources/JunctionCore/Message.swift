@@ -2,25 +2,115 @@
 ///
 /// One tag per message, as in RocketMQ; keys are for lookup, properties are what
 /// SQL92 filters see. Times are milliseconds since the Unix epoch.
+///
+/// A value with copy-on-write storage: its fields live in one shared box, so
+/// a copy (into a stored message, a pending delivery, a batch) costs one
+/// reference count instead of one per field, and a change copies the box
+/// only when another copy still shares it.
 public struct Message: Sendable, Hashable {
+    /// The fields. Mutated only through `unique()`, when no other copy holds
+    /// it: no two accesses can overlap, so the run-time exclusivity checks a
+    /// class's stored properties get (a call per read) are left out.
+    @usableFromInline
+    final class Storage: @unchecked Sendable {
+        @usableFromInline @exclusivity(unchecked) var topic: String
+        @usableFromInline @exclusivity(unchecked) var tag: String?
+        @usableFromInline @exclusivity(unchecked) var keys: [String]
+        @usableFromInline @exclusivity(unchecked) var properties: [String: String]
+        @usableFromInline @exclusivity(unchecked) var body: [UInt8]
+        @usableFromInline @exclusivity(unchecked) var shardingKey: String?
+        @usableFromInline @exclusivity(unchecked) var dedupeID: String?
+        @usableFromInline @exclusivity(unchecked) var deliverAt: Int64?
+        @usableFromInline @exclusivity(unchecked) var bornTimestamp: Int64
+
+        @usableFromInline
+        init(
+            topic: String, tag: String?, keys: [String], properties: [String: String], body: [UInt8],
+            shardingKey: String?, dedupeID: String?, deliverAt: Int64?, bornTimestamp: Int64
+        ) {
+            self.topic = topic
+            self.tag = tag
+            self.keys = keys
+            self.properties = properties
+            self.body = body
+            self.shardingKey = shardingKey
+            self.dedupeID = dedupeID
+            self.deliverAt = deliverAt
+            self.bornTimestamp = bornTimestamp
+        }
+
+        @usableFromInline
+        func copy() -> Storage {
+            Storage(
+                topic: topic, tag: tag, keys: keys, properties: properties, body: body,
+                shardingKey: shardingKey, dedupeID: dedupeID, deliverAt: deliverAt, bornTimestamp: bornTimestamp)
+        }
+    }
+
+    @usableFromInline
+    var storage: Storage
+
+    /// The box, copied first if another copy of the message shares it.
+    @inlinable
+    mutating func unique() -> Storage {
+        if !isKnownUniquelyReferenced(&storage) { storage = storage.copy() }
+        return storage
+    }
+
     /// The topic the message is published to.
-    public var topic: String
+    @inlinable
+    public var topic: String {
+        get { storage.topic }
+        _modify { yield &unique().topic }
+    }
     /// At most one tag; tag filters (`A || B`) select on it.
-    public var tag: String?
+    @inlinable
+    public var tag: String? {
+        get { storage.tag }
+        _modify { yield &unique().tag }
+    }
     /// Lookup keys (business ids, order numbers …).
-    public var keys: [String]
+    @inlinable
+    public var keys: [String] {
+        get { storage.keys }
+        _modify { yield &unique().keys }
+    }
     /// Free-form properties, visible to property filters.
-    public var properties: [String: String]
+    @inlinable
+    public var properties: [String: String] {
+        get { storage.properties }
+        _modify { yield &unique().properties }
+    }
     /// The payload.
-    public var body: [UInt8]
+    @inlinable
+    public var body: [UInt8] {
+        get { storage.body }
+        _modify { yield &unique().body }
+    }
     /// Messages with the same sharding key land on the same queue, in order.
-    public var shardingKey: String?
+    @inlinable
+    public var shardingKey: String? {
+        get { storage.shardingKey }
+        _modify { yield &unique().shardingKey }
+    }
     /// Makes publishing idempotent inside the topic's dedupe window.
-    public var dedupeID: String?
+    @inlinable
+    public var dedupeID: String? {
+        get { storage.dedupeID }
+        _modify { yield &unique().dedupeID }
+    }
     /// When set, the message stays invisible to consumers until this time.
-    public var deliverAt: Int64?
+    @inlinable
+    public var deliverAt: Int64? {
+        get { storage.deliverAt }
+        _modify { yield &unique().deliverAt }
+    }
     /// When the producer made the message.
-    public var bornTimestamp: Int64
+    @inlinable
+    public var bornTimestamp: Int64 {
+        get { storage.bornTimestamp }
+        _modify { yield &unique().bornTimestamp }
+    }
 
     /// Creates a message; `bornTimestamp` defaults to 0, meaning "when stored".
     public init(
@@ -34,14 +124,40 @@ public struct Message: Sendable, Hashable {
         deliverAt: Int64? = nil,
         bornTimestamp: Int64 = 0
     ) {
-        self.topic = topic
-        self.tag = tag
-        self.keys = keys
-        self.properties = properties
-        self.body = body
-        self.shardingKey = shardingKey
-        self.dedupeID = dedupeID
-        self.deliverAt = deliverAt
-        self.bornTimestamp = bornTimestamp
+        storage = Storage(
+            topic: topic, tag: tag, keys: keys, properties: properties, body: body,
+            shardingKey: shardingKey, dedupeID: dedupeID, deliverAt: deliverAt, bornTimestamp: bornTimestamp)
     }
+
+    public static func == (a: Message, b: Message) -> Bool {
+        if a.storage === b.storage { return true }
+        let (x, y) = (a.storage, b.storage)
+        return x.topic == y.topic && x.tag == y.tag && x.keys == y.keys && x.properties == y.properties && x.body == y.body
+            && x.shardingKey == y.shardingKey && x.dedupeID == y.dedupeID && x.deliverAt == y.deliverAt && x.bornTimestamp == y.bornTimestamp
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        let fields = storage
+        hasher.combine(fields.topic)
+        hasher.combine(fields.tag)
+        hasher.combine(fields.keys)
+        hasher.combine(fields.properties)
+        hasher.combine(fields.body)
+        hasher.combine(fields.shardingKey)
+        hasher.combine(fields.dedupeID)
+        hasher.combine(fields.deliverAt)
+        hasher.combine(fields.bornTimestamp)
+    }
+}
+
+extension Message: CustomStringConvertible, CustomDebugStringConvertible {
+    /// The fields, as a struct's reflection shows them (the box is no concern of a reader).
+    @inlinable
+    public var description: String {
+        "Message(topic: \(String(reflecting: topic)), tag: \(String(describing: tag)), keys: \(keys), properties: \(properties), "
+            + "body: \(body), shardingKey: \(String(describing: shardingKey)), dedupeID: \(String(describing: dedupeID)), "
+            + "deliverAt: \(String(describing: deliverAt)), bornTimestamp: \(bornTimestamp))"
+    }
+
+    public var debugDescription: String { description }
 }
