@@ -56,7 +56,8 @@ struct BinaryArray: PostgresDynamicTypeEncodable {
         elements.reserveCapacity(capacity * (4 + bytesPerElement))
     }
 
-    private mutating func write(_ value: Int32) {
+    /// An integer in network byte order, as every length and number of the format is.
+    private mutating func write<T: FixedWidthInteger>(_ value: T) {
         withUnsafeBytes(of: value.bigEndian) { elements.append(contentsOf: $0) }
     }
 
@@ -72,15 +73,15 @@ struct BinaryArray: PostgresDynamicTypeEncodable {
 
     mutating func append(_ value: Int32) {
         precondition(element == .int4, "an int4 element in an array of \(element)")
-        write(4)
+        write(Int32(4))
         write(value)
         count += 1
     }
 
     mutating func append(_ value: Int64) {
         precondition(element == .int8, "an int8 element in an array of \(element)")
-        write(8)
-        withUnsafeBytes(of: value.bigEndian) { elements.append(contentsOf: $0) }
+        write(Int32(8))
+        write(value)
         count += 1
     }
 
@@ -93,7 +94,7 @@ struct BinaryArray: PostgresDynamicTypeEncodable {
 
     /// A NULL element, of any type.
     mutating func appendNull() {
-        write(-1)
+        write(Int32(-1))
         hasNulls = true
         count += 1
     }
