@@ -67,6 +67,16 @@ public protocol MessageStore: Sendable {
     /// it reads back as either the old or the new bytes.
     func saveState(_ name: String, _ bytes: [UInt8]) async throws
 
+    /// Reads a piece of state shared by every process on the store (delayed
+    /// delivery's progress, which whichever gateway leads it continues). On a
+    /// store only this process writes it is named state like any other.
+    func loadSharedState(_ name: String) async throws -> [UInt8]?
+
+    /// Replaces shared state with `update` of what is saved (nil: nothing
+    /// yet), atomically with respect to the other processes' updates.
+    /// Durable when it returns.
+    func updateSharedState(_ name: String, _ update: @escaping @Sendable ([UInt8]?) -> [UInt8]) async throws
+
     /// The messages of `topic` with `key` among their keys, stored from
     /// `since` to `until` (ms), oldest first, at most `limit`. A store with a
     /// key index reads only those messages; the default reads the range.
@@ -77,6 +87,13 @@ public protocol MessageStore: Sendable {
 }
 
 extension MessageStore {
+    /// A store only this process writes: shared state is its own named state.
+    public func loadSharedState(_ name: String) async throws -> [UInt8]? { try await loadState(name) }
+
+    public func updateSharedState(_ name: String, _ update: @escaping @Sendable ([UInt8]?) -> [UInt8]) async throws {
+        try await saveState(name, update(loadState(name)))
+    }
+
     /// Reads every queue of the topic from `since` to `until` and keeps the messages with the key.
     public func messages(topic: String, key: String, since: Int64, until: Int64, limit: Int) async throws -> [StoredMessage] {
         let queues = try await knownTopics()[topic] ?? 0

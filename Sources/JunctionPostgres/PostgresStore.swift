@@ -926,6 +926,36 @@ public final class PostgresStore: MessageStore, Sendable {
         }
     }
 
+    /// Shared state is every gateway's: kept under the node name "" (a
+    /// gateway's own node name is never empty).
+    public func loadSharedState(_ name: String) async throws -> [UInt8]? {
+        try await open()
+        return try await guarded("loading shared state") { [self] in
+            for try await (bytes) in try await client.query("SELECT bytes FROM junction_state WHERE node = '' AND name = \(name)", logger: logger).decode(ByteBuffer.self) {
+                return Array(buffer: bytes)
+            }
+            return nil
+        }
+    }
+
+    /// Read and written in one transaction, the row locked: two gateways
+    /// updating at once apply one update after the other.
+    public func updateSharedState(_ name: String, _ update: @escaping @Sendable ([UInt8]?) -> [UInt8]) async throws {
+        try await open()
+        let logger = self.logger
+        return try await guarded("saving shared state") { [self] in
+            try await client.withTransaction(logger: logger) { connection in
+                try await connection.query("INSERT INTO junction_state (node, name, bytes) VALUES ('', \(name), ''::bytea) ON CONFLICT (node, name) DO NOTHING", logger: logger)
+                var saved: [UInt8]?
+                for try await (bytes) in try await connection.query("SELECT bytes FROM junction_state WHERE node = '' AND name = \(name) FOR UPDATE", logger: logger).decode(ByteBuffer.self) {
+                    saved = bytes.readableBytes == 0 ? nil : Array(buffer: bytes)
+                }
+                let bytes = ByteBuffer(bytes: update(saved))
+                try await connection.query("UPDATE junction_state SET bytes = \(bytes) WHERE node = '' AND name = \(name)", logger: logger)
+            }
+        }
+    }
+
     /// How many times the store moved to another server (a failover).
     public var failovers: Int { primary.failovers }
 

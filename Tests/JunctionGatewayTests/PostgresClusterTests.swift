@@ -204,14 +204,27 @@ struct PostgresClusterTests {
         #expect(await a.stop() == 0)
     }
 
-    @Test("delayed messages published on a gateway that dies before they are due are delivered by the other, each once")
+    /// Whether the gateway's log says it leads delayed delivery now.
+    private static func leadsDelayedDelivery(_ gateway: GatewayProcess) -> Bool {
+        gateway.process.lines.last { $0.contains("leading delayed delivery") || $0.contains("delayed delivery led elsewhere") }?.contains("leading") ?? false
+    }
+
+    @Test("one gateway leads delayed delivery; messages published on it are delivered by the other, each once, when it dies before they are due")
     func delayedSurvivesGateway() async throws {
         let server = await PostgresServer.shared()
         let database = try await server.createDatabase()
         let config = Self.config(database, port: server.port, leaseMs: 1500)
         let (dirA, dirB) = (TemporaryDirectory(), TemporaryDirectory())
-        let a = try await GatewayProcess.start(directory: dirA.path, config: config)
-        let b = try await GatewayProcess.start(directory: dirB.path, config: config)
+        let first = try await GatewayProcess.start(directory: dirA.path, config: config)
+        let second = try await GatewayProcess.start(directory: dirB.path, config: config)
+        // The lead is leased like a queue: one holder, whichever it settles on
+        // (their logs say; the lease table has one row for it whatever happens).
+        try await waitUntil(seconds: 30, "no single gateway leads delayed delivery") {
+            Self.leadsDelayedDelivery(first) != Self.leadsDelayedDelivery(second)
+        }
+        // a leads and dies; b follows and takes over.
+        let (a, b) = Self.leadsDelayedDelivery(first) ? (first, second) : (second, first)
+        let dirOfA = a === first ? dirA : dirB
         let member = try await JunctionClient.connect(port: b.port, reconnect: false)
         let seen = Locked([String]())
         let reader = Self.drain(try await member.subscribe(WireSubscription(topic: "work", group: "later", start: .earliest)), into: seen)
@@ -225,8 +238,9 @@ struct PostgresClusterTests {
             Set(seen.withLock { $0 }) == Set(sent)
         }
         #expect(Int64(Date().timeIntervalSince1970 * 1000) >= due, "not before they were due")
+        #expect(Self.leadsDelayedDelivery(b), "the survivor took the lead")
         // A second gateway firing them too would store duplicates of the copies, not new messages.
-        let b2 = try await GatewayProcess.start(directory: dirA.path, config: config)
+        let b2 = try await GatewayProcess.start(directory: dirOfA.path, config: config)
         let check = try await JunctionClient.connect(port: b2.port, reconnect: false)
         let audit = try await check.subscribe(WireSubscription(topic: "work", group: "audit", start: .earliest, credit: 64))
         let stored = try await deliveries(of: audit, count: 5, "the audit group's copies")

@@ -17,6 +17,8 @@ public final class Broker: Sendable {
     let topics: TopicRegistry
     let dedupe: DedupeTable
     let scheduler = DelayScheduler()
+    /// The lead of delayed delivery, when the coordinator decides it.
+    let schedulerLead = Mutex<(any CoordinationHandle)?>(nil)
     let transactions: TransactionService
     let delivery = DeliveryCore()
     let routeWorkers = Mutex<[RouteWorker]>([])
@@ -34,7 +36,8 @@ public final class Broker: Sendable {
         try await broker.record(broker.topics.all)
         let unfinishedSince = try await broker.loadTransactions(logger: logger)
         let remembered = try await broker.rebuildDedupeWindow(copiesSince: unfinishedSince)
-        try await broker.scheduler.open(store: store, discardUnreadable: settings.discardUnreadableState, logger: logger)
+        // Alone on its store a process leads delayed delivery; sharing it, it leads once the coordinator says so.
+        try await broker.scheduler.open(store: store, leading: coordinator.initialQueues == nil, discardUnreadable: settings.discardUnreadableState, logger: logger)
         try await broker.delivery.load(store: store, discardUnreadable: settings.discardUnreadableState, logger: logger)
         // Commits a crash interrupted, before any group runs: their acks go into the saved progress.
         await broker.finishTransactionsAfterStart()
@@ -42,12 +45,18 @@ public final class Broker: Sendable {
         // Appends made elsewhere (another gateway on a shared backend) wake the groups as this process's own do.
         store.onExternalGrowth { [weak broker] grown in broker?.grewElsewhere(grown) }
         broker.scheduler.start(
-            clock: clock,
+            clock: clock, store: store,
             fire: { [broker] offsets in try await broker.fire(offsets) },
-            save: { [store] doneBelow, fired in
-                try await store.saveState(DelayScheduler.stateName, DelayScheduler.encodeProgress(doneBelow: doneBelow, fired: fired))
-            },
             onError: { [logger] error in logger.error("delayed messages could not be delivered yet; retrying", metadata: ["error": "\(error)"]) })
+        if coordinator.initialQueues != nil {
+            let handle = try await coordinator.coordinate(group: DelayScheduler.leadGroup, topic: DelayScheduler.topic) { [scheduler = broker.scheduler, logger] ownership in
+                let leading = ownership.queues?.contains(0) ?? true
+                if leading != scheduler.isLeading { logger.info(leading ? "leading delayed delivery" : "delayed delivery led elsewhere") }
+                await scheduler.lead(leading)
+            }
+            handle.membersChanged(1)
+            broker.schedulerLead.withLock { $0 = handle }
+        }
         broker.transactions.start(clock: clock) { [weak broker] now in await broker?.transactionTick(now: now) }
         if let cycle = RouteDefinition.cycle(in: settings.routes) {
             throw BrokerError(.conflict, "the routes form a loop: \(cycle.joined(separator: " → "))")
@@ -85,6 +94,9 @@ public final class Broker: Sendable {
             await watched("stopping a route", logger: logger) { await worker.stop() }
         }
         await watched("stopping delayed delivery", logger: logger) { await scheduler.stop() }
+        if let lead = schedulerLead.withLock({ lead in defer { lead = nil }; return lead }) {
+            await watched("giving up the lead of delayed delivery", logger: logger) { await lead.release() }
+        }
         await watched("stopping transaction checks", logger: logger) { await transactions.stop() }
         do { try await watched("saving the transactions", logger: logger) { try await transactions.save(store: store) } } catch {
             logger.error("cannot save the transactions on close; the next start reads them from the half messages", metadata: ["error": "\(error)"])

@@ -9,19 +9,29 @@ import Synchronization
 ///
 /// The copy carries `%COPY_OF: schedule:<scheduled record's id>` and is
 /// published with a dedupe key made of it, so a crash between the copy and the
-/// saved progress never copies a message twice. Progress is saved as broker
-/// state: every offset below `doneBelow` is fired, plus a set of fired offsets above it.
+/// saved progress never copies a message twice. Progress (`DelayProgress`) is
+/// shared state of the store.
+///
+/// Processes sharing a store (gateways on one database) all keep the schedule,
+/// but only the one that leads delayed delivery copies: the group coordinator
+/// leases the lead like a queue (`%DELAY%` on `%SCHEDULE%`), so it moves to
+/// another process when its holder dies. The others (followers) drop from
+/// their schedule what the saved progress says was copied; a new leader first
+/// merges that progress into its own, then copies what is left.
 final class DelayScheduler: Sendable {
     static let topic = "%SCHEDULE%"
     static let targetProperty = "%TOPIC"
     /// How a delayed message's copy names its scheduled record in `%COPY_OF`.
     static let copyPrefix = "schedule:"
     static let stateName = "delay-scheduler"
+    /// The coordinator's group whose one queue is the lead of delayed delivery.
+    static let leadGroup = "%DELAY%"
+    /// How often a follower with due messages looks at the saved progress again.
+    static let followerRecheckMs: Int64 = 1000
 
     private struct State {
         var pending: [(deliverAt: Int64, offset: UInt64)] = []   // a binary min-heap on deliverAt
-        var fired: Set<UInt64> = []
-        var doneBelow: UInt64 = 0
+        var progress = DelayProgress()
         /// The schedule is read up to here (stored by any process sharing the store).
         var readTo: UInt64 = 0
         var wakeAt: Int64 = .max
@@ -29,56 +39,73 @@ final class DelayScheduler: Sendable {
         var stopped = false
         var firedTotal = 0
         var firedWaiters: [(count: Int, continuation: CheckedContinuation<Void, Never>)] = []
+        /// This process copies due messages only while it leads.
+        var leading = true
+        /// The saved progress was merged since the lead was taken.
+        var synced = true
+        /// A follower with due messages reads the saved progress again no sooner than this.
+        var recheckAt: Int64 = 0
+        /// Entries or a change of lead came since the loop last looked: it looks again before it sleeps.
+        var woken = false
+        /// A copy and its save are in progress; a lead given up waits for them.
+        var inRound = false
+        var roundWaiters: [CheckedContinuation<Void, Never>] = []
+    }
+
+    /// What the loop does next.
+    private enum Step {
+        case fire([UInt64])
+        case sync
+        case sleep(until: Int64)
     }
 
     private let state = Mutex(State())
     private let loop = Mutex<Task<Void, Never>?>(nil)
 
-    /// The saved progress: every offset below `doneBelow`, and those in `fired`, were copied.
-    struct Progress: Codable {
-        var version: Int?
-        var doneBelow: UInt64
-        var fired: [UInt64]
-    }
-
-    /// Loads progress and the scheduled messages not yet fired. Progress that
-    /// cannot be read stops the start (messages would fire twice or never),
-    /// unless `discardUnreadable`: then every scheduled message not yet
-    /// fired is fired again, each still once (copies are deduplicated).
-    func open(store: any MessageStore, discardUnreadable: Bool = false, logger: Logger? = nil) async throws {
-        var doneBelow: UInt64 = 0
-        var fired: Set<UInt64> = []
-        if let progress = try await store.loadBrokerState(
-            Self.stateName, describedAs: "the delayed-delivery progress", dropping: "read the schedule again from its start",
-            discardUnreadable: discardUnreadable, logger: logger, decode: { try JSONDecoder().decode(Progress.self, from: Data($0)) }) {
-            doneBelow = progress.doneBelow
-            fired = Set(progress.fired)
+    /// Loads progress (this process's own from before the progress was shared,
+    /// merged with the shared one) and the scheduled messages not yet fired.
+    /// Progress that cannot be read stops the start (messages would fire twice
+    /// or never), unless `discardUnreadable`: then every scheduled message not
+    /// yet fired is fired again, each still once (copies are deduplicated).
+    func open(store: any MessageStore, leading: Bool, discardUnreadable: Bool = false, logger: Logger? = nil) async throws {
+        var progress = DelayProgress()
+        for shared in [false, true] {
+            let what = shared ? "the shared delayed-delivery progress" : "the delayed-delivery progress"
+            guard let bytes = shared ? try await store.loadSharedState(Self.stateName) : try await store.loadState(Self.stateName) else { continue }
+            do {
+                progress.merge(try DelayProgress(decoding: bytes))
+            } catch {
+                guard discardUnreadable else {
+                    throw BrokerError(.unreadableState, "\(what) (broker state \"\(Self.stateName)\") cannot be read: \(error). Restore the file from a backup, or start with --discard-unreadable-state to read the schedule again from its start")
+                }
+                logger?.warning("discarding unreadable broker state", metadata: ["state": "\(Self.stateName)", "error": "\(error)"])
+            }
         }
         let range = try await store.queueRange(topic: Self.topic, queue: 0)
-        var offset = max(doneBelow, range.min)
+        progress.skip(below: range.min)
+        var offset = progress.doneBelow
         var pending: [(Int64, UInt64)] = []
         while offset < range.end {
             let batch = try await store.read(topic: Self.topic, queue: 0, from: offset, limit: ReadLimit(maxMessages: 1024), tagHashes: nil)
-            for message in batch.messages where !fired.contains(message.queueOffset) {
+            for message in batch.messages where !progress.contains(message.queueOffset) {
                 pending.append((message.message.deliverAt ?? 0, message.queueOffset))
             }
             if batch.nextOffset == offset { break }
             offset = batch.nextOffset
         }
         state.withLock { state in
-            state.doneBelow = max(doneBelow, range.min)
-            state.fired = fired.filter { $0 >= state.doneBelow }
+            state.progress.merge(progress)
             state.readTo = max(state.readTo, range.end)
+            state.leading = leading
             for entry in pending { Self.push(&state.pending, entry) }
         }
     }
 
     /// Scheduled messages another process sharing the store stored, up to
-    /// `end`: scheduled here too. Whichever process fires one first stores
-    /// its copy; the copy's dedupe id makes the others' copies duplicates, so
-    /// each is delivered once while any of them runs.
+    /// `end`: scheduled here too, so that this process can copy them should
+    /// it come to lead.
     func catchUp(to end: UInt64, store: any MessageStore) async throws {
-        var offset = state.withLock { max($0.readTo, $0.doneBelow) }
+        var offset = state.withLock { max($0.readTo, $0.progress.doneBelow) }
         var found: [(deliverAt: Int64, offset: UInt64)] = []
         while offset < end {
             let batch = try await store.read(topic: Self.topic, queue: 0, from: offset, limit: ReadLimit(maxMessages: 1024), tagHashes: nil)
@@ -88,15 +115,21 @@ final class DelayScheduler: Sendable {
         }
         let fresh = state.withLock { state -> [(deliverAt: Int64, offset: UInt64)] in
             // Those this process stored itself, or found already, are scheduled once.
-            let known = Set(state.pending.map(\.offset)).union(state.fired)
+            let known = Set(state.pending.map(\.offset))
             state.readTo = max(state.readTo, offset)
-            return found.filter { $0.offset >= state.doneBelow && !known.contains($0.offset) }
+            return found.filter { !state.progress.contains($0.offset) && !known.contains($0.offset) }
         }
         schedule(fresh)
     }
 
     /// How many scheduled messages wait.
     var waiting: Int { state.withLock { $0.pending.count } }
+
+    /// How many messages this process copied since open.
+    var firedTotal: Int { state.withLock { $0.firedTotal } }
+
+    /// Whether this process copies due messages now.
+    var isLeading: Bool { state.withLock { $0.leading } }
 
     /// Adds scheduled messages just stored, waking the loop if one is due earlier.
     func schedule(_ entries: [(deliverAt: Int64, offset: UInt64)]) {
@@ -106,32 +139,71 @@ final class DelayScheduler: Sendable {
                 Self.push(&state.pending, entry)
                 earliest = min(earliest, entry.deliverAt)
             }
-            return earliest < state.wakeAt ? state.sleeper : nil
+            guard earliest < state.wakeAt else { return nil }
+            state.woken = true
+            return state.sleeper
         }
         sleeper?.cancel()
     }
 
-    /// Starts the loop that copies due messages with `fire`.
-    func start(clock: any WallClock, fire: @escaping @Sendable ([UInt64]) async throws -> Void, save: @escaping @Sendable (UInt64, [UInt64]) async throws -> Void, onError: @escaping @Sendable (any Error) -> Void) {
+    /// The coordinator gave this process the lead, or took it away. Taking it
+    /// away returns once a copy in progress is saved, so that the next leader
+    /// reads it; a lead taken merges the saved progress before it copies.
+    func lead(_ leading: Bool) async {
+        let (sleeper, wait) = state.withLock { state -> (Task<Void, Never>?, Bool) in
+            guard state.leading != leading else { return (nil, false) }
+            state.leading = leading
+            state.synced = !leading ? state.synced : false
+            state.woken = true
+            return (state.sleeper, !leading && state.inRound)
+        }
+        if wait {
+            await withCheckedContinuation { continuation in
+                let done = state.withLock { state -> Bool in
+                    guard state.inRound else { return true }
+                    state.roundWaiters.append(continuation)
+                    return false
+                }
+                if done { continuation.resume() }
+            }
+        }
+        sleeper?.cancel()
+    }
+
+    /// Starts the loop that copies due messages with `fire` while this process leads.
+    func start(clock: any WallClock, store: any MessageStore, fire: @escaping @Sendable ([UInt64]) async throws -> Void, onError: @escaping @Sendable (any Error) -> Void) {
         let task = Task {
             while !Task.isCancelled {
                 let now = clock.now()
-                let due = state.withLock { state -> [UInt64] in
+                let step = state.withLock { state -> Step in
+                    state.woken = false
+                    guard let first = state.pending.first else { return .sleep(until: .max) }
+                    guard state.leading else {
+                        let at = max(first.deliverAt, state.recheckAt)
+                        return at <= now ? .sync : .sleep(until: at)
+                    }
+                    if !state.synced { return .sync }
+                    guard first.deliverAt <= now else { return .sleep(until: first.deliverAt) }
                     var due: [UInt64] = []
                     while let first = state.pending.first, first.deliverAt <= now, due.count < 1024 {
                         due.append(Self.pop(&state.pending).offset)
                     }
-                    return due
+                    state.inRound = true
+                    return .fire(due)
                 }
-                if !due.isEmpty {
+                switch step {
+                case .fire(let due):
                     do {
                         try await fire(due)
-                        let progress = state.withLock { state -> (UInt64, [UInt64]) in
-                            state.fired.formUnion(due)
-                            while state.fired.remove(state.doneBelow) != nil { state.doneBelow += 1 }
-                            return (state.doneBelow, state.fired.sorted())
+                        let progress = state.withLock { state in
+                            state.progress.markFired(due)
+                            return state.progress
                         }
-                        try await save(progress.0, progress.1)
+                        try await store.updateSharedState(Self.stateName) { saved in
+                            var merged = progress
+                            if let saved, let other = try? DelayProgress(decoding: saved) { merged.merge(other) }
+                            return merged.encoded
+                        }
                         let ready = state.withLock { state -> [CheckedContinuation<Void, Never>] in
                             state.firedTotal += due.count
                             let total = state.firedTotal
@@ -144,22 +216,55 @@ final class DelayScheduler: Sendable {
                         onError(error)
                         state.withLock { state in for offset in due { Self.push(&state.pending, (now + 1000, offset)) } }
                     }
-                    continue
+                    let waiters = state.withLock { state in
+                        state.inRound = false
+                        defer { state.roundWaiters = [] }
+                        return state.roundWaiters
+                    }
+                    for waiter in waiters { waiter.resume() }
+                case .sync:
+                    // What the leader (or the one before) copied is dropped from the schedule here.
+                    do {
+                        let saved = try await store.loadSharedState(Self.stateName).map { try DelayProgress(decoding: $0) }
+                        state.withLock { state in
+                            if let saved { state.progress.merge(saved) }
+                            let progress = state.progress
+                            let kept = state.pending.filter { !progress.contains($0.offset) }
+                            if kept.count != state.pending.count {
+                                state.pending = []
+                                for entry in kept { Self.push(&state.pending, entry) }
+                            }
+                            state.synced = true
+                            state.recheckAt = now + Self.followerRecheckMs
+                        }
+                    } catch {
+                        onError(error)
+                        state.withLock { $0.recheckAt = now + Self.followerRecheckMs }
+                        guard await sleep(clock: clock, until: now + Self.followerRecheckMs) else { return }
+                    }
+                case .sleep(let until):
+                    guard await sleep(clock: clock, until: until) else { return }
                 }
-                let sleeper = state.withLock { state -> Task<Void, Never>? in
-                    if state.stopped { return nil }
-                    let wakeAt = state.pending.first?.deliverAt ?? .max
-                    state.wakeAt = wakeAt
-                    let sleeper = Task<Void, Never> { _ = try? await clock.sleep(until: wakeAt == .max ? now + 3_600_000 : wakeAt) }
-                    state.sleeper = sleeper
-                    return sleeper
-                }
-                guard let sleeper else { break }
-                await sleeper.value
-                state.withLock { $0.wakeAt = .max }
             }
         }
         loop.withLock { $0 = task }
+    }
+
+    /// Sleeps until `until` (an hour at most), or until new entries or a
+    /// change of lead wake it; false once stopped.
+    private func sleep(clock: any WallClock, until: Int64) async -> Bool {
+        let sleeper = state.withLock { state -> Task<Void, Never>? in
+            if state.stopped { return nil }
+            if state.woken { return Task {} }
+            state.wakeAt = until
+            let sleeper = Task<Void, Never> { [now = clock.now()] in _ = try? await clock.sleep(until: min(until, now + 3_600_000)) }
+            state.sleeper = sleeper
+            return sleeper
+        }
+        guard let sleeper else { return false }
+        await sleeper.value
+        state.withLock { $0.wakeAt = .max }
+        return true
     }
 
     /// Waits until at least `count` messages were copied since open.
@@ -182,13 +287,6 @@ final class DelayScheduler: Sendable {
         task?.cancel()
         sleeper?.cancel()
         await task?.value
-    }
-
-    static func encodeProgress(doneBelow: UInt64, fired: [UInt64]) -> [UInt8] {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
-        // Encoding three plain fields cannot fail.
-        return Array((try? encoder.encode(Progress(version: 1, doneBelow: doneBelow, fired: fired))) ?? Data())
     }
 
     // A binary min-heap on deliverAt, then offset.
