@@ -14,6 +14,8 @@
 # Each count is the whole process's minus that of a run that starts and stops
 # with no traffic, divided by MESSAGES.
 #
+# KEEP=DIR keeps the callgrind output of every run in DIR (callgrind_annotate reads it).
+#
 #   STORAGE=postgres scripts/instructions-per-message.sh [MESSAGES]
 #
 # counts the same on the PostgreSQL backend: a scratch server (initdb into the
@@ -66,6 +68,8 @@ count() {
     if [ $# -gt 0 ]; then "$netbench" junction "$port" "$@" > /dev/null; fi
     kill -TERM "$pid"
     wait "$pid" || true
+    # KEEP=DIR keeps each run's callgrind output there, for callgrind_annotate.
+    if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP" && cp "$dir/out" "$KEEP/callgrind.$flush.${1:-idle}.$RANDOM.out"; fi
     grep -h '^summary:' "$dir/out" | awk '{print $2}'
 }
 

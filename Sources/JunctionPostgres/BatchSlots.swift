@@ -50,31 +50,4 @@ struct BatchSlots {
         }
         return offsets
     }
-
-    /// Each request's row id, from each topic's ids in (queue, offset) order:
-    /// the topic's slots by queue, each slot's requests in batch order (the
-    /// order their offsets were handed out in).
-    func rowIDs(_ idsByTopic: [String: [Int64]]) throws -> [Int64] {
-        var rowIDs = [Int64](repeating: 0, count: slotOfRequest.count)
-        var start = 0
-        while start < ordered.count {
-            let topic = slots[ordered[start]].topic
-            var end = start
-            while end < ordered.count && slots[ordered[end]].topic == topic { end += 1 }
-            let ids = idsByTopic[topic] ?? []
-            let expected = ordered[start..<end].reduce(0) { $0 + members[$1].count }
-            guard ids.count == expected else {
-                throw BrokerError(.storageError, "PostgreSQL returned \(ids.count) ids for the \(expected) messages of \(topic) it stored")
-            }
-            var next = 0
-            for slot in ordered[start..<end] {
-                for request in members[slot] {
-                    rowIDs[request] = ids[next]
-                    next += 1
-                }
-            }
-            start = end
-        }
-        return rowIDs
-    }
 }

@@ -56,6 +56,12 @@ struct BinaryArray: PostgresDynamicTypeEncodable {
         elements.reserveCapacity(capacity * (4 + bytesPerElement))
     }
 
+    /// An int8[] of `values`.
+    init(int8s values: [Int64]) {
+        self.init(.int8, capacity: values.count, bytesPerElement: 8)
+        for value in values { append(value) }
+    }
+
     /// An integer in network byte order, as every length and number of the format is.
     private mutating func write<T: FixedWidthInteger>(_ value: T) {
         withUnsafeBytes(of: value.bigEndian) { elements.append(contentsOf: $0) }

@@ -102,6 +102,8 @@ public final class PostgresStore: MessageStore, Sendable {
     private let timeoutMs: Int
     private let retention = Mutex<Task<Void, Never>?>(nil)
     private let coordinators = Mutex<[PostgresCoordinator]>([])
+    /// Message ids drawn ahead from the id sequence.
+    private let idPool = Mutex(IDPool())
 
     /// Connects (in the background: every call waits until the schema is there).
     public init(settings: PostgresSettings, clock: any WallClock = SystemWallClock(), logger: Logger = Logger(label: "junction.postgres")) {
@@ -540,20 +542,18 @@ public final class PostgresStore: MessageStore, Sendable {
             let notice = GrowthNotice(from: instance, ends: ends).payload
             try await connection.query("SELECT pg_notify(\(GrowthNotice.channel), \(notice))", logger: logger)
             // One statement of constant text whatever the batch: each column
-            // an array, unnested into rows (PostgreSQL parses 13 parameters,
-            // not 13 per message); an absent value is a NULL element.
+            // an array, unnested into rows (PostgreSQL parses 14 parameters,
+            // not 14 per message); an absent value is a NULL element.
             var columns = MessageColumns(capacity: requests.count)
             for index in requests.indices {
                 columns.append(requests[index].message, queue: requests[index].queue, offset: offsets[index], storedAt: storedAt)
             }
-            var rows = PostgresBindings(capacity: 13)
+            var rows = PostgresBindings(capacity: 14)
             columns.bind(into: &rows, storedAt: storedAt)
-            // The new rows' ids come back as one array per topic, in (queue,
-            // offset) order: one row to decode per topic, not one per message.
-            let inserted = try await connection.query(PostgresQuery(unsafeSQL: MessageColumns.insert, binds: rows), logger: logger)
-            var idsByTopic: [String: [Int64]] = [:]
-            for try await (topic, ids) in inserted.decode((String, ByteBuffer).self) { idsByTopic[topic] = try BinaryArray.int64s(ids) }
-            let rowIDs = try batch.rowIDs(idsByTopic)
+            // The rows' ids are drawn ahead (see IDPool): nothing comes back.
+            let rowIDs = Array(try await messageIDs(requests.count, on: connection))
+            rows.append(BinaryArray(int8s: rowIDs))
+            try await connection.query(PostgresQuery(unsafeSQL: MessageColumns.insert, binds: rows), logger: logger)
             var results: [AppendResult] = []
             var keyRows: [(topic: String, key: String, id: Int64)] = []
             results.reserveCapacity(requests.count)
@@ -584,6 +584,24 @@ public final class PostgresStore: MessageStore, Sendable {
     }
 
     /// A row's id as a message id: the row number, and a check made of the topic.
+    /// `count` message ids from the pool, drawn from the id sequence when it
+    /// has too few (one statement, many ids).
+    private func messageIDs(_ count: Int, on connection: PostgresConnection) async throws -> ArraySlice<Int64> {
+        let generation = primary.failovers
+        if let ids = idPool.withLock({ $0.take(count, generation: generation) }) { return ids }
+        let draw = idPool.withLock { $0.drawCount(for: count, generation: generation) }
+        var drawn: [Int64] = []
+        for try await (ids) in try await connection.query(
+            "SELECT array_agg(nextval('junction_messages_id_seq')) FROM generate_series(1, \(draw))", logger: logger
+        ).decode(ByteBuffer.self) { drawn = try BinaryArray.int64s(ids) }
+        guard drawn.count == draw else { throw BrokerError(.storageError, "PostgreSQL drew \(drawn.count) message ids of \(draw)") }
+        return try idPool.withLock { pool in
+            pool.add(drawn, generation: generation)
+            guard let ids = pool.take(count, generation: generation) else { throw BrokerError(.storageError, "the message id pool is short of \(count) ids") }
+            return ids
+        }
+    }
+
     static func messageID(_ row: Int64, topic: String) -> MessageID {
         MessageID(high: UInt64(row), low: UInt32(truncatingIfNeeded: FNV1a.hash(topic)))
     }
@@ -1100,15 +1118,12 @@ struct MessageColumns {
     }
 
     static let insert = """
-        WITH inserted AS (
-        INSERT INTO junction_messages (topic, queue, queue_offset, stored_at, tag, tag_hash, keys, properties, body,
+        INSERT INTO junction_messages (id, topic, queue, queue_offset, stored_at, tag, tag_hash, keys, properties, body,
             sharding_key, dedupe_id, deliver_at, born_at)
-        SELECT u.topic, u.queue, u.queue_offset, $4, u.tag, u.tag_hash, u.keys::text[], u.properties, u.body,
+        SELECT u.id, u.topic, u.queue, u.queue_offset, $4, u.tag, u.tag_hash, u.keys::text[], u.properties, u.body,
             u.sharding_key, u.dedupe_id, u.deliver_at, u.born_at
-        FROM unnest($1::text[], $2::int4[], $3::int8[], $5::text[], $6::int8[], $7::text[], $8::text[], $9::bytea[],
+        FROM unnest($14::int8[], $1::text[], $2::int4[], $3::int8[], $5::text[], $6::int8[], $7::text[], $8::text[], $9::bytea[],
             $10::text[], $11::text[], $12::int8[], $13::int8[])
-            AS u(topic, queue, queue_offset, tag, tag_hash, keys, properties, body, sharding_key, dedupe_id, deliver_at, born_at)
-        RETURNING topic, queue, queue_offset, id)
-        SELECT topic, array_agg(id ORDER BY queue, queue_offset) FROM inserted GROUP BY topic
+            AS u(id, topic, queue, queue_offset, tag, tag_hash, keys, properties, body, sharding_key, dedupe_id, deliver_at, born_at)
         """
 }

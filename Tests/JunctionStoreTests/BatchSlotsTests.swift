@@ -2,8 +2,8 @@ import JunctionCore
 @testable import JunctionPostgres
 import Testing
 
-/// `BatchSlots` driven as a value: slots, offsets and row ids of a batch
-/// interleaved over topics and queues.
+/// `BatchSlots` driven as a value: slots and offsets of a batch interleaved
+/// over topics and queues.
 @Suite("PostgreSQL batch slots")
 struct BatchSlotsTests {
     private let requests = [
@@ -14,22 +14,49 @@ struct BatchSlotsTests {
         AppendRequest(message: Message(topic: "a", body: []), queue: 2),
     ]
 
-    @Test("slots in order of appearance, ordered by (topic, queue); offsets follow each slot's first in batch order; row ids map by topic, queue and offset")
-    func slotsOffsetsAndIDs() throws {
+    @Test("slots in order of appearance, ordered by (topic, queue); offsets follow each slot's first in batch order")
+    func slotsAndOffsets() throws {
         let batch = BatchSlots(requests)
         #expect(batch.slots == [QueueSlot(topic: "b", queue: 1), QueueSlot(topic: "a", queue: 2), QueueSlot(topic: "b", queue: 0)])
         #expect(batch.members == [[0, 3], [1, 4], [2]])
         #expect(batch.ordered.map { batch.slots[$0] } == [QueueSlot(topic: "a", queue: 2), QueueSlot(topic: "b", queue: 0), QueueSlot(topic: "b", queue: 1)])
         #expect(try batch.offsets(firsts: [10, 0, 7]) == [10, 0, 7, 11, 1])
-        // Topic a: queue 2 offsets 0, 1. Topic b: queue 0 offset 7, then queue 1 offsets 10, 11.
-        #expect(try batch.rowIDs(["a": [100, 101], "b": [200, 201, 202]]) == [201, 100, 200, 202, 101])
     }
 
-    @Test("a slot without a counter, or a topic with too few or too many ids, is a storage error")
+    @Test("a slot without a counter is a storage error")
     func mismatches() {
         let batch = BatchSlots(requests)
         #expect(throws: BrokerError.self) { try batch.offsets(firsts: [10, nil, 7]) }
-        #expect(throws: BrokerError.self) { try batch.rowIDs(["a": [100], "b": [200, 201, 202]]) }
-        #expect(throws: BrokerError.self) { try batch.rowIDs(["b": [200, 201, 202]]) }
+    }
+}
+
+/// `IDPool` driven as a value: ids drawn ahead, handed out once, dropped when the primary changes.
+@Suite("PostgreSQL message id pool")
+struct IDPoolTests {
+    @Test("ids are handed out in the order drawn, each once; too few left is nil, and a draw covers what is needed")
+    func takeAndDraw() {
+        var pool = IDPool()
+        #expect(pool.take(1, generation: 0) == nil)
+        #expect(pool.drawCount(for: 3, generation: 0) == IDPool.drawSize)
+        #expect(pool.drawCount(for: IDPool.drawSize + 5, generation: 0) == IDPool.drawSize + 5)
+        pool.add([10, 11, 12, 13, 14], generation: 0)
+        #expect(pool.take(2, generation: 0).map(Array.init) == [10, 11])
+        #expect(pool.take(4, generation: 0) == nil, "three are left")
+        #expect(pool.available(generation: 0) == 3)
+        #expect(pool.drawCount(for: IDPool.drawSize + 5, generation: 0) == IDPool.drawSize + 2, "what is left counts")
+        pool.add([20, 21], generation: 0)
+        #expect(pool.take(5, generation: 0).map(Array.init) == [12, 13, 14, 20, 21])
+        #expect(pool.available(generation: 0) == 0)
+    }
+
+    @Test("ids drawn from one primary are never handed out once the store has moved to another")
+    func failover() {
+        var pool = IDPool()
+        pool.add([1, 2, 3], generation: 0)
+        #expect(pool.available(generation: 1) == 0)
+        #expect(pool.take(1, generation: 1) == nil)
+        #expect(pool.take(1, generation: 0) == nil, "dropped, not kept for later")
+        pool.add([7, 8], generation: 1)
+        #expect(pool.take(2, generation: 1).map(Array.init) == [7, 8])
     }
 }
