@@ -67,6 +67,16 @@ struct BinaryArray: PostgresDynamicTypeEncodable {
         withUnsafeBytes(of: value.bigEndian) { elements.append(contentsOf: $0) }
     }
 
+    /// A fixed-size element: its length, then its value, in one append.
+    private mutating func writeElement<T: FixedWidthInteger>(_ value: T) {
+        let size = MemoryLayout<T>.size
+        withUnsafeTemporaryAllocation(byteCount: 4 + size, alignment: 1) { bytes in
+            bytes.storeBytes(of: Int32(size).bigEndian, toByteOffset: 0, as: Int32.self)
+            bytes.storeBytes(of: value.bigEndian, toByteOffset: 4, as: T.self)
+            elements.append(contentsOf: bytes)
+        }
+    }
+
     mutating func append(_ text: String) {
         precondition(element == .text, "a text element in an array of \(element)")
         var text = text
@@ -79,15 +89,13 @@ struct BinaryArray: PostgresDynamicTypeEncodable {
 
     mutating func append(_ value: Int32) {
         precondition(element == .int4, "an int4 element in an array of \(element)")
-        write(Int32(4))
-        write(value)
+        writeElement(value)
         count += 1
     }
 
     mutating func append(_ value: Int64) {
         precondition(element == .int8, "an int8 element in an array of \(element)")
-        write(Int32(8))
-        write(value)
+        writeElement(value)
         count += 1
     }
 

@@ -29,9 +29,7 @@ public enum FrameCodec {
     /// Appends a frame to `buffer`.
     public static func encode(_ frame: Frame, into buffer: inout ByteBuffer) {
         let start = buffer.writerIndex
-        buffer.writeInteger(UInt32(0))
-        buffer.writeInteger(frame.body.opcode.rawValue)
-        buffer.writeInteger(frame.requestID)
+        buffer.writeMultipleIntegers(UInt32(0), frame.body.opcode.rawValue, frame.requestID)
         writePayload(frame.body, into: &buffer)
         buffer.setInteger(UInt32(buffer.writerIndex - start - 4), at: start)
     }
@@ -510,6 +508,25 @@ extension ByteBuffer {
     }
 
     mutating func writeReceipt(_ receipt: PublishReceipt) {
+        // The common case in one pass over reserved bytes (one capacity and
+        // exclusivity check, not seven); a topic too long for a str field by field.
+        let topicBytes = receipt.topic.utf8.count
+        if topicBytes <= Int(UInt16.max) {
+            let size = 12 + 2 + 8 + 8 + 1 + (receipt.deliverAt == nil ? 0 : 8) + 2 + topicBytes
+            writeWithUnsafeMutableBytes(minimumWritableBytes: size) { raw in
+                var out = RawWriter(base: raw.baseAddress!)
+                out.put(receipt.id.high)
+                out.put(receipt.id.low)
+                out.put(UInt16(receipt.queue))
+                out.put(receipt.queueOffset)
+                out.put(receipt.storeTimestamp)
+                out.put(UInt8((receipt.duplicate ? 1 : 0) | (receipt.deliverAt != nil ? 2 : 0)))
+                if let deliverAt = receipt.deliverAt { out.put(deliverAt) }
+                out.put(receipt.topic)
+                return out.offset
+            }
+            return
+        }
         writeID(receipt.id)
         writeInteger(UInt16(receipt.queue))
         writeInteger(receipt.queueOffset)
