@@ -515,11 +515,7 @@ extension ByteBuffer {
             let size = 12 + 2 + 8 + 8 + 1 + (receipt.deliverAt == nil ? 0 : 8) + 2 + topicBytes
             writeWithUnsafeMutableBytes(minimumWritableBytes: size) { raw in
                 var out = RawWriter(base: raw.baseAddress!)
-                out.put(receipt.id.high)
-                out.put(receipt.id.low)
-                out.put(UInt16(receipt.queue))
-                out.put(receipt.queueOffset)
-                out.put(receipt.storeTimestamp)
+                out.putPlace(receipt.id, queue: receipt.queue, offset: receipt.queueOffset, storeTimestamp: receipt.storeTimestamp)
                 out.put(UInt8((receipt.duplicate ? 1 : 0) | (receipt.deliverAt != nil ? 2 : 0)))
                 if let deliverAt = receipt.deliverAt { out.put(deliverAt) }
                 out.put(receipt.topic)
@@ -564,11 +560,7 @@ extension ByteBuffer {
         if message.deliverAt != nil { size += 8 }
         writeWithUnsafeMutableBytes(minimumWritableBytes: size) { raw in
             var out = RawWriter(base: raw.baseAddress!)
-            out.put(stored.id.high)
-            out.put(stored.id.low)
-            out.put(UInt16(stored.queue))
-            out.put(stored.queueOffset)
-            out.put(stored.storeTimestamp)
+            out.putPlace(stored.id, queue: stored.queue, offset: stored.queueOffset, storeTimestamp: stored.storeTimestamp)
             out.put(UInt16(clamping: delivery.attempt))
             out.put(message.topic)
             var flags: UInt8 = 0
@@ -659,6 +651,16 @@ private struct RawWriter {
     mutating func put<T: FixedWidthInteger>(_ value: T) {
         (base + offset).storeBytes(of: value.bigEndian, as: T.self)
         offset += MemoryLayout<T>.size
+    }
+
+    /// Where a message is stored, as receipts and deliveries both begin:
+    /// id (u64, u32), queue (u16), offset (u64), store time (i64).
+    mutating func putPlace(_ id: MessageID, queue: Int, offset: UInt64, storeTimestamp: Int64) {
+        put(id.high)
+        put(id.low)
+        put(UInt16(queue))
+        put(offset)
+        put(storeTimestamp)
     }
 
     /// A str: u16 length, then the bytes (the caller checked the length fits).
