@@ -346,6 +346,10 @@ public enum StorageBackend: Sendable, Hashable {
         let pollIntervalMs = try reader.integer("pollIntervalMs", in: 10...60_000) ?? 1000
         let leaseMs = try reader.integer("leaseMs", in: 300...600_000) ?? 5000
         let timeoutMs = try reader.integer("timeoutMs", in: 100...600_000) ?? 10_000
+        let lanes = try reader.integer("lanes", in: 1...32)
+        if let lanes, lanes > max(1, poolSize - 2) {
+            throw reader.error("lanes", "at most poolSize − 2 (\(max(1, poolSize - 2))): each lane needs a connection of its own besides the listening and the reading one")
+        }
         let node = try reader.string("node")
         if let node, node.isEmpty || node.utf8.count > 200 { throw reader.error("node", "a name of 1 to 200 bytes") }
         try reader.finish()
@@ -353,6 +357,7 @@ public enum StorageBackend: Sendable, Hashable {
             host: host, port: port, username: user, password: password, database: database, poolSize: poolSize,
             pollIntervalMs: pollIntervalMs, leaseMs: leaseMs, node: node, timeoutMs: timeoutMs)
         settings.alternates = servers.dropFirst().map { PostgresEndpoint(host: $0.host, port: $0.port) }
+        settings.lanes = lanes ?? settings.lanes
         return settings
     }
 }

@@ -34,8 +34,8 @@ public struct PostgresSettings: Sendable, Hashable {
     /// the bound on how long a dead gateway's queues wait for another.
     public var leaseMs: Int
     /// This gateway's name among those sharing the database, the same across
-    /// its restarts: its own state (delayed-delivery progress, transactions)
-    /// is kept under it. Nil: "default".
+    /// its restarts: its own state (its transactions) is kept under it.
+    /// Nil: "default".
     public var node: String?
     /// False (`storage.flush: "never"`): appends commit with
     /// `synchronous_commit = off`, so a receipt no longer waits for the WAL
@@ -48,6 +48,11 @@ public struct PostgresSettings: Sendable, Hashable {
     /// How long an append may wait for PostgreSQL (a connection, the commit)
     /// before it fails with a retryable "store unavailable".
     public var timeoutMs = 10_000
+    /// How many append transactions this gateway runs at once (at most
+    /// `poolSize − 2`). Fewer, larger transactions cost the database less per
+    /// message; more overlap commits. Across all gateways, about the number
+    /// of the database server's cores.
+    public var lanes = 2
 
     public init(
         host: String = "127.0.0.1", port: Int = 5432, username: String, password: String? = nil, database: String, poolSize: Int = 8,
@@ -118,7 +123,7 @@ public final class PostgresStore: MessageStore, Sendable {
         retentionMaxAgeMs = settings.retentionMaxAgeMs
         timeoutMs = settings.timeoutMs
         // One connection listens, one is kept for reads and coordination; the rest write.
-        lanes = (0..<max(1, min(4, settings.poolSize - 2))).map { _ in AppendLane() }
+        lanes = (0..<max(1, min(settings.lanes, settings.poolSize - 2))).map { _ in AppendLane() }
         ready = Task {
             // With several servers, the one that accepts writes is found first.
             if primary.endpoints.count > 1 { await primary.check() }

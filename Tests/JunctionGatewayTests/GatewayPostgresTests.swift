@@ -65,7 +65,7 @@ struct GatewayPostgresTests {
         #expect(await gateway.stop() == 0)
     }
 
-    @Test("storage.backend and storage.postgres are checked: unknown backend, missing url, bad url, unset passwordEnv")
+    @Test("storage.backend and storage.postgres are checked: unknown backend, missing url, bad url, unset passwordEnv, lanes beyond the pool")
     func configuration() {
         func refusal(_ storage: String) -> String? {
             do { _ = try GatewayConfiguration.decode(Array(#"{"storage": \#(storage)}"#.utf8), file: "junction.json"); return nil } catch { return error.path }
@@ -76,6 +76,13 @@ struct GatewayPostgresTests {
         #expect(refusal(#"{"backend": "postgres", "postgres": {"url": "postgres://u@h/d", "passwordEnv": "JUNCTION_TEST_UNSET_VARIABLE"}}"#) == "storage.postgres.passwordEnv")
         #expect(refusal(#"{"backend": "postgres", "postgres": {"url": "postgres://u@h/d", "pool": 3}}"#) == "storage.postgres.pool")
         #expect(refusal(#"{"postgres": {"url": "postgres://u@h/d"}}"#) == "storage.postgres")
+        // Lanes: each needs a connection besides the listening and the reading one.
+        #expect(refusal(#"{"backend": "postgres", "postgres": {"url": "postgres://u@h/d", "poolSize": 4, "lanes": 3}}"#) == "storage.postgres.lanes")
+        #expect(refusal(#"{"backend": "postgres", "postgres": {"url": "postgres://u@h/d", "lanes": 0}}"#) == "storage.postgres.lanes")
+        let lanes = try? GatewayConfiguration.decode(Array(#"{"storage": {"backend": "postgres", "postgres": {"url": "postgres://u@h/d", "poolSize": 10, "lanes": 8}}}"#.utf8), file: "junction.json")
+        var eight = PostgresSettings(host: "h", port: 5432, username: "u", database: "d", poolSize: 10)
+        eight.lanes = 8
+        #expect(lanes?.backend == .postgres(eight))
         let decoded = try? GatewayConfiguration.decode(Array(#"{"storage": {"backend": "postgres", "postgres": {"url": "postgres://junction@db.example:6543/broker", "poolSize": 3}}}"#.utf8), file: "junction.json")
         #expect(decoded?.backend == .postgres(PostgresSettings(host: "db.example", port: 6543, username: "junction", database: "broker", poolSize: 3)))
         // A primary and its standby: urls.
