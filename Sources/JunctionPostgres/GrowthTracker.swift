@@ -68,3 +68,35 @@ struct GrowthNotice: Equatable {
         self.ends = ends
     }
 }
+
+/// The queue ends this gateway's committed appends reached and has not yet
+/// told the others (one `pg_notify` after the commits, not one inside each
+/// append transaction: a notifying transaction holds PostgreSQL's global
+/// notification lock through its commit and WAL flush, so notifying inside
+/// the appends made every gateway's commits wait for each other). Ends that
+/// pile up while a notice is sent go together in the next. A value: the
+/// store owns it under its lock, the sending loop drives it.
+struct NoticeOutbox {
+    private var pending: [QueueSlot: UInt64] = [:]
+    /// True while a sending loop runs: new ends then only wait.
+    private(set) var sending = false
+
+    /// Adds ends just committed; true when the caller must start the sending loop.
+    mutating func add<Ends: Sequence>(_ ends: Ends) -> Bool where Ends.Element == (QueueSlot, UInt64) {
+        for (slot, end) in ends where end > pending[slot, default: 0] { pending[slot] = end }
+        guard !sending, !pending.isEmpty else { return false }
+        sending = true
+        return true
+    }
+
+    /// The ends of the next notice, in (topic, queue) order; nil when none
+    /// wait, and the sending loop then ends.
+    mutating func next() -> [(QueueSlot, UInt64)]? {
+        guard !pending.isEmpty else {
+            sending = false
+            return nil
+        }
+        defer { pending.removeAll(keepingCapacity: true) }
+        return pending.sorted { ($0.key.topic, $0.key.queue) < ($1.key.topic, $1.key.queue) }.map { ($0.key, $0.value) }
+    }
+}

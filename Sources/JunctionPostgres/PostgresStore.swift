@@ -107,6 +107,8 @@ public final class PostgresStore: MessageStore, Sendable {
     private let timeoutMs: Int
     private let retention = Mutex<Task<Void, Never>?>(nil)
     private let coordinators = Mutex<[PostgresCoordinator]>([])
+    /// Queue ends committed and not yet told the other gateways.
+    private let outbox = Mutex(NoticeOutbox())
     /// Message ids drawn ahead from the id sequence.
     private let idPool = Mutex(IDPool())
 
@@ -365,6 +367,28 @@ public final class PostgresStore: MessageStore, Sendable {
         }
     }
 
+    /// Tells the other gateways (after the commit) how far queues grew: one
+    /// notice for what piles up while the previous one is sent. A notice lost
+    /// (the gateway dies first, or the statement fails) leaves the others to
+    /// find the rows by their poll.
+    private func tellOthers(_ ends: [(QueueSlot, UInt64)]) {
+        guard outbox.withLock({ $0.add(ends) }) else { return }
+        Task {
+            while let ends = outbox.withLock({ $0.next() }) {
+                let notice = GrowthNotice(from: instance, ends: ends).payload
+                do {
+                    // Its own commit need not wait for the WAL flush: the appends' commits did.
+                    try await Self.bounded(timeoutMs, "growth notice", abandonedWith: primary.inFlight) { [self] in
+                        try await client.query(
+                            "SELECT set_config('synchronous_commit', 'off', true), pg_notify(\(GrowthNotice.channel), \(notice))", logger: logger)
+                    }
+                } catch {
+                    logger.debug("cannot notify the other gateways; their poll finds the rows", metadata: ["error": "\(error)"])
+                }
+            }
+        }
+    }
+
     /// The same limits as the embedded log, so that a backend change refuses nothing new.
     static func refusal(_ requests: [AppendRequest]) -> BrokerError? {
         for request in requests {
@@ -383,6 +407,7 @@ public final class PostgresStore: MessageStore, Sendable {
                 let requests = batch.flatMap(\.requests)
                 let (results, ends) = try await Self.bounded(timeoutMs, "append of \(requests.count)", abandonedWith: primary.inFlight) { try await self.appendNow(requests) }
                 _ = growth.withLock { $0.observe(ends) }
+                tellOthers(ends)
                 var start = 0
                 for pending in batch {
                     pending.completion(.success(Array(results[start..<start + pending.requests.count])))
@@ -543,9 +568,6 @@ public final class PostgresStore: MessageStore, Sendable {
                 ends.append((slot, UInt64(end)))
             }
             let offsets = try batch.offsets(firsts: firsts)
-            // Delivered at the commit, to every gateway listening.
-            let notice = GrowthNotice(from: instance, ends: ends).payload
-            try await connection.query("SELECT pg_notify(\(GrowthNotice.channel), \(notice))", logger: logger)
             // One statement of constant text whatever the batch: each column
             // an array, unnested into rows (PostgreSQL parses 14 parameters,
             // not 14 per message); an absent value is a NULL element.

@@ -226,6 +226,30 @@ struct PostgresGrowthTests {
         #expect(grown == ["b": [0: 3]])
     }
 
+    @Test("the outbox starts one sender, merges the ends that pile up meanwhile to the highest per queue, and ends the sender when empty")
+    func outbox() {
+        var outbox = NoticeOutbox()
+        let a0 = QueueSlot(topic: "a", queue: 0), a1 = QueueSlot(topic: "a", queue: 1), b0 = QueueSlot(topic: "b", queue: 0)
+        var started = outbox.add(ends())
+        #expect(!started, "nothing to tell starts nothing")
+        started = outbox.add(ends((b0, 4), (a0, 2)))
+        #expect(started, "the first ends start the sender")
+        started = outbox.add(ends((a0, 5), (a1, 1)))
+        #expect(!started, "a sender runs: the rest waits")
+        started = outbox.add(ends((a0, 3)))
+        #expect(!started, "a lower end of the same queue changes nothing")
+        let first = outbox.next()
+        #expect(first?.map(\.0) == [a0, a1, b0] && first?.map(\.1) == [5, 1, 4])
+        started = outbox.add(ends((b0, 9)))
+        #expect(!started)
+        let second = outbox.next()
+        #expect(second?.map(\.1) == [9])
+        let none = outbox.next()
+        #expect(none == nil && !outbox.sending, "empty: the sender ends")
+        started = outbox.add(ends((a1, 2)))
+        #expect(started, "the next ends start a sender again")
+    }
+
     @Test("a notice carries who appended and the new ends; one too long for NOTIFY asks for a poll; other payloads are ignored")
     func notice() {
         let notice = GrowthNotice(from: "g1", ends: [(QueueSlot(topic: "t\"x", queue: 3), 12)])
