@@ -362,6 +362,38 @@ struct PostgresFencingTests {
     }
 }
 
+@Suite("PostgreSQL store: state shared by the gateways")
+struct PostgresSharedStateTests {
+    @Test("updates of shared state by two stores at once are applied one after the other, none lost; a gateway's own state stays apart")
+    func concurrentUpdates() async throws {
+        let server = await PostgresServer.shared()
+        let database = try await server.createDatabase()
+        var settings = server.settings(database: database)
+        settings.node = "a"
+        let a = PostgresStore(settings: settings)
+        settings.node = "b"
+        let b = PostgresStore(settings: settings)
+        #expect(try await a.loadSharedState("s") == nil)
+        // Each update appends its own byte to what is saved: a lost update loses a byte.
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for n in 0..<40 {
+                let store = n % 2 == 0 ? a : b
+                group.addTask { try await store.updateSharedState("s") { saved in (saved ?? []) + [UInt8(n)] } }
+            }
+            try await group.waitForAll()
+        }
+        let saved = try await b.loadSharedState("s")
+        #expect(saved.map { Set($0) } == Set((0..<40).map(UInt8.init)) && saved?.count == 40, "\(saved ?? [])")
+        try await a.saveState("s", [7])
+        let (own, others) = (try await a.loadState("s"), try await b.loadState("s"))
+        #expect(own == [7] && others == nil, "named state is each gateway's own")
+        let shared = try await a.loadSharedState("s")
+        #expect(shared?.count == 40)
+        try await a.close()
+        try await b.close()
+    }
+}
+
 @Suite("PostgreSQL store: dedupe across gateways")
 struct PostgresDedupeTests {
     private func request(_ id: String, _ body: UInt8, window: Int64 = 60_000) -> AppendRequest {

@@ -526,7 +526,10 @@ public func httpRequest(port: Int, _ path: String, method: String = "GET", heade
 /// One HTTP/1.1 request, blocking the calling thread until the answer is in.
 public func httpExchange(port: Int, _ path: String, method: String = "GET", headers: [String: String] = [:], body: String? = nil) throws -> HTTPAnswer {
     do {
-        let fd = try connectLoopback(port: port, receiveTimeoutSeconds: 20)
+        // 60 s: in the first minute of a full run on two cores (every suite
+        // starting its gateways at once) an in-process gateway's answer was
+        // seen to take over 20 s; a gateway that never answers still fails.
+        let fd = try connectLoopback(port: port, receiveTimeoutSeconds: 60)
         defer { close(fd) }
         var head = "\(method) \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
         for (name, value) in headers { head += "\(name): \(value)\r\n" }
@@ -541,7 +544,7 @@ public func httpExchange(port: Int, _ path: String, method: String = "GET", head
         while true {
             let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
             if n == 0 { break }
-            guard n > 0 else { throw TimeoutError(message: "no complete HTTP answer to \(method) \(path) within 20 s (errno \(errno))") }
+            guard n > 0 else { throw TimeoutError(message: "no complete HTTP answer to \(method) \(path) within 60 s (errno \(errno))") }
             response += buffer[0..<n]
         }
         let text = String(decoding: response, as: UTF8.self)
