@@ -949,13 +949,15 @@ public final class PostgresStore: MessageStore, Sendable {
     }
 
     /// Named state is this gateway's own (`node`): each gateway sharing the
-    /// database keeps its delayed-delivery progress and its transactions.
-    public func loadState(_ name: String) async throws -> [UInt8]? {
+    /// database keeps its transactions.
+    public func loadState(_ name: String) async throws -> [UInt8]? { try await loadState(name, node: node) }
+
+    /// The bytes of state `name` kept under `node`.
+    private func loadState(_ name: String, node: String) async throws -> [UInt8]? {
         try await open()
         return try await guarded("loading state") { [self] in
             for try await (bytes) in try await client.query("SELECT bytes FROM junction_state WHERE node = \(node) AND name = \(name)", logger: logger).decode(ByteBuffer.self) {
-                var bytes = bytes
-                return bytes.readBytes(length: bytes.readableBytes) ?? []
+                return Array(buffer: bytes)
             }
             return nil
         }
@@ -974,13 +976,9 @@ public final class PostgresStore: MessageStore, Sendable {
     /// Shared state is every gateway's: kept under the node name "" (a
     /// gateway's own node name is never empty).
     public func loadSharedState(_ name: String) async throws -> [UInt8]? {
-        try await open()
-        return try await guarded("loading shared state") { [self] in
-            for try await (bytes) in try await client.query("SELECT bytes FROM junction_state WHERE node = '' AND name = \(name)", logger: logger).decode(ByteBuffer.self) {
-                return Array(buffer: bytes)
-            }
-            return nil
-        }
+        // An empty row is one `updateSharedState` made and has not filled yet.
+        guard let bytes = try await loadState(name, node: ""), !bytes.isEmpty else { return nil }
+        return bytes
     }
 
     /// Read and written in one transaction, the row locked: two gateways

@@ -130,7 +130,22 @@ public enum FrameCodec {
         guard let opcode = Frame.Opcode(rawValue: raw) else {
             throw ProtocolError(.unknownOpcode, "opcode 0x\(String(raw, radix: 16)) is not part of protocol version \(Frame.version)", requestID: requestID)
         }
-        var reader = WireReader(payload: payload, opcode: opcode, requestID: requestID)
+        // Fields are read straight from the buffer's bytes, in one closure:
+        // no copy of the payload, and one exclusivity check, not one a field.
+        let decoded = payload.withUnsafeReadableBytes { raw -> Result<Frame, ProtocolError> in
+            var reader = WireReader(payload: raw, opcode: opcode, requestID: requestID)
+            do throws(ProtocolError) {
+                return .success(try decodeBody(&reader))
+            } catch {
+                return .failure(error)
+            }
+        }
+        return try decoded.get()
+    }
+
+    /// The frame whose payload `reader` reads, all of it.
+    private static func decodeBody(_ reader: inout WireReader) throws(ProtocolError) -> Frame {
+        let (opcode, requestID) = (reader.opcode, reader.requestID)
         let body: Frame.Body
         switch opcode {
         case .hello: body = .hello(version: try reader.u16(), client: try reader.string(), token: try reader.optional { (r: inout WireReader) throws(ProtocolError) in try r.string() })
@@ -230,16 +245,16 @@ public enum FrameCodec {
 
 /// Reads payload fields, refusing to run past the frame.
 struct WireReader {
-    /// The payload, copied out of the ByteBuffer once: every field is then
+    /// The payload's bytes, valid while the decoder's closure runs: every field is
     /// read from local memory (a ByteBuffer read checks its storage's
     /// exclusive access each time, about 80 instructions a field).
-    private let payload: [UInt8]
+    private let payload: UnsafeRawBufferPointer
     private var index = 0
     let opcode: Frame.Opcode
     let requestID: UInt32
 
-    init(payload: ByteBuffer, opcode: Frame.Opcode, requestID: UInt32) {
-        self.payload = Array(payload.readableBytesView)
+    init(payload: UnsafeRawBufferPointer, opcode: Frame.Opcode, requestID: UInt32) {
+        self.payload = payload
         self.opcode = opcode
         self.requestID = requestID
     }
@@ -254,8 +269,7 @@ struct WireReader {
     mutating func integer<T: FixedWidthInteger>(_ what: String) throws(ProtocolError) -> T {
         let size = MemoryLayout<T>.size
         guard remaining >= size else { throw short(what) }
-        let at = index
-        let value = payload.withUnsafeBytes { T(bigEndian: $0.loadUnaligned(fromByteOffset: at, as: T.self)) }
+        let value = T(bigEndian: payload.loadUnaligned(fromByteOffset: index, as: T.self))
         index += size
         return value
     }
@@ -275,11 +289,9 @@ struct WireReader {
         // is refused, never repaired). ASCII, the usual case, is valid UTF-8
         // as it stands: a scan of the bytes instead of the general validation
         // (which cost about 900 instructions for a five-letter topic).
-        guard let text = payload.withUnsafeBufferPointer({ all -> String? in
-            let utf8 = UnsafeBufferPointer(rebasing: all[range])
-            if utf8.allSatisfy({ $0 < 0x80 }) { return String(decoding: utf8, as: UTF8.self) }
-            return String(validating: utf8, as: UTF8.self)
-        }) else {
+        let utf8 = UnsafeRawBufferPointer(rebasing: payload[range]).assumingMemoryBound(to: UInt8.self)
+        let ascii = utf8.allSatisfy { $0 < 0x80 }
+        guard let text = ascii ? String(decoding: utf8, as: UTF8.self) : String(validating: utf8, as: UTF8.self) else {
             throw ProtocolError(.malformedFrame, "\(opcode) frame has a string that is not valid UTF-8", requestID: requestID)
         }
         return text
@@ -507,29 +519,17 @@ extension ByteBuffer {
         writeInteger(id.low)
     }
 
+    /// One pass over reserved bytes (one capacity and exclusivity check, not seven).
     mutating func writeReceipt(_ receipt: PublishReceipt) {
-        // The common case in one pass over reserved bytes (one capacity and
-        // exclusivity check, not seven); a topic too long for a str field by field.
-        let topicBytes = receipt.topic.utf8.count
-        if topicBytes <= Int(UInt16.max) {
-            let size = 12 + 2 + 8 + 8 + 1 + (receipt.deliverAt == nil ? 0 : 8) + 2 + topicBytes
-            writeWithUnsafeMutableBytes(minimumWritableBytes: size) { raw in
-                var out = RawWriter(base: raw.baseAddress!)
-                out.putPlace(receipt.id, queue: receipt.queue, offset: receipt.queueOffset, storeTimestamp: receipt.storeTimestamp)
-                out.put(UInt8((receipt.duplicate ? 1 : 0) | (receipt.deliverAt != nil ? 2 : 0)))
-                if let deliverAt = receipt.deliverAt { out.put(deliverAt) }
-                out.put(receipt.topic)
-                return out.offset
-            }
-            return
+        let size = 12 + 2 + 8 + 8 + 1 + (receipt.deliverAt == nil ? 0 : 8) + RawWriter.size(of: receipt.topic)
+        writeWithUnsafeMutableBytes(minimumWritableBytes: size) { raw in
+            var out = RawWriter(base: raw.baseAddress!)
+            out.putPlace(receipt.id, queue: receipt.queue, offset: receipt.queueOffset, storeTimestamp: receipt.storeTimestamp)
+            out.put(UInt8((receipt.duplicate ? 1 : 0) | (receipt.deliverAt != nil ? 2 : 0)))
+            if let deliverAt = receipt.deliverAt { out.put(deliverAt) }
+            out.put(receipt.topic)
+            return out.offset
         }
-        writeID(receipt.id)
-        writeInteger(UInt16(receipt.queue))
-        writeInteger(receipt.queueOffset)
-        writeInteger(receipt.storeTimestamp)
-        writeInteger(UInt8((receipt.duplicate ? 1 : 0) | (receipt.deliverAt != nil ? 2 : 0)))
-        if let deliverAt = receipt.deliverAt { writeInteger(deliverAt) }
-        writeWireString(receipt.topic)
     }
 
     mutating func writeDelivery(_ delivery: Delivery) {
@@ -663,13 +663,17 @@ private struct RawWriter {
         put(storeTimestamp)
     }
 
-    /// A str: u16 length, then the bytes (the caller checked the length fits).
+    /// A str: u16 length, then the bytes, cut at 65,535 as `writeWireString` cuts them.
     mutating func put(_ text: String) {
         var text = text
         text.withUTF8 { utf8 in
-            put(UInt16(utf8.count))
-            if utf8.count > 0 { (base + offset).copyMemory(from: utf8.baseAddress!, byteCount: utf8.count) }
-            offset += utf8.count
+            let count = min(utf8.count, Int(UInt16.max))
+            put(UInt16(count))
+            if count > 0 { (base + offset).copyMemory(from: utf8.baseAddress!, byteCount: count) }
+            offset += count
         }
     }
+
+    /// The bytes `put(text)` writes.
+    static func size(of text: String) -> Int { 2 + min(text.utf8.count, Int(UInt16.max)) }
 }

@@ -153,7 +153,7 @@ final class DelayScheduler: Sendable {
         let (sleeper, wait) = state.withLock { state -> (Task<Void, Never>?, Bool) in
             guard state.leading != leading else { return (nil, false) }
             state.leading = leading
-            state.synced = !leading ? state.synced : false
+            if leading { state.synced = false }
             state.woken = true
             return (state.sleeper, !leading && state.inRound)
         }
@@ -253,17 +253,20 @@ final class DelayScheduler: Sendable {
     /// Sleeps until `until` (an hour at most), or until new entries or a
     /// change of lead wake it; false once stopped.
     private func sleep(clock: any WallClock, until: Int64) async -> Bool {
-        let sleeper = state.withLock { state -> Task<Void, Never>? in
+        // nil: stopped; no sleeper: woken since the loop looked, so it looks again.
+        let sleeper = state.withLock { state -> Task<Void, Never>?? in
             if state.stopped { return nil }
-            if state.woken { return Task {} }
+            if state.woken { return .some(nil) }
             state.wakeAt = until
             let sleeper = Task<Void, Never> { [now = clock.now()] in _ = try? await clock.sleep(until: min(until, now + 3_600_000)) }
             state.sleeper = sleeper
             return sleeper
         }
         guard let sleeper else { return false }
-        await sleeper.value
-        state.withLock { $0.wakeAt = .max }
+        if let sleeper {
+            await sleeper.value
+            state.withLock { $0.wakeAt = .max }
+        }
         return true
     }
 
