@@ -67,25 +67,38 @@ public final class PostgresServer: Sendable {
             throw TimeoutError(message: "no PostgreSQL server under /usr/lib/postgresql (make test installs Debian's postgresql through scripts/setup.sh)")
         }
         binaries = bin
-        runAs = getuid() == 0 ? ["/usr/sbin/runuser", "-u", "postgres", "--"] : []
-        directory = NSTemporaryDirectory() + "junction-pg-" + UUID().uuidString.prefix(8)
+        let runAs = getuid() == 0 ? ["/usr/sbin/runuser", "-u", "postgres", "--"] : []
+        self.runAs = runAs
+        let directory = NSTemporaryDirectory() + "junction-pg-" + UUID().uuidString.prefix(8)
+        self.directory = directory
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         if getuid() == 0 { _ = Self.run(["/bin/chown", "-R", "postgres:postgres", directory]) }
-        port = try freePort()
-        options = "-p \(port) -c listen_addresses=127.0.0.1 -k \(directory) -c fsync=on -c synchronous_commit=on -c max_connections=200"
         if let primary {
-            guard run([bin + "/pg_basebackup", "-h", "127.0.0.1", "-p", String(primary.port), "-U", "postgres", "-D", directory + "/data", "-R", "-X", "stream", "-c", "fast"]) == 0 else {
+            guard Self.run(runAs + [bin + "/pg_basebackup", "-h", "127.0.0.1", "-p", String(primary.port), "-U", "postgres", "-D", directory + "/data", "-R", "-X", "stream", "-c", "fast"]) == 0 else {
                 throw TimeoutError(message: "pg_basebackup from port \(primary.port) failed")
             }
         } else {
-            guard run([bin + "/initdb", "-D", directory + "/data", "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"]) == 0 else {
+            guard Self.run(runAs + [bin + "/initdb", "-D", directory + "/data", "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"]) == 0 else {
                 throw TimeoutError(message: "initdb failed in \(directory)")
             }
         }
-        guard startNow() else {
-            let log = (try? String(contentsOfFile: directory + "/server.log", encoding: .utf8)) ?? ""
-            throw TimeoutError(message: "pg_ctl start failed: \(log.suffix(800))")
+        // A port the kernel handed out is free only until someone binds it:
+        // another test's server may take it before PostgreSQL does. Then
+        // PostgreSQL says so, and the start is tried on another port.
+        var started: (port: Int, options: String)?
+        var log = ""
+        for _ in 0..<5 {
+            let port = try freePort()
+            let options = "-p \(port) -c listen_addresses=127.0.0.1 -k \(directory) -c fsync=on -c synchronous_commit=on -c max_connections=200"
+            if Self.run(runAs + Self.startCommand(binaries: bin, directory: directory, options: options)) == 0 {
+                started = (port, options)
+                break
+            }
+            log = (try? String(contentsOfFile: directory + "/server.log", encoding: .utf8)) ?? ""
+            guard log.contains("Address already in use") else { break }
         }
+        guard let started else { throw TimeoutError(message: "pg_ctl start failed: \(log.suffix(800))") }
+        (port, options) = started
         let stop: @Sendable () -> Void = { [binaries = bin, directory, runAs] in
             _ = Self.run(runAs + [binaries + "/pg_ctl", "-D", directory + "/data", "-m", "fast", "-w", "stop"])
             try? FileManager.default.removeItem(atPath: directory)
@@ -104,7 +117,11 @@ public final class PostgresServer: Sendable {
     public func start() async -> Bool { (try? await offPool { self.startNow() }) ?? false }
 
     private func startNow() -> Bool {
-        run([binaries + "/pg_ctl", "-D", directory + "/data", "-o", options, "-l", directory + "/server.log", "-w", "-t", "60", "start"]) == 0
+        run(Self.startCommand(binaries: binaries, directory: directory, options: options)) == 0
+    }
+
+    private static func startCommand(binaries: String, directory: String, options: String) -> [String] {
+        [binaries + "/pg_ctl", "-D", directory + "/data", "-o", options, "-l", directory + "/server.log", "-w", "-t", "60", "start"]
     }
 
     /// Stops the server at once (`immediate`: as a crash would, sessions cut, recovery at the next start).
