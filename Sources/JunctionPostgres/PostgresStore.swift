@@ -568,25 +568,23 @@ public final class PostgresStore: MessageStore, Sendable {
                 ends.append((slot, UInt64(end)))
             }
             let offsets = try batch.offsets(firsts: firsts)
-            // One statement of constant text whatever the batch: each column
-            // an array, unnested into rows (PostgreSQL parses 14 parameters,
-            // not 14 per message); an absent value is a NULL element.
-            var columns = MessageColumns(capacity: requests.count)
-            for index in requests.indices {
-                columns.append(requests[index].message, queue: requests[index].queue, offset: offsets[index], storedAt: storedAt)
+            // The rows' ids are drawn ahead (see IDPool), so the rows go in
+            // by COPY, which returns nothing (see CopyRows).
+            let rowIDs = try await messageIDs(requests.count, on: connection)
+            var rows = CopyRows(capacity: requests.count, bytesPerRow: 320)
+            for (index, id) in zip(requests.indices, rowIDs) {
+                rows.append(requests[index].message, id: id, queue: requests[index].queue, offset: offsets[index], storedAt: storedAt)
             }
-            var rows = PostgresBindings(capacity: 14)
-            columns.bind(into: &rows, storedAt: storedAt)
-            // The rows' ids are drawn ahead (see IDPool): nothing comes back.
-            let rowIDs = Array(try await messageIDs(requests.count, on: connection))
-            rows.append(BinaryArray(int8s: rowIDs))
-            try await connection.query(PostgresQuery(unsafeSQL: MessageColumns.insert, binds: rows), logger: logger)
+            let data = rows.buffer
+            try await connection.copyFrom(table: "junction_messages", columns: CopyRows.columns, logger: logger) { writer in
+                try await writer.write(data)
+            }
             var results: [AppendResult] = []
             var keyRows: [(topic: String, key: String, id: Int64)] = []
             results.reserveCapacity(requests.count)
             for (index, request) in requests.enumerated() {
                 let topic = request.message.topic
-                let (offset, id) = (offsets[index], rowIDs[index])
+                let (offset, id) = (offsets[index], rowIDs[rowIDs.startIndex + index])
                 if !request.message.keys.isEmpty { for key in Set(request.message.keys) where !key.isEmpty { keyRows.append((topic, key, id)) } }
                 results.append(AppendResult(id: Self.messageID(id, topic: topic), queue: request.queue, queueOffset: UInt64(offset), storeTimestamp: storedAt))
             }
@@ -1073,82 +1071,3 @@ struct QueueSlot: Hashable, Comparable {
     static func < (a: QueueSlot, b: QueueSlot) -> Bool { (a.topic, a.queue) < (b.topic, b.queue) }
 }
 
-/// A batch of messages as one array per column of `junction_messages`, for
-/// one INSERT … SELECT FROM unnest(…) of constant text. Each column is written
-/// in PostgreSQL's binary array form as messages are appended; absent values
-/// are NULL elements.
-struct MessageColumns {
-    private var topics, queues, queueOffsets, tags, tagHashes, keys, properties, bodies, shardingKeys, dedupeIDs, deliverAts, bornAts: BinaryArray
-
-    init(capacity: Int) {
-        topics = BinaryArray(.text, capacity: capacity, bytesPerElement: 16)
-        queues = BinaryArray(.int4, capacity: capacity, bytesPerElement: 4)
-        queueOffsets = BinaryArray(.int8, capacity: capacity, bytesPerElement: 8)
-        tags = BinaryArray(.text, capacity: capacity, bytesPerElement: 8)
-        tagHashes = BinaryArray(.int8, capacity: capacity, bytesPerElement: 8)
-        keys = BinaryArray(.text, capacity: capacity, bytesPerElement: 2)
-        properties = BinaryArray(.text, capacity: capacity, bytesPerElement: 2)
-        bodies = BinaryArray(.bytea, capacity: capacity, bytesPerElement: 128)
-        shardingKeys = BinaryArray(.text, capacity: capacity, bytesPerElement: 0)
-        dedupeIDs = BinaryArray(.text, capacity: capacity, bytesPerElement: 0)
-        deliverAts = BinaryArray(.int8, capacity: capacity, bytesPerElement: 0)
-        bornAts = BinaryArray(.int8, capacity: capacity, bytesPerElement: 8)
-    }
-
-    mutating func append(_ message: Message, queue: Int, offset: Int64, storedAt: Int64) {
-        topics.append(message.topic)
-        queues.append(Int32(queue))
-        queueOffsets.append(offset)
-        if let tag = message.tag { tags.append(tag) } else { tags.appendNull() }
-        tagHashes.append(Int64(bitPattern: TagHash.of(message.tag)))
-        keys.append(Self.arrayLiteral(message.keys))
-        properties.append(message.properties.isEmpty ? "{}" : JSONValue.object(message.properties.sorted { $0.key < $1.key }.map { ($0.key, .string($0.value)) }).serialized)
-        bodies.append(bytes: message.body)
-        if let key = message.shardingKey { shardingKeys.append(key) } else { shardingKeys.appendNull() }
-        if let id = message.dedupeID { dedupeIDs.append(id) } else { dedupeIDs.appendNull() }
-        if let at = message.deliverAt { deliverAts.append(at) } else { deliverAts.appendNull() }
-        bornAts.append(message.bornTimestamp == 0 ? storedAt : message.bornTimestamp)
-    }
-
-    /// `{"a","b"}`: each element quoted, `"` and `\` escaped.
-    static func arrayLiteral(_ values: [String]) -> String {
-        guard !values.isEmpty else { return "{}" }
-        var text = "{"
-        for (index, value) in values.enumerated() {
-            if index > 0 { text += "," }
-            text += "\""
-            for character in value.unicodeScalars {
-                if character == "\"" || character == "\\" { text += "\\" }
-                text.unicodeScalars.append(character)
-            }
-            text += "\""
-        }
-        return text + "}"
-    }
-
-    func bind(into binds: inout PostgresBindings, storedAt: Int64) {
-        binds.append(topics)
-        binds.append(queues)
-        binds.append(queueOffsets)
-        binds.append(storedAt)
-        binds.append(tags)
-        binds.append(tagHashes)
-        binds.append(keys)
-        binds.append(properties)
-        binds.append(bodies)
-        binds.append(shardingKeys)
-        binds.append(dedupeIDs)
-        binds.append(deliverAts)
-        binds.append(bornAts)
-    }
-
-    static let insert = """
-        INSERT INTO junction_messages (id, topic, queue, queue_offset, stored_at, tag, tag_hash, keys, properties, body,
-            sharding_key, dedupe_id, deliver_at, born_at)
-        SELECT u.id, u.topic, u.queue, u.queue_offset, $4, u.tag, u.tag_hash, u.keys::text[], u.properties, u.body,
-            u.sharding_key, u.dedupe_id, u.deliver_at, u.born_at
-        FROM unnest($14::int8[], $1::text[], $2::int4[], $3::int8[], $5::text[], $6::int8[], $7::text[], $8::text[], $9::bytea[],
-            $10::text[], $11::text[], $12::int8[], $13::int8[])
-            AS u(id, topic, queue, queue_offset, tag, tag_hash, keys, properties, body, sharding_key, dedupe_id, deliver_at, born_at)
-        """
-}

@@ -64,7 +64,7 @@ struct PostgresBoundedTests {
 
 @Suite("PostgreSQL store: every column of a message")
 struct PostgresColumnsTests {
-    @Test("what a batch stores reads back the same: tags, keys with quotes, backslashes, commas and braces, properties, bodies, sharding keys, dedupe ids, delivery times, and each of them absent")
+    @Test("what a batch stores reads back the same: tags, keys with quotes, backslashes, commas and braces, properties, bodies, sharding keys, dedupe ids, delivery times, each of them absent, and COPY's escapes in each")
     func roundTrip() async throws {
         let server = await PostgresServer.shared()
         let store = PostgresStore(settings: server.settings(database: try await server.createDatabase()))
@@ -75,6 +75,9 @@ struct PostgresColumnsTests {
                     properties: ["b": "2", "a": "x\"y"], body: Array("body".utf8), shardingKey: "order-7", dedupeID: "d-1",
                     deliverAt: 1, bornTimestamp: born),
             Message(topic: "cols", tag: "", keys: [""], properties: [:], body: [0, 255, 10], shardingKey: "", deliverAt: 0),
+            // What COPY's text format escapes (backslash, tab, newline, carriage return) in every text column, and every byte in a body.
+            Message(topic: "cols", tag: "t\tab\n\r\\", keys: ["k\t1", "k\n\\\"2"], properties: ["p\t": "v\n\r\\\"", "ü": "\\N"],
+                    body: (0...255).map { UInt8($0) }, shardingKey: "s\n\\N", dedupeID: "d\t\r", deliverAt: -1, bornTimestamp: born),
         ]
         let results = try await store.append(messages.enumerated().map { AppendRequest(message: $1, queue: $0 % 2) })
         for (message, result) in zip(messages, results) {

@@ -1,0 +1,60 @@
+import JunctionCore
+@testable import JunctionPostgres
+import NIOCore
+import Testing
+
+/// `CopyRows` driven as a value: each row is COPY's text format, escapes and
+/// NULLs included (the column round trip on a real server is in PostgresColumnsTests).
+@Suite("PostgreSQL COPY rows")
+struct CopyRowsTests {
+    private func text(_ rows: CopyRows) -> String {
+        String(decoding: rows.buffer.readableBytesView, as: UTF8.self)
+    }
+
+    @Test("a message with every optional column absent: fourteen columns, \\N for each NULL, the body in hex")
+    func absentColumns() {
+        var rows = CopyRows(capacity: 1, bytesPerRow: 64)
+        rows.append(Message(topic: "t", body: [0x00, 0xAB, 0xFF]), id: 42, queue: 3, offset: 0, storedAt: 1_700_000_000_000)
+        let row = text(rows)
+        #expect(rows.count == 1)
+        #expect(row.hasSuffix("\n"))
+        let columns = row.dropLast().split(separator: "\t", omittingEmptySubsequences: false).map(String.init)
+        #expect(columns.count == CopyRows.columns.count)
+        #expect(columns == ["42", "t", "3", "0", "1700000000000", "\\N", "\(Int64(bitPattern: TagHash.of(nil)))", "{}", "{}",
+                            "\\\\x00abff", "\\N", "\\N", "\\N", "1700000000000"])
+    }
+
+    @Test("backslash, tab, newline and carriage return are escaped in every text column; other bytes (UTF-8) go as they are")
+    func escapes() {
+        var rows = CopyRows(capacity: 1, bytesPerRow: 64)
+        let message = Message(topic: "a\tb", tag: "x\\y", keys: ["k\n1", "q\""], properties: ["p": "v\r"], body: [],
+                              shardingKey: "ünï", dedupeID: "d\t", deliverAt: -5, bornTimestamp: 9)
+        rows.append(message, id: -1, queue: 0, offset: 7, storedAt: 1)
+        let columns = text(rows).dropLast().split(separator: "\t", omittingEmptySubsequences: false).map(String.init)
+        #expect(columns.count == CopyRows.columns.count, "an escaped tab must not split a column")
+        #expect(columns[0] == "-1")
+        #expect(columns[1] == "a\\tb")
+        #expect(columns[5] == "x\\\\y")
+        // The keys' array literal escapes `"` with a backslash, which COPY escapes again.
+        #expect(columns[7] == "{\"k\\n1\",\"q\\\\\"\"}")
+        // JSON writes the carriage return as `\r` (two characters): its backslash is escaped for COPY.
+        #expect(columns[8] == "{\"p\":\"v\\\\r\"}")
+        #expect(columns[9] == "\\\\x")
+        #expect(columns[10] == "ünï")
+        #expect(columns[11] == "d\\t")
+        #expect(columns[12] == "-5")
+        #expect(columns[13] == "9")
+    }
+
+    @Test("rows follow each other, one line each, and the extreme integers are written whole")
+    func manyRows() {
+        var rows = CopyRows(capacity: 3, bytesPerRow: 64)
+        for (n, id) in [Int64.min, 0, Int64.max].enumerated() {
+            rows.append(Message(topic: "t", body: [UInt8(n)]), id: id, queue: n, offset: Int64(n), storedAt: 5)
+        }
+        let lines = text(rows).split(separator: "\n").map { $0.split(separator: "\t", omittingEmptySubsequences: false) }
+        #expect(rows.count == 3 && lines.count == 3)
+        #expect(lines.map { String($0[0]) } == ["-9223372036854775808", "0", "9223372036854775807"])
+        #expect(lines.map { String($0[9]) } == ["\\\\x00", "\\\\x01", "\\\\x02"])
+    }
+}
