@@ -123,7 +123,11 @@ struct CopyRows {
         }
     }
 
-    private static let hexDigits = Array("0123456789abcdef".utf8)
+    /// Each byte's two hex digits, as the UInt16 whose little-endian bytes they are.
+    private static let hexPairs: [UInt16] = (0..<256).map { byte in
+        let digits = Array("0123456789abcdef".utf8)
+        return UInt16(digits[byte >> 4]) | UInt16(digits[byte & 0x0F]) << 8
+    }
 
     /// A bytea value: `\\x` (the hex form's backslash, escaped) and two digits per byte.
     private mutating func hex(_ body: [UInt8]) {
@@ -132,13 +136,14 @@ struct CopyRows {
         bytes.append(UInt8(ascii: "x"))
         let start = bytes.count
         bytes.append(contentsOf: repeatElement(0, count: body.count * 2))
-        Self.hexDigits.withUnsafeBufferPointer { digits in
-            bytes.withUnsafeMutableBufferPointer { out in
-                var at = start
-                for byte in body {
-                    out[at] = digits[Int(byte >> 4)]
-                    out[at + 1] = digits[Int(byte & 0x0F)]
-                    at += 2
+        Self.hexPairs.withUnsafeBufferPointer { pairs in
+            body.withUnsafeBufferPointer { input in
+                bytes.withUnsafeMutableBytes { out in
+                    var at = start
+                    for byte in input {
+                        out.storeBytes(of: pairs[Int(byte)].littleEndian, toByteOffset: at, as: UInt16.self)
+                        at += 2
+                    }
                 }
             }
         }
