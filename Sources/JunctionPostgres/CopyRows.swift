@@ -9,7 +9,7 @@ import NIOCore
 /// batch through the heap's multi-insert path (one WAL record per page of
 /// rows instead of one per row) and evaluates no expression per row. On this
 /// machine the server spent 5.5 µs of CPU per 100-byte message through COPY
-/// against 7.6–9.4 µs through unnest (docs/STORAGE.md gives the figures).
+/// against 8.0–9.4 µs through unnest (Benchmarks/README.md gives the figures).
 /// postgres-nio sends COPY data in the text format only, hence this writer.
 ///
 /// The format (the COPY page of PostgreSQL's manual): one line per row,
