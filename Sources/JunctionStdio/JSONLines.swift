@@ -22,30 +22,6 @@ public enum JSONLines {
     }
 }
 
-/// Splits bytes into lines as they arrive (newline-terminated; a last line
-/// without a newline is returned at the end).
-struct LineSplitter {
-    private var partial: [UInt8] = []
-
-    mutating func feed(_ bytes: UnsafeRawBufferPointer, into lines: inout [[UInt8]]) {
-        var start = 0
-        for index in 0..<bytes.count where bytes[index] == UInt8(ascii: "\n") {
-            var line = partial
-            line.append(contentsOf: bytes[start..<index])
-            partial.removeAll(keepingCapacity: true)
-            if line.last == UInt8(ascii: "\r") { line.removeLast() }
-            lines.append(line)
-            start = index + 1
-        }
-        partial.append(contentsOf: bytes[start...])
-    }
-
-    mutating func finish() -> [UInt8]? {
-        defer { partial.removeAll() }
-        return partial.isEmpty ? nil : partial
-    }
-}
-
 /// Writes all bytes to a file descriptor; false when it is closed (EPIPE) or fails.
 func writeFully(_ fd: Int32, _ bytes: [UInt8]) -> Bool {
     var done = 0

@@ -20,14 +20,12 @@ struct Pub: AsyncParsableCommand {
         guard ["sync", "async", "oneway"].contains(mode) else { throw ValidationError("--mode: expected sync, async or oneway, found \(mode)") }
     }
 
-    private func message(_ body: [UInt8], line: Int?) -> Message { messageOptions.message(body, line: line) }
-
     func run() async throws {
         do {
             let client = try await serverOptions.connect(name: "junction-pub")
             defer { Task { await client.close() } }
             if let body {
-                let message = message(Array(body.utf8), line: nil)
+                let message = messageOptions.message(Array(body.utf8))
                 if mode == "oneway" {
                     client.publishOneway([message])
                     try await client.ping()  // the server has read it
@@ -67,14 +65,38 @@ struct Pub: AsyncParsableCommand {
             }
             if let failure = tracker.failure { throw failure }
         }
+        // The flags are read once (each read of an option goes through the
+        // argument parser's storage): a line only sets the body and the dedupe id.
+        let template = messageOptions.message([], line: nil)
+        let dedupeID = messageOptions.dedupeID
+        // stdin in 64 KiB reads, split into lines as bytes (no String per line).
+        var splitter = LineSplitter()
+        var buffer = [UInt8](repeating: 0, count: 1 << 16)
+        var lines: [[UInt8]] = []
+        var ended = false
         do {
-            while let line = readLine(strippingNewline: true) {
-                lineNumber += 1
-                batch.append(message(Array(line.utf8), line: lineNumber))
-                if batch.count == 256 {
-                    try await send(batch, firstLine: lineNumber - 255)
-                    batch.removeAll(keepingCapacity: true)
+            while !ended {
+                let count = buffer.withUnsafeMutableBytes { read(0, $0.baseAddress, $0.count) }
+                if count < 0 && errno == EINTR { continue }
+                guard count >= 0 else { throw CommandFailure(message: "cannot read stdin: \(String(cString: strerror(errno)))", code: CommandFailure.Status.failure) }
+                if count == 0 {
+                    ended = true
+                    if let last = splitter.finish() { lines.append(last) }
+                } else {
+                    buffer.withUnsafeBytes { splitter.feed(UnsafeRawBufferPointer(rebasing: $0[0..<count]), into: &lines) }
                 }
+                for line in lines {
+                    lineNumber += 1
+                    var message = template
+                    message.body = line
+                    if let dedupeID { message.dedupeID = "\(dedupeID)-\(lineNumber)" }
+                    batch.append(message)
+                    if batch.count == 256 {
+                        try await send(batch, firstLine: lineNumber - 255)
+                        batch.removeAll(keepingCapacity: true)
+                    }
+                }
+                lines.removeAll(keepingCapacity: true)
             }
             if !batch.isEmpty { try await send(batch, firstLine: lineNumber - batch.count + 1) }
             try await tracker.drain()
