@@ -288,6 +288,8 @@ public final class Broker: Sendable {
         requestTopics.reserveCapacity(toStore.count)
         var scheduled: [Int] = []
         let storeDedupes = store.dedupesAppends
+        // A batch is mostly one topic: it is looked up again only when the name changes.
+        var lastTopic: Topic?
         do {
             for index in toStore {
                 var message = messages[index]
@@ -296,7 +298,13 @@ public final class Broker: Sendable {
                     message.topic = DelayScheduler.topic
                     scheduled.append(requests.count)
                 }
-                let topic = try topics.resolve(message.topic, isInternal: isInternal || message.topic == DelayScheduler.topic)
+                let topic: Topic
+                if let last = lastTopic, last.name == message.topic {
+                    topic = last
+                } else {
+                    topic = try topics.resolve(message.topic, isInternal: isInternal || message.topic == DelayScheduler.topic)
+                    lastTopic = topic
+                }
                 // A store that dedupes (one shared by several gateways) checks the key as it stores.
                 let claim = storeDedupes ? (dedupeKeys?[index] ?? dedupeKey(for: messages[index])).map { key in
                     DedupeClaim(topic: key.topic, id: key.id, windowMs: key.id.hasPrefix("%copy%") ? copyWindowMs : Int64(settings.defaults.dedupeWindowMs))
