@@ -85,3 +85,28 @@ struct CLIExitStatusTests {
         #expect(await gateway.stop() == 0)
     }
 }
+
+@Suite("junction pub: a line of stdin is one message")
+struct CLIPubLinesTests {
+    @Test("\\n and \\r\\n end a line, an empty line is an empty message, a last line without a newline counts; --dedupe-id gives line N the id ID-N")
+    func lines() async throws {
+        let dir = TemporaryDirectory()
+        let gateway = try await InProcessGateway.start(directory: dir.path)
+        let (status, _, stderr) = try await gateway.junction(["pub", "--topic", "lines", "--tag", "T", "--dedupe-id", "run"], input: "a\r\n\nb c\r\nlast")
+        #expect(status == 0, "\(stderr)")
+        #expect(stderr.contains("published 4 messages"), "\(stderr)")
+        let client = try await JunctionClient.connect(port: gateway.port, reconnect: false)
+        let reader = try await client.subscribe(WireSubscription(topic: "lines", group: "g", start: .earliest))
+        let got = try await deliveries(of: reader, count: 4, ack: true, seconds: 30, "expected the 4 lines")
+        #expect(Set(got.map(text)) == ["a", "", "b c", "last"])
+        #expect(Set(got.compactMap(\.message.message.dedupeID)) == ["run-1", "run-2", "run-3", "run-4"])
+        #expect(got.allSatisfy { $0.message.message.tag == "T" })
+        // The same lines again are duplicates of their ids: nothing new is stored.
+        let (again, _, more) = try await gateway.junction(["pub", "--topic", "lines", "--tag", "T", "--dedupe-id", "run"], input: "a\r\n\nb c\r\nlast")
+        #expect(again == 0, "\(more)")
+        let groups = try await client.listGroups("g")
+        #expect(groups.first?.queues.reduce(0) { $0 + Int($1.endOffset) } == 4)
+        await client.close()
+        #expect(await gateway.stop() == 0)
+    }
+}
