@@ -15,8 +15,8 @@ struct MessageOptions: ParsableArguments {
         for property in properties where !property.contains("=") { throw ValidationError("--property: expected K=V, found \(property)") }
     }
 
-    /// The message with this body; `line` (stdin's line number) extends the dedupe id to ID-N.
-    func message(_ body: [UInt8], line: Int? = nil) -> Message {
+    /// The message with this body.
+    func message(_ body: [UInt8]) -> Message {
         var props: [String: String] = [:]
         for property in properties {
             let parts = property.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
@@ -24,6 +24,9 @@ struct MessageOptions: ParsableArguments {
         }
         return Message(
             topic: topic, tag: tag, keys: keys, properties: props, body: body, shardingKey: shardingKey,
-            dedupeID: dedupeID.map { id in line.map { "\(id)-\($0)" } ?? id }, deliverAt: deliverAt)
+            dedupeID: dedupeID, deliverAt: deliverAt)
     }
+
+    /// The dedupe id of stdin's line `line` under `--dedupe-id ID`: ID-N.
+    static func dedupeID(_ id: String, line: Int) -> String { "\(id)-\(line)" }
 }

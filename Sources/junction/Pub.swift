@@ -67,7 +67,7 @@ struct Pub: AsyncParsableCommand {
         }
         // The flags are read once (each read of an option goes through the
         // argument parser's storage): a line only sets the body and the dedupe id.
-        let template = messageOptions.message([], line: nil)
+        let template = messageOptions.message([])
         let dedupeID = messageOptions.dedupeID
         // stdin in 64 KiB reads, split into lines as bytes (no String per line).
         var splitter = LineSplitter()
@@ -89,7 +89,7 @@ struct Pub: AsyncParsableCommand {
                     lineNumber += 1
                     var message = template
                     message.body = line
-                    if let dedupeID { message.dedupeID = "\(dedupeID)-\(lineNumber)" }
+                    if let dedupeID { message.dedupeID = MessageOptions.dedupeID(dedupeID, line: lineNumber) }
                     batch.append(message)
                     if batch.count == 256 {
                         try await send(batch, firstLine: lineNumber - 255)
