@@ -53,6 +53,12 @@ public protocol MessageStore: Sendable {
     /// takes a result marked `duplicate` as the first message's receipt.
     var dedupesAppends: Bool { get }
 
+    /// How many reads of different queues a consumer group may have in
+    /// flight at once: 1 for a store whose reads cost memory and a decode
+    /// (a task per read would cost more than it saves); more for one whose
+    /// every read is a round trip to a server.
+    var concurrentReads: Int { get }
+
     /// Calls `handler` when queues grow by appends this process did not make
     /// (another gateway's, on a shared backend): per topic, per queue, one
     /// past the newest offset. A store only this process writes to never
@@ -115,6 +121,9 @@ extension MessageStore {
 
     /// Only this process writes: the broker's window of dedupe ids sees every publish.
     public var dedupesAppends: Bool { false }
+
+    /// Reads are local: one at a time.
+    public var concurrentReads: Int { 1 }
 
     /// Only this process writes: its own completions tell of every append.
     public func onExternalGrowth(_ handler: @escaping @Sendable ([String: [Int: UInt64]]) -> Void) {}

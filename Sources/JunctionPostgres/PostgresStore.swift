@@ -126,6 +126,9 @@ public final class PostgresStore: MessageStore, Sendable {
         timeoutMs = settings.timeoutMs
         // One connection listens, one is kept for reads and coordination; the rest write.
         lanes = (0..<max(1, min(settings.lanes, settings.poolSize - 2))).map { _ in AppendLane() }
+        // A group reads as many queues at once as connections are left after
+        // the listener, the lanes and one for coordination (4 of the default 8).
+        concurrentReads = max(1, settings.poolSize - 2 - lanes.count)
         ready = Task {
             // With several servers, the one that accepts writes is found first.
             if primary.endpoints.count > 1 { await primary.check() }
@@ -1002,6 +1005,9 @@ public final class PostgresStore: MessageStore, Sendable {
 
     /// Several gateways share it: dedupe ids are claimed in the database.
     public var dedupesAppends: Bool { true }
+
+    /// Every read is a query: a group reads several queues at once (see init).
+    public let concurrentReads: Int
 
     public func close() async throws {
         let first = state.withLock { state -> Bool in

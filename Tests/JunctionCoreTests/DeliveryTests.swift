@@ -417,3 +417,35 @@ struct AttemptsAcrossRestartTests {
         try await h.close()
     }
 }
+
+@Suite("Delivery: reads of several queues at once")
+struct ConcurrentReadsTests {
+    @Test("a store that reads several queues at once: every message arrives once, each queue in its order, the offsets committed")
+    func concurrentReads() async throws {
+        let clock = ManualClock()
+        for width in [1, 3, 8] {
+            let store = try MemoryStore(clock: clock, concurrentReads: width)
+            #expect(store.concurrentReads == width)
+            let broker = try await Broker.open(store: store, settings: BrokerSettings(topics: [TopicDeclaration(name: "wide", queues: 8)]), clock: clock)
+            let subscription = try await broker.subscribe(SubscriptionOptions(topic: "wide", group: "g", start: .earliest, credit: 64))
+            var seen: [Int: [UInt64]] = [:]
+            var count = 0
+            // Published in rounds while the group reads, so that reads of several queues meet.
+            for round in 0..<10 {
+                _ = try await broker.publish((0..<40).map { Message(topic: "wide", body: Array("\(round * 40 + $0)".utf8)) })
+                let got = try await take(40, from: subscription)
+                for delivery in got { seen[delivery.tag.queue, default: []].append(delivery.message.queueOffset) }
+                count += got.count
+                subscription.ack(got)
+            }
+            #expect(count == 400, "width \(width)")
+            for (queue, offsets) in seen { #expect(offsets == Array(0..<UInt64(offsets.count)), "width \(width), queue \(queue): \(offsets)") }
+            try await expectNothing(from: subscription, broker: broker)
+            let stats = try await broker.groupStats(group: "g")
+            #expect(stats.first?.queues.reduce(0) { $0 + Int($1.committedOffset) } == 400, "width \(width)")
+            await subscription.close()
+            await broker.close()
+            try await store.close()
+        }
+    }
+}

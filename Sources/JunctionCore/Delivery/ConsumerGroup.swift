@@ -187,11 +187,14 @@ final class ConsumerGroup: Sendable {
         return effects
     }
 
-    /// The group's reader: makes the reads asked for, one after another, and
-    /// those their completions ask for, until none is left; then it ends (the
-    /// next read asked for starts another). One task per burst of reads, not
-    /// one per read.
+    /// The group's reader: makes the reads asked for and those their
+    /// completions ask for, until none is left; then it ends (the next read
+    /// asked for starts another). One task per burst of reads, not one per
+    /// read. The reads of a burst are of different queues (the state asks for
+    /// one read per queue at a time); a store whose reads are round trips
+    /// (`concurrentReads` > 1) gets that many at once, else one after another.
     private func readAll() async {
+        let width = broker.store.concurrentReads
         while true {
             let next = owned.withLock { owned -> [Read] in
                 let reads = owned.reads
@@ -200,15 +203,28 @@ final class ConsumerGroup: Sendable {
                 return reads
             }
             if next.isEmpty { return }
-            for read in next {
-                do {
-                    let batch = try await broker.read(topic: definition.topic, queue: read.queue, from: read.from, filter: definition.filter, limit: ReadLimit(maxMessages: read.max))
-                    apply { state, now in state.readCompleted(queue: read.queue, from: read.from, epoch: read.epoch, batch: batch, now: now) }
-                } catch {
-                    logger.error("cannot read for group", metadata: ["group": "\(name)", "queue": "\(read.queue)", "error": "\(error)"])
-                    apply { state, now in state.readFailed(queue: read.queue, epoch: read.epoch, now: now) }
+            if width > 1 && next.count > 1 {
+                for start in stride(from: 0, to: next.count, by: width) {
+                    await withTaskGroup(of: Void.self) { reads in
+                        for read in next[start..<min(next.count, start + width)] {
+                            reads.addTask { await self.perform(read) }
+                        }
+                    }
                 }
+            } else {
+                for read in next { await perform(read) }
             }
+        }
+    }
+
+    /// One read, its batch (or its failure) applied to the state.
+    private func perform(_ read: Read) async {
+        do {
+            let batch = try await broker.read(topic: definition.topic, queue: read.queue, from: read.from, filter: definition.filter, limit: ReadLimit(maxMessages: read.max))
+            apply { state, now in state.readCompleted(queue: read.queue, from: read.from, epoch: read.epoch, batch: batch, now: now) }
+        } catch {
+            logger.error("cannot read for group", metadata: ["group": "\(name)", "queue": "\(read.queue)", "error": "\(error)"])
+            apply { state, now in state.readFailed(queue: read.queue, epoch: read.epoch, now: now) }
         }
     }
 
