@@ -65,17 +65,17 @@ public final class MemoryStore: MessageStore {
     private let clock: any WallClock
     /// Whether it dedupes appends by their claims, as a shared backend must.
     public let dedupesAppends: Bool
-    /// How many reads of different queues a group makes at once (1 by
-    /// default; more stands in for a store whose reads are round trips).
-    public let concurrentReads: Int
+    /// How many queues' reads a group hands it in one call (1 by default;
+    /// more stands in for a store whose reads are round trips).
+    public let queuesPerRead: Int
     private let closed = Atomic<Bool>(false)
     private let growthHandlers = Mutex<[@Sendable ([String: [Int: UInt64]]) -> Void]>([])
 
     /// Opens a store on `storage` (a new, empty one by default); records are
     /// stamped by `clock`. One store at a time may be open on a storage. With
     /// `dedupes`, it dedupes appends by their claims, as a backend shared by
-    /// several gateways must. `concurrentReads`: see `MessageStore.concurrentReads`.
-    public init(storage: Storage = Storage(), clock: any WallClock = SystemWallClock(), dedupes: Bool = false, concurrentReads: Int = 1) throws {
+    /// several gateways must. `queuesPerRead`: see `MessageStore.queuesPerRead`.
+    public init(storage: Storage = Storage(), clock: any WallClock = SystemWallClock(), dedupes: Bool = false, queuesPerRead: Int = 1) throws {
         try storage.contents.withLock { contents in
             guard !contents.open else { throw BrokerError(.conflict, "this storage is open in another MemoryStore; close that one first") }
             contents.open = true
@@ -83,7 +83,7 @@ public final class MemoryStore: MessageStore {
         self.storage = storage
         self.clock = clock
         self.dedupesAppends = dedupes
-        self.concurrentReads = concurrentReads
+        self.queuesPerRead = queuesPerRead
     }
 
     // MARK: Appending

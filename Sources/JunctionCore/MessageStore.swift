@@ -19,6 +19,11 @@ public protocol MessageStore: Sendable {
     /// reading their records.
     func read(topic: String, queue: Int, from offset: UInt64, limit: ReadLimit, tagHashes: Set<UInt64>?) async throws -> ReadBatch
 
+    /// Reads several queues of one topic, each as `read(topic:queue:…)`
+    /// would: one batch per request, in their order. (By default one read
+    /// after another; a store whose reads are round trips makes them in one.)
+    func read(topic: String, queues: [QueueRead], tagHashes: Set<UInt64>?) async throws -> [ReadBatch]
+
     /// The message with this id, or nil when there is none (or it was deleted by retention).
     func message(id: MessageID) async throws -> StoredMessage?
 
@@ -53,11 +58,11 @@ public protocol MessageStore: Sendable {
     /// takes a result marked `duplicate` as the first message's receipt.
     var dedupesAppends: Bool { get }
 
-    /// How many reads of different queues a consumer group may have in
-    /// flight at once: 1 for a store whose reads cost memory and a decode
-    /// (a task per read would cost more than it saves); more for one whose
-    /// every read is a round trip to a server.
-    var concurrentReads: Int { get }
+    /// How many queues' reads a consumer group hands the store in one call
+    /// (`read(topic:queues:tagHashes:)`): 1 for a store whose reads cost
+    /// memory and a decode; more for one whose every call is a round trip
+    /// to a server, which then makes them in one.
+    var queuesPerRead: Int { get }
 
     /// Calls `handler` when queues grow by appends this process did not make
     /// (another gateway's, on a shared backend): per topic, per queue, one
@@ -122,8 +127,18 @@ extension MessageStore {
     /// Only this process writes: the broker's window of dedupe ids sees every publish.
     public var dedupesAppends: Bool { false }
 
-    /// Reads are local: one at a time.
-    public var concurrentReads: Int { 1 }
+    /// Reads are local: one queue per call.
+    public var queuesPerRead: Int { 1 }
+
+    /// One read after another.
+    public func read(topic: String, queues: [QueueRead], tagHashes: Set<UInt64>?) async throws -> [ReadBatch] {
+        var batches: [ReadBatch] = []
+        batches.reserveCapacity(queues.count)
+        for request in queues {
+            batches.append(try await read(topic: topic, queue: request.queue, from: request.from, limit: request.limit, tagHashes: tagHashes))
+        }
+        return batches
+    }
 
     /// Only this process writes: its own completions tell of every append.
     public func onExternalGrowth(_ handler: @escaping @Sendable ([String: [Int: UInt64]]) -> Void) {}
@@ -223,6 +238,19 @@ public struct AppendResult: Sendable, Hashable {
 }
 
 /// How much one read may return.
+/// One queue's read in a read of several (`MessageStore.read(topic:queues:tagHashes:)`).
+public struct QueueRead: Sendable, Hashable {
+    public var queue: Int
+    public var from: UInt64
+    public var limit: ReadLimit
+
+    public init(queue: Int, from: UInt64, limit: ReadLimit) {
+        self.queue = queue
+        self.from = from
+        self.limit = limit
+    }
+}
+
 public struct ReadLimit: Sendable, Hashable {
     /// At most this many messages.
     public var maxMessages: Int

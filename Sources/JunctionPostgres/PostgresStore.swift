@@ -126,9 +126,6 @@ public final class PostgresStore: MessageStore, Sendable {
         timeoutMs = settings.timeoutMs
         // One connection listens, one is kept for reads and coordination; the rest write.
         lanes = (0..<max(1, min(settings.lanes, settings.poolSize - 2))).map { _ in AppendLane() }
-        // A group reads as many queues at once as connections are left after
-        // the listener, the lanes and one for coordination (4 of the default 8).
-        concurrentReads = max(1, settings.poolSize - 2 - lanes.count)
         ready = Task {
             // With several servers, the one that accepts writes is found first.
             if primary.endpoints.count > 1 { await primary.check() }
@@ -638,22 +635,85 @@ public final class PostgresStore: MessageStore, Sendable {
 
     static let columns = "id, topic, queue, queue_offset, stored_at, tag, keys, properties, body, sharding_key, dedupe_id, deliver_at, born_at"
 
+    /// A row of `columns`, as decoded.
+    typealias Columns = (Int64, String, Int32, Int64, Int64, String?, [String], String, ByteBuffer, String?, String?, Int64?, Int64)
+
     static func decode(_ rows: PostgresRowSequence) async throws -> [StoredMessage] {
         var messages: [StoredMessage] = []
-        for try await row in rows {
-            let columns = try row.decode((Int64, String, Int32, Int64, Int64, String?, [String], String, ByteBuffer, String?, String?, Int64?, Int64).self, context: .default)
-            let (id, topic, queue, offset, storedAt, tag) = (columns.0, columns.1, columns.2, columns.3, columns.4, columns.5)
-            var properties: [String: String] = [:]
-            for (name, value) in (try? JSONValue.parse(columns.7))?.objectMembers ?? [] {
-                if case .string(let text) = value { properties[name] = text }
-            }
-            var body = columns.8
-            let message = Message(
-                topic: topic, tag: tag, keys: columns.6, properties: properties, body: body.readBytes(length: body.readableBytes) ?? [],
-                shardingKey: columns.9, dedupeID: columns.10, deliverAt: columns.11, bornTimestamp: columns.12)
-            messages.append(StoredMessage(message: message, id: messageID(id, topic: topic), queue: Int(queue), queueOffset: UInt64(offset), storeTimestamp: storedAt))
-        }
+        for try await row in rows { messages.append(stored(try row.decode(Columns.self, context: .default))) }
         return messages
+    }
+
+    /// Rows of `columns` followed by the number of the request each answers.
+    static func decodeNumbered(_ rows: PostgresRowSequence) async throws -> [(request: Int, message: StoredMessage)] {
+        var found: [(request: Int, message: StoredMessage)] = []
+        for try await row in rows {
+            let c = try row.decode((Int64, String, Int32, Int64, Int64, String?, [String], String, ByteBuffer, String?, String?, Int64?, Int64, Int64).self, context: .default)
+            found.append((Int(c.13), stored((c.0, c.1, c.2, c.3, c.4, c.5, c.6, c.7, c.8, c.9, c.10, c.11, c.12))))
+        }
+        return found
+    }
+
+    static func stored(_ columns: Columns) -> StoredMessage {
+        let (id, topic, queue, offset, storedAt, tag) = (columns.0, columns.1, columns.2, columns.3, columns.4, columns.5)
+        var properties: [String: String] = [:]
+        for (name, value) in (try? JSONValue.parse(columns.7))?.objectMembers ?? [] {
+            if case .string(let text) = value { properties[name] = text }
+        }
+        var body = columns.8
+        let message = Message(
+            topic: topic, tag: tag, keys: columns.6, properties: properties, body: body.readBytes(length: body.readableBytes) ?? [],
+            shardingKey: columns.9, dedupeID: columns.10, deliverAt: columns.11, bornTimestamp: columns.12)
+        return StoredMessage(message: message, id: messageID(id, topic: topic), queue: Int(queue), queueOffset: UInt64(offset), storeTimestamp: storedAt)
+    }
+
+    /// Many queues, many round trips saved: a group hands over the reads of a
+    /// burst (see `read(topic:queues:tagHashes:)`).
+    public var queuesPerRead: Int { 64 }
+
+    /// Reads several queues of a topic in one query (a lateral join over the
+    /// requests, each its own range and limit). A request whose rows do not
+    /// start at its offset (the end, or retention deleted it) and filtered
+    /// reads go the single read's way, which consults the queue's range.
+    public func read(topic: String, queues: [QueueRead], tagHashes: Set<UInt64>?) async throws -> [ReadBatch] {
+        try await open()
+        guard queues.count > 1, tagHashes == nil, queues.allSatisfy({ $0.from <= UInt64(Int64.max) }) else {
+            var batches: [ReadBatch] = []
+            for request in queues {
+                batches.append(try await read(topic: topic, queue: request.queue, from: request.from, limit: request.limit, tagHashes: tagHashes))
+            }
+            return batches
+        }
+        return try await guarded("reading \(topic) queues \(queues.map(\.queue))") { [self] in
+            let rows: PostgresRowSequence
+            do {
+                rows = try await client.query("""
+                    SELECT m.*, r.k FROM unnest(\(queues.map { Int32($0.queue) })::int4[], \(queues.map { Int64($0.from) })::int8[],
+                        \(queues.map { Int64($0.from &+ UInt64(max(1, $0.limit.maxScanned))) })::int8[], \(queues.map { Int64($0.limit.maxMessages) })::int8[])
+                        WITH ORDINALITY AS r(queue, low, high, most, k)
+                    CROSS JOIN LATERAL (
+                        SELECT \(unescaped: Self.columns) FROM junction_messages
+                        WHERE topic = \(topic) AND queue = r.queue AND queue_offset >= r.low AND queue_offset < r.high
+                        ORDER BY queue_offset LIMIT r.most) m
+                    ORDER BY r.k, m.queue_offset
+                    """, logger: logger)
+            } catch { throw Self.failure(error) }
+            var found = [[StoredMessage]](repeating: [], count: queues.count)
+            for (request, message) in try await Self.decodeNumbered(rows) where (1...queues.count).contains(request) {
+                found[request - 1].append(message)
+            }
+            var batches: [ReadBatch] = []
+            batches.reserveCapacity(queues.count)
+            for (request, var messages) in zip(queues, found) {
+                if let first = messages.first, first.queueOffset == request.from {
+                    Self.keepWithin(bytes: request.limit.maxBytes, &messages)
+                    batches.append(ReadBatch(messages: messages, nextOffset: messages.last!.queueOffset + 1))
+                } else {
+                    batches.append(try await readNow(topic: topic, queue: request.queue, from: request.from, limit: request.limit, tagHashes: nil))
+                }
+            }
+            return batches
+        }
     }
 
     public func read(topic: String, queue: Int, from offset: UInt64, limit: ReadLimit, tagHashes: Set<UInt64>?) async throws -> ReadBatch {
@@ -1006,8 +1066,6 @@ public final class PostgresStore: MessageStore, Sendable {
     /// Several gateways share it: dedupe ids are claimed in the database.
     public var dedupesAppends: Bool { true }
 
-    /// Every read is a query: a group reads several queues at once (see init).
-    public let concurrentReads: Int
 
     public func close() async throws {
         let first = state.withLock { state -> Bool in

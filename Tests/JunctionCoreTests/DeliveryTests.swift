@@ -421,11 +421,11 @@ struct AttemptsAcrossRestartTests {
 @Suite("Delivery: reads of several queues at once")
 struct ConcurrentReadsTests {
     @Test("a store that reads several queues at once: every message arrives once, each queue in its order, the offsets committed")
-    func concurrentReads() async throws {
+    func queuesPerRead() async throws {
         let clock = ManualClock()
         for width in [1, 3, 8] {
-            let store = try MemoryStore(clock: clock, concurrentReads: width)
-            #expect(store.concurrentReads == width)
+            let store = try MemoryStore(clock: clock, queuesPerRead: width)
+            #expect(store.queuesPerRead == width)
             let broker = try await Broker.open(store: store, settings: BrokerSettings(topics: [TopicDeclaration(name: "wide", queues: 8)]), clock: clock)
             let subscription = try await broker.subscribe(SubscriptionOptions(topic: "wide", group: "g", start: .earliest, credit: 64))
             var seen: [Int: [UInt64]] = [:]

@@ -268,6 +268,34 @@ public enum StorageContract {
         }
     }
 
+    /// A read of several queues gives, per request, what the read of that one
+    /// queue gives: past the end, mid-queue, limits of messages and bytes, the
+    /// same queue twice, with and without tag hashes.
+    public static func readsOfSeveralQueues(_ backend: StoreBackend) async throws {
+        let handle = try await backend.open(ManualClock())
+        let store = handle.store
+        _ = try await store.append((0..<40).map { AppendRequest(message: message("m", $0, tag: $0 % 3 == 0 ? "a" : "b"), queue: $0 % 4) })
+        let requests = [
+            QueueRead(queue: 0, from: 0, limit: ReadLimit(maxMessages: 100)),
+            QueueRead(queue: 1, from: 3, limit: ReadLimit(maxMessages: 4)),
+            QueueRead(queue: 2, from: 10, limit: ReadLimit(maxMessages: 8)),
+            QueueRead(queue: 3, from: 2, limit: ReadLimit(maxMessages: 100, maxBytes: 1)),
+            QueueRead(queue: 5, from: 0, limit: ReadLimit(maxMessages: 8)),
+            QueueRead(queue: 1, from: 0, limit: ReadLimit(maxMessages: 2)),
+        ]
+        for hashes in [nil, Set([TagHash.of("a")])] {
+            let together = try await store.read(topic: "m", queues: requests, tagHashes: hashes)
+            try require(together.count == requests.count, "\(together.count) batches for \(requests.count) requests")
+            for (request, batch) in zip(requests, together) {
+                let alone = try await store.read(topic: "m", queue: request.queue, from: request.from, limit: request.limit, tagHashes: hashes)
+                try require(batch.messages.map(\.message) == alone.messages.map(\.message) && batch.messages.map(\.queueOffset) == alone.messages.map(\.queueOffset),
+                            "queue \(request.queue) from \(request.from), hashes \(hashes != nil): \(batch.messages.map(\.queueOffset)) read together, \(alone.messages.map(\.queueOffset)) alone")
+                try require(batch.nextOffset == alone.nextOffset, "queue \(request.queue) from \(request.from): next \(batch.nextOffset) together, \(alone.nextOffset) alone")
+            }
+        }
+        try await store.close()
+    }
+
     /// One promise, by name.
     public struct Check: Sendable, CustomStringConvertible {
         public let description: String
@@ -280,6 +308,7 @@ public enum StorageContract {
         Check(description: "concurrent appenders: each message once, each caller in order", run: concurrentAppends),
         Check(description: "a batch is stored whole or not at all", run: allOrNothing),
         Check(description: "reads honour limits and tag hashes and say where to go on", run: readLimitsAndTags),
+        Check(description: "a read of several queues gives what each queue's own read gives", run: readsOfSeveralQueues),
         Check(description: "offsets by time follow the store's stamps", run: offsetsByTime),
         Check(description: "messages by key: those of the topic with the key in the range, oldest first, limited, across a reopen", run: messagesByKey),
         Check(description: "topic counts only grow; state and group offsets round-trip, offsets merged per key", run: metadataAndState),

@@ -494,6 +494,28 @@ public final class Broker: Sendable {
         return ReadBatch(messages: matched, nextOffset: next)
     }
 
+    /// Reads several queues of a topic through a filter, each as
+    /// `read(topic:queue:…)` would, the store's part in one call; a property
+    /// filter that left a batch short goes on reading that queue alone.
+    public func read(topic: String, queues: [QueueRead], filter: MessageFilter) async throws -> [ReadBatch] {
+        let batches = try await store.read(topic: topic, queues: queues, tagHashes: filter.tags.tagHashes)
+        var results: [ReadBatch] = []
+        results.reserveCapacity(queues.count)
+        for (request, batch) in zip(queues, batches) {
+            var matched = batch.messages.filter { filter.matches($0.message) }.map(Self.asDelivered)
+            var next = batch.nextOffset
+            if matched.count < request.limit.maxMessages, filter.properties != nil, !batch.messages.isEmpty, batch.nextOffset != request.from {
+                var rest = request.limit
+                rest.maxMessages -= matched.count
+                let more = try await read(topic: topic, queue: request.queue, from: batch.nextOffset, filter: filter, limit: rest)
+                matched += more.messages
+                next = more.nextOffset
+            }
+            results.append(ReadBatch(messages: matched, nextOffset: next))
+        }
+        return results
+    }
+
     /// A stored message as consumers see it: without the broker's own
     /// properties (`%COPY_OF`, names starting with %), and a delayed message
     /// under the id its publish receipt named (that of its scheduled record),

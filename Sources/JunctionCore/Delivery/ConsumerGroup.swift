@@ -192,9 +192,9 @@ final class ConsumerGroup: Sendable {
     /// asked for starts another). One task per burst of reads, not one per
     /// read. The reads of a burst are of different queues (the state asks for
     /// one read per queue at a time); a store whose reads are round trips
-    /// (`concurrentReads` > 1) gets that many at once, else one after another.
+    /// (`queuesPerRead` > 1) gets that many in one call, else one after another.
     private func readAll() async {
-        let width = broker.store.concurrentReads
+        let width = broker.store.queuesPerRead
         while true {
             let next = owned.withLock { owned -> [Read] in
                 let reads = owned.reads
@@ -205,11 +205,7 @@ final class ConsumerGroup: Sendable {
             if next.isEmpty { return }
             if width > 1 && next.count > 1 {
                 for start in stride(from: 0, to: next.count, by: width) {
-                    await withTaskGroup(of: Void.self) { reads in
-                        for read in next[start..<min(next.count, start + width)] {
-                            reads.addTask { await self.perform(read) }
-                        }
-                    }
+                    await perform(Array(next[start..<min(next.count, start + width)]))
                 }
             } else {
                 for read in next { await perform(read) }
@@ -223,9 +219,27 @@ final class ConsumerGroup: Sendable {
             let batch = try await broker.read(topic: definition.topic, queue: read.queue, from: read.from, filter: definition.filter, limit: ReadLimit(maxMessages: read.max))
             apply { state, now in state.readCompleted(queue: read.queue, from: read.from, epoch: read.epoch, batch: batch, now: now) }
         } catch {
-            logger.error("cannot read for group", metadata: ["group": "\(name)", "queue": "\(read.queue)", "error": "\(error)"])
-            apply { state, now in state.readFailed(queue: read.queue, epoch: read.epoch, now: now) }
+            failed(read, error)
         }
+    }
+
+    /// Reads of several queues in one call, each batch applied as it would be alone.
+    private func perform(_ reads: [Read]) async {
+        do {
+            let batches = try await broker.read(
+                topic: definition.topic, queues: reads.map { QueueRead(queue: $0.queue, from: $0.from, limit: ReadLimit(maxMessages: $0.max)) },
+                filter: definition.filter)
+            for (read, batch) in zip(reads, batches) {
+                apply { state, now in state.readCompleted(queue: read.queue, from: read.from, epoch: read.epoch, batch: batch, now: now) }
+            }
+        } catch {
+            for read in reads { failed(read, error) }
+        }
+    }
+
+    private func failed(_ read: Read, _ error: any Error) {
+        logger.error("cannot read for group", metadata: ["group": "\(name)", "queue": "\(read.queue)", "error": "\(error)"])
+        apply { state, now in state.readFailed(queue: read.queue, epoch: read.epoch, now: now) }
     }
 
     // MARK: Members
