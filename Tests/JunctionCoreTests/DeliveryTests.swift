@@ -418,9 +418,9 @@ struct AttemptsAcrossRestartTests {
     }
 }
 
-@Suite("Delivery: reads of several queues at once")
+@Suite("Delivery: reads of several queues in one call")
 struct ConcurrentReadsTests {
-    @Test("a store that reads several queues at once: every message arrives once, each queue in its order, the offsets committed")
+    @Test("a store handed several queues' reads in one call: every message arrives once, each queue in its order, the offsets committed")
     func queuesPerRead() async throws {
         let clock = ManualClock()
         for width in [1, 3, 8] {
@@ -447,5 +447,37 @@ struct ConcurrentReadsTests {
             await broker.close()
             try await store.close()
         }
+    }
+
+    @Test("a property filter that leaves a batch of a read of several short goes on reading that queue: each match once, in its queue's order")
+    func filteredReads() async throws {
+        let clock = ManualClock()
+        let store = try MemoryStore(clock: clock, queuesPerRead: 4)
+        let broker = try await Broker.open(store: store, settings: BrokerSettings(topics: [TopicDeclaration(name: "f", queues: 8)]), clock: clock)
+        // One in seven matches: a read of 128 entries of a queue holds few.
+        _ = try await broker.publish((0..<2_000).map { Message(topic: "f", properties: ["hit": $0 % 7 == 0 ? "yes" : "no"], body: Array("\($0)".utf8)) })
+        let subscription = try await broker.subscribe(SubscriptionOptions(topic: "f", filter: try MessageFilter(where: "hit = 'yes'"), group: "g", start: .earliest, credit: 512))
+        // The broker's read of several queues gives what each queue's own read gives.
+        let filter = try MessageFilter(where: "hit = 'yes'")
+        let requests = (0..<8).map { QueueRead(queue: $0, from: UInt64($0 * 3), limit: ReadLimit(maxMessages: 20)) }
+        let together = try await broker.read(topic: "f", queues: requests, filter: filter)
+        for (request, batch) in zip(requests, together) {
+            let alone = try await broker.read(topic: "f", queue: request.queue, from: request.from, filter: filter, limit: request.limit)
+            #expect(batch.messages.map(\.queueOffset) == alone.messages.map(\.queueOffset) && batch.nextOffset == alone.nextOffset, "queue \(request.queue)")
+            #expect(batch.messages.count == 20, "queue \(request.queue): a short batch was not read on")
+        }
+        let expected = (0..<2_000).filter { $0 % 7 == 0 }
+        let got = try await take(expected.count, from: subscription)
+        #expect(got.map(\.number).sorted() == expected)
+        var lastOffset: [Int: UInt64] = [:]
+        for delivery in got {
+            #expect(lastOffset[delivery.tag.queue].map { $0 < delivery.message.queueOffset } ?? true, "queue \(delivery.tag.queue) out of order")
+            lastOffset[delivery.tag.queue] = delivery.message.queueOffset
+        }
+        subscription.ack(got)
+        try await expectNothing(from: subscription, broker: broker)
+        await subscription.close()
+        await broker.close()
+        try await store.close()
     }
 }
