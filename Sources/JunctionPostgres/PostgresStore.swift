@@ -425,8 +425,8 @@ public final class PostgresStore: MessageStore, Sendable {
     private func appendNow(_ requests: [AppendRequest]) async throws -> ([AppendResult], [(QueueSlot, UInt64)]) {
         try await open()
         let storedAt = stamp()
-        return try await client.withTransaction(logger: logger) { connection in
-            if !synchronousCommit { try await connection.query("SET LOCAL synchronous_commit = off", logger: logger) }
+        return try await GuardedConnection.transaction(client, logger: logger) { connection in
+            if !synchronousCommit { try await connection.query("SET LOCAL synchronous_commit = off") }
             // Dedupe ids claimed first: a claim another gateway holds within its
             // window makes the request a duplicate of that gateway's message.
             let claims = try await claim(requests, at: storedAt, on: connection)
@@ -462,7 +462,7 @@ public final class PostgresStore: MessageStore, Sendable {
     /// whose claim is older than its window, is this batch's; another is a
     /// duplicate (a claim in flight in another gateway's transaction is
     /// waited for by PostgreSQL's unique index, then found).
-    private func claim(_ requests: [AppendRequest], at now: Int64, on connection: PostgresConnection) async throws -> Claims {
+    private func claim(_ requests: [AppendRequest], at now: Int64, on connection: GuardedConnection) async throws -> Claims {
         var claims = Claims()
         var first: [DedupeKeyRow: Int] = [:]
         var candidates: [Int] = []
@@ -492,7 +492,7 @@ public final class PostgresStore: MessageStore, Sendable {
             ON CONFLICT (topic, id) DO UPDATE SET claimed_at = EXCLUDED.claimed_at, window_ms = EXCLUDED.window_ms, message = NULL
             WHERE d.claimed_at < EXCLUDED.claimed_at - EXCLUDED.window_ms
             RETURNING topic, id
-            """, binds: binds), logger: logger).decode((String, String).self) { won.insert(DedupeKeyRow(topic: topic, id: id)) }
+            """, binds: binds)).decode((String, String).self) { won.insert(DedupeKeyRow(topic: topic, id: id)) }
         var lost: [DedupeKeyRow: Int] = [:]
         for index in candidates {
             let key = DedupeKeyRow(topic: requests[index].dedupe!.topic, id: requests[index].dedupe!.id)
@@ -503,7 +503,7 @@ public final class PostgresStore: MessageStore, Sendable {
         for try await (topic, id, message, queue, offset, storedAt) in try await connection.query("""
             SELECT d.topic, d.id, d.message, d.queue, d.queue_offset, d.stored_at
             FROM junction_dedupe d JOIN unnest(\(topics)::text[], \(ids)::text[]) AS k(topic, id) ON d.topic = k.topic AND d.id = k.id
-            """, logger: logger).decode((String, String, Int64?, Int32?, Int64?, Int64?).self) {
+            """).decode((String, String, Int64?, Int32?, Int64?, Int64?).self) {
             guard let index = lost[DedupeKeyRow(topic: topic, id: id)], let message, let queue, let offset, let storedAt else { continue }
             claims.duplicates[index] = AppendResult(
                 id: Self.messageID(message, topic: requests[index].message.topic), queue: Int(queue), queueOffset: UInt64(offset),
@@ -518,7 +518,7 @@ public final class PostgresStore: MessageStore, Sendable {
     }
 
     /// Records where the messages whose dedupe ids this batch claimed were stored.
-    private func record(_ won: [(DedupeClaim, AppendResult)], on connection: PostgresConnection) async throws {
+    private func record(_ won: [(DedupeClaim, AppendResult)], on connection: GuardedConnection) async throws {
         guard !won.isEmpty else { return }
         var binds = PostgresBindings()
         var tuples: [String] = []
@@ -536,13 +536,13 @@ public final class PostgresStore: MessageStore, Sendable {
             UPDATE junction_dedupe d SET message = v.message, queue = v.queue, queue_offset = v.queue_offset, stored_at = v.stored_at
             FROM (VALUES \(tuples.joined(separator: ", "))) AS v(topic, id, message, queue, queue_offset, stored_at)
             WHERE d.topic = v.topic AND d.id = v.id
-            """, binds: binds), logger: logger)
+            """, binds: binds))
     }
 
     /// Inserts messages: the queues' counters advanced (their rows stay locked
     /// until the commit, taken in one order so that appenders never deadlock),
     /// the messages and their keys in one statement each.
-    private func insert(_ requests: [AppendRequest], at storedAt: Int64, on connection: PostgresConnection) async throws -> ([AppendResult], [(QueueSlot, UInt64)]) {
+    private func insert(_ requests: [AppendRequest], at storedAt: Int64, on connection: GuardedConnection) async throws -> ([AppendResult], [(QueueSlot, UInt64)]) {
         let batch = BatchSlots(requests)
         do {
             var binds = PostgresBindings(capacity: batch.slots.count * 3)
@@ -558,7 +558,7 @@ public final class PostgresStore: MessageStore, Sendable {
                 INSERT INTO junction_queues AS q (topic, queue, next_offset) VALUES \(values.joined(separator: ", "))
                 ON CONFLICT (topic, queue) DO UPDATE SET next_offset = q.next_offset + EXCLUDED.next_offset
                 RETURNING topic, queue, next_offset
-                """, binds: binds), logger: logger)
+                """, binds: binds))
             var firsts = [Int64?](repeating: nil, count: batch.slots.count)
             var ends: [(QueueSlot, UInt64)] = []
             for try await (topic, queue, end) in advanced.decode((String, Int32, Int64).self) {
@@ -576,9 +576,7 @@ public final class PostgresStore: MessageStore, Sendable {
                 rows.append(requests[index].message, id: id, queue: requests[index].queue, offset: offsets[index], storedAt: storedAt)
             }
             let data = rows.buffer
-            try await connection.copyFrom(table: "junction_messages", columns: CopyRows.columns, logger: logger) { writer in
-                try await writer.write(data)
-            }
+            try await connection.copy(data, into: "junction_messages", columns: CopyRows.columns)
             var results: [AppendResult] = []
             var keyRows: [(topic: String, key: String, id: Int64)] = []
             results.reserveCapacity(requests.count)
@@ -602,7 +600,7 @@ public final class PostgresStore: MessageStore, Sendable {
                 }
                 try await connection.query(PostgresQuery(unsafeSQL: """
                     INSERT INTO junction_keys (topic, key, message, stored_at) VALUES \(tuples.joined(separator: ", "))
-                    """, binds: binds), logger: logger)
+                    """, binds: binds))
             }
             return (results, ends)
         }
@@ -611,13 +609,13 @@ public final class PostgresStore: MessageStore, Sendable {
     /// A row's id as a message id: the row number, and a check made of the topic.
     /// `count` message ids from the pool, drawn from the id sequence when it
     /// has too few (one statement, many ids).
-    private func messageIDs(_ count: Int, on connection: PostgresConnection) async throws -> ArraySlice<Int64> {
+    private func messageIDs(_ count: Int, on connection: GuardedConnection) async throws -> ArraySlice<Int64> {
         let generation = primary.failovers
         if let ids = idPool.withLock({ $0.take(count, generation: generation) }) { return ids }
         let draw = idPool.withLock { $0.drawCount(for: count, generation: generation) }
         var drawn: [Int64] = []
         for try await (ids) in try await connection.query(
-            "SELECT array_agg(nextval('junction_messages_id_seq')) FROM generate_series(1, \(draw))", logger: logger
+            "SELECT array_agg(nextval('junction_messages_id_seq')) FROM generate_series(1, \(draw))"
         ).decode(ByteBuffer.self) { drawn = try BinaryArray.int64s(ids) }
         guard drawn.count == draw else { throw BrokerError(.storageError, "PostgreSQL drew \(drawn.count) message ids of \(draw)") }
         return try idPool.withLock { pool in

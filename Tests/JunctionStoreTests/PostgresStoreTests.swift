@@ -562,7 +562,7 @@ struct PostgresConnectionLossTests {
             #expect(stored.map { String(decoding: $0.message.body, as: UTF8.self) } == body && stored?.queueOffset == result.queueOffset,
                     "receipt \(result) for \(body) names \(String(describing: stored))")
         }
-        print("connections cut \(cuts.withLock { $0 }) times: \(outcomes.count - refused.count) receipted, \(refused.count) refused")
+        print("connections cut \(cuts.withLock { $0 }) times: \(outcomes.count - refused.count) receipted, \(refused.count) refused", refused.prefix(2))
         try await store.close()
     }
 }
