@@ -76,7 +76,6 @@ public final class TCPServer: Service, Sendable {
                             channel.closeFuture.whenComplete { _ in metrics.disconnected() }
                             return
                         }
-                        try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder(maxFrameBytes: settings.maxFrameBytes)))
                         try channel.pipeline.syncOperations.addHandler(handler)
                         let key = ObjectIdentifier(channel)
                         connections.withLock { $0[key] = channel }
