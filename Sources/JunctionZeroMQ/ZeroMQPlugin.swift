@@ -239,6 +239,12 @@ public final class ZeroMQPlugin: Service, Sendable {
 
         var sendBlocked = false
         var catchUpBlocked = false
+        // zmq_poll reports a PUB writable whatever its subscribers' pipes
+        // hold (libzmq's distributor always "has out"), so a PUB that waits
+        // at a subscriber's high-water mark would wake at once, forever: it
+        // retries after a pause instead, 1 ms doubling to 64 ms while blocked.
+        let pollsForRoom = settings.socket != .PUB
+        var retryMs: Int64 = 1
         while true {
             let (stopping, hasOutbox, hasCatchUp, inFlight) = work.withLock { ($0.stopping, !$0.outbox.isEmpty, !$0.catchUpOutbox.isEmpty, $0.inFlight) }
             if stopping { break }
@@ -246,7 +252,7 @@ public final class ZeroMQPlugin: Service, Sendable {
             // Stop reading while too much is waiting for the store: libzmq then
             // holds the rest up to its high-water mark. An XPUB reads its subscribers' (un)subscriptions.
             if (settings.socket.isIngest && inFlight < Self.maxInFlight) || settings.socket == .DEALER || settings.socket == .PUB { events |= Int16(ZMQ_POLLIN) }
-            if hasOutbox && sendBlocked { events |= Int16(ZMQ_POLLOUT) }
+            if hasOutbox && sendBlocked && pollsForRoom { events |= Int16(ZMQ_POLLOUT) }
             var items = [
                 zmq_pollitem_t(socket: socket.handle, fd: 0, events: events, revents: 0),
                 zmq_pollitem_t(socket: nil, fd: wakeFD, events: Int16(ZMQ_POLLIN), revents: 0),
@@ -256,7 +262,8 @@ public final class ZeroMQPlugin: Service, Sendable {
                 items.append(zmq_pollitem_t(socket: catchUpSocket.handle, fd: 0, events: catchUpEvents, revents: 0))
             }
             let busy = (hasOutbox && !sendBlocked) || (hasCatchUp && !catchUpBlocked)
-            let ready = zmq_poll(&items, Int32(items.count), busy ? 0 : -1)
+            let retrying = hasOutbox && sendBlocked && !pollsForRoom
+            let ready = zmq_poll(&items, Int32(items.count), busy ? 0 : retrying ? Int(retryMs) : -1)
             if ready < 0 && zmq_errno() != EINTR { logger.error("zmq_poll failed", metadata: ["plugin": "\(name)", "error": "\(ZeroMQError.last("zmq_poll"))"]) }
             if items[1].revents != 0 {
                 var drain = [UInt8](repeating: 0, count: 256)
@@ -264,6 +271,7 @@ public final class ZeroMQPlugin: Service, Sendable {
             }
             if items[0].revents & Int16(ZMQ_POLLIN) != 0 { receiveAll(socket, subscription: subscription) }
             sendBlocked = !sendOutbox(socket)
+            retryMs = sendBlocked ? min(retryMs * 2, 64) : 1
             if let catchUpSocket {
                 if items[2].revents & Int16(ZMQ_POLLIN) != 0 { receiveCatchUpRequests(catchUpSocket, subscription: subscription) }
                 catchUpBlocked = !sendCatchUp(catchUpSocket)
@@ -285,7 +293,7 @@ public final class ZeroMQPlugin: Service, Sendable {
         }
         metrics.sent(sent)
         if dropped > 0 { droppedAtHighWaterMark(dropped) }
-        outboxSpaceFreed()
+        if sent + dropped > 0 { outboxSpaceFreed() }
         return !blocked
     }
 

@@ -287,6 +287,14 @@ struct ZeroMQDurableEgressTests {
         #expect(await gateway.stop() == 0)
     }
 
+    /// The CPU time (user and system) a process has used, from /proc.
+    static func cpuSeconds(_ pid: Int32) throws -> Double {
+        let stat = try String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)
+        // The fields after the command (in parentheses, which may hold spaces): utime and stime are the 12th and 13th.
+        let fields = stat[stat.index(after: stat.lastIndex(of: ")")!)...].split(separator: " ")
+        return Double((Int(fields[11]) ?? 0) + (Int(fields[12]) ?? 0)) / Double(sysconf(Int32(_SC_CLK_TCK)))
+    }
+
     /// A plugin counter from the metrics endpoint (0 while absent).
     @Sendable private static func counter(_ name: String, plugin: String, port: Int) async throws -> Int {
         let text = try await httpGet(port: port, path: "/metrics").body
@@ -312,6 +320,15 @@ struct ZeroMQDurableEgressTests {
         let held = try await Self.counter("junction_plugin_messages_out_total", plugin: "zpub", port: metrics)
         #expect(held < 300, "a stalled subscriber holds the PUB up (sent \(held) of 300)")
         #expect(try await Self.counter("junction_plugin_dropped_total", plugin: "zpub", port: metrics) == 0)
+        // Held up, the gateway waits without spinning. (zmq_poll reports a PUB
+        // always writable: polling for room woke the plugin's thread and the
+        // feeding task at once, forever, two cores' worth.) A measuring window,
+        // not a wait for anything: spinning costs ~2 s of CPU in these 2 s.
+        let pid = gateway.process.process.processIdentifier
+        let before = try Self.cpuSeconds(pid)
+        try await Task.sleep(for: .seconds(2))
+        let used = try Self.cpuSeconds(pid) - before
+        #expect(used < 0.5, "the gateway used \(used) s of CPU in 2 s while the PUB waited at the high-water mark")
         stalled.signal(SIGKILL)
         try await waitUntil(seconds: 30, "the PUB did not go on once the stalled subscriber was gone") {
             try await Self.counter("junction_plugin_messages_out_total", plugin: "zpub", port: metrics) == 300
