@@ -96,7 +96,7 @@ struct GroupState {
 
     private struct Queue {
         var nextRead: UInt64
-        var pending: [UInt64: Pending] = [:]
+        var pending = OffsetMap<Pending>()
         /// Deliveries made before a restart of offsets not read again yet.
         var restoredAttempts: [UInt64: Int] = [:]
         /// Acked offsets above the lowest pending one: skipped when read, saved with the offsets.
@@ -116,7 +116,7 @@ struct GroupState {
         /// The epoch the queue was (re)started in: reads quoting another are stale.
         var epoch = 0
 
-        var committed: UInt64 { pending.keys.min() ?? nextRead }
+        var committed: UInt64 { pending.lowestKey ?? nextRead }
 
         /// Drops acked offsets the committed offset has passed.
         mutating func pruneAcked() {
@@ -457,9 +457,10 @@ struct GroupState {
         if batch.nextOffset > from {
             queues[q].nextRead = batch.nextOffset
             for message in batch.messages where message.queueOffset >= from {
-                if queues[q].acked.remove(message.queueOffset) != nil { continue }
+                // (Both are empty but after a restart: no hashing then.)
+                if !queues[q].acked.isEmpty && queues[q].acked.remove(message.queueOffset) != nil { continue }
                 let tag = DeliveryTag(queue: q, offset: message.queueOffset)
-                let before = queues[q].restoredAttempts.removeValue(forKey: message.queueOffset) ?? 0
+                let before = queues[q].restoredAttempts.isEmpty ? 0 : queues[q].restoredAttempts.removeValue(forKey: message.queueOffset) ?? 0
                 var pending = Pending(message: message, attempt: before, stage: .waiting(due: now), reason: before > 0 ? "delivered before a restart" : "")
                 if before >= definition.maxDeliveries {
                     // Used up its deliveries before the restart (a message that crashes its consumers, say).
@@ -618,7 +619,7 @@ struct GroupState {
         var lowest: [Int: UInt64] = [:]
         for (_, tag) in ready {
             if definition.ordered {
-                let floor = lowest[tag.queue] ?? queues[tag.queue].pending.keys.min()!
+                let floor = lowest[tag.queue] ?? queues[tag.queue].pending.lowestKey!
                 lowest[tag.queue] = floor
                 if floor != tag.offset { continue }
             }

@@ -1,0 +1,76 @@
+@testable import JunctionCore
+import JunctionTestSupport
+import Testing
+
+@Suite("OffsetMap as a value")
+struct OffsetMapTests {
+    /// Checks the map against a dictionary holding the same.
+    static func same(_ map: OffsetMap<Int>, _ model: [UInt64: Int], _ step: String) {
+        #expect(map.count == model.count, "\(step): count")
+        #expect(map.isEmpty == model.isEmpty, "\(step): isEmpty")
+        #expect(map.lowestKey == model.keys.min(), "\(step): lowest key")
+        #expect(map.map(\.key) == model.keys.sorted(), "\(step): keys in order")
+        #expect(map.values == model.keys.sorted().map { model[$0]! }, "\(step): values")
+    }
+
+    @Test("offsets read in order and settled in any order, with gaps, out-of-order inserts, changes in place and lookups of absent keys: the same as a dictionary after every step")
+    func againstDictionary() {
+        for seed in UInt64(1)...40 {
+            var random = SeededRandom(seed: seed)
+            var map = OffsetMap<Int>()
+            var model: [UInt64: Int] = [:]
+            var next = UInt64.random(in: 0...1_000, using: &random)
+            for step in 0..<1_500 {
+                let roll = Int.random(in: 0..<100, using: &random)
+                let held = model.keys.sorted()
+                if roll < 40 {
+                    // Read on: the next offsets, now and then past a gap (acked or filtered).
+                    next += UInt64.random(in: 0...3, using: &random) == 0 ? UInt64.random(in: 2...50, using: &random) : 1
+                    map[next] = step
+                    model[next] = step
+                } else if roll < 75, let key = held.randomElement(using: &random) {
+                    // Settled: acked, or removed by assigning nil.
+                    if roll < 60 {
+                        #expect(map.removeValue(forKey: key) == model.removeValue(forKey: key))
+                    } else {
+                        map[key] = nil
+                        model[key] = nil
+                    }
+                } else if roll < 85, let key = held.randomElement(using: &random) {
+                    // Changed in place (a stage, an attempt).
+                    map[key]! += 1
+                    model[key]! += 1
+                } else if roll < 90, let low = held.first, low > 0 {
+                    // Below everything held, or into a gap: an insert out of order.
+                    let key = UInt64.random(in: 0...low + 100, using: &random)
+                    map[key] = -step
+                    model[key] = -step
+                } else {
+                    let key = UInt64.random(in: 0...next + 10, using: &random)
+                    #expect(map[key] == model[key], "seed \(seed) step \(step): lookup of \(key)")
+                    #expect(map.removeValue(forKey: next + 1 + key) == nil)
+                }
+                if step % 50 == 0 || map.count != model.count { Self.same(map, model, "seed \(seed) step \(step)") }
+                if map.count != model.count { return }
+            }
+            Self.same(map, model, "seed \(seed) at the end")
+        }
+    }
+
+    @Test("a long run of reads settled in order keeps few slots; everything settled leaves it empty; a copy is apart from the original")
+    func holesAreDropped() {
+        var map = OffsetMap<Int>()
+        for offset in UInt64(0)..<10_000 {
+            map[offset] = Int(offset)
+            if offset >= 100 { map[offset - 100] = nil }
+        }
+        #expect(map.count == 100)
+        #expect(map.lowestKey == 9_900)
+        let copy = map
+        for offset in UInt64(9_900)..<10_000 { map.removeValue(forKey: offset) }
+        #expect(map.isEmpty && map.lowestKey == nil && map.map(\.key).isEmpty)
+        #expect(copy.count == 100 && copy[9_950] == 9_950, "the copy kept its values")
+        map[5] = 5
+        #expect(map.map(\.key) == [5] && map[5] == 5)
+    }
+}
