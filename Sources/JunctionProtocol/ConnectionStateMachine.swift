@@ -91,6 +91,16 @@ public struct ConnectionStateMachine: Sendable {
     }
 
     /// Why the connection's token does not allow this request, or nil.
+    /// Whether `received` would serve a PUBLISH of `messages` (a ready
+    /// connection whose token may publish to each topic). The connection's hot
+    /// path asks this first, so that a publish frame is not copied into an
+    /// `Action` and out again; everything else goes through `received`.
+    public func servesPublish(of messages: [Message]) -> Bool {
+        guard state == .ready else { return false }
+        guard let grant else { return true }
+        return messages.allSatisfy { grant.mayPublish(to: $0.topic) }
+    }
+
     private func forbidden(_ body: Frame.Body) -> String? {
         guard let grant else { return nil }
         switch body {

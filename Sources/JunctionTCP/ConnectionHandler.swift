@@ -105,6 +105,9 @@ final class ConnectionHandler: ChannelInboundHandler {
 
     /// One frame read: the state machine's answer, or the request served.
     private func serve(_ context: ChannelHandlerContext, _ received: Frame) {
+        if case .publish(let wantsReceipt, let messages) = received.body, machine.servesPublish(of: messages) {
+            return publish(context, messages, receipt: wantsReceipt, requestID: received.requestID)
+        }
         let wasReady = machine.isReady
         let frame: Frame
         switch machine.received(received) {

@@ -222,6 +222,36 @@ struct ConnectionStateMachineTests {
               case .error(.unauthorized, _) = refusal.body else { Issue.record("a wrong token was accepted"); return }
     }
 
+    @Test("servesPublish(of:) says yes exactly when received would serve the PUBLISH: before HELLO, ready, with a grant that allows or forbids a topic, draining, closed")
+    func servesPublishAgreesWithReceived() throws {
+        guard case .success(let sensors) = TopicPattern.parse("sensors") else { Issue.record("pattern did not parse"); return }
+        let policy = AccessPolicy(grants: [AccessPolicy.Grant(name: "p", token: "producer-token", publish: [sensors], subscribe: [])])
+        let batches = [
+            [Message(topic: "sensors", body: [1])],
+            [Message(topic: "sensors", body: []), Message(topic: "other", body: [])],
+            [Message(topic: "other", body: [2])],
+        ]
+        func agree(_ machine: ConnectionStateMachine, _ step: String) {
+            for messages in batches {
+                let frame = Frame(.publish(receipt: true, messages: messages), requestID: 9)
+                var copy = machine
+                let served = copy.received(frame) == .serve(frame)
+                #expect(machine.servesPublish(of: messages) == served, "\(step), topics \(messages.map(\.topic))")
+            }
+        }
+        for (token, policy) in [(nil, nil), ("s3cret", nil), (nil, policy)] as [(String?, AccessPolicy?)] {
+            var machine = ConnectionStateMachine(token: token, policy: policy)
+            agree(machine, "before HELLO")
+            _ = machine.received(Frame(.hello(version: 1, client: "c", token: token ?? (policy == nil ? nil : "producer-token")), requestID: 1))
+            #expect(machine.isReady)
+            agree(machine, "ready")
+            _ = machine.drain()
+            agree(machine, "draining")
+            _ = machine.drained()
+            agree(machine, "closed")
+        }
+    }
+
     @Test("draining ignores new requests and closes once drained; decode failures close")
     func drainAndFailures() {
         var machine = ConnectionStateMachine(token: nil)
