@@ -33,13 +33,16 @@ public struct Frame: Sendable, Hashable {
         case error = 0xFF
     }
 
-    /// The frames of the protocol.
+    /// The frames of the protocol. The cases with large payloads are
+    /// `indirect` (boxed): a frame is copied several times on its way from the
+    /// decoder, and a PUBLISH should not carry a SUBSCRIBE's size (a frame was
+    /// 145 bytes, most of it a `WireSubscription`).
     public enum Body: Sendable, Hashable {
         // Client to server.
-        case hello(version: UInt16, client: String, token: String?)
+        indirect case hello(version: UInt16, client: String, token: String?)
         case ping
         case publish(receipt: Bool, messages: [Message])
-        case subscribe(id: UInt32, options: WireSubscription)
+        indirect case subscribe(id: UInt32, options: WireSubscription)
         case unsubscribe(id: UInt32)
         case pull(id: UInt32, max: UInt32, timeoutMs: UInt32)
         case ack(id: UInt32, tags: [DeliveryTag])
@@ -48,11 +51,11 @@ public struct Frame: Sendable, Hashable {
         case listTopics
         case listGroups(group: String?)
         case createTopic(name: String, queues: UInt16)
-        case resetOffsets(group: String, start: SubscriptionOptions.Start)
+        indirect case resetOffsets(group: String, start: SubscriptionOptions.Start)
         /// Prepares a transaction: its messages stored, invisible until TX_END
         /// commits; `acks` (deliveries of subscription `subscription`, 0: none)
         /// are consumed by the commit. `timeoutMs` 0: the broker's default.
-        case txPrepare(producerGroup: String, timeoutMs: UInt32, subscription: UInt32, acks: [DeliveryTag], messages: [Message])
+        indirect case txPrepare(producerGroup: String, timeoutMs: UInt32, subscription: UInt32, acks: [DeliveryTag], messages: [Message])
         /// Commits or rolls back a transaction, or (`unknown`) answers a check undecided.
         case txEnd(id: String, outcome: TransactionOutcome)
         /// This connection answers the checks of a producer group.
@@ -68,7 +71,7 @@ public struct Frame: Sendable, Hashable {
         case subscribed(id: UInt32)
         case deliveries(id: UInt32, [Delivery])
         /// The broker asks a checker for a transaction's outcome (request id 0).
-        case txCheck(TransactionCheck)
+        indirect case txCheck(TransactionCheck)
         case topics([TopicInfo])
         case groups([GroupStats])
         case transactions([TransactionInfo])
