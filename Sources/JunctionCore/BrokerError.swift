@@ -94,6 +94,28 @@ public protocol BrokerErrorConvertible: Error {
 }
 
 /// What a publish returns.
+/// What a burst of publishes (`Broker.publish(batches:completion:)`) came
+/// to, one element per publish in order: its receipts, or why it was refused.
+/// The receipts of the whole burst are one array, each publish's a slice of it
+/// (an array per publish was an allocation per message for oneway publishes).
+public struct PublishOutcomes: RandomAccessCollection, Sendable {
+    /// Every stored message's receipt, publish after publish.
+    public let receipts: [PublishReceipt]
+    private let outcomes: [Result<Range<Int>, any Error>]
+
+    init(receipts: [PublishReceipt], outcomes: [Result<Range<Int>, any Error>]) {
+        self.receipts = receipts
+        self.outcomes = outcomes
+    }
+
+    public var startIndex: Int { 0 }
+    public var endIndex: Int { outcomes.count }
+
+    public subscript(position: Int) -> Result<ArraySlice<PublishReceipt>, any Error> {
+        outcomes[position].map { receipts[$0] }
+    }
+}
+
 public struct PublishReceipt: Sendable, Hashable {
     /// The message's id.
     public var id: MessageID

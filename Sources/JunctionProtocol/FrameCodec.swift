@@ -34,6 +34,16 @@ public enum FrameCodec {
         buffer.setInteger(UInt32(buffer.writerIndex - start - 4), at: start)
     }
 
+    /// A RECEIPTS frame of `receipts`: the bytes `encode` writes for
+    /// `Frame(.receipts(Array(receipts)), requestID:)`, without the array.
+    public static func encodeReceipts(_ receipts: ArraySlice<PublishReceipt>, requestID: UInt32, into buffer: inout ByteBuffer) {
+        let start = buffer.writerIndex
+        buffer.writeMultipleIntegers(UInt32(0), Frame.Opcode.receipts.rawValue, requestID)
+        buffer.writeInteger(UInt16(receipts.count))
+        for receipt in receipts { buffer.writeReceipt(receipt) }
+        buffer.setInteger(UInt32(buffer.writerIndex - start - 4), at: start)
+    }
+
     private static func writePayload(_ body: Frame.Body, into buffer: inout ByteBuffer) {
         switch body {
         case .hello(let version, let client, let token):

@@ -368,7 +368,7 @@ final class ConnectionHandler: ChannelInboundHandler {
                 for (publish, result) in zip(publishes, results) {
                     switch result {
                     case .success(let receipts):
-                        if publish.receipt { FrameCodec.encode(Frame(.receipts(receipts), requestID: publish.requestID), into: &answers) }
+                        if publish.receipt { FrameCodec.encodeReceipts(receipts, requestID: publish.requestID, into: &answers) }
                     case .failure(let error):
                         handler.metrics.refused(publish.messages.count)
                         // A oneway publisher gets the error too: it is its only way to learn.

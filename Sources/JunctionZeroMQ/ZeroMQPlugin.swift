@@ -430,7 +430,7 @@ public final class ZeroMQPlugin: Service, Sendable {
                 let echo = isRouter ? entry.message.dedupeID.map { [Array($0.utf8)] } ?? [] : []
                 switch result {
                 case .success(let receipts):
-                    if isRouter { answers.append(entry.replyPrefix + [Array("OK".utf8), Array(receipts[0].id.description.utf8)] + echo) }
+                    if isRouter { answers.append(entry.replyPrefix + [Array("OK".utf8), Array(receipts[receipts.startIndex].id.description.utf8)] + echo) }
                 case .failure(let error):
                     metrics.refused(1)
                     if isRouter {

@@ -222,6 +222,19 @@ struct ConnectionStateMachineTests {
               case .error(.unauthorized, _) = refusal.body else { Issue.record("a wrong token was accepted"); return }
     }
 
+    @Test("encodeReceipts of a slice (not starting at 0) writes the bytes of a RECEIPTS frame of the same receipts")
+    func receiptsFromASlice() {
+        let all = (0..<5).map { n in
+            PublishReceipt(id: MessageID(high: UInt64(n), low: 7), topic: "t\(n)", queue: n, queueOffset: UInt64(10 * n), storeTimestamp: 3, duplicate: n == 2, deliverAt: n == 3 ? 99 : nil)
+        }
+        for range in [1..<4, 0..<0, 4..<5, 0..<5] {
+            var sliced = ByteBuffer(), framed = ByteBuffer()
+            FrameCodec.encodeReceipts(all[range], requestID: 42, into: &sliced)
+            FrameCodec.encode(Frame(.receipts(Array(all[range])), requestID: 42), into: &framed)
+            #expect(sliced == framed, "receipts \(range)")
+        }
+    }
+
     @Test("servesPublish(of:) says yes exactly when received would serve the PUBLISH: before HELLO, ready, with a grant that allows or forbids a topic, draining, closed")
     func servesPublishAgreesWithReceived() throws {
         guard case .success(let sensors) = TopicPattern.parse("sensors") else { Issue.record("pattern did not parse"); return }

@@ -192,9 +192,9 @@ public final class Broker: Sendable {
     /// published one after another. `completion` gets one result per publish,
     /// in order. An adapter that read many small publishes together (a burst
     /// of frames) pays for one append instead of one per publish.
-    public func publish(batches: [[Message]], completion: @escaping @Sendable ([Result<[PublishReceipt], any Error>]) -> Void) {
+    public func publish(batches: [[Message]], completion: @escaping @Sendable (PublishOutcomes) -> Void) {
         let now = clock.now()
-        var results = [Result<[PublishReceipt], any Error>?](repeating: nil, count: batches.count)
+        var results = [Result<Range<Int>, any Error>?](repeating: nil, count: batches.count)
         var accepted: [Int] = []
         var combined: [Message] = []
         combined.reserveCapacity(batches.count)
@@ -207,7 +207,7 @@ public final class Broker: Sendable {
                 combined.append(contentsOf: messages)
             }
         }
-        guard !combined.isEmpty else { return completion(results.map { $0 ?? .success([]) }) }
+        guard !combined.isEmpty else { return completion(PublishOutcomes(receipts: [], outcomes: results.map { $0 ?? .success(0..<0) })) }
         // Each publish of the burst is its own unit: stored all or none, apart from the others.
         var units: [Int] = []
         units.reserveCapacity(combined.count)
@@ -219,13 +219,14 @@ public final class Broker: Sendable {
                 var start = 0
                 for index in accepted {
                     let end = start + batches[index].count
-                    results[index] = .success(Array(receipts[start..<end]))
+                    results[index] = .success(start..<end)
                     start = end
                 }
+                completion(PublishOutcomes(receipts: receipts, outcomes: results.map { $0 ?? .success(0..<0) }))
             case .failure(let error):
                 for index in accepted { results[index] = .failure(BrokerError(error)) }
+                completion(PublishOutcomes(receipts: [], outcomes: results.map { $0 ?? .success(0..<0) }))
             }
-            completion(results.map { $0 ?? .success([]) })
         }
     }
 
