@@ -3,9 +3,10 @@ import Logging
 import NIOCore
 import PostgresNIO
 
-/// The connection of an append transaction, used from its own event loop so
-/// that a connection closing under the transaction fails it with an error
-/// instead of stopping the process or leaving it waiting forever.
+/// The connection of a transaction (appends, leases, retention, the schema,
+/// shared state), used from its own event loop so that a connection closing
+/// under the transaction fails it with an error instead of stopping the
+/// process or leaving it waiting forever.
 ///
 /// Two things in postgres-nio 1.33 make a closed connection dangerous:
 /// - its copy writer stops the process (a `preconditionFailure` in the
@@ -50,9 +51,9 @@ struct GuardedConnection {
     }
 
     @discardableResult
-    func query(_ query: PostgresQuery, file: String = #fileID, line: Int = #line) async throws -> PostgresRowSequence {
+    func query(_ query: PostgresQuery, logger: Logger? = nil, file: String = #fileID, line: Int = #line) async throws -> PostgresRowSequence {
         try checkOpen()
-        return try await base.query(query, logger: logger, file: file, line: line)
+        return try await base.query(query, logger: logger ?? self.logger, file: file, line: line)
     }
 
     /// `COPY table (columns) FROM STDIN` of `data`, in PostgreSQL's text format.
@@ -84,7 +85,7 @@ struct GuardedConnection {
         throw Self.closed
     }
 
-    static let closed = BrokerError(.storeUnavailable, "the connection to PostgreSQL closed during an append; retry")
+    static let closed = BrokerError(.storeUnavailable, "the connection to PostgreSQL closed during the transaction; retry")
 }
 
 /// A task executor that runs each job on one event loop.

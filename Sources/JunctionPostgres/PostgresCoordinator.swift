@@ -132,7 +132,7 @@ public final class PostgresCoordinator: GroupCoordinator, Sendable {
     private func claim(_ entry: CoordinationTable.Entry) async throws -> (target: Set<Int>, renewed: [Int: UInt64], acquired: [Int: UInt64]) {
         let (group, topic, me, lease) = (entry.group, entry.topic, instance, "\(leaseMs) milliseconds")
         let logger = self.logger
-        return try await client.withTransaction(logger: logger) { connection in
+        return try await GuardedConnection.transaction(client, logger: logger) { connection in
             if entry.members > 0 {
                 try await connection.query("""
                     INSERT INTO junction_members (grp, topic, gateway, expires_at) VALUES (\(group), \(topic), \(me), now() + \(lease)::interval)

@@ -154,7 +154,7 @@ public final class PostgresStore: MessageStore, Sendable {
         let cutoff = clock.now() - maxAge
         do {
             try await open()
-            return try await client.withTransaction(logger: logger) { connection in
+            return try await GuardedConnection.transaction(client, logger: logger) { connection in
                 var locked = false
                 for try await (got) in try await connection.query("SELECT pg_try_advisory_xact_lock(7403002)", logger: logger).decode(Bool.self) { locked = got }
                 guard locked else { return nil }
@@ -206,7 +206,7 @@ public final class PostgresStore: MessageStore, Sendable {
 
     /// Creates the schema when the database has none; refuses one of another version.
     static func prepareSchema(_ client: PostgresClient, logger: Logger) async throws {
-        let found: String? = try await client.withTransaction(logger: logger) { connection in
+        let found: String? = try await GuardedConnection.transaction(client, logger: logger) { connection in
             // One gateway at a time creates or checks the schema.
             try await connection.query("SELECT pg_advisory_xact_lock(7403001)", logger: logger)
             for statement in schema { try await connection.query(statement, logger: logger) }
@@ -1046,7 +1046,7 @@ public final class PostgresStore: MessageStore, Sendable {
         try await open()
         let logger = self.logger
         return try await guarded("saving shared state") { [self] in
-            try await client.withTransaction(logger: logger) { connection in
+            try await GuardedConnection.transaction(client, logger: logger) { connection in
                 try await connection.query("INSERT INTO junction_state (node, name, bytes) VALUES ('', \(name), ''::bytea) ON CONFLICT (node, name) DO NOTHING", logger: logger)
                 var saved: [UInt8]?
                 for try await (bytes) in try await connection.query("SELECT bytes FROM junction_state WHERE node = '' AND name = \(name) FOR UPDATE", logger: logger).decode(ByteBuffer.self) {
