@@ -73,4 +73,32 @@ struct OffsetMapTests {
         map[5] = 5
         #expect(map.map(\.key) == [5] && map[5] == 5)
     }
+
+    @Test("WaitingTags: inserts (again, out of order, in new queues), removals (of absent tags too) and clearing: the same as a Set of tags")
+    func waitingTagsAgainstSet() {
+        for seed in UInt64(1)...20 {
+            var random = SeededRandom(seed: seed)
+            var tags = WaitingTags()
+            var model = Set<DeliveryTag>()
+            for step in 0..<2_000 {
+                let tag = DeliveryTag(queue: Int.random(in: 0..<6, using: &random), offset: UInt64.random(in: 0..<300, using: &random))
+                switch Int.random(in: 0..<100, using: &random) {
+                case 0..<55:
+                    tags.insert(tag)
+                    model.insert(tag)
+                case 55..<98:
+                    tags.remove(tag)
+                    model.remove(tag)
+                default:
+                    tags.removeAll()
+                    model.removeAll()
+                }
+                #expect(tags.count == model.count && tags.isEmpty == model.isEmpty, "seed \(seed) step \(step)")
+                #expect(tags.contains(tag) == model.contains(tag))
+                if step % 100 == 0 {
+                    #expect(Array(tags) == model.sorted(), "seed \(seed) step \(step): queue by queue, offsets in order")
+                }
+            }
+        }
+    }
 }

@@ -164,7 +164,7 @@ struct GroupState {
     /// Messages asked for by reads in flight (unordered groups).
     private var reserved = 0
     /// Every message in `.waiting`: what a hand-out looks at, instead of all that is pending.
-    private var waiting: Set<DeliveryTag> = []
+    private var waiting = WaitingTags()
     /// The armed timer, and the earliest deadline made since the last dispatch:
     /// a dispatch arms the timer only when that is earlier, and the timer's
     /// firing looks at every deadline again.

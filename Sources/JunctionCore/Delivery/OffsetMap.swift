@@ -154,3 +154,37 @@ struct OffsetMap<Value>: Sequence {
 extension OffsetMap: Equatable where Value: Equatable {
     static func == (a: OffsetMap, b: OffsetMap) -> Bool { a.count == b.count && a.elementsEqual(b, by: { $0.key == $1.key && $0.value == $1.value }) }
 }
+
+/// A set of delivery tags, an `OffsetMap` per queue: what a consumer group
+/// has waiting to be handed out. Inserting and removing a tag goes straight
+/// to its slot, where a `Set<DeliveryTag>` hashed it each time (about 500
+/// instructions per delivery). Iterates queue by queue, offsets in order.
+struct WaitingTags: Sequence {
+    private var queues: [OffsetMap<Void>] = []
+    private(set) var count = 0
+
+    var isEmpty: Bool { count == 0 }
+
+    mutating func insert(_ tag: DeliveryTag) {
+        if tag.queue >= queues.count { queues += Array(repeating: OffsetMap(), count: tag.queue + 1 - queues.count) }
+        guard queues[tag.queue][tag.offset] == nil else { return }
+        queues[tag.queue][tag.offset] = ()
+        count += 1
+    }
+
+    mutating func remove(_ tag: DeliveryTag) {
+        guard tag.queue < queues.count, queues[tag.queue].removeValue(forKey: tag.offset) != nil else { return }
+        count -= 1
+    }
+
+    func contains(_ tag: DeliveryTag) -> Bool { tag.queue < queues.count && queues[tag.queue][tag.offset] != nil }
+
+    mutating func removeAll() {
+        for q in queues.indices { queues[q].removeAll() }
+        count = 0
+    }
+
+    func makeIterator() -> some IteratorProtocol<DeliveryTag> {
+        queues.indices.lazy.flatMap { q in queues[q].lazy.map { DeliveryTag(queue: q, offset: $0.key) } }.makeIterator()
+    }
+}
