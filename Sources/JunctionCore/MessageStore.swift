@@ -132,6 +132,13 @@ extension MessageStore {
 
     /// One read after another.
     public func read(topic: String, queues: [QueueRead], tagHashes: Set<UInt64>?) async throws -> [ReadBatch] {
+        try await readEach(topic: topic, queues: queues, tagHashes: tagHashes)
+    }
+
+    /// The reads of `queues`, one `read(topic:queue:…)` after another: what
+    /// `read(topic:queues:tagHashes:)` does by default, and what a store that
+    /// makes some of them in one call does with the others.
+    public func readEach(topic: String, queues: [QueueRead], tagHashes: Set<UInt64>?) async throws -> [ReadBatch] {
         var batches: [ReadBatch] = []
         batches.reserveCapacity(queues.count)
         for request in queues {
@@ -237,7 +244,6 @@ public struct AppendResult: Sendable, Hashable {
     }
 }
 
-/// How much one read may return.
 /// One queue's read in a read of several (`MessageStore.read(topic:queues:tagHashes:)`).
 public struct QueueRead: Sendable, Hashable {
     public var queue: Int
@@ -251,6 +257,7 @@ public struct QueueRead: Sendable, Hashable {
     }
 }
 
+/// How much one read may return.
 public struct ReadLimit: Sendable, Hashable {
     /// At most this many messages.
     public var maxMessages: Int

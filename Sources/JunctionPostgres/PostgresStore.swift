@@ -676,11 +676,7 @@ public final class PostgresStore: MessageStore, Sendable {
     public func read(topic: String, queues: [QueueRead], tagHashes: Set<UInt64>?) async throws -> [ReadBatch] {
         try await open()
         guard queues.count > 1, tagHashes == nil, queues.allSatisfy({ $0.from <= UInt64(Int64.max) }) else {
-            var batches: [ReadBatch] = []
-            for request in queues {
-                batches.append(try await read(topic: topic, queue: request.queue, from: request.from, limit: request.limit, tagHashes: tagHashes))
-            }
-            return batches
+            return try await readEach(topic: topic, queues: queues, tagHashes: tagHashes)
         }
         return try await guarded("reading \(topic) queues \(queues.map(\.queue))") { [self] in
             let rows: PostgresRowSequence
@@ -1063,7 +1059,6 @@ public final class PostgresStore: MessageStore, Sendable {
 
     /// Several gateways share it: dedupe ids are claimed in the database.
     public var dedupesAppends: Bool { true }
-
 
     public func close() async throws {
         let first = state.withLock { state -> Bool in

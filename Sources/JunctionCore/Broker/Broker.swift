@@ -194,7 +194,8 @@ public final class Broker: Sendable {
     /// of frames) pays for one append instead of one per publish.
     public func publish(batches: [[Message]], completion: @escaping @Sendable (PublishOutcomes) -> Void) {
         let now = clock.now()
-        var results = [Result<Range<Int>, any Error>?](repeating: nil, count: batches.count)
+        // Refused publishes get their error; accepted ones their receipts' range once stored.
+        var results = [Result<Range<Int>, any Error>](repeating: .success(0..<0), count: batches.count)
         var accepted: [Int] = []
         var combined: [Message] = []
         combined.reserveCapacity(batches.count)
@@ -207,7 +208,7 @@ public final class Broker: Sendable {
                 combined.append(contentsOf: messages)
             }
         }
-        guard !combined.isEmpty else { return completion(PublishOutcomes(receipts: [], outcomes: results.map { $0 ?? .success(0..<0) })) }
+        guard !combined.isEmpty else { return completion(PublishOutcomes(receipts: [], outcomes: results)) }
         // Each publish of the burst is its own unit: stored all or none, apart from the others.
         var units: [Int] = []
         units.reserveCapacity(combined.count)
@@ -222,10 +223,10 @@ public final class Broker: Sendable {
                     results[index] = .success(start..<end)
                     start = end
                 }
-                completion(PublishOutcomes(receipts: receipts, outcomes: results.map { $0 ?? .success(0..<0) }))
+                completion(PublishOutcomes(receipts: receipts, outcomes: results))
             case .failure(let error):
                 for index in accepted { results[index] = .failure(BrokerError(error)) }
-                completion(PublishOutcomes(receipts: [], outcomes: results.map { $0 ?? .success(0..<0) }))
+                completion(PublishOutcomes(receipts: [], outcomes: results))
             }
         }
     }
@@ -480,17 +481,26 @@ public final class Broker: Sendable {
     /// cannot match without reading them; the exact tag and the property filter
     /// are checked here. `nextOffset` moves past skipped messages too.
     public func read(topic: String, queue: Int, from offset: UInt64, filter: MessageFilter, limit: ReadLimit = ReadLimit()) async throws -> ReadBatch {
-        var next = offset
+        guard limit.maxMessages > 0 else { return ReadBatch(messages: [], nextOffset: offset) }
+        let batch = try await store.read(topic: topic, queue: queue, from: offset, limit: limit, tagHashes: filter.tags.tagHashes)
+        return try await filtered(batch, topic: topic, read: QueueRead(queue: queue, from: offset, limit: limit), filter: filter)
+    }
+
+    /// `first`, the store's batch for `read`, through `filter`: while a
+    /// property filter leaves it short (tags are filtered by the store), the
+    /// queue is read on from where the batch ended.
+    private func filtered(_ first: ReadBatch, topic: String, read: QueueRead, filter: MessageFilter) async throws -> ReadBatch {
+        var batch = first
+        var next = read.from
         var matched: [StoredMessage] = []
-        let hashes = filter.tags.tagHashes
-        while matched.count < limit.maxMessages {
-            var rest = limit
-            rest.maxMessages = limit.maxMessages - matched.count
-            let batch = try await store.read(topic: topic, queue: queue, from: next, limit: rest, tagHashes: hashes)
+        while true {
             for stored in batch.messages where filter.matches(stored.message) { matched.append(Self.asDelivered(stored)) }
             if batch.nextOffset == next { break }
             next = batch.nextOffset
-            if batch.messages.isEmpty || filter.properties == nil { break }
+            if batch.messages.isEmpty || filter.properties == nil || matched.count >= read.limit.maxMessages { break }
+            var rest = read.limit
+            rest.maxMessages = read.limit.maxMessages - matched.count
+            batch = try await store.read(topic: topic, queue: read.queue, from: next, limit: rest, tagHashes: filter.tags.tagHashes)
         }
         return ReadBatch(messages: matched, nextOffset: next)
     }
@@ -503,16 +513,7 @@ public final class Broker: Sendable {
         var results: [ReadBatch] = []
         results.reserveCapacity(queues.count)
         for (request, batch) in zip(queues, batches) {
-            var matched = batch.messages.filter { filter.matches($0.message) }.map(Self.asDelivered)
-            var next = batch.nextOffset
-            if matched.count < request.limit.maxMessages, filter.properties != nil, !batch.messages.isEmpty, batch.nextOffset != request.from {
-                var rest = request.limit
-                rest.maxMessages -= matched.count
-                let more = try await read(topic: topic, queue: request.queue, from: batch.nextOffset, filter: filter, limit: rest)
-                matched += more.messages
-                next = more.nextOffset
-            }
-            results.append(ReadBatch(messages: matched, nextOffset: next))
+            results.append(try await filtered(batch, topic: topic, read: request, filter: filter))
         }
         return results
     }

@@ -194,7 +194,7 @@ final class ConsumerGroup: Sendable {
     /// one read per queue at a time); a store whose reads are round trips
     /// (`queuesPerRead` > 1) gets that many in one call, else one after another.
     private func readAll() async {
-        let width = broker.store.queuesPerRead
+        let width = max(1, broker.store.queuesPerRead)
         while true {
             let next = owned.withLock { owned -> [Read] in
                 let reads = owned.reads
@@ -203,27 +203,14 @@ final class ConsumerGroup: Sendable {
                 return reads
             }
             if next.isEmpty { return }
-            if width > 1 && next.count > 1 {
-                for start in stride(from: 0, to: next.count, by: width) {
-                    await perform(Array(next[start..<min(next.count, start + width)]))
-                }
-            } else {
-                for read in next { await perform(read) }
+            for start in stride(from: 0, to: next.count, by: width) {
+                await perform(Array(next[start..<min(next.count, start + width)]))
             }
         }
     }
 
-    /// One read, its batch (or its failure) applied to the state.
-    private func perform(_ read: Read) async {
-        do {
-            let batch = try await broker.read(topic: definition.topic, queue: read.queue, from: read.from, filter: definition.filter, limit: ReadLimit(maxMessages: read.max))
-            apply { state, now in state.readCompleted(queue: read.queue, from: read.from, epoch: read.epoch, batch: batch, now: now) }
-        } catch {
-            failed(read, error)
-        }
-    }
-
-    /// Reads of several queues in one call, each batch applied as it would be alone.
+    /// Reads of one or several queues in one call, each batch (or the
+    /// failure) applied as it would be alone.
     private func perform(_ reads: [Read]) async {
         do {
             let batches = try await broker.read(
@@ -233,13 +220,11 @@ final class ConsumerGroup: Sendable {
                 apply { state, now in state.readCompleted(queue: read.queue, from: read.from, epoch: read.epoch, batch: batch, now: now) }
             }
         } catch {
-            for read in reads { failed(read, error) }
+            for read in reads {
+                logger.error("cannot read for group", metadata: ["group": "\(name)", "queue": "\(read.queue)", "error": "\(error)"])
+                apply { state, now in state.readFailed(queue: read.queue, epoch: read.epoch, now: now) }
+            }
         }
-    }
-
-    private func failed(_ read: Read, _ error: any Error) {
-        logger.error("cannot read for group", metadata: ["group": "\(name)", "queue": "\(read.queue)", "error": "\(error)"])
-        apply { state, now in state.readFailed(queue: read.queue, epoch: read.epoch, now: now) }
     }
 
     // MARK: Members

@@ -151,10 +151,6 @@ struct OffsetMap<Value>: Sequence {
     }
 }
 
-extension OffsetMap: Equatable where Value: Equatable {
-    static func == (a: OffsetMap, b: OffsetMap) -> Bool { a.count == b.count && a.elementsEqual(b, by: { $0.key == $1.key && $0.value == $1.value }) }
-}
-
 /// A set of delivery tags, an `OffsetMap` per queue: what a consumer group
 /// has waiting to be handed out. Inserting and removing a tag goes straight
 /// to its slot, where a `Set<DeliveryTag>` hashed it each time (about 500
