@@ -193,7 +193,8 @@ let package = Package(
         .testTarget(name: "JunctionCoreTests", dependencies: ["JunctionCore", "JunctionTestSupport"], swiftSettings: swiftSettings),
         .testTarget(
             name: "JunctionStoreTests",
-            dependencies: ["JunctionStore", "JunctionCore", "JunctionPostgres", "CCRC32C", "JunctionTestSupport", "store-appender"],
+            dependencies: ["JunctionStore", "JunctionCore", "JunctionPostgres", "CCRC32C", "JunctionTestSupport", "store-appender",
+                           .product(name: "PostgresNIO", package: "postgres-nio")],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -25,9 +25,19 @@ import PostgresNIO
 /// close future (it completes once the handlers are removed, after which the
 /// copy writer's calls fail with an error) and then throws. No query goes to
 /// a closed connection, ROLLBACK included.
+///
+/// Statements can be pipelined: `send` writes one without waiting for the
+/// answers before it (postgres-nio queues it and starts it as soon as the one
+/// before has ended, without a trip through this task). BEGIN itself is sent
+/// that way, so a statement sent right after it runs inside the transaction
+/// only if BEGIN took effect: a pipelined statement that changes anything must
+/// check that itself (`insideTransactionBlock`). `query` and `copy` wait for
+/// BEGIN's answer first.
 struct GuardedConnection {
     let base: PostgresConnection
     let logger: Logger
+    /// BEGIN's answer (and its marker's, see `insideTransactionBlock`).
+    private let begun: EventLoopFuture<Void>
 
     /// `body` between BEGIN and COMMIT on a connection of `client`, ROLLBACK
     /// when it throws and the connection is still open.
@@ -36,8 +46,10 @@ struct GuardedConnection {
     ) async throws -> Result {
         try await client.withConnection { connection in
             try await withTaskExecutorPreference(EventLoopTaskExecutor(connection.eventLoop)) {
-                let guarded = GuardedConnection(base: connection, logger: logger)
-                try await guarded.query("BEGIN")
+                if connection.isClosed { throw Self.closed }
+                let begin: EventLoopFuture<PostgresQueryResult> = connection.query("BEGIN", logger: logger)
+                let marked: EventLoopFuture<PostgresQueryResult> = connection.query("SELECT set_config('junction.in_block', 'yes', true)", logger: logger)
+                let guarded = GuardedConnection(base: connection, logger: logger, begun: begin.and(marked).map { _ in })
                 do {
                     let result = try await body(guarded)
                     try await guarded.query("COMMIT")
@@ -50,20 +62,42 @@ struct GuardedConnection {
         }
     }
 
+    /// A condition true only inside the transaction block of `transaction`:
+    /// BEGIN is followed by a statement that sets `junction.in_block` for the
+    /// rest of the transaction. Had BEGIN failed, that statement would have
+    /// run in a transaction of its own, which ends with it (and the setting).
+    static let insideTransactionBlock = "current_setting('junction.in_block', true) = 'yes'"
+
     @discardableResult
     func query(_ query: PostgresQuery, logger: Logger? = nil, file: String = #fileID, line: Int = #line) async throws -> PostgresRowSequence {
+        _ = try await begun.get()
         try checkOpen()
         return try await base.query(query, logger: logger ?? self.logger, file: file, line: line)
     }
 
-    /// `COPY table (columns) FROM STDIN` of `data`, in PostgreSQL's text format.
-    func copy(_ data: ByteBuffer, into table: String, columns: [String]) async throws {
+    /// Writes `query` now, behind the statements already written, and
+    /// returns its answer's future (its rows collected). See the type's
+    /// comment: it may run before BEGIN's answer is known.
+    func send(_ query: PostgresQuery) throws -> EventLoopFuture<PostgresQueryResult> {
+        try checkOpen()
+        return base.query(query, logger: logger)
+    }
+
+    /// `COPY table (columns) FROM STDIN`, in PostgreSQL's text format, of the
+    /// data `rows` gives. The COPY is written at once, behind the statements
+    /// already written; `rows` is called when the server is ready for the
+    /// data, so it may wait for an answer to one of those.
+    func copy(into table: String, columns: [String], rows: () async throws -> ByteBuffer) async throws {
         try checkOpen()
         try await base.copyFrom(table: table, columns: columns, logger: logger) { writer in
-            try await settledIfClosed()
             do {
+                _ = try await begun.get()
+                let data = try await rows()
+                try await settledIfClosed()
                 try await writer.write(data)
             } catch {
+                // copyFrom answers a throw with the writer's `failed`, in this
+                // job: on a closed connection only once its handlers are gone.
                 _ = try? await settledIfClosed()
                 throw error
             }

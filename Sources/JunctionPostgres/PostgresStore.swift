@@ -426,7 +426,8 @@ public final class PostgresStore: MessageStore, Sendable {
         try await open()
         let storedAt = stamp()
         return try await GuardedConnection.transaction(client, logger: logger) { connection in
-            if !synchronousCommit { try await connection.query("SET LOCAL synchronous_commit = off") }
+            // Pipelined: outside the transaction block it would only warn.
+            if !synchronousCommit { _ = try connection.send("SET LOCAL synchronous_commit = off") }
             // Dedupe ids claimed first: a claim another gateway holds within its
             // window makes the request a duplicate of that gateway's message.
             let claims = try await claim(requests, at: storedAt, on: connection)
@@ -541,48 +542,56 @@ public final class PostgresStore: MessageStore, Sendable {
 
     /// Inserts messages: the queues' counters advanced (their rows stay locked
     /// until the commit, taken in one order so that appenders never deadlock),
-    /// the messages and their keys in one statement each.
+    /// the messages and their keys in one statement each. The counters'
+    /// statement and the COPY are written together behind BEGIN, so the
+    /// transaction waits for one answer where it would wait for three; the
+    /// counters' statement checks it runs inside the transaction block.
     private func insert(_ requests: [AppendRequest], at storedAt: Int64, on connection: GuardedConnection) async throws -> ([AppendResult], [(QueueSlot, UInt64)]) {
         let batch = BatchSlots(requests)
         do {
-            var binds = PostgresBindings(capacity: batch.slots.count * 3)
-            var values: [String] = []
-            for slot in batch.ordered {
-                let n = binds.count
-                values.append("($\(n + 1), $\(n + 2), $\(n + 3))")
-                binds.append(batch.slots[slot].topic)
-                binds.append(Int32(batch.slots[slot].queue))
-                binds.append(Int64(batch.members[slot].count))
-            }
-            let advanced = try await connection.query(PostgresQuery(unsafeSQL: """
-                INSERT INTO junction_queues AS q (topic, queue, next_offset) VALUES \(values.joined(separator: ", "))
-                ON CONFLICT (topic, queue) DO UPDATE SET next_offset = q.next_offset + EXCLUDED.next_offset
-                RETURNING topic, queue, next_offset
-                """, binds: binds))
-            var firsts = [Int64?](repeating: nil, count: batch.slots.count)
+            let drawn = try await messageIDs(requests.count, on: connection)
+            let advanced = try connection.send(Self.advanceCounters(batch))
+            var offsets: [Int64] = []
             var ends: [(QueueSlot, UInt64)] = []
-            for try await (topic, queue, end) in advanced.decode((String, Int32, Int64).self) {
-                let slot = QueueSlot(topic: topic, queue: Int(queue))
-                guard let index = batch.index(of: slot) else { continue }
-                firsts[index] = end - Int64(batch.members[index].count)
-                ends.append((slot, UInt64(end)))
+            var rowIDs = [Int64](repeating: 0, count: requests.count)
+            do {
+                // The rows' ids are drawn ahead (see IDPool), so the rows go in
+                // by COPY, which returns nothing (see CopyRows).
+                try await connection.copy(into: "junction_messages", columns: CopyRows.columns) {
+                    var firsts = [Int64?](repeating: nil, count: batch.slots.count)
+                    for row in try await advanced.get().rows {
+                        let (topic, queue, end) = try row.decode((String, Int32, Int64).self)
+                        let slot = QueueSlot(topic: topic, queue: Int(queue))
+                        guard let index = batch.index(of: slot) else { continue }
+                        firsts[index] = end - Int64(batch.members[index].count)
+                        ends.append((slot, UInt64(end)))
+                    }
+                    offsets = try batch.offsets(firsts: firsts)
+                    // Rows go in queue by queue, in offset order: the queues'
+                    // indexes then take their entries one leaf page after
+                    // another instead of alternating between the queues' pages
+                    // (less server time per row). Ids keep the batch's order
+                    // (a key's messages are listed by store time, then id).
+                    var rows = CopyRows(capacity: requests.count, bytesPerRow: 320)
+                    for slot in batch.ordered {
+                        for index in batch.members[slot] {
+                            rowIDs[index] = drawn[drawn.startIndex + index]
+                            rows.append(requests[index].message, id: rowIDs[index], queue: requests[index].queue, offset: offsets[index], storedAt: storedAt)
+                        }
+                    }
+                    return rows.buffer
+                }
+            } catch {
+                // A refused counters' statement leaves the COPY behind it refused too: its own error says more.
+                _ = try await advanced.get()
+                throw error
             }
-            let offsets = try batch.offsets(firsts: firsts)
-            // The rows' ids are drawn ahead (see IDPool), so the rows go in
-            // by COPY, which returns nothing (see CopyRows).
-            let rowIDs = try await messageIDs(requests.count, on: connection)
-            var rows = CopyRows(capacity: requests.count, bytesPerRow: 320)
-            for (index, id) in zip(requests.indices, rowIDs) {
-                rows.append(requests[index].message, id: id, queue: requests[index].queue, offset: offsets[index], storedAt: storedAt)
-            }
-            let data = rows.buffer
-            try await connection.copy(data, into: "junction_messages", columns: CopyRows.columns)
             var results: [AppendResult] = []
             var keyRows: [(topic: String, key: String, id: Int64)] = []
             results.reserveCapacity(requests.count)
             for (index, request) in requests.enumerated() {
                 let topic = request.message.topic
-                let (offset, id) = (offsets[index], rowIDs[rowIDs.startIndex + index])
+                let (offset, id) = (offsets[index], rowIDs[index])
                 if !request.message.keys.isEmpty { for key in Set(request.message.keys) where !key.isEmpty { keyRows.append((topic, key, id)) } }
                 results.append(AppendResult(id: Self.messageID(id, topic: topic), queue: request.queue, queueOffset: UInt64(offset), storeTimestamp: storedAt))
             }
@@ -604,6 +613,27 @@ public final class PostgresStore: MessageStore, Sendable {
             }
             return (results, ends)
         }
+    }
+
+    /// The statement that advances the counters of a batch's queues by their
+    /// messages, in (topic, queue) order, returning each queue's new end. It
+    /// changes nothing outside a transaction block (it is pipelined behind BEGIN).
+    static func advanceCounters(_ batch: BatchSlots) -> PostgresQuery {
+        var binds = PostgresBindings(capacity: batch.slots.count * 3)
+        var values: [String] = []
+        for slot in batch.ordered {
+            let n = binds.count
+            values.append("($\(n + 1)::text, $\(n + 2)::integer, $\(n + 3)::bigint)")
+            binds.append(batch.slots[slot].topic)
+            binds.append(Int32(batch.slots[slot].queue))
+            binds.append(Int64(batch.members[slot].count))
+        }
+        return PostgresQuery(unsafeSQL: """
+            INSERT INTO junction_queues AS q (topic, queue, next_offset)
+            SELECT * FROM (VALUES \(values.joined(separator: ", "))) AS v WHERE \(GuardedConnection.insideTransactionBlock)
+            ON CONFLICT (topic, queue) DO UPDATE SET next_offset = q.next_offset + EXCLUDED.next_offset
+            RETURNING topic, queue, next_offset
+            """, binds: binds)
     }
 
     /// A row's id as a message id: the row number, and a check made of the topic.

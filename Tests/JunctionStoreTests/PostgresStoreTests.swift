@@ -1,6 +1,8 @@
 import JunctionCore
 @testable import JunctionPostgres
 import JunctionTestSupport
+import Logging
+import PostgresNIO
 import Testing
 
 /// What the storage contract does not cover of the PostgreSQL backend.
@@ -111,6 +113,34 @@ extension PostgresColumnsTests {
                 next[slot] = result.queueOffset + 1
             }
         }
+        try await store.close()
+    }
+}
+
+@Suite("PostgreSQL store: statements pipelined behind BEGIN")
+struct PostgresPipelineTests {
+    @Test("the counters' statement sent right behind BEGIN advances the counters in the transaction; run on its own (as it would be had BEGIN failed) it changes nothing")
+    func guardedCounters() async throws {
+        let server = await PostgresServer.shared()
+        let database = try await server.createDatabase()
+        let store = PostgresStore(settings: server.settings(database: database))
+        try await appendEventually(store, AppendRequest(message: Message(topic: "t", body: [0]), queue: 0))
+        let logger = Logger(label: "test")
+        let primary = PrimaryClient(settings: server.settings(database: database), logger: logger)
+        let counters = "SELECT queue || '|' || next_offset FROM junction_queues WHERE topic = 't' ORDER BY queue"
+        let batch = BatchSlots([0, 0, 1].map { AppendRequest(message: Message(topic: "t", body: [1]), queue: $0) })
+
+        var alone = 0
+        for try await _ in try await primary.current.query(PostgresStore.advanceCounters(batch), logger: logger) { alone += 1 }
+        #expect(alone == 0)
+        #expect(await server.query(counters, database: database) == ["0|1"])
+
+        let ends = try await GuardedConnection.transaction(primary.current, logger: logger) { connection in
+            try await connection.send(PostgresStore.advanceCounters(batch)).get().rows.map { try $0.decode((String, Int32, Int64).self) }
+        }
+        #expect(ends.map { "\($0.0)|\($0.1)|\($0.2)" } == ["t|0|3", "t|1|1"])
+        #expect(await server.query(counters, database: database) == ["0|3", "1|1"])
+        await primary.shutdown()
         try await store.close()
     }
 }
