@@ -62,6 +62,31 @@ struct GuardedConnection {
         }
     }
 
+    /// One statement outside a transaction, its rows collected, on a
+    /// connection of `client` checked open on its event loop in the job that
+    /// writes it (a statement written to a connection whose handlers are gone
+    /// would never end). A connection found closed has been sent nothing:
+    /// the statement goes once more on another.
+    static func rows(_ client: PostgresClient, logger: Logger, _ query: PostgresQuery) async throws -> [PostgresRow] {
+        for attempt in 1...2 {
+            do {
+                return try await client.withConnection { connection in
+                    try await withTaskExecutorPreference(EventLoopTaskExecutor(connection.eventLoop)) {
+                        if connection.isClosed { throw FoundClosed() }
+                        return try await connection.query(query, logger: logger).collect()
+                    }
+                }
+            } catch is FoundClosed where attempt == 1 {
+                continue
+            } catch is FoundClosed {
+                break
+            }
+        }
+        throw closed
+    }
+
+    private struct FoundClosed: Error {}
+
     /// A condition true only inside the transaction block of `transaction`:
     /// BEGIN is followed by a statement that sets `junction.in_block` for the
     /// rest of the transaction. Had BEGIN failed, that statement would have
@@ -131,5 +156,12 @@ final class EventLoopTaskExecutor: TaskExecutor {
     func enqueue(_ job: consuming ExecutorJob) {
         let job = UnownedJob(job)
         eventLoop.execute { job.runSynchronously(on: self.asUnownedTaskExecutor()) }
+    }
+}
+
+extension Array where Element == PostgresRow {
+    /// Each row's columns as `Columns`.
+    func decode<each Column: PostgresDecodable>(_ columns: (repeat each Column).Type) throws -> [(repeat each Column)] {
+        try map { try $0.decode(columns) }
     }
 }

@@ -17,6 +17,11 @@ import Synchronization
 public final class PostgresCoordinator: GroupCoordinator, Sendable {
     private let primary: PrimaryClient
     private var client: PostgresClient { primary.current }
+
+    /// One statement outside a transaction, its rows (see `GuardedConnection.rows`).
+    private func rows(_ query: PostgresQuery, logger: Logger) async throws -> [PostgresRow] {
+        try await GuardedConnection.rows(client, logger: logger, query)
+    }
     private let instance: String
     private let leaseMs: Int
     private let logger: Logger
@@ -174,17 +179,17 @@ public final class PostgresCoordinator: GroupCoordinator, Sendable {
     /// The saved progress of queues just taken.
     private func savedProgress(_ entry: CoordinationTable.Entry, queues: Set<Int>) async throws -> [GroupOffset] {
         let wanted = queues.sorted().map { Int32($0) }
-        let rows = try await client.query("""
+        let rows = try await self.rows("""
             SELECT grp, topic, queue, committed, acked, attempts FROM junction_offsets
             WHERE grp = \(entry.group) AND topic = \(entry.topic) AND queue = ANY(\(wanted))
             """, logger: logger)
-        return try await PostgresStore.decodeOffsets(rows)
+        return try PostgresStore.decodeOffsets(rows)
     }
 
     /// Gives leases up (their progress is saved): the other gateways take them at their next beat.
     private func release(_ entry: CoordinationTable.Entry, queues: Set<Int>) async throws {
         let wanted = queues.sorted().map { Int32($0) }
-        try await client.query("""
+        _ = try await rows("""
             DELETE FROM junction_leases WHERE grp = \(entry.group) AND topic = \(entry.topic) AND gateway = \(instance) AND queue = ANY(\(wanted))
             """, logger: logger)
     }
@@ -197,8 +202,8 @@ public final class PostgresCoordinator: GroupCoordinator, Sendable {
         await passes.withLock { $0.removeValue(forKey: id) }?.value
         do {
             try await PostgresStore.bounded(leaseMs, "releasing the group's leases", abandonedWith: primary.inFlight) { [self] in
-                try await client.query("DELETE FROM junction_members WHERE grp = \(entry.group) AND topic = \(entry.topic) AND gateway = \(instance)", logger: logger)
-                try await client.query("DELETE FROM junction_leases WHERE grp = \(entry.group) AND topic = \(entry.topic) AND gateway = \(instance)", logger: logger)
+                _ = try await rows("DELETE FROM junction_members WHERE grp = \(entry.group) AND topic = \(entry.topic) AND gateway = \(instance)", logger: logger)
+                _ = try await rows("DELETE FROM junction_leases WHERE grp = \(entry.group) AND topic = \(entry.topic) AND gateway = \(instance)", logger: logger)
             }
         } catch {
             logger.notice("cannot release the group's leases; they expire by themselves", metadata: ["group": "\(entry.group)", "error": "\(error)"])

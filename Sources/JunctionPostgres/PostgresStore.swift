@@ -379,7 +379,7 @@ public final class PostgresStore: MessageStore, Sendable {
                 do {
                     // Its own commit need not wait for the WAL flush: the appends' commits did.
                     try await Self.bounded(timeoutMs, "growth notice", abandonedWith: primary.inFlight) { [self] in
-                        try await client.query(
+                        _ = try await rows(
                             "SELECT set_config('synchronous_commit', 'off', true), pg_notify(\(GrowthNotice.channel), \(notice))", logger: logger)
                     }
                 } catch {
@@ -636,6 +636,11 @@ public final class PostgresStore: MessageStore, Sendable {
             """, binds: binds)
     }
 
+    /// One statement outside a transaction, its rows (see `GuardedConnection.rows`).
+    func rows(_ query: PostgresQuery, logger: Logger) async throws -> [PostgresRow] {
+        try await GuardedConnection.rows(client, logger: logger, query)
+    }
+
     /// A row's id as a message id: the row number, and a check made of the topic.
     /// `count` message ids from the pool, drawn from the id sequence when it
     /// has too few (one statement, many ids).
@@ -666,16 +671,16 @@ public final class PostgresStore: MessageStore, Sendable {
     /// A row of `columns`, as decoded.
     typealias Columns = (Int64, String, Int32, Int64, Int64, String?, [String], String, ByteBuffer, String?, String?, Int64?, Int64)
 
-    static func decode(_ rows: PostgresRowSequence) async throws -> [StoredMessage] {
+    static func decode(_ rows: [PostgresRow]) throws -> [StoredMessage] {
         var messages: [StoredMessage] = []
-        for try await row in rows { messages.append(stored(try row.decode(Columns.self, context: .default))) }
+        for row in rows { messages.append(stored(try row.decode(Columns.self, context: .default))) }
         return messages
     }
 
     /// Rows of `columns` followed by the number of the request each answers.
-    static func decodeNumbered(_ rows: PostgresRowSequence) async throws -> [(request: Int, message: StoredMessage)] {
+    static func decodeNumbered(_ rows: [PostgresRow]) throws -> [(request: Int, message: StoredMessage)] {
         var found: [(request: Int, message: StoredMessage)] = []
-        for try await row in rows {
+        for row in rows {
             let c = try row.decode((Int64, String, Int32, Int64, Int64, String?, [String], String, ByteBuffer, String?, String?, Int64?, Int64, Int64).self, context: .default)
             found.append((Int(c.13), stored((c.0, c.1, c.2, c.3, c.4, c.5, c.6, c.7, c.8, c.9, c.10, c.11, c.12))))
         }
@@ -709,9 +714,9 @@ public final class PostgresStore: MessageStore, Sendable {
             return try await readEach(topic: topic, queues: queues, tagHashes: tagHashes)
         }
         return try await guarded("reading \(topic) queues \(queues.map(\.queue))") { [self] in
-            let rows: PostgresRowSequence
+            let rows: [PostgresRow]
             do {
-                rows = try await client.query("""
+                rows = try await self.rows("""
                     SELECT m.*, r.k FROM unnest(\(queues.map { Int32($0.queue) })::int4[], \(queues.map { Int64($0.from) })::int8[],
                         \(queues.map { Int64($0.from &+ UInt64(max(1, $0.limit.maxScanned))) })::int8[], \(queues.map { Int64($0.limit.maxMessages) })::int8[])
                         WITH ORDINALITY AS r(queue, low, high, most, k)
@@ -723,7 +728,7 @@ public final class PostgresStore: MessageStore, Sendable {
                     """, logger: logger)
             } catch { throw Self.failure(error) }
             var found = [[StoredMessage]](repeating: [], count: queues.count)
-            for (request, message) in try await Self.decodeNumbered(rows) where (1...queues.count).contains(request) {
+            for (request, message) in try Self.decodeNumbered(rows) where (1...queues.count).contains(request) {
                 found[request - 1].append(message)
             }
             var batches: [ReadBatch] = []
@@ -752,16 +757,16 @@ public final class PostgresStore: MessageStore, Sendable {
         // the rows found from `offset` on are the next ones, and the next read
         // starts after the last (none found: the range says where to go on).
         if tagHashes == nil, offset <= UInt64(Int64.max) {
-            let rows: PostgresRowSequence
+            let rows: [PostgresRow]
             do {
-                rows = try await client.query("""
+                rows = try await self.rows("""
                     SELECT \(unescaped: Self.columns) FROM junction_messages
                     WHERE topic = \(topic) AND queue = \(Int32(queue)) AND queue_offset >= \(Int64(offset))
                         AND queue_offset < \(Int64(offset &+ UInt64(max(1, limit.maxScanned))))
                     ORDER BY queue_offset LIMIT \(Int64(limit.maxMessages))
                     """, logger: logger)
             } catch { throw Self.failure(error) }
-            var messages = try await Self.decode(rows)
+            var messages = try Self.decode(rows)
             if let first = messages.first, first.queueOffset == offset {
                 Self.keepWithin(bytes: limit.maxBytes, &messages)
                 return ReadBatch(messages: messages, nextOffset: messages.last!.queueOffset + 1)
@@ -773,24 +778,24 @@ public final class PostgresStore: MessageStore, Sendable {
         guard start < range.end else { return ReadBatch(messages: [], nextOffset: max(offset, start)) }
         let scanEnd = min(range.end, start &+ UInt64(max(1, limit.maxScanned)))
         let hashes = tagHashes.map { $0.map { Int64(bitPattern: $0) } }
-        let rows: PostgresRowSequence
+        let rows: [PostgresRow]
         do {
             if let hashes {
-                rows = try await client.query("""
+                rows = try await self.rows("""
                     SELECT \(unescaped: Self.columns) FROM junction_messages
                     WHERE topic = \(topic) AND queue = \(Int32(queue)) AND queue_offset >= \(Int64(start)) AND queue_offset < \(Int64(scanEnd))
                         AND tag_hash = ANY(\(hashes))
                     ORDER BY queue_offset LIMIT \(Int64(limit.maxMessages))
                     """, logger: logger)
             } else {
-                rows = try await client.query("""
+                rows = try await self.rows("""
                     SELECT \(unescaped: Self.columns) FROM junction_messages
                     WHERE topic = \(topic) AND queue = \(Int32(queue)) AND queue_offset >= \(Int64(start)) AND queue_offset < \(Int64(scanEnd))
                     ORDER BY queue_offset LIMIT \(Int64(limit.maxMessages))
                     """, logger: logger)
             }
         } catch { throw Self.failure(error) }
-        var messages = try await Self.decode(rows)
+        var messages = try Self.decode(rows)
         let cut = Self.keepWithin(bytes: limit.maxBytes, &messages)
         let full = messages.count == limit.maxMessages || cut
         let next = full ? messages.last!.queueOffset + 1 : scanEnd
@@ -814,8 +819,8 @@ public final class PostgresStore: MessageStore, Sendable {
         try await open()
         return try await guarded("reading a message") { [self] in
             guard id.high <= UInt64(Int64.max) else { return nil }
-            let rows = try await client.query("SELECT \(unescaped: Self.columns) FROM junction_messages WHERE id = \(Int64(id.high))", logger: logger)
-            return try await Self.decode(rows).first { $0.id == id }
+            let rows = try await self.rows("SELECT \(unescaped: Self.columns) FROM junction_messages WHERE id = \(Int64(id.high))", logger: logger)
+            return try Self.decode(rows).first { $0.id == id }
         }
     }
 
@@ -826,11 +831,11 @@ public final class PostgresStore: MessageStore, Sendable {
 
     /// The range, inside an operation already bounded.
     private func queueRangeNow(topic: String, queue: Int) async throws -> QueueRange {
-        let rows = try await client.query("""
+        let rows = try await self.rows("""
             SELECT q.next_offset, (SELECT min(queue_offset) FROM junction_messages m WHERE m.topic = q.topic AND m.queue = q.queue)
             FROM junction_queues q WHERE q.topic = \(topic) AND q.queue = \(Int32(queue))
             """, logger: logger)
-        for try await (end, first) in rows.decode((Int64, Int64?).self) {
+        for (end, first) in try rows.decode((Int64, Int64?).self) {
             return QueueRange(min: UInt64(first ?? end), end: UInt64(end))
         }
         return QueueRange(min: 0, end: 0)
@@ -839,10 +844,10 @@ public final class PostgresStore: MessageStore, Sendable {
     public func offset(topic: String, queue: Int, atOrAfter timestamp: Int64) async throws -> UInt64 {
         try await open()
         return try await guarded("finding an offset by time") { [self] in
-            let rows = try await client.query("""
+            let rows = try await self.rows("""
                 SELECT min(queue_offset) FROM junction_messages WHERE topic = \(topic) AND queue = \(Int32(queue)) AND stored_at >= \(timestamp)
                 """, logger: logger)
-            for try await (found) in rows.decode(Int64?.self) {
+            for (found) in try rows.decode(Int64?.self) {
                 if let found { return UInt64(found) }
             }
             return try await queueRangeNow(topic: topic, queue: queue).end
@@ -852,13 +857,13 @@ public final class PostgresStore: MessageStore, Sendable {
     public func messages(topic: String, key: String, since: Int64, until: Int64, limit: Int) async throws -> [StoredMessage] {
         try await open()
         return try await guarded("finding messages by key") { [self] in
-            let rows = try await client.query("""
+            let rows = try await self.rows("""
                 SELECT \(unescaped: Self.columns.split(separator: ",").map { "m." + $0.trimmingCharacters(in: .whitespaces) }.joined(separator: ", "))
                 FROM junction_keys k JOIN junction_messages m ON m.id = k.message
                 WHERE k.topic = \(topic) AND k.key = \(key) AND k.stored_at >= \(since) AND k.stored_at <= \(until)
                 ORDER BY k.stored_at, k.message LIMIT \(Int64(limit))
                 """, logger: logger)
-            return try await Self.decode(rows)
+            return try Self.decode(rows)
         }
     }
 
@@ -899,7 +904,7 @@ public final class PostgresStore: MessageStore, Sendable {
             try await open()
             let now = stamp()
             try await guarded("pruning dedupe claims") { [self] in
-                try await client.query("DELETE FROM junction_dedupe WHERE claimed_at < \(now) - window_ms", logger: logger)
+                _ = try await rows("DELETE FROM junction_dedupe WHERE claimed_at < \(now) - window_ms", logger: logger)
             }
         } catch {
             if !Task.isCancelled { logger.debug("pruning dedupe claims failed", metadata: ["error": "\(error)"]) }
@@ -914,7 +919,7 @@ public final class PostgresStore: MessageStore, Sendable {
             // would hold the store's close (which waits for this task).
             let seen = try await guarded("polling the queues' ends") { [self] in
                 var seen: [(QueueSlot, UInt64)] = []
-                for try await (topic, queue, end) in try await client.query(
+                for (topic, queue, end) in try await rows(
                     "SELECT topic, queue, next_offset FROM junction_queues", logger: logger).decode((String, Int32, Int64).self) {
                     seen.append((QueueSlot(topic: topic, queue: Int(queue)), UInt64(end)))
                 }
@@ -962,10 +967,10 @@ public final class PostgresStore: MessageStore, Sendable {
         try await open()
         return try await guarded("reading topics") { [self] in
             var topics: [String: Int] = [:]
-            for try await (name, queues) in try await client.query("SELECT name, queues FROM junction_topics", logger: logger).decode((String, Int32).self) {
+            for (name, queues) in try await rows("SELECT name, queues FROM junction_topics", logger: logger).decode((String, Int32).self) {
                 topics[name] = Int(queues)
             }
-            for try await (name, queues) in try await client.query("SELECT topic, max(queue) + 1 FROM junction_queues GROUP BY topic", logger: logger).decode((String, Int32).self) {
+            for (name, queues) in try await rows("SELECT topic, max(queue) + 1 FROM junction_queues GROUP BY topic", logger: logger).decode((String, Int32).self) {
                 topics[name] = max(topics[name] ?? 0, Int(queues))
             }
             return topics
@@ -976,7 +981,7 @@ public final class PostgresStore: MessageStore, Sendable {
         try await open()
         return try await guarded("saving topics") { [self] in
             for (name, queues) in topics {
-                try await client.query("""
+                _ = try await rows("""
                     INSERT INTO junction_topics (name, queues) VALUES (\(name), \(Int32(queues)))
                     ON CONFLICT (name) DO UPDATE SET queues = GREATEST(junction_topics.queues, EXCLUDED.queues)
                     """, logger: logger)
@@ -991,7 +996,7 @@ public final class PostgresStore: MessageStore, Sendable {
         return try await guarded("saving offsets") { [self] in
             for record in offsets {
                 let attempts = JSONValue.object(record.attempts.sorted { $0.key < $1.key }.map { (String($0.key), .number(String($0.value))) }).serialized
-                try await client.query("""
+                _ = try await rows("""
                     INSERT INTO junction_offsets (grp, topic, queue, committed, acked, attempts)
                     SELECT \(record.group), \(record.topic), \(Int32(record.queue)), \(Int64(record.committed)), \(record.acked.map { Int64($0) }), \(attempts)
                     WHERE NOT EXISTS (
@@ -1006,13 +1011,13 @@ public final class PostgresStore: MessageStore, Sendable {
     public func loadOffsets() async throws -> [GroupOffset] {
         try await open()
         return try await guarded("loading offsets") { [self] in
-            return try await Self.decodeOffsets(client.query("SELECT grp, topic, queue, committed, acked, attempts FROM junction_offsets", logger: logger))
+            return try await Self.decodeOffsets(self.rows("SELECT grp, topic, queue, committed, acked, attempts FROM junction_offsets", logger: logger))
         }
     }
 
-    static func decodeOffsets(_ rows: PostgresRowSequence) async throws -> [GroupOffset] {
+    static func decodeOffsets(_ rows: [PostgresRow]) throws -> [GroupOffset] {
         var records: [GroupOffset] = []
-        for try await (group, topic, queue, committed, acked, attemptsText) in rows.decode((String, String, Int32, Int64, [Int64], String).self) {
+        for (group, topic, queue, committed, acked, attemptsText) in try rows.decode((String, String, Int32, Int64, [Int64], String).self) {
             var attempts: [UInt64: Int] = [:]
             for (offset, value) in (try? JSONValue.parse(attemptsText))?.objectMembers ?? [] {
                 if let offset = UInt64(offset), case .number(let text) = value, let count = Int(text) { attempts[offset] = count }
@@ -1041,7 +1046,7 @@ public final class PostgresStore: MessageStore, Sendable {
     private func loadState(_ name: String, node: String) async throws -> [UInt8]? {
         try await open()
         return try await guarded("loading state") { [self] in
-            for try await (bytes) in try await client.query("SELECT bytes FROM junction_state WHERE node = \(node) AND name = \(name)", logger: logger).decode(ByteBuffer.self) {
+            for (bytes) in try await rows("SELECT bytes FROM junction_state WHERE node = \(node) AND name = \(name)", logger: logger).decode(ByteBuffer.self) {
                 return Array(buffer: bytes)
             }
             return nil
@@ -1051,7 +1056,7 @@ public final class PostgresStore: MessageStore, Sendable {
     public func saveState(_ name: String, _ bytes: [UInt8]) async throws {
         try await open()
         return try await guarded("saving state") { [self] in
-            try await client.query("""
+            _ = try await rows("""
                 INSERT INTO junction_state (node, name, bytes) VALUES (\(node), \(name), \(ByteBuffer(bytes: bytes)))
                 ON CONFLICT (node, name) DO UPDATE SET bytes = EXCLUDED.bytes
                 """, logger: logger)

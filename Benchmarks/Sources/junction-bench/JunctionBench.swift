@@ -45,7 +45,7 @@ struct JunctionBench: AsyncParsableCommand {
         if sections.contains("peers") { try await PeerBenchmarks(root: root, count: peerMessages, latencySeconds: max(seconds, 5)).run() }
         if sections.contains("cpeers") { try await CPeerBenchmarks(root: root, count: peerMessages, latencySeconds: max(seconds, 5)).run() }
         if sections.contains("zmq") { try await ZeroMQBenchmarks(root: root, count: 1_000_000).run() }
-        if sections.contains("postgres") { try await PostgresBenchmarks(root: root, count: peerMessages / 2).run() }
+        if sections.contains("postgres") { try await PostgresBenchmarks(root: root, count: peerMessages * 3 / 2).run() }
     }
 }
 

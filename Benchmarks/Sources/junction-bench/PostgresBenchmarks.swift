@@ -40,7 +40,7 @@ struct PostgresBenchmarks {
             // The ceiling: the same rows, in a table like junction_messages (its indexes too), multi-row INSERTs of 100 by 8 connections.
             ceilings.append(try await plainInserts(server: server, database: one, total: count, connections: 8, rowsPerInsert: 100))
             // The same rows by COPY, as Junction itself writes them: no ceiling unless the plain client may use it too.
-            copyCeilings.append(try await plainInserts(server: server, database: one, total: count, connections: 8, rowsPerInsert: 100, copy: true))
+            copyCeilings.append(try psqlCopies(server: server, database: one, total: count, connections: 8, rowsPerCopy: 100))
             let two = try server.createDatabase()
             pairs.append(try await withGateways(junction, server: server, database: two, count: 2) { ports in
                 try await publish(netbench, ports: ports, total: count)
@@ -51,7 +51,7 @@ struct PostgresBenchmarks {
             print("| \(load) | \(runs.cell) | \(String(format: "%.2f×", runs.median / max(ceiling.median, 1))) | \(String(format: "%.2f×", runs.median / max(copyCeiling.median, 1))) |")
         }
         row("plain client: multi-row INSERT of 100 rows per statement, 8 connections, autocommit (the ceiling)", ceiling)
-        row("plain client: COPY of 100 rows per statement, 8 connections, autocommit (the COPY ceiling)", copyCeiling)
+        row("plain client: `psql` `\\copy` of 100 rows per statement, 8 processes, autocommit (the COPY ceiling)", copyCeiling)
         row("Junction, one gateway, \(Self.publishers) publishing connections", CPeerBenchmarks.Runs(values: singles))
         row("Junction, two gateways on one database, \(Self.publishers / 2) publishing connections each", CPeerBenchmarks.Runs(values: pairs))
         print("")
@@ -100,9 +100,9 @@ struct PostgresBenchmarks {
     /// Publishing connections in the publish loads.
     static let publishers = 4
 
-    /// Rows per second a plain client inserts into a copy of junction_messages,
-    /// by multi-row INSERT or (`copy`) by COPY in text format.
-    private func plainInserts(server: ScratchPostgres, database: String, total: Int, connections: Int, rowsPerInsert: Int, copy: Bool = false) async throws -> Double {
+    /// Rows per second a plain client inserts into a copy of junction_messages
+    /// by multi-row INSERT.
+    private func plainInserts(server: ScratchPostgres, database: String, total: Int, connections: Int, rowsPerInsert: Int) async throws -> Double {
         let quiet = { () -> Logger in
             var logger = Logger(label: "bench.postgres")
             logger.logLevel = .critical
@@ -113,9 +113,7 @@ struct PostgresBenchmarks {
         let client = PostgresClient(configuration: configuration, backgroundLogger: quiet)
         return try await withThrowingTaskGroup(of: Double?.self) { group in
             group.addTask { await client.run(); return nil }
-            let table = copy ? "plain_copy" : "plain"
-            try await client.query(PostgresQuery(unsafeSQL: "CREATE TABLE \(table) (LIKE junction_messages INCLUDING ALL)"), logger: quiet)
-            let hexBody = "\\\\x" + String(repeating: "6a", count: 100)
+            try await client.query("CREATE TABLE plain (LIKE junction_messages INCLUDING ALL)", logger: quiet)
             let body = ByteBuffer(bytes: [UInt8](repeating: 0x6A, count: 100))
             let statements = total / rowsPerInsert
             let started = DispatchTime.now().uptimeNanoseconds
@@ -123,21 +121,7 @@ struct PostgresBenchmarks {
                 for writer in 0..<connections {
                     writers.addTask {
                         var n = writer
-                        while n < statements, copy {
-                            var text = ""
-                            for r in 0..<rowsPerInsert {
-                                let now = Int64(Date().timeIntervalSince1970 * 1000)
-                                text += "bench\t\(writer)\t\(n * rowsPerInsert + r)\t\(now)\t\t0\t{}\t{}\t\(hexBody)\t\(now)\n"
-                            }
-                            let data = ByteBuffer(string: text)
-                            try await client.withConnection { connection in
-                                try await connection.copyFrom(table: table, columns: ["topic", "queue", "queue_offset", "stored_at", "tag", "tag_hash", "keys", "properties", "body", "born_at"], logger: quiet) { writer in
-                                    try await writer.write(data)
-                                }
-                            }
-                            n += connections
-                        }
-                        while n < statements, !copy {
+                        while n < statements {
                             var binds = PostgresBindings()
                             var tuples: [String] = []
                             for r in 0..<rowsPerInsert {
@@ -163,6 +147,38 @@ struct PostgresBenchmarks {
             for try await value in group { if let value { return value } }
             return rate
         }
+    }
+
+    /// Rows per second `connections` psql processes write into a copy of
+    /// junction_messages by `\\copy` of `rowsPerCopy` rows each (COPY FROM
+    /// STDIN, text format, autocommit): the rows are written to files first,
+    /// so the figure is the database's, not a client's building them.
+    private func psqlCopies(server: ScratchPostgres, database: String, total: Int, connections: Int, rowsPerCopy: Int) throws -> Double {
+        try server.psql(database: database, command: "CREATE TABLE plain_copy (LIKE junction_messages INCLUDING ALL)")
+        let directory = "\(root)/psql-copies-\(database)"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let now = Int64(Date().timeIntervalSince1970 * 1000)
+        let tail = "\t\(now)\t\\N\t0\t{}\t{}\t\\\\x" + String(repeating: "6a", count: 100) + "\t\(now)\n"
+        let copies = total / rowsPerCopy
+        var scripts: [String] = []
+        for writer in 0..<connections {
+            var script = ""
+            for copy in stride(from: writer, to: copies, by: connections) {
+                var rows = ""
+                for row in 0..<rowsPerCopy { rows += "bench\t\(writer)\t\(copy * rowsPerCopy + row)" + tail }
+                let file = "\(directory)/\(copy)"
+                try rows.write(toFile: file, atomically: false, encoding: .utf8)
+                script += "\\copy plain_copy (topic, queue, queue_offset, stored_at, tag, tag_hash, keys, properties, body, born_at) FROM '\(file)'\n"
+            }
+            let path = "\(directory)/writer-\(writer).sql"
+            try script.write(toFile: path, atomically: false, encoding: .utf8)
+            scripts.append(path)
+        }
+        let started = DispatchTime.now().uptimeNanoseconds
+        let writers = try scripts.map { try server.startPsql(database: database, script: $0) }
+        for writer in writers { try ScratchPostgres.wait(writer, "psql") }
+        return Double(copies * rowsPerCopy) / (Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9)
     }
 }
 
@@ -207,10 +223,32 @@ final class ScratchPostgres: Sendable {
         try? Self.run(runAs + [binaries + "/pg_ctl", "-D", directory + "/data", "-m", "fast", "-w", "stop"])
     }
 
-    /// Runs a command to its end with posix_spawn and waitpid, output
-    /// discarded and no other descriptor inherited (pg_ctl leaves the server
-    /// running: it must hold nothing of the bench's).
+    /// Runs one SQL command with psql.
+    func psql(database: String, command: String) throws {
+        try Self.run([binaries + "/psql", "-q", "-h", "127.0.0.1", "-p", "\(port)", "-U", "postgres", "-v", "ON_ERROR_STOP=1", "-d", database, "-c", command])
+    }
+
+    /// Starts psql on a script; `wait` for it.
+    func startPsql(database: String, script: String) throws -> pid_t {
+        try Self.start([binaries + "/psql", "-q", "-h", "127.0.0.1", "-p", "\(port)", "-U", "postgres", "-v", "ON_ERROR_STOP=1", "-d", database, "-f", script])
+    }
+
+    /// Runs a command to its end (see `start`).
     static func run(_ arguments: [String]) throws {
+        try wait(try start(arguments), arguments.joined(separator: " "))
+    }
+
+    /// Waits for a command `start` started; throws if it failed.
+    static func wait(_ pid: pid_t, _ what: String) throws {
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        guard (status & 0x7f) == 0, (status >> 8) & 0xff == 0 else { throw BenchError(message: "\(what) failed") }
+    }
+
+    /// Starts a command with posix_spawn, output discarded and no other
+    /// descriptor inherited (pg_ctl leaves the server running: it must hold
+    /// nothing of the bench's).
+    static func start(_ arguments: [String]) throws -> pid_t {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
@@ -224,9 +262,7 @@ final class ScratchPostgres: Sendable {
         defer { for pointer in argv { free(pointer) } }
         var pid: pid_t = 0
         guard posix_spawn(&pid, arguments[0], &actions, nil, &argv, environ) == 0 else { throw BenchError(message: "cannot start \(arguments[0])") }
-        var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-        guard (status & 0x7f) == 0, (status >> 8) & 0xff == 0 else { throw BenchError(message: "\(arguments.joined(separator: " ")) failed") }
+        return pid
     }
 
     /// A port the kernel says is free now.
