@@ -58,6 +58,13 @@ public protocol MessageStore: Sendable {
     /// takes a result marked `duplicate` as the first message's receipt.
     var dedupesAppends: Bool { get }
 
+    /// The most messages an adapter should hand over in one append when it
+    /// has read many at once. A store whose appends wait for an fsync does
+    /// better with several smaller appends, which it writes while the one
+    /// before is being synced, than with one large one; a store that does not
+    /// wait, with fewer larger ones.
+    var appendBurst: Int { get }
+
     /// How many queues' reads a consumer group hands the store in one call
     /// (`read(topic:queues:tagHashes:)`): 1 for a store whose reads cost
     /// memory and a decode; more for one whose every call is a round trip
@@ -126,6 +133,9 @@ extension MessageStore {
 
     /// Only this process writes: the broker's window of dedupe ids sees every publish.
     public var dedupesAppends: Bool { false }
+
+    /// 1024 messages per append.
+    public var appendBurst: Int { 1024 }
 
     /// Reads are local: one queue per call.
     public var queuesPerRead: Int { 1 }

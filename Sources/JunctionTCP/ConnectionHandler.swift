@@ -33,6 +33,9 @@ final class ConnectionHandler: ChannelInboundHandler {
     /// Push subscriptions with a take outstanding.
     private var taking: Set<ObjectIdentifier> = []
     private var inFlightPublishes = 0
+    /// The most messages held for one append: what the store says suits it
+    /// (256 for the commit log with flush `always`, 1024 otherwise).
+    private let publishBurst: Int
     /// This connection answers the checks of these producer groups.
     private var checkers: [String: TransactionCheckerRegistration] = [:]
     /// Publishes read in this burst and not yet handed to the broker: they go
@@ -60,6 +63,7 @@ final class ConnectionHandler: ChannelInboundHandler {
         self.logger = logger
         self.metrics = metrics
         self.machine = ConnectionStateMachine(token: settings.token, policy: broker.settings.access)
+        self.publishBurst = broker.store.appendBurst
     }
 
     func channelActive(context: ChannelHandlerContext) {
@@ -338,11 +342,9 @@ final class ConnectionHandler: ChannelInboundHandler {
             readingPaused = true
             context.channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in }
         }
-        if unsentMessages >= Self.publishBurst { sendPublishes(context) }
+        if unsentMessages >= publishBurst { sendPublishes(context) }
     }
 
-    /// The most messages held for one append.
-    static let publishBurst = 1024
 
     /// Hands the held publishes to the broker as one call; answers each (in
     /// the order read) once stored: RECEIPTS if asked, ERROR always.
