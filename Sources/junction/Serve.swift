@@ -24,10 +24,15 @@ struct Serve: AsyncParsableCommand {
     @Flag(name: .customLong("discard-unreadable-state"), help: "Start even when saved group offsets or delayed-delivery progress cannot be read, dropping them (groups start where their subscriptions say).")
     var discardUnreadableState = false
 
+    @Flag(name: .customLong("exit-with-parent"), help: "Shut down gracefully, as on SIGTERM, once the process that started this one has exited (a gateway run by a script, a supervisor or a test).")
+    var exitWithParent = false
+
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical (default: log.level in the configuration, else info).")
     var logLevel: String?
 
     func run() async throws {
+        // Recorded first: a parent that exits while the store recovers is noticed too.
+        let parent = getppid()
         // A closed stdout (stdio plugin) must be an error to handle, not a signal that kills.
         signal(SIGPIPE, SIG_IGN)
         var flagLevel: Logger.Level?
@@ -71,6 +76,27 @@ struct Serve: AsyncParsableCommand {
             logger.critical("\(error)")
             throw ExitCode.failure
         }
+        if exitWithParent { ParentWatch.start(parent: parent, logger: logger) }
         try await gateway.run()
+    }
+}
+
+/// `--exit-with-parent`: a thread that notices when the process that
+/// started this one has exited (this process is then re-parented, so its
+/// parent id changes) and sends this process SIGTERM, which stops it as an
+/// operator's SIGTERM would. A gateway left behind by a script or a test
+/// that died does not go on serving and holding its data directory.
+enum ParentWatch {
+    /// How often the parent id is looked at.
+    static let periodMicroseconds: UInt32 = 100_000
+
+    static func start(parent: pid_t, logger: Logger) {
+        let thread = Thread {
+            while getppid() == parent { usleep(periodMicroseconds) }  // the watch's polling period
+            logger.notice("the process that started this gateway has exited: shutting down (--exit-with-parent)", metadata: ["parent": "\(parent)"])
+            kill(getpid(), SIGTERM)
+        }
+        thread.name = "junction-parent-watch"
+        thread.start()
     }
 }

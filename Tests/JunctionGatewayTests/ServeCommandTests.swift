@@ -27,7 +27,7 @@ struct ServeCommandTests {
             try await log.close()
         }
         let files = try writeConfig(dir)
-        let serve = try ChildProcess(junction, ["serve", "--config", files.config, "--plugins", files.plugins, "--data-dir", data])
+        let serve = try ChildProcess(junction, ["serve", "--config", files.config, "--plugins", files.plugins, "--data-dir", data, "--exit-with-parent"])
         let opened = try #require(await serve.waitForLine(containing: "store opened"), "no 'store opened' line: \(serve.lines)")
         #expect(opened.contains("records=10"))
         #expect(await serve.waitForLine(containing: "serving") != nil, "\(serve.lines)")
@@ -41,11 +41,59 @@ struct ServeCommandTests {
         try await reopened.close()
     }
 
+    /// Whether process `pid` still runs (an exited one not yet reaped by its new parent is a zombie: it does not).
+    private static func running(_ pid: pid_t) -> Bool {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { return false }
+        let state = stat[stat.index(after: close)...].split(separator: " ").first
+        return state != "Z" && state != "X"
+    }
+
+    @Test("with --exit-with-parent, a gateway whose parent is killed stops by itself, gracefully")
+    func exitWithParent() async throws {
+        let dir = TemporaryDirectory()
+        let files = try writeConfig(dir)
+        let logPath = dir.path + "/serve.log"
+        // A shell starts the gateway in the background, its output going to a
+        // file (no pipe of this test is left with it), prints its pid and waits.
+        let shell = Process()
+        shell.executableURL = URL(fileURLWithPath: "/bin/sh")
+        shell.arguments = [
+            "-c", #""$0" serve --config "$1" --plugins "$2" --data-dir "$3" --exit-with-parent > "$4" 2>&1 & echo $!; wait"#,
+            junction.path, files.config, files.plugins, dir.path + "/data", logPath,
+        ]
+        let output = Pipe()
+        shell.standardOutput = output
+        try shell.run()
+        let printed = Locked("")
+        Thread {
+            // The shell prints one line and keeps the pipe until it is killed: read that line only.
+            while !printed.withLock({ $0.contains("\n") }) {
+                let data = output.fileHandleForReading.availableData
+                if data.isEmpty { break }
+                printed.withLock { $0 += String(decoding: data, as: UTF8.self) }
+            }
+        }.start()
+        try await waitUntil(seconds: 30, "the shell did not print the gateway's pid") { printed.withLock { $0.contains("\n") } }
+        let pid = try #require(pid_t(printed.withLock { $0 }.trimmingCharacters(in: .whitespacesAndNewlines)))
+        defer { if Self.running(pid) { kill(pid, SIGKILL) } }
+        let log: @Sendable () -> String = { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
+        try await waitUntil(seconds: 60, "the gateway did not start serving: \(log().suffix(500))") { log().contains("serving") }
+
+        // Not waited for: Foundation's waitUntilExit spins on a thread without
+        // a run loop. The gateway is re-parented as soon as the shell is gone.
+        kill(shell.processIdentifier, SIGKILL)
+        try await waitUntil(seconds: 30, "the gateway went on serving after its parent was killed: \(log().suffix(500))") { !Self.running(pid) }
+        let lines = log()
+        #expect(lines.contains("has exited: shutting down (--exit-with-parent)"), "\(lines.suffix(800))")
+        #expect(lines.contains("store closed") && lines.contains("stopped"), "a graceful stop: \(lines.suffix(800))")
+    }
+
     @Test("a configuration error exits 2 naming the file and the field")
     func configurationError() async throws {
         let dir = TemporaryDirectory()
         let files = try writeConfig(dir, #"{"storage": {"flush": "sometimes"}}"#)
-        let serve = try ChildProcess(junction, ["serve", "--config", files.config, "--plugins", files.plugins, "--data-dir", dir.path + "/d"])
+        let serve = try ChildProcess(junction, ["serve", "--config", files.config, "--plugins", files.plugins, "--data-dir", dir.path + "/d", "--exit-with-parent"])
         #expect(await serve.waitForExit() == 2)
         #expect(serve.lines.contains { $0.contains(files.config) && $0.contains("storage.flush") }, "\(serve.lines)")
         let usage = try ChildProcess(junction, ["serve", "--no-such-flag"])
@@ -71,7 +119,7 @@ struct ServeCommandTests {
         try handle.close()
 
         let files = try writeConfig(dir)
-        let refused = try ChildProcess(junction, ["serve", "--config", files.config, "--plugins", files.plugins, "--data-dir", data])
+        let refused = try ChildProcess(junction, ["serve", "--config", files.config, "--plugins", files.plugins, "--data-dir", data, "--exit-with-parent"])
         #expect(await refused.waitForExit() == 1)
         #expect(refused.lines.contains { $0.contains(segment) && $0.contains("offset") }, "\(refused.lines)")
 

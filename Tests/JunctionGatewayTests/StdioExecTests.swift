@@ -67,7 +67,7 @@ struct StdioExecTests {
         let (config, plugins) = try writeFiles(dir, config: #"{"topics": [{"name": "lines", "queues": 1}]}"#, plugins: [
             #"{"name": "console", "type": "stdio", "settings": {"input": {"format": "lines", "topic": "lines"}}}"#,
         ])
-        let serve = try ChildProcess(junction, ["serve", "--config", config, "--plugins", plugins, "--data-dir", dir.path + "/data"])
+        let serve = try ChildProcess(junction, ["serve", "--config", config, "--plugins", plugins, "--data-dir", dir.path + "/data", "--exit-with-parent"])
         let feeder = Thread {
             var n = 1
             while n <= 3_000_000 {

@@ -395,7 +395,8 @@ public final class GatewayProcess: Sendable {
         let plugins = [#"{"name": "native", "type": "tcp", "settings": {"listen": "127.0.0.1:0"\#(tokenSetting)\#(tcpSettings)}}"#] + extraPlugins
         try #"{"plugins": [\#(plugins.joined(separator: ", "))]}"#.write(toFile: pluginsPath, atomically: true, encoding: .utf8)
         let junction = productsDirectory().appendingPathComponent("junction")
-        let child = try ChildProcess(junction, ["serve", "--config", configPath, "--plugins", pluginsPath, "--data-dir", directory + "/data"] + arguments)
+        // A gateway whose test process died (a crash, a killed run) stops by itself.
+        let child = try ChildProcess(junction, ["serve", "--config", configPath, "--plugins", pluginsPath, "--data-dir", directory + "/data", "--exit-with-parent"] + arguments)
         guard let line = await child.waitForLine(containing: "address=127.0.0.1:"),
               let range = line.range(of: "address=127.0.0.1:") else {
             child.signal(SIGKILL)

@@ -199,7 +199,7 @@ struct ZeroMQBenchmarks {
         {"plugins": [{"name": "native", "type": "tcp", "settings": {"listen": "127.0.0.1:0"}},
                      {"name": "zin", "type": "zeromq", "settings": {"socket": "PULL", "bind": ["tcp://127.0.0.1:\(zmqPort)"], "topic": "ingest", "envelope": "none"}}]}
         """.write(toFile: directory + "/plugins.json", atomically: true, encoding: .utf8)
-        let server = try ServerProcess(junction, ["serve", "--config", directory + "/junction.json", "--plugins", directory + "/plugins.json", "--data-dir", directory + "/data"], portAfter: "address=127.0.0.1:")
+        let server = try ServerProcess(junction, ["serve", "--config", directory + "/junction.json", "--plugins", directory + "/plugins.json", "--data-dir", directory + "/data", "--exit-with-parent"], portAfter: "address=127.0.0.1:")
         defer { server.stop() }
         let admin = try await BenchAdmin.connect(port: server.port)
         defer { Task { await admin.close() } }

@@ -64,7 +64,7 @@ struct PeerBenchmarks {
         defer { try? FileManager.default.removeItem(atPath: directory) }
         try #"{"storage": {"flush": "\#(flush)"}}"#.write(toFile: directory + "/junction.json", atomically: true, encoding: .utf8)
         try #"{"plugins": [{"name": "native", "type": "tcp", "settings": {"listen": "127.0.0.1:0"}}]}"#.write(toFile: directory + "/plugins.json", atomically: true, encoding: .utf8)
-        let server = try ServerProcess(binary, ["serve", "--config", directory + "/junction.json", "--plugins", directory + "/plugins.json", "--data-dir", directory + "/data"], portAfter: "address=127.0.0.1:")
+        let server = try ServerProcess(binary, ["serve", "--config", directory + "/junction.json", "--plugins", directory + "/plugins.json", "--data-dir", directory + "/data", "--exit-with-parent"], portAfter: "address=127.0.0.1:")
         defer { server.stop() }
         return try await body(server.port)
     }

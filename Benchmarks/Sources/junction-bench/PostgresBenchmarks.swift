@@ -77,7 +77,7 @@ struct PostgresBenchmarks {
             try #"{"storage": {"backend": "postgres", "flush": "always", "postgres": {"url": "postgres://postgres@127.0.0.1:\#(server.port)/\#(database)", "poolSize": 8, "lanes": \#(ProcessInfo.processInfo.environment["BENCH_PG_LANES"] ?? "2")}}, "topics": [{"name": "bench", "queues": 8}]}"#
                 .write(toFile: directory + "/junction.json", atomically: true, encoding: .utf8)
             try #"{"plugins": [{"name": "native", "type": "tcp", "settings": {"listen": "127.0.0.1:0"}}]}"#.write(toFile: directory + "/plugins.json", atomically: true, encoding: .utf8)
-            gateways.append(try ServerProcess(junction, ["serve", "--config", directory + "/junction.json", "--plugins", directory + "/plugins.json", "--data-dir", directory + "/data"], portAfter: "address=127.0.0.1:"))
+            gateways.append(try ServerProcess(junction, ["serve", "--config", directory + "/junction.json", "--plugins", directory + "/plugins.json", "--data-dir", directory + "/data", "--exit-with-parent"], portAfter: "address=127.0.0.1:"))
         }
         return try await body(gateways.map(\.port))
     }

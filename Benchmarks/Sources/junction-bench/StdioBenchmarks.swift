@@ -61,7 +61,7 @@ struct StdioBenchmarks {
         try "{}".write(toFile: directory + "/junction.json", atomically: true, encoding: .utf8)
         try #"{"plugins": [{"name": "native", "type": "tcp", "settings": {"listen": "127.0.0.1:0"}}, {"name": "worker", "type": "exec", "settings": {"command": ["python3", "\#(child)"], "subscription": {"topic": "jobs", "group": "workers", "from": "earliest", "credit": 256}}}]}"#
             .write(toFile: directory + "/plugins.json", atomically: true, encoding: .utf8)
-        let server = try ServerProcess(junction, ["serve", "--config", directory + "/junction.json", "--plugins", directory + "/plugins.json", "--data-dir", directory + "/data"], portAfter: "address=127.0.0.1:")
+        let server = try ServerProcess(junction, ["serve", "--config", directory + "/junction.json", "--plugins", directory + "/plugins.json", "--data-dir", directory + "/data", "--exit-with-parent"], portAfter: "address=127.0.0.1:")
         defer { server.stop() }
         // Publish everything first, then time until the child has acked it all.
         let acked = Counter()
