@@ -521,7 +521,9 @@ public final class CommitLog: MessageStore {
 }
 
 extension CommitLog {
-    /// Makes written batches visible to readers, in order, and answers their callers.
+    /// Makes written batches visible to readers, in order, and answers their
+    /// callers. (Their recent records were added by the writer: advancing a
+    /// queue's end is what shows them.)
     func publish(_ batches: [WrittenBatch]) {
         shared.withLock { state in
             for batch in batches {
@@ -532,16 +534,6 @@ extension CommitLog {
                         state.queues[advance.key]!.end = advance.end
                     } else {
                         state.queues[advance.key] = QueueView(index: advance.index, min: advance.first, end: advance.end)
-                    }
-                }
-                for (pending, answers) in zip(batch.pending, batch.results) {
-                    for (request, answer) in zip(pending.requests, answers) where !answer.duplicate {
-                        var message = request.message
-                        // As the record holds it: a born timestamp of 0 means "when stored".
-                        if message.bornTimestamp == 0 { message.bornTimestamp = answer.storeTimestamp }
-                        state.recent.add(
-                            StoredMessage(message: message, id: answer.id, queue: answer.queue, queueOffset: answer.queueOffset, storeTimestamp: answer.storeTimestamp),
-                            tagHash: TagHash.of(message.tag))
                     }
                 }
             }

@@ -37,9 +37,17 @@ struct RecentRecords: Sendable {
     /// Records held.
     var count: Int { order.count }
 
-    /// Adds a record just made visible. A record that does not follow the
-    /// queue's newest held one starts the queue's run again.
+    /// Adds a record just written. A record that does not follow the
+    /// queue's newest held one starts the queue's run again. Readers see it
+    /// once the queue's committed end (the `end` of `read`) passes it.
     mutating func add(_ message: StoredMessage, tagHash: UInt64) {
+        var evicted: [StoredMessage] = []
+        add(message, tagHash: tagHash, evicted: &evicted)
+    }
+
+    /// Adds a record; what the budget pushes out goes to `evicted`, so that
+    /// the caller frees it where it likes (not under the log's lock).
+    mutating func add(_ message: StoredMessage, tagHash: UInt64, evicted: inout [StoredMessage]) {
         guard budget > 0 else { return }
         let size = message.message.body.count + Self.overhead
         let slot: Int
@@ -73,6 +81,7 @@ struct RecentRecords: Sendable {
             let dropped = runs[oldest].records.removeFirst()!
             runs[oldest].first += 1
             bytes -= dropped.message.message.body.count + Self.overhead
+            evicted.append(dropped.message)
         }
     }
 

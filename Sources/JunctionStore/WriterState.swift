@@ -39,6 +39,10 @@ final class WriterState: @unchecked Sendable {
         var touched: [QueueKey: (first: UInt64, entries: [IndexEntry])] = [:]
         var results: [[AppendResult]] = []
         results.reserveCapacity(batch.count)
+        // The records readers will get from memory (see `keepRecent`).
+        let keepsRecent = log.settings.recentRecordBytes > 0
+        var recent: [(message: StoredMessage, tagHash: UInt64)] = []
+        if keepsRecent { recent.reserveCapacity(batch.reduce(0) { $0 + $1.requests.count }) }
         // The queues this batch writes, each looked up once: most batches
         // write a few queues, found by comparing the last one and then a short list.
         var runs: [(key: QueueKey, first: UInt64, next: UInt64, entries: [IndexEntry])] = []
@@ -76,7 +80,8 @@ final class WriterState: @unchecked Sendable {
                 }
                 let position = segmentBase + segmentUsed
                 segmentUsed += UInt64(size)
-                runs[run].entries.append(IndexEntry(position: position, size: UInt32(size), tagHash: TagHash.of(request.message.tag)))
+                let tagHash = TagHash.of(request.message.tag)
+                runs[run].entries.append(IndexEntry(position: position, size: UInt32(size), tagHash: tagHash))
                 runs[run].next = offset + 1
                 if !request.message.keys.isEmpty {
                     for key in KeyIndex.distinct(request.message.keys) {
@@ -85,9 +90,14 @@ final class WriterState: @unchecked Sendable {
                         runs[keyRun].next += 1
                     }
                 }
-                answers.append(AppendResult(
-                    id: MessageID(position: position, checksum: checksum), queue: request.queue,
-                    queueOffset: offset, storeTimestamp: timestamp))
+                let id = MessageID(position: position, checksum: checksum)
+                answers.append(AppendResult(id: id, queue: request.queue, queueOffset: offset, storeTimestamp: timestamp))
+                if keepsRecent {
+                    var message = request.message
+                    // As the record holds it: a born timestamp of 0 means "when stored".
+                    if message.bornTimestamp == 0 { message.bornTimestamp = timestamp }
+                    recent.append((StoredMessage(message: message, id: id, queue: request.queue, queueOffset: offset, storeTimestamp: timestamp), tagHash))
+                }
             }
             results.append(answers)
         }
@@ -130,6 +140,7 @@ final class WriterState: @unchecked Sendable {
             for pending in batch { pending.completion(.failure(error)) }
             return
         }
+        if keepsRecent { keepRecent(recent, log: log) }
         // Hand over: under `always` the group-commit thread fsyncs and answers
         // while this thread encodes and writes the next batch.
         active = views[views.count - 1]
@@ -146,6 +157,20 @@ final class WriterState: @unchecked Sendable {
                 unsyncedSegments.append(view.segment)
             }
             log.publish([written])
+        }
+    }
+
+    /// Adds a written batch's records to the log's recent records now, while
+    /// the batch before is being synced, rather than on the group-commit
+    /// thread between its fsync and its answers. Readers do not see them
+    /// yet: a read of the recent records stops at the queue's committed end,
+    /// which `CommitLog.publish` advances after the fsync. What the budget
+    /// pushes out is freed outside the lock.
+    private func keepRecent(_ records: [(message: StoredMessage, tagHash: UInt64)], log: CommitLog) {
+        var evicted: [StoredMessage] = []
+        evicted.reserveCapacity(records.count)
+        log.shared.withLock { state in
+            for record in records { state.recent.add(record.message, tagHash: record.tagHash, evicted: &evicted) }
         }
     }
 

@@ -33,6 +33,25 @@ struct RecentRecordsTests {
         #expect(recent.read(key("t", 0), from: 7, end: 15, limit: ReadLimit(maxScanned: 2), tagHashes: nil)?.nextOffset == 9)
     }
 
+    @Test("records added before their batch is committed are not served past the committed end; what the budget pushes out is handed back")
+    func heldAheadOfCommit() {
+        let size = 10 + RecentRecords.overhead
+        var recent = RecentRecords(budget: 6 * size)
+        var evicted: [StoredMessage] = []
+        // The writer adds 0..<4 and they are committed (end 4); then it adds 4..<8 while they are being synced.
+        for offset in UInt64(0)..<8 { recent.add(record("t", queue: 0, offset: offset), tagHash: 0, evicted: &evicted) }
+        #expect(evicted.map(\.queueOffset) == [0, 1], "the oldest two went over the budget")
+        let committed = recent.read(key("t", 0), from: 2, end: 4, limit: ReadLimit(), tagHashes: nil)
+        #expect(committed?.messages.map(\.queueOffset) == [2, 3])
+        #expect(committed?.nextOffset == 4)
+        // A reader at the committed end gets nothing yet, as from the log.
+        let ahead = recent.read(key("t", 0), from: 4, end: 4, limit: ReadLimit(), tagHashes: nil)
+        #expect(ahead?.messages.isEmpty == true)
+        #expect(ahead?.nextOffset == 4)
+        // Once the end moves, the same records are served.
+        #expect(recent.read(key("t", 0), from: 4, end: 8, limit: ReadLimit(), tagHashes: nil)?.messages.map(\.queueOffset) == [4, 5, 6, 7])
+    }
+
     @Test("tag hashes skip records without returning them, and the next offset moves past them")
     func tagHashes() {
         var recent = RecentRecords(budget: 1 << 20)
