@@ -200,7 +200,7 @@ let package = Package(
         .testTarget(
             name: "JunctionGatewayTests",
             dependencies: [
-                "JunctionGateway", "JunctionCore", "JunctionStore", "JunctionPostgres", "JunctionTestSupport", "JunctionClient", "JunctionProtocol", "junction",
+                "JunctionGateway", "JunctionCore", "JunctionStore", "JunctionPostgres", "JunctionTCP", "JunctionTestSupport", "JunctionClient", "JunctionProtocol", "junction",
             ],
             // pyzmq peers and exec children the tests run as processes.
             exclude: ["Peers"],

@@ -68,14 +68,16 @@ public final class MemoryStore: MessageStore {
     /// How many queues' reads a group hands it in one call (1 by default;
     /// more stands in for a store whose reads are round trips).
     public let queuesPerRead: Int
+    /// The most messages an adapter hands over in one append (see `MessageStore.appendBurst`).
+    public let appendBurst: Int
     private let closed = Atomic<Bool>(false)
     private let growthHandlers = Mutex<[@Sendable ([String: [Int: UInt64]]) -> Void]>([])
 
     /// Opens a store on `storage` (a new, empty one by default); records are
     /// stamped by `clock`. One store at a time may be open on a storage. With
     /// `dedupes`, it dedupes appends by their claims, as a backend shared by
-    /// several gateways must. `queuesPerRead`: see `MessageStore.queuesPerRead`.
-    public init(storage: Storage = Storage(), clock: any WallClock = SystemWallClock(), dedupes: Bool = false, queuesPerRead: Int = 1) throws {
+    /// several gateways must. `queuesPerRead` and `appendBurst`: see `MessageStore`.
+    public init(storage: Storage = Storage(), clock: any WallClock = SystemWallClock(), dedupes: Bool = false, queuesPerRead: Int = 1, appendBurst: Int = 1024) throws {
         try storage.contents.withLock { contents in
             guard !contents.open else { throw BrokerError(.conflict, "this storage is open in another MemoryStore; close that one first") }
             contents.open = true
@@ -84,6 +86,7 @@ public final class MemoryStore: MessageStore {
         self.clock = clock
         self.dedupesAppends = dedupes
         self.queuesPerRead = queuesPerRead
+        self.appendBurst = appendBurst
     }
 
     // MARK: Appending

@@ -17,11 +17,6 @@ import Synchronization
 public final class PostgresCoordinator: GroupCoordinator, Sendable {
     private let primary: PrimaryClient
     private var client: PostgresClient { primary.current }
-
-    /// One statement outside a transaction, its rows (see `GuardedConnection.rows`).
-    private func rows(_ query: PostgresQuery, logger: Logger) async throws -> [PostgresRow] {
-        try await GuardedConnection.rows(client, logger: logger, query)
-    }
     private let instance: String
     private let leaseMs: Int
     private let logger: Logger
@@ -179,7 +174,7 @@ public final class PostgresCoordinator: GroupCoordinator, Sendable {
     /// The saved progress of queues just taken.
     private func savedProgress(_ entry: CoordinationTable.Entry, queues: Set<Int>) async throws -> [GroupOffset] {
         let wanted = queues.sorted().map { Int32($0) }
-        let rows = try await self.rows("""
+        let rows = try await primary.rows("""
             SELECT grp, topic, queue, committed, acked, attempts FROM junction_offsets
             WHERE grp = \(entry.group) AND topic = \(entry.topic) AND queue = ANY(\(wanted))
             """, logger: logger)
@@ -189,7 +184,7 @@ public final class PostgresCoordinator: GroupCoordinator, Sendable {
     /// Gives leases up (their progress is saved): the other gateways take them at their next beat.
     private func release(_ entry: CoordinationTable.Entry, queues: Set<Int>) async throws {
         let wanted = queues.sorted().map { Int32($0) }
-        _ = try await rows("""
+        _ = try await primary.rows("""
             DELETE FROM junction_leases WHERE grp = \(entry.group) AND topic = \(entry.topic) AND gateway = \(instance) AND queue = ANY(\(wanted))
             """, logger: logger)
     }
@@ -202,8 +197,8 @@ public final class PostgresCoordinator: GroupCoordinator, Sendable {
         await passes.withLock { $0.removeValue(forKey: id) }?.value
         do {
             try await PostgresStore.bounded(leaseMs, "releasing the group's leases", abandonedWith: primary.inFlight) { [self] in
-                _ = try await rows("DELETE FROM junction_members WHERE grp = \(entry.group) AND topic = \(entry.topic) AND gateway = \(instance)", logger: logger)
-                _ = try await rows("DELETE FROM junction_leases WHERE grp = \(entry.group) AND topic = \(entry.topic) AND gateway = \(instance)", logger: logger)
+                _ = try await primary.rows("DELETE FROM junction_members WHERE grp = \(entry.group) AND topic = \(entry.topic) AND gateway = \(instance)", logger: logger)
+                _ = try await primary.rows("DELETE FROM junction_leases WHERE grp = \(entry.group) AND topic = \(entry.topic) AND gateway = \(instance)", logger: logger)
             }
         } catch {
             logger.notice("cannot release the group's leases; they expire by themselves", metadata: ["group": "\(entry.group)", "error": "\(error)"])

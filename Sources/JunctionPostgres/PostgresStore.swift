@@ -379,7 +379,7 @@ public final class PostgresStore: MessageStore, Sendable {
                 do {
                     // Its own commit need not wait for the WAL flush: the appends' commits did.
                     try await Self.bounded(timeoutMs, "growth notice", abandonedWith: primary.inFlight) { [self] in
-                        _ = try await rows(
+                        _ = try await primary.rows(
                             "SELECT set_config('synchronous_commit', 'off', true), pg_notify(\(GrowthNotice.channel), \(notice))", logger: logger)
                     }
                 } catch {
@@ -636,11 +636,6 @@ public final class PostgresStore: MessageStore, Sendable {
             """, binds: binds)
     }
 
-    /// One statement outside a transaction, its rows (see `GuardedConnection.rows`).
-    func rows(_ query: PostgresQuery, logger: Logger) async throws -> [PostgresRow] {
-        try await GuardedConnection.rows(client, logger: logger, query)
-    }
-
     /// A row's id as a message id: the row number, and a check made of the topic.
     /// `count` message ids from the pool, drawn from the id sequence when it
     /// has too few (one statement, many ids).
@@ -716,7 +711,7 @@ public final class PostgresStore: MessageStore, Sendable {
         return try await guarded("reading \(topic) queues \(queues.map(\.queue))") { [self] in
             let rows: [PostgresRow]
             do {
-                rows = try await self.rows("""
+                rows = try await primary.rows("""
                     SELECT m.*, r.k FROM unnest(\(queues.map { Int32($0.queue) })::int4[], \(queues.map { Int64($0.from) })::int8[],
                         \(queues.map { Int64($0.from &+ UInt64(max(1, $0.limit.maxScanned))) })::int8[], \(queues.map { Int64($0.limit.maxMessages) })::int8[])
                         WITH ORDINALITY AS r(queue, low, high, most, k)
@@ -759,7 +754,7 @@ public final class PostgresStore: MessageStore, Sendable {
         if tagHashes == nil, offset <= UInt64(Int64.max) {
             let rows: [PostgresRow]
             do {
-                rows = try await self.rows("""
+                rows = try await primary.rows("""
                     SELECT \(unescaped: Self.columns) FROM junction_messages
                     WHERE topic = \(topic) AND queue = \(Int32(queue)) AND queue_offset >= \(Int64(offset))
                         AND queue_offset < \(Int64(offset &+ UInt64(max(1, limit.maxScanned))))
@@ -781,14 +776,14 @@ public final class PostgresStore: MessageStore, Sendable {
         let rows: [PostgresRow]
         do {
             if let hashes {
-                rows = try await self.rows("""
+                rows = try await primary.rows("""
                     SELECT \(unescaped: Self.columns) FROM junction_messages
                     WHERE topic = \(topic) AND queue = \(Int32(queue)) AND queue_offset >= \(Int64(start)) AND queue_offset < \(Int64(scanEnd))
                         AND tag_hash = ANY(\(hashes))
                     ORDER BY queue_offset LIMIT \(Int64(limit.maxMessages))
                     """, logger: logger)
             } else {
-                rows = try await self.rows("""
+                rows = try await primary.rows("""
                     SELECT \(unescaped: Self.columns) FROM junction_messages
                     WHERE topic = \(topic) AND queue = \(Int32(queue)) AND queue_offset >= \(Int64(start)) AND queue_offset < \(Int64(scanEnd))
                     ORDER BY queue_offset LIMIT \(Int64(limit.maxMessages))
@@ -819,7 +814,7 @@ public final class PostgresStore: MessageStore, Sendable {
         try await open()
         return try await guarded("reading a message") { [self] in
             guard id.high <= UInt64(Int64.max) else { return nil }
-            let rows = try await self.rows("SELECT \(unescaped: Self.columns) FROM junction_messages WHERE id = \(Int64(id.high))", logger: logger)
+            let rows = try await primary.rows("SELECT \(unescaped: Self.columns) FROM junction_messages WHERE id = \(Int64(id.high))", logger: logger)
             return try Self.decode(rows).first { $0.id == id }
         }
     }
@@ -831,7 +826,7 @@ public final class PostgresStore: MessageStore, Sendable {
 
     /// The range, inside an operation already bounded.
     private func queueRangeNow(topic: String, queue: Int) async throws -> QueueRange {
-        let rows = try await self.rows("""
+        let rows = try await primary.rows("""
             SELECT q.next_offset, (SELECT min(queue_offset) FROM junction_messages m WHERE m.topic = q.topic AND m.queue = q.queue)
             FROM junction_queues q WHERE q.topic = \(topic) AND q.queue = \(Int32(queue))
             """, logger: logger)
@@ -844,7 +839,7 @@ public final class PostgresStore: MessageStore, Sendable {
     public func offset(topic: String, queue: Int, atOrAfter timestamp: Int64) async throws -> UInt64 {
         try await open()
         return try await guarded("finding an offset by time") { [self] in
-            let rows = try await self.rows("""
+            let rows = try await primary.rows("""
                 SELECT min(queue_offset) FROM junction_messages WHERE topic = \(topic) AND queue = \(Int32(queue)) AND stored_at >= \(timestamp)
                 """, logger: logger)
             for (found) in try rows.decode(Int64?.self) {
@@ -857,7 +852,7 @@ public final class PostgresStore: MessageStore, Sendable {
     public func messages(topic: String, key: String, since: Int64, until: Int64, limit: Int) async throws -> [StoredMessage] {
         try await open()
         return try await guarded("finding messages by key") { [self] in
-            let rows = try await self.rows("""
+            let rows = try await primary.rows("""
                 SELECT \(unescaped: Self.columns.split(separator: ",").map { "m." + $0.trimmingCharacters(in: .whitespaces) }.joined(separator: ", "))
                 FROM junction_keys k JOIN junction_messages m ON m.id = k.message
                 WHERE k.topic = \(topic) AND k.key = \(key) AND k.stored_at >= \(since) AND k.stored_at <= \(until)
@@ -904,7 +899,7 @@ public final class PostgresStore: MessageStore, Sendable {
             try await open()
             let now = stamp()
             try await guarded("pruning dedupe claims") { [self] in
-                _ = try await rows("DELETE FROM junction_dedupe WHERE claimed_at < \(now) - window_ms", logger: logger)
+                _ = try await primary.rows("DELETE FROM junction_dedupe WHERE claimed_at < \(now) - window_ms", logger: logger)
             }
         } catch {
             if !Task.isCancelled { logger.debug("pruning dedupe claims failed", metadata: ["error": "\(error)"]) }
@@ -919,7 +914,7 @@ public final class PostgresStore: MessageStore, Sendable {
             // would hold the store's close (which waits for this task).
             let seen = try await guarded("polling the queues' ends") { [self] in
                 var seen: [(QueueSlot, UInt64)] = []
-                for (topic, queue, end) in try await rows(
+                for (topic, queue, end) in try await primary.rows(
                     "SELECT topic, queue, next_offset FROM junction_queues", logger: logger).decode((String, Int32, Int64).self) {
                     seen.append((QueueSlot(topic: topic, queue: Int(queue)), UInt64(end)))
                 }
@@ -967,10 +962,10 @@ public final class PostgresStore: MessageStore, Sendable {
         try await open()
         return try await guarded("reading topics") { [self] in
             var topics: [String: Int] = [:]
-            for (name, queues) in try await rows("SELECT name, queues FROM junction_topics", logger: logger).decode((String, Int32).self) {
+            for (name, queues) in try await primary.rows("SELECT name, queues FROM junction_topics", logger: logger).decode((String, Int32).self) {
                 topics[name] = Int(queues)
             }
-            for (name, queues) in try await rows("SELECT topic, max(queue) + 1 FROM junction_queues GROUP BY topic", logger: logger).decode((String, Int32).self) {
+            for (name, queues) in try await primary.rows("SELECT topic, max(queue) + 1 FROM junction_queues GROUP BY topic", logger: logger).decode((String, Int32).self) {
                 topics[name] = max(topics[name] ?? 0, Int(queues))
             }
             return topics
@@ -981,7 +976,7 @@ public final class PostgresStore: MessageStore, Sendable {
         try await open()
         return try await guarded("saving topics") { [self] in
             for (name, queues) in topics {
-                _ = try await rows("""
+                _ = try await primary.rows("""
                     INSERT INTO junction_topics (name, queues) VALUES (\(name), \(Int32(queues)))
                     ON CONFLICT (name) DO UPDATE SET queues = GREATEST(junction_topics.queues, EXCLUDED.queues)
                     """, logger: logger)
@@ -996,7 +991,7 @@ public final class PostgresStore: MessageStore, Sendable {
         return try await guarded("saving offsets") { [self] in
             for record in offsets {
                 let attempts = JSONValue.object(record.attempts.sorted { $0.key < $1.key }.map { (String($0.key), .number(String($0.value))) }).serialized
-                _ = try await rows("""
+                _ = try await primary.rows("""
                     INSERT INTO junction_offsets (grp, topic, queue, committed, acked, attempts)
                     SELECT \(record.group), \(record.topic), \(Int32(record.queue)), \(Int64(record.committed)), \(record.acked.map { Int64($0) }), \(attempts)
                     WHERE NOT EXISTS (
@@ -1011,7 +1006,7 @@ public final class PostgresStore: MessageStore, Sendable {
     public func loadOffsets() async throws -> [GroupOffset] {
         try await open()
         return try await guarded("loading offsets") { [self] in
-            return try await Self.decodeOffsets(self.rows("SELECT grp, topic, queue, committed, acked, attempts FROM junction_offsets", logger: logger))
+            return try await Self.decodeOffsets(primary.rows("SELECT grp, topic, queue, committed, acked, attempts FROM junction_offsets", logger: logger))
         }
     }
 
@@ -1046,7 +1041,7 @@ public final class PostgresStore: MessageStore, Sendable {
     private func loadState(_ name: String, node: String) async throws -> [UInt8]? {
         try await open()
         return try await guarded("loading state") { [self] in
-            for (bytes) in try await rows("SELECT bytes FROM junction_state WHERE node = \(node) AND name = \(name)", logger: logger).decode(ByteBuffer.self) {
+            for (bytes) in try await primary.rows("SELECT bytes FROM junction_state WHERE node = \(node) AND name = \(name)", logger: logger).decode(ByteBuffer.self) {
                 return Array(buffer: bytes)
             }
             return nil
@@ -1056,7 +1051,7 @@ public final class PostgresStore: MessageStore, Sendable {
     public func saveState(_ name: String, _ bytes: [UInt8]) async throws {
         try await open()
         return try await guarded("saving state") { [self] in
-            _ = try await rows("""
+            _ = try await primary.rows("""
                 INSERT INTO junction_state (node, name, bytes) VALUES (\(node), \(name), \(ByteBuffer(bytes: bytes)))
                 ON CONFLICT (node, name) DO UPDATE SET bytes = EXCLUDED.bytes
                 """, logger: logger)

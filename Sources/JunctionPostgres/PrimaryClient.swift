@@ -54,6 +54,12 @@ final class PrimaryClient: Sendable {
     }
 
     var current: PostgresClient { state.withLock { $0.client } }
+
+    /// One statement outside a transaction on the current server, its rows
+    /// (see `GuardedConnection.rows`).
+    func rows(_ query: PostgresQuery, logger: Logger) async throws -> [PostgresRow] {
+        try await GuardedConnection.rows(current, logger: logger, query)
+    }
     var currentEndpoint: Endpoint { endpoints[state.withLock { $0.endpoint }] }
     var failovers: Int { moves.load(ordering: .relaxed) }
 

@@ -345,7 +345,6 @@ final class ConnectionHandler: ChannelInboundHandler {
         if unsentMessages >= publishBurst { sendPublishes(context) }
     }
 
-
     /// Hands the held publishes to the broker as one call; answers each (in
     /// the order read) once stored: RECEIPTS if asked, ERROR always.
     private func sendPublishes(_ context: ChannelHandlerContext) {
