@@ -24,40 +24,53 @@ struct CopyRows {
 
     /// Rows written so far.
     private(set) var count = 0
-    /// The rows' bytes: a plain array while writing (a ByteBuffer write
-    /// checks its storage's uniqueness each time); one buffer when sent.
-    private var bytes: [UInt8] = []
+    /// The rows' bytes.
+    private var bytes: ByteBuffer
 
     /// Room for `capacity` rows of about `bytesPerRow` bytes each.
     init(capacity: Int, bytesPerRow: Int) {
-        bytes.reserveCapacity(capacity * bytesPerRow)
+        bytes = ByteBufferAllocator().buffer(capacity: capacity * bytesPerRow)
     }
 
     /// The rows as one buffer, for a COPY's data.
-    var buffer: ByteBuffer { ByteBuffer(bytes: bytes) }
+    var buffer: ByteBuffer { bytes }
 
-    /// Appends one message's row.
+    /// Appends one message's row, written in one pass into room reserved for
+    /// its longest form (each text byte escaped) by one call on the buffer:
+    /// each value written through a cursor, no per-value capacity check.
     mutating func append(_ message: Message, id: Int64, queue: Int, offset: Int64, storedAt: Int64) {
-        integer(id); tab()
-        text(message.topic); tab()
-        integer(Int64(queue)); tab()
-        integer(offset); tab()
-        integer(storedAt); tab()
-        if let tag = message.tag { text(tag) } else { null() }
-        tab()
-        integer(Int64(bitPattern: TagHash.of(message.tag))); tab()
-        text(Self.arrayLiteral(message.keys)); tab()
-        text(message.properties.isEmpty ? "{}" : JSONValue.object(message.properties.sorted { $0.key < $1.key }.map { ($0.key, .string($0.value)) }).serialized)
-        tab()
-        hex(message.body); tab()
-        if let key = message.shardingKey { text(key) } else { null() }
-        tab()
-        if let dedupe = message.dedupeID { text(dedupe) } else { null() }
-        tab()
-        if let at = message.deliverAt { integer(at) } else { null() }
-        tab()
-        integer(message.bornTimestamp == 0 ? storedAt : message.bornTimestamp)
-        bytes.append(UInt8(ascii: "\n"))
+        let keys = message.keys.isEmpty ? nil : Self.arrayLiteral(message.keys)
+        let properties = message.properties.isEmpty
+            ? nil : JSONValue.object(message.properties.sorted { $0.key < $1.key }.map { ($0.key, .string($0.value)) }).serialized
+        let texts = message.topic.utf8.count + (message.tag?.utf8.count ?? 0) + (keys?.utf8.count ?? 0) + (properties?.utf8.count ?? 0)
+            + (message.shardingKey?.utf8.count ?? 0) + (message.dedupeID?.utf8.count ?? 0)
+        // 6 integers of at most 20 digits and a sign, 14 separators, NULLs or "{}", "\\x"; each text byte escaped.
+        let longest = 6 * 21 + 14 + 2 * 6 + 3 + 2 * message.body.count + 2 * texts
+        bytes.writeWithUnsafeMutableBytes(minimumWritableBytes: longest) { room in
+            var row = Cursor(room.baseAddress!)
+            row.integer(id); row.tab()
+            row.text(message.topic); row.tab()
+            row.integer(Int64(queue)); row.tab()
+            row.integer(offset); row.tab()
+            row.integer(storedAt); row.tab()
+            if let tag = message.tag { row.text(tag) } else { row.null() }
+            row.tab()
+            row.integer(Int64(bitPattern: TagHash.of(message.tag))); row.tab()
+            if let keys { row.text(keys) } else { row.emptyArray() }
+            row.tab()
+            if let properties { row.text(properties) } else { row.emptyArray() }
+            row.tab()
+            row.hex(message.body); row.tab()
+            if let key = message.shardingKey { row.text(key) } else { row.null() }
+            row.tab()
+            if let dedupe = message.dedupeID { row.text(dedupe) } else { row.null() }
+            row.tab()
+            if let at = message.deliverAt { row.integer(at) } else { row.null() }
+            row.tab()
+            row.integer(message.bornTimestamp == 0 ? storedAt : message.bornTimestamp)
+            row.byte(UInt8(ascii: "\n"))
+            return row.at - room.baseAddress!
+        }
         count += 1
     }
 
@@ -78,74 +91,131 @@ struct CopyRows {
         return text + "}"
     }
 
-    private mutating func tab() { bytes.append(UInt8(ascii: "\t")) }
+    /// Where the next byte of a row goes, in room its caller reserved.
+    private struct Cursor {
+        var at: UnsafeMutableRawPointer
 
-    private mutating func null() {
-        bytes.append(UInt8(ascii: "\\"))
-        bytes.append(UInt8(ascii: "N"))
-    }
+        init(_ start: UnsafeMutableRawPointer) { at = start }
 
-    /// A text value with COPY's four escapes; other bytes (UTF-8) go as they are.
-    private mutating func text(_ value: String) {
-        var value = value
-        value.withUTF8 { utf8 in
-            var start = 0
-            for (index, byte) in utf8.enumerated() {
-                let escaped: UInt8
-                switch byte {
-                case UInt8(ascii: "\\"): escaped = UInt8(ascii: "\\")
-                case UInt8(ascii: "\t"): escaped = UInt8(ascii: "t")
-                case UInt8(ascii: "\n"): escaped = UInt8(ascii: "n")
-                case UInt8(ascii: "\r"): escaped = UInt8(ascii: "r")
-                default: continue
-                }
-                bytes.append(contentsOf: UnsafeBufferPointer(rebasing: utf8[start..<index]))
-                bytes.append(UInt8(ascii: "\\"))
-                bytes.append(escaped)
-                start = index + 1
-            }
-            bytes.append(contentsOf: UnsafeBufferPointer(rebasing: utf8[start...]))
+        mutating func byte(_ value: UInt8) {
+            at.storeBytes(of: value, as: UInt8.self)
+            at += 1
         }
-    }
 
-    /// A decimal integer, written digit by digit (no String on the way).
-    private mutating func integer(_ value: Int64) {
-        if value < 0 { bytes.append(UInt8(ascii: "-")) }
-        var magnitude = value.magnitude
-        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 20) { digits in
-            var at = 20
-            repeat {
-                at -= 1
-                digits[at] = UInt8(ascii: "0") + UInt8(magnitude % 10)
-                magnitude /= 10
-            } while magnitude > 0
-            bytes.append(contentsOf: UnsafeBufferPointer(rebasing: digits[at...]))
+        mutating func tab() { byte(UInt8(ascii: "\t")) }
+
+        mutating func null() {
+            byte(UInt8(ascii: "\\"))
+            byte(UInt8(ascii: "N"))
         }
-    }
 
-    /// Each byte's two hex digits, as the UInt16 whose little-endian bytes they are.
-    private static let hexPairs: [UInt16] = (0..<256).map { byte in
-        let digits = Array("0123456789abcdef".utf8)
-        return UInt16(digits[byte >> 4]) | UInt16(digits[byte & 0x0F]) << 8
-    }
+        mutating func emptyArray() {
+            byte(UInt8(ascii: "{"))
+            byte(UInt8(ascii: "}"))
+        }
 
-    /// A bytea value: `\\x` (the hex form's backslash, escaped) and two digits per byte.
-    private mutating func hex(_ body: [UInt8]) {
-        bytes.append(UInt8(ascii: "\\"))
-        bytes.append(UInt8(ascii: "\\"))
-        bytes.append(UInt8(ascii: "x"))
-        let start = bytes.count
-        bytes.append(contentsOf: repeatElement(0, count: body.count * 2))
-        Self.hexPairs.withUnsafeBufferPointer { pairs in
-            body.withUnsafeBufferPointer { input in
-                bytes.withUnsafeMutableBytes { out in
-                    var at = start
-                    for byte in input {
-                        out.storeBytes(of: pairs[Int(byte)].littleEndian, toByteOffset: at, as: UInt16.self)
-                        at += 2
+        /// A text value with COPY's four escapes; other bytes (UTF-8) go as they are.
+        mutating func text(_ value: String) {
+            var value = value
+            value.withUTF8 { utf8 in
+                var start = 0
+                for index in utf8.indices {
+                    let escaped: UInt8
+                    switch utf8[index] {
+                    case UInt8(ascii: "\\"): escaped = UInt8(ascii: "\\")
+                    case UInt8(ascii: "\t"): escaped = UInt8(ascii: "t")
+                    case UInt8(ascii: "\n"): escaped = UInt8(ascii: "n")
+                    case UInt8(ascii: "\r"): escaped = UInt8(ascii: "r")
+                    default: continue
                     }
+                    copy(UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: utf8[start..<index])))
+                    byte(UInt8(ascii: "\\"))
+                    byte(escaped)
+                    start = index + 1
+                }
+                copy(UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: utf8[start...])))
+            }
+        }
+
+        private mutating func copy(_ part: UnsafeRawBufferPointer) {
+            guard let base = part.baseAddress, !part.isEmpty else { return }
+            at.copyMemory(from: base, byteCount: part.count)
+            at += part.count
+        }
+
+        /// A decimal integer: its digits counted, then written from the right,
+        /// two per division.
+        mutating func integer(_ value: Int64) {
+            if value < 0 { byte(UInt8(ascii: "-")) }
+            var magnitude = value.magnitude
+            var digits = 1
+            var bound: UInt64 = 10
+            while digits < 20, magnitude >= bound {
+                digits += 1
+                bound &*= 10
+            }
+            var end = at + digits
+            at = end
+            while magnitude >= 100 {
+                let pair = Int(magnitude % 100)
+                magnitude /= 100
+                end -= 2
+                end.storeBytes(of: CopyRows.decimalPairs[pair].littleEndian, as: UInt16.self)
+            }
+            if magnitude >= 10 {
+                end -= 2
+                end.storeBytes(of: CopyRows.decimalPairs[Int(magnitude)].littleEndian, as: UInt16.self)
+            } else {
+                end -= 1
+                end.storeBytes(of: UInt8(ascii: "0") + UInt8(magnitude), as: UInt8.self)
+            }
+        }
+
+        /// A bytea value: `\\x` (the hex form's backslash, escaped) and two
+        /// digits per byte, eight bytes at a time in 64-bit words.
+        mutating func hex(_ body: [UInt8]) {
+            byte(UInt8(ascii: "\\"))
+            byte(UInt8(ascii: "\\"))
+            byte(UInt8(ascii: "x"))
+            body.withUnsafeBytes { input in
+                var index = 0
+                while index + 8 <= input.count {
+                    let word = input.loadUnaligned(fromByteOffset: index, as: UInt64.self).littleEndian
+                    at.storeBytes(of: Self.hexDigits(of: UInt32(truncatingIfNeeded: word)).littleEndian, as: UInt64.self)
+                    (at + 8).storeBytes(of: Self.hexDigits(of: UInt32(truncatingIfNeeded: word >> 32)).littleEndian, as: UInt64.self)
+                    at += 16
+                    index += 8
+                }
+                while index < input.count {
+                    let byte = input[index]
+                    self.byte(Self.hexDigit(byte >> 4))
+                    self.byte(Self.hexDigit(byte & 0x0F))
+                    index += 1
                 }
             }
         }
+
+        private static func hexDigit(_ nibble: UInt8) -> UInt8 {
+            nibble < 10 ? UInt8(ascii: "0") + nibble : UInt8(ascii: "a") + nibble - 10
+        }
+
+        /// The eight hex digits of four bytes, first byte first, as the
+        /// 64-bit word whose little-endian bytes they are: each byte spread
+        /// into a 16-bit lane, its high nibble in the lane's low byte and its
+        /// low nibble in the high byte, then each nibble made a digit in every
+        /// byte at once ('0' added, and 'a' - '0' - 10 more where it is ten or over).
+        static func hexDigits(of bytes: UInt32) -> UInt64 {
+            var lanes = UInt64(bytes)
+            lanes = (lanes | lanes << 16) & 0x0000_FFFF_0000_FFFF
+            lanes = (lanes | lanes << 8) & 0x00FF_00FF_00FF_00FF
+            let nibbles = (lanes >> 4) & 0x000F_000F_000F_000F | (lanes & 0x000F_000F_000F_000F) << 8
+            let letters = ((nibbles &+ 0x0606_0606_0606_0606) >> 4) & 0x0101_0101_0101_0101
+            return nibbles &+ 0x3030_3030_3030_3030 &+ letters &* 0x27
+        }
+    }
+
+    /// The two digits of 0...99, as the UInt16 whose little-endian bytes they are.
+    fileprivate static let decimalPairs: [UInt16] = (0..<100).map { n in
+        UInt16(UInt8(ascii: "0") + UInt8(n / 10)) | UInt16(UInt8(ascii: "0") + UInt8(n % 10)) << 8
     }
 }

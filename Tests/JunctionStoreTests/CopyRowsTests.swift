@@ -57,4 +57,26 @@ struct CopyRowsTests {
         #expect(lines.map { String($0[0]) } == ["-9223372036854775808", "0", "9223372036854775807"])
         #expect(lines.map { String($0[9]) } == ["\\\\x00", "\\\\x01", "\\\\x02"])
     }
+
+    @Test("a body of every byte value, of a length that is no multiple of 8, is its hex digits; integers at each power of ten are whole")
+    func hexAndDigits() {
+        let body = (0..<259).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ 3) }
+        var rows = CopyRows(capacity: 1, bytesPerRow: 16)
+        var powers: [Int64] = [0, 9]
+        var power: Int64 = 10
+        while true {
+            powers += [power - 1, power, -power]
+            let (next, overflow) = power.multipliedReportingOverflow(by: 10)
+            if overflow { break }
+            power = next
+        }
+        for (n, value) in powers.enumerated() {
+            rows.append(Message(topic: "t", body: n == 0 ? body : []), id: value, queue: 0, offset: 0, storedAt: value)
+        }
+        let lines = text(rows).split(separator: "\n").map { $0.split(separator: "\t", omittingEmptySubsequences: false) }
+        #expect(lines.count == powers.count)
+        #expect(String(lines[0][9]) == "\\\\x" + body.map { (String($0 >> 4, radix: 16) + String($0 & 0x0F, radix: 16)) }.joined())
+        #expect(lines.map { String($0[0]) } == powers.map { String($0) })
+        #expect(lines.map { String($0[13]) } == powers.map { String($0) }, "born is the store time")
+    }
 }
