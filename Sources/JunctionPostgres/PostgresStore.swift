@@ -52,7 +52,7 @@ public struct PostgresSettings: Sendable, Hashable {
     /// `poolSize − 2`). Fewer, larger transactions cost the database less per
     /// message; more overlap commits. Across all gateways, about the number
     /// of the database server's cores.
-    public var lanes = 2
+    public var lanes = 3
 
     public init(
         host: String = "127.0.0.1", port: Int = 5432, username: String, password: String? = nil, database: String, poolSize: Int = 8,
@@ -428,6 +428,8 @@ public final class PostgresStore: MessageStore, Sendable {
         return try await GuardedConnection.transaction(client, logger: logger) { connection in
             // Pipelined: outside the transaction block it would only warn.
             if !synchronousCommit { _ = try connection.send("SET LOCAL synchronous_commit = off") }
+            // Without dedupe ids (the common case) the batch goes in as it is.
+            guard requests.contains(where: { $0.dedupe != nil }) else { return try await insert(requests, at: storedAt, on: connection) }
             // Dedupe ids claimed first: a claim another gateway holds within its
             // window makes the request a duplicate of that gateway's message.
             let claims = try await claim(requests, at: storedAt, on: connection)

@@ -143,6 +143,27 @@ struct PostgresPipelineTests {
         await primary.shutdown()
         try await store.close()
     }
+
+    @Test("a COPY the database refuses: the append fails, nothing of it is stored, the counter stays; once the conflict is gone the same append is stored")
+    func refusedCopy() async throws {
+        let server = await PostgresServer.shared()
+        let database = try await server.createDatabase()
+        let store = PostgresStore(settings: server.settings(database: database))
+        let request = AppendRequest(message: Message(topic: "t", body: [0]), queue: 0)
+        try await appendEventually(store, request)
+        // A row in the place the next append takes: its COPY breaks the unique (topic, queue, queue_offset).
+        #expect(await server.execute("""
+            INSERT INTO junction_messages (topic, queue, queue_offset, stored_at, tag_hash, keys, properties, body, born_at)
+            VALUES ('t', 0, 1, 0, 0, '{}', '{}', '\\x00', 0)
+            """, database: database))
+        await #expect(throws: (any Error).self, "a refused COPY gives no receipt") { _ = try await store.append([request]) }
+        #expect(await server.query("SELECT next_offset FROM junction_queues WHERE topic = 't' AND queue = 0", database: database) == ["1"])
+        #expect(await server.query("SELECT count(*) FROM junction_messages WHERE topic = 't'", database: database) == ["2"])
+        #expect(await server.execute("DELETE FROM junction_messages WHERE topic = 't' AND stored_at = 0", database: database))
+        let stored = try await store.append([request])
+        #expect(stored.map(\.queueOffset) == [1])
+        try await store.close()
+    }
 }
 
 @Suite("PostgreSQL store: group commit")
