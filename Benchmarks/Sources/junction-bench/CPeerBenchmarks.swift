@@ -120,25 +120,41 @@ struct CPeerBenchmarks {
 
 /// Runs netbench and reads its `key=value` line.
 func netbenchRun(_ binary: String, _ arguments: [String], environment: [String: String] = [:]) throws -> [String: Double] {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: binary)
-    process.arguments = arguments
-    if !environment.isEmpty { process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
-    let output = Pipe()
-    let errors = Pipe()
-    process.standardOutput = output
-    process.standardError = errors
-    try process.run()
-    let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-    let problem = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-    process.waitUntilExit()
-    guard process.terminationStatus == 0 else { throw BenchError(message: "netbench \(arguments.joined(separator: " ")) failed: \(problem)") }
-    var figures: [String: Double] = [:]
-    for pair in text.split(whereSeparator: { $0 == " " || $0 == "\n" }) {
-        let parts = pair.split(separator: "=", maxSplits: 1)
-        if parts.count == 2, let value = Double(parts[1]) { figures[String(parts[0])] = value }
+    try DriverRun(binary, arguments, environment: environment).figures()
+}
+
+/// A C driver (netbench, zmqbench) started; `figures` waits for its end.
+/// Drivers that run side by side are all started before any is waited for:
+/// a wait blocks its thread, and the cooperative pool has one per core.
+struct DriverRun {
+    private let process = Process()
+    private let output = Pipe()
+    private let errors = Pipe()
+    private let arguments: [String]
+
+    init(_ binary: String, _ arguments: [String], environment: [String: String] = [:]) throws {
+        self.arguments = arguments
+        process.executableURL = URL(fileURLWithPath: binary)
+        process.arguments = arguments
+        if !environment.isEmpty { process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
+        process.standardOutput = output
+        process.standardError = errors
+        try process.run()
     }
-    return figures
+
+    /// The `name=value` figures the driver printed, once it has ended.
+    func figures() throws -> [String: Double] {
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        let problem = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else { throw BenchError(message: "netbench \(arguments.joined(separator: " ")) failed: \(problem)") }
+        var figures: [String: Double] = [:]
+        for pair in text.split(whereSeparator: { $0 == " " || $0 == "\n" }) {
+            let parts = pair.split(separator: "=", maxSplits: 1)
+            if parts.count == 2, let value = Double(parts[1]) { figures[String(parts[0])] = value }
+        }
+        return figures
+    }
 }
 
 /// Runs `junction pub --mode async` with `lines` on stdin; its rate.

@@ -30,12 +30,14 @@ struct PostgresBenchmarks {
         print("| --- | ---: | ---: | ---: |")
 
         // Three rounds, each load once per round on a new database, in turn (the VM's speed drifts).
+        // Each load starts after a CHECKPOINT, so that none pays for writing out the one before it.
         var ceilings: [Double] = [], copyCeilings: [Double] = [], singles: [Double] = [], pairs: [Double] = []
         for _ in 0..<3 {
             // Junction through one gateway (it also creates the schema the ceiling copies).
             let one = try server.createDatabase()
             singles.append(try await withGateways(junction, server: server, database: one, count: 1) { ports in
-                try await publish(netbench, ports: ports, total: count)
+                try server.psql(database: one, command: "CHECKPOINT")
+                return try publish(netbench, ports: ports, total: count)
             })
             // The ceiling: the same rows, in a table like junction_messages (its indexes too), multi-row INSERTs of 100 by 8 connections.
             ceilings.append(try await plainInserts(server: server, database: one, total: count, connections: 8, rowsPerInsert: 100))
@@ -43,7 +45,8 @@ struct PostgresBenchmarks {
             copyCeilings.append(try psqlCopies(server: server, database: one, total: count, connections: 8, rowsPerCopy: 100))
             let two = try server.createDatabase()
             pairs.append(try await withGateways(junction, server: server, database: two, count: 2) { ports in
-                try await publish(netbench, ports: ports, total: count)
+                try server.psql(database: two, command: "CHECKPOINT")
+                return try publish(netbench, ports: ports, total: count)
             })
         }
         let ceiling = CPeerBenchmarks.Runs(values: ceilings), copyCeiling = CPeerBenchmarks.Runs(values: copyCeilings)
@@ -71,10 +74,12 @@ struct PostgresBenchmarks {
     private func withGateways<T>(_ junction: String, server: ScratchPostgres, database: String, count: Int, _ body: ([Int]) async throws -> T) async throws -> T {
         var gateways: [ServerProcess] = []
         defer { for gateway in gateways { gateway.stop() } }
+        // BENCH_PG_LANES=N sets storage.postgres.lanes; the gateway's default otherwise.
+        let lanes = ProcessInfo.processInfo.environment["BENCH_PG_LANES"].map { ", \"lanes\": \($0)" } ?? ""
         for n in 0..<count {
             let directory = "\(root)/pg-gateway-\(database)-\(n)"
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-            try #"{"storage": {"backend": "postgres", "flush": "always", "postgres": {"url": "postgres://postgres@127.0.0.1:\#(server.port)/\#(database)", "poolSize": 8, "lanes": \#(ProcessInfo.processInfo.environment["BENCH_PG_LANES"] ?? "2")}}, "topics": [{"name": "bench", "queues": 8}]}"#
+            try #"{"storage": {"backend": "postgres", "flush": "always", "postgres": {"url": "postgres://postgres@127.0.0.1:\#(server.port)/\#(database)", "poolSize": 8\#(lanes)}}, "topics": [{"name": "bench", "queues": 8}]}"#
                 .write(toFile: directory + "/junction.json", atomically: true, encoding: .utf8)
             try #"{"plugins": [{"name": "native", "type": "tcp", "settings": {"listen": "127.0.0.1:0"}}]}"#.write(toFile: directory + "/plugins.json", atomically: true, encoding: .utf8)
             gateways.append(try ServerProcess(junction, ["serve", "--config", directory + "/junction.json", "--plugins", directory + "/plugins.json", "--data-dir", directory + "/data", "--exit-with-parent"], portAfter: "address=127.0.0.1:"))
@@ -84,16 +89,13 @@ struct PostgresBenchmarks {
 
     /// Publishes `total` messages over four connections spread over the
     /// gateways, all at once; messages per second overall.
-    private func publish(_ netbench: String, ports: [Int], total: Int) async throws -> Double {
+    private func publish(_ netbench: String, ports: [Int], total: Int) throws -> Double {
         let connections = (0..<Self.publishers).map { ports[$0 % ports.count] }
         let share = total / connections.count
         let started = DispatchTime.now().uptimeNanoseconds
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            for port in connections {
-                group.addTask { _ = try netbenchRun(netbench, ["junction", "\(port)", "publish", "\(share)", "1024"]) }
-            }
-            try await group.waitForAll()
-        }
+        // All started before any is waited for (see DriverRun).
+        let runs = try connections.map { try DriverRun(netbench, ["junction", "\($0)", "publish", "\(share)", "1024"]) }
+        for run in runs { _ = try run.figures() }
         return Double(share * connections.count) / (Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9)
     }
 
@@ -116,6 +118,7 @@ struct PostgresBenchmarks {
             try await client.query("CREATE TABLE plain (LIKE junction_messages INCLUDING ALL)", logger: quiet)
             let body = ByteBuffer(bytes: [UInt8](repeating: 0x6A, count: 100))
             let statements = total / rowsPerInsert
+            try server.psql(database: database, command: "CHECKPOINT")
             let started = DispatchTime.now().uptimeNanoseconds
             try await withThrowingTaskGroup(of: Void.self) { writers in
                 for writer in 0..<connections {
@@ -175,6 +178,7 @@ struct PostgresBenchmarks {
             try script.write(toFile: path, atomically: false, encoding: .utf8)
             scripts.append(path)
         }
+        try server.psql(database: database, command: "CHECKPOINT")
         let started = DispatchTime.now().uptimeNanoseconds
         let writers = try scripts.map { try server.startPsql(database: database, script: $0) }
         for writer in writers { try ScratchPostgres.wait(writer, "psql") }
