@@ -143,17 +143,14 @@ struct CopyRows {
             at += part.count
         }
 
-        /// A decimal integer: its digits counted, then written from the right,
-        /// two per division.
+        /// A decimal integer: its digits counted (from its bit length, which
+        /// gives the count or one more), then written from the right, two per division.
         mutating func integer(_ value: Int64) {
             if value < 0 { byte(UInt8(ascii: "-")) }
             var magnitude = value.magnitude
-            var digits = 1
-            var bound: UInt64 = 10
-            while digits < 20, magnitude >= bound {
-                digits += 1
-                bound &*= 10
-            }
+            // ⌊bits × log10(2)⌋ (1233 / 4096 ≈ 0.30103): the number of digits of 2^(bits−1), one less than 2^bits − 1 may have.
+            let estimate = ((64 - magnitude.leadingZeroBitCount) &* 1233) >> 12
+            let digits = max(1, estimate + (magnitude >= CopyRows.powersOfTen[estimate] ? 1 : 0))
             var end = at + digits
             at = end
             while magnitude >= 100 {
@@ -213,6 +210,9 @@ struct CopyRows {
             return nibbles &+ 0x3030_3030_3030_3030 &+ letters &* 0x27
         }
     }
+
+    /// 10⁰ … 10¹⁹.
+    fileprivate static let powersOfTen: [UInt64] = (0...19).map { n in (0..<n).reduce(1) { power, _ in power * 10 } }
 
     /// The two digits of 0...99, as the UInt16 whose little-endian bytes they are.
     fileprivate static let decimalPairs: [UInt16] = (0..<100).map { n in
