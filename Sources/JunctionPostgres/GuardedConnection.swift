@@ -36,7 +36,7 @@ import PostgresNIO
 struct GuardedConnection {
     let base: PostgresConnection
     let logger: Logger
-    /// BEGIN's answer (and its marker's, see `insideTransactionBlock`).
+    /// BEGIN's answer.
     private let begun: EventLoopFuture<Void>
 
     /// `body` between BEGIN and COMMIT on a connection of `client`, ROLLBACK
@@ -47,9 +47,9 @@ struct GuardedConnection {
         try await client.withConnection { connection in
             try await withTaskExecutorPreference(EventLoopTaskExecutor(connection.eventLoop)) {
                 if connection.isClosed { throw Self.closed }
-                let begin: EventLoopFuture<PostgresQueryResult> = connection.query("BEGIN", logger: logger)
-                let marked: EventLoopFuture<PostgresQueryResult> = connection.query("SELECT set_config('junction.in_block', 'yes', true)", logger: logger)
-                let guarded = GuardedConnection(base: connection, logger: logger, begun: begin.and(marked).map { _ in })
+                // DEFERRABLE marks the block (see `insideTransactionBlock`); it changes nothing else.
+                let begin: EventLoopFuture<PostgresQueryResult> = connection.query("BEGIN DEFERRABLE", logger: logger)
+                let guarded = GuardedConnection(base: connection, logger: logger, begun: begin.map { _ in })
                 do {
                     let result = try await body(guarded)
                     try await guarded.query("COMMIT")
@@ -88,10 +88,17 @@ struct GuardedConnection {
     private struct FoundClosed: Error {}
 
     /// A condition true only inside the transaction block of `transaction`:
-    /// BEGIN is followed by a statement that sets `junction.in_block` for the
-    /// rest of the transaction. Had BEGIN failed, that statement would have
-    /// run in a transaction of its own, which ends with it (and the setting).
-    static let insideTransactionBlock = "current_setting('junction.in_block', true) = 'yes'"
+    /// its BEGIN makes the transaction DEFERRABLE (a property that only
+    /// changes anything for a SERIALIZABLE READ ONLY transaction), while
+    /// every connection of the pool starts with `default_transaction_deferrable`
+    /// off (`startupParameters`), whatever the server, database or role set.
+    /// Had BEGIN failed, a statement behind it would run in a transaction of
+    /// its own, not deferrable. (A statement that set a marker after BEGIN did
+    /// this before; it cost the transaction one more round trip.)
+    static let insideTransactionBlock = "current_setting('transaction_deferrable') = 'on'"
+
+    /// What each connection to PostgreSQL starts with (see `insideTransactionBlock`).
+    static let startupParameters = [("default_transaction_deferrable", "off")]
 
     @discardableResult
     func query(_ query: PostgresQuery, logger: Logger? = nil, file: String = #fileID, line: Int = #line) async throws -> PostgresRowSequence {

@@ -68,6 +68,7 @@ final class PrimaryClient: Sendable {
             host: endpoint.host, port: endpoint.port, username: settings.username, password: settings.password,
             database: settings.database, tls: .disable)
         configuration.options.maximumConnections = settings.poolSize
+        configuration.options.additionalStartupParameters = GuardedConnection.startupParameters
         return PostgresClient(configuration: configuration, backgroundLogger: logger)
     }
 

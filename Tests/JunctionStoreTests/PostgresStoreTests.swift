@@ -119,10 +119,12 @@ extension PostgresColumnsTests {
 
 @Suite("PostgreSQL store: statements pipelined behind BEGIN")
 struct PostgresPipelineTests {
-    @Test("the counters' statement sent right behind BEGIN advances the counters in the transaction; run on its own (as it would be had BEGIN failed) it changes nothing")
+    @Test("the counters' statement sent right behind BEGIN advances the counters in the transaction; run on its own (as it would be had BEGIN failed) it changes nothing, even where the database makes transactions deferrable by default")
     func guardedCounters() async throws {
         let server = await PostgresServer.shared()
         let database = try await server.createDatabase()
+        // The guard reads the transaction's DEFERRABLE; the pool's connections start with the default off whatever the database says.
+        #expect(await server.execute("ALTER DATABASE \(database) SET default_transaction_deferrable = on", database: database))
         let store = PostgresStore(settings: server.settings(database: database))
         try await appendEventually(store, AppendRequest(message: Message(topic: "t", body: [0]), queue: 0))
         let logger = Logger(label: "test")
