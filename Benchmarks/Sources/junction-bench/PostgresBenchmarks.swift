@@ -25,6 +25,7 @@ struct PostgresBenchmarks {
         defer { server.stop() }
         print("A PostgreSQL \(server.version) server started for the run (fsync on, synchronous_commit on, loopback), \(count) messages of 100 bytes per load.")
         print("Publishing: pipelined with receipts, 1024 in flight per connection (`netbench … publish`), \(Self.publishers) connections; a receipt comes after the commit.")
+        print("Append lanes (storage.postgres.lanes): \(Self.lanes(gateways: 1)) for one gateway, \(Self.lanes(gateways: 2)) each for two (docs/CONFIG.md: a little more than the database's cores across all gateways).")
         print("")
         print("| load | messages/s | of the plain-insert ceiling | of the COPY ceiling |")
         print("| --- | ---: | ---: | ---: |")
@@ -74,8 +75,7 @@ struct PostgresBenchmarks {
     private func withGateways<T>(_ junction: String, server: ScratchPostgres, database: String, count: Int, _ body: ([Int]) async throws -> T) async throws -> T {
         var gateways: [ServerProcess] = []
         defer { for gateway in gateways { gateway.stop() } }
-        // BENCH_PG_LANES=N sets storage.postgres.lanes; the gateway's default otherwise.
-        let lanes = ProcessInfo.processInfo.environment["BENCH_PG_LANES"].map { ", \"lanes\": \($0)" } ?? ""
+        let lanes = ", \"lanes\": \(Self.lanes(gateways: count))"
         for n in 0..<count {
             let directory = "\(root)/pg-gateway-\(database)-\(n)"
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -101,6 +101,13 @@ struct PostgresBenchmarks {
 
     /// Publishing connections in the publish loads.
     static let publishers = 4
+
+    /// Each gateway's append lanes when `gateways` share the database: the
+    /// default (3) for one, 2 each for more (BENCH_PG_LANES=N sets them all).
+    static func lanes(gateways: Int) -> Int {
+        if let set = ProcessInfo.processInfo.environment["BENCH_PG_LANES"].flatMap(Int.init) { return set }
+        return gateways == 1 ? 3 : 2
+    }
 
     /// Rows per second a plain client inserts into a copy of junction_messages
     /// by multi-row INSERT.
