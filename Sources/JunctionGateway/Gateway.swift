@@ -37,34 +37,23 @@ public struct GatewayBuilder: Sendable {
     /// Opens (and recovers) the store, opens the broker on it, and prepares the
     /// enabled plugins. Nothing listens until `run()`.
     public func build() async throws(GatewayError) -> Gateway {
-        let store: any MessageStore
-        var coordinator: any GroupCoordinator = LocalCoordinator()
-        do {
-            switch configuration.backend {
-            case .embedded:
-                store = try CommitLog(directory: configuration.dataDirectory, settings: configuration.storage, clock: clock, logger: Logger(label: "junction.store"))
-            case .postgres(var settings):
-                // A gateway is known to the others by its host and data directory unless named.
-                if settings.node == nil {
-                    settings.node = ProcessInfo.processInfo.hostName + ":" + URL(fileURLWithPath: configuration.dataDirectory).standardizedFileURL.path
-                }
-                settings.synchronousCommit = configuration.storage.flush != .never
-                settings.retentionMaxAgeMs = configuration.storage.retentionMaxAgeMs
-                settings.retentionCheckIntervalMs = configuration.storage.retentionCheckIntervalMs
-                let shared = PostgresStore(settings: settings, clock: clock, logger: Logger(label: "junction.postgres"))
-                coordinator = shared.coordinator()
-                store = shared
+        var retry = StartRetry(shared: configuration.backend != .embedded, started: ContinuousClock.now)
+        var opened: (store: any MessageStore, broker: Broker)?
+        while opened == nil {
+            let (store, coordinator) = try openStore()
+            do {
+                let broker = try await Broker.open(store: store, settings: configuration.broker, coordinator: coordinator, clock: clock, logger: Logger(label: "junction.broker"))
+                opened = (store, broker)
+            } catch {
+                try? await store.close()
+                guard let pause = retry.next(after: error, now: ContinuousClock.now) else { throw GatewayError(stage: .broker, underlying: error) }
+                logger.warning("the database did not answer the broker's start; trying again", metadata: [
+                    "attempt": "\(retry.attempts)", "in": "\(pause)", "error": "\(String(describing: error).prefix(300))",
+                ])
+                do { try await Task.sleep(for: pause) } catch { throw GatewayError(stage: .broker, underlying: error) }  // the start's backoff
             }
-        } catch {
-            throw GatewayError(stage: .store, underlying: error)
         }
-        let broker: Broker
-        do {
-            broker = try await Broker.open(store: store, settings: configuration.broker, coordinator: coordinator, clock: clock, logger: Logger(label: "junction.broker"))
-        } catch {
-            try? await store.close()
-            throw GatewayError(stage: .broker, underlying: error)
-        }
+        let (store, broker) = opened!
         var plugins: [Gateway.Plugin] = []
         for entry in self.plugins.entries where entry.enabled {
             let service = entry.prepared.start(entry.name, broker, Logger(label: "junction.\(entry.name)"))
@@ -90,6 +79,59 @@ public struct GatewayBuilder: Sendable {
             http = [sampler, server]
         }
         return Gateway(configuration: configuration, store: store, broker: broker, plugins: plugins, http: http, httpServer: httpServer, handlesSignals: handlesSignals, logger: logger)
+    }
+}
+
+extension GatewayBuilder {
+    /// The store the configuration names, and the coordinator of its groups.
+    private func openStore() throws(GatewayError) -> (any MessageStore, any GroupCoordinator) {
+        do {
+            switch configuration.backend {
+            case .embedded:
+                let log = try CommitLog(directory: configuration.dataDirectory, settings: configuration.storage, clock: clock, logger: Logger(label: "junction.store"))
+                return (log, LocalCoordinator())
+            case .postgres(var settings):
+                // A gateway is known to the others by its host and data directory unless named.
+                if settings.node == nil {
+                    settings.node = ProcessInfo.processInfo.hostName + ":" + URL(fileURLWithPath: configuration.dataDirectory).standardizedFileURL.path
+                }
+                settings.synchronousCommit = configuration.storage.flush != .never
+                settings.retentionMaxAgeMs = configuration.storage.retentionMaxAgeMs
+                settings.retentionCheckIntervalMs = configuration.storage.retentionCheckIntervalMs
+                let shared = PostgresStore(settings: settings, clock: clock, logger: Logger(label: "junction.postgres"))
+                return (shared, shared.coordinator())
+            }
+        } catch {
+            throw GatewayError(stage: .store, underlying: error)
+        }
+    }
+}
+
+/// Whether a gateway on a shared database tries its start again: the broker's
+/// start reads the database (offsets, schedules, shared state), and a
+/// database that is restarting, or too busy to answer within
+/// `storage.postgres.timeoutMs`, fails it with a retryable error. Such a
+/// start is tried again after 0.5 s, doubling to 5 s, for up to a minute; any
+/// other error, or the embedded log's, ends the start at once. A value.
+struct StartRetry {
+    /// How long a start keeps trying.
+    static let window: Duration = .seconds(60)
+    let shared: Bool
+    let started: ContinuousClock.Instant
+    private(set) var attempts = 0
+
+    init(shared: Bool, started: ContinuousClock.Instant) {
+        self.shared = shared
+        self.started = started
+    }
+
+    /// The pause before the next attempt, or nil to give up.
+    mutating func next(after error: any Error, now: ContinuousClock.Instant) -> Duration? {
+        guard shared, let failure = error as? BrokerError, failure.code.retryable else { return nil }
+        let pause = min(.milliseconds(500) * (1 << min(attempts, 4)), .seconds(5))
+        guard now + pause < started + Self.window else { return nil }
+        attempts += 1
+        return pause
     }
 }
 

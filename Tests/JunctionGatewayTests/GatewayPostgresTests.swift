@@ -1,7 +1,7 @@
 import Foundation
 import JunctionClient
 import JunctionCore
-import JunctionGateway
+@testable import JunctionGateway
 import JunctionPostgres
 import JunctionProtocol
 import JunctionTestSupport
@@ -93,5 +93,39 @@ struct GatewayPostgresTests {
         var expected = PostgresSettings(host: "a", port: 5432, username: "j", database: "broker")
         expected.alternates = [PostgresEndpoint(host: "b", port: 5433)]
         #expect(pair?.backend == .postgres(expected))
+    }
+}
+
+/// `StartRetry` driven as a value: which failed starts are tried again, and when.
+@Suite("Gateway start on a shared database: tried again")
+struct StartRetryTests {
+    private let unavailable = BrokerError(.storeUnavailable, "PostgreSQL did not answer within 10000 ms")
+
+    @Test("a retryable failure on a shared database is tried again after 0.5, 1, 2, 4, 5, 5 … s, until a minute has gone")
+    func backoff() {
+        let started = ContinuousClock.now
+        var retry = StartRetry(shared: true, started: started)
+        var now = started
+        var pauses: [Duration] = []
+        while let pause = retry.next(after: unavailable, now: now) {
+            pauses.append(pause)
+            now += pause + .milliseconds(100)  // each attempt itself takes a while
+        }
+        #expect(Array(pauses.prefix(6)) == [.milliseconds(500), .seconds(1), .seconds(2), .seconds(4), .seconds(5), .seconds(5)])
+        #expect(retry.attempts == pauses.count)
+        #expect(now - started < StartRetry.window + .seconds(6), "no attempt starts after the window")
+        #expect(now + .seconds(5) >= started + StartRetry.window, "it tries until the window is nearly gone")
+    }
+
+    @Test("the embedded log, an error that is not retryable, or a failure after the window ends the start at once")
+    func givesUp() {
+        let started = ContinuousClock.now
+        var embedded = StartRetry(shared: false, started: started)
+        #expect(embedded.next(after: unavailable, now: started) == nil)
+        var shared = StartRetry(shared: true, started: started)
+        #expect(shared.next(after: BrokerError(.storageError, "bad schema version"), now: started) == nil)
+        #expect(shared.next(after: CancellationError(), now: started) == nil)
+        #expect(shared.next(after: unavailable, now: started + StartRetry.window) == nil)
+        #expect(shared.attempts == 0)
     }
 }
