@@ -50,8 +50,9 @@ public struct PostgresSettings: Sendable, Hashable {
     public var timeoutMs = 10_000
     /// How many append transactions this gateway runs at once (at most
     /// `poolSize − 2`). Fewer, larger transactions cost the database less per
-    /// message; more overlap commits. Across all gateways, about the number
-    /// of the database server's cores.
+    /// message; more keep it busy while others wait for round trips and the
+    /// WAL flush. Across all gateways, a little more than the database
+    /// server's cores.
     public var lanes = 3
 
     public init(
