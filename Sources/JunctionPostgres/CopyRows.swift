@@ -44,8 +44,9 @@ struct CopyRows {
             ? nil : JSONValue.object(message.properties.sorted { $0.key < $1.key }.map { ($0.key, .string($0.value)) }).serialized
         let texts = message.topic.utf8.count + (message.tag?.utf8.count ?? 0) + (keys?.utf8.count ?? 0) + (properties?.utf8.count ?? 0)
             + (message.shardingKey?.utf8.count ?? 0) + (message.dedupeID?.utf8.count ?? 0)
-        // 6 integers of at most 20 digits and a sign, 14 separators, NULLs or "{}", "\\x"; each text byte escaped.
-        let longest = 6 * 21 + 14 + 2 * 6 + 3 + 2 * message.body.count + 2 * texts
+        // 7 integers of at most 20 characters (Int64.min), 13 tabs and a newline, 4 NULLs and 2 "{}" at most,
+        // "\\x" and two hex digits a byte; each text byte escaped.
+        let longest = 7 * 20 + 14 + 2 * 6 + 3 + 2 * message.body.count + 2 * texts
         bytes.writeWithUnsafeMutableBytes(minimumWritableBytes: longest) { room in
             var row = Cursor(room.baseAddress!)
             row.integer(id); row.tab()
@@ -69,6 +70,7 @@ struct CopyRows {
             row.tab()
             row.integer(message.bornTimestamp == 0 ? storedAt : message.bornTimestamp)
             row.byte(UInt8(ascii: "\n"))
+            assert(row.at - room.baseAddress! <= longest, "a COPY row outgrew the room reserved for it")
             return row.at - room.baseAddress!
         }
         count += 1

@@ -79,4 +79,16 @@ struct CopyRowsTests {
         #expect(lines.map { String($0[0]) } == powers.map { String($0) })
         #expect(lines.map { String($0[13]) } == powers.map { String($0) }, "born is the store time")
     }
+
+    @Test("a row whose every integer is as long as an Int64 can be, with one-byte texts, fits the room it reserves, and reads back whole")
+    func longestIntegers() {
+        var rows = CopyRows(capacity: 1, bytesPerRow: 1)
+        let message = Message(topic: "t", tag: "g", body: [], deliverAt: Int64.min, bornTimestamp: Int64.min)
+        rows.append(message, id: Int64.min, queue: 65535, offset: Int64.min, storedAt: Int64.min)
+        let columns = text(rows).dropLast().split(separator: "\t", omittingEmptySubsequences: false).map(String.init)
+        let minimum = String(Int64.min)
+        #expect(columns.count == CopyRows.columns.count)
+        #expect([columns[0], columns[2], columns[3], columns[4], columns[12], columns[13]] == [minimum, "65535", minimum, minimum, minimum, minimum])
+        #expect(columns[6] == String(Int64(bitPattern: TagHash.of("g"))))
+    }
 }
