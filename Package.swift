@@ -176,7 +176,7 @@ let package = Package(
 
         .target(
             name: "JunctionTestSupport",
-            dependencies: ["JunctionCore", "JunctionStore", "JunctionPostgres"],
+            dependencies: ["JunctionCore", "JunctionStore", "JunctionPostgres", .product(name: "Logging", package: "swift-log")],
             path: "Tests/JunctionTestSupport",
             swiftSettings: swiftSettings
         ),

@@ -37,23 +37,7 @@ public struct GatewayBuilder: Sendable {
     /// Opens (and recovers) the store, opens the broker on it, and prepares the
     /// enabled plugins. Nothing listens until `run()`.
     public func build() async throws(GatewayError) -> Gateway {
-        var retry = StartRetry(shared: configuration.backend != .embedded, started: ContinuousClock.now)
-        var opened: (store: any MessageStore, broker: Broker)?
-        while opened == nil {
-            let (store, coordinator) = try openStore()
-            do {
-                let broker = try await Broker.open(store: store, settings: configuration.broker, coordinator: coordinator, clock: clock, logger: Logger(label: "junction.broker"))
-                opened = (store, broker)
-            } catch {
-                try? await store.close()
-                guard let pause = retry.next(after: error, now: ContinuousClock.now) else { throw GatewayError(stage: .broker, underlying: error) }
-                logger.warning("the database did not answer the broker's start; trying again", metadata: [
-                    "attempt": "\(retry.attempts)", "in": "\(pause)", "error": "\(String(describing: error).prefix(300))",
-                ])
-                do { try await Task.sleep(for: pause) } catch { throw GatewayError(stage: .broker, underlying: error) }  // the start's backoff
-            }
-        }
-        let (store, broker) = opened!
+        let (store, broker) = try await openCore()
         var plugins: [Gateway.Plugin] = []
         for entry in self.plugins.entries where entry.enabled {
             let service = entry.prepared.start(entry.name, broker, Logger(label: "junction.\(entry.name)"))
@@ -83,6 +67,25 @@ public struct GatewayBuilder: Sendable {
 }
 
 extension GatewayBuilder {
+    /// The store and the broker on it; on a shared database, a start the
+    /// database fails with a retryable error is tried again (`StartRetry`).
+    private func openCore() async throws(GatewayError) -> (any MessageStore, Broker) {
+        var retry = StartRetry(shared: configuration.backend != .embedded, started: ContinuousClock.now)
+        while true {
+            let (store, coordinator) = try openStore()
+            do {
+                return (store, try await Broker.open(store: store, settings: configuration.broker, coordinator: coordinator, clock: clock, logger: Logger(label: "junction.broker")))
+            } catch {
+                try? await store.close()
+                guard let pause = retry.next(after: error, now: ContinuousClock.now) else { throw GatewayError(stage: .broker, underlying: error) }
+                logger.warning("the database did not answer the broker's start; trying again", metadata: [
+                    "attempt": "\(retry.attempts)", "in": "\(pause)", "error": "\(String(describing: error).prefix(300))",
+                ])
+                do { try await Task.sleep(for: pause) } catch { throw GatewayError(stage: .broker, underlying: error) }  // the start's backoff
+            }
+        }
+    }
+
     /// The store the configuration names, and the coordinator of its groups.
     private func openStore() throws(GatewayError) -> (any MessageStore, any GroupCoordinator) {
         do {

@@ -3,29 +3,12 @@ import JunctionTestSupport
 import Logging
 import Testing
 
-/// Keeps the messages logged through it.
-private struct CapturingHandler: LogHandler {
-    let lines: Locked<[String]>
-    var metadata: Logger.Metadata = [:]
-    var logLevel: Logger.Level = .trace
-
-    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-        get { metadata[key] }
-        set { metadata[key] = newValue }
-    }
-
-    func log(level: Logger.Level, message: Logger.Message, metadata: Logger.Metadata?, source: String, file: String, function: String, line: UInt) {
-        let step = metadata?["step"].map { "\($0)" } ?? ""
-        lines.withLock { $0.append("\(level) \(message) \(step)") }
-    }
-}
-
 @Suite("A shutdown step that takes long says which it is")
 struct WatchedTests {
     @Test("while the step runs a warning names it every period; once it returned, nothing more is logged")
     func warnsWhileRunning() async throws {
         let lines = Locked([String]())
-        let logger = Logger(label: "watched") { _ in CapturingHandler(lines: lines) }
+        let logger = Logger(label: "watched") { _ in CapturingLogHandler(lines: lines, metadataKey: "step") }
         let result = try await watched("closing the store", logger: logger, every: .milliseconds(5)) {
             // The step ends only once the watchdog has spoken twice.
             try await waitUntil(seconds: 60, "no warning while the step ran") { lines.withLock { $0.count } >= 2 }
@@ -42,7 +25,7 @@ struct WatchedTests {
     @Test("a quick step logs nothing and returns what the step returned or throws what it threw")
     func quickStep() async throws {
         let lines = Locked([String]())
-        let logger = Logger(label: "watched") { _ in CapturingHandler(lines: lines) }
+        let logger = Logger(label: "watched") { _ in CapturingLogHandler(lines: lines, metadataKey: "step") }
         #expect(await watched("quick", logger: logger) { "done" } == "done")
         struct Failed: Error {}
         await #expect(throws: Failed.self) { try await watched("failing", logger: logger) { throw Failed() } }

@@ -5,6 +5,7 @@ import JunctionCore
 import JunctionPostgres
 import JunctionProtocol
 import JunctionTestSupport
+import Logging
 import Testing
 
 /// A gateway on the PostgreSQL backend (`storage.backend: "postgres"`),
@@ -93,6 +94,47 @@ struct GatewayPostgresTests {
         var expected = PostgresSettings(host: "a", port: 5432, username: "j", database: "broker")
         expected.alternates = [PostgresEndpoint(host: "b", port: 5433)]
         #expect(pair?.backend == .postgres(expected))
+    }
+}
+
+/// A gateway whose start finds the database too busy to answer.
+@Suite("Gateway start on a shared database: a busy database")
+struct BusyDatabaseStartTests {
+    @Test("a start whose reads of the database time out (a session holds junction_topics locked) is tried again, logged, and serves once the lock is gone")
+    func triesAgain() async throws {
+        let server = await PostgresServer.shared()
+        let database = try await server.createDatabase()
+        let config = #"{"storage": {"backend": "postgres", "postgres": {"url": "postgres://postgres@127.0.0.1:\#(server.port)/\#(database)", "poolSize": 4, "timeoutMs": 1000}}, "topics": [{"name": "busy", "queues": 1}]}"#
+        let dir = TemporaryDirectory()
+        // A first start makes the schema; then a session takes junction_topics and keeps it.
+        let first = try await InProcessGateway.start(directory: dir.path, config: config)
+        #expect(await first.stop() == 0)
+        let holder = Task {
+            await server.execute("BEGIN; LOCK TABLE junction_topics IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(600); COMMIT", database: database)
+        }
+        try await waitUntil(seconds: 60, "the session did not take the lock") {
+            await server.query("""
+                SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
+                WHERE c.relname = 'junction_topics' AND l.mode = 'AccessExclusiveLock' AND l.granted
+                """, database: database) == ["1"]
+        }
+        let lines = Locked([String]())
+        let starting = Task {
+            try await InProcessGateway.start(directory: dir.path, config: config, logger: Logger(label: "junction") { _ in CapturingLogHandler(lines: lines) })
+        }
+        try await waitUntil(seconds: 60, "the start was not tried again while the table was locked") {
+            lines.withLock { $0.contains { $0.hasPrefix("warning the database did not answer the broker's start; trying again") } }
+        }
+        #expect(await server.execute("""
+            SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '\(database)' AND query LIKE '%pg_sleep(600)%' AND pid <> pg_backend_pid()
+            """, database: database))
+        _ = await holder.value
+        let gateway = try await within(seconds: 60, "the gateway did not start once the lock was gone") { try await starting.value }
+        let client = try await JunctionClient.connect(port: gateway.port, reconnect: false)
+        let receipt = try await client.publish(Message(topic: "busy", body: Array("after".utf8)))
+        #expect(receipt.queueOffset == 0)
+        await client.close()
+        #expect(await gateway.stop() == 0)
     }
 }
 

@@ -22,7 +22,10 @@ final class InProcessGateway: Sendable {
 
     /// Builds and runs a gateway in `directory` from `config` (Config/junction.json
     /// contents) and a tcp plugin "native" on 127.0.0.1:0 plus `extraPlugins`.
-    static func start(directory: String, config: String = "{}", token: String? = nil, tcpSettings: String = "", extraPlugins: [String] = []) async throws -> InProcessGateway {
+    /// `logger`: the gateway's root logger (the process's quiet one by default).
+    static func start(
+        directory: String, config: String = "{}", token: String? = nil, tcpSettings: String = "", extraPlugins: [String] = [], logger: Logger? = nil
+    ) async throws -> InProcessGateway {
         _ = quietLogging
         var configuration = try GatewayConfiguration.decode(Array(config.utf8), file: "junction.json")
         configuration.dataDirectory = directory + "/data"
@@ -31,6 +34,7 @@ final class InProcessGateway: Sendable {
         let pluginsFile = try PluginsFile.decode(Array(#"{"plugins": [\#(plugins.joined(separator: ", "))]}"#.utf8), file: "plugins.json", defaults: configuration.broker.defaults)
         var builder = GatewayBuilder(configuration: configuration, plugins: pluginsFile)
         builder.handlesSignals = false
+        if let logger { builder.logger = logger }
         let gateway = try await builder.build()
         let running = Task { do { try await gateway.run(); return true } catch { return false } }
         guard let port = await gateway.tcpPort(plugin: "native") else {

@@ -1,6 +1,7 @@
 import Foundation
 import JunctionCore
 import JunctionStore
+import Logging
 import Synchronization
 
 /// A directory under the system temp dir, removed when the test is done with it.
@@ -681,4 +682,28 @@ public func freePort() throws -> Int {
     var length = socklen_t(MemoryLayout<sockaddr_in>.size)
     _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
     return Int(UInt16(bigEndian: address.sin_port))
+}
+
+/// A log handler that keeps each message logged through it as a line
+/// (`level message`, and the value of `metadataKey` when one is named).
+public struct CapturingLogHandler: LogHandler {
+    public let lines: Locked<[String]>
+    public let metadataKey: String?
+    public var metadata: Logger.Metadata = [:]
+    public var logLevel: Logger.Level = .trace
+
+    public init(lines: Locked<[String]>, metadataKey: String? = nil) {
+        self.lines = lines
+        self.metadataKey = metadataKey
+    }
+
+    public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    public func log(level: Logger.Level, message: Logger.Message, metadata: Logger.Metadata?, source: String, file: String, function: String, line: UInt) {
+        let value = metadataKey.map { key in " " + (metadata?[key].map { "\($0)" } ?? "") } ?? ""
+        lines.withLock { $0.append("\(level) \(message)\(value)") }
+    }
 }
