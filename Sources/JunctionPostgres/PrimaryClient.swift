@@ -109,13 +109,35 @@ final class PrimaryClient: Sendable {
         }
     }
 
-    func shutdown() async {
+    /// Stops the watch and closes the pool's connections. The pool is waited
+    /// for at most `storage.postgres.timeoutMs`: a connection that does not
+    /// close by then (one still being made to a server that does not answer)
+    /// is left to close by itself, and a gateway's stop goes on. Returns
+    /// whether the pool closed in time.
+    @discardableResult
+    func shutdown() async -> Bool {
         let task = watch.withLock { task in defer { task = nil }; return task }
         task?.cancel()
         await task?.value
         let runner = state.withLock { $0.runner }
         runner.cancel()
-        await runner.value
+        guard await Self.ends(runner, withinMs: settings.timeoutMs) else {
+            logger.error("the PostgreSQL connections did not close in time; left to close by themselves", metadata: [
+                "waitedMs": "\(settings.timeoutMs)", "operationsInFlight": "\(inFlight.count)",
+            ])
+            return false
+        }
+        return true
+    }
+
+    /// Whether `task` ends within `timeoutMs`; past it, it is no longer waited for.
+    static func ends(_ task: Task<Void, Never>, withinMs timeoutMs: Int) async -> Bool {
+        do {
+            try await PostgresStore.bounded(timeoutMs, "closing the connections") { await task.value }
+            return true
+        } catch {
+            return false
+        }
     }
 }
 

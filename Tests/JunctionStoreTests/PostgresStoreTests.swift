@@ -62,6 +62,18 @@ struct PostgresBoundedTests {
         }
         #expect(inFlight.count == 0)
     }
+
+    @Test("closing the connections waits for the pool at most the store's time: a pool that does not end is left to end by itself")
+    func closeBounded() async throws {
+        let parked = Locked<CheckedContinuation<Void, Never>?>(nil)
+        let stuck = Task { await withCheckedContinuation { continuation in parked.withLock { $0 = continuation } } }
+        try await waitUntil(seconds: 60, "the stuck task never started") { parked.withLock { $0 != nil } }
+        let started = ContinuousClock.now
+        #expect(await PrimaryClient.ends(stuck, withinMs: 200) == false, "a task that never ends was reported ended")
+        #expect(ContinuousClock.now - started < .seconds(30))
+        parked.withLock { $0?.resume() }
+        #expect(await PrimaryClient.ends(stuck, withinMs: 60_000), "a task that ended was not reported ended")
+    }
 }
 
 @Suite("PostgreSQL store: every column of a message")
