@@ -58,6 +58,11 @@ public protocol MessageStore: Sendable {
     /// takes a result marked `duplicate` as the first message's receipt.
     var dedupesAppends: Bool { get }
 
+    /// For a store shared by several gateways: this gateway's share of each
+    /// topic's queues for messages without a sharding key (nil: all of them).
+    /// Gateways that write disjoint queues never wait on each other's locks.
+    var keylessShare: QueueShare? { get }
+
     /// The most messages an adapter should hand over in one append when it
     /// has read many at once. A store whose appends wait for an fsync does
     /// better with several smaller appends, which it writes while the one
@@ -133,6 +138,9 @@ extension MessageStore {
 
     /// Only this process writes: the broker's window of dedupe ids sees every publish.
     public var dedupesAppends: Bool { false }
+
+    /// Only this process writes: every queue is its own.
+    public var keylessShare: QueueShare? { nil }
 
     /// 1024 messages per append.
     public var appendBurst: Int { 1024 }

@@ -352,12 +352,14 @@ public enum StorageBackend: Sendable, Hashable {
         }
         let node = try reader.string("node")
         if let node, node.isEmpty || node.utf8.count > 200 { throw reader.error("node", "a name of 1 to 200 bytes") }
+        let keylessQueues = try reader.choice("keylessQueues", of: KeylessQueues.self, among: KeylessQueues.allCases)
         try reader.finish()
         var settings = PostgresSettings(
             host: host, port: port, username: user, password: password, database: database, poolSize: poolSize,
             pollIntervalMs: pollIntervalMs, leaseMs: leaseMs, node: node, timeoutMs: timeoutMs)
         settings.alternates = servers.dropFirst().map { PostgresEndpoint(host: $0.host, port: $0.port) }
         settings.lanes = lanes ?? settings.lanes
+        settings.keylessQueues = keylessQueues ?? .all
         return settings
     }
 }

@@ -54,6 +54,10 @@ public struct PostgresSettings: Sendable, Hashable {
     /// WAL flush. Across all gateways, a little more than the database
     /// server's cores.
     public var lanes = 3
+    /// Where this gateway puts messages without a sharding key: `.all` of a
+    /// topic's queues in turn, or, with `.split`, its own share of them (see
+    /// `QueueShare`), so that gateways publishing at once lock different queues.
+    public var keylessQueues = KeylessQueues.all
 
     public init(
         host: String = "127.0.0.1", port: Int = 5432, username: String, password: String? = nil, database: String, poolSize: Int = 8,
@@ -70,6 +74,14 @@ public struct PostgresSettings: Sendable, Hashable {
         self.node = node
         self.timeoutMs = timeoutMs
     }
+}
+
+/// `storage.postgres.keylessQueues`.
+public enum KeylessQueues: String, Sendable, Hashable, CaseIterable {
+    /// Every queue of the topic in turn, whichever gateway receives the message.
+    case all
+    /// The live gateways that split split each topic's queues among them.
+    case split
 }
 
 /// The storage protocol on PostgreSQL (first step of the shared backend): one
@@ -112,6 +124,13 @@ public final class PostgresStore: MessageStore, Sendable {
     private let outbox = Mutex(NoticeOutbox())
     /// Message ids drawn ahead from the id sequence.
     private let idPool = Mutex(IDPool())
+    /// This gateway's share of the queues for messages without a sharding
+    /// key (`keylessQueues: split`), renewed with the list of live gateways.
+    private let share = Mutex<QueueShare?>(nil)
+    /// Appends so far, counted when splitting: a gateway that stops appending leaves its share.
+    private let appends = Atomic<Int>(0)
+    private let splitting: Bool
+    private let presence: Mutex<WriterPresence>
 
     /// Connects (in the background: every call waits until the schema is there).
     public init(settings: PostgresSettings, clock: any WallClock = SystemWallClock(), logger: Logger = Logger(label: "junction.postgres")) {
@@ -125,12 +144,24 @@ public final class PostgresStore: MessageStore, Sendable {
         synchronousCommit = settings.synchronousCommit
         retentionMaxAgeMs = settings.retentionMaxAgeMs
         timeoutMs = settings.timeoutMs
+        splitting = settings.keylessQueues == .split
+        presence = Mutex(WriterPresence(leaseMs: settings.leaseMs, now: .now))
         // One connection listens, one is kept for reads and coordination; the rest write.
         lanes = (0..<max(1, min(settings.lanes, settings.poolSize - 2))).map { _ in AppendLane() }
         ready = Task {
             // With several servers, the one that accepts writes is found first.
             if primary.endpoints.count > 1 { await primary.check() }
             try await Self.prepareSchema(primary.current, logger: logger)
+        }
+        if settings.keylessQueues == .split {
+            let period = max(100, settings.leaseMs / 3)
+            let splitting = Task { [weak self] in
+                while !Task.isCancelled {
+                    await self?.renewShare()
+                    try? await Task.sleep(for: .milliseconds(period))  // the writers' renewal period
+                }
+            }
+            watchers.withLock { $0.append(splitting) }
         }
         if settings.retentionMaxAgeMs != nil {
             let interval = settings.retentionCheckIntervalMs
@@ -171,6 +202,54 @@ public final class PostgresStore: MessageStore, Sendable {
         }
     }
 
+    // MARK: Splitting the queues among the writing gateways
+
+    public var keylessShare: QueueShare? { share.withLock { $0 } }
+
+    /// Renews this gateway's row among the splitting gateways (it lasts
+    /// `leaseMs`) and takes its share: its place among the live rows, ordered
+    /// by instance as every gateway orders them; or leaves them when it has
+    /// not appended for a lease (see `WriterPresence`). A renewal that fails
+    /// keeps the share it had: gateways then overlap until the next one,
+    /// which costs lock waits, never order or receipts.
+    func renewShare() async {
+        guard presence.withLock({ $0.listed(appends: appends.load(ordering: .relaxed), now: .now) }) else {
+            return await leaveShare()
+        }
+        do {
+            try await open()
+            let others = try await guarded("renewing this gateway's share of the queues") { [self] in
+                try await primary.rows("""
+                    WITH renewed AS (
+                        INSERT INTO junction_writers (instance, expires_at) VALUES (\(instance), now() + \(leaseMs) * interval '1 millisecond')
+                        ON CONFLICT (instance) DO UPDATE SET expires_at = EXCLUDED.expires_at),
+                    forgotten AS (DELETE FROM junction_writers WHERE expires_at < now() - interval '1 minute')
+                    SELECT instance FROM junction_writers WHERE expires_at > now() AND instance <> \(instance)
+                    """, logger: logger).map { try $0.decode(String.self) }
+            }
+            let live = (others + [instance]).sorted()
+            let renewed = QueueShare(index: live.firstIndex(of: instance)!, count: live.count)
+            let before = share.withLock { share in defer { share = renewed }; return share }
+            if before != renewed {
+                logger.info("this gateway's share of the queues changed", metadata: [
+                    "gateway": "\(renewed.map { $0.index + 1 } ?? 0)", "of": "\(live.count)",
+                ])
+            }
+        } catch {
+            if !Task.isCancelled { logger.warning("cannot renew this gateway's share of the queues; keeping it", metadata: ["error": "\(error)"]) }
+        }
+    }
+
+    /// Leaves the splitting gateways, so that the others take its queues now
+    /// rather than when its row expires; its own messages go to every queue.
+    private func leaveShare() async {
+        guard share.withLock({ share in defer { share = nil }; return share }) != nil else { return }
+        logger.info("this gateway left the split of the queues (no appends for a lease, or closing)")
+        _ = try? await guarded("leaving the splitting gateways") { [self] in
+            try await primary.rows("DELETE FROM junction_writers WHERE instance = \(instance)", logger: logger)
+        }
+    }
+
     // MARK: Schema
 
     static let schema: [PostgresQuery] = [
@@ -197,6 +276,7 @@ public final class PostgresStore: MessageStore, Sendable {
             topic text NOT NULL, id text NOT NULL, claimed_at bigint NOT NULL, window_ms bigint NOT NULL,
             message bigint, queue integer, queue_offset bigint, stored_at bigint, PRIMARY KEY (topic, id))
         """,
+        "CREATE TABLE IF NOT EXISTS junction_writers (instance text PRIMARY KEY, expires_at timestamptz NOT NULL)",
         "CREATE TABLE IF NOT EXISTS junction_members (grp text NOT NULL, topic text NOT NULL, gateway text NOT NULL, expires_at timestamptz NOT NULL, PRIMARY KEY (grp, topic, gateway))",
         """
         CREATE TABLE IF NOT EXISTS junction_leases (
@@ -324,6 +404,7 @@ public final class PostgresStore: MessageStore, Sendable {
     public func enqueue(_ requests: [AppendRequest], completion: @escaping @Sendable (Result<[AppendResult], any Error>) -> Void) {
         if let refusal = Self.refusal(requests) { return completion(.failure(refusal)) }
         guard !requests.isEmpty else { return completion(.success([])) }
+        if splitting { appends.add(1, ordering: .relaxed) }
         // Each unit goes to the lane of its first message's queue: a queue's
         // single-message publishes keep one lane, so their offsets follow
         // their order; lanes commit in parallel. (A unit spanning the queues of
@@ -1111,6 +1192,7 @@ public final class PostgresStore: MessageStore, Sendable {
         await watched("PostgreSQL: stopping the notification listener and the poll", logger: logger) {
             for task in tasks { await task.value }
         }
+        await leaveShare()
         for lane in lanes {
             for pending in lane.queue.withLock({ $0.drain() }) { pending.completion(.failure(BrokerError(.storeClosed, "the PostgreSQL store is closed"))) }
         }

@@ -66,7 +66,7 @@ struct GatewayPostgresTests {
         #expect(await gateway.stop() == 0)
     }
 
-    @Test("storage.backend and storage.postgres are checked: unknown backend, missing url, bad url, unset passwordEnv, lanes beyond the pool")
+    @Test("storage.backend and storage.postgres are checked: unknown backend, missing url, bad url, unset passwordEnv, lanes beyond the pool, an unknown keylessQueues")
     func configuration() {
         func refusal(_ storage: String) -> String? {
             do { _ = try GatewayConfiguration.decode(Array(#"{"storage": \#(storage)}"#.utf8), file: "junction.json"); return nil } catch { return error.path }
@@ -80,6 +80,7 @@ struct GatewayPostgresTests {
         // Lanes: each needs a connection besides the listening and the reading one.
         #expect(refusal(#"{"backend": "postgres", "postgres": {"url": "postgres://u@h/d", "poolSize": 4, "lanes": 3}}"#) == "storage.postgres.lanes")
         #expect(refusal(#"{"backend": "postgres", "postgres": {"url": "postgres://u@h/d", "lanes": 0}}"#) == "storage.postgres.lanes")
+        #expect(refusal(#"{"backend": "postgres", "postgres": {"url": "postgres://u@h/d", "keylessQueues": "half"}}"#) == "storage.postgres.keylessQueues")
         let lanes = try? GatewayConfiguration.decode(Array(#"{"storage": {"backend": "postgres", "postgres": {"url": "postgres://u@h/d", "poolSize": 10, "lanes": 8}}}"#.utf8), file: "junction.json")
         var eight = PostgresSettings(host: "h", port: 5432, username: "u", database: "d", poolSize: 10)
         eight.lanes = 8
@@ -94,6 +95,44 @@ struct GatewayPostgresTests {
         var expected = PostgresSettings(host: "a", port: 5432, username: "j", database: "broker")
         expected.alternates = [PostgresEndpoint(host: "b", port: 5433)]
         #expect(pair?.backend == .postgres(expected))
+    }
+}
+
+/// Two gateways with `keylessQueues: split`.
+@Suite("Gateways on one database splitting the queues")
+struct KeylessSplitTests {
+    @Test("with keylessQueues split, two gateways put messages without a sharding key on their own halves of the queues; keyed messages go to the key's queue on either; a consumer gets them all")
+    func halves() async throws {
+        let server = await PostgresServer.shared()
+        let database = try await server.createDatabase()
+        let config = #"{"storage": {"backend": "postgres", "postgres": {"url": "postgres://postgres@127.0.0.1:\#(server.port)/\#(database)", "poolSize": 4, "leaseMs": 6000, "keylessQueues": "split"}}, "topics": [{"name": "split", "queues": 8}]}"#
+        let directories = [TemporaryDirectory(), TemporaryDirectory()]
+        var gateways: [InProcessGateway] = []
+        for directory in directories { gateways.append(try await InProcessGateway.start(directory: directory.path, config: config)) }
+        let stores = gateways.map(\.gateway.store)
+        try await waitUntil(seconds: 60, "the gateways did not both see two splitting gateways") {
+            stores.allSatisfy { $0.keylessShare?.count == 2 }
+        }
+        let shares = stores.map { $0.keylessShare! }
+        #expect(Set(shares.map(\.index)) == [0, 1])
+        var all: [Message] = []
+        for (index, gateway) in gateways.enumerated() {
+            let client = try await JunctionClient.connect(port: gateway.port, reconnect: false)
+            let keyless = (0..<8).map { Message(topic: "split", body: Array("g\(index)-\($0)".utf8)) }
+            let keyed = Message(topic: "split", body: Array("g\(index)-keyed".utf8), shardingKey: "order-7")
+            let receipts = try await client.publish(keyless + [keyed])
+            let own = shares[index].queues(of: 8)
+            #expect(Set(receipts.prefix(8).map(\.queue)) == Set(own), "gateway \(index) has queues \(own)")
+            #expect(receipts[8].queue == Int(FNV1a.hash("order-7") % 8))
+            all += keyless + [keyed]
+            await client.close()
+        }
+        let client = try await JunctionClient.connect(port: gateways[0].port, reconnect: false)
+        let subscription = try await client.subscribe(WireSubscription(topic: "split", group: "all", start: .earliest, credit: 64))
+        let got = try await deliveries(of: subscription, count: all.count, "every message")
+        #expect(Set(got.map(text)) == Set(all.map { String(decoding: $0.body, as: UTF8.self) }))
+        await client.close()
+        for gateway in gateways { #expect(await gateway.stop() == 0) }
     }
 }
 

@@ -409,6 +409,79 @@ struct CoordinationTableTests {
     }
 }
 
+@Suite("PostgreSQL store: the writing gateways split the queues")
+struct PostgresKeylessShareTests {
+    @Test("stores with keylessQueues split each take one share among the live ones, in instance order; expired rows do not count; one that closes leaves its share to the others; one that does not split has none")
+    func split() async throws {
+        let server = await PostgresServer.shared()
+        let database = try await server.createDatabase()
+        var settings = server.settings(database: database)
+        settings.leaseMs = 600_000  // renewed when the test asks (the periodic renewal comes every 200 s)
+        settings.keylessQueues = .split
+        let (a, b) = (PostgresStore(settings: settings), PostgresStore(settings: settings))
+        let plain = PostgresStore(settings: server.settings(database: database))
+        await a.renewShare()
+        await b.renewShare()
+        await a.renewShare()
+        let order = [a.instance, b.instance].sorted()
+        #expect(a.keylessShare == QueueShare(index: order.firstIndex(of: a.instance)!, count: 2))
+        #expect(b.keylessShare == QueueShare(index: order.firstIndex(of: b.instance)!, count: 2))
+        _ = try await plain.knownTopics()
+        #expect(plain.keylessShare == nil)
+        #expect(await server.query("SELECT count(*) FROM junction_writers", database: database) == ["2"], "only the splitting stores are listed")
+
+        try await b.close()
+        await a.renewShare()
+        #expect(a.keylessShare == QueueShare(index: 0, count: 1), "the closed store left at once")
+        #expect(await server.execute("INSERT INTO junction_writers VALUES ('zz-expired', now() - interval '1 second'), ('zz-live', now() + interval '1 hour')", database: database))
+        await a.renewShare()
+        #expect(a.keylessShare == QueueShare(index: 0, count: 2), "the live row counts, the expired one does not")
+        try await a.close()
+        try await plain.close()
+    }
+
+    @Test("a splitting gateway is listed from its start and while it appends; after a lease without appends it is not, and its next append lists it again")
+    func presence() {
+        let start = ContinuousClock.now
+        var presence = WriterPresence(leaseMs: 1000, now: start)
+        var listed: [Bool] = []
+        for (appends, ms) in [(0, 999), (0, 1000), (3, 5000), (3, 5999), (4, 6500), (4, 7500)] {
+            listed.append(presence.listed(appends: appends, now: start + .milliseconds(ms)))
+        }
+        // From its start; not after a lease without appends; an append lists it again, for a lease from its last one.
+        #expect(listed == [true, false, true, true, true, false])
+    }
+
+    @Test("a splitting store stays listed while it appends; once it stops it leaves the split within a few leases; the other then has every queue")
+    func idleLeaves() async throws {
+        let server = await PostgresServer.shared()
+        let database = try await server.createDatabase()
+        var settings = server.settings(database: database)
+        settings.keylessQueues = .split
+        var busy = settings
+        busy.leaseMs = 600_000  // renewed when the test asks
+        var idle = settings
+        idle.leaseMs = 1000
+        let (a, b) = (PostgresStore(settings: busy), PostgresStore(settings: idle))
+        try await waitUntil(seconds: 60, "the store never joined the split") { b.keylessShare != nil }
+        // Appending for a lease and a half keeps it listed.
+        let appending = ContinuousClock.now
+        while ContinuousClock.now - appending < .milliseconds(1500) {
+            _ = try await b.append([AppendRequest(message: Message(topic: "t", body: [1]), queue: 0)])
+            try await Task.sleep(for: .milliseconds(50))  // the pace of the appends, not a wait for anything
+        }
+        #expect(b.keylessShare != nil, "a store that appends left the split")
+        try await waitUntil(seconds: 60, "the idle store never left the split (its share: \(String(describing: b.keylessShare)))") {
+            guard b.keylessShare == nil else { return false }
+            return await server.query("SELECT count(*) FROM junction_writers WHERE instance = '\(b.instance)'", database: database) == ["0"]
+        }
+        await a.renewShare()
+        #expect(a.keylessShare == QueueShare(index: 0, count: 1))
+        try await a.close()
+        try await b.close()
+    }
+}
+
 @Suite("PostgreSQL coordination: fencing")
 struct PostgresFencingTests {
     @Test("a gateway does not save a queue's progress over another gateway's live lease; once that lease has expired it does")

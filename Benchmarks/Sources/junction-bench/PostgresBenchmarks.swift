@@ -32,7 +32,7 @@ struct PostgresBenchmarks {
 
         // Three rounds, each load once per round on a new database, in turn (the VM's speed drifts).
         // Each load starts after a CHECKPOINT, so that none pays for writing out the one before it.
-        var ceilings: [Double] = [], copyCeilings: [Double] = [], singles: [Double] = [], pairs: [Double] = []
+        var ceilings: [Double] = [], copyCeilings: [Double] = [], singles: [Double] = [], pairs: [Double] = [], splitPairs: [Double] = []
         for _ in 0..<3 {
             // Junction through one gateway (it also creates the schema the ceiling copies).
             let one = try server.createDatabase()
@@ -49,6 +49,12 @@ struct PostgresBenchmarks {
                 try server.psql(database: two, command: "CHECKPOINT")
                 return try publish(netbench, ports: ports, total: count)
             })
+            // The same with each gateway putting its messages on its own half of the queues.
+            let split = try server.createDatabase()
+            splitPairs.append(try await withGateways(junction, server: server, database: split, count: 2, keylessQueues: "split") { ports in
+                try server.psql(database: split, command: "CHECKPOINT")
+                return try publish(netbench, ports: ports, total: count)
+            })
         }
         let ceiling = CPeerBenchmarks.Runs(values: ceilings), copyCeiling = CPeerBenchmarks.Runs(values: copyCeilings)
         func row(_ load: String, _ runs: CPeerBenchmarks.Runs) {
@@ -58,6 +64,7 @@ struct PostgresBenchmarks {
         row("plain client: `psql` `\\copy` of 100 rows per statement, 8 processes, autocommit (the COPY ceiling)", copyCeiling)
         row("Junction, one gateway, \(Self.publishers) publishing connections", CPeerBenchmarks.Runs(values: singles))
         row("Junction, two gateways on one database, \(Self.publishers / 2) publishing connections each", CPeerBenchmarks.Runs(values: pairs))
+        row("Junction, two gateways as above, `keylessQueues: split` (each writes its own half of the queues)", CPeerBenchmarks.Runs(values: splitPairs))
         print("")
         print("Each cell: the median of 3 runs (the lowest and highest in brackets); the ratio is of the medians.")
         print("Target: at least 0.8× the ceiling. Junction writes its rows by COPY, so the COPY ceiling is given beside it. For scale: pgmq reports 150k writes/s with 20 writers batching 100 on 16 vCPUs; River about 46k jobs/s.")
@@ -72,10 +79,10 @@ struct PostgresBenchmarks {
     }
 
     /// Starts `count` gateways on one database; `body` gets their tcp ports.
-    private func withGateways<T>(_ junction: String, server: ScratchPostgres, database: String, count: Int, _ body: ([Int]) async throws -> T) async throws -> T {
+    private func withGateways<T>(_ junction: String, server: ScratchPostgres, database: String, count: Int, keylessQueues: String = "all", _ body: ([Int]) async throws -> T) async throws -> T {
         var gateways: [ServerProcess] = []
         defer { for gateway in gateways { gateway.stop() } }
-        let lanes = ", \"lanes\": \(Self.lanes(gateways: count))"
+        let lanes = ", \"lanes\": \(Self.lanes(gateways: count)), \"keylessQueues\": \"\(keylessQueues)\""
         for n in 0..<count {
             let directory = "\(root)/pg-gateway-\(database)-\(n)"
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)

@@ -290,6 +290,7 @@ public final class Broker: Sendable {
         requestTopics.reserveCapacity(toStore.count)
         var scheduled: [Int] = []
         let storeDedupes = store.dedupesAppends
+        let share = store.keylessShare
         // A batch is mostly one topic: it is looked up again only when the name changes.
         var lastTopic: Topic?
         do {
@@ -311,7 +312,7 @@ public final class Broker: Sendable {
                 let claim = storeDedupes ? (dedupeKeys?[index] ?? dedupeKey(for: messages[index])).map { key in
                     DedupeClaim(topic: key.topic, id: key.id, windowMs: key.id.hasPrefix("%copy%") ? copyWindowMs : Int64(settings.defaults.dedupeWindowMs))
                 } : nil
-                requests.append(AppendRequest(message: message, queue: topic.queue(for: message.shardingKey), dedupe: claim, unit: units?[index] ?? 0))
+                requests.append(AppendRequest(message: message, queue: topic.queue(for: message.shardingKey, share: share), dedupe: claim, unit: units?[index] ?? 0))
                 requestTopics.append(topic)
             }
         } catch {

@@ -19,10 +19,14 @@ final class Topic: Sendable {
         publishedBytes = Counter(label: "junction_topic_publish_bytes_total", dimensions: [("topic", name)])
     }
 
-    /// The queue for a message: the sharding key's hash, else the next in turn.
-    func queue(for shardingKey: String?) -> Int {
+    /// The queue for a message: the sharding key's hash, else the next in
+    /// turn among all queues, or among this gateway's share of them.
+    func queue(for shardingKey: String?, share: QueueShare? = nil) -> Int {
         if let shardingKey { return Int(FNV1a.hash(shardingKey) % UInt64(queues)) }
-        return Int(cursor.add(1, ordering: .relaxed).oldValue % UInt64(queues))
+        let turn = cursor.add(1, ordering: .relaxed).oldValue
+        guard let share else { return Int(turn % UInt64(queues)) }
+        let own = share.queues(of: queues)
+        return own.lowerBound + Int(turn % UInt64(own.count))
     }
 }
 
