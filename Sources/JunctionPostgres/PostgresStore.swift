@@ -127,8 +127,10 @@ public final class PostgresStore: MessageStore, Sendable {
     /// This gateway's share of the queues for messages without a sharding
     /// key (`keylessQueues: split`), renewed with the list of live gateways.
     private let share = Mutex<QueueShare?>(nil)
-    /// Appends so far, counted when splitting: a gateway that stops appending leaves its share.
+    /// Appends asked for and answered so far, counted when splitting: a
+    /// gateway that stops appending leaves its share.
     private let appends = Atomic<Int>(0)
+    private let answered = Atomic<Int>(0)
     private let splitting: Bool
     private let presence: Mutex<WriterPresence>
 
@@ -145,7 +147,7 @@ public final class PostgresStore: MessageStore, Sendable {
         retentionMaxAgeMs = settings.retentionMaxAgeMs
         timeoutMs = settings.timeoutMs
         splitting = settings.keylessQueues == .split
-        presence = Mutex(WriterPresence(leaseMs: settings.leaseMs, now: .now))
+        presence = Mutex(WriterPresence(leaseMs: settings.leaseMs))
         // One connection listens, one is kept for reads and coordination; the rest write.
         lanes = (0..<max(1, min(settings.lanes, settings.poolSize - 2))).map { _ in AppendLane() }
         ready = Task {
@@ -209,11 +211,13 @@ public final class PostgresStore: MessageStore, Sendable {
     /// Renews this gateway's row among the splitting gateways (it lasts
     /// `leaseMs`) and takes its share: its place among the live rows, ordered
     /// by instance as every gateway orders them; or leaves them when it has
-    /// not appended for a lease (see `WriterPresence`). A renewal that fails
+    /// not appended for a lease since its first renewal or its last append
+    /// (see `WriterPresence`). A renewal that fails
     /// keeps the share it had: gateways then overlap until the next one,
     /// which costs lock waits, never order or receipts.
     func renewShare() async {
-        guard presence.withLock({ $0.listed(appends: appends.load(ordering: .relaxed), now: .now) }) else {
+        let (asked, done) = (appends.load(ordering: .relaxed), answered.load(ordering: .relaxed))
+        guard presence.withLock({ $0.listed(appends: asked, inFlight: asked != done, now: .now) }) else {
             return await leaveShare()
         }
         do {
@@ -401,10 +405,18 @@ public final class PostgresStore: MessageStore, Sendable {
     /// under PostgreSQL's 65535 per statement).
     static let maxBatchMessages = 1000
 
-    public func enqueue(_ requests: [AppendRequest], completion: @escaping @Sendable (Result<[AppendResult], any Error>) -> Void) {
-        if let refusal = Self.refusal(requests) { return completion(.failure(refusal)) }
-        guard !requests.isEmpty else { return completion(.success([])) }
-        if splitting { appends.add(1, ordering: .relaxed) }
+    public func enqueue(_ requests: [AppendRequest], completion answer: @escaping @Sendable (Result<[AppendResult], any Error>) -> Void) {
+        if let refusal = Self.refusal(requests) { return answer(.failure(refusal)) }
+        guard !requests.isEmpty else { return answer(.success([])) }
+        var completion = answer
+        if splitting {
+            // Counted as it is asked and as it is answered: one in flight between the two keeps the gateway listed.
+            appends.add(1, ordering: .relaxed)
+            completion = { [self] result in
+                answered.add(1, ordering: .relaxed)
+                answer(result)
+            }
+        }
         // Each unit goes to the lane of its first message's queue: a queue's
         // single-message publishes keep one lane, so their offsets follow
         // their order; lanes commit in parallel. (A unit spanning the queues of

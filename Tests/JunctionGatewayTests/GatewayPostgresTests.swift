@@ -110,27 +110,36 @@ struct KeylessSplitTests {
         var gateways: [InProcessGateway] = []
         for directory in directories { gateways.append(try await InProcessGateway.start(directory: directory.path, config: config)) }
         let stores = gateways.map(\.gateway.store)
-        try await waitUntil(seconds: 60, "the gateways did not both see two splitting gateways") {
-            stores.allSatisfy { $0.keylessShare?.count == 2 }
+        var clients: [JunctionClient] = []
+        for gateway in gateways { clients.append(try await JunctionClient.connect(port: gateway.port, reconnect: false)) }
+        // A gateway is listed while it publishes: both publish until each sees the other.
+        var all: [String] = []
+        let deadline = ContinuousClock.now + .seconds(60)
+        while !stores.allSatisfy({ $0.keylessShare?.count == 2 }) {
+            guard ContinuousClock.now < deadline else { throw TimeoutError(message: "the gateways did not both see two splitting gateways: \(stores.map(\.keylessShare))") }
+            for (index, client) in clients.enumerated() {
+                let body = "warm-\(index)-\(all.count)"
+                _ = try await client.publish(Message(topic: "split", body: Array(body.utf8)))
+                all.append(body)
+            }
+            try await Task.sleep(for: .milliseconds(50))  // the pace of the warm-up publishes
         }
         let shares = stores.map { $0.keylessShare! }
         #expect(Set(shares.map(\.index)) == [0, 1])
-        var all: [Message] = []
-        for (index, gateway) in gateways.enumerated() {
-            let client = try await JunctionClient.connect(port: gateway.port, reconnect: false)
+        for (index, client) in clients.enumerated() {
             let keyless = (0..<8).map { Message(topic: "split", body: Array("g\(index)-\($0)".utf8)) }
             let keyed = Message(topic: "split", body: Array("g\(index)-keyed".utf8), shardingKey: "order-7")
             let receipts = try await client.publish(keyless + [keyed])
             let own = shares[index].queues(of: 8)
             #expect(Set(receipts.prefix(8).map(\.queue)) == Set(own), "gateway \(index) has queues \(own)")
             #expect(receipts[8].queue == Int(FNV1a.hash("order-7") % 8))
-            all += keyless + [keyed]
-            await client.close()
+            all += (keyless + [keyed]).map { String(decoding: $0.body, as: UTF8.self) }
         }
+        for client in clients { await client.close() }
         let client = try await JunctionClient.connect(port: gateways[0].port, reconnect: false)
         let subscription = try await client.subscribe(WireSubscription(topic: "split", group: "all", start: .earliest, credit: 64))
         let got = try await deliveries(of: subscription, count: all.count, "every message")
-        #expect(Set(got.map(text)) == Set(all.map { String(decoding: $0.body, as: UTF8.self) }))
+        #expect(Set(got.map(text)) == Set(all))
         await client.close()
         for gateway in gateways { #expect(await gateway.stop() == 0) }
     }

@@ -440,16 +440,19 @@ struct PostgresKeylessShareTests {
         try await plain.close()
     }
 
-    @Test("a splitting gateway is listed from its start and while it appends; after a lease without appends it is not, and its next append lists it again")
+    @Test("a splitting gateway is listed from its first renewal and while it appends or waits for an append; after a lease without either it is not, and its next append lists it again")
     func presence() {
         let start = ContinuousClock.now
-        var presence = WriterPresence(leaseMs: 1000, now: start)
+        var presence = WriterPresence(leaseMs: 1000)
         var listed: [Bool] = []
-        for (appends, ms) in [(0, 999), (0, 1000), (3, 5000), (3, 5999), (4, 6500), (4, 7500)] {
-            listed.append(presence.listed(appends: appends, now: start + .milliseconds(ms)))
+        let renewals = [(0, false, 0), (0, false, 999), (0, false, 1000), (3, false, 5000), (3, false, 5999), (4, false, 6500), (4, false, 7500),
+                        (5, true, 8000), (5, true, 9500), (5, true, 11000), (5, false, 11999), (5, false, 12000)]
+        for (appends, inFlight, ms) in renewals {
+            listed.append(presence.listed(appends: appends, inFlight: inFlight, now: start + .milliseconds(ms)))
         }
-        // From its start; not after a lease without appends; an append lists it again, for a lease from its last one.
-        #expect(listed == [true, false, true, true, true, false])
+        // From its first renewal; not after a lease without appends; an append lists it again, for a lease from the
+        // renewal that saw it; one in flight (answered only after longer than a lease) keeps it listed.
+        #expect(listed == [true, true, false, true, true, true, false, true, true, true, true, false])
     }
 
     @Test("a splitting store stays listed while it appends; once it stops it leaves the split within a few leases; the other then has every queue")
