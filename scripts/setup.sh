@@ -25,6 +25,8 @@ command -v chromium >/dev/null 2>&1 || apt_packages+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || apt_packages+=(chromium-driver)
 # The PostgreSQL backend is tested against a real server the tests start (initdb into a temporary directory).
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || apt_packages+=(postgresql)
+# gdb: a test run that hangs prints every thread's backtrace (scripts/run-tests.sh).
+command -v gdb >/dev/null 2>&1 || apt_packages+=(gdb)
 if [ ${#apt_packages[@]} -gt 0 ]; then
     echo "setup: installing ${apt_packages[*]} with apt-get"
     as_root apt-get update -qq
