@@ -421,29 +421,7 @@ public final class PostgresStore: MessageStore, Sendable {
         // single-message publishes keep one lane, so their offsets follow
         // their order; lanes commit in parallel. (A unit spanning the queues of
         // several lanes is still correct: the counters' row locks order it.)
-        // (A unit's requests usually follow each other: the lane is looked up
-        // only when the unit changes, and a topic's hash only when the topic does.)
-        var parts = [[Int]](repeating: [], count: lanes.count)
-        var laneOfUnit: [Int: Int] = [:]
-        var last: (unit: Int, lane: Int)?
-        var hashed: (topic: String, hash: UInt64)?
-        for index in requests.indices {
-            let unit = requests[index].unit
-            let lane: Int
-            if let last, last.unit == unit {
-                lane = last.lane
-            } else if let known = laneOfUnit[unit] {
-                lane = known
-                last = (unit, lane)
-            } else {
-                let topic = requests[index].message.topic
-                if hashed?.topic != topic { hashed = (topic, FNV1a.hash(topic)) }
-                lane = Int((hashed!.hash &+ UInt64(requests[index].queue)) % UInt64(lanes.count))
-                laneOfUnit[unit] = lane
-                last = (unit, lane)
-            }
-            parts[lane].append(index)
-        }
+        let parts = Self.partition(requests, lanes: lanes.count)
         let used = parts.indices.filter { !parts[$0].isEmpty }
         guard used.count > 1 else { return add(requests, to: used[0], completion) }
         // Answered once every lane has stored its part (a failed part fails the call: no receipt).
@@ -452,6 +430,39 @@ public final class PostgresStore: MessageStore, Sendable {
             let indices = parts[lane]
             add(indices.map { requests[$0] }, to: lane) { result in gathering.part(indices, result) }
         }
+    }
+
+    /// The indices of `requests` each lane writes, in order: each unit goes
+    /// whole to the lane of its first message's queue. The broker numbers a
+    /// call's units from 0; their lanes are kept by number, others' in a
+    /// dictionary. (A unit's requests usually follow each other: the lane is
+    /// looked up only when the unit changes, and a topic's hash only when
+    /// the topic does.)
+    static func partition(_ requests: [AppendRequest], lanes: Int) -> [[Int]] {
+        var parts = [[Int]](repeating: [], count: lanes)
+        var laneOfNumber = [Int](repeating: -1, count: requests.count)
+        var laneOfUnit: [Int: Int] = [:]
+        var last: (unit: Int, lane: Int)?
+        var hashed: (topic: String, hash: UInt64)?
+        for index in requests.indices {
+            let unit = requests[index].unit
+            let numbered = laneOfNumber.indices.contains(unit)
+            let lane: Int
+            if let last, last.unit == unit {
+                lane = last.lane
+            } else if let known = numbered ? (laneOfNumber[unit] >= 0 ? laneOfNumber[unit] : nil) : laneOfUnit[unit] {
+                lane = known
+                last = (unit, lane)
+            } else {
+                let topic = requests[index].message.topic
+                if hashed?.topic != topic { hashed = (topic, FNV1a.hash(topic)) }
+                lane = Int((hashed!.hash &+ UInt64(requests[index].queue)) % UInt64(lanes))
+                if numbered { laneOfNumber[unit] = lane } else { laneOfUnit[unit] = lane }
+                last = (unit, lane)
+            }
+            parts[lane].append(index)
+        }
+        return parts
     }
 
     private func add(_ requests: [AppendRequest], to index: Int, _ completion: @escaping @Sendable (Result<[AppendResult], any Error>) -> Void) {

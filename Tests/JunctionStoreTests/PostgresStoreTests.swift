@@ -249,6 +249,27 @@ struct PostgresGroupCommitTests {
 }
 
 extension PostgresGroupCommitTests {
+    @Test("a call's requests are split among the lanes unit by unit: each unit whole in the lane of its first message's queue, each lane's part in the call's order; units numbered from 0 as the broker does, others, and a unit that comes back later alike")
+    func partition() {
+        func request(_ queue: Int, unit: Int, topic: String = "t") -> AppendRequest {
+            AppendRequest(message: Message(topic: topic, body: []), queue: queue, unit: unit)
+        }
+        // Units 0…3 (numbered), 1000 and -7 (not), unit 1 and unit 1000 each coming back after another unit, two topics.
+        let requests = [request(0, unit: 0), request(1, unit: 1), request(2, unit: 1), request(3, unit: 1000), request(4, unit: 2),
+                        request(5, unit: 1), request(4, unit: 1000), request(7, unit: -7, topic: "u"), request(0, unit: 3, topic: "u")]
+        let lanes = 3
+        let parts = PostgresStore.partition(requests, lanes: lanes)
+        #expect(parts.flatMap { $0 }.sorted() == Array(requests.indices), "every request in one part")
+        for part in parts { #expect(part == part.sorted(), "a lane's part keeps the call's order: \(part)") }
+        let laneOf = Dictionary(uniqueKeysWithValues: parts.enumerated().flatMap { lane, part in part.map { ($0, lane) } })
+        for unit in Set(requests.map(\.unit)) {
+            let members = requests.indices.filter { requests[$0].unit == unit }
+            let first = requests[members[0]]
+            let expected = Int((FNV1a.hash(first.message.topic) &+ UInt64(first.queue)) % UInt64(lanes))
+            #expect(members.allSatisfy { laneOf[$0] == expected }, "unit \(unit) whole in lane \(expected): \(members.map { laneOf[$0]! })")
+        }
+    }
+
     @Test("one append of many units is written by several lanes at once and answered in order; a unit is stored whole, a queue's single-message units in their order")
     func unitsAcrossLanes() async throws {
         let server = await PostgresServer.shared()
