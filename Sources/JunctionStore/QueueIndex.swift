@@ -17,10 +17,14 @@ struct IndexEntry: Sendable, Equatable {
 
     var isHole: Bool { size == 0 }
 
+    /// Appends its 20 bytes (position, size, tag hash, little-endian) in one
+    /// call: five 32-bit words, low word first, have no padding between them.
     func append(to buffer: inout [UInt8]) {
-        buffer.appendLittleEndian(position)
-        buffer.appendLittleEndian(size)
-        buffer.appendLittleEndian(tagHash)
+        let words = (
+            UInt32(truncatingIfNeeded: position).littleEndian, UInt32(truncatingIfNeeded: position >> 32).littleEndian,
+            size.littleEndian,
+            UInt32(truncatingIfNeeded: tagHash).littleEndian, UInt32(truncatingIfNeeded: tagHash >> 32).littleEndian)
+        Swift.withUnsafeBytes(of: words) { buffer.append(contentsOf: $0) }
     }
 
     init(position: UInt64, size: UInt32, tagHash: UInt64) {
