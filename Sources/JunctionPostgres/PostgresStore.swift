@@ -80,7 +80,7 @@ public struct PostgresSettings: Sendable, Hashable {
 public enum KeylessQueues: String, Sendable, Hashable, CaseIterable {
     /// Every queue of the topic in turn, whichever gateway receives the message.
     case all
-    /// The live gateways that split split each topic's queues among them.
+    /// The gateways that publish with this setting split each topic's queues among them.
     case split
 }
 
@@ -127,10 +127,9 @@ public final class PostgresStore: MessageStore, Sendable {
     /// This gateway's share of the queues for messages without a sharding
     /// key (`keylessQueues: split`), renewed with the list of live gateways.
     private let share = Mutex<QueueShare?>(nil)
-    /// Appends asked for and answered so far, counted when splitting: a
-    /// gateway that stops appending leaves its share.
+    /// Appends asked for so far, counted when splitting: a gateway that
+    /// stops appending leaves its share.
     private let appends = Atomic<Int>(0)
-    private let answered = Atomic<Int>(0)
     private let splitting: Bool
     private let presence: Mutex<WriterPresence>
 
@@ -157,13 +156,13 @@ public final class PostgresStore: MessageStore, Sendable {
         }
         if settings.keylessQueues == .split {
             let period = max(100, settings.leaseMs / 3)
-            let splitting = Task { [weak self] in
+            let renewing = Task { [weak self] in
                 while !Task.isCancelled {
                     await self?.renewShare()
                     try? await Task.sleep(for: .milliseconds(period))  // the writers' renewal period
                 }
             }
-            watchers.withLock { $0.append(splitting) }
+            watchers.withLock { $0.append(renewing) }
         }
         if settings.retentionMaxAgeMs != nil {
             let interval = settings.retentionCheckIntervalMs
@@ -212,12 +211,13 @@ public final class PostgresStore: MessageStore, Sendable {
     /// `leaseMs`) and takes its share: its place among the live rows, ordered
     /// by instance as every gateway orders them; or leaves them when it has
     /// not appended for a lease since its first renewal or its last append
-    /// (see `WriterPresence`). A renewal that fails
-    /// keeps the share it had: gateways then overlap until the next one,
-    /// which costs lock waits, never order or receipts.
+    /// (see `WriterPresence`). A renewal that fails keeps the share it had:
+    /// gateways then overlap until the next one, which costs lock waits,
+    /// never order or receipts.
     func renewShare() async {
-        let (asked, done) = (appends.load(ordering: .relaxed), answered.load(ordering: .relaxed))
-        guard presence.withLock({ $0.listed(appends: asked, inFlight: asked != done, now: .now) }) else {
+        // An append is in flight while a lane's writer runs: it ends only when nothing waits.
+        let inFlight = lanes.contains { lane in lane.queue.withLock { $0.writing } }
+        guard presence.withLock({ $0.listed(appends: appends.load(ordering: .relaxed), inFlight: inFlight, now: .now) }) else {
             return await leaveShare()
         }
         do {
@@ -405,18 +405,10 @@ public final class PostgresStore: MessageStore, Sendable {
     /// under PostgreSQL's 65535 per statement).
     static let maxBatchMessages = 1000
 
-    public func enqueue(_ requests: [AppendRequest], completion answer: @escaping @Sendable (Result<[AppendResult], any Error>) -> Void) {
-        if let refusal = Self.refusal(requests) { return answer(.failure(refusal)) }
-        guard !requests.isEmpty else { return answer(.success([])) }
-        var completion = answer
-        if splitting {
-            // Counted as it is asked and as it is answered: one in flight between the two keeps the gateway listed.
-            appends.add(1, ordering: .relaxed)
-            completion = { [self] result in
-                answered.add(1, ordering: .relaxed)
-                answer(result)
-            }
-        }
+    public func enqueue(_ requests: [AppendRequest], completion: @escaping @Sendable (Result<[AppendResult], any Error>) -> Void) {
+        if let refusal = Self.refusal(requests) { return completion(.failure(refusal)) }
+        guard !requests.isEmpty else { return completion(.success([])) }
+        if splitting { appends.add(1, ordering: .relaxed) }
         // Each unit goes to the lane of its first message's queue: a queue's
         // single-message publishes keep one lane, so their offsets follow
         // their order; lanes commit in parallel. (A unit spanning the queues of

@@ -112,10 +112,8 @@ final class PrimaryClient: Sendable {
     /// Stops the watch and closes the pool's connections. The pool is waited
     /// for at most `storage.postgres.timeoutMs`: a connection that does not
     /// close by then (one still being made to a server that does not answer)
-    /// is left to close by itself, and a gateway's stop goes on. Returns
-    /// whether the pool closed in time.
-    @discardableResult
-    func shutdown() async -> Bool {
+    /// is left to close by itself, and a gateway's stop goes on.
+    func shutdown() async {
         let task = watch.withLock { task in defer { task = nil }; return task }
         task?.cancel()
         await task?.value
@@ -125,9 +123,8 @@ final class PrimaryClient: Sendable {
             logger.error("the PostgreSQL connections did not close in time; left to close by themselves", metadata: [
                 "waitedMs": "\(settings.timeoutMs)", "operationsInFlight": "\(inFlight.count)",
             ])
-            return false
+            return
         }
-        return true
     }
 
     /// Whether `task` ends within `timeoutMs`; past it, it is no longer waited for.

@@ -1,10 +1,9 @@
 /// Whether a gateway with `keylessQueues: split` is listed among the gateways
 /// that split the queues: from its first renewal, and again from its first
 /// append after a pause, until it has had no append asked for or in flight
-/// for a whole lease. A
-/// gateway that receives no publishes then leaves its share to those that
-/// do, so one gateway publishing alone spreads its messages over every
-/// queue. A value, asked at each renewal.
+/// for a whole lease. A gateway that receives no publishes then leaves its
+/// share to those that do, so one gateway publishing alone spreads its
+/// messages over every queue. A value, asked at each renewal.
 struct WriterPresence {
     let lease: Duration
     private var seenAppends = 0

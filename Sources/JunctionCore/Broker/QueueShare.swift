@@ -13,7 +13,7 @@ public struct QueueShare: Sendable, Hashable {
 
     /// Nil unless `0 <= index < count`.
     public init?(index: Int, count: Int) {
-        guard count > 0, (0..<count).contains(index) else { return nil }
+        guard (0..<count).contains(index) else { return nil }
         self.index = index
         self.count = count
     }
