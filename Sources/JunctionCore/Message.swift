@@ -6,7 +6,9 @@
 /// A value with copy-on-write storage: its fields live in one shared box, so
 /// a copy (into a stored message, a pending delivery, a batch) costs one
 /// reference count instead of one per field, and a change copies the box
-/// only when another copy still shares it.
+/// only when another copy still shares it. The born timestamp lives beside
+/// the box: the commit log sets it on every message stored without one, and
+/// that change should not copy the box.
 public struct Message: Sendable, Hashable {
     /// The fields. Mutated only through `unique()`, when no other copy holds
     /// it: no two accesses can overlap, so the run-time exclusivity checks a
@@ -21,12 +23,11 @@ public struct Message: Sendable, Hashable {
         @usableFromInline @exclusivity(unchecked) var shardingKey: String?
         @usableFromInline @exclusivity(unchecked) var dedupeID: String?
         @usableFromInline @exclusivity(unchecked) var deliverAt: Int64?
-        @usableFromInline @exclusivity(unchecked) var bornTimestamp: Int64
 
         @usableFromInline
         init(
             topic: String, tag: String?, keys: [String], properties: [String: String], body: [UInt8],
-            shardingKey: String?, dedupeID: String?, deliverAt: Int64?, bornTimestamp: Int64
+            shardingKey: String?, dedupeID: String?, deliverAt: Int64?
         ) {
             self.topic = topic
             self.tag = tag
@@ -36,19 +37,21 @@ public struct Message: Sendable, Hashable {
             self.shardingKey = shardingKey
             self.dedupeID = dedupeID
             self.deliverAt = deliverAt
-            self.bornTimestamp = bornTimestamp
         }
 
         @usableFromInline
         func copy() -> Storage {
             Storage(
                 topic: topic, tag: tag, keys: keys, properties: properties, body: body,
-                shardingKey: shardingKey, dedupeID: dedupeID, deliverAt: deliverAt, bornTimestamp: bornTimestamp)
+                shardingKey: shardingKey, dedupeID: dedupeID, deliverAt: deliverAt)
         }
     }
 
     @usableFromInline
     var storage: Storage
+
+    /// When the producer made the message.
+    public var bornTimestamp: Int64
 
     /// The box, copied first if another copy of the message shares it.
     @inlinable
@@ -105,13 +108,6 @@ public struct Message: Sendable, Hashable {
         get { storage.deliverAt }
         _modify { yield &unique().deliverAt }
     }
-    /// When the producer made the message.
-    @inlinable
-    public var bornTimestamp: Int64 {
-        get { storage.bornTimestamp }
-        _modify { yield &unique().bornTimestamp }
-    }
-
     /// Creates a message; `bornTimestamp` defaults to 0, meaning "when stored".
     public init(
         topic: String,
@@ -126,14 +122,16 @@ public struct Message: Sendable, Hashable {
     ) {
         storage = Storage(
             topic: topic, tag: tag, keys: keys, properties: properties, body: body,
-            shardingKey: shardingKey, dedupeID: dedupeID, deliverAt: deliverAt, bornTimestamp: bornTimestamp)
+            shardingKey: shardingKey, dedupeID: dedupeID, deliverAt: deliverAt)
+        self.bornTimestamp = bornTimestamp
     }
 
     public static func == (a: Message, b: Message) -> Bool {
+        guard a.bornTimestamp == b.bornTimestamp else { return false }
         if a.storage === b.storage { return true }
         let (x, y) = (a.storage, b.storage)
         return x.topic == y.topic && x.tag == y.tag && x.keys == y.keys && x.properties == y.properties && x.body == y.body
-            && x.shardingKey == y.shardingKey && x.dedupeID == y.dedupeID && x.deliverAt == y.deliverAt && x.bornTimestamp == y.bornTimestamp
+            && x.shardingKey == y.shardingKey && x.dedupeID == y.dedupeID && x.deliverAt == y.deliverAt
     }
 
     public func hash(into hasher: inout Hasher) {
@@ -146,7 +144,7 @@ public struct Message: Sendable, Hashable {
         hasher.combine(fields.shardingKey)
         hasher.combine(fields.dedupeID)
         hasher.combine(fields.deliverAt)
-        hasher.combine(fields.bornTimestamp)
+        hasher.combine(bornTimestamp)
     }
 }
 
