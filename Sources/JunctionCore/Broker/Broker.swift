@@ -200,19 +200,20 @@ public final class Broker: Sendable {
         var combined: [Message] = []
         combined.reserveCapacity(batches.count)
         var checkedTopic: String?
+        // Each publish of the burst is its own unit: stored all or none, apart from the others.
+        var units: [Int] = []
+        units.reserveCapacity(batches.count)
         for (index, messages) in batches.enumerated() {
             if let problem = problem(in: messages, now: now, checkedTopic: &checkedTopic) {
                 results[index] = .failure(problem)
             } else {
                 accepted.append(index)
-                combined.append(contentsOf: messages)
+                // One message, the common publish, appended as itself (append(contentsOf:) costs more).
+                if messages.count == 1 { combined.append(messages[0]) } else { combined.append(contentsOf: messages) }
+                for _ in 0..<messages.count { units.append(index) }
             }
         }
         guard !combined.isEmpty else { return completion(PublishOutcomes(receipts: [], outcomes: results)) }
-        // Each publish of the burst is its own unit: stored all or none, apart from the others.
-        var units: [Int] = []
-        units.reserveCapacity(combined.count)
-        for index in accepted { units += repeatElement(index, count: batches[index].count) }
         store(combined, now: now, isInternal: false, units: units) { [results, accepted] result in
             var results = results
             switch result {
@@ -262,7 +263,8 @@ public final class Broker: Sendable {
         _ messages: [Message], now: Int64, isInternal: Bool, dedupeKeys: [DedupeTable.Key?]? = nil, scheduling: Bool? = nil,
         units: [Int]? = nil, completion: @escaping @Sendable (Result<[PublishReceipt], any Error>) -> Void
     ) {
-        var receipts = [PublishReceipt?](repeating: nil, count: messages.count)
+        // Receipts known before storing: duplicates of messages stored earlier.
+        var known: [(index: Int, receipt: PublishReceipt)] = []
         var claimed: [DedupeTable.Key] = []
         var firstInCall: [DedupeTable.Key: Int] = [:]
         var sameAs: [Int: Int] = [:]
@@ -274,7 +276,7 @@ public final class Broker: Sendable {
             if let first = firstInCall[key] { sameAs[index] = first; continue }
             switch dedupe.claim(key, now: now) {
             case .duplicate(let receipt):
-                receipts[index] = receipt
+                known.append((index, receipt))
             case .claimed:
                 claimed.append(key)
                 firstInCall[key] = index
@@ -337,8 +339,7 @@ public final class Broker: Sendable {
             }
         }
 
-        let finish: @Sendable (Result<[AppendResult], any Error>) -> Void = { [self, receipts, claimed, firstInCall, sameAs, waits, toStore, scheduled, requests, requestTopics] result in
-            var receipts = receipts
+        let finish: @Sendable (Result<[AppendResult], any Error>) -> Void = { [self, known, claimed, firstInCall, sameAs, waits, toStore, scheduled, requests, requestTopics] result in
             let results: [AppendResult]
             switch result {
             case .failure(let error):
@@ -348,12 +349,15 @@ public final class Broker: Sendable {
                 results = stored
             }
             Self.count(requests, into: requestTopics)
+            // The receipts of what this call stored, in the order of `toStore`.
+            var stored: [PublishReceipt] = []
+            stored.reserveCapacity(results.count)
             for (position, (index, result)) in zip(toStore, results).enumerated() {
                 let original = messages[index]
-                receipts[index] = PublishReceipt(
+                stored.append(PublishReceipt(
                     id: result.id, topic: original.topic, queue: result.queue, queueOffset: result.queueOffset,
                     storeTimestamp: result.storeTimestamp, duplicate: result.duplicate,
-                    deliverAt: scheduled.contains(position) ? original.deliverAt : nil)
+                    deliverAt: scheduled.contains(position) ? original.deliverAt : nil))
             }
             let due = scheduled.filter { !results[$0].duplicate }
             if !due.isEmpty {
@@ -364,8 +368,9 @@ public final class Broker: Sendable {
                 // usually writes a few queues of one topic.
                 var ends: [(topic: String, queue: Int, end: UInt64)] = []
                 var grown: [String: [Int: UInt64]] = [:]
-                for (request, result) in zip(requests, results) where !result.duplicate {
-                    let topic = request.message.topic
+                // The topic of each request is its Topic's name (read there: no copy of the request).
+                for (position, result) in results.enumerated() where !result.duplicate {
+                    let topic = requestTopics[position].name
                     if let at = ends.lastIndex(where: { $0.queue == result.queue && $0.topic == topic }) {
                         ends[at].end = Swift.max(ends[at].end, result.queueOffset + 1)
                     } else if ends.count < 32 {
@@ -377,6 +382,14 @@ public final class Broker: Sendable {
                 for (topic, queue, end) in ends { grown[topic, default: [:]][queue] = Swift.max(grown[topic]?[queue] ?? 0, end) }
                 if !grown.isEmpty { delivery.notify(grown: grown) }
             }
+            if toStore.count == messages.count {
+                // The common case: every message stored by this call, so `toStore` is 0, 1, 2 …
+                for key in claimed { dedupe.complete(key, receipt: stored[firstInCall[key]!], storedAt: now) }
+                return answer(.success(stored))
+            }
+            var receipts = [PublishReceipt?](repeating: nil, count: messages.count)
+            for (index, receipt) in known { receipts[index] = receipt }
+            for (position, index) in toStore.enumerated() { receipts[index] = stored[position] }
             for key in claimed {
                 let receipt = receipts[firstInCall[key]!]!
                 // The window runs on the broker's clock, the one `claim` reads.
