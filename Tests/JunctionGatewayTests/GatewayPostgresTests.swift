@@ -167,7 +167,10 @@ struct BusyDatabaseStartTests {
     func triesAgain() async throws {
         let server = await PostgresServer.shared()
         let database = try await server.createDatabase()
-        let config = #"{"storage": {"backend": "postgres", "postgres": {"url": "postgres://postgres@127.0.0.1:\#(server.port)/\#(database)", "poolSize": 4, "timeoutMs": 1000}}, "topics": [{"name": "busy", "queues": 1}]}"#
+        // timeoutMs: short, so that the held lock makes the start time out soon, but
+        // not so short that a database loaded by the rest of the suite does
+        // (a full run once saw every read of the start take over 1 s for a minute).
+        let config = #"{"storage": {"backend": "postgres", "postgres": {"url": "postgres://postgres@127.0.0.1:\#(server.port)/\#(database)", "poolSize": 4, "timeoutMs": 2500}}, "topics": [{"name": "busy", "queues": 1}]}"#
         let dir = TemporaryDirectory()
         // A first start makes the schema; then a session takes junction_topics and keeps it.
         let first = try await InProcessGateway.start(directory: dir.path, config: config)
