@@ -96,6 +96,10 @@ struct CopyRows {
     /// Where the next byte of a row goes, in room its caller reserved.
     private struct Cursor {
         var at: UnsafeMutableRawPointer
+        /// The tables `integer` reads, fetched once a row: each read of a
+        /// static goes through its lazy initialisation check.
+        private let powersOfTen = CopyRows.powersOfTen
+        private let decimalPairs = CopyRows.decimalPairs
 
         init(_ start: UnsafeMutableRawPointer) { at = start }
 
@@ -152,18 +156,18 @@ struct CopyRows {
             var magnitude = value.magnitude
             // ⌊bits × log10(2)⌋ (1233 / 4096 ≈ 0.30103): the number of digits of 2^(bits−1), one less than 2^bits − 1 may have.
             let estimate = ((64 - magnitude.leadingZeroBitCount) &* 1233) >> 12
-            let digits = max(1, estimate + (magnitude >= CopyRows.powersOfTen[estimate] ? 1 : 0))
+            let digits = max(1, estimate + (magnitude >= powersOfTen[estimate] ? 1 : 0))
             var end = at + digits
             at = end
             while magnitude >= 100 {
                 let pair = Int(magnitude % 100)
                 magnitude /= 100
                 end -= 2
-                end.storeBytes(of: CopyRows.decimalPairs[pair].littleEndian, as: UInt16.self)
+                end.storeBytes(of: decimalPairs[pair].littleEndian, as: UInt16.self)
             }
             if magnitude >= 10 {
                 end -= 2
-                end.storeBytes(of: CopyRows.decimalPairs[Int(magnitude)].littleEndian, as: UInt16.self)
+                end.storeBytes(of: decimalPairs[Int(magnitude)].littleEndian, as: UInt16.self)
             } else {
                 end -= 1
                 end.storeBytes(of: UInt8(ascii: "0") + UInt8(magnitude), as: UInt8.self)
