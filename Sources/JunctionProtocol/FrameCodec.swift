@@ -299,6 +299,7 @@ struct WireReader {
         ProtocolError(.malformedFrame, "\(opcode) frame ends inside \(what)", requestID: requestID)
     }
 
+    @inline(__always)
     mutating func integer<T: FixedWidthInteger>(_ what: String) throws(ProtocolError) -> T {
         let size = MemoryLayout<T>.size
         guard remaining >= size else { throw short(what) }

@@ -53,6 +53,10 @@ struct RecentRecords: Sendable {
         let slot: Int
         if let lastSlot, runs[lastSlot].key.queue == message.queue, runs[lastSlot].key.topic == message.message.topic {
             slot = lastSlot
+        } else if runs.count <= 16, let found = runs.firstIndex(where: { $0.key.queue == message.queue && $0.key.topic == message.message.topic }) {
+            // A few queues (messages spread round-robin over a topic's): a
+            // short scan costs less than hashing the topic (~380 instructions).
+            slot = found
         } else {
             let key = QueueKey(topic: message.message.topic, queue: message.queue)
             if let known = slots[key] {

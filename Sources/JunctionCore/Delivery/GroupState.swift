@@ -142,6 +142,13 @@ struct GroupState {
         /// Taken and not yet settled (explicit acks only).
         var takenCount = 0
         var waiters: [(id: WaiterID, max: Int)] = []
+
+        /// A message handed to this member, ready for its next take (one
+        /// lookup of the member for both changes).
+        mutating func hold(_ tag: DeliveryTag) {
+            readyCount += 1
+            ready.append(tag)
+        }
     }
 
     let name: String
@@ -628,8 +635,7 @@ struct GroupState {
             let attempt = queues[tag.queue].pending[tag.offset]!.handOut(to: id)
             if attempt > 1 { queues[tag.queue].redeliveries += 1 }
             waiting.remove(tag)
-            members[id]!.readyCount += 1
-            members[id]!.ready.append(tag)
+            members[id]!.hold(tag)
         }
     }
 
