@@ -22,7 +22,10 @@ struct BatchSlots {
         for index in requests.indices {
             let slot = QueueSlot(topic: requests[index].message.topic, queue: requests[index].queue)
             let known: Int
-            if let found = indexOfSlot[slot] {
+            if let last = slotOfRequest.last, slots[last] == slot {
+                known = last
+            } else if let found = slots.count <= 16 ? slots.firstIndex(of: slot) : indexOfSlot[slot] {
+                // A few slots (a topic's queues): a short scan costs less than hashing the topic.
                 known = found
             } else {
                 known = slots.count

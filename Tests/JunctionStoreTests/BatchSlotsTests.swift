@@ -23,6 +23,22 @@ struct BatchSlotsTests {
         #expect(try batch.offsets(firsts: [10, 0, 7]) == [10, 0, 7, 11, 1])
     }
 
+    @Test("a batch over more queues than the short scan covers (20, each twice, interleaved) finds each slot again by its key")
+    func manySlots() throws {
+        let many = (0..<40).map { AppendRequest(message: Message(topic: $0 % 3 == 0 ? "x" : "y", body: []), queue: $0 % 20) }
+        let batch = BatchSlots(many)
+        #expect(batch.slots.count == Set(many.map { QueueSlot(topic: $0.message.topic, queue: $0.queue) }).count)
+        #expect(batch.slots.count > 16, "past the short scan")
+        for (index, request) in many.enumerated() {
+            let slot = QueueSlot(topic: request.message.topic, queue: request.queue)
+            let found = try #require(batch.index(of: slot))
+            #expect(batch.slots[found] == slot)
+            #expect(batch.members[found].contains(index))
+        }
+        #expect(batch.members.map(\.count).reduce(0, +) == 40)
+        #expect(Set(batch.slots).count == batch.slots.count, "no slot twice")
+    }
+
     @Test("a slot without a counter is a storage error")
     func mismatches() {
         let batch = BatchSlots(requests)
