@@ -89,6 +89,21 @@ struct FrameCodecTests {
         #expect(buffer.readableBytes == 0)
     }
 
+    @Test("frames appended to a buffer whose front was already read: each length counts from its own header (the header and length are written over raw bytes)")
+    func encodeAfterRead() throws {
+        var buffer = ByteBuffer()
+        buffer.writeBytes([9, 9, 9])
+        buffer.moveReaderIndex(forwardBy: 2)
+        for frame in sampleFrames() { FrameCodec.encode(frame, into: &buffer) }
+        buffer.moveReaderIndex(forwardBy: 1)
+        var decoded: [Frame] = []
+        while let frame = try FrameDecoder.next(from: &buffer, maxFrameBytes: 1 << 20) { decoded.append(frame) }
+        #expect(decoded == sampleFrames())
+        var ping = ByteBuffer()
+        FrameCodec.encode(Frame(.ping, requestID: 0x0102_0304), into: &ping)
+        #expect(Array(ping.readableBytesView) == [0, 0, 0, 5, Frame.Opcode.ping.rawValue, 1, 2, 3, 4], "u32 length of what follows, opcode, request id, big-endian")
+    }
+
     @Test("a partial frame is never consumed")
     func partialFrames() throws {
         var whole = ByteBuffer()
