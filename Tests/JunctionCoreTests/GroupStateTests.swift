@@ -287,6 +287,24 @@ struct GroupStateTests {
         #expect(d.stats.queues.reduce(0) { $0 + $1.held } <= 16)
     }
 
+    @Test("one hand-out of more than a member has room for: it gets its credit's worth, the rest waits for room")
+    func handOutWithinRoom() {
+        var d = GroupDriver(ack: .explicit)
+        let a = d.join(credit: 4)
+        d.publish(4)
+        d.settle()
+        let b = d.join(credit: 1)
+        // a's four go back to waiting at once, and b has room for one.
+        d.run(d.state.leave(a, now: d.now))
+        d.settle()
+        let first = d.take(b)
+        #expect(first.count == 1, "a member is never handed more than its credit")
+        #expect(d.take(b).isEmpty, "no room until the ack")
+        d.run(d.state.ack(first.map(\.tag), now: d.now))
+        d.settle()
+        #expect(d.take(b).count == 1)
+    }
+
     @Test("ordered: one message of a queue at a time, the next after the ack")
     func ordered() {
         var d = GroupDriver(queues: 2, ordered: true)

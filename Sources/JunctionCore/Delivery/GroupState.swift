@@ -578,18 +578,20 @@ struct GroupState {
 
     private func owner(of q: Int) -> MemberID? { order.isEmpty ? nil : order[q % order.count] }
 
-    /// The member that gets the next message of queue `q`, if any has credit.
-    private mutating func pickMember(for q: Int) -> MemberID? {
+    /// The place in `order` of the member that gets the next message of
+    /// queue `q`, if any has room; `room` is each member's `capacity(of:)`
+    /// in `order`'s order, kept by the caller for a whole hand-out.
+    private mutating func pickMember(for q: Int, room: [Int]) -> Int? {
         guard !order.isEmpty else { return nil }
         if definition.ordered {
-            let owner = order[q % order.count]
-            return capacity(of: owner) > 0 ? owner : nil
+            let owner = q % order.count
+            return room[owner] > 0 ? owner : nil
         }
         for step in 0..<order.count {
-            let id = order[(memberCursor + step) % order.count]
-            if capacity(of: id) > 0 {
+            let place = (memberCursor + step) % order.count
+            if room[place] > 0 {
                 memberCursor = (memberCursor + step + 1) % order.count
-                return id
+                return place
             }
         }
         return nil
@@ -624,17 +626,21 @@ struct GroupState {
         guard !ready.isEmpty else { return }
         ready.sort { ($0.due, $0.tag) < ($1.due, $1.tag) }
         var lowest: [Int: UInt64] = [:]
+        // Each member's room, looked up once for the pass and counted down here.
+        var room = order.map { capacity(of: $0) }
         for (_, tag) in ready {
             if definition.ordered {
                 let floor = lowest[tag.queue] ?? queues[tag.queue].pending.lowestKey!
                 lowest[tag.queue] = floor
                 if floor != tag.offset { continue }
             }
-            guard let id = pickMember(for: tag.queue) else { continue }
+            guard let place = pickMember(for: tag.queue, room: room) else { continue }
+            let id = order[place]
             // Changed where it lies (one lookup, no copy of the message).
             let attempt = queues[tag.queue].pending[tag.offset]!.handOut(to: id)
             if attempt > 1 { queues[tag.queue].redeliveries += 1 }
             waiting.remove(tag)
+            room[place] -= 1
             members[id]!.hold(tag)
         }
     }
