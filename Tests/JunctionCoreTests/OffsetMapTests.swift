@@ -48,6 +48,7 @@ struct OffsetMapTests {
                 } else {
                     let key = UInt64.random(in: 0...next + 10, using: &random)
                     #expect(map[key] == model[key], "seed \(seed) step \(step): lookup of \(key)")
+                    #expect(map.peek(key) { $0 * 2 } == model[key].map { $0 * 2 }, "seed \(seed) step \(step): peek at \(key)")
                     #expect(map.removeValue(forKey: next + 1 + key) == nil)
                 }
                 if step % 50 == 0 || map.count != model.count { Self.same(map, model, "seed \(seed) step \(step)") }

@@ -334,7 +334,7 @@ struct GroupState {
         guard definition.ack == .explicit else { return [] }
         var dead: [DeadLetter] = []
         for tag in tags where tag.queue < queues.count {
-            guard case .taken(member, _)? = queues[tag.queue].pending[tag.offset]?.stage else { continue }
+            guard case .taken(member, _)? = queues[tag.queue].pending.peek(tag.offset, \.stage) else { continue }
             if let letter = fail(tag, reason: "nacked", delayMs: delayMs, now: now) { dead.append(letter) }
         }
         var actions = dead.isEmpty ? [] : [Action.deadLetter(dead)]
@@ -621,7 +621,7 @@ struct GroupState {
         var ready: [(due: Int64, tag: DeliveryTag)] = []
         ready.reserveCapacity(waiting.count)
         for tag in waiting {
-            if case .waiting(let due)? = queues[tag.queue].pending[tag.offset]?.stage, due <= now { ready.append((due, tag)) }
+            if case .waiting(let due)? = queues[tag.queue].pending.peek(tag.offset, \.stage), due <= now { ready.append((due, tag)) }
         }
         guard !ready.isEmpty else { return }
         ready.sort { ($0.due, $0.tag) < ($1.due, $1.tag) }

@@ -55,6 +55,14 @@ struct OffsetMap<Value>: Sequence {
         }
     }
 
+    /// What `read` makes of the value at `key`, read where it lies (the
+    /// subscript's getter copies the whole value first).
+    @inline(__always)
+    func peek<T>(_ key: UInt64, _ read: (Value) -> T) -> T? {
+        guard let i = index(of: key) else { return nil }
+        return slots[i].map(read)
+    }
+
     @discardableResult
     mutating func removeValue(forKey key: UInt64) -> Value? {
         guard let i = index(of: key), let value = slots[i] else { return nil }
