@@ -267,16 +267,18 @@ struct GroupState {
         while batch.count < max, member.readyHead < member.ready.count {
             let tag = member.ready[member.readyHead]
             member.readyHead += 1
-            guard let pending = queues[tag.queue].pending[tag.offset], pending.stage == .ready(id) else { continue }
-            batch.append(Delivery(message: pending.message, attempt: pending.attempt))
+            // Read where it lies: a copy of the whole pending entry costs more than a second lookup.
+            guard queues[tag.queue].pending.peek(tag.offset, { $0.stage == .ready(id) }) == true else { continue }
             member.readyCount -= 1
             if definition.ack == .explicit {
                 member.takenCount += 1
+                batch.append(queues[tag.queue].pending.peek(tag.offset) { Delivery(message: $0.message, attempt: $0.attempt) }!)
                 // The ack timeout counts from the take.
                 queues[tag.queue].pending[tag.offset]!.stage = .taken(id, due: now + Int64(definition.ackTimeoutMs))
             } else {
                 // At-most-once: consumed once taken.
-                queues[tag.queue].pending[tag.offset] = nil
+                let pending = queues[tag.queue].pending.removeValue(forKey: tag.offset)!
+                batch.append(Delivery(message: pending.message, attempt: pending.attempt))
             }
         }
         if definition.ack == .explicit && !batch.isEmpty { note(now + Int64(definition.ackTimeoutMs)) }
