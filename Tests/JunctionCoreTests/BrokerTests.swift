@@ -118,6 +118,26 @@ struct BrokerDedupeTests {
         try await h.close()
     }
 
+    @Test("one call mixing new messages, a duplicate of an earlier one and a repeat within the call: each receipt in its message's place")
+    func mixedCall() async throws {
+        let h = try await DeliveryHarness.open()
+        let earlier = try await h.broker.publish(Message(topic: "mix", body: [0], dedupeID: "earlier"))
+        let receipts = try await h.broker.publish([
+            Message(topic: "mix", body: [1], dedupeID: "a"),
+            Message(topic: "mix", body: [2], dedupeID: "earlier"),
+            Message(topic: "mix", body: [3]),
+            Message(topic: "mix", body: [4], dedupeID: "a"),
+            Message(topic: "mix", body: [5], dedupeID: "b"),
+        ])
+        #expect(receipts.map(\.duplicate) == [false, true, false, true, false])
+        #expect(receipts[1].id == earlier.id, "the earlier message's receipt")
+        #expect(receipts[3].id == receipts[0].id, "the repeat's receipt is the first's")
+        #expect(Set([receipts[0].id, receipts[2].id, receipts[4].id, earlier.id]).count == 4, "three new messages, each its own")
+        #expect(receipts[0].queueOffset < receipts[2].queueOffset || receipts[0].queue != receipts[2].queue)
+        #expect(try await h.count("mix") == 4)
+        try await h.close()
+    }
+
     @Test("the window survives a restart")
     func acrossRestart() async throws {
         var h = try await DeliveryHarness.open()
