@@ -182,13 +182,17 @@ struct CopyRows {
             byte(UInt8(ascii: "x"))
             body.withUnsafeBytes { input in
                 var index = 0
+                // The cursor in a local: the property of an inout self is
+                // loaded and stored again around every store.
+                var out = at
                 while index + 8 <= input.count {
                     let word = input.loadUnaligned(fromByteOffset: index, as: UInt64.self).littleEndian
-                    at.storeBytes(of: Self.hexDigits(of: UInt32(truncatingIfNeeded: word)).littleEndian, as: UInt64.self)
-                    (at + 8).storeBytes(of: Self.hexDigits(of: UInt32(truncatingIfNeeded: word >> 32)).littleEndian, as: UInt64.self)
-                    at += 16
+                    out.storeBytes(of: Self.hexDigits(of: UInt32(truncatingIfNeeded: word)).littleEndian, as: UInt64.self)
+                    (out + 8).storeBytes(of: Self.hexDigits(of: UInt32(truncatingIfNeeded: word >> 32)).littleEndian, as: UInt64.self)
+                    out += 16
                     index += 8
                 }
+                at = out
                 while index < input.count {
                     let byte = input[index]
                     self.byte(Self.hexDigit(byte >> 4))
