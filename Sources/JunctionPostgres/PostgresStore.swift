@@ -432,7 +432,7 @@ public final class PostgresStore: MessageStore, Sendable {
     /// the topic does.)
     static func partition(_ requests: [AppendRequest], lanes: Int) -> [[Int]] {
         var parts = [[Int]](repeating: [], count: lanes)
-        var laneOfNumber = [Int](repeating: -1, count: requests.count)
+        var laneOfNumber = [Int?](repeating: nil, count: requests.count)
         var laneOfUnit: [Int: Int] = [:]
         var last: (unit: Int, lane: Int)?
         var hashed: (topic: String, hash: UInt64)?
@@ -442,7 +442,7 @@ public final class PostgresStore: MessageStore, Sendable {
             let lane: Int
             if let last, last.unit == unit {
                 lane = last.lane
-            } else if let known = numbered ? (laneOfNumber[unit] >= 0 ? laneOfNumber[unit] : nil) : laneOfUnit[unit] {
+            } else if let known = numbered ? laneOfNumber[unit] : laneOfUnit[unit] {
                 lane = known
                 last = (unit, lane)
             } else {

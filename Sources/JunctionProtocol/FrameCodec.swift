@@ -50,15 +50,13 @@ public enum FrameCodec {
     /// Written in one pass over reserved bytes: each of ByteBuffer's integer
     /// writes costs more than a whole receipt written this way.
     public static func encodeReceipts(_ receipts: ArraySlice<PublishReceipt>, requestID: UInt32, into buffer: inout ByteBuffer) {
-        var size = headerSize + 2
-        for receipt in receipts { size += RawWriter.size(of: receipt) }
+        let size = headerSize + RawWriter.size(of: receipts)
         buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: size) { raw in
             var out = RawWriter(base: raw.baseAddress!)
             out.put(UInt32(size - 4))
             out.put(Frame.Opcode.receipts.rawValue)
             out.put(requestID)
-            out.put(UInt16(receipts.count))
-            for receipt in receipts { out.put(receipt) }
+            out.put(receipts)
             return out.offset
         }
     }
@@ -133,8 +131,11 @@ public enum FrameCodec {
             buffer.writeInteger(version)
             buffer.writeWireString(server)
         case .receipts(let receipts):
-            buffer.writeInteger(UInt16(receipts.count))
-            for receipt in receipts { buffer.writeReceipt(receipt) }
+            buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: RawWriter.size(of: receipts[...])) { raw in
+                var out = RawWriter(base: raw.baseAddress!)
+                out.put(receipts[...])
+                return out.offset
+            }
         case .deliveries(let id, let deliveries):
             buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: 6) { raw in
                 var out = RawWriter(base: raw.baseAddress!)
@@ -553,15 +554,6 @@ extension ByteBuffer {
         writeInteger(id.low)
     }
 
-    /// One pass over reserved bytes (one capacity and exclusivity check, not seven).
-    mutating func writeReceipt(_ receipt: PublishReceipt) {
-        writeWithUnsafeMutableBytes(minimumWritableBytes: RawWriter.size(of: receipt)) { raw in
-            var out = RawWriter(base: raw.baseAddress!)
-            out.put(receipt)
-            return out.offset
-        }
-    }
-
     mutating func writeDelivery(_ delivery: Delivery) {
         let message = delivery.message.message
         // The common shape (no keys, no properties, short strings) in one
@@ -719,5 +711,16 @@ private struct RawWriter {
     /// The bytes `put(receipt)` writes.
     static func size(of receipt: PublishReceipt) -> Int {
         12 + 2 + 8 + 8 + 1 + (receipt.deliverAt == nil ? 0 : 8) + size(of: receipt.topic)
+    }
+
+    /// A RECEIPTS payload: the count (u16), then each receipt.
+    mutating func put(_ receipts: ArraySlice<PublishReceipt>) {
+        put(UInt16(receipts.count))
+        for receipt in receipts { put(receipt) }
+    }
+
+    /// The bytes `put(receipts)` writes.
+    static func size(of receipts: ArraySlice<PublishReceipt>) -> Int {
+        receipts.reduce(2) { $0 + size(of: $1) }
     }
 }
