@@ -7,14 +7,14 @@ import JunctionCore
 /// request its row. A value, made per transaction.
 struct BatchSlots {
     /// The distinct slots, in order of first appearance.
-    private(set) var slots: [QueueSlot] = []
+    var slots: [QueueSlot] { positions.keys }
     /// Per slot, its requests' indices in batch order.
     private(set) var members: [[Int]] = []
     /// Slot indices sorted by (topic, queue): the order counters are advanced
     /// in (so that appenders lock their rows alike and never deadlock), and
     /// within a topic the order of its row ids.
     let ordered: [Int]
-    private var indexOfSlot: [QueueSlot: Int] = [:]
+    private var positions = KeyPositions<QueueSlot>()
     private var slotOfRequest: [Int] = []
 
     init(_ requests: [AppendRequest]) {
@@ -22,25 +22,22 @@ struct BatchSlots {
         for index in requests.indices {
             let slot = QueueSlot(topic: requests[index].message.topic, queue: requests[index].queue)
             let known: Int
-            if let last = slotOfRequest.last, slots[last] == slot {
+            if let last = slotOfRequest.last, positions.keys[last] == slot {
                 known = last
-            } else if let found = slots.count <= 16 ? slots.firstIndex(of: slot) : indexOfSlot[slot] {
-                // A few slots (a topic's queues): a short scan costs less than hashing the topic.
+            } else if let found = positions.position(of: slot) {
                 known = found
             } else {
-                known = slots.count
-                slots.append(slot)
+                known = positions.add(slot)
                 members.append([])
-                indexOfSlot[slot] = known
             }
             members[known].append(index)
             slotOfRequest.append(known)
         }
-        let found = slots
+        let found = positions.keys
         ordered = found.indices.sorted { found[$0] < found[$1] }
     }
 
-    func index(of slot: QueueSlot) -> Int? { indexOfSlot[slot] }
+    func index(of slot: QueueSlot) -> Int? { positions.position(of: slot) }
 
     /// Each request's offset: its slot's first, plus the requests of the slot before it.
     func offsets(firsts: [Int64?]) throws -> [Int64] {

@@ -25,7 +25,7 @@ struct RecentRecords: Sendable {
     }
 
     private var runs: [Run] = []
-    private var slots: [QueueKey: Int] = [:]
+    private var slots = KeyPositions<QueueKey>()
     /// The run of every record held, oldest first: the eviction order.
     private var order = Ring<Int>()
     private(set) var bytes = 0
@@ -53,19 +53,14 @@ struct RecentRecords: Sendable {
         let slot: Int
         if let lastSlot, runs[lastSlot].key.queue == message.queue, runs[lastSlot].key.topic == message.message.topic {
             slot = lastSlot
-        } else if runs.count <= 16, let found = runs.firstIndex(where: { $0.key.queue == message.queue && $0.key.topic == message.message.topic }) {
-            // A few queues (messages spread round-robin over a topic's): a
-            // short scan costs less than hashing the topic (~380 instructions).
-            slot = found
+        } else if let known = slots.position(
+            of: QueueKey(topic: message.message.topic, queue: message.queue),
+            matching: { $0.queue == message.queue && $0.topic == message.message.topic }) {
+            slot = known
         } else {
             let key = QueueKey(topic: message.message.topic, queue: message.queue)
-            if let known = slots[key] {
-                slot = known
-            } else {
-                slot = runs.count
-                runs.append(Run(key: key, first: message.queueOffset))
-                slots[key] = slot
-            }
+            slot = slots.add(key)
+            runs.append(Run(key: key, first: message.queueOffset))
         }
         lastSlot = slot
         guard message.message.body.count <= Self.largestKept else {
@@ -106,7 +101,7 @@ struct RecentRecords: Sendable {
     /// `end`, skipping records whose tag hash is not in `tagHashes`. Nil when
     /// `from` is not held (older, or newer than what is held).
     func read(_ key: QueueKey, from: UInt64, end: UInt64, limit: ReadLimit, tagHashes: Set<UInt64>?) -> ReadBatch? {
-        guard let slot = slots[key] else { return nil }
+        guard let slot = slots.position(of: key) else { return nil }
         let run = runs[slot]
         guard from >= run.first, from < run.end else { return nil }
         let last = min(end, run.end, from &+ UInt64(max(1, limit.maxScanned)))

@@ -46,15 +46,14 @@ final class WriterState: @unchecked Sendable {
         // The queues this batch writes, each looked up once: most batches
         // write a few queues, found by comparing the last one and then a short list.
         var runs: [(key: QueueKey, first: UInt64, next: UInt64, entries: [IndexEntry])] = []
-        var runOf: [QueueKey: Int] = [:]
+        var runOf = KeyPositions<QueueKey>()
         var lastRun = -1
         // The run of a queue, started at its next offset the first time the batch writes it.
         func runIndex(of key: QueueKey) -> Int {
-            if let found = runOf[key] { return found }
+            if let found = runOf.position(of: key) { return found }
             let first = nextOffsets[key] ?? 0
             runs.append((key, first, first, []))
-            runOf[key] = runs.count - 1
-            return runs.count - 1
+            return runOf.add(key)
         }
         for pending in batch {
             var answers: [AppendResult] = []
@@ -63,7 +62,9 @@ final class WriterState: @unchecked Sendable {
                 let run: Int
                 if lastRun >= 0, runs[lastRun].key.queue == request.queue, runs[lastRun].key.topic == request.message.topic {
                     run = lastRun
-                } else if runs.count <= 8, let found = runs.firstIndex(where: { $0.key.queue == request.queue && $0.key.topic == request.message.topic }) {
+                } else if let found = runOf.position(
+                    of: QueueKey(topic: request.message.topic, queue: request.queue),
+                    matching: { $0.queue == request.queue && $0.topic == request.message.topic }) {
                     run = found
                 } else {
                     run = runIndex(of: QueueKey(topic: request.message.topic, queue: request.queue))
