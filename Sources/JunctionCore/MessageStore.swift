@@ -24,6 +24,15 @@ public protocol MessageStore: Sendable {
     /// after another; a store whose reads are round trips makes them in one.)
     func read(topic: String, queues: [QueueRead], tagHashes: Set<UInt64>?) async throws -> [ReadBatch]
 
+    /// The reads of `read(topic:queues:tagHashes:)`, made here and now from
+    /// what the store holds in memory; nil unless every one of them can be
+    /// (no I/O, no waiting) and reaches its queue's end within its limit. A
+    /// consumer group that keeps up reads what was just written on the
+    /// thread that wrote it instead of waking a task for it: the wake-up is
+    /// much of a delivery's latency. A group behind reads by `read`, in a
+    /// task of its own, beside the writer. By default nil.
+    func readRecent(topic: String, queues: [QueueRead], tagHashes: Set<UInt64>?) -> [ReadBatch]?
+
     /// The message with this id, or nil when there is none (or it was deleted by retention).
     func message(id: MessageID) async throws -> StoredMessage?
 
@@ -110,6 +119,9 @@ public protocol MessageStore: Sendable {
 }
 
 extension MessageStore {
+    /// No reads from memory: every read is made by `read`.
+    public func readRecent(topic: String, queues: [QueueRead], tagHashes: Set<UInt64>?) -> [ReadBatch]? { nil }
+
     /// A store only this process writes: shared state is its own named state.
     public func loadSharedState(_ name: String) async throws -> [UInt8]? { try await loadState(name) }
 

@@ -135,6 +135,26 @@ public final class CommitLog: MessageStore {
         try readSync(topic: topic, queue: queue, from: offset, limit: limit, tagHashes: tagHashes)
     }
 
+    /// Reads answered by the records just written (the recent-records cache),
+    /// under one lock; nil when any of them reaches outside it or stops short
+    /// of its queue's end (a consumer behind: its reads are the reader's).
+    public func readRecent(topic: String, queues: [QueueRead], tagHashes: Set<UInt64>?) -> [ReadBatch]? {
+        shared.withLock { state -> [ReadBatch]? in
+            var batches: [ReadBatch] = []
+            batches.reserveCapacity(queues.count)
+            for request in queues {
+                let key = QueueKey(topic: topic, queue: request.queue)
+                guard let view = state.queues[key] else { return nil }
+                let from = max(request.from, view.min)
+                guard from >= view.end || view.end - from <= UInt64(request.limit.maxMessages),
+                    let batch = state.recent.read(key, from: from, end: view.end, limit: request.limit, tagHashes: tagHashes)
+                else { return nil }
+                batches.append(batch)
+            }
+            return batches
+        }
+    }
+
     /// The synchronous body of `read`: page-cache reads of a bounded batch.
     public func readSync(topic: String, queue: Int, from offset: UInt64, limit: ReadLimit, tagHashes: Set<UInt64>?) throws -> ReadBatch {
         let key = QueueKey(topic: topic, queue: queue)

@@ -100,6 +100,32 @@ struct CommitLogTests {
         try await log.close()
     }
 
+    @Test("reads from memory: answered as `read` answers when they reach their queue's end; nil when one stops short or reaches behind what is held")
+    func readRecent() async throws {
+        let dir = TemporaryDirectory()
+        let log = try CommitLog(directory: dir.path, settings: StoreSettings(flush: .never))
+        let requests = (0..<10).map { n in AppendRequest(message: Message(topic: "t", tag: n % 3 == 0 ? "a" : "b", body: [UInt8(n)]), queue: n % 2) }
+        _ = try await log.append(requests)
+        let reads = [QueueRead(queue: 0, from: 1, limit: ReadLimit(maxMessages: 64)), QueueRead(queue: 1, from: 0, limit: ReadLimit(maxMessages: 5))]
+        for tags in [nil, [TagHash.of("a")]] as [Set<UInt64>?] {
+            let recent = try #require(log.readRecent(topic: "t", queues: reads, tagHashes: tags))
+            let read = try await log.read(topic: "t", queues: reads, tagHashes: tags)
+            #expect(recent.map(\.messages) == read.map(\.messages))
+            #expect(recent.map(\.nextOffset) == [5, 5])
+        }
+        #expect(recent(log, [QueueRead(queue: 0, from: 1, limit: ReadLimit(maxMessages: 3))]) == nil, "three of four: short of the end")
+        #expect(recent(log, reads + [QueueRead(queue: 2, from: 0, limit: ReadLimit())]) == nil, "a queue never written")
+        try await log.close()
+
+        // Reopened, nothing is held in memory: every read is `read`'s.
+        let reopened = try CommitLog(directory: dir.path)
+        #expect(recent(reopened, reads) == nil)
+        #expect(try await reopened.read(topic: "t", queues: reads, tagHashes: nil).map(\.messages.count) == [4, 5])
+        try await reopened.close()
+    }
+
+    private func recent(_ log: CommitLog, _ reads: [QueueRead]) -> [ReadBatch]? { log.readRecent(topic: "t", queues: reads, tagHashes: nil) }
+
     @Test("an offset can be found by store time")
     func offsetByTime() async throws {
         let dir = TemporaryDirectory()

@@ -532,6 +532,20 @@ public final class Broker: Sendable {
         return results
     }
 
+    /// `read(topic:queues:filter:)` made here and now from what the store
+    /// holds in memory (`MessageStore.readRecent`); nil when the store cannot.
+    /// Each batch reaches its queue's end, so a property filter leaves
+    /// nothing further to read.
+    public func readRecent(topic: String, queues: [QueueRead], filter: MessageFilter) -> [ReadBatch]? {
+        guard let batches = store.readRecent(topic: topic, queues: queues, tagHashes: filter.tags.tagHashes) else { return nil }
+        return batches.map { batch in
+            var matched: [StoredMessage] = []
+            matched.reserveCapacity(batch.messages.count)
+            for stored in batch.messages where filter.matches(stored.message) { matched.append(Self.asDelivered(stored)) }
+            return ReadBatch(messages: matched, nextOffset: batch.nextOffset)
+        }
+    }
+
     /// A stored message as consumers see it: without the broker's own
     /// properties (`%COPY_OF`, names starting with %), and a delayed message
     /// under the id its publish receipt named (that of its scheduled record),

@@ -145,7 +145,7 @@ final class ConsumerGroup: Sendable {
         var startReader = false
 
         func run(_ group: ConsumerGroup) {
-            if startReader { Task { await group.readAll() } }
+            if startReader { group.startReading() }
             for (answer, result) in answers { answer(result) }
         }
     }
@@ -186,6 +186,36 @@ final class ConsumerGroup: Sendable {
         }
         return effects
     }
+
+    /// Starts the reader (the caller set `reading`): the reads asked for now
+    /// are made here when the store holds them in memory (what was just
+    /// written, when consumers keep up), the rest and those that follow by a
+    /// reader task. One pass here at most, of at most `inlineRead` messages a
+    /// queue, so a busy group's reading does not hold up the thread that
+    /// published (the store's writer, mostly) but runs beside it.
+    private func startReading() {
+        let next = owned.withLock { owned -> [Read] in
+            let reads = owned.reads
+            owned.reads.removeAll(keepingCapacity: true)
+            return reads
+        }
+        let requests = next.map { QueueRead(queue: $0.queue, from: $0.from, limit: ReadLimit(maxMessages: min($0.max, Self.inlineRead))) }
+        if let batches = broker.readRecent(topic: definition.topic, queues: requests, filter: definition.filter) {
+            for (read, batch) in zip(next, batches) {
+                apply { state, now in state.readCompleted(queue: read.queue, from: read.from, epoch: read.epoch, batch: batch, now: now) }
+            }
+        } else {
+            owned.withLock { $0.reads.insert(contentsOf: next, at: 0) }
+        }
+        let more = owned.withLock { owned -> Bool in
+            if owned.reads.isEmpty { owned.reading = false }
+            return owned.reading
+        }
+        if more { Task { await readAll() } }
+    }
+
+    /// The most messages of a queue `startReading` reads where it was called.
+    static let inlineRead = 64
 
     /// The group's reader: makes the reads asked for and those their
     /// completions ask for, until none is left; then it ends (the next read
