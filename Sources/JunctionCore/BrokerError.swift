@@ -114,6 +114,15 @@ public struct PublishOutcomes: RandomAccessCollection, Sendable {
     public subscript(position: Int) -> Result<ArraySlice<PublishReceipt>, any Error> {
         outcomes[position].map { receipts[$0] }
     }
+
+    /// The publishes that failed, by position, with their errors: for a
+    /// caller that answers only failures (no receipts' slices made).
+    public var failures: [(position: Int, error: any Error)] {
+        outcomes.indices.compactMap { position in
+            guard case .failure(let error) = outcomes[position] else { return nil }
+            return (position, error)
+        }
+    }
 }
 
 public struct PublishReceipt: Sendable, Hashable {

@@ -82,9 +82,9 @@ enum RecordCodec {
             out.put(message.bornTimestamp == 0 ? storeTimestamp : message.bornTimestamp)
             out.put(message.deliverAt ?? 0)
             out.put(message.topic, lengthAs: UInt8.self)
-            out.put(message.tag ?? "", lengthAs: UInt8.self)
-            out.put(message.shardingKey ?? "", lengthAs: UInt16.self)
-            out.put(message.dedupeID ?? "", lengthAs: UInt16.self)
+            out.put(message.tag, lengthAs: UInt8.self)
+            out.put(message.shardingKey, lengthAs: UInt16.self)
+            out.put(message.dedupeID, lengthAs: UInt16.self)
             out.put(UInt16(message.keys.count))
             for key in message.keys { out.put(key, lengthAs: UInt16.self) }
             out.put(UInt16(message.properties.count))
@@ -273,8 +273,11 @@ private struct LittleEndianWriter {
         offset += MemoryLayout<T>.size
     }
 
-    mutating func put<L: FixedWidthInteger>(_ string: String, lengthAs: L.Type) {
-        var string = string
+    /// A length, then the UTF-8; nil is written as the empty string, and
+    /// neither touches a string's storage (most messages have no tag,
+    /// sharding key or dedupe id).
+    mutating func put<L: FixedWidthInteger>(_ string: String?, lengthAs: L.Type) {
+        guard var string, !string.isEmpty else { return put(L(0)) }
         string.withUTF8 { utf8 in
             put(L(utf8.count))
             if utf8.count > 0 { (base + offset).copyMemory(from: utf8.baseAddress!, byteCount: utf8.count) }

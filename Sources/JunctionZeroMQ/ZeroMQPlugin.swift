@@ -397,7 +397,7 @@ public final class ZeroMQPlugin: Service, Sendable {
         }
         do {
             if oversized { throw Refusal("message larger than maxMessageBytes (\(settings.maxMessageBytes))") }
-            var message = try makeMessage(Array(payload))
+            var message = try makeMessage(payload)
             // ROUTER: each peer is a source of its own; the others: the plugin.
             settings.queueSelection.apply(to: &message, source: replyPrefix.first.map { "\(name)/\(Self.hex($0))" } ?? name)
             return Ingested(message: message, replyPrefix: replyPrefix)
@@ -424,24 +424,29 @@ public final class ZeroMQPlugin: Service, Sendable {
                 defer { work.inFlight -= count }
                 return work.inFlight >= Self.maxInFlight
             }
+            guard isRouter else {
+                // Nobody to answer: only failures are counted and logged.
+                for (_, error) in results.failures {
+                    metrics.refused(1)
+                    logger.warning("a ZeroMQ message could not be stored", metadata: ["plugin": "\(name)", "error": "\(error)"])
+                }
+                if wasFull { wake() }
+                return
+            }
             var answers: [[[UInt8]]] = []
             for (entry, result) in zip(ingested, results) {
-                // ROUTER: the answer echoes the dedupe id, so a producer can tell which message it answers.
-                let echo = isRouter ? entry.message.dedupeID.map { [Array($0.utf8)] } ?? [] : []
+                // The answer echoes the dedupe id, so a producer can tell which message it answers.
+                let echo = entry.message.dedupeID.map { [Array($0.utf8)] } ?? []
                 switch result {
                 case .success(let receipts):
-                    if isRouter { answers.append(entry.replyPrefix + [Array("OK".utf8), Array(receipts[receipts.startIndex].id.description.utf8)] + echo) }
+                    answers.append(entry.replyPrefix + [Array("OK".utf8), Array(receipts[receipts.startIndex].id.description.utf8)] + echo)
                 case .failure(let error):
                     metrics.refused(1)
-                    if isRouter {
-                        answers.append(entry.replyPrefix + [Array("ERROR".utf8), Array("\(error)".utf8)] + echo)
-                    } else {
-                        logger.warning("a ZeroMQ message could not be stored", metadata: ["plugin": "\(name)", "error": "\(error)"])
-                    }
+                    answers.append(entry.replyPrefix + [Array("ERROR".utf8), Array("\(error)".utf8)] + echo)
                 }
             }
-            // One lock and one wake-up for the whole batch's answers (or for the room it made).
-            if !answers.isEmpty { reply(contentsOf: answers) } else if wasFull { wake() }
+            // One lock and one wake-up for the whole batch's answers.
+            reply(contentsOf: answers)
         }
     }
 
@@ -479,14 +484,16 @@ public final class ZeroMQPlugin: Service, Sendable {
 
     /// One frame is the body; two are [envelope, body]; ROUTER also takes
     /// [envelope, body, dedupe id]. Anything else is refused.
-    private func makeMessage(_ payload: [[UInt8]]) throws -> Message {
+    private func makeMessage(_ payload: ArraySlice<[UInt8]>) throws -> Message {
         guard !payload.isEmpty, payload.contains(where: { !$0.isEmpty }) else { throw Refusal("an empty message") }
         let maxFrames = settings.socket == .ROUTER ? 3 : 2
         guard payload.count <= maxFrames else {
             throw Refusal("\(payload.count) frames; expected [body], [envelope, body]\(maxFrames == 3 ? " or [envelope, body, dedupe id]" : "")")
         }
-        let body = payload.count == 1 ? payload[0] : payload[1]
-        let envelope = payload.count >= 2 ? String(decoding: payload[0], as: UTF8.self) : nil
+        // A slice keeps its parent's indices (a ROUTER's payload follows its prefix).
+        let first = payload.startIndex
+        let body = payload.count == 1 ? payload[first] : payload[first + 1]
+        let envelope = payload.count >= 2 ? String(decoding: payload[first], as: UTF8.self) : nil
         var message: Message
         if settings.body == .json {
             message = try jsonMessage(body)
@@ -501,7 +508,7 @@ public final class ZeroMQPlugin: Service, Sendable {
             case .none: break
             }
         }
-        if payload.count == 3 { message.dedupeID = String(decoding: payload[2], as: UTF8.self) }
+        if payload.count == 3 { message.dedupeID = String(decoding: payload[first + 2], as: UTF8.self) }
         if message.topic.isEmpty { throw Refusal("no topic: set the plugin's topic, or name one in the envelope or the JSON body") }
         return message
     }
