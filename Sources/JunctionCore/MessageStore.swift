@@ -14,6 +14,12 @@ public protocol MessageStore: Sendable {
     /// A message born at 0 ("when stored") is stored with its store timestamp as its birth.
     func enqueue(_ requests: [AppendRequest], completion: @escaping @Sendable (Result<[AppendResult], any Error>) -> Void)
 
+    /// `enqueue`, from a caller that holds no lock and may be kept a while:
+    /// a store whose writer is idle may write the requests on the caller's
+    /// thread, and call `completion` there before this returns, instead of
+    /// waking its writer. By default `enqueue`.
+    func enqueueHere(_ requests: [AppendRequest], completion: @escaping @Sendable (Result<[AppendResult], any Error>) -> Void)
+
     /// Reads a queue from `offset` on, at most `limit` messages. With
     /// `tagHashes`, entries whose tag hash is not in the set are skipped without
     /// reading their records.
@@ -119,6 +125,11 @@ public protocol MessageStore: Sendable {
 }
 
 extension MessageStore {
+    /// Nothing written on the caller's thread: `enqueue`.
+    public func enqueueHere(_ requests: [AppendRequest], completion: @escaping @Sendable (Result<[AppendResult], any Error>) -> Void) {
+        enqueue(requests, completion: completion)
+    }
+
     /// No reads from memory: every read is made by `read`.
     public func readRecent(topic: String, queues: [QueueRead], tagHashes: Set<UInt64>?) -> [ReadBatch]? { nil }
 

@@ -112,21 +112,59 @@ public final class CommitLog: MessageStore {
     public var appendBurst: Int { settings.flush == .always ? 256 : 1024 }
 
     public func enqueue(_ requests: [AppendRequest], completion: @escaping @Sendable (Result<[AppendResult], any Error>) -> Void) {
+        enqueue(requests, mayWriteHere: false, completion: completion)
+    }
+
+    /// A small append (at most `writtenHere` requests: a publisher at a
+    /// modest rate) made while the writer thread is parked with nothing
+    /// waiting, with flush `never` or `interval`: the caller takes the
+    /// writer's turn and writes it itself, and its completion runs here too.
+    /// The wake-up of the writer thread is saved (at 10,000 msg/s here it
+    /// was about a quarter of a delivery's latency). Anything else goes to
+    /// the writer thread as `enqueue` sends it: a burst, where appends
+    /// arriving meanwhile join the next write (written here, they made
+    /// smaller writes: 8 subscribers lost 15 %), and with flush `always`,
+    /// where the fsync's wait dwarfs the wake-up (receipts lost 25 %).
+    public func enqueueHere(_ requests: [AppendRequest], completion: @escaping @Sendable (Result<[AppendResult], any Error>) -> Void) {
+        enqueue(requests, mayWriteHere: settings.flush != .always && requests.count <= Self.writtenHere, completion: completion)
+    }
+
+    /// The most requests an append written on the caller's thread may have.
+    static let writtenHere = 16
+
+    private func enqueue(_ requests: [AppendRequest], mayWriteHere: Bool, completion: @escaping @Sendable (Result<[AppendResult], any Error>) -> Void) {
         guard !requests.isEmpty else { return completion(.success([])) }
         do {
             for request in requests { try RecordCodec.validate(request.message, queue: request.queue) }
         } catch {
             return completion(.failure(error))
         }
-        let (refusal, wake) = shared.withLock { state -> (StoreError?, Bool) in
-            if let failure = state.failure { return (failure, false) }
-            if state.closing { return (StoreError(.closed, "the store at \(directory) is closed"), false) }
+        enum Next { case refuse(StoreError), wake, nothing, write }
+        let next = shared.withLock { state -> Next in
+            if let failure = state.failure { return .refuse(failure) }
+            if state.closing { return .refuse(StoreError(.closed, "the store at \(directory) is closed")) }
+            if mayWriteHere && state.turn == .parked && state.pending.isEmpty {
+                state.turn = .caller
+                return .write
+            }
             state.pending.append(PendingAppend(requests: requests, completion: completion))
-            defer { state.writerIdle = false }
-            return (nil, state.writerIdle)
+            guard state.turn == .parked else { return .nothing }
+            state.turn = .thread
+            return .wake
         }
-        if let refusal { return completion(.failure(refusal)) }
-        if wake { wakeWriter.signal() }
+        switch next {
+        case .refuse(let refusal): completion(.failure(refusal))
+        case .wake: wakeWriter.signal()
+        case .nothing: break
+        case .write:
+            writer.commit([PendingAppend(requests: requests, completion: completion)], log: self)
+            // The turn goes back: to the writer thread if appends came meanwhile (or the store is closing).
+            let wake = shared.withLock { state -> Bool in
+                state.turn = state.pending.isEmpty && !state.closing ? .parked : .thread
+                return state.turn == .thread
+            }
+            if wake { wakeWriter.signal() }
+        }
     }
 
     // MARK: Reading
@@ -478,8 +516,9 @@ public final class CommitLog: MessageStore {
                 if state.closed { continuation.resume(); return false }
                 state.closing = true
                 state.closeWaiters.append(continuation)
-                defer { state.writerIdle = false }
-                return state.writerIdle
+                guard state.turn == .parked else { return false }
+                state.turn = .thread
+                return true
             }
             if wake { wakeWriter.signal() }
         }
@@ -495,11 +534,23 @@ public final class CommitLog: MessageStore {
         var lastRetention = elapsedMs()
         var lastFlush = elapsedMs()
         while true {
-            let (batch, closing) = shared.withLock { state -> ([PendingAppend], Bool) in
+            // The writer's state is touched by whoever has the turn: this
+            // thread, or (while it is parked) a caller writing its own append.
+            let (batch, closing, mine) = shared.withLock { state -> ([PendingAppend], Bool, Bool) in
+                guard state.turn == .thread else { return ([], state.closing, false) }
                 let batch = state.pending
                 state.pending.removeAll(keepingCapacity: true)
-                if batch.isEmpty && !state.closing { state.writerIdle = true }
-                return (batch, state.closing)
+                return (batch, state.closing, true)
+            }
+            if !mine {
+                // Parked, or a caller is writing: wait to be handed the turn;
+                // when the wait times out while parked, take it for the
+                // flushes, checkpoints and retention that come due.
+                let waitMs = settings.flush == .interval ? settings.flushIntervalMs : settings.checkpointIntervalMs
+                if wakeWriter.wait(timeout: .now() + .milliseconds(max(1, waitMs))) == .timedOut {
+                    shared.withLock { state in if state.turn == .parked { state.turn = .thread } }
+                }
+                continue
             }
             if !batch.isEmpty { writer.commit(batch, log: self) }
             let now = elapsedMs()
@@ -519,10 +570,8 @@ public final class CommitLog: MessageStore {
             }
             if batch.isEmpty {
                 if closing { break }
-                let waitMs = settings.flush == .interval ? settings.flushIntervalMs : settings.checkpointIntervalMs
-                if wakeWriter.wait(timeout: .now() + .milliseconds(max(1, waitMs))) == .timedOut {
-                    shared.withLock { $0.writerIdle = false }
-                }
+                // Parks unless appends came meanwhile; then the next pass takes them.
+                shared.withLock { state in if state.pending.isEmpty && !state.closing { state.turn = .parked } }
             }
         }
         groupCommit.stop()
@@ -593,13 +642,21 @@ struct SharedState {
     var segments: [SegmentView]
     var queues: [QueueKey: QueueView]
     var pending: [PendingAppend] = []
-    var writerIdle = false
+    /// Who may touch the writer's state now.
+    var turn = WriterTurn.thread
     var closing = false
     var closed = false
     var closeWaiters: [CheckedContinuation<Void, Never>] = []
     var failure: StoreError?
     /// The newest records, decoded, for readers that keep up.
     var recent: RecentRecords
+}
+
+/// Who has the writer's turn: the writer thread, nobody (the thread is
+/// parked: the next append takes the turn or wakes it), or a caller writing
+/// its own append while the thread was parked.
+enum WriterTurn {
+    case thread, parked, caller
 }
 
 /// What readers may see of a queue.

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import JunctionCore
 @testable import JunctionStore
 import JunctionTestSupport
@@ -51,18 +52,24 @@ struct CommitLogTests {
         }
     }
 
-    @Test("many tasks appending at once: every record read back once, in per-queue order")
-    func concurrentAppends() async throws {
+    @Test(
+        "many tasks appending at once, half of them writing on their own thread when the writer is idle: every record read back once, in per-queue order",
+        arguments: StoreSettings.FlushPolicy.allCases)
+    func concurrentAppends(flush: StoreSettings.FlushPolicy) async throws {
         let dir = TemporaryDirectory()
-        let log = try CommitLog(directory: dir.path, settings: StoreSettings(segmentBytes: 64 << 10))
+        let log = try CommitLog(directory: dir.path, settings: StoreSettings(flush: flush, segmentBytes: 64 << 10))
         let tasks = 64
         let perTask = 60
         try await withThrowingTaskGroup(of: Void.self) { group in
             for task in 0..<tasks {
                 group.addTask {
                     for sequence in 0..<perTask {
-                        let message = Message(topic: "load", body: Array("\(task):\(sequence)".utf8))
-                        _ = try await log.append([AppendRequest(message: message, queue: (task + sequence) % 4)])
+                        let request = AppendRequest(message: Message(topic: "load", body: Array("\(task):\(sequence)".utf8)), queue: (task + sequence) % 4)
+                        if task.isMultiple(of: 2) {
+                            _ = try await Self.appendHere(log, [request])
+                        } else {
+                            _ = try await log.append([request])
+                        }
                     }
                 }
             }
@@ -83,6 +90,28 @@ struct CommitLogTests {
         }
         #expect(seen.count == tasks * perTask)
         #expect(seen.values.allSatisfy { $0 == 1 })
+        try await log.close()
+    }
+
+    private static func appendHere(_ log: CommitLog, _ requests: [AppendRequest]) async throws -> [AppendResult] {
+        try await withUnsafeThrowingContinuation { continuation in log.enqueueHere(requests) { continuation.resume(with: $0) } }
+    }
+
+    @Test("an append made while the writer thread is parked is written on the caller's thread: with flush never, answered before enqueueHere returns; the writer takes over again")
+    func writtenHere() async throws {
+        let dir = TemporaryDirectory()
+        let log = try CommitLog(directory: dir.path, settings: StoreSettings(flush: .never))
+        for round in 0..<3 {
+            try await waitUntil("the writer thread parks") { log.shared.withLock { $0.turn } == .parked }
+            let answered = Mutex<[AppendResult]?>(nil)
+            log.enqueueHere([AppendRequest(message: Message(topic: "t", body: [UInt8(round)]), queue: 0)]) { result in
+                answered.withLock { $0 = try? result.get() }
+            }
+            #expect(answered.withLock { $0 }?.map(\.queueOffset) == [UInt64(round)], "answered on this thread, in round \(round)")
+            // An append by the writer thread in between.
+            #expect(try await log.append([AppendRequest(message: Message(topic: "t", body: [9]), queue: 1)]).count == 1)
+        }
+        #expect(try await log.readAll(topic: "t", queue: 0).map(\.message.body) == [[0], [1], [2]])
         try await log.close()
     }
 

@@ -192,6 +192,13 @@ public final class Broker: Sendable {
     /// published one after another. `completion` gets one result per publish,
     /// in order. An adapter that read many small publishes together (a burst
     /// of frames) pays for one append instead of one per publish.
+    ///
+    /// The caller must hold no lock that `completion`, or a consumer's
+    /// answer, could take: when the store's writer is idle the append is
+    /// written on the caller's thread (`MessageStore.enqueueHere`) and, with
+    /// flush `never`, `completion` and the deliveries it wakes run there
+    /// before this returns. (The adapters call it from their event loop or
+    /// their socket's thread, where nothing is held.)
     public func publish(batches: [[Message]], completion: @escaping @Sendable (PublishOutcomes) -> Void) {
         let now = clock.now()
         // Refused publishes get their error; accepted ones their receipts' range once stored.
@@ -214,7 +221,7 @@ public final class Broker: Sendable {
             }
         }
         guard !combined.isEmpty else { return completion(PublishOutcomes(receipts: [], outcomes: results)) }
-        store(combined, now: now, isInternal: false, units: units) { [results, accepted] result in
+        store(combined, now: now, isInternal: false, units: units, here: true) { [results, accepted] result in
             var results = results
             switch result {
             case .success(let receipts):
@@ -261,7 +268,7 @@ public final class Broker: Sendable {
     /// schedule when `scheduling` (by default: for producers' publishes).
     func store(
         _ messages: [Message], now: Int64, isInternal: Bool, dedupeKeys: [DedupeTable.Key?]? = nil, scheduling: Bool? = nil,
-        units: [Int]? = nil, completion: @escaping @Sendable (Result<[PublishReceipt], any Error>) -> Void
+        units: [Int]? = nil, here: Bool = false, completion: @escaping @Sendable (Result<[PublishReceipt], any Error>) -> Void
     ) {
         // Receipts known before storing: duplicates of messages stored earlier.
         var known: [(index: Int, receipt: PublishReceipt)] = []
@@ -419,7 +426,13 @@ public final class Broker: Sendable {
                 }
             }
         }
-        if requests.isEmpty { finish(.success([])) } else { store.enqueue(requests, completion: finish) }
+        if requests.isEmpty {
+            finish(.success([]))
+        } else if here {
+            store.enqueueHere(requests, completion: finish)
+        } else {
+            store.enqueue(requests, completion: finish)
+        }
     }
 
     /// Adds stored messages to their topics' metrics, once per topic and batch.
