@@ -11,6 +11,9 @@ import Testing
 /// - ordered groups deliver a queue's next message only after every earlier one
 ///   was acked or dead-lettered;
 /// - nothing is lost: after a drain every message was acked or dead-lettered.
+/// And under ack none, with takes that wait as a push consumer's do: each
+/// message is delivered once (first attempt), a take gets no more than its
+/// size or its member's credit, and after a drain every message was delivered.
 @Suite("Group state model")
 struct GroupStateModelTests {
     static let ackTimeout: Int64 = 1_000
@@ -126,6 +129,106 @@ struct GroupStateModelTests {
         }
         let published = Set(d.log.flatMap { $0 }.map { DeliveryTag(queue: $0.queue, offset: $0.queueOffset) })
         let lost = published.subtracting(acked).subtracting(d.deadLettered.map(\.tag))
+        #expect(lost.isEmpty, "seed \(seed): lost \(lost.sorted().prefix(10)) of \(published.count)")
+        #expect(published.count > 100, "seed \(seed): the run should publish a fair amount")
+        #expect(d.stats.queues.allSatisfy { $0.held == 0 && $0.lag == 0 }, "seed \(seed): \(d.stats)")
+    }
+
+    @Test("random events under ack none: each message delivered once, no take answered beyond its size or its member's credit, nothing lost", arguments: Array(UInt64(1)...40))
+    func randomEventsAckNone(seed: UInt64) async {
+        var random = SeededRandom(seed: seed)
+        let ordered = seed % 4 == 0
+        let queues = Int.random(in: 1...3, using: &random)
+        var d = GroupDriver(queues: queues, ack: .none, ordered: ordered)
+        var live: [Int: Int] = [:]  // member → the most credit it has had (a lowered credit leaves what was handed over)
+        var waiters: [UInt64: (member: Int, max: Int)] = [:]
+        var delivered: [DeliveryTag: Int] = [:]
+
+        func receive(_ member: Int, _ deliveries: [Delivery], max: Int) {
+            #expect(deliveries.count <= max, "seed \(seed): \(deliveries.count) deliveries for a take of \(max)")
+            #expect(deliveries.count <= live[member] ?? .max, "seed \(seed): \(deliveries.count) deliveries past member \(member)'s credit \(live[member] ?? 0)")
+            for delivery in deliveries {
+                delivered[delivery.tag, default: 0] += 1
+                #expect(delivered[delivery.tag] == 1, "seed \(seed): \(delivery.tag) delivered again under ack none")
+                #expect(delivery.attempt == 1, "seed \(seed): \(delivery.tag) attempt \(delivery.attempt)")
+            }
+        }
+        // Answers to waiting takes, as they come.
+        func collect() {
+            for (waiter, result) in d.answers {
+                guard let asked = waiters.removeValue(forKey: waiter) else { continue }
+                if case .deliveries(let batch) = result { receive(asked.member, batch, max: asked.max) }
+            }
+            d.answers.removeAll()
+        }
+
+        for step in 0..<1_500 {
+            if step % 100 == 0 { await Task.yield() }
+            switch Int.random(in: 0..<100, using: &random) {
+            case 0..<16:
+                d.publish(Int.random(in: 1...5, using: &random), queue: Int.random(in: 0..<queues, using: &random))
+            case 16..<21 where live.count < 4:
+                let credit = Int.random(in: 1...6, using: &random)
+                live[d.join(credit: credit)] = credit
+            case 21..<40 where !live.isEmpty:
+                // A take that waits (a push consumer's), at most two at a time per member.
+                let member = live.keys.sorted()[Int.random(in: 0..<live.count, using: &random)]
+                guard waiters.values.filter({ $0.member == member }).count < 2 else { break }
+                let max = Int.random(in: 1...8, using: &random)
+                let waiter = d.nextWaiter
+                d.nextWaiter += 1
+                let (outcome, actions) = d.state.take(member, max: max, waiter: waiter, now: d.now)
+                d.run(actions)
+                switch outcome {
+                case .deliveries(let batch): receive(member, batch, max: max)
+                case .waiting: waiters[waiter] = (member, max)
+                case .closed: break
+                }
+            case 40..<50:
+                for member in live.keys.sorted() {
+                    let max = Int.random(in: 1...8, using: &random)
+                    receive(member, d.take(member, max: max), max: max)
+                }
+            case 50..<54 where !live.isEmpty:
+                let member = live.keys.sorted()[Int.random(in: 0..<live.count, using: &random)]
+                let credit = Int.random(in: 1...8, using: &random)
+                d.run(d.state.setCredit(member, to: credit, now: d.now))
+                live[member] = max(live[member]!, credit)
+            case 54..<80 where !d.reads.isEmpty:
+                d.serveRead(Int.random(in: 0..<d.reads.count, using: &random))
+            case 80..<86:
+                d.advance(by: Int64.random(in: 0...700, using: &random))
+            case 86..<90 where !live.isEmpty:
+                let member = live.keys.sorted()[Int.random(in: 0..<live.count, using: &random)]
+                live[member] = nil
+                d.run(d.state.leave(member, now: d.now))
+                waiters = waiters.filter { $0.value.member != member }
+            default:
+                break
+            }
+            collect()
+        }
+
+        // Drain: everyone leaves (what they were handed and did not take goes back), one member takes until nothing is left.
+        for member in live.keys.sorted() {
+            d.run(d.state.leave(member, now: d.now))
+            live[member] = nil
+            waiters = waiters.filter { $0.value.member != member }
+            collect()  // what its leaving handed to the others' waiting takes
+        }
+        let drain = d.join(credit: 64)
+        live[drain] = 64
+        for _ in 0..<10_000 {
+            d.settle()
+            collect()
+            let got = d.take(drain, max: 64)
+            receive(drain, got, max: 64)
+            collect()
+            if got.isEmpty && d.stats.queues.allSatisfy({ $0.lag == 0 }) && d.reads.isEmpty { break }
+            if got.isEmpty { d.advance(by: 1_000) }
+        }
+        let published = Set(d.log.flatMap { $0 }.map { DeliveryTag(queue: $0.queue, offset: $0.queueOffset) })
+        let lost = published.subtracting(delivered.keys)
         #expect(lost.isEmpty, "seed \(seed): lost \(lost.sorted().prefix(10)) of \(published.count)")
         #expect(published.count > 100, "seed \(seed): the run should publish a fair amount")
         #expect(d.stats.queues.allSatisfy { $0.held == 0 && $0.lag == 0 }, "seed \(seed): \(d.stats)")
