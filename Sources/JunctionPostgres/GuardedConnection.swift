@@ -68,24 +68,30 @@ struct GuardedConnection {
     /// would never end). A connection found closed has been sent nothing:
     /// the statement goes once more on another.
     static func rows(_ client: PostgresClient, logger: Logger, _ query: PostgresQuery) async throws -> [PostgresRow] {
-        for attempt in 1...2 {
-            do {
-                return try await client.withConnection { connection in
-                    try await withTaskExecutorPreference(EventLoopTaskExecutor(connection.eventLoop)) {
-                        if connection.isClosed { throw FoundClosed() }
-                        return try await connection.query(query, logger: logger).collect()
-                    }
+        try await onceMoreIfFoundClosed {
+            try await client.withConnection { connection in
+                try await withTaskExecutorPreference(EventLoopTaskExecutor(connection.eventLoop)) {
+                    if connection.isClosed { throw FoundClosed() }
+                    return try await connection.query(query, logger: logger).collect()
                 }
-            } catch is FoundClosed where attempt == 1 {
-                continue
-            } catch is FoundClosed {
-                break
             }
         }
-        throw closed
     }
 
-    private struct FoundClosed: Error {}
+    /// `attempt` (a statement on a connection checked open first), made once
+    /// more when it throws `FoundClosed`: nothing was sent, so another
+    /// connection may take it. Found closed twice, `closed` (retryable);
+    /// any other error as thrown.
+    static func onceMoreIfFoundClosed<Result>(_ attempt: () async throws -> Result) async throws -> Result {
+        do {
+            return try await attempt()
+        } catch is FoundClosed {
+            do { return try await attempt() } catch is FoundClosed { throw closed }
+        }
+    }
+
+    /// A connection found closed before anything was written to it.
+    struct FoundClosed: Error {}
 
     /// A condition true only inside the transaction block of `transaction`:
     /// its BEGIN makes the transaction DEFERRABLE (a property that only

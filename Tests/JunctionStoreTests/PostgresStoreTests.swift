@@ -787,3 +787,47 @@ struct PostgresFailoverTests {
         await standby.kill()
     }
 }
+
+@Suite("PostgreSQL store: a statement that finds its connection closed")
+struct FoundClosedRetryTests {
+    struct Other: Error {}
+
+    @Test("found closed once: made again (nothing was sent), and its answer returned")
+    func onceMore() async throws {
+        var attempts = 0
+        let answer = try await GuardedConnection.onceMoreIfFoundClosed { () async throws -> Int in
+            attempts += 1
+            if attempts == 1 { throw GuardedConnection.FoundClosed() }
+            return 7
+        }
+        #expect(answer == 7)
+        #expect(attempts == 2)
+    }
+
+    @Test("found closed twice: a retryable storeUnavailable error, and no third attempt")
+    func twice() async throws {
+        var attempts = 0
+        do {
+            _ = try await GuardedConnection.onceMoreIfFoundClosed { () async throws -> Int in
+                attempts += 1
+                throw GuardedConnection.FoundClosed()
+            }
+            Issue.record("no error")
+        } catch let error as BrokerError {
+            #expect(error.code == .storeUnavailable)
+        }
+        #expect(attempts == 2)
+    }
+
+    @Test("any other error: thrown as it is, not tried again")
+    func otherErrors() async throws {
+        var attempts = 0
+        await #expect(throws: Other.self) {
+            _ = try await GuardedConnection.onceMoreIfFoundClosed { () async throws -> Int in
+                attempts += 1
+                throw Other()
+            }
+        }
+        #expect(attempts == 1)
+    }
+}
