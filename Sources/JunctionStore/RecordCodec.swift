@@ -51,6 +51,16 @@ enum RecordCodec {
         try check(message.body.count <= Int(UInt32.max) - 1 << 20, "body is longer than 4 GiB")
     }
 
+    /// The bytes `message`'s record takes in the log.
+    static func size(of message: Message) -> Int {
+        var size = fixedHeaderSize + 1 + message.topic.utf8.count + 1 + (message.tag?.utf8.count ?? 0)
+            + 2 + (message.shardingKey?.utf8.count ?? 0) + 2 + (message.dedupeID?.utf8.count ?? 0)
+            + 2 + 2 + 4 + message.body.count
+        for key in message.keys { size += 2 + key.utf8.count }
+        for (name, value) in message.properties { size += 2 + name.utf8.count + 4 + value.utf8.count }
+        return size
+    }
+
     /// Appends the record to `buffer` and returns its size and checksum.
     /// The message must have passed `validate`.
     static func encode(
@@ -66,11 +76,7 @@ enum RecordCodec {
         let properties = message.properties.isEmpty ? [] : message.properties.sorted(by: { $0.key < $1.key })
 
         // The size first, then every field written once into the bytes reserved.
-        var size = 44 + 1 + message.topic.utf8.count + 1 + (message.tag?.utf8.count ?? 0)
-            + 2 + (message.shardingKey?.utf8.count ?? 0) + 2 + (message.dedupeID?.utf8.count ?? 0)
-            + 2 + 2 + 4 + message.body.count
-        for key in message.keys { size += 2 + key.utf8.count }
-        for (name, value) in properties { size += 2 + name.utf8.count + 4 + value.utf8.count }
+        let size = self.size(of: message)
         buffer.append(contentsOf: repeatElement(0, count: size))
         buffer.withUnsafeMutableBytes { raw in
             var out = LittleEndianWriter(base: raw.baseAddress! + start, offset: 8)  // size and checksum are patched below

@@ -23,6 +23,18 @@ final class WriterState: @unchecked Sendable {
 
     /// Encodes and writes one batch of appends; under `always` hands it to the
     /// group-commit thread, otherwise publishes it to readers and answers it.
+    /// True when `requests` fit in the active segment: committing them
+    /// starts no new one (which fsyncs the one before).
+    func fitsActiveSegment(_ requests: [AppendRequest], segmentBytes: UInt64) -> Bool {
+        var used = active.size
+        for request in requests {
+            let size = UInt64(RecordCodec.size(of: request.message))
+            if used > 0 && used + size > segmentBytes { return false }
+            used += size
+        }
+        return true
+    }
+
     func commit(_ batch: [PendingAppend], log: CommitLog) {
         if let failure = log.shared.withLock({ $0.failure }) {
             for pending in batch { pending.completion(.failure(failure)) }

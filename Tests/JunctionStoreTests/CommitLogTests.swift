@@ -115,6 +115,32 @@ struct CommitLogTests {
         try await log.close()
     }
 
+    @Test("an append written here that would start a new segment is left to the writer thread (the roll fsyncs the segment before), in its turn")
+    func rollLeftToWriter() async throws {
+        let dir = TemporaryDirectory()
+        // Records of 359 bytes (a 300-byte body): two fit in a segment of 1 KiB, the third starts the next.
+        let log = try CommitLog(directory: dir.path, settings: StoreSettings(flush: .never, segmentBytes: 1024))
+        var writtenHere: [Bool] = []
+        for n in 0..<8 {
+            try await waitUntil("the writer thread parks") { log.shared.withLock { $0.turn } == .parked }
+            let (offset, here): (UInt64, Bool) = try await withUnsafeThrowingContinuation { continuation in
+                // Answered on the calling thread when written here, on the writer's when left to it.
+                let caller = pthread_self()
+                log.enqueueHere([AppendRequest(message: Message(topic: "t", body: [UInt8](repeating: UInt8(n), count: 300)), queue: 0)]) { result in
+                    let here = pthread_equal(pthread_self(), caller) != 0
+                    continuation.resume(with: result.map { ($0[0].queueOffset, here) })
+                }
+            }
+            #expect(offset == UInt64(n))
+            writtenHere.append(here)
+        }
+        #expect(writtenHere == [true, true, false, true, false, true, false, true])
+        try await log.close()
+        let reopened = try CommitLog(directory: dir.path)
+        #expect(try await reopened.readAll(topic: "t", queue: 0).map { $0.message.body[0] } == Array(0..<8))
+        try await reopened.close()
+    }
+
     @Test("a tag-filtered read skips entries by their index hash")
     func tagFilteredRead() async throws {
         let dir = TemporaryDirectory()
