@@ -150,9 +150,7 @@ public final class CommitLog: MessageStore {
                 return .write
             }
             state.pending.append(PendingAppend(requests: requests, completion: completion))
-            guard state.turn == .parked else { return .nothing }
-            state.turn = .thread
-            return .wake
+            return state.turnToThreadIfParked() ? .wake : .nothing
         }
         switch next {
         case .refuse(let refusal): completion(.failure(refusal))
@@ -529,9 +527,7 @@ public final class CommitLog: MessageStore {
                 if state.closed { continuation.resume(); return false }
                 state.closing = true
                 state.closeWaiters.append(continuation)
-                guard state.turn == .parked else { return false }
-                state.turn = .thread
-                return true
+                return state.turnToThreadIfParked()
             }
             if wake { wakeWriter.signal() }
         }
@@ -561,7 +557,7 @@ public final class CommitLog: MessageStore {
                 // flushes, checkpoints and retention that come due.
                 let waitMs = settings.flush == .interval ? settings.flushIntervalMs : settings.checkpointIntervalMs
                 if wakeWriter.wait(timeout: .now() + .milliseconds(max(1, waitMs))) == .timedOut {
-                    shared.withLock { state in if state.turn == .parked { state.turn = .thread } }
+                    _ = shared.withLock { $0.turnToThreadIfParked() }
                 }
                 continue
             }
@@ -663,6 +659,14 @@ struct SharedState {
     var failure: StoreError?
     /// The newest records, decoded, for readers that keep up.
     var recent: RecentRecords
+
+    /// Gives the writer's turn to the writer thread if nobody has it; true
+    /// when it did (a parked thread must then be woken).
+    mutating func turnToThreadIfParked() -> Bool {
+        guard turn == .parked else { return false }
+        turn = .thread
+        return true
+    }
 }
 
 /// Who has the writer's turn: the writer thread, nobody (the thread is

@@ -21,20 +21,26 @@ final class WriterState: @unchecked Sendable {
         self.checkpointed = active.end
     }
 
-    /// Encodes and writes one batch of appends; under `always` hands it to the
-    /// group-commit thread, otherwise publishes it to readers and answers it.
     /// True when `requests` fit in the active segment: committing them
     /// starts no new one (which fsyncs the one before).
     func fitsActiveSegment(_ requests: [AppendRequest], segmentBytes: UInt64) -> Bool {
         var used = active.size
         for request in requests {
-            let size = UInt64(RecordCodec.size(of: request.message))
-            if used > 0 && used + size > segmentBytes { return false }
-            used += size
+            let size = RecordCodec.size(of: request.message)
+            if Self.startsSegment(used: used, size: size, segmentBytes: segmentBytes) { return false }
+            used += UInt64(size)
         }
         return true
     }
 
+    /// Whether a record of `size` bytes goes into a new segment after `used`
+    /// bytes of the current one (a segment holds at least one record).
+    static func startsSegment(used: UInt64, size: Int, segmentBytes: UInt64) -> Bool {
+        used > 0 && used + UInt64(size) > segmentBytes
+    }
+
+    /// Encodes and writes one batch of appends; under `always` hands it to the
+    /// group-commit thread, otherwise publishes it to readers and answers it.
     func commit(_ batch: [PendingAppend], log: CommitLog) {
         if let failure = log.shared.withLock({ $0.failure }) {
             for pending in batch { pending.completion(.failure(failure)) }
@@ -86,7 +92,7 @@ final class WriterState: @unchecked Sendable {
                 let start = buffer.count
                 let (size, checksum) = RecordCodec.encode(
                     request.message, queue: request.queue, queueOffset: offset, storeTimestamp: timestamp, into: &buffer)
-                if segmentUsed > 0 && segmentUsed + UInt64(size) > segmentBytes {
+                if Self.startsSegment(used: segmentUsed, size: size, segmentBytes: segmentBytes) {
                     segmentBase += segmentUsed
                     segmentUsed = 0
                     rolls.append((start, segmentBase))

@@ -122,16 +122,8 @@ struct CommitLogTests {
         let log = try CommitLog(directory: dir.path, settings: StoreSettings(flush: .never, segmentBytes: 1024))
         var writtenHere: [Bool] = []
         for n in 0..<8 {
-            try await waitUntil("the writer thread parks") { log.shared.withLock { $0.turn } == .parked }
-            let (offset, here): (UInt64, Bool) = try await withUnsafeThrowingContinuation { continuation in
-                // Answered on the calling thread when written here, on the writer's when left to it.
-                let caller = pthread_self()
-                log.enqueueHere([AppendRequest(message: Message(topic: "t", body: [UInt8](repeating: UInt8(n), count: 300)), queue: 0)]) { result in
-                    let here = pthread_equal(pthread_self(), caller) != 0
-                    continuation.resume(with: result.map { ($0[0].queueOffset, here) })
-                }
-            }
-            #expect(offset == UInt64(n))
+            let (offsets, here) = try await Self.appendWhenParked(log, [AppendRequest(message: Message(topic: "t", body: [UInt8](repeating: UInt8(n), count: 300)), queue: 0)])
+            #expect(offsets == [UInt64(n)])
             writtenHere.append(here)
         }
         #expect(writtenHere == [true, true, false, true, false, true, false, true])
@@ -139,6 +131,31 @@ struct CommitLogTests {
         let reopened = try CommitLog(directory: dir.path)
         #expect(try await reopened.readAll(topic: "t", queue: 0).map { $0.message.body[0] } == Array(0..<8))
         try await reopened.close()
+    }
+
+    /// `enqueueHere` once the writer thread is parked: the offsets, and
+    /// whether it was answered on the calling thread (written here) rather
+    /// than on the writer's (left to it).
+    private static func appendWhenParked(_ log: CommitLog, _ requests: [AppendRequest]) async throws -> (offsets: [UInt64], here: Bool) {
+        try await waitUntil("the writer thread parks") { log.shared.withLock { $0.turn } == .parked }
+        return try await withUnsafeThrowingContinuation { continuation in
+            let caller = pthread_self()
+            log.enqueueHere(requests) { result in
+                let here = pthread_equal(pthread_self(), caller) != 0
+                continuation.resume(with: result.map { ($0.map(\.queueOffset), here) })
+            }
+        }
+    }
+
+    @Test("a burst of more than 16 messages is left to the writer thread even when it is parked")
+    func burstLeftToWriter() async throws {
+        let dir = TemporaryDirectory()
+        let log = try CommitLog(directory: dir.path, settings: StoreSettings(flush: .never))
+        let request = AppendRequest(message: Message(topic: "t", body: [1]), queue: 0)
+        #expect(try await Self.appendWhenParked(log, Array(repeating: request, count: 16)).here, "16 messages are written here")
+        let burst = try await Self.appendWhenParked(log, Array(repeating: request, count: 17))
+        #expect(!burst.here && burst.offsets == Array(16..<33))
+        try await log.close()
     }
 
     @Test("a tag-filtered read skips entries by their index hash")

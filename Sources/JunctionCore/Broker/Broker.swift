@@ -521,7 +521,7 @@ public final class Broker: Sendable {
         var next = read.from
         var matched: [StoredMessage] = []
         while true {
-            for stored in batch.messages where filter.matches(stored.message) { matched.append(Self.asDelivered(stored)) }
+            Self.deliverable(batch.messages, through: filter, into: &matched)
             if batch.nextOffset == next { break }
             next = batch.nextOffset
             if batch.messages.isEmpty || filter.properties == nil || matched.count >= read.limit.maxMessages { break }
@@ -554,9 +554,14 @@ public final class Broker: Sendable {
         return batches.map { batch in
             var matched: [StoredMessage] = []
             matched.reserveCapacity(batch.messages.count)
-            for stored in batch.messages where filter.matches(stored.message) { matched.append(Self.asDelivered(stored)) }
+            Self.deliverable(batch.messages, through: filter, into: &matched)
             return ReadBatch(messages: matched, nextOffset: batch.nextOffset)
         }
+    }
+
+    /// Appends those of `messages` that pass `filter`, as consumers see them.
+    private static func deliverable(_ messages: [StoredMessage], through filter: MessageFilter, into matched: inout [StoredMessage]) {
+        for stored in messages where filter.matches(stored.message) { matched.append(asDelivered(stored)) }
     }
 
     /// A stored message as consumers see it: without the broker's own
