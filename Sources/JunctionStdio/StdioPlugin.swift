@@ -112,7 +112,7 @@ public final class StdioPlugin: Service, Sendable {
         let inFlight = DispatchSemaphore(value: 32)
         let allDone = DispatchGroup()
         await withCheckedContinuation { (finished: CheckedContinuation<Void, Never>) in
-            let thread = Thread { [self] in
+            Thread.start(named: "stdin-reader") { [self] in
                 var splitter = LineSplitter()
                 var buffer = [UInt8](repeating: 0, count: 1 << 16)
                 var lineNumber = 0
@@ -162,8 +162,6 @@ public final class StdioPlugin: Service, Sendable {
                 allDone.wait()
                 finished.resume()
             }
-            thread.name = "junction-stdin"
-            thread.start()
         }
         report("end of input")
     }

@@ -96,9 +96,7 @@ public final class CommitLog: MessageStore {
             active: recovered.segments.last!, nextOffsets: recovered.queues.mapValues(\.end),
             lastTimestamp: recovered.segments.map(\.newestTimestamp).max() ?? 0)
         if settings.flush == .always { groupCommit.start(log: self) }
-        let thread = Thread { [self] in writerLoop() }
-        thread.name = "junction-store-writer"
-        thread.start()
+        Thread.start(named: "store-writer") { [self] in writerLoop() }
     }
 
     // MARK: Appending

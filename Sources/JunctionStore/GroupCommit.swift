@@ -44,9 +44,7 @@ final class GroupCommit: Sendable {
 
     func start(log: CommitLog) {
         state.withLock { $0.running = true }
-        let thread = Thread { [self] in loop(log: log) }
-        thread.name = "junction-group-commit"
-        thread.start()
+        Thread.start(named: "group-commit") { [self] in loop(log: log) }
     }
 
     func submit(_ batch: WrittenBatch) {

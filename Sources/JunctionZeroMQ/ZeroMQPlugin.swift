@@ -96,12 +96,10 @@ public final class ZeroMQPlugin: Service, Sendable {
         let startup = StartupResult()
         let started = DispatchSemaphore(value: 0)
         let finished = DispatchSemaphore(value: 0)
-        let thread = Thread { [self, subscription] in
+        Thread.start(named: "zmq-\(name)") { [self, subscription] in
             pollLoop(subscription: subscription, startup: startup, started: started)
             finished.signal()
         }
-        thread.name = "junction-zmq-\(name)"
-        thread.start()
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             // A thread of its own waits: on DispatchQueue.global() the wait would
             // hold one of the few threads Swift's tasks also run on.

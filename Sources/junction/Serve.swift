@@ -91,12 +91,10 @@ enum ParentWatch {
     static let periodMicroseconds: UInt32 = 100_000
 
     static func start(parent: pid_t, logger: Logger) {
-        let thread = Thread {
+        Thread.start(named: "parent-watch") {
             while getppid() == parent { usleep(periodMicroseconds) }  // the watch's polling period
             logger.notice("the process that started this gateway has exited: shutting down (--exit-with-parent)", metadata: ["parent": "\(parent)"])
             kill(getpid(), SIGTERM)
         }
-        thread.name = "junction-parent-watch"
-        thread.start()
     }
 }

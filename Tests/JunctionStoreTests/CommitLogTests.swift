@@ -158,6 +158,26 @@ struct CommitLogTests {
         try await log.close()
     }
 
+    @Test("the store's threads carry their names to the OS (top -H, /proc/PID/task/*/comm): an append is answered by the writer thread under flush never, by the group-commit thread under always")
+    func threadNames() async throws {
+        for (flush, answerer) in [(StoreSettings.FlushPolicy.never, "store-writer"), (.always, "group-commit")] {
+            let dir = TemporaryDirectory()
+            let log = try CommitLog(directory: dir.path, settings: StoreSettings(flush: flush))
+            let name = try await withUnsafeThrowingContinuation { continuation in
+                log.enqueue([AppendRequest(message: Message(topic: "t", body: [1]), queue: 0)]) { result in
+                    continuation.resume(with: result.map { _ in Self.threadName() })
+                }
+            }
+            #expect(name == answerer, "flush \(flush)")
+            try await log.close()
+        }
+    }
+
+    /// The calling thread's name as the OS has it.
+    static func threadName() -> String? {
+        (try? String(contentsOfFile: "/proc/thread-self/comm", encoding: .utf8))?.trimmingCharacters(in: .newlines)
+    }
+
     @Test("a tag-filtered read skips entries by their index hash")
     func tagFilteredRead() async throws {
         let dir = TemporaryDirectory()
