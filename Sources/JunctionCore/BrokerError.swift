@@ -93,8 +93,7 @@ public protocol BrokerErrorConvertible: Error {
     var brokerError: BrokerError { get }
 }
 
-/// What a publish returns.
-/// What a burst of publishes (`Broker.publish(batches:completion:)`) came
+/// What a burst of publishes (`Broker.publish(burst:sizes:completion:)`) came
 /// to, one element per publish in order: its receipts, or why it was refused.
 /// The receipts of the whole burst are one array, each publish's a slice of it
 /// (an array per publish was an allocation per message for oneway publishes).
@@ -125,6 +124,7 @@ public struct PublishOutcomes: RandomAccessCollection, Sendable {
     }
 }
 
+/// What a publish returns.
 public struct PublishReceipt: Sendable, Hashable {
     /// The message's id.
     public var id: MessageID

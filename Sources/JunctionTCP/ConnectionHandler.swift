@@ -40,8 +40,11 @@ final class ConnectionHandler: ChannelInboundHandler {
     private var checkers: [String: TransactionCheckerRegistration] = [:]
     /// Publishes read in this burst and not yet handed to the broker: they go
     /// as one append at the end of the read, or before a frame of another kind.
-    private var unsent: [(messages: [Message], receipt: Bool, requestID: UInt32)] = []
-    private var unsentMessages = 0
+    /// Each one's size and answer; their messages end to end in `unsentMessages`.
+    private var unsent: [(size: Int, receipt: Bool, requestID: UInt32)] = []
+    private var unsentMessages: [Message] = []
+    /// Whether a held publish has more than one message (else the broker needs no sizes).
+    private var unsentBatches = false
     private var readingPaused = false
     private var flushScheduled = false
     private var draining = false
@@ -334,15 +337,16 @@ final class ConnectionHandler: ChannelInboundHandler {
     /// Holds a publish until the end of the read (or the next frame of
     /// another kind), so that a burst of small publishes is one append.
     private func publish(_ context: ChannelHandlerContext, _ messages: [Message], receipt: Bool, requestID: UInt32) {
-        unsent.append((messages, receipt, requestID))
-        unsentMessages += messages.count
+        unsent.append((messages.count, receipt, requestID))
+        if messages.count == 1 { unsentMessages.append(messages[0]) } else { unsentMessages.append(contentsOf: messages) }
+        unsentBatches = unsentBatches || messages.count != 1
         inFlightPublishes += messages.count
         if inFlightPublishes >= settings.maxInFlightPublishes && !readingPaused {
             // A producer far ahead of the store: stop reading until it catches up.
             readingPaused = true
             context.channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in }
         }
-        if unsentMessages >= publishBurst { sendPublishes(context) }
+        if unsentMessages.count >= publishBurst { sendPublishes(context) }
     }
 
     /// Hands the held publishes to the broker as one call; answers each (in
@@ -350,12 +354,15 @@ final class ConnectionHandler: ChannelInboundHandler {
     private func sendPublishes(_ context: ChannelHandlerContext) {
         guard !unsent.isEmpty else { return }
         let publishes = unsent
-        let count = unsentMessages
+        let messages = unsentMessages
+        let count = messages.count
+        let sizes = unsentBatches ? publishes.map(\.size) : nil
         unsent.removeAll(keepingCapacity: true)
-        unsentMessages = 0
+        unsentMessages.removeAll(keepingCapacity: true)
+        unsentBatches = false
         metrics.received(count)
         let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        broker.publish(batches: publishes.map(\.messages)) { results in
+        broker.publish(burst: messages, sizes: sizes) { results in
             bound.eventLoop.execute {
                 let (handler, context) = bound.value
                 handler.inFlightPublishes -= count
@@ -371,7 +378,7 @@ final class ConnectionHandler: ChannelInboundHandler {
                     case .success(let receipts):
                         if publish.receipt { FrameCodec.encodeReceipts(receipts, requestID: publish.requestID, into: &answers) }
                     case .failure(let error):
-                        handler.metrics.refused(publish.messages.count)
+                        handler.metrics.refused(publish.size)
                         // A oneway publisher gets the error too: it is its only way to learn.
                         FrameCodec.encode(Frame(Self.errorBody(error), requestID: publish.requestID), into: &answers)
                     }

@@ -417,7 +417,7 @@ public final class ZeroMQPlugin: Service, Sendable {
         metrics.received(count)
         work.withLock { $0.inFlight += count }
         let isRouter = settings.socket == .ROUTER
-        broker.publish(batches: ingested.map { [$0.message] }) { [self] results in
+        broker.publish(burst: ingested.map(\.message)) { [self] results in
             let wasFull = work.withLock { work -> Bool in
                 defer { work.inFlight -= count }
                 return work.inFlight >= Self.maxInFlight

@@ -94,6 +94,29 @@ struct BrokerPublishTests {
         #expect(try await h.count("t") == 3, "the refused publish stored nothing, the others everything")
         try await h.close()
     }
+
+    @Test("a burst of one-message publishes laid end to end (sizes nil): the refused one gets its error, the others their receipts in their places; with sizes, as batches")
+    func burst() async throws {
+        let h = try await DeliveryHarness.open()
+        let messages = [
+            Message(topic: "t", body: [1], shardingKey: "k"), Message(topic: "t", tag: "a b", body: [2], shardingKey: "k"),
+            Message(topic: "t", body: [3], shardingKey: "k"), Message(topic: "t", body: [4], shardingKey: "k"),
+        ]
+        let each = try await withUnsafeThrowingContinuation { continuation in
+            h.broker.publish(burst: messages) { continuation.resume(returning: $0) }
+        }
+        #expect(each.count == 4)
+        #expect(each.indices.map { try? each[$0].get().map(\.queueOffset) } == [[0], nil, [1], [2]])
+        #expect(each.failures.map(\.position) == [1])
+        // Sizes [1, 3]: the second publish holds the refused message, so none of it is stored.
+        let sized = try await withUnsafeThrowingContinuation { continuation in
+            h.broker.publish(burst: messages, sizes: [1, 3]) { continuation.resume(returning: $0) }
+        }
+        #expect((try? sized[0].get())?.map(\.queueOffset) == [3])
+        #expect(sized.failures.map(\.position) == [1])
+        #expect(try await h.count("t") == 4)
+        try await h.close()
+    }
 }
 
 @Suite("Broker: idempotent publish")

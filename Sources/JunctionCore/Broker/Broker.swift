@@ -200,40 +200,65 @@ public final class Broker: Sendable {
     /// before this returns. (The adapters call it from their event loop or
     /// their socket's thread, where nothing is held.)
     public func publish(batches: [[Message]], completion: @escaping @Sendable (PublishOutcomes) -> Void) {
+        var messages: [Message] = []
+        messages.reserveCapacity(batches.count)
+        var sizes: [Int] = []
+        sizes.reserveCapacity(batches.count)
+        for batch in batches {
+            // One message, the common publish, appended as itself (append(contentsOf:) costs more).
+            if batch.count == 1 { messages.append(batch[0]) } else { messages.append(contentsOf: batch) }
+            sizes.append(batch.count)
+        }
+        publish(burst: messages, sizes: sizes, completion: completion)
+    }
+
+    /// `publish(batches:completion:)` with the publishes laid end to end:
+    /// publish `i` is the next `sizes[i]` messages or, with `sizes` nil, each
+    /// message is a publish of its own (the ZeroMQ plugin's case, which then
+    /// makes no array per message). What `publish(batches:completion:)`
+    /// says of the caller's locks holds here too.
+    public func publish(burst messages: [Message], sizes: [Int]? = nil, completion: @escaping @Sendable (PublishOutcomes) -> Void) {
         let now = clock.now()
+        let count = sizes?.count ?? messages.count
         // Refused publishes get their error; accepted ones their receipts' range once stored.
-        var results = [Result<Range<Int>, any Error>](repeating: .success(0..<0), count: batches.count)
-        var accepted: [Int] = []
-        var combined: [Message] = []
-        combined.reserveCapacity(batches.count)
+        var results = [Result<Range<Int>, any Error>](repeating: .success(0..<0), count: count)
+        var accepted: [(publish: Int, messages: Range<Int>)] = []
+        accepted.reserveCapacity(count)
         var checkedTopic: String?
         // Each publish of the burst is its own unit: stored all or none, apart from the others.
         var units: [Int] = []
-        units.reserveCapacity(batches.count)
-        for (index, messages) in batches.enumerated() {
-            if let problem = problem(in: messages, now: now, checkedTopic: &checkedTopic) {
+        units.reserveCapacity(messages.count)
+        var start = 0
+        for index in 0..<count {
+            let range = start..<start + (sizes?[index] ?? 1)
+            start = range.upperBound
+            if let problem = problem(in: messages[range], now: now, checkedTopic: &checkedTopic) {
                 results[index] = .failure(problem)
             } else {
-                accepted.append(index)
-                // One message, the common publish, appended as itself (append(contentsOf:) costs more).
-                if messages.count == 1 { combined.append(messages[0]) } else { combined.append(contentsOf: messages) }
-                for _ in 0..<messages.count { units.append(index) }
+                accepted.append((index, range))
+                for _ in range { units.append(index) }
             }
         }
-        guard !combined.isEmpty else { return completion(PublishOutcomes(receipts: [], outcomes: results)) }
-        store(combined, now: now, isInternal: false, units: units, here: true) { [results, accepted] result in
+        guard !accepted.isEmpty else { return completion(PublishOutcomes(receipts: [], outcomes: results)) }
+        // The burst as it came when nothing was refused; else the accepted publishes only.
+        var stored = messages
+        if accepted.count < count {
+            stored = []
+            for publish in accepted { stored.append(contentsOf: messages[publish.messages]) }
+        }
+        store(stored, now: now, isInternal: false, units: units, here: true) { [results, accepted] result in
             var results = results
             switch result {
             case .success(let receipts):
                 var start = 0
-                for index in accepted {
-                    let end = start + batches[index].count
-                    results[index] = .success(start..<end)
+                for publish in accepted {
+                    let end = start + publish.messages.count
+                    results[publish.publish] = .success(start..<end)
                     start = end
                 }
                 completion(PublishOutcomes(receipts: receipts, outcomes: results))
             case .failure(let error):
-                for index in accepted { results[index] = .failure(BrokerError(error)) }
+                for publish in accepted { results[publish.publish] = .failure(BrokerError(error)) }
                 completion(PublishOutcomes(receipts: [], outcomes: results))
             }
         }
@@ -242,7 +267,7 @@ public final class Broker: Sendable {
     /// Why a publish is refused, naming the message of a batch, or nil.
     /// `checkedTopic`: a topic found valid just before (by this call or the
     /// caller's previous one), whose checks need not run again.
-    func problem(in messages: [Message], now: Int64, checkedTopic: inout String?) -> BrokerError? {
+    func problem(in messages: some Collection<Message>, now: Int64, checkedTopic: inout String?) -> BrokerError? {
         for (index, message) in messages.enumerated() {
             do {
                 try validate(message, now: now, topicChecked: message.topic == checkedTopic)
