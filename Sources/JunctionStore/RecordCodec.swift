@@ -68,6 +68,30 @@ enum RecordCodec {
         into buffer: inout [UInt8]
     ) -> (size: Int, checksum: UInt32) {
         let start = buffer.count
+        let size = self.size(of: message)
+        buffer.append(contentsOf: repeatElement(0, count: size))
+        let checksum = buffer.withUnsafeMutableBytes { raw in
+            encode(message, size: size, queue: queue, queueOffset: queueOffset, storeTimestamp: storeTimestamp, at: raw.baseAddress! + start)
+        }
+        return (size, checksum)
+    }
+
+    /// Appends the record to `buffer` (written once, in room not filled
+    /// first) and returns its size and checksum. The message must have passed `validate`.
+    static func encode(
+        _ message: Message, queue: Int, queueOffset: UInt64, storeTimestamp: Int64,
+        into buffer: EncodeBuffer
+    ) -> (size: Int, checksum: UInt32) {
+        let size = self.size(of: message)
+        let checksum = encode(
+            message, size: size, queue: queue, queueOffset: queueOffset, storeTimestamp: storeTimestamp, at: buffer.append(size))
+        return (size, checksum)
+    }
+
+    /// Writes the record, `size` bytes (`size(of: message)`), at `base`; returns its checksum.
+    private static func encode(
+        _ message: Message, size: Int, queue: Int, queueOffset: UInt64, storeTimestamp: Int64, at base: UnsafeMutableRawPointer
+    ) -> UInt32 {
         var flags: UInt8 = 0
         if message.tag != nil { flags |= hasTag }
         if message.shardingKey != nil { flags |= hasShardingKey }
@@ -75,44 +99,35 @@ enum RecordCodec {
         if message.deliverAt != nil { flags |= hasDeliverAt }
         let properties = message.properties.isEmpty ? [] : message.properties.sorted(by: { $0.key < $1.key })
 
-        // The size first, then every field written once into the bytes reserved.
-        let size = self.size(of: message)
-        buffer.append(contentsOf: repeatElement(0, count: size))
-        buffer.withUnsafeMutableBytes { raw in
-            var out = LittleEndianWriter(base: raw.baseAddress! + start, offset: 8)  // size and checksum are patched below
-            out.put(version)
-            out.put(flags)
-            out.put(UInt16(queue))
-            out.put(queueOffset)
-            out.put(storeTimestamp)
-            out.put(message.bornTimestamp == 0 ? storeTimestamp : message.bornTimestamp)
-            out.put(message.deliverAt ?? 0)
-            out.put(message.topic, lengthAs: UInt8.self)
-            out.put(message.tag, lengthAs: UInt8.self)
-            out.put(message.shardingKey, lengthAs: UInt16.self)
-            out.put(message.dedupeID, lengthAs: UInt16.self)
-            out.put(UInt16(message.keys.count))
-            for key in message.keys { out.put(key, lengthAs: UInt16.self) }
-            out.put(UInt16(message.properties.count))
-            for (name, value) in properties {
-                out.put(name, lengthAs: UInt16.self)
-                out.put(value, lengthAs: UInt32.self)
-            }
-            out.put(UInt32(message.body.count))
-            message.body.withUnsafeBytes { body in
-                if body.count > 0 { (out.base + out.offset).copyMemory(from: body.baseAddress!, byteCount: body.count) }
-            }
-            assert(out.offset + message.body.count == size)
+        var out = LittleEndianWriter(base: base, offset: 8)  // size and checksum are patched below
+        out.put(version)
+        out.put(flags)
+        out.put(UInt16(queue))
+        out.put(queueOffset)
+        out.put(storeTimestamp)
+        out.put(message.bornTimestamp == 0 ? storeTimestamp : message.bornTimestamp)
+        out.put(message.deliverAt ?? 0)
+        out.put(message.topic, lengthAs: UInt8.self)
+        out.put(message.tag, lengthAs: UInt8.self)
+        out.put(message.shardingKey, lengthAs: UInt16.self)
+        out.put(message.dedupeID, lengthAs: UInt16.self)
+        out.put(UInt16(message.keys.count))
+        for key in message.keys { out.put(key, lengthAs: UInt16.self) }
+        out.put(UInt16(message.properties.count))
+        for (name, value) in properties {
+            out.put(name, lengthAs: UInt16.self)
+            out.put(value, lengthAs: UInt32.self)
         }
+        out.put(UInt32(message.body.count))
+        message.body.withUnsafeBytes { body in
+            if body.count > 0 { (out.base + out.offset).copyMemory(from: body.baseAddress!, byteCount: body.count) }
+        }
+        assert(out.offset + message.body.count == size)
 
-        assert(buffer.count - start == size)
-        let checksum = buffer.withUnsafeMutableBytes { raw -> UInt32 in
-            let crc = junction_crc32c(0, raw.baseAddress! + start + 8, size - 8)
-            raw.storeBytes(of: UInt32(size).littleEndian, toByteOffset: start, as: UInt32.self)
-            raw.storeBytes(of: crc.littleEndian, toByteOffset: start + 4, as: UInt32.self)
-            return crc
-        }
-        return (size, checksum)
+        let crc = junction_crc32c(0, base + 8, size - 8)
+        base.storeBytes(of: UInt32(size).littleEndian, as: UInt32.self)
+        (base + 4).storeBytes(of: crc.littleEndian, as: UInt32.self)
+        return crc
     }
 
     /// What recovery and the indexes need of a record, without decoding the body.

@@ -9,7 +9,7 @@ final class WriterState: @unchecked Sendable {
     var nextOffsets: [QueueKey: UInt64]
     var indexes: [QueueKey: QueueIndex] = [:]
     var lastTimestamp: Int64
-    var buffer: [UInt8] = []
+    let buffer = EncodeBuffer()
     var unsyncedSegments: [Segment] = []
     var dirtyIndexes: [QueueKey: QueueIndex] = [:]
     var checkpointed: UInt64 = 0
@@ -48,7 +48,7 @@ final class WriterState: @unchecked Sendable {
         }
         let timestamp = max(lastTimestamp, log.clock.now())
         let segmentBytes = log.settings.segmentBytes
-        buffer.removeAll(keepingCapacity: true)
+        buffer.removeAll()
 
         // Encode, assigning positions and queue offsets.
         var rolls: [(bufferIndex: Int, base: UInt64)] = []
@@ -91,7 +91,7 @@ final class WriterState: @unchecked Sendable {
                 let offset = runs[run].next
                 let start = buffer.count
                 let (size, checksum) = RecordCodec.encode(
-                    request.message, queue: request.queue, queueOffset: offset, storeTimestamp: timestamp, into: &buffer)
+                    request.message, queue: request.queue, queueOffset: offset, storeTimestamp: timestamp, into: buffer)
                 if Self.startsSegment(used: segmentUsed, size: size, segmentBytes: segmentBytes) {
                     segmentBase += segmentUsed
                     segmentUsed = 0
@@ -132,9 +132,7 @@ final class WriterState: @unchecked Sendable {
             var chunkStart = 0
             for (bufferIndex, base) in rolls + [(buffer.count, 0)] {
                 var view = views[views.count - 1]
-                try buffer.withUnsafeBytes { raw throws in
-                    try view.segment.file.write(UnsafeRawBufferPointer(rebasing: raw[chunkStart..<bufferIndex]), at: view.size)
-                }
+                try view.segment.file.write(buffer.bytes(chunkStart..<bufferIndex), at: view.size)
                 view.size += UInt64(bufferIndex - chunkStart)
                 view.newestTimestamp = timestamp
                 views[views.count - 1] = view
