@@ -29,6 +29,8 @@ public struct AccessPolicy: Sendable, Hashable {
         }
 
         public func mayPublish(to topic: String) -> Bool { publish.contains { $0.matches(topic) } }
+        /// Whether it may publish to every topic (no topic needs checking).
+        public var mayPublishEverywhere: Bool { publish.contains(.any) }
         public func maySubscribe(to topic: String) -> Bool { subscribe.contains { $0.matches(topic) } }
     }
 

@@ -101,6 +101,11 @@ public struct ConnectionStateMachine: Sendable {
         return messages.allSatisfy { grant.mayPublish(to: $0.topic) }
     }
 
+    /// Whether `received` would serve any PUBLISH (a ready connection whose
+    /// token, if any, may publish everywhere): the connection's hot path then
+    /// takes publishes without making a frame of them.
+    public var servesEveryPublish: Bool { state == .ready && (grant?.mayPublishEverywhere ?? true) }
+
     private func forbidden(_ body: Frame.Body) -> String? {
         guard let grant else { return nil }
         switch body {

@@ -1,3 +1,4 @@
+import JunctionCore
 import NIOCore
 
 /// Splits a byte stream into frames. Never consumes a partial frame; refuses a
@@ -23,6 +24,35 @@ public struct FrameDecoder: ByteToMessageDecoder {
 
     /// Takes one whole frame from the front of `buffer`, or nil if it is not all there yet.
     public static func next(from buffer: inout ByteBuffer, maxFrameBytes: Int) throws(ProtocolError) -> Frame? {
+        guard case (let opcode, let requestID, var payload)? = try take(from: &buffer, maxFrameBytes: maxFrameBytes) else { return nil }
+        return try FrameCodec.decode(opcode: opcode, requestID: requestID, payload: &payload)
+    }
+
+    /// What `next(from:maxFrameBytes:publishesInto:)` took.
+    public enum Taken {
+        /// A frame other than PUBLISH.
+        case frame(Frame)
+        /// A PUBLISH frame, its `count` messages appended to the caller's array.
+        case publish(receipt: Bool, count: Int, requestID: UInt32)
+    }
+
+    /// Takes one whole frame as `next(from:maxFrameBytes:)` does, but a
+    /// PUBLISH frame's messages are appended to `messages` rather than made
+    /// into a `Frame` (a server's hot path). On an error, `messages` may hold
+    /// some of the failing frame's messages: the caller drops them.
+    public static func next(from buffer: inout ByteBuffer, maxFrameBytes: Int, publishesInto messages: inout [Message]) throws(ProtocolError) -> Taken? {
+        guard case (let opcode, let requestID, var payload)? = try take(from: &buffer, maxFrameBytes: maxFrameBytes) else { return nil }
+        guard opcode == Frame.Opcode.publish.rawValue else {
+            return .frame(try FrameCodec.decode(opcode: opcode, requestID: requestID, payload: &payload))
+        }
+        let before = messages.count
+        let receipt = try FrameCodec.decodePublish(requestID: requestID, payload: &payload, into: &messages)
+        return .publish(receipt: receipt, count: messages.count - before, requestID: requestID)
+    }
+
+    /// The opcode, request id and payload of the whole frame at the front of
+    /// `buffer`, taken from it; nil if it is not all there yet.
+    private static func take(from buffer: inout ByteBuffer, maxFrameBytes: Int) throws(ProtocolError) -> (UInt8, UInt32, ByteBuffer)? {
         guard let length = buffer.getInteger(at: buffer.readerIndex, as: UInt32.self) else { return nil }
         guard length >= 5 else {
             throw ProtocolError(.malformedFrame, "frame length \(length) is shorter than its opcode and request id")
@@ -35,8 +65,7 @@ public struct FrameDecoder: ByteToMessageDecoder {
         buffer.moveReaderIndex(forwardBy: 4)
         let opcode = buffer.readInteger(as: UInt8.self)!
         let requestID = buffer.readInteger(as: UInt32.self)!
-        var payload = buffer.readSlice(length: Int(length) - 5)!
-        return try FrameCodec.decode(opcode: opcode, requestID: requestID, payload: &payload)
+        return (opcode, requestID, buffer.readSlice(length: Int(length) - 5)!)
     }
 }
 

@@ -94,17 +94,33 @@ final class ConnectionHandler: ChannelInboundHandler {
         decoding = true
         defer { decoding = false }
         while true {
-            let frame: Frame?
+            let taken: FrameDecoder.Taken?
+            // Publishes are taken straight into the held ones when the connection serves every publish.
+            let held = unsentMessages.count
             do {
-                frame = try FrameDecoder.next(from: &inbound, maxFrameBytes: settings.maxFrameBytes)
+                if machine.servesEveryPublish {
+                    taken = try FrameDecoder.next(from: &inbound, maxFrameBytes: settings.maxFrameBytes, publishesInto: &unsentMessages)
+                } else {
+                    taken = try FrameDecoder.next(from: &inbound, maxFrameBytes: settings.maxFrameBytes).map { .frame($0) }
+                }
             } catch {
+                // The messages of a frame cut short are not published.
+                unsentMessages.removeSubrange(held...)
                 undecodable = true
                 inbound = ByteBuffer()
                 if case .failAndClose(let answer) = machine.decodingFailed(error) { fail(context, answer) }
                 return
             }
-            guard let frame else { break }
-            serve(context, frame)
+            switch taken {
+            case nil: break
+            case .frame(let frame)?:
+                serve(context, frame)
+                continue
+            case .publish(let receipt, let count, let requestID)?:
+                hold(context, count: count, receipt: receipt, requestID: requestID)
+                continue
+            }
+            break
         }
         // Nothing left over: the read's buffer is not held on to.
         if inbound.readableBytes == 0 { inbound = ByteBuffer() }
@@ -337,10 +353,15 @@ final class ConnectionHandler: ChannelInboundHandler {
     /// Holds a publish until the end of the read (or the next frame of
     /// another kind), so that a burst of small publishes is one append.
     private func publish(_ context: ChannelHandlerContext, _ messages: [Message], receipt: Bool, requestID: UInt32) {
-        unsent.append((messages.count, receipt, requestID))
         if messages.count == 1 { unsentMessages.append(messages[0]) } else { unsentMessages.append(contentsOf: messages) }
-        unsentBatches = unsentBatches || messages.count != 1
-        inFlightPublishes += messages.count
+        hold(context, count: messages.count, receipt: receipt, requestID: requestID)
+    }
+
+    /// Holds a publish whose `count` messages are the last of `unsentMessages`.
+    private func hold(_ context: ChannelHandlerContext, count: Int, receipt: Bool, requestID: UInt32) {
+        unsent.append((count, receipt, requestID))
+        unsentBatches = unsentBatches || count != 1
+        inFlightPublishes += count
         if inFlightPublishes >= settings.maxInFlightPublishes && !readingPaused {
             // A producer far ahead of the store: stop reading until it catches up.
             readingPaused = true

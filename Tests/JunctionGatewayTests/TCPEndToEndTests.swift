@@ -263,6 +263,29 @@ struct TCPEndToEndTests {
         #expect(await gateway.stop() == 0)
     }
 
+    @Test("a PUBLISH cut short inside its second message, after a whole PUBLISH in the same write: a malformed-frame error, the whole one stored, nothing of the cut one")
+    func publishCutShort() async throws {
+        let dir = TemporaryDirectory()
+        let gateway = try await InProcessGateway.start(directory: dir.path, token: "s3cret")
+        let whole = bytes(Frame(.publish(receipt: false, messages: [Message(topic: "cut", body: [0xA])]), requestID: 2))
+        // Two messages; the second's body length (the u32 before its one byte) says 255.
+        var cut = bytes(Frame(.publish(receipt: true, messages: [Message(topic: "cut", body: [0xB1]), Message(topic: "cut", body: [0xB2])]), requestID: 3))
+        cut[cut.count - 2] = 0xFF
+        let hello = bytes(Frame(.hello(version: 1, client: "raw", token: "s3cret"), requestID: 1))
+        let answers = try await RawConnection.exchange(port: gateway.port, hello + whole + cut)
+        let errors = answers.compactMap { frame -> Frame.ErrorCode? in if case .error(let code, _) = frame.body { code } else { nil } }
+        #expect(errors == [.malformedFrame], "got \(answers.map(\.body))")
+        let client = try await connect(gateway, token: "s3cret")
+        let reader = try await client.subscribe(WireSubscription(topic: "cut", group: "check", start: .earliest))
+        #expect(try await collect(reader, count: 1).map { $0.message.message.body } == [[0xA]])
+        // The cut frame's first message would have gone in the same append as the whole one.
+        var stored: UInt64 = 0
+        for queue in 0..<(gateway.gateway.broker.queueCount(of: "cut") ?? 0) { stored += try await gateway.gateway.store.queueRange(topic: "cut", queue: queue).end }
+        #expect(stored == 1)
+        await client.close()
+        #expect(await gateway.stop() == 0)
+    }
+
     private func bytes(_ frame: Frame) -> [UInt8] {
         var buffer = ByteBuffer()
         FrameCodec.encode(frame, into: &buffer)

@@ -104,6 +104,38 @@ struct FrameCodecTests {
         #expect(Array(ping.readableBytesView) == [0, 0, 0, 5, Frame.Opcode.ping.rawValue, 1, 2, 3, 4], "u32 length of what follows, opcode, request id, big-endian")
     }
 
+    @Test("the server's path takes a stream as next(from:) does: PUBLISH frames' messages appended to one array in order, with their flags and request ids; other frames as they are")
+    func publishesInto() throws {
+        var stream = ByteBuffer()
+        var expected: [Frame] = []
+        for (index, frame) in (sampleFrames() + [
+            Frame(.publish(receipt: false, messages: [Message(topic: "a", body: [1])]), requestID: 70),
+            Frame(.publish(receipt: true, messages: [Message(topic: "b", body: [2]), Message(topic: "c", tag: "t", body: [3])]), requestID: 71),
+            Frame(.publish(receipt: true, messages: []), requestID: 72),
+        ]).enumerated() {
+            FrameCodec.encode(frame, into: &stream)
+            expected.append(frame)
+            if index % 4 == 0 { FrameCodec.encode(Frame(.ping, requestID: UInt32(100 + index)), into: &stream); expected.append(Frame(.ping, requestID: UInt32(100 + index))) }
+        }
+        var published: [Message] = [Message(topic: "held", body: [0])]
+        var taken: [Frame] = []
+        while let next = try FrameDecoder.next(from: &stream, maxFrameBytes: 1 << 20, publishesInto: &published) {
+            switch next {
+            case .frame(let frame):
+                if case .publish = frame.body { Issue.record("a PUBLISH came out as a frame") }
+                taken.append(frame)
+            case .publish(let receipt, let count, let requestID):
+                taken.append(Frame(.publish(receipt: receipt, messages: Array(published.suffix(count))), requestID: requestID))
+            }
+        }
+        #expect(taken == expected)
+        let publishes = expected.flatMap { frame -> [Message] in
+            if case .publish(_, let messages) = frame.body { return messages } else { return [] }
+        }
+        #expect(published == [Message(topic: "held", body: [0])] + publishes, "appended after what was held, in order")
+        #expect(publishes.count >= 3)
+    }
+
     @Test("a partial frame is never consumed")
     func partialFrames() throws {
         var whole = ByteBuffer()
@@ -165,13 +197,33 @@ struct FrameCodecTests {
                 }
             }
             var buffer = ByteBuffer(bytes: bytes)
+            var frames: [Frame] = []
+            var failure: ProtocolError?
             run.input {
                 do {
-                    while let _ = try FrameDecoder.next(from: &buffer, maxFrameBytes: 1 << 16) { decoded += 1 }
+                    while let frame = try FrameDecoder.next(from: &buffer, maxFrameBytes: 1 << 16) { decoded += 1; frames.append(frame) }
                 } catch {
                     refused += 1
+                    failure = error as? ProtocolError
                 }
             }
+            // The server's path (publishes into one array) takes the same bytes the same way.
+            var again = ByteBuffer(bytes: bytes)
+            var published: [Message] = []
+            var taken: [Frame] = []
+            var failedAgain: ProtocolError?
+            do {
+                while let next = try FrameDecoder.next(from: &again, maxFrameBytes: 1 << 16, publishesInto: &published) {
+                    switch next {
+                    case .frame(let frame): taken.append(frame)
+                    case .publish(let receipt, let count, let requestID):
+                        taken.append(Frame(.publish(receipt: receipt, messages: Array(published.suffix(count))), requestID: requestID))
+                    }
+                }
+            } catch {
+                failedAgain = error
+            }
+            #expect(taken == frames && failedAgain == failure, "round \(round)")
             await run.pace()
         }
         run.report()
@@ -250,7 +302,7 @@ struct ConnectionStateMachineTests {
         }
     }
 
-    @Test("servesPublish(of:) says yes exactly when received would serve the PUBLISH: before HELLO, ready, with a grant that allows or forbids a topic, draining, closed")
+    @Test("servesPublish(of:) says yes exactly when received would serve the PUBLISH, and servesEveryPublish when it would serve any with no grant to check: before HELLO, ready, with a grant that allows or forbids a topic, draining, closed")
     func servesPublishAgreesWithReceived() throws {
         guard case .success(let sensors) = TopicPattern.parse("sensors") else { Issue.record("pattern did not parse"); return }
         let policy = AccessPolicy(grants: [AccessPolicy.Grant(name: "p", token: "producer-token", publish: [sensors], subscribe: [])])
@@ -259,20 +311,25 @@ struct ConnectionStateMachineTests {
             [Message(topic: "sensors", body: []), Message(topic: "other", body: [])],
             [Message(topic: "other", body: [2])],
         ]
-        func agree(_ machine: ConnectionStateMachine, _ step: String) {
+        func agree(_ machine: ConnectionStateMachine, _ step: String, every: Bool = false) {
+            var servedAll = true
             for messages in batches {
                 let frame = Frame(.publish(receipt: true, messages: messages), requestID: 9)
                 var copy = machine
                 let served = copy.received(frame) == .serve(frame)
+                servedAll = servedAll && served
                 #expect(machine.servesPublish(of: messages) == served, "\(step), topics \(messages.map(\.topic))")
             }
+            if machine.servesEveryPublish { #expect(servedAll, "servesEveryPublish, \(step)") }
+            #expect(machine.servesEveryPublish == every, "servesEveryPublish, \(step)")
         }
         for (token, policy) in [(nil, nil), ("s3cret", nil), (nil, policy)] as [(String?, AccessPolicy?)] {
             var machine = ConnectionStateMachine(token: token, policy: policy)
             agree(machine, "before HELLO")
             _ = machine.received(Frame(.hello(version: 1, client: "c", token: token ?? (policy == nil ? nil : "producer-token")), requestID: 1))
             #expect(machine.isReady)
-            agree(machine, "ready")
+            // Ready with no token or the plugin's own (which may publish everywhere); not with a grant for some topics.
+            agree(machine, "ready", every: policy == nil)
             _ = machine.drain()
             agree(machine, "draining")
             _ = machine.drained()
