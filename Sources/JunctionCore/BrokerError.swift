@@ -100,24 +100,76 @@ public protocol BrokerErrorConvertible: Error {
 public struct PublishOutcomes: RandomAccessCollection, Sendable {
     /// Every stored message's receipt, publish after publish.
     public let receipts: [PublishReceipt]
-    private let outcomes: [Result<Range<Int>, any Error>]
+    private let outcomes: Outcomes
+
+    /// Each publish's receipts' range or error; or, when every publish of
+    /// the burst was stored (the usual case), only where each one's receipts
+    /// end: no array of `Result`s (an `any Error` each) to make and copy.
+    private enum Outcomes {
+        case each([Result<Range<Int>, any Error>])
+        /// Publish `i`'s receipts end at `ends[i]`; with no ends, each publish is one message.
+        case allStored(ends: [Int]?)
+    }
 
     init(receipts: [PublishReceipt], outcomes: [Result<Range<Int>, any Error>]) {
         self.receipts = receipts
-        self.outcomes = outcomes
+        self.outcomes = .each(outcomes)
+    }
+
+    /// Every publish stored: publish `i` has `sizes[i]` receipts (one each when nil), in order.
+    init(receipts: [PublishReceipt], sizes: [Int]?) {
+        self.receipts = receipts
+        guard let sizes else {
+            outcomes = .allStored(ends: nil)
+            return
+        }
+        var ends: [Int] = []
+        ends.reserveCapacity(sizes.count)
+        var end = 0
+        for size in sizes {
+            end += size
+            ends.append(end)
+        }
+        outcomes = .allStored(ends: ends)
     }
 
     public var startIndex: Int { 0 }
-    public var endIndex: Int { outcomes.count }
+    public var endIndex: Int {
+        switch outcomes {
+        case .each(let outcomes): outcomes.count
+        case .allStored(let ends): ends?.count ?? receipts.count
+        }
+    }
 
     public subscript(position: Int) -> Result<ArraySlice<PublishReceipt>, any Error> {
-        outcomes[position].map { receipts[$0] }
+        if let error = error(of: position) { return .failure(error) }
+        return .success(receipts(of: position)!)
+    }
+
+    /// Why the publish at `position` was refused or failed; nil if it was stored.
+    public func error(of position: Int) -> (any Error)? {
+        guard case .each(let outcomes) = outcomes, case .failure(let error) = outcomes[position] else { return nil }
+        return error
+    }
+
+    /// The receipts of the publish at `position`; nil if it failed.
+    public func receipts(of position: Int) -> ArraySlice<PublishReceipt>? {
+        switch outcomes {
+        case .each(let outcomes):
+            guard case .success(let range) = outcomes[position] else { return nil }
+            return receipts[range]
+        case .allStored(let ends?):
+            return receipts[(position == 0 ? 0 : ends[position - 1])..<ends[position]]
+        case .allStored(nil):
+            return receipts[position..<position + 1]
+        }
     }
 
     /// The publishes that failed, by position, with their errors: for a
     /// caller that answers only failures (no receipts' slices made).
     public var failures: [(position: Int, error: any Error)] {
-        outcomes.indices.compactMap { position in
+        guard case .each(let outcomes) = outcomes else { return [] }
+        return outcomes.indices.compactMap { position in
             guard case .failure(let error) = outcomes[position] else { return nil }
             return (position, error)
         }

@@ -394,14 +394,13 @@ final class ConnectionHandler: ChannelInboundHandler {
                 }
                 // Every answer of the burst in one buffer, in the order the publishes were read.
                 var answers = context.channel.allocator.buffer(capacity: publishes.count * 64)
-                for (publish, result) in zip(publishes, results) {
-                    switch result {
-                    case .success(let receipts):
-                        if publish.receipt { FrameCodec.encodeReceipts(receipts, requestID: publish.requestID, into: &answers) }
-                    case .failure(let error):
+                for (position, publish) in publishes.enumerated() {
+                    if let error = results.error(of: position) {
                         handler.metrics.refused(publish.size)
                         // A oneway publisher gets the error too: it is its only way to learn.
                         FrameCodec.encode(Frame(Self.errorBody(error), requestID: publish.requestID), into: &answers)
+                    } else if publish.receipt, let receipts = results.receipts(of: position) {
+                        FrameCodec.encodeReceipts(receipts, requestID: publish.requestID, into: &answers)
                     }
                 }
                 handler.write(context, encoded: answers)

@@ -119,6 +119,44 @@ struct BrokerPublishTests {
     }
 }
 
+@Suite("Publish outcomes")
+struct PublishOutcomesTests {
+    static func receipts(_ count: Int) -> [PublishReceipt] {
+        (0..<count).map { PublishReceipt(id: MessageID(high: UInt64($0), low: 0), topic: "t", queue: 0, queueOffset: UInt64($0), storeTimestamp: 0) }
+    }
+
+    /// What a publish at each position came to, as the general form (a result per publish) says.
+    static func model(_ outcomes: PublishOutcomes) -> [String] {
+        outcomes.indices.map { position in
+            switch outcomes[position] {
+            case .success(let receipts): receipts.map { "\($0.queueOffset)" }.joined(separator: ",")
+            case .failure(let error): "error \(error)"
+            }
+        }
+    }
+
+    @Test("every publish stored: each one's receipts by its size, or one each with no sizes; the same answers as a result per publish")
+    func allStored() {
+        let receipts = Self.receipts(6)
+        let sized = PublishOutcomes(receipts: receipts, sizes: [1, 3, 0, 2])
+        let general = PublishOutcomes(receipts: receipts, outcomes: [.success(0..<1), .success(1..<4), .success(4..<4), .success(4..<6)])
+        #expect(sized.count == 4 && Self.model(sized) == Self.model(general))
+        #expect(Self.model(sized) == ["0", "1,2,3", "", "4,5"])
+        #expect(sized.indices.allSatisfy { sized.error(of: $0) == nil } && sized.failures.isEmpty)
+        let each = PublishOutcomes(receipts: receipts, sizes: nil)
+        #expect(each.count == 6 && Self.model(each) == ["0", "1", "2", "3", "4", "5"])
+        #expect(each.receipts(of: 5)?.map(\.queueOffset) == [5])
+    }
+
+    @Test("with a refused publish: its error, no receipts; the others' receipts in their places")
+    func refused() {
+        let outcomes = PublishOutcomes(receipts: Self.receipts(3), outcomes: [.success(0..<2), .failure(BrokerError(.invalidMessage, "no")), .success(2..<3)])
+        #expect(Self.model(outcomes) == ["0,1", "error \(BrokerError(.invalidMessage, "no"))", "2"])
+        #expect(outcomes.receipts(of: 1) == nil && outcomes.error(of: 1) != nil && outcomes.error(of: 2) == nil)
+        #expect(outcomes.failures.map(\.position) == [1])
+    }
+}
+
 @Suite("Broker: idempotent publish")
 struct BrokerDedupeTests {
     @Test("a dedupe id seen within the window returns the first receipt and stores nothing; past the window it stores again")

@@ -246,9 +246,11 @@ public final class Broker: Sendable {
             stored = []
             for publish in accepted { stored.append(contentsOf: messages[publish.messages]) }
         }
-        store(stored, now: now, isInternal: false, units: units, here: true) { [results, accepted] result in
+        store(stored, now: now, isInternal: false, units: units, here: true) { [results, accepted, sizes] result in
             var results = results
             switch result {
+            case .success(let receipts) where accepted.count == count:
+                completion(PublishOutcomes(receipts: receipts, sizes: sizes))
             case .success(let receipts):
                 var start = 0
                 for publish in accepted {
