@@ -13,7 +13,7 @@ struct OffsetMapTests {
         #expect(map.values == model.keys.sorted().map { model[$0]! }, "\(step): values")
     }
 
-    @Test("offsets read in order and settled in any order, with gaps, out-of-order inserts, changes in place and lookups of absent keys: the same as a dictionary after every step")
+    @Test("offsets read in order and settled in any order, with gaps, out-of-order inserts, changes in place (by the subscript and by modify) and lookups of absent keys: the same as a dictionary after every step")
     func againstDictionary() {
         for seed in UInt64(1)...40 {
             var random = SeededRandom(seed: seed)
@@ -36,10 +36,16 @@ struct OffsetMapTests {
                         map[key] = nil
                         model[key] = nil
                     }
-                } else if roll < 85, let key = held.randomElement(using: &random) {
+                } else if roll < 80, let key = held.randomElement(using: &random) {
                     // Changed in place (a stage, an attempt).
                     map[key]! += 1
                     model[key]! += 1
+                } else if roll < 85 {
+                    // Changed in place through modify: what the change returns; nothing for an absent key.
+                    let key = Bool.random(using: &random) ? (held.randomElement(using: &random) ?? next + 1) : next + 1 + UInt64.random(in: 0...5, using: &random)
+                    let answer = map.modify(key) { value -> Int in value += 3; return value }
+                    if model[key] != nil { model[key]! += 3 }
+                    #expect(answer == model[key], "seed \(seed) step \(step): modify at \(key)")
                 } else if roll < 90, let low = held.first, low > 0 {
                     // Below everything held, or into a gap: an insert out of order.
                     let key = UInt64.random(in: 0...low + 100, using: &random)

@@ -274,7 +274,8 @@ struct GroupState {
                 member.takenCount += 1
                 batch.append(queues[tag.queue].pending.peek(tag.offset) { Delivery(message: $0.message, attempt: $0.attempt) }!)
                 // The ack timeout counts from the take.
-                queues[tag.queue].pending[tag.offset]!.stage = .taken(id, due: now + Int64(definition.ackTimeoutMs))
+                let due = now + Int64(definition.ackTimeoutMs)
+                queues[tag.queue].pending.modify(tag.offset) { $0.stage = .taken(id, due: due) }
             } else {
                 // At-most-once: consumed once taken.
                 let pending = queues[tag.queue].pending.removeValue(forKey: tag.offset)!
@@ -366,8 +367,9 @@ struct GroupState {
     /// Frees the member's share of a delivery leaving `stage`.
     private mutating func release(_ stage: Stage, of tag: DeliveryTag) {
         switch stage {
-        case .ready(let id): members[id]?.readyCount -= 1
-        case .taken(let id, _): members[id]?.takenCount -= 1
+        // Through the index: `members[id]?.count -= 1` allocates the nested accessors' frames.
+        case .ready(let id): if let at = members.index(forKey: id) { members.values[at].readyCount -= 1 }
+        case .taken(let id, _): if let at = members.index(forKey: id) { members.values[at].takenCount -= 1 }
         case .waiting: waiting.remove(tag)
         case .deadLettering, .deadLetterRetry: break
         }
@@ -639,7 +641,7 @@ struct GroupState {
             guard let place = pickMember(for: tag.queue, room: room) else { continue }
             let id = order[place]
             // Changed where it lies (one lookup, no copy of the message).
-            let attempt = queues[tag.queue].pending[tag.offset]!.handOut(to: id)
+            let attempt = queues[tag.queue].pending.modify(tag.offset) { $0.handOut(to: id) }!
             if attempt > 1 { queues[tag.queue].redeliveries += 1 }
             waiting.remove(tag)
             room[place] -= 1
