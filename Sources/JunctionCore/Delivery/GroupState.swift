@@ -467,6 +467,11 @@ struct GroupState {
         var dead: [DeadLetter] = []
         if batch.nextOffset > from {
             queues[q].nextRead = batch.nextOffset
+            // With nothing waiting, the read's messages go to members here, as
+            // `handOut` would give them (the same order, rooms and cursor):
+            // no trip through the waiting set, its scan and its sort. Once one
+            // finds no room, it and those after it wait as before.
+            var room = waiting.isEmpty && !order.isEmpty && !definition.ordered ? order.map { capacity(of: $0) } : nil
             for message in batch.messages where message.queueOffset >= from {
                 // (Both are empty but after a restart: no hashing then.)
                 if !queues[q].acked.isEmpty && queues[q].acked.remove(message.queueOffset) != nil { continue }
@@ -480,6 +485,15 @@ struct GroupState {
                     dead.append(deadLetter(for: pending, tag: tag))
                     continue
                 }
+                if room != nil, let place = pickMember(for: q, room: room!) {
+                    let id = order[place]
+                    if pending.handOut(to: id) > 1 { queues[q].redeliveries += 1 }
+                    room![place] -= 1
+                    queues[q].pending[message.queueOffset] = pending
+                    members[id]!.hold(tag)
+                    continue
+                }
+                room = nil
                 queues[q].pending[message.queueOffset] = pending
                 waiting.insert(tag)
             }
