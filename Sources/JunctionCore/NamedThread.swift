@@ -14,12 +14,10 @@ extension Thread {
     /// name is cut to fit first.
     public static func start(named name: String, _ body: @escaping @Sendable () -> Void) {
         let short = osName(name)
-        let thread = Thread {
+        Thread {
             Thread.current.name = short
             body()
-        }
-        thread.name = short
-        thread.start()
+        }.start()
     }
 
     /// `name` cut to the bytes Linux keeps, never inside a character.

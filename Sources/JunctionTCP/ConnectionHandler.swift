@@ -111,16 +111,11 @@ final class ConnectionHandler: ChannelInboundHandler {
                 if case .failAndClose(let answer) = machine.decodingFailed(error) { fail(context, answer) }
                 return
             }
+            guard let taken else { break }
             switch taken {
-            case nil: break
-            case .frame(let frame)?:
-                serve(context, frame)
-                continue
-            case .publish(let receipt, let count, let requestID)?:
-                hold(context, count: count, receipt: receipt, requestID: requestID)
-                continue
+            case .frame(let frame): serve(context, frame)
+            case .publish(let receipt, let count, let requestID): hold(context, count: count, receipt: receipt, requestID: requestID)
             }
-            break
         }
         // Nothing left over: the read's buffer is not held on to.
         if inbound.readableBytes == 0 { inbound = ByteBuffer() }

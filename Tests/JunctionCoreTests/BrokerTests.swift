@@ -76,13 +76,13 @@ struct BrokerPublishTests {
         let h = try await DeliveryHarness.open()
         // One sharding key: one queue, so the offsets show the order.
         let results = try await withUnsafeThrowingContinuation { continuation in
-            h.broker.publish(batches: [
-                [Message(topic: "t", body: [1], shardingKey: "k")],
-                [Message(topic: "t", body: [2], shardingKey: "k"), Message(topic: "t", tag: "a b", body: [3], shardingKey: "k")],
-                [Message(topic: "t", body: [4], shardingKey: "k"), Message(topic: "t", body: [5], shardingKey: "k")],
+            h.broker.publish(burst: [
+                Message(topic: "t", body: [1], shardingKey: "k"),
+                Message(topic: "t", body: [2], shardingKey: "k"), Message(topic: "t", tag: "a b", body: [3], shardingKey: "k"),
+                Message(topic: "t", body: [4], shardingKey: "k"), Message(topic: "t", body: [5], shardingKey: "k"),
                 // A topic checked for the publish before does not excuse another one.
-                [Message(topic: "%OWN", body: [6])],
-            ]) { continuation.resume(returning: $0) }
+                Message(topic: "%OWN", body: [6]),
+            ], sizes: [1, 2, 2, 1]) { continuation.resume(returning: $0) }
         }
         #expect(results.count == 4)
         #expect((try? results[0].get())?.map(\.queueOffset) == [0])

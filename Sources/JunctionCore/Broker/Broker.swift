@@ -193,35 +193,20 @@ public final class Broker: Sendable {
     /// in order. An adapter that read many small publishes together (a burst
     /// of frames) pays for one append instead of one per publish.
     ///
+    /// The publishes are laid end to end: publish `i` is the next `sizes[i]`
+    /// messages or, with `sizes` nil, each message is a publish of its own
+    /// (the ZeroMQ plugin's case, which then makes no array per message).
+    ///
     /// The caller must hold no lock that `completion`, or a consumer's
     /// answer, could take: when the store's writer is idle the append is
     /// written on the caller's thread (`MessageStore.enqueueHere`) and, with
     /// flush `never`, `completion` and the deliveries it wakes run there
     /// before this returns. (The adapters call it from their event loop or
     /// their socket's thread, where nothing is held.)
-    public func publish(batches: [[Message]], completion: @escaping @Sendable (PublishOutcomes) -> Void) {
-        var messages: [Message] = []
-        messages.reserveCapacity(batches.count)
-        var sizes: [Int] = []
-        sizes.reserveCapacity(batches.count)
-        for batch in batches {
-            // One message, the common publish, appended as itself (append(contentsOf:) costs more).
-            if batch.count == 1 { messages.append(batch[0]) } else { messages.append(contentsOf: batch) }
-            sizes.append(batch.count)
-        }
-        publish(burst: messages, sizes: sizes, completion: completion)
-    }
-
-    /// `publish(batches:completion:)` with the publishes laid end to end:
-    /// publish `i` is the next `sizes[i]` messages or, with `sizes` nil, each
-    /// message is a publish of its own (the ZeroMQ plugin's case, which then
-    /// makes no array per message). What `publish(batches:completion:)`
-    /// says of the caller's locks holds here too.
     public func publish(burst messages: [Message], sizes: [Int]? = nil, completion: @escaping @Sendable (PublishOutcomes) -> Void) {
         let now = clock.now()
         let count = sizes?.count ?? messages.count
-        // Refused publishes get their error; accepted ones their receipts' range once stored.
-        var results = [Result<Range<Int>, any Error>](repeating: .success(0..<0), count: count)
+        var refused: [(publish: Int, error: BrokerError)] = []
         var accepted: [(publish: Int, messages: Range<Int>)] = []
         accepted.reserveCapacity(count)
         var checkedTopic: String?
@@ -233,36 +218,50 @@ public final class Broker: Sendable {
             let range = start..<start + (sizes?[index] ?? 1)
             start = range.upperBound
             if let problem = problem(in: messages[range], now: now, checkedTopic: &checkedTopic) {
-                results[index] = .failure(problem)
+                refused.append((index, problem))
             } else {
                 accepted.append((index, range))
                 for _ in range { units.append(index) }
             }
         }
-        guard !accepted.isEmpty else { return completion(PublishOutcomes(receipts: [], outcomes: results)) }
+        guard !accepted.isEmpty else {
+            return completion(Self.outcomes(count: count, refused: refused, accepted: [], stored: .success([])))
+        }
         // The burst as it came when nothing was refused; else the accepted publishes only.
         var stored = messages
-        if accepted.count < count {
+        if !refused.isEmpty {
             stored = []
             for publish in accepted { stored.append(contentsOf: messages[publish.messages]) }
         }
-        store(stored, now: now, isInternal: false, units: units, here: true) { [results, accepted, sizes] result in
-            var results = results
-            switch result {
-            case .success(let receipts) where accepted.count == count:
+        store(stored, now: now, isInternal: false, units: units, here: true) { [refused, accepted, sizes] result in
+            if refused.isEmpty, case .success(let receipts) = result {
                 completion(PublishOutcomes(receipts: receipts, sizes: sizes))
-            case .success(let receipts):
-                var start = 0
-                for publish in accepted {
-                    let end = start + publish.messages.count
-                    results[publish.publish] = .success(start..<end)
-                    start = end
-                }
-                completion(PublishOutcomes(receipts: receipts, outcomes: results))
-            case .failure(let error):
-                for publish in accepted { results[publish.publish] = .failure(BrokerError(error)) }
-                completion(PublishOutcomes(receipts: [], outcomes: results))
+            } else {
+                completion(Self.outcomes(count: count, refused: refused, accepted: accepted, stored: result))
             }
+        }
+    }
+
+    /// Each publish's outcome when some were refused or the store failed
+    /// (the usual outcome, all stored, needs no result per publish).
+    private static func outcomes(
+        count: Int, refused: [(publish: Int, error: BrokerError)], accepted: [(publish: Int, messages: Range<Int>)],
+        stored: Result<[PublishReceipt], any Error>
+    ) -> PublishOutcomes {
+        var results = [Result<Range<Int>, any Error>](repeating: .success(0..<0), count: count)
+        for (publish, error) in refused { results[publish] = .failure(error) }
+        switch stored {
+        case .success(let receipts):
+            var start = 0
+            for publish in accepted {
+                let end = start + publish.messages.count
+                results[publish.publish] = .success(start..<end)
+                start = end
+            }
+            return PublishOutcomes(receipts: receipts, outcomes: results)
+        case .failure(let error):
+            for publish in accepted { results[publish.publish] = .failure(BrokerError(error)) }
+            return PublishOutcomes(receipts: [], outcomes: results)
         }
     }
 

@@ -486,11 +486,9 @@ struct GroupState {
                     continue
                 }
                 if room != nil, let place = pickMember(for: q, room: room!) {
-                    let id = order[place]
-                    if pending.handOut(to: id) > 1 { queues[q].redeliveries += 1 }
-                    room![place] -= 1
+                    let attempt = pending.handOut(to: order[place])
                     queues[q].pending[message.queueOffset] = pending
-                    members[id]!.hold(tag)
+                    handedOut(tag, attempt: attempt, to: place, room: &room!)
                     continue
                 }
                 room = nil
@@ -656,11 +654,19 @@ struct GroupState {
             let id = order[place]
             // Changed where it lies (one lookup, no copy of the message).
             let attempt = queues[tag.queue].pending.modify(tag.offset) { $0.handOut(to: id) }!
-            if attempt > 1 { queues[tag.queue].redeliveries += 1 }
             waiting.remove(tag)
-            room[place] -= 1
-            members[id]!.hold(tag)
+            handedOut(tag, attempt: attempt, to: place, room: &room)
         }
+    }
+
+    /// Counts the message at `tag`, handed out (its `attempt`th delivery) to
+    /// the member at `place` in `order`: a redelivery past the first, one
+    /// less room for the member, and its next ready delivery.
+    @inline(__always)
+    private mutating func handedOut(_ tag: DeliveryTag, attempt: Int, to place: Int, room: inout [Int]) {
+        if attempt > 1 { queues[tag.queue].redeliveries += 1 }
+        room[place] -= 1
+        members[order[place]]!.hold(tag)
     }
 
     private mutating func startReads(now: Int64, into actions: inout [Action]) {
