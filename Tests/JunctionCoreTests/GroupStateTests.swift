@@ -335,6 +335,26 @@ struct GroupStateTests {
         #expect(d.take(b).map(\.bodyText) == ["2", "3"])
     }
 
+    @Test("ack none: a member's take skips what it was handed before its queue was taken away and then went to another member")
+    func ackNoneStaleReady() {
+        var d = GroupDriver(queues: 2, ack: .none)
+        let a = d.join(credit: 2)
+        d.publish(2, queue: 0)
+        d.settle()
+        // A holds queue 0's two, untaken; the queue is taken away, and A's room fills from queue 1.
+        d.run(d.state.assign([1], now: d.now))
+        d.publish(2, queue: 1)
+        d.settle()
+        let b = d.join(credit: 2)
+        // Queue 0 comes back: read from its committed offset, and only B has room.
+        d.run(d.state.assign(nil, now: d.now))
+        d.settle()
+        let taken = d.take(a)
+        #expect(taken.map(\.message.queue) == [1, 1], "A's stale entries for queue 0 name B's deliveries now")
+        #expect(d.take(b).map(\.tag) == [DeliveryTag(queue: 0, offset: 0), DeliveryTag(queue: 0, offset: 1)])
+        #expect(d.take(a).isEmpty)
+    }
+
     @Test("acks above the committed offset are kept, and skipped when loaded")
     func ackedAboveCommitted() {
         var d = GroupDriver()

@@ -13,7 +13,7 @@ struct OffsetMapTests {
         #expect(map.values == model.keys.sorted().map { model[$0]! }, "\(step): values")
     }
 
-    @Test("offsets read in order and settled in any order, with gaps, out-of-order inserts, changes in place (by the subscript and by modify) and lookups of absent keys: the same as a dictionary after every step")
+    @Test("offsets read in order and settled in any order, with gaps, out-of-order inserts, changes in place (by the subscript and by modify), sets, removals when a value matches, and lookups of absent keys: the same as a dictionary after every step")
     func againstDictionary() {
         for seed in UInt64(1)...40 {
             var random = SeededRandom(seed: seed)
@@ -26,12 +26,18 @@ struct OffsetMapTests {
                 if roll < 40 {
                     // Read on: the next offsets, now and then past a gap (acked or filtered).
                     next += UInt64.random(in: 0...3, using: &random) == 0 ? UInt64.random(in: 2...50, using: &random) : 1
-                    map[next] = step
+                    if roll < 20 { map[next] = step } else { map.set(next, step) }
                     model[next] = step
                 } else if roll < 75, let key = held.randomElement(using: &random) {
                     // Settled: acked, or removed by assigning nil.
-                    if roll < 60 {
+                    if roll < 52 {
                         #expect(map.removeValue(forKey: key) == model.removeValue(forKey: key))
+                    } else if roll < 60 {
+                        // Removed only when it matches (an ack-none take of what is still ready for its member).
+                        let probe = Bool.random(using: &random) ? key : next + 1 + UInt64.random(in: 0...5, using: &random)
+                        let matches = { (value: Int) in value % 2 == 0 }
+                        let expected = model[probe].flatMap { matches($0) ? model.removeValue(forKey: probe) : nil }
+                        #expect(map.remove(probe, if: matches) == expected, "seed \(seed) step \(step): remove at \(probe) if even")
                     } else {
                         map[key] = nil
                         model[key] = nil
@@ -49,7 +55,7 @@ struct OffsetMapTests {
                 } else if roll < 90, let low = held.first, low > 0 {
                     // Below everything held, or into a gap: an insert out of order.
                     let key = UInt64.random(in: 0...low + 100, using: &random)
-                    map[key] = -step
+                    if roll < 88 { map[key] = -step } else { map.set(key, -step) }
                     model[key] = -step
                 } else {
                     let key = UInt64.random(in: 0...next + 10, using: &random)

@@ -579,14 +579,21 @@ public final class Broker: Sendable {
         guard let batches = store.readRecent(topic: topic, queues: queues, tagHashes: filter.tags.tagHashes) else { return nil }
         return batches.map { batch in
             var matched: [StoredMessage] = []
-            matched.reserveCapacity(batch.messages.count)
             Self.deliverable(batch.messages, through: filter, into: &matched)
             return ReadBatch(messages: matched, nextOffset: batch.nextOffset)
         }
     }
 
     /// Appends those of `messages` that pass `filter`, as consumers see them.
+    /// With no filter and no message carrying a property (the common case:
+    /// nothing to drop, nothing to hide), the messages themselves: into an
+    /// empty `matched`, that is the array, not a copy of it.
     private static func deliverable(_ messages: [StoredMessage], through filter: MessageFilter, into matched: inout [StoredMessage]) {
+        if filter.tags.tags == nil && filter.properties == nil && !messages.contains(where: { !$0.message.properties.isEmpty }) {
+            if matched.isEmpty { matched = messages } else { matched.append(contentsOf: messages) }
+            return
+        }
+        if matched.isEmpty { matched.reserveCapacity(messages.count) }
         for stored in messages where filter.matches(stored.message) { matched.append(asDelivered(stored)) }
     }
 
@@ -598,6 +605,7 @@ public final class Broker: Sendable {
     /// records), so two lookups per message, not a scan of every name, tell
     /// whether there is anything to hide.
     static func asDelivered(_ stored: StoredMessage) -> StoredMessage {
+        guard !stored.message.properties.isEmpty else { return stored }
         let copyOf = stored.message.properties[copyOfProperty]
         guard copyOf != nil || stored.message.properties[DelayScheduler.targetProperty] != nil else { return stored }
         var view = stored

@@ -143,11 +143,10 @@ struct GroupState {
         var takenCount = 0
         var waiters: [(id: WaiterID, max: Int)] = []
 
-        /// A message handed to this member, ready for its next take (one
-        /// lookup of the member for both changes).
-        mutating func hold(_ tag: DeliveryTag) {
-            readyCount += 1
-            ready.append(tag)
+        /// Messages handed to this member, in order, ready for its next takes.
+        mutating func hold(_ tags: [DeliveryTag]) {
+            readyCount += tags.count
+            if ready.isEmpty { ready = tags } else { ready.append(contentsOf: tags) }
         }
     }
 
@@ -268,9 +267,9 @@ struct GroupState {
             let tag = member.ready[member.readyHead]
             member.readyHead += 1
             // Read where it lies: a copy of the whole pending entry costs more than a second lookup.
-            guard queues[tag.queue].pending.peek(tag.offset, { $0.stage == .ready(id) }) == true else { continue }
-            member.readyCount -= 1
             if definition.ack == .explicit {
+                guard queues[tag.queue].pending.peek(tag.offset, { $0.stage == .ready(id) }) == true else { continue }
+                member.readyCount -= 1
                 member.takenCount += 1
                 batch.append(queues[tag.queue].pending.peek(tag.offset) { Delivery(message: $0.message, attempt: $0.attempt) }!)
                 // The ack timeout counts from the take.
@@ -278,7 +277,8 @@ struct GroupState {
                 queues[tag.queue].pending.modify(tag.offset) { $0.stage = .taken(id, due: due) }
             } else {
                 // At-most-once: consumed once taken.
-                let pending = queues[tag.queue].pending.removeValue(forKey: tag.offset)!
+                guard let pending = queues[tag.queue].pending.remove(tag.offset, if: { $0.stage == .ready(id) }) else { continue }
+                member.readyCount -= 1
                 batch.append(Delivery(message: pending.message, attempt: pending.attempt))
             }
         }
@@ -472,6 +472,7 @@ struct GroupState {
             // no trip through the waiting set, its scan and its sort. Once one
             // finds no room, it and those after it wait as before.
             var room = waiting.isEmpty && !order.isEmpty && !definition.ordered ? order.map { capacity(of: $0) } : nil
+            var held = HeldTags(members: room == nil ? 0 : order.count)
             for message in batch.messages where message.queueOffset >= from {
                 // (Both are empty but after a restart: no hashing then.)
                 if !queues[q].acked.isEmpty && queues[q].acked.remove(message.queueOffset) != nil { continue }
@@ -487,14 +488,15 @@ struct GroupState {
                 }
                 if room != nil, let place = pickMember(for: q, room: room!) {
                     let attempt = pending.handOut(to: order[place])
-                    queues[q].pending[message.queueOffset] = pending
-                    handedOut(tag, attempt: attempt, to: place, room: &room!)
+                    queues[q].pending.set(message.queueOffset, pending)
+                    handedOut(tag, attempt: attempt, to: place, room: &room!, held: &held)
                     continue
                 }
                 room = nil
-                queues[q].pending[message.queueOffset] = pending
+                queues[q].pending.set(message.queueOffset, pending)
                 waiting.insert(tag)
             }
+            give(held)
             queues[q].pruneAcked()
             if queues[q].knownEnd != .max && batch.nextOffset > queues[q].knownEnd { queues[q].knownEnd = batch.nextOffset }
         } else {
@@ -644,6 +646,8 @@ struct GroupState {
         var lowest: [Int: UInt64] = [:]
         // Each member's room, looked up once for the pass and counted down here.
         var room = order.map { capacity(of: $0) }
+        var held = HeldTags(members: order.count)
+        defer { give(held) }
         for (_, tag) in ready {
             if definition.ordered {
                 let floor = lowest[tag.queue] ?? queues[tag.queue].pending.lowestKey!
@@ -655,18 +659,34 @@ struct GroupState {
             // Changed where it lies (one lookup, no copy of the message).
             let attempt = queues[tag.queue].pending.modify(tag.offset) { $0.handOut(to: id) }!
             waiting.remove(tag)
-            handedOut(tag, attempt: attempt, to: place, room: &room)
+            handedOut(tag, attempt: attempt, to: place, room: &room, held: &held)
         }
     }
 
     /// Counts the message at `tag`, handed out (its `attempt`th delivery) to
     /// the member at `place` in `order`: a redelivery past the first, one
-    /// less room for the member, and its next ready delivery.
+    /// less room for the member, and its next ready delivery, held for the
+    /// member until the pass ends (`give`).
     @inline(__always)
-    private mutating func handedOut(_ tag: DeliveryTag, attempt: Int, to place: Int, room: inout [Int]) {
+    private mutating func handedOut(_ tag: DeliveryTag, attempt: Int, to place: Int, room: inout [Int], held: inout HeldTags) {
         if attempt > 1 { queues[tag.queue].redeliveries += 1 }
         room[place] -= 1
-        members[order[place]]!.hold(tag)
+        held.byPlace[place].append(tag)
+    }
+
+    /// What a pass of hand-outs gave each member in `order`, by place.
+    /// Given to the members at the pass's end: one lookup of each member a
+    /// pass instead of one (a hash of its id) per message.
+    private struct HeldTags {
+        var byPlace: [[DeliveryTag]]
+        init(members: Int) { byPlace = Array(repeating: [], count: members) }
+    }
+
+    /// Gives each member what a pass handed it.
+    private mutating func give(_ held: HeldTags) {
+        for place in held.byPlace.indices where !held.byPlace[place].isEmpty {
+            members[order[place]]!.hold(held.byPlace[place])
+        }
     }
 
     private mutating func startReads(now: Int64, into actions: inout [Action]) {

@@ -74,6 +74,28 @@ struct OffsetMap<Value>: Sequence {
         return change(&slots[i]!)
     }
 
+    /// Holds `value` at `key`, moved in (the subscript's setter copies it
+    /// once more on its way to the slot).
+    @inline(__always)
+    mutating func set(_ key: UInt64, _ value: consuming Value) {
+        if let i = index(of: key) {
+            if slots[i] == nil { count += 1 }
+            slots[i] = value
+        } else {
+            insert(value, for: key)
+        }
+    }
+
+    /// Removes and returns the value at `key` when `matches` says so: one
+    /// lookup, and the value moved out of its slot rather than copied.
+    @inline(__always)
+    mutating func remove(_ key: UInt64, if matches: (Value) -> Bool) -> Value? {
+        guard let i = index(of: key), slots[i].map(matches) == true else { return nil }
+        let value = slots[i].take()
+        removed(at: i)
+        return value
+    }
+
     @discardableResult
     mutating func removeValue(forKey key: UInt64) -> Value? {
         guard let i = index(of: key), let value = slots[i] else { return nil }
@@ -118,7 +140,7 @@ struct OffsetMap<Value>: Sequence {
         return low < keys.count && keys[low] == key ? low : nil
     }
 
-    private mutating func insert(_ value: Value, for key: UInt64) {
+    private mutating func insert(_ value: consuming Value, for key: UInt64) {
         count += 1
         if keys.last.map({ key > $0 }) ?? true {
             keys.append(key)
