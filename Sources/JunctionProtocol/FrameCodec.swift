@@ -143,7 +143,10 @@ public enum FrameCodec {
                 out.put(UInt16(deliveries.count))
                 return out.offset
             }
-            for delivery in deliveries { buffer.writeDelivery(delivery) }
+            // Each read where it lies: a copy of a delivery is a retain and a release more.
+            deliveries.withUnsafeBufferPointer { deliveries in
+                for index in deliveries.indices { buffer.writeDelivery(deliveries[index]) }
+            }
         case .topics(let topics):
             buffer.writeInteger(UInt16(topics.count))
             for topic in topics {
@@ -585,7 +588,8 @@ extension ByteBuffer {
         writeInteger(id.low)
     }
 
-    mutating func writeDelivery(_ delivery: Delivery) {
+    @inline(__always)
+    mutating func writeDelivery(_ delivery: borrowing Delivery) {
         let message = delivery.message.message
         // The common shape (no keys, no properties, short strings) in one
         // pass over reserved bytes; anything else field by field.
@@ -603,9 +607,11 @@ extension ByteBuffer {
     }
 
     /// `writeDelivery` for a message without keys or properties: the same bytes.
-    private mutating func writePlainDelivery(_ delivery: Delivery) {
+    @inline(__always)
+    private mutating func writePlainDelivery(_ delivery: borrowing Delivery) {
         let stored = delivery.message
         let message = stored.message
+        let attempt = delivery.attempt
         var size = 12 + 2 + 8 + 8 + 2 + 2 + message.topic.utf8.count + 1 + 2 + 2 + 8 + 4 + message.body.count
         if let tag = message.tag { size += 2 + tag.utf8.count }
         if let shardingKey = message.shardingKey { size += 2 + shardingKey.utf8.count }
@@ -614,7 +620,7 @@ extension ByteBuffer {
         writeWithUnsafeMutableBytes(minimumWritableBytes: size) { raw in
             var out = RawWriter(base: raw.baseAddress!)
             out.putPlace(stored.id, queue: stored.queue, offset: stored.queueOffset, storeTimestamp: stored.storeTimestamp)
-            out.put(UInt16(clamping: delivery.attempt))
+            out.put(UInt16(clamping: attempt))
             out.put(message.topic)
             var flags: UInt8 = 0
             if message.tag != nil { flags |= 1 }
