@@ -187,7 +187,16 @@ public enum FrameCodec {
         let count = Int(try reader.u16())
         // Only into an empty array: reserving a little more each frame would copy the whole array each time.
         if messages.isEmpty { messages.reserveCapacity(count) }
-        for _ in 0..<count { messages.append(try reader.message()) }
+        // A producer publishes to one topic over and over: each message's
+        // topic is checked against the one before it and, when the bytes are
+        // the same, that string is used again (no new String, no allocation
+        // for a long name).
+        var topic = messages.last?.topic
+        for _ in 0..<count {
+            let message = try reader.message(topicLike: topic)
+            topic = message.topic
+            messages.append(message)
+        }
         return receipt
     }
 
@@ -342,18 +351,29 @@ struct WireReader {
         index += size
         return value
     }
-    mutating func u8() throws(ProtocolError) -> UInt8 { try integer("a u8") }
-    mutating func u16() throws(ProtocolError) -> UInt16 { try integer("a u16") }
-    mutating func u32() throws(ProtocolError) -> UInt32 { try integer("a u32") }
-    mutating func u64() throws(ProtocolError) -> UInt64 { try integer("a u64") }
-    mutating func i32() throws(ProtocolError) -> Int32 { try integer("an i32") }
-    mutating func i64() throws(ProtocolError) -> Int64 { try integer("an i64") }
+    // Inlined: a call per field cost about 50 instructions, a message's
+    // fields several of them.
+    @inline(__always) mutating func u8() throws(ProtocolError) -> UInt8 { try integer("a u8") }
+    @inline(__always) mutating func u16() throws(ProtocolError) -> UInt16 { try integer("a u16") }
+    @inline(__always) mutating func u32() throws(ProtocolError) -> UInt32 { try integer("a u32") }
+    @inline(__always) mutating func u64() throws(ProtocolError) -> UInt64 { try integer("a u64") }
+    @inline(__always) mutating func i32() throws(ProtocolError) -> Int32 { try integer("an i32") }
+    @inline(__always) mutating func i64() throws(ProtocolError) -> Int64 { try integer("an i64") }
 
-    mutating func string() throws(ProtocolError) -> String {
+    /// A string; `previous` itself when it has the same bytes.
+    mutating func string(like previous: String? = nil) throws(ProtocolError) -> String {
         let length = Int(try u16())
         guard remaining >= length else { throw short("a string of \(length) bytes") }
         let range = index..<index + length
         index += length
+        if let previous, previous.utf8.count == length {
+            let bytes = payload.baseAddress! + range.lowerBound
+            let same = previous.utf8.withContiguousStorageIfAvailable { known in
+                for at in 0..<length where known[at] != bytes.load(fromByteOffset: at, as: UInt8.self) { return false }
+                return true
+            }
+            if same == true { return previous }
+        }
         // Validated once, as it is made, from contiguous bytes (invalid UTF-8
         // is refused, never repaired). ASCII, the usual case, is valid UTF-8
         // as it stands: a scan of the bytes instead of the general validation
@@ -381,8 +401,9 @@ struct WireReader {
         }
     }
 
-    mutating func message() throws(ProtocolError) -> Message {
-        let topic = try string()
+    /// A message; its topic is `previous` itself when it has the same bytes.
+    mutating func message(topicLike previous: String? = nil) throws(ProtocolError) -> Message {
+        let topic = try string(like: previous)
         let flags = try u8()
         let tag = flags & 1 != 0 ? try string() : nil
         let keyCount = Int(try u16())

@@ -136,6 +136,25 @@ struct FrameCodecTests {
         #expect(publishes.count >= 3)
     }
 
+    @Test("a topic the same as the message before's is that string again; one that differs in a byte, or in length, is its own")
+    func topicReused() throws {
+        let long = "orders.eu-west.created"  // longer than a small string: its own storage
+        var stream = ByteBuffer()
+        FrameCodec.encode(Frame(.publish(receipt: false, messages: [Message(topic: long, body: [1]), Message(topic: long, body: [2])]), requestID: 0), into: &stream)
+        FrameCodec.encode(Frame(.publish(receipt: false, messages: [Message(topic: long, body: [3])]), requestID: 0), into: &stream)
+        FrameCodec.encode(Frame(.publish(receipt: false, messages: [
+            Message(topic: "orders.eu-west.creatEd", body: [4]), Message(topic: "orders.eu-west.create", body: [5]), Message(topic: "", body: [6]),
+            Message(topic: "", body: [7]), Message(topic: "é", body: [8]), Message(topic: "e", body: [9]),
+        ]), requestID: 0), into: &stream)
+        var published: [Message] = []
+        while try FrameDecoder.next(from: &stream, maxFrameBytes: 1 << 20, publishesInto: &published) != nil {}
+        #expect(published.map(\.topic) == [long, long, long, "orders.eu-west.creatEd", "orders.eu-west.create", "", "", "é", "e"])
+        #expect(published.map(\.body) == (1...9).map { [UInt8($0)] })
+        // The same storage, within a frame and across frames: no new string was made.
+        let storage = published.prefix(3).map { $0.topic.utf8.withContiguousStorageIfAvailable { UInt(bitPattern: $0.baseAddress) } }
+        #expect(storage[0] != nil && storage[1] == storage[0] && storage[2] == storage[0])
+    }
+
     @Test("a partial frame is never consumed")
     func partialFrames() throws {
         var whole = ByteBuffer()
