@@ -93,12 +93,15 @@ final class ConnectionHandler: ChannelInboundHandler {
         guard !decoding else { return }
         decoding = true
         defer { decoding = false }
+        // Publishes are taken straight into the held ones when the connection
+        // serves every publish. Asked again only after a frame the state
+        // machine saw (a publish does not change it): asking copies the machine.
+        var servesEveryPublish = machine.servesEveryPublish
         while true {
             let taken: FrameDecoder.Taken?
-            // Publishes are taken straight into the held ones when the connection serves every publish.
             let held = unsentMessages.count
             do {
-                if machine.servesEveryPublish {
+                if servesEveryPublish {
                     taken = try FrameDecoder.next(from: &inbound, maxFrameBytes: settings.maxFrameBytes, publishesInto: &unsentMessages)
                 } else {
                     taken = try FrameDecoder.next(from: &inbound, maxFrameBytes: settings.maxFrameBytes).map { .frame($0) }
@@ -113,7 +116,9 @@ final class ConnectionHandler: ChannelInboundHandler {
             }
             guard let taken else { break }
             switch taken {
-            case .frame(let frame): serve(context, frame)
+            case .frame(let frame):
+                serve(context, frame)
+                servesEveryPublish = machine.servesEveryPublish
             case .publish(let receipt, let count, let requestID): hold(context, count: count, receipt: receipt, requestID: requestID)
             }
         }
