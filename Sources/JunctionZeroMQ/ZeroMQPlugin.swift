@@ -358,15 +358,16 @@ public final class ZeroMQPlugin: Service, Sendable {
         // with a burst of PUBLISH frames.
         var accepted: [Ingested] = []
         defer { if !accepted.isEmpty { publish(accepted) } }
+        var frames: [[UInt8]] = []
         for _ in 0..<1024 {
-            let received: (frames: [[UInt8]], oversized: Bool)?
+            let received: Bool?
             do {
-                received = try socket.receive(maxBytes: settings.maxMessageBytes)
+                received = try socket.receive(into: &frames, maxBytes: settings.maxMessageBytes)
             } catch {
                 logger.warning("receive failed", metadata: ["plugin": "\(name)", "error": "\(error)"])
                 return
             }
-            guard let (frames, oversized) = received else { return }
+            guard let oversized = received else { return }
             if settings.socket == .PUB { continue }  // a subscriber's (un)subscription: libzmq has applied it
             if settings.socket == .DEALER {
                 acknowledge(frames, subscription: subscription)

@@ -79,6 +79,15 @@ final class ZeroMQSocket {
     /// at most `maxBytes` are kept (the rest is read and dropped, and reported).
     func receive(maxBytes: Int) throws -> (frames: [[UInt8]], oversized: Bool)? {
         var frames: [[UInt8]] = []
+        guard let oversized = try receive(into: &frames, maxBytes: maxBytes) else { return nil }
+        return (frames, oversized)
+    }
+
+    /// `receive(maxBytes:)` into `frames` (emptied first, its room kept): a
+    /// loop that receives message after message reuses one array instead of
+    /// allocating one per message. Whether it was oversized; nil when none is waiting.
+    func receive(into frames: inout [[UInt8]], maxBytes: Int) throws -> Bool? {
+        frames.removeAll(keepingCapacity: true)
         var total = 0
         var oversized = false
         while true {
@@ -102,7 +111,7 @@ final class ZeroMQSocket {
             }
             if zmq_msg_more(&message) == 0 { break }
         }
-        return (frames, oversized)
+        return oversized
     }
 
     /// Sends a multipart message without blocking; false when the high-water

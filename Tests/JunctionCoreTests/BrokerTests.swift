@@ -25,6 +25,23 @@ struct BrokerPublishTests {
         try await h.close()
     }
 
+    @Test("one burst, one sharding key, topics of different queue counts: each message on the queue its key and its own topic give")
+    func shardingKeyAcrossTopics() async throws {
+        let h = try await DeliveryHarness.open(settings: BrokerSettings(topics: [TopicDeclaration(name: "seven", queues: 7), TopicDeclaration(name: "five", queues: 5)]))
+        let keys = ["k", "k", "k", "other", "other", "k", nil]
+        let topics = ["seven", "five", "seven", "seven", "five", "five", "seven"]
+        let burst = zip(topics, keys).enumerated().map { n, pair in Message(topic: pair.0, body: [UInt8(n)], shardingKey: pair.1) }
+        let outcomes = try await withUnsafeThrowingContinuation { continuation in
+            h.broker.publish(burst: burst) { continuation.resume(returning: $0) }
+        }
+        for (n, (topic, key)) in zip(topics, keys).enumerated() {
+            let receipt = try #require(try outcomes[n].get().first)
+            #expect(receipt.topic == topic)
+            if let key { #expect(receipt.queue == Int(FNV1a.hash(key) % UInt64(topic == "seven" ? 7 : 5)), "message \(n), key \(key) on \(topic)") }
+        }
+        try await h.close()
+    }
+
     @Test("declared topics take their queue count, others the default; autoCreateTopics=false refuses unknown topics")
     func topics() async throws {
         let h = try await DeliveryHarness.open(settings: BrokerSettings(defaults: TopicDefaults(queues: 3), topics: [TopicDeclaration(name: "big", queues: 16)]))

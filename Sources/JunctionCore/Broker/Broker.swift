@@ -328,6 +328,8 @@ public final class Broker: Sendable {
         let share = store.keylessShare
         // A batch is mostly one topic: it is looked up again only when the name changes.
         var lastTopic: Topic?
+        // And often one sharding key (an ingest plugin's source): hashed again only when it changes.
+        var lastKeyed: (key: String, topic: Topic, queue: Int)?
         do {
             for index in toStore {
                 var message = messages[index]
@@ -347,7 +349,18 @@ public final class Broker: Sendable {
                 let claim = storeDedupes ? (dedupeKeys?[index] ?? dedupeKey(for: messages[index])).map { key in
                     DedupeClaim(topic: key.topic, id: key.id, windowMs: key.id.hasPrefix("%copy%") ? copyWindowMs : Int64(settings.defaults.dedupeWindowMs))
                 } : nil
-                requests.append(AppendRequest(message: message, queue: topic.queue(for: message.shardingKey, share: share), dedupe: claim, unit: units?[index] ?? 0))
+                let queue: Int
+                if let key = message.shardingKey {
+                    if let last = lastKeyed, last.topic === topic, last.key == key {
+                        queue = last.queue
+                    } else {
+                        queue = topic.queue(for: key, share: share)
+                        lastKeyed = (key, topic, queue)
+                    }
+                } else {
+                    queue = topic.queue(for: nil, share: share)
+                }
+                requests.append(AppendRequest(message: message, queue: queue, dedupe: claim, unit: units?[index] ?? 0))
                 requestTopics.append(topic)
             }
         } catch {
