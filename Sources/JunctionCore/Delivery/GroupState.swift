@@ -488,12 +488,12 @@ struct GroupState {
                 }
                 if room != nil, let place = pickMember(for: q, room: room!) {
                     let attempt = pending.handOut(to: order[place])
-                    queues[q].pending.set(message.queueOffset, pending)
+                    queues[q].pending.set(message.queueOffset, consume pending)
                     handedOut(tag, attempt: attempt, to: place, room: &room!, held: &held)
                     continue
                 }
                 room = nil
-                queues[q].pending.set(message.queueOffset, pending)
+                queues[q].pending.set(message.queueOffset, consume pending)
                 waiting.insert(tag)
             }
             give(held)
