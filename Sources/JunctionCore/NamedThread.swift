@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 
 extension Thread {
     /// The longest thread name Linux keeps, in bytes (16 with the terminating zero).
@@ -10,15 +13,34 @@ extension Thread {
     /// Foundation's `name`, set before `start()`, stays inside Foundation: the
     /// new thread keeps the name of the one that made it (on a gateway, a
     /// dispatch worker's "…oot.default-qos"). Set from inside the thread it
-    /// reaches the OS, but Linux refuses a name over 15 bytes whole, so the
-    /// name is cut to fit first.
+    /// reaches the OS only when Foundation already knows the thread as the
+    /// current one, which races with `start()` (a loaded test run saw the
+    /// inherited name). So the name goes to the OS directly, with
+    /// `pthread_setname_np` on the thread itself; Linux refuses a name over
+    /// 15 bytes whole, so it is cut to fit first.
     public static func start(named name: String, _ body: @escaping @Sendable () -> Void) {
         let short = osName(name)
         Thread {
+            setOSName(short)
             Thread.current.name = short
             body()
         }.start()
     }
+
+    /// Names the calling thread for the OS. `pthread_setname_np` is a GNU
+    /// extension the Glibc module does not show Swift, so it is looked up
+    /// by name, once.
+    private static func setOSName(_ name: String) {
+        #if canImport(Glibc)
+        guard let setName = pthreadSetName else { return }
+        _ = name.withCString { setName(pthread_self(), $0) }
+        #endif
+    }
+
+    #if canImport(Glibc)
+    private typealias SetName = @convention(c) (pthread_t, UnsafePointer<CChar>) -> Int32
+    private static let pthreadSetName: SetName? = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "pthread_setname_np").map { unsafeBitCast($0, to: SetName.self) }
+    #endif
 
     /// `name` cut to the bytes Linux keeps, never inside a character.
     public static func osName(_ name: String) -> String {
