@@ -49,13 +49,24 @@ struct GroupState {
         case deadLetterRetry(due: Int64)
     }
 
+    /// Why a message is delivered again (its dead letter's `DLQ_REASON` says it).
+    /// An enum, not a string: a pending entry then holds one reference only,
+    /// and copies, moves and the map's slots cost less.
+    enum Reason: String, Equatable {
+        case none = ""
+        case consumerLeft = "consumer left"
+        case nacked
+        case ackTimeout = "ack timeout"
+        case deliveredBeforeRestart = "delivered before a restart"
+    }
+
     struct Pending: Equatable {
         var message: StoredMessage
         /// Deliveries made so far.
         var attempt: Int
         var stage: Stage
         /// Why it is being delivered again.
-        var reason: String
+        var reason: Reason
 
         /// Becomes `member`'s next delivery; returns its attempt number.
         mutating func handOut(to member: MemberID) -> Int {
@@ -211,9 +222,9 @@ struct GroupState {
             for (offset, pending) in queues[q].pending {
                 switch pending.stage {
                 case .ready(id):
-                    makeWaiting(q, offset, due: now, reason: "consumer left", uncount: true)
+                    makeWaiting(q, offset, due: now, reason: .consumerLeft, uncount: true)
                 case .taken(id, _):
-                    makeWaiting(q, offset, due: now, reason: "consumer left", uncount: false)
+                    makeWaiting(q, offset, due: now, reason: .consumerLeft, uncount: false)
                 default:
                     break
                 }
@@ -338,7 +349,7 @@ struct GroupState {
         var dead: [DeadLetter] = []
         for tag in tags where tag.queue < queues.count {
             guard case .taken(member, _)? = queues[tag.queue].pending.peek(tag.offset, \.stage) else { continue }
-            if let letter = fail(tag, reason: "nacked", delayMs: delayMs, now: now) { dead.append(letter) }
+            if let letter = fail(tag, reason: .nacked, delayMs: delayMs, now: now) { dead.append(letter) }
         }
         var actions = dead.isEmpty ? [] : [Action.deadLetter(dead)]
         actions += dispatch(now: now)
@@ -347,7 +358,7 @@ struct GroupState {
 
     /// Takes a delivery back from its holder: waits again, or is dead-lettered
     /// when it used up its deliveries.
-    private mutating func fail(_ tag: DeliveryTag, reason: String, delayMs: Int?, now: Int64) -> DeadLetter? {
+    private mutating func fail(_ tag: DeliveryTag, reason: Reason, delayMs: Int?, now: Int64) -> DeadLetter? {
         guard let pending = queues[tag.queue].pending[tag.offset] else { return nil }
         release(pending.stage, of: tag)
         if pending.attempt >= definition.maxDeliveries {
@@ -375,7 +386,7 @@ struct GroupState {
         }
     }
 
-    private mutating func makeWaiting(_ q: Int, _ offset: UInt64, due: Int64, reason: String, uncount: Bool) {
+    private mutating func makeWaiting(_ q: Int, _ offset: UInt64, due: Int64, reason: Reason, uncount: Bool) {
         guard var pending = queues[q].pending[offset] else { return }
         let tag = DeliveryTag(queue: q, offset: offset)
         release(pending.stage, of: tag)
@@ -395,7 +406,7 @@ struct GroupState {
         copy.properties["DLQ_ORIGIN_QUEUE"] = String(tag.queue)
         copy.properties["DLQ_ORIGIN_OFFSET"] = String(tag.offset)
         copy.properties["DLQ_ORIGIN_ID"] = pending.message.id.description
-        copy.properties["DLQ_REASON"] = "\(pending.reason) after \(pending.attempt) deliveries (maxDeliveries \(definition.maxDeliveries))"
+        copy.properties["DLQ_REASON"] = "\(pending.reason.rawValue) after \(pending.attempt) deliveries (maxDeliveries \(definition.maxDeliveries))"
         copy.properties["DLQ_GROUP"] = group
         return DeadLetter(tag: tag, id: pending.message.id, copy: copy, copyOf: "dlq/\(name):\(pending.message.id)")
     }
@@ -429,7 +440,7 @@ struct GroupState {
             for (offset, pending) in queues[q].pending {
                 switch pending.stage {
                 case .taken(_, let due) where due <= now:
-                    if let letter = fail(DeliveryTag(queue: q, offset: offset), reason: "ack timeout", delayMs: nil, now: now) { dead.append(letter) }
+                    if let letter = fail(DeliveryTag(queue: q, offset: offset), reason: .ackTimeout, delayMs: nil, now: now) { dead.append(letter) }
                 case .deadLetterRetry(let due) where due <= now:
                     queues[q].pending[offset]!.stage = .deadLettering
                     dead.append(deadLetter(for: pending, tag: DeliveryTag(queue: q, offset: offset)))
@@ -478,7 +489,7 @@ struct GroupState {
                 if !queues[q].acked.isEmpty && queues[q].acked.remove(message.queueOffset) != nil { continue }
                 let tag = DeliveryTag(queue: q, offset: message.queueOffset)
                 let before = queues[q].restoredAttempts.isEmpty ? 0 : queues[q].restoredAttempts.removeValue(forKey: message.queueOffset) ?? 0
-                var pending = Pending(message: message, attempt: before, stage: .waiting(due: now), reason: before > 0 ? "delivered before a restart" : "")
+                var pending = Pending(message: message, attempt: before, stage: .waiting(due: now), reason: before > 0 ? .deliveredBeforeRestart : .none)
                 if before >= definition.maxDeliveries {
                     // Used up its deliveries before the restart (a message that crashes its consumers, say).
                     pending.stage = .deadLettering
@@ -605,12 +616,15 @@ struct GroupState {
             let owner = q % order.count
             return room[owner] > 0 ? owner : nil
         }
-        for step in 0..<order.count {
-            let place = (memberCursor + step) % order.count
+        // From the cursor on, once round, with one division at most (none in a group of one member, the usual case).
+        var place = order.count == 1 ? 0 : memberCursor % order.count
+        for _ in 0..<order.count {
+            if place >= order.count { place = 0 }
             if room[place] > 0 {
-                memberCursor = (memberCursor + step + 1) % order.count
+                memberCursor = place + 1 < order.count ? place + 1 : 0
                 return place
             }
+            place += 1
         }
         return nil
     }
