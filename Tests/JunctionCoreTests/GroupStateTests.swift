@@ -335,9 +335,9 @@ struct GroupStateTests {
         #expect(d.take(b).map(\.bodyText) == ["2", "3"])
     }
 
-    @Test("ack none: a member's take skips what it was handed before its queue was taken away and then went to another member")
-    func ackNoneStaleReady() {
-        var d = GroupDriver(queues: 2, ack: .none)
+    @Test("a member's take skips what it was handed before its queue was taken away and then went to another member", arguments: [SubscriptionOptions.AckMode.none, .explicit])
+    func staleReady(ack: SubscriptionOptions.AckMode) {
+        var d = GroupDriver(queues: 2, ack: ack)
         let a = d.join(credit: 2)
         d.publish(2, queue: 0)
         d.settle()

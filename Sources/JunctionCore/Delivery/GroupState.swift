@@ -279,13 +279,17 @@ struct GroupState {
             member.readyHead += 1
             // Read where it lies: a copy of the whole pending entry costs more than a second lookup.
             if definition.ack == .explicit {
-                guard queues[tag.queue].pending.peek(tag.offset, { $0.stage == .ready(id) }) == true else { continue }
+                // The ack timeout counts from the take. One lookup: checked, taken and read where it lies.
+                let due = now + Int64(definition.ackTimeoutMs)
+                let taken = queues[tag.queue].pending.modify(tag.offset) { pending -> Delivery? in
+                    guard pending.stage == .ready(id) else { return nil }
+                    pending.stage = .taken(id, due: due)
+                    return Delivery(message: pending.message, attempt: pending.attempt)
+                }
+                guard let taken, let delivery = taken else { continue }
                 member.readyCount -= 1
                 member.takenCount += 1
-                batch.append(queues[tag.queue].pending.peek(tag.offset) { Delivery(message: $0.message, attempt: $0.attempt) }!)
-                // The ack timeout counts from the take.
-                let due = now + Int64(definition.ackTimeoutMs)
-                queues[tag.queue].pending.modify(tag.offset) { $0.stage = .taken(id, due: due) }
+                batch.append(delivery)
             } else {
                 // At-most-once: consumed once taken.
                 guard let pending = queues[tag.queue].pending.remove(tag.offset, if: { $0.stage == .ready(id) }) else { continue }
@@ -310,11 +314,21 @@ struct GroupState {
     /// Acknowledges deliveries, from whichever member: consumed, never again.
     mutating func ack(_ tags: [DeliveryTag], now: Int64) -> [Action] {
         guard definition.ack == .explicit else { return [] }
-        var acked: [Int: [UInt64]] = [:]
+        // By queue, in a short list (an ack names a few queues), and what each
+        // member held counted down once per member: no hashing per tag.
+        var acked: [(queue: Int, offsets: [UInt64])] = []
+        var released: [(member: MemberID, count: Int)] = []
         for tag in tags where tag.queue < queues.count {
             guard let pending = queues[tag.queue].pending.removeValue(forKey: tag.offset) else { continue }
-            release(pending.stage, of: tag)
-            acked[tag.queue, default: []].append(tag.offset)
+            if case .taken(let id, _) = pending.stage {
+                if let at = released.firstIndex(where: { $0.member == id }) { released[at].count += 1 } else { released.append((id, 1)) }
+            } else {
+                release(pending.stage, of: tag)
+            }
+            if let at = acked.firstIndex(where: { $0.queue == tag.queue }) { acked[at].offsets.append(tag.offset) } else { acked.append((tag.queue, [tag.offset])) }
+        }
+        for (id, count) in released {
+            if let at = members.index(forKey: id) { members.values[at].takenCount -= count }
         }
         for (q, offsets) in acked { queues[q].recordAcks(offsets) }
         return dispatch(now: now)
