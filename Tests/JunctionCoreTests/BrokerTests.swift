@@ -28,8 +28,9 @@ struct BrokerPublishTests {
     @Test("one burst, one sharding key, topics of different queue counts: each message on the queue its key and its own topic give")
     func shardingKeyAcrossTopics() async throws {
         let h = try await DeliveryHarness.open(settings: BrokerSettings(topics: [TopicDeclaration(name: "seven", queues: 7), TopicDeclaration(name: "five", queues: 5)]))
-        let keys = ["k", "k", "k", "other", "other", "k", nil]
-        let topics = ["seven", "five", "seven", "seven", "five", "five", "seven"]
+        // "é" composed and decomposed: equal as Strings, apart as bytes (and so in their queue).
+        let keys = ["k", "k", "k", "other", "other", "k", nil, "\u{E9}", "e\u{301}", "e\u{301}", "\u{E9}"]
+        let topics = ["seven", "five", "seven", "seven", "five", "five", "seven", "seven", "seven", "five", "five"]
         let burst = zip(topics, keys).enumerated().map { n, pair in Message(topic: pair.0, body: [UInt8(n)], shardingKey: pair.1) }
         let outcomes = try await withUnsafeThrowingContinuation { continuation in
             h.broker.publish(burst: burst) { continuation.resume(returning: $0) }

@@ -351,7 +351,9 @@ public final class Broker: Sendable {
                 } : nil
                 let queue: Int
                 if let key = message.shardingKey {
-                    if let last = lastKeyed, last.topic === topic, last.key == key {
+                    // The same bytes, not only an equal String: `==` holds for canonically
+                    // equivalent keys ("é" composed or not), which hash apart.
+                    if let last = lastKeyed, last.topic === topic, last.key == key, last.key.utf8.elementsEqual(key.utf8) {
                         queue = last.queue
                     } else {
                         queue = topic.queue(for: key, share: share)
