@@ -277,16 +277,17 @@ struct GroupState {
         while batch.count < max, member.readyHead < member.ready.count {
             let tag = member.ready[member.readyHead]
             member.readyHead += 1
-            // Read where it lies: a copy of the whole pending entry costs more than a second lookup.
+            // One lookup of the entry each, which must still be ready for this
+            // member (a queue taken away and given back may have handed it to another).
             if definition.ack == .explicit {
-                // The ack timeout counts from the take. One lookup: checked, taken and read where it lies.
+                // Checked, taken and read where it lies; the ack timeout counts from the take.
                 let due = now + Int64(definition.ackTimeoutMs)
                 let taken = queues[tag.queue].pending.modify(tag.offset) { pending -> Delivery? in
                     guard pending.stage == .ready(id) else { return nil }
                     pending.stage = .taken(id, due: due)
                     return Delivery(message: pending.message, attempt: pending.attempt)
                 }
-                guard let taken, let delivery = taken else { continue }
+                guard let delivery = taken ?? nil else { continue }
                 member.readyCount -= 1
                 member.takenCount += 1
                 batch.append(delivery)
