@@ -167,12 +167,19 @@ public enum FrameCodec {
         guard let opcode = Frame.Opcode(rawValue: raw) else {
             throw ProtocolError(.unknownOpcode, "opcode 0x\(String(raw, radix: 16)) is not part of protocol version \(Frame.version)", requestID: requestID)
         }
-        // Fields are read straight from the buffer's bytes, in one closure:
-        // no copy of the payload, and one exclusivity check, not one a field.
-        let decoded = payload.withUnsafeReadableBytes { raw -> Result<Frame, ProtocolError> in
+        return try read(payload, opcode: opcode, requestID: requestID) { (reader: inout WireReader) throws(ProtocolError) in try decodeBody(&reader) }
+    }
+
+    /// What `body` reads from `payload` with a `WireReader`. Fields are read
+    /// straight from the buffer's bytes, in one closure: no copy of the
+    /// payload, and one exclusivity check, not one a field.
+    private static func read<T>(
+        _ payload: ByteBuffer, opcode: Frame.Opcode, requestID: UInt32, _ body: (inout WireReader) throws(ProtocolError) -> T
+    ) throws(ProtocolError) -> T {
+        let decoded = payload.withUnsafeReadableBytes { raw -> Result<T, ProtocolError> in
             var reader = WireReader(payload: raw, opcode: opcode, requestID: requestID)
             do throws(ProtocolError) {
-                return .success(try decodeBody(&reader))
+                return .success(try body(&reader))
             } catch {
                 return .failure(error)
             }
@@ -205,17 +212,11 @@ public enum FrameCodec {
     /// hot path: no `Frame` and no array per frame); whether it asks for
     /// receipts. On an error, messages of this frame may have been appended.
     public static func decodePublish(requestID: UInt32, payload: inout ByteBuffer, into messages: inout [Message]) throws(ProtocolError) -> Bool {
-        let decoded = payload.withUnsafeReadableBytes { raw -> Result<Bool, ProtocolError> in
-            var reader = WireReader(payload: raw, opcode: .publish, requestID: requestID)
-            do throws(ProtocolError) {
-                let receipt = try readPublish(&reader, into: &messages)
-                try reader.finish()
-                return .success(receipt)
-            } catch {
-                return .failure(error)
-            }
+        try read(payload, opcode: .publish, requestID: requestID) { (reader: inout WireReader) throws(ProtocolError) in
+            let receipt = try readPublish(&reader, into: &messages)
+            try reader.finish()
+            return receipt
         }
-        return try decoded.get()
     }
 
     /// The frame whose payload `reader` reads, all of it.

@@ -27,16 +27,7 @@ struct OffsetMap<Value>: Sequence {
     subscript(key: UInt64) -> Value? {
         get { index(of: key).flatMap { slots[$0] } }
         set {
-            guard let newValue else {
-                removeValue(forKey: key)
-                return
-            }
-            if let i = index(of: key) {
-                if slots[i] == nil { count += 1 }
-                slots[i] = newValue
-            } else {
-                insert(newValue, for: key)
-            }
+            if let newValue { set(key, newValue) } else { removeValue(forKey: key) }
         }
         _modify {
             if let i = index(of: key) {
@@ -98,10 +89,7 @@ struct OffsetMap<Value>: Sequence {
 
     @discardableResult
     mutating func removeValue(forKey key: UInt64) -> Value? {
-        guard let i = index(of: key), let value = slots[i] else { return nil }
-        slots[i] = nil
-        removed(at: i)
-        return value
+        remove(key, if: { _ in true })
     }
 
     mutating func removeAll() {
