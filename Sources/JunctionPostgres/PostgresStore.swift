@@ -486,13 +486,25 @@ public final class PostgresStore: MessageStore, Sendable {
         }
     }
 
-    /// The same limits as the embedded log, so that a backend change refuses nothing new.
+    /// The same limits as the embedded log, so that a backend change refuses
+    /// nothing new; and a NUL character in a text column, which PostgreSQL's
+    /// text cannot hold: refused here, it fails this call alone, where in a
+    /// COPY it would fail every append of the batch.
     static func refusal(_ requests: [AppendRequest]) -> BrokerError? {
         for request in requests {
+            let message = request.message
             guard (0...Int(UInt16.max)).contains(request.queue) else { return BrokerError(.invalidMessage, "queue \(request.queue) is outside 0...65535") }
-            guard !request.message.topic.isEmpty, request.message.topic.utf8.count <= 255 else { return BrokerError(.invalidMessage, "topic must be 1 to 255 bytes") }
+            guard !message.topic.isEmpty, message.topic.utf8.count <= 255 else { return BrokerError(.invalidMessage, "topic must be 1 to 255 bytes") }
+            for (field, text) in [("the topic", message.topic), ("the tag", message.tag), ("the sharding key", message.shardingKey), ("the dedupe id", message.dedupeID)] {
+                if let text, text.utf8.contains(0) { return nulRefusal(field) }
+            }
+            if message.keys.contains(where: { $0.utf8.contains(0) }) { return nulRefusal("a key") }
         }
         return nil
+    }
+
+    private static func nulRefusal(_ field: String) -> BrokerError {
+        BrokerError(.invalidMessage, "\(field) holds a NUL character (U+0000), which PostgreSQL's text cannot store")
     }
 
     /// Group commit: one transaction at a time carries every append that waits.

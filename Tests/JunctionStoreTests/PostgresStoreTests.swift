@@ -105,6 +105,37 @@ struct PostgresColumnsTests {
 }
 
 extension PostgresColumnsTests {
+    @Test("a NUL character, which PostgreSQL's text cannot hold, in a tag, key, sharding key or dedupe id: that append alone is refused as an invalid message, naming the field; appends beside it are stored")
+    func nulInText() async throws {
+        let server = await PostgresServer.shared()
+        let store = PostgresStore(settings: server.settings(database: try await server.createDatabase()))
+        let bad = [
+            ("the tag", Message(topic: "nul", tag: "a\u{0}", body: [1])),
+            ("a key", Message(topic: "nul", keys: ["ok", "k\u{0}"], body: [1])),
+            ("the sharding key", Message(topic: "nul", body: [1], shardingKey: "\u{0}")),
+            ("the dedupe id", Message(topic: "nul", body: [1], dedupeID: "d\u{0}d")),
+        ]
+        // Properties go as JSON, which writes a NUL as \u0000: they are stored.
+        let good = Message(topic: "nul", properties: ["p": "v\u{0}"], body: [2], bornTimestamp: 5)
+        for (field, message) in bad {
+            // Each bad append beside good ones, all waiting for the same batch.
+            async let before = store.append([AppendRequest(message: good, queue: 0)])
+            async let refused: [AppendResult] = store.append([AppendRequest(message: good, queue: 0), AppendRequest(message: message, queue: 0)])
+            async let after = store.append([AppendRequest(message: good, queue: 0)])
+            do {
+                _ = try await refused
+                Issue.record("\(field) with a NUL was stored")
+            } catch let error as BrokerError {
+                #expect(error.code == .invalidMessage && error.message.contains(field) && error.message.contains("NUL"), "\(error)")
+            }
+            for stored in [try await before, try await after] {
+                let read = try #require(try await store.message(id: stored[0].id))
+                #expect(read.message == good)
+            }
+        }
+        try await store.close()
+    }
+
     @Test("one append of messages interleaved over three topics and their queues: each receipt's id names its own message, and each queue's offsets follow the batch's order")
     func idsOfAnInterleavedBatch() async throws {
         let server = await PostgresServer.shared()
