@@ -27,12 +27,12 @@ struct PostgresBenchmarks {
         print("Publishing: pipelined with receipts, 1024 in flight per connection (`netbench … publish`), \(Self.publishers) connections; a receipt comes after the commit.")
         print("Append lanes (storage.postgres.lanes): \(Self.lanes(gateways: 1)) for one gateway, \(Self.lanes(gateways: 2)) each for two (docs/CONFIG.md: a little more than the database's cores across all gateways).")
         print("")
-        print("| load | messages/s | of the plain-insert ceiling | of the COPY ceiling |")
-        print("| --- | ---: | ---: | ---: |")
+        print("| load | messages/s | of the plain-insert ceiling | of the binary COPY ceiling | of the text COPY ceiling |")
+        print("| --- | ---: | ---: | ---: | ---: |")
 
         // Three rounds, each load once per round on a new database, in turn (the VM's speed drifts).
         // Each load starts after a CHECKPOINT, so that none pays for writing out the one before it.
-        var ceilings: [Double] = [], copyCeilings: [Double] = [], singles: [Double] = [], pairs: [Double] = [], splitPairs: [Double] = []
+        var ceilings: [Double] = [], copyCeilings: [Double] = [], binaryCeilings: [Double] = [], singles: [Double] = [], pairs: [Double] = [], splitPairs: [Double] = []
         for _ in 0..<3 {
             // Junction through one gateway (it also creates the schema the ceiling copies).
             let one = try server.createDatabase()
@@ -42,8 +42,9 @@ struct PostgresBenchmarks {
             })
             // The ceiling: the same rows, in a table like junction_messages (its indexes too), multi-row INSERTs of 100 by 8 connections.
             ceilings.append(try await plainInserts(server: server, database: one, total: count, connections: 8, rowsPerInsert: 100))
-            // The same rows by COPY, as Junction itself writes them: no ceiling unless the plain client may use it too.
-            copyCeilings.append(try psqlCopies(server: server, database: one, total: count, connections: 8, rowsPerCopy: 100))
+            // The same rows by COPY in the text format, as Junction itself writes them (no ceiling unless the plain client may use it too), and in the binary format, the fastest plain client here.
+            binaryCeilings.append(try psqlCopies(server: server, database: one, total: count, connections: 8, rowsPerCopy: 100, binary: true))
+            copyCeilings.append(try psqlCopies(server: server, database: one, total: count, connections: 8, rowsPerCopy: 100, binary: false))
             let two = try server.createDatabase()
             pairs.append(try await withGateways(junction, server: server, database: two, count: 2) { ports in
                 try server.psql(database: two, command: "CHECKPOINT")
@@ -57,17 +58,20 @@ struct PostgresBenchmarks {
             })
         }
         let ceiling = CPeerBenchmarks.Runs(values: ceilings), copyCeiling = CPeerBenchmarks.Runs(values: copyCeilings)
+        let binaryCeiling = CPeerBenchmarks.Runs(values: binaryCeilings)
         func row(_ load: String, _ runs: CPeerBenchmarks.Runs) {
-            print("| \(load) | \(runs.cell) | \(String(format: "%.2f×", runs.median / max(ceiling.median, 1))) | \(String(format: "%.2f×", runs.median / max(copyCeiling.median, 1))) |")
+            let ratios = [ceiling, binaryCeiling, copyCeiling].map { String(format: "%.2f×", runs.median / max($0.median, 1)) }
+            print("| \(load) | \(runs.cell) | \(ratios.joined(separator: " | ")) |")
         }
-        row("plain client: multi-row INSERT of 100 rows per statement, 8 connections, autocommit (the ceiling)", ceiling)
-        row("plain client: `psql` `\\copy` of 100 rows per statement, 8 processes, autocommit (the COPY ceiling)", copyCeiling)
+        row("plain client: multi-row INSERT of 100 rows per statement, 8 connections, autocommit (the INSERT ceiling)", ceiling)
+        row("plain client: `psql` `\\copy … (FORMAT binary)` of 100 rows per statement, 8 processes, autocommit (the binary COPY ceiling)", binaryCeiling)
+        row("plain client: `psql` `\\copy` of 100 rows per statement in the text format, 8 processes, autocommit (the text COPY ceiling)", copyCeiling)
         row("Junction, one gateway, \(Self.publishers) publishing connections", CPeerBenchmarks.Runs(values: singles))
         row("Junction, two gateways on one database, \(Self.publishers / 2) publishing connections each", CPeerBenchmarks.Runs(values: pairs))
         row("Junction, two gateways as above, `keylessQueues: split` (each writes its own half of the queues)", CPeerBenchmarks.Runs(values: splitPairs))
         print("")
         print("Each cell: the median of 3 runs (the lowest and highest in brackets); the ratio is of the medians.")
-        print("Target: at least 0.8× the ceiling. Junction writes its rows by COPY, so the COPY ceiling is given beside it. For scale: pgmq reports 150k writes/s with 20 writers batching 100 on 16 vCPUs; River about 46k jobs/s.")
+        print("Target: at least 0.8× the ceiling. Junction writes its rows by COPY in the text format, so that COPY ceiling is given beside it, and the binary format's, the fastest plain client here, beside that. For scale: pgmq reports 150k writes/s with 20 writers batching 100 on 16 vCPUs; River about 46k jobs/s.")
         print("")
 
         let three = try server.createDatabase()
@@ -168,11 +172,12 @@ struct PostgresBenchmarks {
 
     /// Rows per second `connections` psql processes write into a copy of
     /// junction_messages by `\\copy` of `rowsPerCopy` rows each (COPY FROM
-    /// STDIN, text format, autocommit): the rows are written to files first,
-    /// so the figure is the database's, not a client's building them.
-    private func psqlCopies(server: ScratchPostgres, database: String, total: Int, connections: Int, rowsPerCopy: Int) throws -> Double {
-        try server.psql(database: database, command: "CREATE TABLE plain_copy (LIKE junction_messages INCLUDING ALL)")
-        let directory = "\(root)/psql-copies-\(database)"
+    /// STDIN, text or binary format, autocommit): the rows are written to
+    /// files first, so the figure is the database's, not a client's building them.
+    private func psqlCopies(server: ScratchPostgres, database: String, total: Int, connections: Int, rowsPerCopy: Int, binary: Bool) throws -> Double {
+        let table = binary ? "plain_binary" : "plain_copy"
+        try server.psql(database: database, command: "CREATE TABLE \(table) (LIKE junction_messages INCLUDING ALL)")
+        let directory = "\(root)/psql-copies-\(table)-\(database)"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let now = Int64(Date().timeIntervalSince1970 * 1000)
@@ -182,11 +187,18 @@ struct PostgresBenchmarks {
         for writer in 0..<connections {
             var script = ""
             for copy in stride(from: writer, to: copies, by: connections) {
-                var rows = ""
-                for row in 0..<rowsPerCopy { rows += "bench\t\(writer)\t\(copy * rowsPerCopy + row)" + tail }
                 let file = "\(directory)/\(copy)"
-                try rows.write(toFile: file, atomically: false, encoding: .utf8)
-                script += "\\copy plain_copy (topic, queue, queue_offset, stored_at, tag, tag_hash, keys, properties, body, born_at) FROM '\(file)'\n"
+                if binary {
+                    var rows = Self.binaryHeader
+                    for row in 0..<rowsPerCopy { rows += Self.binaryRow(queue: writer, offset: copy * rowsPerCopy + row, now: now) }
+                    rows += [0xFF, 0xFF]
+                    try Data(rows).write(to: URL(fileURLWithPath: file))
+                } else {
+                    var rows = ""
+                    for row in 0..<rowsPerCopy { rows += "bench\t\(writer)\t\(copy * rowsPerCopy + row)" + tail }
+                    try rows.write(toFile: file, atomically: false, encoding: .utf8)
+                }
+                script += "\\copy \(table) (topic, queue, queue_offset, stored_at, tag, tag_hash, keys, properties, body, born_at) FROM '\(file)'\(binary ? " WITH (FORMAT binary)" : "")\n"
             }
             let path = "\(directory)/writer-\(writer).sql"
             try script.write(toFile: path, atomically: false, encoding: .utf8)
@@ -197,6 +209,30 @@ struct PostgresBenchmarks {
         let writers = try scripts.map { try server.startPsql(database: database, script: $0) }
         for writer in writers { try ScratchPostgres.wait(writer, "psql") }
         return Double(copies * rowsPerCopy) / (Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9)
+    }
+
+    /// COPY's binary signature, no flags, no header extension.
+    private static let binaryHeader: [UInt8] = Array("PGCOPY\n".utf8) + [0xFF, 0x0D, 0x0A, 0x00, 0, 0, 0, 0, 0, 0, 0, 0]
+
+    /// One row of the ceiling's ten columns in COPY's binary format: the
+    /// column count, then each column's length (-1: NULL) and big-endian value.
+    private static func binaryRow(queue: Int, offset: Int, now: Int64) -> [UInt8] {
+        var row: [UInt8] = []
+        func int(_ value: some FixedWidthInteger) { withUnsafeBytes(of: value.bigEndian) { row += $0 } }
+        func column(_ bytes: [UInt8]) { int(Int32(bytes.count)); row += bytes }
+        func bigint(_ value: Int64) { int(Int32(8)); int(value) }
+        int(Int16(10))
+        column(Array("bench".utf8))
+        int(Int32(4)); int(Int32(queue))
+        bigint(Int64(offset))
+        bigint(now)
+        int(Int32(-1))  // tag
+        bigint(0)
+        int(Int32(12)); int(Int32(0)); int(Int32(0)); int(Int32(25))  // keys: an empty text[]
+        column(Array("{}".utf8))
+        column([UInt8](repeating: 0x6A, count: 100))
+        bigint(now)
+        return row
     }
 }
 
