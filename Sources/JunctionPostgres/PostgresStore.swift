@@ -499,9 +499,20 @@ public final class PostgresStore: MessageStore, Sendable {
                 if let text, text.utf8.contains(0) { return nulRefusal(field) }
             }
             if message.keys.contains(where: { $0.utf8.contains(0) }) { return nulRefusal("a key") }
+            for (field, text) in [("a key", message.keys.max { $0.utf8.count < $1.utf8.count }), ("the dedupe id", message.dedupeID)] {
+                if let text, text.utf8.count > maxIndexedTextBytes {
+                    return BrokerError(.tooLarge, "\(field) is \(text.utf8.count) bytes; on PostgreSQL, whose indexes hold it, the bound is \(maxIndexedTextBytes)")
+                }
+            }
         }
         return nil
     }
+
+    /// The longest key or dedupe id stored: each is in a B-tree index with
+    /// its topic (`junction_keys`, `junction_dedupe`), whose entries hold at
+    /// most 2,704 bytes; over that the server would refuse the batch's COPY.
+    /// 2,000 leaves room for a topic of 255 bytes and the entries' overhead.
+    static let maxIndexedTextBytes = 2000
 
     private static func nulRefusal(_ field: String) -> BrokerError {
         BrokerError(.invalidMessage, "\(field) holds a NUL character (U+0000), which PostgreSQL's text cannot store")

@@ -105,6 +105,46 @@ struct PostgresColumnsTests {
 }
 
 extension PostgresColumnsTests {
+    @Test("a key or dedupe id longer than PostgreSQL's indexes take (a limits.maxKeyBytes raised past 2,000 bytes): that append alone is refused, naming the field and the bound; appends beside it are stored, and a key at the bound is stored and found")
+    func longKeys() async throws {
+        let server = await PostgresServer.shared()
+        let store = PostgresStore(settings: server.settings(database: try await server.createDatabase()))
+        // Bytes that do not compress: an index entry of them is as long as they are.
+        var seed: UInt64 = 0x9E37_79B9_7F4A_7C15
+        func text(_ count: Int) -> String {
+            String((0..<count).map { _ in
+                seed = seed &* 6364136223846793005 &+ 1442695040888963407
+                return Character(Unicode.Scalar(UInt8(0x21 + (seed >> 33) % 94)))
+            })
+        }
+        let limit = PostgresStore.maxIndexedTextBytes
+        let bad = [
+            ("a key", Message(topic: "long", keys: ["ok", text(3000)], body: [1])),
+            ("the dedupe id", Message(topic: "long", body: [1], dedupeID: text(3000))),
+        ]
+        let good = Message(topic: "long", body: [2], bornTimestamp: 5)
+        for (field, message) in bad {
+            async let before = store.append([AppendRequest(message: good, queue: 0)])
+            async let refused: [AppendResult] = store.append([AppendRequest(message: good, queue: 0), AppendRequest(message: message, queue: 0)])
+            async let after = store.append([AppendRequest(message: good, queue: 0)])
+            do {
+                _ = try await refused
+                Issue.record("\(field) over the bound was stored")
+            } catch let error as BrokerError {
+                #expect(error.code == .tooLarge && error.message.contains(field) && error.message.contains("\(limit)"), "\(error)")
+            }
+            for stored in [try await before, try await after] {
+                let read = try #require(try await store.message(id: stored[0].id))
+                #expect(read.message == good)
+            }
+        }
+        let key = text(limit)
+        let stored = try await store.append([AppendRequest(message: Message(topic: "long", keys: [key], body: [3], dedupeID: text(limit)), queue: 0)])
+        let found = try await store.messages(topic: "long", key: key, since: 0, until: Int64.max, limit: 10)
+        #expect(found.map(\.id) == stored.map(\.id))
+        try await store.close()
+    }
+
     @Test("a NUL character, which PostgreSQL's text cannot hold, in a tag, key, sharding key or dedupe id: that append alone is refused as an invalid message, naming the field; appends beside it are stored")
     func nulInText() async throws {
         let server = await PostgresServer.shared()
