@@ -122,22 +122,7 @@ extension PostgresColumnsTests {
             ("a key", Message(topic: "long", keys: ["ok", text(3000)], body: [1])),
             ("the dedupe id", Message(topic: "long", body: [1], dedupeID: text(3000))),
         ]
-        let good = Message(topic: "long", body: [2], bornTimestamp: 5)
-        for (field, message) in bad {
-            async let before = store.append([AppendRequest(message: good, queue: 0)])
-            async let refused: [AppendResult] = store.append([AppendRequest(message: good, queue: 0), AppendRequest(message: message, queue: 0)])
-            async let after = store.append([AppendRequest(message: good, queue: 0)])
-            do {
-                _ = try await refused
-                Issue.record("\(field) over the bound was stored")
-            } catch let error as BrokerError {
-                #expect(error.code == .tooLarge && error.message.contains(field) && error.message.contains("\(limit)"), "\(error)")
-            }
-            for stored in [try await before, try await after] {
-                let read = try #require(try await store.message(id: stored[0].id))
-                #expect(read.message == good)
-            }
-        }
+        try await refusedAlone(bad, beside: Message(topic: "long", body: [2], bornTimestamp: 5), in: store, as: .tooLarge, saying: "\(limit)")
         let key = text(limit)
         let stored = try await store.append([AppendRequest(message: Message(topic: "long", keys: [key], body: [3], dedupeID: text(limit)), queue: 0)])
         let found = try await store.messages(topic: "long", key: key, since: 0, until: Int64.max, limit: 10)
@@ -157,23 +142,31 @@ extension PostgresColumnsTests {
         ]
         // Properties go as JSON, which writes a NUL as \u0000: they are stored.
         let good = Message(topic: "nul", properties: ["p": "v\u{0}"], body: [2], bornTimestamp: 5)
+        try await refusedAlone(bad, beside: good, in: store, as: .invalidMessage, saying: "NUL")
+        try await store.close()
+    }
+
+    /// Appends each bad message (with a good one) between two appends of
+    /// `good`, all three waiting for the same batch: the bad append is
+    /// refused with `code`, its text naming the field and `saying`; the
+    /// good appends are stored.
+    private func refusedAlone(_ bad: [(field: String, message: Message)], beside good: Message, in store: PostgresStore,
+                              as code: BrokerError.Code, saying: String) async throws {
         for (field, message) in bad {
-            // Each bad append beside good ones, all waiting for the same batch.
             async let before = store.append([AppendRequest(message: good, queue: 0)])
             async let refused: [AppendResult] = store.append([AppendRequest(message: good, queue: 0), AppendRequest(message: message, queue: 0)])
             async let after = store.append([AppendRequest(message: good, queue: 0)])
             do {
                 _ = try await refused
-                Issue.record("\(field) with a NUL was stored")
+                Issue.record("\(field) was stored")
             } catch let error as BrokerError {
-                #expect(error.code == .invalidMessage && error.message.contains(field) && error.message.contains("NUL"), "\(error)")
+                #expect(error.code == code && error.message.contains(field) && error.message.contains(saying), "\(error)")
             }
             for stored in [try await before, try await after] {
                 let read = try #require(try await store.message(id: stored[0].id))
                 #expect(read.message == good)
             }
         }
-        try await store.close()
     }
 
     @Test("one append of messages interleaved over three topics and their queues: each receipt's id names its own message, and each queue's offsets follow the batch's order")
