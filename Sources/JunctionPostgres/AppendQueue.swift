@@ -9,6 +9,8 @@ struct AppendQueue<Completion> {
     struct Pending {
         var requests: [AppendRequest]
         var completion: Completion
+        /// The requests' bytes as `bytes(of:)` counts them.
+        var bytes: Int
     }
 
     private(set) var waiting: [Pending] = []
@@ -18,23 +20,25 @@ struct AppendQueue<Completion> {
 
     /// Adds an append; true when the caller must start the writer loop.
     mutating func add(_ requests: [AppendRequest], _ completion: Completion) -> Bool {
-        waiting.append(Pending(requests: requests, completion: completion))
+        waiting.append(Pending(requests: requests, completion: completion, bytes: requests.reduce(0) { $0 + Self.bytes(of: $1.message) }))
         guard !writing else { return false }
         writing = true
         return true
     }
 
     /// The next transaction's appends: whole appends in arrival order, at
-    /// least one, then as many as keep the batch within `maxMessages`. Empty
-    /// when nothing waits, and the writer loop then ends (`writing` is false).
-    mutating func next(maxMessages: Int) -> [Pending] {
+    /// least one, then as many as keep the batch within `maxMessages` and
+    /// `maxBytes`. Empty when nothing waits, and the writer loop then ends
+    /// (`writing` is false).
+    mutating func next(maxMessages: Int, maxBytes: Int) -> [Pending] {
         var batch: [Pending] = []
-        var count = 0
+        var count = 0, bytes = 0
         while head < waiting.count {
-            let size = waiting[head].requests.count
-            if !batch.isEmpty && count + size > maxMessages { break }
+            let size = waiting[head].requests.count, weight = waiting[head].bytes
+            if !batch.isEmpty && (count + size > maxMessages || bytes + weight > maxBytes) { break }
             batch.append(waiting[head])
             count += size
+            bytes += weight
             head += 1
         }
         if head == waiting.count {
@@ -43,6 +47,16 @@ struct AppendQueue<Completion> {
         }
         if batch.isEmpty { writing = false }
         return batch
+    }
+
+    /// A message's bytes in a batch: its body, texts, keys and properties,
+    /// and 64 for the rest of its row.
+    static func bytes(of message: Message) -> Int {
+        var bytes = 64 + message.body.count + message.topic.utf8.count + (message.tag?.utf8.count ?? 0)
+            + (message.shardingKey?.utf8.count ?? 0) + (message.dedupeID?.utf8.count ?? 0)
+        for key in message.keys { bytes += key.utf8.count }
+        for (name, value) in message.properties { bytes += name.utf8.count + value.utf8.count }
+        return bytes
     }
 
     /// Everything still waiting, taken out (the store closed).

@@ -404,6 +404,13 @@ public final class PostgresStore: MessageStore, Sendable {
     /// The most messages in one append transaction (13 parameters each, well
     /// under PostgreSQL's 65535 per statement).
     static let maxBatchMessages = 1000
+    /// The most message bytes (`AppendQueue.bytes(of:)`) one transaction
+    /// carries, unless one append alone has more. Its COPY goes as one
+    /// message of the wire protocol, which the server takes up to 1 GB
+    /// (in the text format, each body byte is two hex digits): 1,000
+    /// messages of 1 MB had made a batch the server refused, failing every
+    /// append in it. 16 MB a commit is past where bigger batches pay.
+    static let maxBatchBytes = 16 << 20
 
     public func enqueue(_ requests: [AppendRequest], completion: @escaping @Sendable (Result<[AppendResult], any Error>) -> Void) {
         if let refusal = Self.refusal(requests) { return completion(.failure(refusal)) }
@@ -521,7 +528,7 @@ public final class PostgresStore: MessageStore, Sendable {
     /// Group commit: one transaction at a time carries every append that waits.
     private func writeLoop(_ lane: AppendLane) async {
         while true {
-            let batch = lane.queue.withLock { $0.next(maxMessages: Self.maxBatchMessages) }
+            let batch = lane.queue.withLock { $0.next(maxMessages: Self.maxBatchMessages, maxBytes: Self.maxBatchBytes) }
             guard !batch.isEmpty else { return }
             do {
                 let requests = batch.flatMap(\.requests)

@@ -260,21 +260,69 @@ struct PostgresGroupCommitTests {
         _ = queue.add((0..<3).map { _ in request("t", 2) }, 3)
         _ = queue.add([request("t", 0)], 4)
         // At most 4 messages: appends 1 and 2 (3 messages); append 3 would make 6.
-        var batch = queue.next(maxMessages: 4)
+        var batch = queue.next(maxMessages: 4, maxBytes: .max)
         #expect(batch.map(\.completion) == [1, 2])
         #expect(queue.writing)
         // An append larger than the limit still goes, alone.
-        batch = queue.next(maxMessages: 2)
+        batch = queue.next(maxMessages: 2, maxBytes: .max)
         #expect(batch.map(\.completion) == [3])
-        batch = queue.next(maxMessages: 2)
+        batch = queue.next(maxMessages: 2, maxBytes: .max)
         #expect(batch.map(\.completion) == [4])
-        batch = queue.next(maxMessages: 2)
+        batch = queue.next(maxMessages: 2, maxBytes: .max)
         #expect(batch.isEmpty)
         #expect(!queue.writing, "an empty batch ends the writer")
         let again = queue.add([request("t", 0)], 5)
         #expect(again, "the next append starts it again")
         batch = queue.drain()
         #expect(batch.map(\.completion) == [5])
+    }
+
+    @Test("a batch also keeps within a number of bytes (bodies, texts, keys, properties, 64 a row): whole appends, at least one; the message bound holds beside it")
+    func batchBytes() {
+        func sized(_ body: Int, keys: [String] = [], properties: [String: String] = [:]) -> AppendRequest {
+            AppendRequest(message: Message(topic: "tt", tag: "g", keys: keys, properties: properties, body: [UInt8](repeating: 1, count: body), dedupeID: "d"), queue: 0)
+        }
+        #expect(AppendQueue<Int>.bytes(of: sized(100, keys: ["k1", "k22"], properties: ["ab": "cde"]).message) == 64 + 100 + 2 + 1 + 1 + 5 + 5)
+        var queue = AppendQueue<Int>()
+        let row = AppendQueue<Int>.bytes(of: sized(1000).message)
+        _ = queue.add([sized(1000)], 1)
+        _ = queue.add([sized(1000), sized(1000)], 2)
+        _ = queue.add([sized(1000)], 3)
+        _ = queue.add((0..<5).map { _ in sized(1000) }, 4)
+        _ = queue.add([sized(1000)], 5)
+        // Room for three rows: appends 1 and 2; 3 would make four rows.
+        #expect(queue.next(maxMessages: 100, maxBytes: 3 * row).map(\.completion) == [1, 2])
+        #expect(queue.next(maxMessages: 100, maxBytes: 3 * row - 1).map(\.completion) == [3], "four rows would not fit, nor would two")
+        #expect(queue.next(maxMessages: 100, maxBytes: 3 * row).map(\.completion) == [4], "an append over the bound goes alone")
+        _ = queue.add([sized(1000)], 6)
+        #expect(queue.next(maxMessages: 1, maxBytes: .max).map(\.completion) == [5], "the message bound still holds")
+        #expect(queue.next(maxMessages: 100, maxBytes: 2 * row).map(\.completion) == [6])
+        #expect(queue.next(maxMessages: 100, maxBytes: 2 * row).isEmpty && !queue.writing)
+    }
+
+    @Test("appends of 1 MB bodies, 96 at once: each is stored, in transactions of at most 16 MB (PostgresStore.maxBatchBytes); before, 700 of them went in batches the server refused (a COPY over its 1 GB)")
+    func largeBodies() async throws {
+        let server = await PostgresServer.shared()
+        let database = try await server.createDatabase()
+        let store = PostgresStore(settings: server.settings(database: database))
+        try await appendEventually(store, AppendRequest(message: Message(topic: "big", body: [1]), queue: 0))
+        let bodies = (0..<96).map { n in [UInt8](repeating: UInt8(n), count: 1 << 20) }
+        let stored = try await withThrowingTaskGroup(of: (Int, AppendResult).self) { group in
+            for (n, body) in bodies.enumerated() {
+                group.addTask { (n, try await store.append([AppendRequest(message: Message(topic: "big", body: body), queue: n % 2)])[0]) }
+            }
+            return try await group.reduce(into: [:]) { $0[$1.0] = $1.1 }
+        }
+        #expect(stored.count == bodies.count)
+        for (n, result) in stored {
+            let message = try #require(try await store.message(id: result.id))
+            #expect(message.message.body == bodies[n])
+        }
+        // Each transaction's rows (one xmin) within the bound.
+        let largest = await server.query("SELECT max(bytes) FROM (SELECT sum(length(body)) AS bytes FROM junction_messages WHERE topic = 'big' GROUP BY xmin) t", database: database)
+        let bytes = try #require(largest?.first.flatMap { Int($0) })
+        #expect(bytes <= PostgresStore.maxBatchBytes && bytes >= 1 << 20, "\(bytes) bytes in one transaction")
+        try await store.close()
     }
 
     @Test("two stores on one database appending at once (one with synchronous_commit off): every queue's offsets are dense, each receipt names its row")
