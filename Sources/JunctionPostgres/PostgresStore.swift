@@ -791,6 +791,16 @@ public final class PostgresStore: MessageStore, Sendable {
     // MARK: Reading
 
     static let columns = "id, topic, queue, queue_offset, stored_at, tag, keys, properties, body, sharding_key, dedupe_id, deliver_at, born_at"
+    /// `columns`, each of `m`.
+    static let columnsOfM = columns.split(separator: ", ").map { "m." + $0 }.joined(separator: ", ")
+    /// A read's running total of body bytes (`upto`): the reads keep the rows
+    /// whose bodies before them stay within the limit's bytes, one row past
+    /// the limit at most (`keepWithin` drops it, and so knows a read was cut),
+    /// so that the server sends no more than that. (`octet_length` reads a
+    /// stored body's size without fetching it, and the rows a read drops are
+    /// never fetched.) Before, a read fetched up to its count whatever the
+    /// bodies' size (256 messages of 4 MB: 1 GB) and then dropped the rest.
+    static let bodiesUpTo = "sum(octet_length(body)) OVER (ORDER BY queue_offset ROWS UNBOUNDED PRECEDING) AS upto"
 
     /// A row of `columns`, as decoded.
     typealias Columns = (Int64, String, Int32, Int64, Int64, String?, [String], String, ByteBuffer, String?, String?, Int64?, Int64)
@@ -841,13 +851,15 @@ public final class PostgresStore: MessageStore, Sendable {
             let rows: [PostgresRow]
             do {
                 rows = try await primary.rows("""
-                    SELECT m.*, r.k FROM unnest(\(queues.map { Int32($0.queue) })::int4[], \(queues.map { Int64($0.from) })::int8[],
-                        \(queues.map { Int64($0.from &+ UInt64(max(1, $0.limit.maxScanned))) })::int8[], \(queues.map { Int64($0.limit.maxMessages) })::int8[])
-                        WITH ORDINALITY AS r(queue, low, high, most, k)
+                    SELECT \(unescaped: Self.columnsOfM), r.k FROM unnest(\(queues.map { Int32($0.queue) })::int4[], \(queues.map { Int64($0.from) })::int8[],
+                        \(queues.map { Int64($0.from &+ UInt64(max(1, $0.limit.maxScanned))) })::int8[], \(queues.map { Int64($0.limit.maxMessages) })::int8[],
+                        \(queues.map { Int64($0.limit.maxBytes) })::int8[])
+                        WITH ORDINALITY AS r(queue, low, high, most, bytes, k)
                     CROSS JOIN LATERAL (
-                        SELECT \(unescaped: Self.columns) FROM junction_messages
+                        SELECT \(unescaped: Self.columns), \(unescaped: Self.bodiesUpTo) FROM junction_messages
                         WHERE topic = \(topic) AND queue = r.queue AND queue_offset >= r.low AND queue_offset < r.high
                         ORDER BY queue_offset LIMIT r.most) m
+                    WHERE m.upto - octet_length(m.body) <= r.bytes
                     ORDER BY r.k, m.queue_offset
                     """, logger: logger)
             } catch { throw Self.failure(error) }
@@ -884,10 +896,12 @@ public final class PostgresStore: MessageStore, Sendable {
             let rows: [PostgresRow]
             do {
                 rows = try await primary.rows("""
-                    SELECT \(unescaped: Self.columns) FROM junction_messages
-                    WHERE topic = \(topic) AND queue = \(Int32(queue)) AND queue_offset >= \(Int64(offset))
-                        AND queue_offset < \(Int64(offset &+ UInt64(max(1, limit.maxScanned))))
-                    ORDER BY queue_offset LIMIT \(Int64(limit.maxMessages))
+                    SELECT \(unescaped: Self.columns) FROM (
+                        SELECT \(unescaped: Self.columns), \(unescaped: Self.bodiesUpTo) FROM junction_messages
+                        WHERE topic = \(topic) AND queue = \(Int32(queue)) AND queue_offset >= \(Int64(offset))
+                            AND queue_offset < \(Int64(offset &+ UInt64(max(1, limit.maxScanned))))
+                        ORDER BY queue_offset LIMIT \(Int64(limit.maxMessages))) m
+                    WHERE upto - octet_length(body) <= \(Int64(limit.maxBytes)) ORDER BY queue_offset
                     """, logger: logger)
             } catch { throw Self.failure(error) }
             var messages = try Self.decode(rows)
@@ -906,16 +920,20 @@ public final class PostgresStore: MessageStore, Sendable {
         do {
             if let hashes {
                 rows = try await primary.rows("""
-                    SELECT \(unescaped: Self.columns) FROM junction_messages
-                    WHERE topic = \(topic) AND queue = \(Int32(queue)) AND queue_offset >= \(Int64(start)) AND queue_offset < \(Int64(scanEnd))
-                        AND tag_hash = ANY(\(hashes))
-                    ORDER BY queue_offset LIMIT \(Int64(limit.maxMessages))
+                    SELECT \(unescaped: Self.columns) FROM (
+                        SELECT \(unescaped: Self.columns), \(unescaped: Self.bodiesUpTo) FROM junction_messages
+                        WHERE topic = \(topic) AND queue = \(Int32(queue)) AND queue_offset >= \(Int64(start)) AND queue_offset < \(Int64(scanEnd))
+                            AND tag_hash = ANY(\(hashes))
+                        ORDER BY queue_offset LIMIT \(Int64(limit.maxMessages))) m
+                    WHERE upto - octet_length(body) <= \(Int64(limit.maxBytes)) ORDER BY queue_offset
                     """, logger: logger)
             } else {
                 rows = try await primary.rows("""
-                    SELECT \(unescaped: Self.columns) FROM junction_messages
-                    WHERE topic = \(topic) AND queue = \(Int32(queue)) AND queue_offset >= \(Int64(start)) AND queue_offset < \(Int64(scanEnd))
-                    ORDER BY queue_offset LIMIT \(Int64(limit.maxMessages))
+                    SELECT \(unescaped: Self.columns) FROM (
+                        SELECT \(unescaped: Self.columns), \(unescaped: Self.bodiesUpTo) FROM junction_messages
+                        WHERE topic = \(topic) AND queue = \(Int32(queue)) AND queue_offset >= \(Int64(start)) AND queue_offset < \(Int64(scanEnd))
+                        ORDER BY queue_offset LIMIT \(Int64(limit.maxMessages))) m
+                    WHERE upto - octet_length(body) <= \(Int64(limit.maxBytes)) ORDER BY queue_offset
                     """, logger: logger)
             }
         } catch { throw Self.failure(error) }

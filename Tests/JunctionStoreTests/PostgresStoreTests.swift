@@ -105,6 +105,24 @@ struct PostgresColumnsTests {
 }
 
 extension PostgresColumnsTests {
+    @Test("a read keeps within its bytes: the rows whose bodies before them fit (one at least), with and without tag hashes, alone or with other queues")
+    func readBytes() async throws {
+        let server = await PostgresServer.shared()
+        let store = PostgresStore(settings: server.settings(database: try await server.createDatabase()))
+        let size = 300_000
+        _ = try await store.append((0..<10).flatMap { n in
+            [0, 1].map { queue in AppendRequest(message: Message(topic: "rb", tag: n % 2 == 0 ? "A" : "B", body: [UInt8](repeating: UInt8(n), count: size)), queue: queue) }
+        })
+        let limit = ReadLimit(maxMessages: 100, maxBytes: 1_000_000)
+        let alone = try await store.read(topic: "rb", queue: 0, from: 0, limit: limit, tagHashes: nil)
+        #expect(alone.messages.map(\.queueOffset) == [0, 1, 2] && alone.nextOffset == 3)
+        let tagged = try await store.read(topic: "rb", queue: 0, from: 1, limit: limit, tagHashes: [TagHash.of("A")])
+        #expect(tagged.messages.map(\.queueOffset) == [2, 4, 6] && tagged.nextOffset == 7, "\(tagged.messages.map(\.queueOffset)), next \(tagged.nextOffset)")
+        let together = try await store.read(topic: "rb", queues: [QueueRead(queue: 0, from: 4, limit: limit), QueueRead(queue: 1, from: 0, limit: ReadLimit(maxMessages: 100, maxBytes: 1))], tagHashes: nil)
+        #expect(together.map { $0.messages.map(\.queueOffset) } == [[4, 5, 6], [0]] && together.map(\.nextOffset) == [7, 1])
+        try await store.close()
+    }
+
     @Test("a key or dedupe id longer than PostgreSQL's indexes take (a limits.maxKeyBytes raised past 2,000 bytes): that append alone is refused, naming the field and the bound; appends beside it are stored, and a key at the bound is stored and found")
     func longKeys() async throws {
         let server = await PostgresServer.shared()

@@ -179,6 +179,24 @@ public enum StorageContract {
         try require(none.messages.isEmpty && none.nextOffset == 0, "a read of a queue never written")
         let small = try await store.read(topic: "r", queue: 0, from: 0, limit: ReadLimit(maxMessages: 10, maxBytes: 1), tagHashes: nil)
         try require(small.messages.count == 1, "a byte limit below one message still returns one: \(small.messages.count)")
+        // Reads cut by a byte limit go on where they stopped: read on from each
+        // next offset, with and without a tag filter, each message comes once, in order.
+        _ = try await store.append((0..<12).map { n in
+            AppendRequest(message: Message(topic: "rb", tag: n % 2 == 0 ? "A" : "B", body: [UInt8](repeating: UInt8(n), count: 1000)), queue: 0)
+        })
+        for hashes in [nil, Set([TagHash.of("A")])] {
+            var offset: UInt64 = 0, seen: [UInt64] = [], reads = 0
+            while offset < 12 {
+                let batch = try await store.read(topic: "rb", queue: 0, from: offset, limit: ReadLimit(maxMessages: 100, maxBytes: 2500), tagHashes: hashes)
+                try require(batch.nextOffset > offset, "a byte-limited read from \(offset) (hashes \(hashes != nil)): \(batch.messages.count) messages, next \(batch.nextOffset)")
+                seen += batch.messages.map(\.queueOffset)
+                offset = batch.nextOffset
+                reads += 1
+            }
+            let expected = hashes == nil ? Array(0..<12) : Array(stride(from: 0, to: 12, by: 2))
+            try require(seen == expected.map(UInt64.init), "reads cut by bytes (hashes \(hashes != nil)) gave \(seen)")
+            try require(reads > 1, "a 2,500-byte limit cut no read of 12 messages of 1,000 bytes")
+        }
         try await store.close()
     }
 
@@ -275,7 +293,12 @@ public enum StorageContract {
         let handle = try await backend.open(ManualClock())
         let store = handle.store
         _ = try await store.append((0..<40).map { AppendRequest(message: message("m", $0, tag: $0 % 3 == 0 ? "a" : "b"), queue: $0 % 4) })
+        // Queue 6: bodies of 1,000 bytes, for byte limits of a few messages.
+        _ = try await store.append((0..<12).map { n in
+            AppendRequest(message: Message(topic: "m", tag: n % 2 == 0 ? "a" : "b", body: [UInt8](repeating: UInt8(n), count: 1000)), queue: 6)
+        })
         let requests = [
+            QueueRead(queue: 6, from: 1, limit: ReadLimit(maxMessages: 100, maxBytes: 2500)),
             QueueRead(queue: 0, from: 0, limit: ReadLimit(maxMessages: 100)),
             QueueRead(queue: 1, from: 3, limit: ReadLimit(maxMessages: 4)),
             QueueRead(queue: 2, from: 10, limit: ReadLimit(maxMessages: 8)),
