@@ -70,14 +70,19 @@ public final class MemoryStore: MessageStore {
     public let queuesPerRead: Int
     /// The most messages an adapter hands over in one append (see `MessageStore.appendBurst`).
     public let appendBurst: Int
+    /// What it cannot keep, standing in for a backend's own limits (see
+    /// `MessageStore.problem(with:)`): an append holding such a message fails whole.
+    private let refusing: (@Sendable (Message) -> BrokerError?)?
     private let closed = Atomic<Bool>(false)
     private let growthHandlers = Mutex<[@Sendable ([String: [Int: UInt64]]) -> Void]>([])
 
     /// Opens a store on `storage` (a new, empty one by default); records are
     /// stamped by `clock`. One store at a time may be open on a storage. With
     /// `dedupes`, it dedupes appends by their claims, as a backend shared by
-    /// several gateways must. `queuesPerRead` and `appendBurst`: see `MessageStore`.
-    public init(storage: Storage = Storage(), clock: any WallClock = SystemWallClock(), dedupes: Bool = false, queuesPerRead: Int = 1, appendBurst: Int = 1024) throws {
+    /// several gateways must. `queuesPerRead` and `appendBurst`: see
+    /// `MessageStore`. `refusing`: the messages it cannot keep.
+    public init(storage: Storage = Storage(), clock: any WallClock = SystemWallClock(), dedupes: Bool = false, queuesPerRead: Int = 1, appendBurst: Int = 1024,
+                refusing: (@Sendable (Message) -> BrokerError?)? = nil) throws {
         try storage.contents.withLock { contents in
             guard !contents.open else { throw BrokerError(.conflict, "this storage is open in another MemoryStore; close that one first") }
             contents.open = true
@@ -87,7 +92,10 @@ public final class MemoryStore: MessageStore {
         self.dedupesAppends = dedupes
         self.queuesPerRead = queuesPerRead
         self.appendBurst = appendBurst
+        self.refusing = refusing
     }
+
+    public func problem(with message: Message) -> BrokerError? { refusing?(message) }
 
     // MARK: Appending
 
@@ -113,6 +121,7 @@ public final class MemoryStore: MessageStore {
             guard (0...Int(UInt16.max)).contains(request.queue) else {
                 throw BrokerError(.invalidMessage, "queue \(request.queue) is outside 0...65535")
             }
+            if let problem = refusing?(request.message) { throw problem }
             guard !request.message.topic.isEmpty, request.message.topic.utf8.count <= 255 else {
                 throw BrokerError(.invalidMessage, "topic must be 1 to 255 bytes")
             }

@@ -122,9 +122,19 @@ public protocol MessageStore: Sendable {
 
     /// Finishes outstanding appends, makes everything durable and releases files.
     func close() async throws
+
+    /// What this store cannot keep of a message that the broker's own limits
+    /// allow (PostgreSQL's text holds no NUL, its indexes no key over 2,000
+    /// bytes); nil when it keeps it. The broker asks for every publish before
+    /// storing it, so that such a message is refused alone, as its own checks
+    /// refuse one, not with the publishes stored beside it. By default nil.
+    func problem(with message: Message) -> BrokerError?
 }
 
 extension MessageStore {
+    /// Every message the broker allows is kept.
+    public func problem(with message: Message) -> BrokerError? { nil }
+
     /// Nothing written on the caller's thread: `enqueue`.
     public func enqueueHere(_ requests: [AppendRequest], completion: @escaping @Sendable (Result<[AppendResult], any Error>) -> Void) {
         enqueue(requests, completion: completion)

@@ -494,22 +494,31 @@ public final class PostgresStore: MessageStore, Sendable {
     }
 
     /// The same limits as the embedded log, so that a backend change refuses
-    /// nothing new; and a NUL character in a text column, which PostgreSQL's
-    /// text cannot hold: refused here, it fails this call alone, where in a
-    /// COPY it would fail every append of the batch.
+    /// nothing new; and what `problem(with:)` refuses, which the broker asks
+    /// for each publish before it comes here (checked again for callers that
+    /// do not): in a COPY it would fail every append of the batch.
     static func refusal(_ requests: [AppendRequest]) -> BrokerError? {
         for request in requests {
             let message = request.message
             guard (0...Int(UInt16.max)).contains(request.queue) else { return BrokerError(.invalidMessage, "queue \(request.queue) is outside 0...65535") }
             guard !message.topic.isEmpty, message.topic.utf8.count <= 255 else { return BrokerError(.invalidMessage, "topic must be 1 to 255 bytes") }
-            for (field, text) in [("the topic", message.topic), ("the tag", message.tag), ("the sharding key", message.shardingKey), ("the dedupe id", message.dedupeID)] {
-                if let text, text.utf8.contains(0) { return nulRefusal(field) }
-            }
-            if message.keys.contains(where: { $0.utf8.contains(0) }) { return nulRefusal("a key") }
-            for (field, text) in [("a key", message.keys.max { $0.utf8.count < $1.utf8.count }), ("the dedupe id", message.dedupeID)] {
-                if let text, text.utf8.count > maxIndexedTextBytes {
-                    return BrokerError(.tooLarge, "\(field) is \(text.utf8.count) bytes; on PostgreSQL, whose indexes hold it, the bound is \(maxIndexedTextBytes)")
-                }
+            if let problem = problem(of: message) { return problem }
+        }
+        return nil
+    }
+
+    /// A NUL character in a text column, which PostgreSQL's text cannot
+    /// hold, or a key or dedupe id longer than its indexes take.
+    public func problem(with message: Message) -> BrokerError? { Self.problem(of: message) }
+
+    static func problem(of message: Message) -> BrokerError? {
+        for (field, text) in [("the topic", message.topic), ("the tag", message.tag), ("the sharding key", message.shardingKey), ("the dedupe id", message.dedupeID)] {
+            if let text, text.utf8.contains(0) { return nulRefusal(field) }
+        }
+        if message.keys.contains(where: { $0.utf8.contains(0) }) { return nulRefusal("a key") }
+        for (field, text) in [("a key", message.keys.max { $0.utf8.count < $1.utf8.count }), ("the dedupe id", message.dedupeID)] {
+            if let text, text.utf8.count > maxIndexedTextBytes {
+                return BrokerError(.tooLarge, "\(field) is \(text.utf8.count) bytes; on PostgreSQL, whose indexes hold it, the bound is \(maxIndexedTextBytes)")
             }
         }
         return nil

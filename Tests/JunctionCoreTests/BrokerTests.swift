@@ -113,6 +113,24 @@ struct BrokerPublishTests {
         try await h.close()
     }
 
+    @Test("a message the store cannot keep (MessageStore.problem(with:)) is refused with the store's reason, alone: the publishes of its burst beside it are stored")
+    func storeRefusal() async throws {
+        let store = try MemoryStore(clock: ManualClock(), refusing: { message in
+            message.keys.contains("bad") ? BrokerError(.invalidMessage, "this store keeps no key \"bad\"") : nil
+        })
+        let broker = try await Broker.open(store: store, settings: BrokerSettings(), clock: ManualClock())
+        let messages = (0..<4).map { n in Message(topic: "t", keys: n == 2 ? ["ok", "bad"] : ["ok"], body: [UInt8(n)], shardingKey: "k") }
+        let each = try await withUnsafeThrowingContinuation { continuation in
+            broker.publish(burst: messages) { continuation.resume(returning: $0) }
+        }
+        #expect(each.indices.map { try? each[$0].get().map(\.queueOffset) } == [[0], [1], nil, [2]])
+        #expect(each.failures.map(\.position) == [2])
+        if case .failure(let error) = each[2] { #expect("\(error)".contains("keeps no key"), "\(error)") }
+        await #expect(throws: BrokerError.self) { _ = try await broker.publish([messages[2]]) }
+        await broker.close()
+        try await store.close()
+    }
+
     @Test("a burst of one-message publishes laid end to end (sizes nil): the refused one gets its error, the others their receipts in their places; with sizes, as batches")
     func burst() async throws {
         let h = try await DeliveryHarness.open()

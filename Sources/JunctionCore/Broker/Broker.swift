@@ -539,6 +539,8 @@ public final class Broker: Sendable {
         if let deliverAt = message.deliverAt, deliverAt - now > limits.maxDelayMs {
             throw BrokerError(.delayTooLong, "deliver-at is \(deliverAt - now) ms ahead; the limit (limits.maxDelayMs) is \(limits.maxDelayMs) ms")
         }
+        // What the store itself cannot keep.
+        if let problem = store.problem(with: message) { throw problem }
         // Checked, not created: a batch refused for a later message creates no topic.
         if !topicChecked { try topics.check(message.topic) }
     }
