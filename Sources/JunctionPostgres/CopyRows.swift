@@ -10,7 +10,10 @@ import NIOCore
 /// rows instead of one per row) and evaluates no expression per row. On this
 /// machine the server spent 5.5 µs of CPU per 100-byte message through COPY
 /// against 8.0–9.4 µs through unnest (Benchmarks/README.md gives the figures).
-/// postgres-nio sends COPY data in the text format only, hence this writer.
+/// The text format, not the binary one: postgres-nio's `copyFrom` states
+/// `FORMAT text` (the binary format is reachable only through how it builds
+/// the statement) and, measured, the binary format cost the server no less
+/// per row under the gateway's load (Benchmarks/README.md, 2026-12-07).
 ///
 /// The format (the COPY page of PostgreSQL's manual): one line per row,
 /// columns separated by a tab, `\N` for NULL; in a value, a backslash, tab,
