@@ -28,9 +28,14 @@ struct BrokerPublishTests {
     @Test("one burst, one sharding key, topics of different queue counts: each message on the queue its key and its own topic give")
     func shardingKeyAcrossTopics() async throws {
         let h = try await DeliveryHarness.open(settings: BrokerSettings(topics: [TopicDeclaration(name: "seven", queues: 7), TopicDeclaration(name: "five", queues: 5)]))
-        // "é" composed and decomposed: equal as Strings, apart as bytes (and so in their queue).
-        let keys = ["k", "k", "k", "other", "other", "k", nil, "\u{E9}", "e\u{301}", "e\u{301}", "\u{E9}"]
-        let topics = ["seven", "five", "seven", "seven", "five", "five", "seven", "seven", "seven", "five", "five"]
+        // "é" composed and decomposed: equal as Strings, apart as bytes (and so in their queue);
+        // so too two combining marks in either order (the same length), and keys too long to be stored inline.
+        let long = "a-key-longer-than-fifteen-bytes-"
+        let keys = ["k", "k", "k", "other", "other", "k", nil, "\u{E9}", "e\u{301}", "e\u{301}", "\u{E9}",
+                    "a\u{301}\u{316}", "a\u{316}\u{301}", long + "\u{E9}", long + "e\u{301}", long + "x", long + "x",
+                    "a\u{301}\u{316}a-key-longer-than-fifteen-bytes", "a\u{316}\u{301}a-key-longer-than-fifteen-bytes"]
+        let topics = ["seven", "five", "seven", "seven", "five", "five", "seven", "seven", "seven", "five", "five",
+                      "seven", "seven", "seven", "seven", "seven", "seven", "seven", "seven"]
         let burst = zip(topics, keys).enumerated().map { n, pair in Message(topic: pair.0, body: [UInt8(n)], shardingKey: pair.1) }
         let outcomes = try await withUnsafeThrowingContinuation { continuation in
             h.broker.publish(burst: burst) { continuation.resume(returning: $0) }
