@@ -512,15 +512,14 @@ public final class PostgresStore: MessageStore, Sendable {
     public func problem(with message: Message) -> BrokerError? { Self.problem(of: message) }
 
     static func problem(of message: Message) -> BrokerError? {
-        for (field, text) in [("the topic", message.topic), ("the tag", message.tag), ("the sharding key", message.shardingKey), ("the dedupe id", message.dedupeID)] {
-            if let text, text.utf8.contains(0) { return nulRefusal(field) }
-        }
-        if message.keys.contains(where: { $0.utf8.contains(0) }) { return nulRefusal("a key") }
-        for (field, text) in [("a key", message.keys.max { $0.utf8.count < $1.utf8.count }), ("the dedupe id", message.dedupeID)] {
-            if let text, text.utf8.count > maxIndexedTextBytes {
-                return BrokerError(.tooLarge, "\(field) is \(text.utf8.count) bytes; on PostgreSQL, whose indexes hold it, the bound is \(maxIndexedTextBytes)")
-            }
-        }
+        func nul(_ text: String?) -> Bool { text?.utf8.contains(0) ?? false }
+        if nul(message.topic) { return nulRefusal("the topic") }
+        if nul(message.tag) { return nulRefusal("the tag") }
+        if nul(message.shardingKey) { return nulRefusal("the sharding key") }
+        if nul(message.dedupeID) { return nulRefusal("the dedupe id") }
+        if message.keys.contains(where: nul) { return nulRefusal("a key") }
+        if let key = message.keys.max(by: { $0.utf8.count < $1.utf8.count }), key.utf8.count > maxIndexedTextBytes { return indexRefusal("a key", key) }
+        if let id = message.dedupeID, id.utf8.count > maxIndexedTextBytes { return indexRefusal("the dedupe id", id) }
         return nil
     }
 
@@ -529,6 +528,10 @@ public final class PostgresStore: MessageStore, Sendable {
     /// most 2,704 bytes; over that the server would refuse the batch's COPY.
     /// 2,000 leaves room for a topic of 255 bytes and the entries' overhead.
     static let maxIndexedTextBytes = 2000
+
+    private static func indexRefusal(_ field: String, _ text: String) -> BrokerError {
+        BrokerError(.tooLarge, "\(field) is \(text.utf8.count) bytes; on PostgreSQL, whose indexes hold it, the bound is \(maxIndexedTextBytes)")
+    }
 
     private static func nulRefusal(_ field: String) -> BrokerError {
         BrokerError(.invalidMessage, "\(field) holds a NUL character (U+0000), which PostgreSQL's text cannot store")
@@ -902,18 +905,7 @@ public final class PostgresStore: MessageStore, Sendable {
         // the rows found from `offset` on are the next ones, and the next read
         // starts after the last (none found: the range says where to go on).
         if tagHashes == nil, offset <= UInt64(Int64.max) {
-            let rows: [PostgresRow]
-            do {
-                rows = try await primary.rows("""
-                    SELECT \(unescaped: Self.columns) FROM (
-                        SELECT \(unescaped: Self.columns), \(unescaped: Self.bodiesUpTo) FROM junction_messages
-                        WHERE topic = \(topic) AND queue = \(Int32(queue)) AND queue_offset >= \(Int64(offset))
-                            AND queue_offset < \(Int64(offset &+ UInt64(max(1, limit.maxScanned))))
-                        ORDER BY queue_offset LIMIT \(Int64(limit.maxMessages))) m
-                    WHERE upto - octet_length(body) <= \(Int64(limit.maxBytes)) ORDER BY queue_offset
-                    """, logger: logger)
-            } catch { throw Self.failure(error) }
-            var messages = try Self.decode(rows)
+            var messages = try await rows(topic: topic, queue: queue, from: offset, below: offset &+ UInt64(max(1, limit.maxScanned)), hashes: nil, limit: limit)
             if let first = messages.first, first.queueOffset == offset {
                 Self.keepWithin(bytes: limit.maxBytes, &messages)
                 return ReadBatch(messages: messages, nextOffset: messages.last!.queueOffset + 1)
@@ -924,33 +916,29 @@ public final class PostgresStore: MessageStore, Sendable {
         let start = max(offset, range.min)
         guard start < range.end else { return ReadBatch(messages: [], nextOffset: max(offset, start)) }
         let scanEnd = min(range.end, start &+ UInt64(max(1, limit.maxScanned)))
-        let hashes = tagHashes.map { $0.map { Int64(bitPattern: $0) } }
-        let rows: [PostgresRow]
-        do {
-            if let hashes {
-                rows = try await primary.rows("""
-                    SELECT \(unescaped: Self.columns) FROM (
-                        SELECT \(unescaped: Self.columns), \(unescaped: Self.bodiesUpTo) FROM junction_messages
-                        WHERE topic = \(topic) AND queue = \(Int32(queue)) AND queue_offset >= \(Int64(start)) AND queue_offset < \(Int64(scanEnd))
-                            AND tag_hash = ANY(\(hashes))
-                        ORDER BY queue_offset LIMIT \(Int64(limit.maxMessages))) m
-                    WHERE upto - octet_length(body) <= \(Int64(limit.maxBytes)) ORDER BY queue_offset
-                    """, logger: logger)
-            } else {
-                rows = try await primary.rows("""
-                    SELECT \(unescaped: Self.columns) FROM (
-                        SELECT \(unescaped: Self.columns), \(unescaped: Self.bodiesUpTo) FROM junction_messages
-                        WHERE topic = \(topic) AND queue = \(Int32(queue)) AND queue_offset >= \(Int64(start)) AND queue_offset < \(Int64(scanEnd))
-                        ORDER BY queue_offset LIMIT \(Int64(limit.maxMessages))) m
-                    WHERE upto - octet_length(body) <= \(Int64(limit.maxBytes)) ORDER BY queue_offset
-                    """, logger: logger)
-            }
-        } catch { throw Self.failure(error) }
-        var messages = try Self.decode(rows)
+        var messages = try await rows(topic: topic, queue: queue, from: start, below: scanEnd, hashes: tagHashes.map { $0.map { Int64(bitPattern: $0) } }, limit: limit)
         let cut = Self.keepWithin(bytes: limit.maxBytes, &messages)
         let full = messages.count == limit.maxMessages || cut
         let next = full ? messages.last!.queueOffset + 1 : scanEnd
         return ReadBatch(messages: messages, nextOffset: next)
+    }
+
+    /// A queue's messages from offset `low` to below `high` (with `hashes`,
+    /// those whose tag hash is one of them), in offset order: at most the
+    /// limit's count, and its bytes with one message past them at most (`bodiesUpTo`).
+    private func rows(topic: String, queue: Int, from low: UInt64, below high: UInt64, hashes: [Int64]?, limit: ReadLimit) async throws -> [StoredMessage] {
+        let rows: [PostgresRow]
+        do {
+            rows = try await primary.rows("""
+                SELECT \(unescaped: Self.columns) FROM (
+                    SELECT \(unescaped: Self.columns), \(unescaped: Self.bodiesUpTo) FROM junction_messages
+                    WHERE topic = \(topic) AND queue = \(Int32(queue)) AND queue_offset >= \(Int64(low)) AND queue_offset < \(Int64(high))
+                        AND (\(hashes)::int8[] IS NULL OR tag_hash = ANY(\(hashes)::int8[]))
+                    ORDER BY queue_offset LIMIT \(Int64(limit.maxMessages))) m
+                WHERE upto - octet_length(body) <= \(Int64(limit.maxBytes)) ORDER BY queue_offset
+                """, logger: logger)
+        } catch { throw Self.failure(error) }
+        return try Self.decode(rows)
     }
 
     /// The byte limit of a read: at least one message, then as many as fit.
