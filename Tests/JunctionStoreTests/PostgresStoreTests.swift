@@ -157,6 +157,9 @@ extension PostgresColumnsTests {
             ("a key", Message(topic: "nul", keys: ["ok", "k\u{0}"], body: [1])),
             ("the sharding key", Message(topic: "nul", body: [1], shardingKey: "\u{0}")),
             ("the dedupe id", Message(topic: "nul", body: [1], dedupeID: "d\u{0}d")),
+            // Longer than a string's inline form (15 bytes): scanned in its own buffer.
+            ("a key", Message(topic: "nul", keys: [String(repeating: "k", count: 40) + "\u{0}"], body: [1])),
+            ("the dedupe id", Message(topic: "nul", body: [1], dedupeID: String(repeating: "ü", count: 20) + "\u{0}d")),
         ]
         // Properties go as JSON, which writes a NUL as \u0000: they are stored.
         let good = Message(topic: "nul", properties: ["p": "v\u{0}"], body: [2], bornTimestamp: 5)
