@@ -306,6 +306,31 @@ public final class PostgresStore: MessageStore, Sendable {
         if let found, found != String(schemaVersion) {
             throw BrokerError(.unreadableState, "the database has Junction schema version \(found); this Junction reads version \(schemaVersion) only")
         }
+        await widenIDStep(client, logger: logger)
+    }
+
+    /// The id sequence's increment: each value it gives is the first of this
+    /// many message ids (see IDPool). Never lowered: a smaller increment would
+    /// give values within blocks already handed out.
+    static let idStep = Int64(IDPool.drawSize)
+
+    /// Raises the id sequence's increment to `idStep` where it is smaller (a
+    /// database made before, whose gateways draw one value per id: they
+    /// still may, see IDPool). Not part of the schema's version, and not
+    /// needed by it: where it fails (a role that does not own the sequence),
+    /// the gateway draws one value per id as before.
+    private static func widenIDStep(_ client: PostgresClient, logger: Logger) async {
+        do {
+            try await client.query("""
+                DO $$ BEGIN
+                    IF (SELECT seqincrement FROM pg_sequence WHERE seqrelid = 'junction_messages_id_seq'::regclass) < \(unescaped: String(idStep)) THEN
+                        ALTER SEQUENCE junction_messages_id_seq INCREMENT BY \(unescaped: String(idStep));
+                    END IF;
+                END $$
+                """, logger: logger)
+        } catch {
+            logger.warning("cannot raise the message id sequence's increment; ids are drawn one at a time", metadata: ["error": "\(error)"])
+        }
     }
 
     /// Waits for the schema, refusing calls after close.
@@ -788,25 +813,32 @@ public final class PostgresStore: MessageStore, Sendable {
             """, binds: binds)
     }
 
-    /// A row's id as a message id: the row number, and a check made of the topic.
     /// `count` message ids from the pool, drawn from the id sequence when it
-    /// has too few (one statement, many ids).
+    /// has too few: one statement, one value per `IDPool.step` ids, with the
+    /// sequence's increment read beside them (a database whose increment is
+    /// still 1 gives one id a value, and the next round asks for enough).
     private func messageIDs(_ count: Int, on connection: GuardedConnection) async throws -> ArraySlice<Int64> {
         let generation = primary.failovers
-        if let ids = idPool.withLock({ $0.take(count, generation: generation) }) { return ids }
-        let draw = idPool.withLock { $0.drawCount(for: count, generation: generation) }
-        var drawn: [Int64] = []
-        for try await (ids) in try await connection.query(
-            "SELECT array_agg(nextval('junction_messages_id_seq')) FROM generate_series(1, \(draw))"
-        ).decode(ByteBuffer.self) { drawn = try BinaryArray.int64s(ids) }
-        guard drawn.count == draw else { throw BrokerError(.storageError, "PostgreSQL drew \(drawn.count) message ids of \(draw)") }
-        return try idPool.withLock { pool in
-            pool.add(drawn, generation: generation)
-            guard let ids = pool.take(count, generation: generation) else { throw BrokerError(.storageError, "the message id pool is short of \(count) ids") }
-            return ids
+        for _ in 0..<3 {
+            if let ids = idPool.withLock({ $0.take(count, generation: generation) }) { return ids }
+            let calls = idPool.withLock { $0.sequenceCalls(for: count, generation: generation) }
+            var values: [Int64] = []
+            var step: Int64 = 1
+            for try await (drawn, increment) in try await connection.query("""
+                SELECT array_agg(nextval('junction_messages_id_seq')),
+                       (SELECT seqincrement FROM pg_sequence WHERE seqrelid = 'junction_messages_id_seq'::regclass)
+                FROM generate_series(1, \(calls))
+                """).decode((ByteBuffer, Int64).self) {
+                values = try BinaryArray.int64s(drawn)
+                step = increment
+            }
+            guard values.count == calls else { throw BrokerError(.storageError, "PostgreSQL drew \(values.count) message ids of \(calls)") }
+            idPool.withLock { $0.add(values: values, step: step, generation: generation) }
         }
+        throw BrokerError(.storageError, "the message id pool is short of \(count) ids")
     }
 
+    /// A row's id as a message id: the row number, and a check made of the topic.
     static func messageID(_ row: Int64, topic: String) -> MessageID {
         MessageID(high: UInt64(row), low: idCheck(topic))
     }

@@ -76,3 +76,25 @@ struct IDPoolTests {
         #expect(pool.take(2, generation: 1).map(Array.init) == [7, 8])
     }
 }
+
+extension IDPoolTests {
+    @Test("each value the sequence gives stands for `step` ids from it; the calls asked for cover what is needed; an increment below 1 counts as 1, and a block at the sequence's end is cut short")
+    func blocks() {
+        var pool = IDPool()
+        #expect(pool.step == Int64(IDPool.drawSize))
+        #expect(pool.sequenceCalls(for: 1, generation: 0) == 1)
+        #expect(pool.sequenceCalls(for: IDPool.drawSize + 1, generation: 0) == 2)
+        pool.add(values: [100, 10_000], step: 3, generation: 0)
+        #expect(pool.step == 3)
+        #expect(pool.take(6, generation: 0).map(Array.init) == [100, 101, 102, 10_000, 10_001, 10_002])
+        #expect(pool.sequenceCalls(for: 1, generation: 0) == (IDPool.drawSize + 2) / 3)
+        pool.add(values: [7, 9], step: 1, generation: 0)
+        #expect(pool.take(2, generation: 0).map(Array.init) == [7, 9])
+        #expect(pool.sequenceCalls(for: 5, generation: 0) == IDPool.drawSize)
+        pool.add(values: [40], step: 0, generation: 0)
+        #expect(pool.step == 1 && pool.take(1, generation: 0).map(Array.init) == [40] && pool.available(generation: 0) == 0)
+        pool.add(values: [Int64.max - 1], step: 8, generation: 0)
+        #expect(pool.available(generation: 0) == 1, "cut short at the sequence's end")
+        #expect(pool.take(1, generation: 0).map(Array.init) == [Int64.max - 1])
+    }
+}

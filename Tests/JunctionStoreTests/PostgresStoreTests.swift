@@ -964,3 +964,65 @@ struct FoundClosedRetryTests {
         #expect(attempts == 1)
     }
 }
+
+@Suite("PostgreSQL store: message ids drawn in blocks")
+struct PostgresIDBlockTests {
+    /// Appends `count` messages to `store` in calls of `per`, `tasks` at a time; the receipts' row ids.
+    private func appendIDs(_ store: PostgresStore, count: Int, per: Int, tasks: Int) async throws -> [Int64] {
+        try await withThrowingTaskGroup(of: [Int64].self) { group in
+            for task in 0..<tasks {
+                group.addTask {
+                    var ids: [Int64] = []
+                    for call in stride(from: task * per, to: count, by: tasks * per) {
+                        let requests = (call..<min(count, call + per)).map { AppendRequest(message: Message(topic: "ids", body: Array("\($0)".utf8)), queue: $0 % 4) }
+                        ids += try await store.append(requests).map { Int64($0.id.high) }
+                    }
+                    return ids
+                }
+            }
+            return try await group.reduce(into: []) { $0 += $1 }
+        }
+    }
+
+    @Test("a store raises the id sequence's increment to the block size; two stores each take blocks of ids, and a gateway drawing one value per id (as earlier versions did) beside them never meets them: every append is stored, every id is its own")
+    func blocksBesideSingleDraws() async throws {
+        let server = await PostgresServer.shared()
+        let database = try await server.createDatabase()
+        let stores = [PostgresStore(settings: server.settings(database: database)), PostgresStore(settings: server.settings(database: database))]
+        _ = try await stores[0].queueRange(topic: "ids", queue: 0)
+        let increment = await server.query("SELECT seqincrement FROM pg_sequence WHERE seqrelid = 'junction_messages_id_seq'::regclass", database: database)
+        #expect(increment == [String(PostgresStore.idStep)])
+        // Past a block each, at once, while an earlier gateway's draws come between.
+        async let first = appendIDs(stores[0], count: 20_000, per: 500, tasks: 4)
+        async let second = appendIDs(stores[1], count: 12_000, per: 300, tasks: 4)
+        var singles: [Int64] = []
+        for _ in 0..<5 {
+            let drawn = await server.query("SELECT nextval('junction_messages_id_seq') FROM generate_series(1, 1000)", database: database) ?? []
+            singles += drawn.compactMap { Int64($0) }
+        }
+        let ids = try await first + second
+        #expect(singles.count == 5000)
+        #expect(ids.count == 32_000 && Set(ids).count == ids.count, "a message id is given twice")
+        #expect(Set(ids).isDisjoint(with: singles), "a block holds a value drawn on its own")
+        // The sequence gave 1, 1 + 8192, …: 32,000 ids in five blocks (three and two).
+        #expect(Set(ids.map { ($0 - 1) / PostgresStore.idStep }).count <= 8, "ids are not drawn in blocks")
+        let rows = await server.query("SELECT count(DISTINCT id) FROM junction_messages", database: database)
+        #expect(rows == ["32000"])
+        for store in stores { try await store.close() }
+    }
+
+    @Test("where the sequence's increment is still 1 (raising it failed: a role that does not own it), stores draw one value per id, and two of them appending at once still give every message its own id")
+    func singleDrawsWhereTheIncrementStays() async throws {
+        let server = await PostgresServer.shared()
+        let database = try await server.createDatabase()
+        let stores = [PostgresStore(settings: server.settings(database: database)), PostgresStore(settings: server.settings(database: database))]
+        for store in stores { _ = try await store.queueRange(topic: "ids", queue: 0) }
+        // Lowered before any id is drawn (lowering it later could give values within blocks handed out).
+        #expect(await server.execute("ALTER SEQUENCE junction_messages_id_seq INCREMENT BY 1", database: database))
+        async let first = appendIDs(stores[0], count: 10_000, per: 500, tasks: 2)
+        async let second = appendIDs(stores[1], count: 10_000, per: 500, tasks: 2)
+        let ids = try await first + second
+        #expect(ids.count == 20_000 && Set(ids).count == ids.count, "a message id is given twice")
+        for store in stores { try await store.close() }
+    }
+}
