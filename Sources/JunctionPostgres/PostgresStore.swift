@@ -127,6 +127,8 @@ public final class PostgresStore: MessageStore, Sendable {
     /// This gateway's share of the queues for messages without a sharding
     /// key (`keylessQueues: split`), renewed with the list of live gateways.
     private let share = Mutex<QueueShare?>(nil)
+    /// Whose growth notices ask for renewing the share early.
+    private let splitWatch = Mutex(SplitWatch())
     /// Appends asked for so far, counted when splitting: a gateway that
     /// stops appending leaves its share.
     private let appends = Atomic<Int>(0)
@@ -213,8 +215,9 @@ public final class PostgresStore: MessageStore, Sendable {
     /// not appended for a lease since its first renewal or its last append
     /// (see `WriterPresence`). A renewal that fails keeps the share it had:
     /// gateways then overlap until the next one, which costs lock waits,
-    /// never order or receipts.
-    func renewShare() async {
+    /// never order or receipts. `periodic` is false for a renewal a notice
+    /// asked for (see `SplitWatch`).
+    func renewShare(periodic: Bool = true) async {
         // An append is in flight while a lane's writer runs: it ends only when nothing waits.
         let inFlight = lanes.contains { lane in lane.queue.withLock { $0.writing } }
         guard presence.withLock({ $0.listed(appends: appends.load(ordering: .relaxed), inFlight: inFlight, now: .now) }) else {
@@ -231,6 +234,7 @@ public final class PostgresStore: MessageStore, Sendable {
                     SELECT instance FROM junction_writers WHERE expires_at > now() AND instance <> \(instance)
                     """, logger: logger).map { try $0.decode(String.self) }
             }
+            splitWatch.withLock { $0.renewed(listing: others, periodic: periodic) }
             let live = (others + [instance]).sorted()
             let renewed = QueueShare(index: live.firstIndex(of: instance)!, count: live.count)
             let before = share.withLock { share in defer { share = renewed }; return share }
@@ -240,7 +244,9 @@ public final class PostgresStore: MessageStore, Sendable {
                 ])
             }
         } catch {
-            if !Task.isCancelled { logger.warning("cannot renew this gateway's share of the queues; keeping it", metadata: ["error": "\(error)"]) }
+            if !Task.isCancelled && !state.withLock({ $0.closed }) {
+                logger.warning("cannot renew this gateway's share of the queues; keeping it", metadata: ["error": "\(error)"])
+            }
         }
     }
 
@@ -1129,6 +1135,9 @@ public final class PostgresStore: MessageStore, Sendable {
                         await self.poll()
                         for try await notification in notices {
                             guard let notice = GrowthNotice(payload: notification.payload), notice.from != self.instance else { continue }
+                            if self.splitting, self.splitWatch.withLock({ $0.noticed(from: notice.from) }) {
+                                Task { await self.renewShare(periodic: false) }
+                            }
                             if let ends = notice.ends {
                                 self.report(self.growth.withLock { $0.observe(ends) })
                             } else {

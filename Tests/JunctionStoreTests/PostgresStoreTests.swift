@@ -594,6 +594,46 @@ struct PostgresKeylessShareTests {
         try await plain.close()
     }
 
+    @Test("a store splitting beside another that renewed before it started is counted by the other from its first commit, not at the other's next renewal (here 200 s away)")
+    func joinerCountedAtItsFirstCommit() async throws {
+        let server = await PostgresServer.shared()
+        let database = try await server.createDatabase()
+        var settings = server.settings(database: database)
+        settings.leaseMs = 600_000  // the periodic renewal comes every 200 s: only a notice can bring the change sooner
+        settings.keylessQueues = .split
+        let a = PostgresStore(settings: settings)
+        a.onExternalGrowth { _ in }
+        try await waitUntil(seconds: 60, "the first store never took its share") { a.keylessShare == QueueShare(index: 0, count: 1) }
+        let b = PostgresStore(settings: settings)
+        try await waitUntil(seconds: 60, "the second store never took its share") { b.keylessShare?.count == 2 }
+        #expect(a.keylessShare?.count == 1, "the first store renewed by itself")
+        _ = try await b.append([AppendRequest(message: Message(topic: "t", body: [1]), queue: 0)])
+        try await waitUntil(seconds: 30, "the first store did not count the second after its commit (share: \(String(describing: a.keylessShare)))") {
+            a.keylessShare?.count == 2
+        }
+        let order = [a.instance, b.instance].sorted()
+        #expect(a.keylessShare == QueueShare(index: order.firstIndex(of: a.instance)!, count: 2))
+        try await b.close()
+        try await a.close()
+    }
+
+    @Test("a notice from a gateway the last renewal did not list asks for one early renewal a period; listed senders ask for none; one that left and comes back asks again")
+    func splitWatch() {
+        var watch = SplitWatch()
+        var asked: [Bool] = []
+        asked.append(watch.noticed(from: "b"))
+        asked.append(watch.noticed(from: "b"))  // once a period
+        watch.renewed(listing: ["b"], periodic: false)
+        asked.append(watch.noticed(from: "b"))  // listed
+        asked.append(watch.noticed(from: "plain"))
+        watch.renewed(listing: ["b"], periodic: false)
+        asked.append(watch.noticed(from: "plain"))  // not listed by an early renewal either: still once a period
+        watch.renewed(listing: [], periodic: true)
+        asked.append(watch.noticed(from: "b"))  // left, then came back
+        asked.append(watch.noticed(from: "plain"))  // a new period
+        #expect(asked == [true, false, false, true, false, true, true])
+    }
+
     @Test("a splitting gateway is listed from its first renewal and while it appends or waits for an append; after a lease without either it is not, and its next append lists it again")
     func presence() {
         let start = ContinuousClock.now
