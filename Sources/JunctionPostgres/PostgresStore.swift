@@ -323,12 +323,15 @@ public final class PostgresStore: MessageStore, Sendable {
     /// Raises the id sequence's increment to `idStep` where it is smaller (a
     /// database made before, whose gateways draw one value per id: they
     /// still may, see IDPool). Not part of the schema's version, and not
-    /// needed by it: where it fails (a role that does not own the sequence),
-    /// the gateway draws one value per id as before.
+    /// needed by it: where it fails (a role that does not own the sequence,
+    /// or a transaction that holds the sequence for over a second: the
+    /// ALTER would wait for it, and every other gateway's draw behind the
+    /// ALTER), the gateway draws one value per id as before.
     private static func widenIDStep(_ client: PostgresClient, logger: Logger) async {
         do {
             try await client.query("""
                 DO $$ BEGIN
+                    PERFORM set_config('lock_timeout', '1000', true);
                     IF (SELECT seqincrement FROM pg_sequence WHERE seqrelid = 'junction_messages_id_seq'::regclass) < \(unescaped: String(idStep)) THEN
                         ALTER SEQUENCE junction_messages_id_seq INCREMENT BY \(unescaped: String(idStep));
                     END IF;

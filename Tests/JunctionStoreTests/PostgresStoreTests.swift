@@ -1051,6 +1051,39 @@ struct PostgresIDBlockTests {
         for store in stores { try await store.close() }
     }
 
+    @Test("a transaction that holds the id sequence (a nextval in a transaction left open) does not hold up a store's start: it gives up raising the increment after a second, draws one value per id, and stores")
+    func increaseGivesWayToAnOpenTransaction() async throws {
+        let server = await PostgresServer.shared()
+        let database = try await server.createDatabase()
+        let first = PostgresStore(settings: server.settings(database: database))
+        _ = try await first.queueRange(topic: "ids", queue: 0)
+        try await first.close()
+        #expect(await server.execute("ALTER SEQUENCE junction_messages_id_seq INCREMENT BY 1", database: database))
+        let logger = Logger(label: "test")
+        let primary = PrimaryClient(settings: server.settings(database: database), logger: logger)
+        let (release, releasing) = AsyncStream<Void>.makeStream()
+        let (held, holding) = AsyncStream<Void>.makeStream()
+        async let holder: Void = primary.current.withConnection { connection in
+            try await connection.query("BEGIN", logger: logger)
+            try await connection.query("SELECT nextval('junction_messages_id_seq')", logger: logger)
+            holding.finish()
+            for await _ in release {}
+            try await connection.query("ROLLBACK", logger: logger)
+        }
+        for await _ in held {}
+        var settings = server.settings(database: database)
+        settings.timeoutMs = 20_000
+        let store = PostgresStore(settings: settings)
+        let ids = try await appendIDs(store, count: 100, per: 50, tasks: 1)
+        #expect(Set(ids).count == 100)
+        releasing.finish()
+        try await holder
+        let increment = await server.query("SELECT seqincrement FROM pg_sequence WHERE seqrelid = 'junction_messages_id_seq'::regclass", database: database)
+        #expect(increment == ["1"])
+        try await store.close()
+        await primary.shutdown()
+    }
+
     @Test("where the sequence's increment is still 1 (raising it failed: a role that does not own it), stores draw one value per id, and two of them appending at once still give every message its own id")
     func singleDrawsWhereTheIncrementStays() async throws {
         let server = await PostgresServer.shared()
