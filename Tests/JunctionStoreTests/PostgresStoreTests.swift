@@ -1044,8 +1044,9 @@ struct PostgresIDBlockTests {
         #expect(singles.count == 5000)
         #expect(ids.count == 32_000 && Set(ids).count == ids.count, "a message id is given twice")
         #expect(Set(ids).isDisjoint(with: singles), "a block holds a value drawn on its own")
-        // The sequence gave 1, 1 + 8192, …: 32,000 ids in five blocks (three and two).
-        #expect(Set(ids.map { ($0 - 1) / PostgresStore.idStep }).count <= 8, "ids are not drawn in blocks")
+        // The sequence gave 1, 1 + 8192, …: 32,000 ids in five blocks (three and two), and a few more where lanes
+        // found the pool short at once and each drew; one value per id would make 32,000.
+        #expect(Set(ids.map { ($0 - 1) / PostgresStore.idStep }).count <= 64, "ids are not drawn in blocks")
         let rows = await server.query("SELECT count(DISTINCT id) FROM junction_messages", database: database)
         #expect(rows == ["32000"])
         for store in stores { try await store.close() }
