@@ -9,7 +9,10 @@ struct MetricsEndpointTests {
     @Test("GET /metrics answers the Prometheus text format with topic, group, plugin and store figures")
     func scrape() async throws {
         let dir = TemporaryDirectory()
-        let gateway = try await GatewayProcess.start(directory: dir.path, config: #"{"metrics": {"listen": "127.0.0.1:0"}, "log": {"level": "info"}}"#)
+        // Transactions first checked back after 10 minutes: each is decided by the next command, and on a
+        // loaded machine the 6 s default can pass between two commands (a check would then be counted).
+        let gateway = try await GatewayProcess.start(
+            directory: dir.path, config: #"{"metrics": {"listen": "127.0.0.1:0"}, "log": {"level": "info"}, "transactions": {"transactionTimeoutMs": 600000}}"#)
         let port = try await gateway.metricsPort()
 
         let (pubStatus, _, pubErr) = try await gateway.junction(["pub", "--topic", "orders"], input: (1...20).map { "order \($0)\n" }.joined())
