@@ -19,8 +19,10 @@ struct AppendQueue<Completion> {
     private(set) var writing = false
 
     /// Adds an append; true when the caller must start the writer loop.
-    mutating func add(_ requests: [AppendRequest], _ completion: Completion) -> Bool {
-        waiting.append(Pending(requests: requests, completion: completion, bytes: requests.reduce(0) { $0 + Self.bytes(of: $1.message) }))
+    /// `bytes`: the requests' `bytes(of:)`, counted by a caller that holds
+    /// the queue under a lock before it takes the lock (counted here if nil).
+    mutating func add(_ requests: [AppendRequest], bytes: Int? = nil, _ completion: Completion) -> Bool {
+        waiting.append(Pending(requests: requests, completion: completion, bytes: bytes ?? Self.bytes(of: requests)))
         guard !writing else { return false }
         writing = true
         return true
@@ -47,6 +49,11 @@ struct AppendQueue<Completion> {
         }
         if batch.isEmpty { writing = false }
         return batch
+    }
+
+    /// The bytes of an append's messages in a batch.
+    static func bytes(of requests: [AppendRequest]) -> Int {
+        requests.reduce(0) { $0 + bytes(of: $1.message) }
     }
 
     /// A message's bytes in a batch: its body, texts, keys and properties,

@@ -500,7 +500,9 @@ public final class PostgresStore: MessageStore, Sendable {
 
     private func add(_ requests: [AppendRequest], to index: Int, _ completion: @escaping @Sendable (Result<[AppendResult], any Error>) -> Void) {
         let lane = lanes[index]
-        if lane.queue.withLock({ $0.add(requests, completion) }) {
+        // Counted before the lock: the writer loop takes the same lock for each batch.
+        let bytes = AppendQueue<AppendLane.Completion>.bytes(of: requests)
+        if lane.queue.withLock({ $0.add(requests, bytes: bytes, completion) }) {
             Task { await writeLoop(lane) }
         }
     }
@@ -1345,7 +1347,8 @@ final class Gathering: Sendable {
 
 /// One writer's appends waiting (group commit per lane).
 final class AppendLane: Sendable {
-    let queue = Mutex(AppendQueue<@Sendable (Result<[AppendResult], any Error>) -> Void>())
+    typealias Completion = @Sendable (Result<[AppendResult], any Error>) -> Void
+    let queue = Mutex(AppendQueue<Completion>())
 }
 
 /// A dedupe id of a topic.
