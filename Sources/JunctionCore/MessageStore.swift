@@ -78,6 +78,13 @@ public protocol MessageStore: Sendable {
     /// Gateways that write disjoint queues never wait on each other's locks.
     var keylessShare: QueueShare? { get }
 
+    /// True when the store may put a message without a sharding key in
+    /// another of the queues its request allows (`AppendRequest.queues`)
+    /// than the one the broker chose, saying which in the result: a store
+    /// shared by several gateways then writes a queue no other append holds
+    /// instead of waiting for it. The broker then sets `queues`.
+    var choosesKeylessQueues: Bool { get }
+
     /// The most messages an adapter should hand over in one append when it
     /// has read many at once. A store whose appends wait for an fsync does
     /// better with several smaller appends, which it writes while the one
@@ -175,6 +182,9 @@ extension MessageStore {
     /// Only this process writes: every queue is its own.
     public var keylessShare: QueueShare? { nil }
 
+    /// Only this process writes: each message goes where the broker put it.
+    public var choosesKeylessQueues: Bool { false }
+
     /// 1024 messages per append.
     public var appendBurst: Int { 1024 }
 
@@ -244,13 +254,18 @@ public struct AppendRequest: Sendable {
     /// as it answers the call only when all are stored. The broker gives each
     /// publish of a burst its own unit.
     public var unit: Int
+    /// For a message without a sharding key, on a store that
+    /// `choosesKeylessQueues`: the queues it may go to instead of `queue`
+    /// (the topic's, or this gateway's share of them). Nil: `queue` only.
+    public var queues: Range<Int>?
 
     /// Creates a request.
-    public init(message: Message, queue: Int, dedupe: DedupeClaim? = nil, unit: Int = 0) {
+    public init(message: Message, queue: Int, dedupe: DedupeClaim? = nil, unit: Int = 0, queues: Range<Int>? = nil) {
         self.message = message
         self.queue = queue
         self.dedupe = dedupe
         self.unit = unit
+        self.queues = queues
     }
 }
 

@@ -134,6 +134,12 @@ public final class PostgresStore: MessageStore, Sendable {
     private let appends = Atomic<Int>(0)
     private let splitting: Bool
     private let presence: Mutex<WriterPresence>
+    /// Per topic, how many of its queues have a counter row made by this
+    /// process (see `makeCounters(for:)`).
+    private let countersMade = Mutex<[String: Int]>([:])
+    /// Per topic, the turn of the next transaction's chosen queue: batches
+    /// start their choice one queue after another.
+    private let turns = Mutex<[String: Int]>([:])
 
     /// Connects (in the background: every call waits until the schema is there).
     public init(settings: PostgresSettings, clock: any WallClock = SystemWallClock(), logger: Logger = Logger(label: "junction.postgres")) {
@@ -208,6 +214,10 @@ public final class PostgresStore: MessageStore, Sendable {
     // MARK: Splitting the queues among the writing gateways
 
     public var keylessShare: QueueShare? { share.withLock { $0 } }
+
+    /// A batch's messages without a sharding key go to a queue no other
+    /// append holds (see `BatchSlots`, `chooseCounter`).
+    public var choosesKeylessQueues: Bool { true }
 
     /// Renews this gateway's row among the splitting gateways (it lasts
     /// `leaseMs`) and takes its share: its place among the live rows, ordered
@@ -607,6 +617,7 @@ public final class PostgresStore: MessageStore, Sendable {
     /// claims' results recorded.
     private func appendNow(_ requests: [AppendRequest]) async throws -> ([AppendResult], [(QueueSlot, UInt64)]) {
         try await open()
+        try await makeCounters(for: requests)
         let storedAt = stamp()
         return try await GuardedConnection.transaction(client, logger: logger) { connection in
             // Pipelined: outside the transaction block it would only warn.
@@ -631,6 +642,33 @@ public final class PostgresStore: MessageStore, Sendable {
             }
             try await record(claims.won.map { (requests[$0].dedupe!, results[$0]!) }, on: connection)
             return (results.map { $0! }, ends)
+        }
+    }
+
+    /// Makes the counter rows (at offset 0) of every queue the requests may
+    /// choose among, once per topic and process: a choice takes only a queue
+    /// whose row exists. Outside the append's transaction, holding no other
+    /// row, in queue order: it waits for nothing an appender could wait for.
+    private func makeCounters(for requests: [AppendRequest]) async throws {
+        var missing: [String: Int] = [:]
+        countersMade.withLock { made in
+            var last: (topic: String, queues: Int)?
+            for request in requests {
+                guard let allowed = request.queues else { continue }
+                let topic = request.message.topic
+                if let last, last.queues >= allowed.upperBound, last.topic == topic { continue }
+                let known = made[topic] ?? 0
+                if known < allowed.upperBound { missing[topic] = max(missing[topic] ?? 0, allowed.upperBound) }
+                last = (topic, max(known, allowed.upperBound))
+            }
+        }
+        for (topic, queues) in missing {
+            _ = try await primary.rows("""
+                INSERT INTO junction_queues (topic, queue, next_offset)
+                SELECT \(topic), queue, 0 FROM generate_series(0, \(Int32(queues - 1))) AS queue ORDER BY queue
+                ON CONFLICT (topic, queue) DO NOTHING
+                """, logger: logger)
+            countersMade.withLock { $0[topic] = max($0[topic] ?? 0, queues) }
         }
     }
 
@@ -732,26 +770,30 @@ public final class PostgresStore: MessageStore, Sendable {
     /// transaction waits for one answer where it would wait for three; the
     /// counters' statement checks it runs inside the transaction block.
     private func insert(_ requests: [AppendRequest], at storedAt: Int64, on connection: GuardedConnection) async throws -> ([AppendResult], [(QueueSlot, UInt64)]) {
-        let batch = BatchSlots(requests)
+        let batch = BatchSlots(requests) { topic, queues in
+            let turn = self.turns.withLock { turns in
+                defer { turns[topic, default: 0] &+= 1 }
+                return turns[topic] ?? 0
+            }
+            return queues.lowerBound + turn % queues.count
+        }
         do {
             let drawn = try await messageIDs(requests.count, on: connection)
-            let advanced = try connection.send(Self.advanceCounters(batch))
-            var offsets: [Int64] = []
-            var ends: [(QueueSlot, UInt64)] = []
+            let advanced = try Self.advanceCounters(batch).map { try connection.send($0) }
+            var placement = BatchSlots.Placement(queues: [], offsets: [], ends: [])
             var rowIDs = [Int64](repeating: 0, count: requests.count)
             do {
                 // The rows' ids are drawn ahead (see IDPool), so the rows go in
                 // by COPY, which returns nothing (see CopyRows).
                 try await connection.copy(into: "junction_messages", columns: CopyRows.columns) {
-                    var firsts = [Int64?](repeating: nil, count: batch.slots.count)
-                    for row in try await advanced.get().rows {
-                        let (topic, queue, end) = try row.decode((String, Int32, Int64).self)
-                        let slot = QueueSlot(topic: topic, queue: Int(queue))
-                        guard let index = batch.index(of: slot) else { continue }
-                        firsts[index] = end - Int64(batch.members[index].count)
-                        ends.append((slot, UInt64(end)))
+                    var counters: [(topic: String, queue: Int, end: Int64)] = []
+                    for statement in advanced {
+                        for row in try await statement.get().rows {
+                            let (topic, queue, end) = try row.decode((String, Int32, Int64).self)
+                            counters.append((topic, Int(queue), end))
+                        }
                     }
-                    offsets = try batch.offsets(firsts: firsts)
+                    placement = try batch.place(counters)
                     // Rows go in queue by queue, in offset order: the queues'
                     // indexes then take their entries one leaf page after
                     // another instead of alternating between the queues' pages
@@ -761,14 +803,14 @@ public final class PostgresStore: MessageStore, Sendable {
                     for slot in batch.ordered {
                         for index in batch.members[slot] {
                             rowIDs[index] = drawn[drawn.startIndex + index]
-                            rows.append(requests[index].message, id: rowIDs[index], queue: requests[index].queue, offset: offsets[index], storedAt: storedAt)
+                            rows.append(requests[index].message, id: rowIDs[index], queue: placement.queues[index], offset: placement.offsets[index], storedAt: storedAt)
                         }
                     }
                     return rows.buffer
                 }
             } catch {
                 // A refused counters' statement leaves the COPY behind it refused too: its own error says more.
-                _ = try await advanced.get()
+                for statement in advanced { _ = try await statement.get() }
                 throw error
             }
             var results: [AppendResult] = []
@@ -778,10 +820,10 @@ public final class PostgresStore: MessageStore, Sendable {
             var check: (topic: String, value: UInt32)?
             for (index, request) in requests.enumerated() {
                 let topic = request.message.topic
-                let (offset, id) = (offsets[index], rowIDs[index])
+                let (offset, id) = (placement.offsets[index], rowIDs[index])
                 if !request.message.keys.isEmpty { for key in Set(request.message.keys) where !key.isEmpty { keyRows.append((topic, key, id)) } }
                 if check?.topic != topic { check = (topic, Self.idCheck(topic)) }
-                results.append(AppendResult(id: MessageID(high: UInt64(id), low: check!.value), queue: request.queue, queueOffset: UInt64(offset), storeTimestamp: storedAt))
+                results.append(AppendResult(id: MessageID(high: UInt64(id), low: check!.value), queue: placement.queues[index], queueOffset: UInt64(offset), storeTimestamp: storedAt))
             }
             // Keys in statements of at most 5000 rows (4 parameters each).
             for chunk in stride(from: 0, to: keyRows.count, by: 5000) {
@@ -799,26 +841,67 @@ public final class PostgresStore: MessageStore, Sendable {
                     INSERT INTO junction_keys (topic, key, message, stored_at) VALUES \(tuples.joined(separator: ", "))
                     """, binds: binds))
             }
-            return (results, ends)
+            return (results, placement.ends)
         }
     }
 
     /// The statement that advances the counters of a batch's queues by their
     /// messages, in (topic, queue) order, returning each queue's new end. It
     /// changes nothing outside a transaction block (it is pipelined behind BEGIN).
-    static func advanceCounters(_ batch: BatchSlots) -> PostgresQuery {
+    static func advanceCounters(_ batch: BatchSlots) -> [PostgresQuery] {
+        var statements: [PostgresQuery] = []
         var binds = PostgresBindings(capacity: batch.slots.count * 3)
         var values: [String] = []
+        func fixed() {
+            guard !values.isEmpty else { return }
+            statements.append(PostgresQuery(unsafeSQL: """
+                INSERT INTO junction_queues AS q (topic, queue, next_offset)
+                SELECT * FROM (VALUES \(values.joined(separator: ", "))) AS v WHERE \(GuardedConnection.insideTransactionBlock)
+                ON CONFLICT (topic, queue) DO UPDATE SET next_offset = q.next_offset + EXCLUDED.next_offset
+                RETURNING topic, queue, next_offset
+                """, binds: binds))
+            binds = PostgresBindings()
+            values = []
+        }
         for slot in batch.ordered {
+            let count = Int64(batch.members[slot].count)
+            if let choice = batch.choices[slot] {
+                fixed()
+                statements.append(chooseCounter(topic: batch.slots[slot].topic, choice, count: count))
+                continue
+            }
             let n = binds.count
             values.append("($\(n + 1)::text, $\(n + 2)::integer, $\(n + 3)::bigint)")
             binds.append(batch.slots[slot].topic)
             binds.append(Int32(batch.slots[slot].queue))
-            binds.append(Int64(batch.members[slot].count))
+            binds.append(count)
         }
+        fixed()
+        return statements
+    }
+
+    /// The statement that advances by `count` the counter of one of a
+    /// choice's queues: the first from its start on whose row no other
+    /// transaction holds (SKIP LOCKED takes it without waiting), or, when
+    /// every one is held, the start's, waiting for it. Deadlock-free beside
+    /// `advanceCounters`' order: the only wait is for the start's row of a
+    /// topic the transaction holds no other row of, after the rows of the
+    /// topics before it.
+    static func chooseCounter(topic: String, _ choice: BatchSlots.Choice, count: Int64) -> PostgresQuery {
+        var binds = PostgresBindings(capacity: 5)
+        binds.append(topic)
+        binds.append(Int32(choice.queues.lowerBound))
+        binds.append(Int32(choice.queues.upperBound))
+        binds.append(Int32(choice.start))
+        binds.append(count)
         return PostgresQuery(unsafeSQL: """
+            WITH free AS MATERIALIZED (
+                SELECT queue FROM junction_queues
+                WHERE topic = $1::text AND queue >= $2::integer AND queue < $3::integer AND \(GuardedConnection.insideTransactionBlock)
+                ORDER BY queue < $4::integer, queue
+                LIMIT 1 FOR UPDATE SKIP LOCKED)
             INSERT INTO junction_queues AS q (topic, queue, next_offset)
-            SELECT * FROM (VALUES \(values.joined(separator: ", "))) AS v WHERE \(GuardedConnection.insideTransactionBlock)
+            SELECT $1::text, COALESCE((SELECT queue FROM free), $4::integer), $5::bigint WHERE \(GuardedConnection.insideTransactionBlock)
             ON CONFLICT (topic, queue) DO UPDATE SET next_offset = q.next_offset + EXCLUDED.next_offset
             RETURNING topic, queue, next_offset
             """, binds: binds)

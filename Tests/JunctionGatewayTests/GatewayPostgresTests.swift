@@ -153,7 +153,7 @@ struct KeylessSplitTests {
                     continue
                 }
                 let own = share.queues(of: 8)
-                #expect(Set(receipts.prefix(8).map(\.queue)) == Set(own), "gateway \(index) has queues \(own)")
+                #expect(Set(receipts.prefix(8).map(\.queue)).isSubset(of: Set(own)), "gateway \(index) has queues \(own)")
                 judged = true
             }
             #expect(judged, "gateway \(index)'s share never held still around a publish in 20 tries")

@@ -39,6 +39,42 @@ struct BatchSlotsTests {
         #expect(Set(batch.slots).count == batch.slots.count, "no slot twice")
     }
 
+    @Test("requests that may go to several queues: a topic's share one slot whose queue the transaction chooses, from the first one's queue on; beside fixed queues of their topic they join the first one allowed, or keep their own when none is")
+    func chosenSlots() throws {
+        let mixed = [
+            AppendRequest(message: Message(topic: "free", body: []), queue: 2, queues: 0..<4),
+            AppendRequest(message: Message(topic: "keyed", body: []), queue: 5),
+            AppendRequest(message: Message(topic: "keyed", body: []), queue: 1, queues: 0..<4),
+            AppendRequest(message: Message(topic: "free", body: []), queue: 3, queues: 0..<4),
+            AppendRequest(message: Message(topic: "keyed", body: []), queue: 2),
+            AppendRequest(message: Message(topic: "keyed", body: []), queue: 7, queues: 6..<8),
+            AppendRequest(message: Message(topic: "keyed", body: []), queue: 0, queues: 0..<4),
+        ]
+        let batch = BatchSlots(mixed)
+        #expect(batch.slots == [QueueSlot(topic: "free", queue: BatchSlots.chosen), QueueSlot(topic: "keyed", queue: 5), QueueSlot(topic: "keyed", queue: 2), QueueSlot(topic: "keyed", queue: 7)])
+        #expect(batch.members == [[0, 3], [1], [2, 4, 6], [5]], "batch order within each slot")
+        #expect(batch.choices == [0: BatchSlots.Choice(queues: 0..<4, start: 2)])
+        #expect(PostgresStore.advanceCounters(batch).count == 2, "the chosen slot's statement, then the fixed ones'")
+
+        let placement = try batch.place([("free", 1, 12), ("keyed", 2, 30), ("keyed", 5, 8), ("keyed", 7, 1)])
+        #expect(placement.queues == [1, 5, 2, 1, 2, 7, 2])
+        #expect(placement.offsets == [10, 7, 27, 11, 28, 0, 29])
+        #expect(placement.ends.map { "\($0.0.topic)|\($0.0.queue)|\($0.1)" } == ["free|1|12", "keyed|2|30", "keyed|5|8", "keyed|7|1"])
+        #expect(throws: BrokerError.self, "a chosen queue outside those allowed") { try batch.place([("free", 9, 12), ("keyed", 2, 30), ("keyed", 5, 8), ("keyed", 7, 1)]) }
+        #expect(throws: BrokerError.self, "no counter for the chosen slot") { try batch.place([("keyed", 2, 30), ("keyed", 5, 8), ("keyed", 7, 1)]) }
+    }
+
+    @Test("a batch whose requests each have one queue places them where the counters say; rows of other queues are not theirs")
+    func fixedPlacement() throws {
+        let batch = BatchSlots(requests)
+        #expect(batch.choices.isEmpty)
+        #expect(PostgresStore.advanceCounters(batch).count == 1)
+        let placement = try batch.place([("a", 2, 2), ("b", 0, 8), ("b", 1, 12), ("b", 3, 99)])
+        #expect(placement.queues == [1, 2, 0, 1, 2])
+        #expect(placement.offsets == [10, 0, 7, 11, 1])
+        #expect(placement.ends.count == 3)
+    }
+
     @Test("a slot without a counter is a storage error")
     func mismatches() {
         let batch = BatchSlots(requests)

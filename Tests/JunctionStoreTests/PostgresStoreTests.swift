@@ -216,7 +216,7 @@ extension PostgresColumnsTests {
 
 @Suite("PostgreSQL store: statements pipelined behind BEGIN")
 struct PostgresPipelineTests {
-    @Test("the counters' statement sent right behind BEGIN advances the counters in the transaction; run on its own (as it would be had BEGIN failed) it changes nothing, even where the database makes transactions deferrable by default")
+    @Test("the counters' statements sent right behind BEGIN advance the counters in the transaction (a chosen queue too); run on their own (as it would be had BEGIN failed) it changes nothing, even where the database makes transactions deferrable by default")
     func guardedCounters() async throws {
         let server = await PostgresServer.shared()
         let database = try await server.createDatabase()
@@ -227,18 +227,74 @@ struct PostgresPipelineTests {
         let logger = Logger(label: "test")
         let primary = PrimaryClient(settings: server.settings(database: database), logger: logger)
         let counters = "SELECT queue || '|' || next_offset FROM junction_queues WHERE topic = 't' ORDER BY queue"
-        let batch = BatchSlots([0, 0, 1].map { AppendRequest(message: Message(topic: "t", body: [1]), queue: $0) })
+        // Topic t's queues fixed; topic u's two requests in a queue of 0..<4 chosen by the statement (none has a row yet: the start's).
+        let batch = BatchSlots([0, 0, 1].map { AppendRequest(message: Message(topic: "t", body: [1]), queue: $0) }
+            + [2, 3].map { AppendRequest(message: Message(topic: "u", body: [1]), queue: $0, queues: 0..<4) })
+        #expect(PostgresStore.advanceCounters(batch).count == 2)
 
         var alone = 0
-        for try await _ in try await primary.current.query(PostgresStore.advanceCounters(batch), logger: logger) { alone += 1 }
+        for statement in PostgresStore.advanceCounters(batch) {
+            for try await _ in try await primary.current.query(statement, logger: logger) { alone += 1 }
+        }
         #expect(alone == 0)
         #expect(await server.query(counters, database: database) == ["0|1"])
+        #expect(await server.query("SELECT count(*) FROM junction_queues WHERE topic = 'u'", database: database) == ["0"])
 
         let ends = try await GuardedConnection.transaction(primary.current, logger: logger) { connection in
-            try await connection.send(PostgresStore.advanceCounters(batch)).get().rows.map { try $0.decode((String, Int32, Int64).self) }
+            var ends: [(String, Int32, Int64)] = []
+            for statement in PostgresStore.advanceCounters(batch) {
+                ends += try await connection.send(statement).get().rows.map { try $0.decode((String, Int32, Int64).self) }
+            }
+            return ends
         }
-        #expect(ends.map { "\($0.0)|\($0.1)|\($0.2)" } == ["t|0|3", "t|1|1"])
+        #expect(ends.map { "\($0.0)|\($0.1)|\($0.2)" } == ["t|0|3", "t|1|1", "u|2|2"])
         #expect(await server.query(counters, database: database) == ["0|3", "1|1"])
+        await primary.shutdown()
+        try await store.close()
+    }
+
+    @Test("messages that may go to any of a topic's queues go, a batch together, to the first whose counter no other transaction holds from the queue of the store's turn on (one queue after another, a batch each): that one when free, the next free one while another transaction holds it, and that one again, after waiting, when every one is held")
+    func chosenQueues() async throws {
+        let server = await PostgresServer.shared()
+        let database = try await server.createDatabase()
+        var settings = server.settings(database: database)
+        settings.timeoutMs = 60_000
+        let store = PostgresStore(settings: settings)
+        try await appendEventually(store, AppendRequest(message: Message(topic: "other", body: [0]), queue: 0))
+        // The broker's turn (the requests' queue) is 3 each time: the store's own turn decides.
+        @Sendable func append() async throws -> [AppendResult] {
+            try await store.append((0..<3).map { AppendRequest(message: Message(topic: "k", body: [UInt8($0)]), queue: 3, queues: 0..<4) })
+        }
+        for turn in 0..<4 {
+            let results = try await append()
+            #expect(results.map(\.queue) == [turn, turn, turn], "uncontended: the queue of the store's turn")
+            #expect(results.map(\.queueOffset) == [0, 1, 2])
+        }
+        #expect(await server.query("SELECT count(*) FROM junction_queues WHERE topic = 'k'", database: database) == ["4"])
+
+        let primary = PrimaryClient(settings: server.settings(database: database), logger: Logger(label: "test"))
+        func hold(_ queues: [Int32]) async throws -> OpenTransaction {
+            try await OpenTransaction.start(primary, "SELECT queue FROM junction_queues WHERE topic = 'k' AND queue = ANY(\(queues)) FOR UPDATE")
+        }
+
+        let zero = try await hold([0])
+        let moved = try await append()
+        #expect(moved.map(\.queue) == [1, 1, 1], "turn 4 starts at queue 0, which is held: the next one")
+        #expect(moved.map(\.queueOffset) == [3, 4, 5])
+        #expect(try await append().map(\.queue) == [1, 1, 1], "turn 5: queue 1")
+        try await zero.end()
+
+        let all = try await hold([0, 1, 2, 3])
+        let waiting = Task { try await append() }
+        try await waitUntil("the append never waited for a held counter") {
+            await server.query("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'", database: database) == ["1"]
+        }
+        try await all.end()
+        let waited = try await waiting.value
+        #expect(waited.map(\.queue) == [2, 2, 2], "turn 6, every queue held: queue 2, once it was free")
+        #expect(waited.map(\.queueOffset) == [3, 4, 5])
+        #expect(await server.query("SELECT queue || '|' || next_offset FROM junction_queues WHERE topic = 'k' ORDER BY queue", database: database) == ["0|3", "1|9", "2|6", "3|3"])
+        #expect(await server.query("SELECT count(*) FROM junction_messages WHERE topic = 'k'", database: database) == ["21"])
         await primary.shutdown()
         try await store.close()
     }
@@ -804,6 +860,38 @@ struct PostgresRetentionTests {
 /// The first append of a store with a short `timeoutMs`: on a loaded machine
 /// the schema and the first connections can take longer, and the store says
 /// "store unavailable" meanwhile; retried until it is stored (30 s at most).
+/// A transaction left open on its own connection after one statement (the
+/// locks it took held) until `end()` rolls it back.
+struct OpenTransaction {
+    private let release: AsyncStream<Void>.Continuation
+    private let holder: Task<Void, any Error>
+
+    /// Returns once the statement has run inside the open transaction.
+    static func start(_ primary: PrimaryClient, _ statement: PostgresQuery) async throws -> OpenTransaction {
+        let logger = Logger(label: "test")
+        let (release, releasing) = AsyncStream<Void>.makeStream()
+        let (held, holding) = AsyncStream<Void>.makeStream()
+        let holder = Task {
+            defer { holding.finish() }
+            try await primary.current.withConnection { connection in
+                try await connection.query("BEGIN", logger: logger)
+                try await connection.query(statement, logger: logger)
+                holding.finish()
+                for await _ in release {}
+                try await connection.query("ROLLBACK", logger: logger)
+            }
+        }
+        for await _ in held {}
+        return OpenTransaction(release: releasing, holder: holder)
+    }
+
+    /// Rolls the transaction back; throws what its statements threw.
+    func end() async throws {
+        release.finish()
+        try await holder.value
+    }
+}
+
 func appendEventually(_ store: PostgresStore, _ request: AppendRequest) async throws {
     // Generous: early in a full run many suites start at once, and the
     // database's first commits (and the schema's creation) can take seconds each.
@@ -1063,25 +1151,14 @@ struct PostgresIDBlockTests {
         _ = try await first.queueRange(topic: "ids", queue: 0)
         try await first.close()
         #expect(await server.execute("ALTER SEQUENCE junction_messages_id_seq INCREMENT BY 1", database: database))
-        let logger = Logger(label: "test")
-        let primary = PrimaryClient(settings: server.settings(database: database), logger: logger)
-        let (release, releasing) = AsyncStream<Void>.makeStream()
-        let (held, holding) = AsyncStream<Void>.makeStream()
-        async let holder: Void = primary.current.withConnection { connection in
-            try await connection.query("BEGIN", logger: logger)
-            try await connection.query("SELECT nextval('junction_messages_id_seq')", logger: logger)
-            holding.finish()
-            for await _ in release {}
-            try await connection.query("ROLLBACK", logger: logger)
-        }
-        for await _ in held {}
+        let primary = PrimaryClient(settings: server.settings(database: database), logger: Logger(label: "test"))
+        let holder = try await OpenTransaction.start(primary, "SELECT nextval('junction_messages_id_seq')")
         var settings = server.settings(database: database)
         settings.timeoutMs = 20_000
         let store = PostgresStore(settings: settings)
         let ids = try await appendIDs(store, count: 100, per: 50, tasks: 1)
         #expect(Set(ids).count == 100)
-        releasing.finish()
-        try await holder
+        try await holder.end()
         let increment = await server.query("SELECT seqincrement FROM pg_sequence WHERE seqrelid = 'junction_messages_id_seq'::regclass", database: database)
         #expect(increment == ["1"])
         try await store.close()

@@ -326,6 +326,7 @@ public final class Broker: Sendable {
         var scheduled: [Int] = []
         let storeDedupes = store.dedupesAppends
         let share = store.keylessShare
+        let storeChooses = store.choosesKeylessQueues
         // A batch is mostly one topic: it is looked up again only when the name changes.
         var lastTopic: Topic?
         // And often one sharding key (an ingest plugin's source): hashed again only when it changes.
@@ -350,6 +351,7 @@ public final class Broker: Sendable {
                     DedupeClaim(topic: key.topic, id: key.id, windowMs: key.id.hasPrefix("%copy%") ? copyWindowMs : Int64(settings.defaults.dedupeWindowMs))
                 } : nil
                 let queue: Int
+                var choice: Range<Int>?
                 if let key = message.shardingKey {
                     // The same bytes, not only an equal String: `==` holds for canonically
                     // equivalent keys ("é" composed or not), which hash apart.
@@ -361,8 +363,15 @@ public final class Broker: Sendable {
                     }
                 } else {
                     queue = topic.queue(for: nil, share: share)
+                    // Where the store may choose (a shared one: a queue no other
+                    // append holds), any of the same queues will do. Delayed
+                    // messages wait in the scheduler's one queue.
+                    if storeChooses, message.topic != DelayScheduler.topic {
+                        let allowed = share?.queues(of: topic.queues) ?? 0..<topic.queues
+                        if allowed.count > 1 { choice = allowed }
+                    }
                 }
-                requests.append(AppendRequest(message: message, queue: queue, dedupe: claim, unit: units?[index] ?? 0))
+                requests.append(AppendRequest(message: message, queue: queue, dedupe: claim, unit: units?[index] ?? 0, queues: choice))
                 requestTopics.append(topic)
             }
         } catch {
