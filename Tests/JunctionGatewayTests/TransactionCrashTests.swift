@@ -79,25 +79,42 @@ struct TransactionCrashTests {
             let prepared = Locked(Set<String>())
             let committedCTP = Locked(0)
             let seenPlain = Locked([String]())
+            // Why a load task ended (after the kill every one does): said when the load never starts.
+            let ended = Locked([String]())
             let plain = Task {
-                for i in 0..<1_000_000 {
-                    let body = "p-\(i)"
-                    guard let (id, _) = try? await producer.prepare([Message(topic: "tx-plain", body: Array(body.utf8))], producerGroup: "plain") else { return }
-                    prepared.withLock { _ = $0.insert(body) }
-                    switch i % 3 {
-                    case 0: guard (try? await producer.commit(id)) != nil else { return }
-                    case 1: guard (try? await producer.rollback(id)) != nil else { return }
-                    default: break  // decided by a check
+                do {
+                    for i in 0..<1_000_000 {
+                        let body = "p-\(i)"
+                        let (id, _) = try await producer.prepare([Message(topic: "tx-plain", body: Array(body.utf8))], producerGroup: "plain")
+                        prepared.withLock { _ = $0.insert(body) }
+                        switch i % 3 {
+                        case 0: try await producer.commit(id)
+                        case 1: try await producer.rollback(id)
+                        default: break  // decided by a check
+                        }
                     }
+                } catch {
+                    ended.withLock { $0.append("producer: \(error)") }
                 }
             }
-            let ctp = Task { try? await Self.transform(transformer, committed: committedCTP) }
+            let ctp = Task {
+                do {
+                    try await Self.transform(transformer, committed: committedCTP)
+                    ended.withLock { $0.append("transformer: its subscription ended") }
+                } catch {
+                    ended.withLock { $0.append("transformer: \(error)") }
+                }
+            }
             let watching = Task {
                 guard let subscription = try? await watcher.subscribe(WireSubscription(topic: "tx-plain", group: "watch", ack: .none, start: .earliest)) else { return }
                 for await delivery in subscription { seenPlain.withLock { $0.append(text(delivery)) } }
             }
-            try await waitUntil(seconds: 60, "trial \(trial): the load did not start") {
-                prepared.withLock { $0.count } > 30 && committedCTP.withLock { $0 } > 20
+            do {
+                try await waitUntil(seconds: 60, "trial \(trial): the load did not start") {
+                    prepared.withLock { $0.count } > 30 && committedCTP.withLock { $0 } > 20
+                }
+            } catch {
+                throw TimeoutError(message: "trial \(trial): the load did not start in 60 s: \(prepared.withLock { $0.count }) prepared, \(committedCTP.withLock { $0 }) transformed; ended: \(ended.withLock { $0 })")
             }
             try await Task.sleep(for: .milliseconds(Int.random(in: 0...300, using: &random)))  // the random moment of the kill
             await gateway.kill()
