@@ -63,17 +63,18 @@ struct BatchSlots {
         }
         slotOfRequest.reserveCapacity(requests.count)
         for index in requests.indices {
-            let request = requests[index]
-            var queue = request.queue
-            if let allowed = request.queues {
-                if let locked = held[request.message.topic] {
+            // Fields read in place: a copy of the request would retain each of its message's.
+            var queue = requests[index].queue
+            let allowed = requests[index].queues
+            if let allowed {
+                if !held.isEmpty, let locked = held[requests[index].message.topic] {
                     // A queue this batch locks anyway, if one is allowed: no other lock.
-                    queue = locked.first(where: allowed.contains) ?? request.queue
+                    queue = locked.first(where: allowed.contains) ?? queue
                 } else {
                     queue = Self.chosen
                 }
             }
-            let slot = QueueSlot(topic: request.message.topic, queue: queue)
+            let slot = QueueSlot(topic: requests[index].message.topic, queue: queue)
             let known: Int
             if let last = slotOfRequest.last, positions.keys[last] == slot {
                 known = last
@@ -82,8 +83,8 @@ struct BatchSlots {
             } else {
                 known = positions.add(slot)
                 members.append([])
-                if queue == Self.chosen, let allowed = request.queues {
-                    choices[known] = Choice(queues: allowed, start: start?(slot.topic, allowed) ?? request.queue)
+                if queue == Self.chosen, let allowed {
+                    choices[known] = Choice(queues: allowed, start: start?(slot.topic, allowed) ?? requests[index].queue)
                 }
             }
             members[known].append(index)

@@ -329,6 +329,8 @@ public final class Broker: Sendable {
         let storeChooses = store.choosesKeylessQueues
         // A batch is mostly one topic: it is looked up again only when the name changes.
         var lastTopic: Topic?
+        // The queues the store may choose among for the last topic's messages without a sharding key.
+        var choice: Range<Int>?
         // And often one sharding key (an ingest plugin's source): hashed again only when it changes.
         var lastKeyed: (key: String, topic: Topic, queue: Int)?
         do {
@@ -345,13 +347,17 @@ public final class Broker: Sendable {
                 } else {
                     topic = try topics.resolve(message.topic, isInternal: isInternal || message.topic == DelayScheduler.topic)
                     lastTopic = topic
+                    // Where the store may choose (a shared one: a queue no other
+                    // append holds), any of the same queues will do. Delayed
+                    // messages wait in the scheduler's one queue.
+                    let allowed = share?.queues(of: topic.queues) ?? 0..<topic.queues
+                    choice = storeChooses && topic.name != DelayScheduler.topic && allowed.count > 1 ? allowed : nil
                 }
                 // A store that dedupes (one shared by several gateways) checks the key as it stores.
                 let claim = storeDedupes ? (dedupeKeys?[index] ?? dedupeKey(for: messages[index])).map { key in
                     DedupeClaim(topic: key.topic, id: key.id, windowMs: key.id.hasPrefix("%copy%") ? copyWindowMs : Int64(settings.defaults.dedupeWindowMs))
                 } : nil
                 let queue: Int
-                var choice: Range<Int>?
                 if let key = message.shardingKey {
                     // The same bytes, not only an equal String: `==` holds for canonically
                     // equivalent keys ("é" composed or not), which hash apart.
@@ -363,15 +369,8 @@ public final class Broker: Sendable {
                     }
                 } else {
                     queue = topic.queue(for: nil, share: share)
-                    // Where the store may choose (a shared one: a queue no other
-                    // append holds), any of the same queues will do. Delayed
-                    // messages wait in the scheduler's one queue.
-                    if storeChooses, message.topic != DelayScheduler.topic {
-                        let allowed = share?.queues(of: topic.queues) ?? 0..<topic.queues
-                        if allowed.count > 1 { choice = allowed }
-                    }
                 }
-                requests.append(AppendRequest(message: message, queue: queue, dedupe: claim, unit: units?[index] ?? 0, queues: choice))
+                requests.append(AppendRequest(message: message, queue: queue, dedupe: claim, unit: units?[index] ?? 0, queues: message.shardingKey == nil ? choice : nil))
                 requestTopics.append(topic)
             }
         } catch {
