@@ -370,7 +370,8 @@ public final class Broker: Sendable {
                 } else {
                     queue = topic.queue(for: nil, share: share)
                 }
-                requests.append(AppendRequest(message: message, queue: queue, dedupe: claim, unit: units?[index] ?? 0, queues: message.shardingKey == nil ? choice : nil))
+                requests.append(AppendRequest(message: message, queue: queue, dedupe: claim, unit: units?[index] ?? 0))
+                if let choice, message.shardingKey == nil { requests[requests.count - 1].queues = choice }
                 requestTopics.append(topic)
             }
         } catch {
