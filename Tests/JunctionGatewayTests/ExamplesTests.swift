@@ -9,6 +9,8 @@ struct ExamplesTests {
     private struct Run {
         var status: Int32
         var lines: [String]
+        /// The script's stderr, last lines: said when it fails.
+        var errors: [String]
     }
 
     private func run(_ example: String, script: String = "run.sh", ports: [String] = []) async throws -> Run {
@@ -18,7 +20,7 @@ struct ExamplesTests {
             URL(fileURLWithPath: "/bin/bash"), [packageRoot() + "/Examples/\(example)/\(script)"],
             watch: true, environment: environment)
         let status = await script.waitForExit(seconds: 120)
-        return Run(status: status, lines: script.lines)
+        return Run(status: status, lines: script.lines, errors: script.otherLines)
     }
 
     /// The first fenced block after `marker` ("Expected output") in the example's README.
@@ -34,28 +36,28 @@ struct ExamplesTests {
     @Test("pipeline: producer | junction serve | consumer prints exactly what its README shows")
     func pipeline() async throws {
         let result = try await run("pipeline")
-        #expect(result.status == 0)
+        #expect(result.status == 0, "its stderr, last lines:\n\(result.errors.suffix(40).joined(separator: "\n"))")
         #expect(result.lines == (try expectedOutput("pipeline")), "\(result.lines.joined(separator: "\n"))")
     }
 
     @Test("exec-plugin: enrich.py re-publishes every order, and its group ends fully acked, as the README shows")
     func execPlugin() async throws {
         let result = try await run("exec-plugin", ports: ["TCP_PORT"])
-        #expect(result.status == 0)
+        #expect(result.status == 0, "its stderr, last lines:\n\(result.errors.suffix(40).joined(separator: "\n"))")
         #expect(result.lines == (try expectedOutput("exec-plugin")), "\(result.lines.joined(separator: "\n"))")
     }
 
     @Test("exec-plugin with transactions: enrich-tx.py commits each copy with the ack of its original; nothing left open, as the README shows")
     func execPluginTransactions() async throws {
         let result = try await run("exec-plugin", script: "run-tx.sh", ports: ["TCP_PORT"])
-        #expect(result.status == 0)
+        #expect(result.status == 0, "its stderr, last lines:\n\(result.errors.suffix(40).joined(separator: "\n"))")
         #expect(result.lines == (try expectedOutput("exec-plugin", after: "Expected output with transactions")), "\(result.lines.joined(separator: "\n"))")
     }
 
     @Test("postgres-pair: two gateways on one PostgreSQL database share a group's queues; orders published on A are consumed once, half on each, as the README shows")
     func postgresPair() async throws {
         let result = try await run("postgres-pair", ports: ["PG_PORT", "A_PORT", "B_PORT"])
-        #expect(result.status == 0)
+        #expect(result.status == 0, "its stderr, last lines:\n\(result.errors.suffix(40).joined(separator: "\n"))")
         #expect(result.lines.map { $0.replacingOccurrences(of: #":\d+"#, with: ":PORT", options: .regularExpression) }
             == (try expectedOutput("postgres-pair")).map { $0.replacingOccurrences(of: #":\d+"#, with: ":PORT", options: .regularExpression) },
             "\(result.lines.joined(separator: "\n"))")
@@ -64,14 +66,14 @@ struct ExamplesTests {
     @Test("fanout-routes: one ZeroMQ feed fanned out by tag and property, alerts dead-lettered, as the README shows")
     func fanoutRoutes() async throws {
         let result = try await run("fanout-routes", ports: ["TCP_PORT", "FEED_PORT"])
-        #expect(result.status == 0)
+        #expect(result.status == 0, "its stderr, last lines:\n\(result.errors.suffix(40).joined(separator: "\n"))")
         #expect(result.lines == (try expectedOutput("fanout-routes")), "\(result.lines.joined(separator: "\n"))")
     }
 
     @Test("catch-up: a late ZeroMQ subscriber gets what the PUB sent before it joined, then live, each once, as the README shows")
     func catchUp() async throws {
         let result = try await run("catch-up", ports: ["TCP_PORT", "PUB_PORT", "CATCHUP_PORT"])
-        #expect(result.status == 0)
+        #expect(result.status == 0, "its stderr, last lines:\n\(result.errors.suffix(40).joined(separator: "\n"))")
         #expect(result.lines == (try expectedOutput("catch-up")), "\(result.lines.joined(separator: "\n"))")
     }
 

@@ -131,6 +131,8 @@ public final class ChildProcess: Sendable {
         var waiters: [Waiter] = []
         var nextID = 0
         var ended = false
+        /// The last lines of the stream not watched (kept to say why a child failed).
+        var otherLines: [String] = []
     }
 
     public let process: Process
@@ -160,7 +162,22 @@ public final class ChildProcess: Sendable {
         // for — another test's socket — and stole its bytes.)
         let handle = watched.fileHandleForReading
         let drain = other.fileHandleForReading
-        Thread { while !drain.availableData.isEmpty {} }.start()
+        Thread {
+            var partial = Data()
+            while true {
+                let data = drain.availableData
+                if data.isEmpty { break }
+                partial.append(data)
+                while let newline = partial.firstIndex(of: UInt8(ascii: "\n")) {
+                    let line = String(decoding: partial[partial.startIndex..<newline], as: UTF8.self)
+                    partial.removeSubrange(partial.startIndex...newline)
+                    state.withLock { state in
+                        state.otherLines.append(line)
+                        if state.otherLines.count > 200 { state.otherLines.removeFirst(state.otherLines.count - 200) }
+                    }
+                }
+            }
+        }.start()
         Thread {
             let fd = handle.fileDescriptor
             var partial: [UInt8] = []
@@ -199,6 +216,9 @@ public final class ChildProcess: Sendable {
 
     /// Every line seen so far.
     public var lines: [String] { state.withLock { $0.lines } }
+
+    /// The last 200 lines of the other stream (stdout when stderr is watched, and the reverse).
+    public var otherLines: [String] { state.withLock { $0.otherLines } }
 
     /// Waits for a line containing `text` (already seen or still to come); nil if
     /// the stream ends or `seconds` pass first.
