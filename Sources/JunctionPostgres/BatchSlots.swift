@@ -111,7 +111,8 @@ struct BatchSlots {
 
     /// Where the counters' rows (topic, queue, new end) put each request: a
     /// row of a slot's own queue is that slot's; another of a topic with a
-    /// chosen slot is the queue chosen for it, when it is one of those allowed.
+    /// chosen slot is the queue chosen for it, when it is one of those allowed
+    /// (the choice's start is one of them).
     func place(_ counters: [(topic: String, queue: Int, end: Int64)]) throws -> Placement {
         var firsts = [Int64?](repeating: nil, count: members.count)
         var queues = slots.map(\.queue)
@@ -120,7 +121,7 @@ struct BatchSlots {
         for (topic, queue, end) in counters {
             let slot = QueueSlot(topic: topic, queue: queue)
             guard let index = index(of: slot) ?? index(of: QueueSlot(topic: topic, queue: Self.chosen)) else { continue }
-            if let choice = choices[index], !choice.queues.contains(queue), queue != choice.start {
+            if let choice = choices[index], !choice.queues.contains(queue) {
                 throw BrokerError(.storageError, "PostgreSQL chose queue \(queue) of \(topic), outside \(choice.queues)")
             }
             queues[index] = queue
