@@ -40,6 +40,13 @@ finish() {
 }
 trap finish EXIT
 
+# free_port: a port on 127.0.0.1 the kernel finds free now (a random high
+# one without python3).
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])' 2> /dev/null \
+        || echo $((20000 + RANDOM % 20000))
+}
+
 # copy_config FILE [DEFAULT_PORT PORT]...: a copy of FILE in $WORK with the
 # default ports replaced by the ones in use.
 copy_config() {

@@ -16,28 +16,60 @@ if [ -z "${PG_URL:-}" ]; then
     AS=()
     if [ "$(id -u)" = 0 ]; then AS=(runuser -u postgres --); chmod 755 "$WORK"; mkdir "$WORK/pg"; chown postgres "$WORK/pg"; else mkdir "$WORK/pg"; fi
     "${AS[@]}" "$PG_BIN/initdb" -D "$WORK/pg/data" -U junction --auth=trust -E UTF8 --no-sync > "$WORK/initdb.log"
-    "${AS[@]}" "$PG_BIN/pg_ctl" -D "$WORK/pg/data" -l "$WORK/pg/server.log" -w \
-        -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -k $WORK/pg" start > /dev/null
+    # A port can be taken between its choice and PostgreSQL binding it (the
+    # tests hand out ports the kernel found free): on "could not bind", the
+    # start is tried again on a port the kernel finds free now.
+    for attempt in 1 2 3 4 5; do
+        : > "$WORK/pg/server.log"
+        [ "$(id -u)" = 0 ] && chown postgres "$WORK/pg/server.log"
+        if "${AS[@]}" "$PG_BIN/pg_ctl" -D "$WORK/pg/data" -l "$WORK/pg/server.log" -w \
+            -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -k $WORK/pg" start > /dev/null 2> "$WORK/pg_ctl.err"; then
+            break
+        fi
+        if [ "$attempt" = 5 ] || ! grep -q "could not bind" "$WORK/pg/server.log"; then
+            cat "$WORK/pg_ctl.err" >&2
+            tail -n 5 "$WORK/pg/server.log" >&2
+            exit 1
+        fi
+        taken=$PG_PORT
+        PG_PORT=$(free_port)
+        echo "port $taken is taken: PostgreSQL on port $PG_PORT instead" >&2
+    done
     ON_EXIT+=("${AS[*]} $PG_BIN/pg_ctl -D $WORK/pg/data -m fast -w stop")
     "${AS[@]}" "$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U junction junction
     PG_URL="postgres://junction@127.0.0.1:$PG_PORT/junction"
 fi
 sed "s|postgres://junction@127.0.0.1:7531/junction|$PG_URL|" "$HERE/junction.json" > "$WORK/junction.json"
-copy_config "$HERE/plugins-a.json" 7532 "$A_PORT"
-copy_config "$HERE/plugins-b.json" 7533 "$B_PORT"
 
-# gateway NAME PLUGINS: junction serve with its own data directory (its node name comes from it).
+# gateway NAME DEFAULT_PORT: junction serve with its own data directory (its
+# node name comes from it) on the port in NAME_PORT; should that port be
+# taken meanwhile, on one the kernel finds free now (NAME_PORT then says which).
 gateway() {
-    "$JUNCTION" serve --config "$WORK/junction.json" --plugins "$WORK/$2" --data-dir "$WORK/data-$1" 2> "$WORK/gateway-$1.log" &
-    BACKGROUND+=("$!")
-    local deadline=$((SECONDS + 30))
-    until grep -qF "[JunctionTCP] listening" "$WORK/gateway-$1.log"; do
-        [ $SECONDS -lt $deadline ] || { echo "gateway $1 did not start" >&2; tail "$WORK/gateway-$1.log" >&2; exit 1; }
-        sleep 0.05
+    local name=$1 default=$2 variable
+    variable=$(echo "$1" | tr a-z A-Z)_PORT
+    for attempt in 1 2 3 4 5; do
+        copy_config "$HERE/plugins-$name.json" "$default" "${!variable}"
+        "$JUNCTION" serve --config "$WORK/junction.json" --plugins "$WORK/plugins-$name.json" --data-dir "$WORK/data-$name" 2> "$WORK/gateway-$name.log" &
+        local pid=$!
+        BACKGROUND+=("$pid")
+        local deadline=$((SECONDS + 30))
+        until grep -qsF "[JunctionTCP] listening" "$WORK/gateway-$name.log"; do
+            if ! kill -0 "$pid" 2> /dev/null; then break; fi
+            [ $SECONDS -lt $deadline ] || { echo "gateway $name did not start" >&2; tail "$WORK/gateway-$name.log" >&2; exit 1; }
+            sleep 0.05
+        done
+        grep -qsF "[JunctionTCP] listening" "$WORK/gateway-$name.log" && return 0
+        wait "$pid" 2> /dev/null || true
+        if [ "$attempt" = 5 ] || ! grep -qs "Address already in use" "$WORK/gateway-$name.log"; then
+            echo "gateway $name did not start" >&2; tail "$WORK/gateway-$name.log" >&2; exit 1
+        fi
+        local taken=${!variable}
+        printf -v "$variable" '%s' "$(free_port)"
+        echo "port $taken is taken: gateway $name on port ${!variable} instead" >&2
     done
 }
-gateway a plugins-a.json
-gateway b plugins-b.json
+gateway a 7532
+gateway b 7533
 echo "--- two gateways on one database: A on :$A_PORT, B on :$B_PORT ---"
 
 # One member of group "workers" on each gateway, printing what it gets.
