@@ -391,7 +391,7 @@ struct WireReader {
         let length = Int(try u32())
         guard remaining >= length else { throw short("a body of \(length) bytes") }
         defer { index += length }
-        return Array(payload[index..<index + length])
+        return [UInt8](copying: UnsafeRawBufferPointer(rebasing: payload[index..<index + length]))
     }
 
     mutating func optional<T>(_ read: (inout WireReader) throws(ProtocolError) -> T) throws(ProtocolError) -> T? {

@@ -251,7 +251,7 @@ private struct RecordReader {
         let length = Int(try read(L.self))
         guard length <= bytes.count - offset else { throw Overrun() }
         defer { offset += length }
-        return Array(bytes[offset..<offset + length])
+        return [UInt8](copying: UnsafeRawBufferPointer(rebasing: bytes[offset..<offset + length]))
     }
 }
 

@@ -1,4 +1,5 @@
 import CZeroMQ
+import JunctionCore
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -107,7 +108,7 @@ final class ZeroMQSocket {
             } else {
                 // Copy the bytes out before zmq_msg_close.
                 let data = zmq_msg_data(&message)
-                frames.append(size == 0 ? [] : Array(UnsafeRawBufferPointer(start: data, count: Int(size))))
+                frames.append(size == 0 ? [] : [UInt8](copying: UnsafeRawBufferPointer(start: data, count: Int(size))))
             }
             if zmq_msg_more(&message) == 0 { break }
         }

@@ -1,0 +1,25 @@
+import JunctionCore
+import Testing
+
+@Suite("Byte arrays copied from raw memory")
+struct ByteCopyTests {
+    @Test("a copy of a raw buffer, or of any part of one, holds its bytes and none around them; an empty or baseless one is empty")
+    func copies() {
+        let source: [UInt8] = (0..<200).map { UInt8(truncatingIfNeeded: $0 &* 7) }
+        source.withUnsafeBytes { raw in
+            #expect([UInt8](copying: raw) == source)
+            for (start, end) in [(0, 0), (0, 1), (13, 113), (150, 200), (199, 200)] {
+                #expect([UInt8](copying: UnsafeRawBufferPointer(rebasing: raw[start..<end])) == Array(source[start..<end]), "bytes \(start)..<\(end)")
+            }
+        }
+        #expect([UInt8](copying: UnsafeRawBufferPointer(start: nil, count: 0)) == [])
+    }
+
+    @Test("the copy is its own: changing the source afterwards leaves it as it was")
+    func independent() {
+        var source: [UInt8] = [1, 2, 3, 4]
+        let copy = source.withUnsafeBytes { [UInt8](copying: $0) }
+        source[0] = 9
+        #expect(copy == [1, 2, 3, 4])
+    }
+}
