@@ -335,6 +335,48 @@ struct GroupStateTests {
         #expect(d.take(b).map(\.bodyText) == ["2", "3"])
     }
 
+    @Test("ack none: what a member was handed and has not taken is not consumed yet — the committed offset, the saved progress and the figures count it — and is consumed once taken, in the order handed")
+    func ackNoneUntaken() {
+        var d = GroupDriver(ack: .none)
+        let a = d.join(credit: 3)
+        d.publish(5)
+        d.settle()
+        #expect(d.stats.queues[0].committedOffset == 0)
+        #expect(d.stats.queues[0].inFlight == 3 && d.stats.queues[0].held == 3, "three read and handed to A, untaken: \(d.stats)")
+        #expect(d.state.progress[0].committed == 0)
+        #expect(d.state.progress[0].attempts == [0: 1, 1: 1, 2: 1], "a restart counts their deliveries on")
+        #expect(d.take(a, max: 2).map(\.bodyText) == ["0", "1"])
+        #expect(d.stats.queues[0].committedOffset == 2)
+        #expect(d.stats.queues[0].inFlight == 1)
+        // The take freed room: two more are read and handed on, behind the one still untaken.
+        d.settle()
+        #expect(d.stats.queues[0].inFlight == 3)
+        #expect(d.take(a).map(\.bodyText) == ["2", "3", "4"])
+        d.settle()
+        #expect(d.stats.queues[0].committedOffset == 5)
+        #expect(d.stats.queues[0].inFlight == 0 && d.stats.queues[0].held == 0, "\(d.stats)")
+        #expect(d.state.progress[0] == GroupState.QueueProgress(committed: 5))
+    }
+
+    @Test("ack none: a reset starts each queue over from below what members hold untaken, so what they held is delivered again, and nothing taken is")
+    func ackNoneResetBelowUntaken() {
+        var d = GroupDriver(queues: 2, ack: .none)
+        let a = d.join(credit: 4)
+        d.publish(2, queue: 0)
+        d.publish(2, queue: 1)
+        d.settle()
+        let first = d.take(a, max: 1)
+        #expect(first.count == 1)
+        #expect(d.stats.queues.map(\.committedOffset).reduce(0, +) == 1, "one of the four taken: \(d.stats)")
+        d.run(d.state.reset(to: [], now: d.now))
+        d.settle()
+        let again = d.take(a)
+        #expect(Set((first + again).map(\.tag)) == Set((0..<2).flatMap { q in (0..<2).map { DeliveryTag(queue: q, offset: UInt64($0)) } }))
+        #expect(again.count == 3, "the three untaken, handed again; the taken one not: \(again.map(\.tag))")
+        d.settle()
+        #expect(d.take(a).isEmpty)
+    }
+
     @Test("a member's take skips what it was handed before its queue was taken away and then went to another member", arguments: [SubscriptionOptions.AckMode.none, .explicit])
     func staleReady(ack: SubscriptionOptions.AckMode) {
         var d = GroupDriver(queues: 2, ack: ack)
