@@ -376,9 +376,11 @@ struct GroupState {
     /// Acknowledges deliveries, from whichever member: consumed, never again.
     mutating func ack(_ tags: [DeliveryTag], now: Int64) -> [Action] {
         guard definition.ack == .explicit else { return [] }
-        // By queue, in a short list (an ack names a few queues), and what each
-        // member held counted down once per member: no hashing per tag.
-        var acked: [(queue: Int, offsets: [UInt64])] = []
+        // What each member held counted down once per member, in a short
+        // list: no hashing per tag. Only an ack above the committed offset
+        // once it is removed needs a record (removals only raise that
+        // offset), so acks in order collect nothing while no ack above waits.
+        var above: [(queue: Int, offsets: [UInt64])] = []
         var released: [(member: MemberID, count: Int)] = []
         for tag in tags where tag.queue < queues.count {
             guard let pending = queues[tag.queue].pending.removeValue(forKey: tag.offset) else { continue }
@@ -387,12 +389,13 @@ struct GroupState {
             } else {
                 release(pending.stage, of: tag)
             }
-            if let at = acked.firstIndex(where: { $0.queue == tag.queue }) { acked[at].offsets.append(tag.offset) } else { acked.append((tag.queue, [tag.offset])) }
+            guard tag.offset > queues[tag.queue].committed || !queues[tag.queue].acked.isEmpty else { continue }
+            if let at = above.firstIndex(where: { $0.queue == tag.queue }) { above[at].offsets.append(tag.offset) } else { above.append((tag.queue, [tag.offset])) }
         }
         for (id, count) in released {
             if let at = members.index(forKey: id) { members.values[at].takenCount -= count }
         }
-        for (q, offsets) in acked { queues[q].recordAcks(offsets) }
+        for (q, offsets) in above { queues[q].recordAcks(offsets) }
         return dispatch(now: now)
     }
 
