@@ -563,6 +563,10 @@ struct GroupState {
             // finds no room, it and those after it wait as before.
             var room = waiting.isEmpty && !order.isEmpty && !definition.ordered ? order.map { capacity(of: $0) } : nil
             var held = HeldTags(members: room == nil ? 0 : order.count)
+            if handsDirectly, let room {
+                // Each member's deliveries in one array of the size it can take: no growth as they are added.
+                for place in room.indices where room[place] > 0 { held.deliveries[place].reserveCapacity(Swift.min(room[place], batch.messages.count)) }
+            }
             for message in batch.messages where message.queueOffset >= from {
                 // (Both are empty but after a restart: no hashing then.)
                 if !queues[q].acked.isEmpty && queues[q].acked.remove(message.queueOffset) != nil { continue }
