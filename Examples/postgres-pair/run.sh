@@ -52,15 +52,14 @@ gateway() {
         "$JUNCTION" serve --config "$WORK/junction.json" --plugins "$WORK/plugins-$name.json" --data-dir "$WORK/data-$name" 2> "$WORK/gateway-$name.log" &
         local pid=$!
         BACKGROUND+=("$pid")
+        # Until it listens, exits, or 30 s have passed.
         local deadline=$((SECONDS + 30))
         until grep -qsF "[JunctionTCP] listening" "$WORK/gateway-$name.log"; do
-            if ! kill -0 "$pid" 2> /dev/null; then break; fi
-            [ $SECONDS -lt $deadline ] || { echo "gateway $name did not start" >&2; tail "$WORK/gateway-$name.log" >&2; exit 1; }
+            kill -0 "$pid" 2> /dev/null && [ $SECONDS -lt $deadline ] || break
             sleep 0.05
         done
         grep -qsF "[JunctionTCP] listening" "$WORK/gateway-$name.log" && return 0
-        wait "$pid" 2> /dev/null || true
-        if [ "$attempt" = 5 ] || ! grep -qs "Address already in use" "$WORK/gateway-$name.log"; then
+        if [ "$attempt" = 5 ] || kill -0 "$pid" 2> /dev/null || ! grep -qs "Address already in use" "$WORK/gateway-$name.log"; then
             echo "gateway $name did not start" >&2; tail "$WORK/gateway-$name.log" >&2; exit 1
         fi
         local taken=${!variable}

@@ -179,14 +179,12 @@ struct GroupState {
         /// The deliveries handed directly and not taken yet.
         var untaken: ArraySlice<Delivery> { handed[handedHead...] }
 
-        /// Drops those of `untaken` that `leave` says; returns how many went.
-        mutating func dropUntaken(where leave: (Delivery) -> Bool) -> Int {
+        /// Drops those of `untaken` that `leave` says.
+        mutating func dropUntaken(where leave: (Delivery) -> Bool) {
             let kept = untaken.filter { !leave($0) }
-            let dropped = handed.count - handedHead - kept.count
+            readyCount -= handed.count - handedHead - kept.count
             handed = kept
             handedHead = 0
-            readyCount -= dropped
-            return dropped
         }
     }
 
@@ -650,7 +648,7 @@ struct GroupState {
     private mutating func forget(_ q: Int) {
         let floor = committed(q)
         if handsDirectly {
-            for at in members.indices { _ = members.values[at].dropUntaken { $0.message.queue == q } }
+            for at in members.indices { members.values[at].dropUntaken { $0.message.queue == q } }
         }
         for (offset, pending) in queues[q].pending { release(pending.stage, of: DeliveryTag(queue: q, offset: offset)) }
         if let asked = queues[q].reading, !definition.ordered { reserved -= asked }
@@ -807,19 +805,13 @@ struct GroupState {
     /// The lowest offset of queue `q` not consumed: its lowest pending entry,
     /// the next to read, or a delivery a member holds untaken, whichever is lowest.
     private func committed(_ q: Int) -> UInt64 {
-        var lowest = queues[q].committed
-        guard handsDirectly else { return lowest }
-        for member in members.values {
-            // A member's deliveries of one queue are handed in offset order: its first is its lowest.
-            if let first = member.untaken.first(where: { $0.message.queue == q }) { lowest = Swift.min(lowest, first.message.queueOffset) }
-        }
-        return lowest
+        Swift.min(queues[q].committed, untaken(q).lazy.map(\.message.queueOffset).min() ?? .max)
     }
 
-    /// Deliveries of queue `q` members hold untaken (handed directly).
-    private func untakenCount(_ q: Int) -> Int {
-        guard handsDirectly else { return 0 }
-        return members.values.reduce(0) { sum, member in sum + member.untaken.count(where: { $0.message.queue == q }) }
+    /// The deliveries of queue `q` that members hold untaken (handed directly).
+    private func untaken(_ q: Int) -> [Delivery] {
+        guard handsDirectly else { return [] }
+        return members.values.flatMap { $0.untaken.filter { $0.message.queue == q } }
     }
 
     /// What a pass of hand-outs gave each member in `order`, by place.
@@ -907,11 +899,7 @@ struct GroupState {
             let committed = self.committed(q)
             var attempts = queue.restoredAttempts
             for (offset, pending) in queue.pending where pending.attempt > 0 { attempts[offset] = pending.attempt }
-            if handsDirectly {
-                for member in members.values {
-                    for delivery in member.untaken where delivery.message.queue == q { attempts[delivery.message.queueOffset] = delivery.attempt }
-                }
-            }
+            for delivery in untaken(q) { attempts[delivery.message.queueOffset] = delivery.attempt }
             return QueueProgress(committed: committed, acked: queue.acked.filter { $0 >= committed }.sorted(), attempts: attempts.filter { $0.key >= committed })
         }
     }
@@ -922,7 +910,7 @@ struct GroupState {
             queues: queues.indices.map { q in
                 let end = q < ends.count ? ends[q] : queues[q].nextRead
                 let committed = self.committed(q)
-                let untaken = untakenCount(q)
+                let untaken = self.untaken(q).count
                 let inFlight = untaken + queues[q].pending.values.count(where: {
                     switch $0.stage {
                     case .ready, .taken: true
