@@ -691,17 +691,43 @@ public func offPool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) asy
 
 /// A port the kernel has just handed out (for a server that must keep one port across restarts).
 public func freePort() throws -> Int {
-    ignoreBrokenPipes()
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    defer { close(fd) }
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_port = 0
-    address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-    _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
-    return Int(UInt16(bigEndian: address.sin_port))
+    let socket = try BoundSocket()
+    defer { close(socket.fd) }
+    return socket.port
+}
+
+/// A port on 127.0.0.1 kept bound and listening until `close()`: for a test
+/// of what a program does when the port it was given is taken.
+public final class HeldPort: Sendable {
+    public let port: Int
+    private let fd: Int32
+
+    public init() throws {
+        let socket = try BoundSocket()
+        listen(socket.fd, 1)
+        (port, fd) = (socket.port, socket.fd)
+    }
+
+    public func close() { _ = Glibc.close(fd) }
+}
+
+/// A TCP socket bound to a port the kernel chose on 127.0.0.1.
+private struct BoundSocket {
+    let fd: Int32
+    let port: Int
+
+    init() throws {
+        ignoreBrokenPipes()
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = 0
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
+        (self.fd, port) = (fd, Int(UInt16(bigEndian: address.sin_port)))
+    }
 }
 
 /// A log handler that keeps each message logged through it as a line
