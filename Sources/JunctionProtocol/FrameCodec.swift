@@ -30,16 +30,21 @@ public enum FrameCodec {
     /// The header goes in and the length is set over raw bytes: ByteBuffer's
     /// integer writes cost about 180 instructions each.
     public static func encode(_ frame: Frame, into buffer: inout ByteBuffer) {
+        framed(frame.body.opcode, requestID: frame.requestID, into: &buffer) { writePayload(frame.body, into: &$0) }
+    }
+
+    /// A frame whose payload `payload` writes: the header before it, its length set after.
+    @inline(__always)
+    private static func framed(_ opcode: Frame.Opcode, requestID: UInt32, into buffer: inout ByteBuffer, _ payload: (inout ByteBuffer) -> Void) {
         let start = buffer.writerIndex
-        let opcode = frame.body.opcode.rawValue
         buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: headerSize) { raw in
             var out = RawWriter(base: raw.baseAddress!)
             out.put(UInt32(0))
-            out.put(opcode)
-            out.put(frame.requestID)
+            out.put(opcode.rawValue)
+            out.put(requestID)
             return out.offset
         }
-        writePayload(frame.body, into: &buffer)
+        payload(&buffer)
         let length = UInt32(buffer.writerIndex - start - 4)
         let at = start - buffer.readerIndex
         buffer.withUnsafeMutableReadableBytes { $0.storeBytes(of: length.bigEndian, toByteOffset: at, as: UInt32.self) }
@@ -59,6 +64,25 @@ public enum FrameCodec {
             out.put(receipts)
             return out.offset
         }
+    }
+
+    /// A DELIVERIES frame of `deliveries` for subscription `id`: the bytes
+    /// `encode` writes for `Frame(.deliveries(id:, Array(deliveries)), requestID:)`,
+    /// without the array (a copy of a delivery is a retain and a release more).
+    public static func encodeDeliveries(_ deliveries: ArraySlice<Delivery>, id: UInt32, requestID: UInt32 = 0, into buffer: inout ByteBuffer) {
+        framed(.deliveries, requestID: requestID, into: &buffer) { writeDeliveries(deliveries, id: id, into: &$0) }
+    }
+
+    /// A DELIVERIES payload: the subscription, the count (u16), each delivery.
+    private static func writeDeliveries(_ deliveries: ArraySlice<Delivery>, id: UInt32, into buffer: inout ByteBuffer) {
+        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: 6) { raw in
+            var out = RawWriter(base: raw.baseAddress!)
+            out.put(id)
+            out.put(UInt16(deliveries.count))
+            return out.offset
+        }
+        // Each read where it lies: a copy of a delivery is a retain and a release more.
+        for index in deliveries.indices { buffer.writeDelivery(deliveries[index]) }
     }
 
     private static func writePayload(_ body: Frame.Body, into buffer: inout ByteBuffer) {
@@ -137,16 +161,7 @@ public enum FrameCodec {
                 return out.offset
             }
         case .deliveries(let id, let deliveries):
-            buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: 6) { raw in
-                var out = RawWriter(base: raw.baseAddress!)
-                out.put(id)
-                out.put(UInt16(deliveries.count))
-                return out.offset
-            }
-            // Each read where it lies: a copy of a delivery is a retain and a release more.
-            deliveries.withUnsafeBufferPointer { deliveries in
-                for index in deliveries.indices { buffer.writeDelivery(deliveries[index]) }
-            }
+            writeDeliveries(deliveries[...], id: id, into: &buffer)
         case .topics(let topics):
             buffer.writeInteger(UInt16(topics.count))
             for topic in topics {

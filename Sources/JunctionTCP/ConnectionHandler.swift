@@ -32,6 +32,10 @@ final class ConnectionHandler: ChannelInboundHandler {
     private var departedOrder: [UInt32] = []
     /// Push subscriptions with a take outstanding.
     private var taking: Set<ObjectIdentifier> = []
+    /// The push subscription `pump` is taking for right now, and that take's
+    /// answer when it came before the take returned.
+    private var pumping: ObjectIdentifier?
+    private var answeredAtOnce: TakeResult?
     private var inFlightPublishes = 0
     /// The most messages held for one append: what the store says suits it
     /// (256 for the commit log with flush `always`, 1024 otherwise).
@@ -468,16 +472,32 @@ final class ConnectionHandler: ChannelInboundHandler {
 
     /// Takes the next deliveries of a push subscription, unless a take is
     /// outstanding or the socket is not writable (a consumer that never reads
-    /// costs at most its credit). The answer comes back to the event loop,
-    /// which writes the batch and takes again: no task between the group and
-    /// the socket.
+    /// costs at most its credit). A take answered at once is written here and
+    /// the next made, until one waits or the socket is full: the batches go
+    /// out in one flush, with no trip through the event loop's queue each. A
+    /// take that waits is answered on the event loop, which writes the batch
+    /// and pumps again: no task between the group and the socket.
     private func pump(_ context: ChannelHandlerContext, _ subscription: TCPSubscription) {
-        guard subscription.push, !closed, !draining, context.channel.isWritable,
-              subscriptions[subscription.id] === subscription,
-              taking.insert(ObjectIdentifier(subscription)).inserted else { return }
+        let key = ObjectIdentifier(subscription)
         let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        _ = subscription.core.take(max: 256) { result in
-            bound.eventLoop.execute { bound.value.0.taken(bound.value.1, subscription, result) }
+        while subscription.push, !closed, !draining, context.channel.isWritable,
+              subscriptions[subscription.id] === subscription, taking.insert(key).inserted {
+            pumping = key
+            _ = subscription.core.take(max: 256, asHanded: true) { result in
+                if bound.eventLoop.inEventLoop, bound.value.0.pumping == key {
+                    bound.value.0.answeredAtOnce = result
+                    return
+                }
+                bound.eventLoop.execute { bound.value.0.taken(bound.value.1, subscription, result) }
+            }
+            pumping = nil
+            guard let result = answeredAtOnce else { return }
+            answeredAtOnce = nil
+            taking.remove(key)
+            // Closed or cancelled: the subscription ended, nothing more to push.
+            guard case .deliveries(let batch) = result else { return }
+            metrics.sent(batch.count)
+            push(context, id: subscription.id, batch)
         }
     }
 
@@ -503,7 +523,7 @@ final class ConnectionHandler: ChannelInboundHandler {
                 bytes += deliveries[end].message.message.body.count + 128
                 end += 1
             }
-            FrameCodec.encode(Frame(.deliveries(id: id, Array(deliveries[start..<end]))), into: &frames)
+            FrameCodec.encodeDeliveries(deliveries[start..<end], id: id, into: &frames)
             start = end
         }
         write(context, encoded: frames)

@@ -322,12 +322,12 @@ final class ConsumerGroup: Sendable {
     /// first to come, answered through `answer` (from another thread). Returns
     /// the waiter's id, for `cancelTake`, when it waits.
     @discardableResult
-    func take(_ member: Int, max: Int, answer: @escaping @Sendable (TakeResult) -> Void) -> GroupState.WaiterID? {
+    func take(_ member: Int, max: Int, asHanded: Bool = false, answer: @escaping @Sendable (TakeResult) -> Void) -> GroupState.WaiterID? {
         let now = clock.now()
         let (immediate, waiter, effects) = owned.withLock { owned -> (TakeResult?, GroupState.WaiterID?, Effects) in
             let waiter = owned.nextWaiter
             owned.nextWaiter += 1
-            let (outcome, actions) = owned.state.take(member, max: max, waiter: waiter, now: now)
+            let (outcome, actions) = owned.state.take(member, max: max, asHanded: asHanded, waiter: waiter, now: now)
             let effects = perform(actions, in: &owned)
             switch outcome {
             case .deliveries(let batch): return (.deliveries(batch), nil, effects)

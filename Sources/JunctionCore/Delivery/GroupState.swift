@@ -153,11 +153,10 @@ struct GroupState {
         var readyCount = 0
         /// Under ack none, unordered: deliveries handed over, in order, that
         /// are no longer pending entries (see `handsDirectly`).
-        var handed: [Delivery] = []
-        var handedHead = 0
+        var handed = HandedDeliveries()
         /// Taken and not yet settled (explicit acks only).
         var takenCount = 0
-        var waiters: [(id: WaiterID, max: Int)] = []
+        var waiters: [(id: WaiterID, max: Int, asHanded: Bool)] = []
 
         /// Messages handed to this member, in order, ready for its next takes.
         mutating func hold(_ tags: [DeliveryTag]) {
@@ -168,23 +167,17 @@ struct GroupState {
         /// Deliveries handed to this member directly, in order.
         mutating func hold(_ deliveries: [Delivery]) {
             readyCount += deliveries.count
-            if handedHead == handed.count {
-                handed = deliveries
-                handedHead = 0
-            } else {
-                handed.append(contentsOf: deliveries)
-            }
+            handed.hold(deliveries)
         }
 
         /// The deliveries handed directly and not taken yet.
-        var untaken: ArraySlice<Delivery> { handed[handedHead...] }
+        var untaken: [Delivery] { handed.untaken }
 
         /// Drops those of `untaken` that `leave` says.
         mutating func dropUntaken(where leave: (Delivery) -> Bool) {
-            let kept = untaken.filter { !leave($0) }
-            readyCount -= handed.count - handedHead - kept.count
-            handed = kept
-            handedHead = 0
+            readyCount -= handed.count
+            handed.drop(where: leave)
+            readyCount += handed.count
         }
     }
 
@@ -287,13 +280,15 @@ struct GroupState {
     }
 
     /// A member's consumer takes up to `max` deliveries, or waits as `waiter`.
-    mutating func take(_ id: MemberID, max: Int, waiter: WaiterID, now: Int64) -> (TakeOutcome, [Action]) {
+    /// `asHanded`: a take that takes again at once (a pump) may get fewer
+    /// than are held when that saves copying them (see `HandedDeliveries`).
+    mutating func take(_ id: MemberID, max: Int, asHanded: Bool = false, waiter: WaiterID, now: Int64) -> (TakeOutcome, [Action]) {
         guard !closed, members[id] != nil else { return (.closed, []) }
         if members[id]!.readyCount > 0 {
-            let batch = takeReady(id, max: max, now: now)
+            let batch = takeReady(id, max: max, asHanded: asHanded, now: now)
             return (.deliveries(batch), dispatch(now: now))
         }
-        members[id]!.waiters.append((waiter, Swift.max(1, max)))
+        members[id]!.waiters.append((waiter, Swift.max(1, max), asHanded))
         return (.waiting, [])
     }
 
@@ -304,8 +299,8 @@ struct GroupState {
         return [.answer(waiter, result)]
     }
 
-    private mutating func takeReady(_ id: MemberID, max: Int, now: Int64) -> [Delivery] {
-        if handsDirectly { return takeHanded(id, max: max) }
+    private mutating func takeReady(_ id: MemberID, max: Int, asHanded: Bool, now: Int64) -> [Delivery] {
+        if handsDirectly { return takeHanded(id, max: max, asHanded: asHanded) }
         var batch: [Delivery] = []
         var member = members[id]!
         while batch.count < max, member.readyHead < member.ready.count {
@@ -345,27 +340,11 @@ struct GroupState {
     }
 
     /// `takeReady` for a group that `handsDirectly`: the member's deliveries
-    /// in the order handed, consumed once taken; the whole array when the
-    /// take wants all of it (the usual case: no copy).
-    private mutating func takeHanded(_ id: MemberID, max: Int) -> [Delivery] {
+    /// in the order handed, consumed once taken (see `HandedDeliveries`).
+    private mutating func takeHanded(_ id: MemberID, max: Int, asHanded: Bool) -> [Delivery] {
         guard let at = members.index(forKey: id) else { return [] }
-        let (head, count) = (members.values[at].handedHead, members.values[at].handed.count)
-        let taken = Swift.min(max, count - head)
-        guard taken > 0 else { return [] }
-        members.values[at].readyCount -= taken
-        if head == 0 && taken == count {
-            defer { members.values[at].handed = [] }
-            return members.values[at].handed
-        }
-        let batch = Array(members.values[at].handed[head..<head + taken])
-        members.values[at].handedHead += taken
-        if members.values[at].handedHead == count {
-            members.values[at].handed.removeAll(keepingCapacity: true)
-            members.values[at].handedHead = 0
-        } else if head + taken > 256 && (head + taken) * 2 > count {
-            members.values[at].handed.removeFirst(head + taken)
-            members.values[at].handedHead = 0
-        }
+        let batch = members.values[at].handed.take(max: max, asHanded: asHanded)
+        members.values[at].readyCount -= batch.count
         return batch
     }
 
@@ -671,7 +650,6 @@ struct GroupState {
             members[id]!.ready.removeAll()
             members[id]!.readyHead = 0
             members[id]!.handed.removeAll()
-            members[id]!.handedHead = 0
             members[id]!.readyCount = 0
             members[id]!.takenCount = 0
         }
@@ -729,7 +707,7 @@ struct GroupState {
         for id in order where members[id]!.readyCount > 0 && !members[id]!.waiters.isEmpty {
             while members[id]!.readyCount > 0, !members[id]!.waiters.isEmpty {
                 let waiter = members[id]!.waiters.removeFirst()
-                actions.append(.answer(waiter.id, .deliveries(takeReady(id, max: waiter.max, now: now))))
+                actions.append(.answer(waiter.id, .deliveries(takeReady(id, max: waiter.max, asHanded: waiter.asHanded, now: now))))
             }
         }
         // Takes under ack none free credit: hand out what waits once more.

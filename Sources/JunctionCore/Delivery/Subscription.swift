@@ -58,8 +58,10 @@ public final class Subscription: AsyncSequence, Sendable {
     /// Takes without a task: `answer` is called once, at once when deliveries
     /// wait (or the subscription is closed), else when some come or
     /// `cancelTake` gives up. Returns the waiting take's id, if it waits.
-    public func take(max: Int, answer: @escaping @Sendable (TakeResult) -> Void) -> UInt64? {
-        engine.take(member, max: max, answer: answer)
+    /// `asHanded`: for a pump that takes again at once, a batch as the group
+    /// handed it over, which may be fewer than wait but is not copied.
+    public func take(max: Int, asHanded: Bool = false, answer: @escaping @Sendable (TakeResult) -> Void) -> UInt64? {
+        engine.take(member, max: max, asHanded: asHanded, answer: answer)
     }
 
     /// Gives up a waiting take made with `take(max:answer:)`: it is answered
