@@ -222,16 +222,15 @@ public enum FrameCodec {
         return receipt
     }
 
-    /// A PUBLISH frame's payload read as `decode` reads it, its messages
-    /// appended to `messages` instead of made into a frame (the server's
-    /// hot path: no `Frame` and no array per frame); whether it asks for
-    /// receipts. On an error, messages of this frame may have been appended.
-    public static func decodePublish(requestID: UInt32, payload: inout ByteBuffer, into messages: inout [Message]) throws(ProtocolError) -> Bool {
-        try read(payload, opcode: .publish, requestID: requestID) { (reader: inout WireReader) throws(ProtocolError) in
-            let receipt = try readPublish(&reader, into: &messages)
-            try reader.finish()
-            return receipt
-        }
+    /// A PUBLISH frame's payload, all of it, read as `decode` reads it, its
+    /// messages appended to `messages` instead of made into a frame (the
+    /// server's hot path: no `Frame` and no array per frame); whether it asks
+    /// for receipts. On an error, messages of this frame may have been appended.
+    static func readPublish(_ payload: UnsafeRawBufferPointer, requestID: UInt32, into messages: inout [Message]) throws(ProtocolError) -> Bool {
+        var reader = WireReader(payload: payload, opcode: .publish, requestID: requestID)
+        let receipt = try readPublish(&reader, into: &messages)
+        try reader.finish()
+        return receipt
     }
 
     /// The frame whose payload `reader` reads, all of it.

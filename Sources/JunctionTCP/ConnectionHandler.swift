@@ -45,8 +45,10 @@ final class ConnectionHandler: ChannelInboundHandler {
     /// Publishes read in this burst and not yet handed to the broker: they go
     /// as one append at the end of the read, or before a frame of another kind.
     /// Each one's size and answer; their messages end to end in `unsentMessages`.
-    private var unsent: [(size: Int, receipt: Bool, requestID: UInt32)] = []
+    private var unsent: [FrameDecoder.PublishFrame] = []
     private var unsentMessages: [Message] = []
+    /// The PUBLISH frames one pass of the decoder took (kept for its capacity).
+    private var publishFrames: [FrameDecoder.PublishFrame] = []
     /// Whether a held publish has more than one message (else the broker needs no sizes).
     private var unsentBatches = false
     private var readingPaused = false
@@ -102,29 +104,33 @@ final class ConnectionHandler: ChannelInboundHandler {
         // machine saw (a publish does not change it): asking copies the machine.
         var servesEveryPublish = machine.servesEveryPublish
         while true {
-            let taken: FrameDecoder.Taken?
+            let frame: Frame?
             let held = unsentMessages.count
             do {
                 if servesEveryPublish {
-                    taken = try FrameDecoder.next(from: &inbound, maxFrameBytes: settings.maxFrameBytes, publishesInto: &unsentMessages)
-                } else {
-                    taken = try FrameDecoder.next(from: &inbound, maxFrameBytes: settings.maxFrameBytes).map { .frame($0) }
+                    try FrameDecoder.takePublishes(
+                        from: &inbound, maxFrameBytes: settings.maxFrameBytes, into: &unsentMessages, frames: &publishFrames, limit: publishBurst)
+                    if !publishFrames.isEmpty {
+                        hold(context, publishFrames)
+                        publishFrames.removeAll(keepingCapacity: true)
+                        continue
+                    }
                 }
+                // A frame of another kind, or not all there yet.
+                frame = try FrameDecoder.next(from: &inbound, maxFrameBytes: settings.maxFrameBytes)
             } catch {
-                // The messages of a frame cut short are not published.
-                unsentMessages.removeSubrange(held...)
+                // The messages of a frame cut short are not published; those of whole frames before it are.
+                unsentMessages.removeSubrange((held + publishFrames.reduce(0) { $0 + $1.count })...)
+                hold(context, publishFrames)
+                publishFrames.removeAll()
                 undecodable = true
                 inbound = ByteBuffer()
                 if case .failAndClose(let answer) = machine.decodingFailed(error) { fail(context, answer) }
                 return
             }
-            guard let taken else { break }
-            switch taken {
-            case .frame(let frame):
-                serve(context, frame)
-                servesEveryPublish = machine.servesEveryPublish
-            case .publish(let receipt, let count, let requestID): hold(context, count: count, receipt: receipt, requestID: requestID)
-            }
+            guard let frame else { break }
+            serve(context, frame)
+            servesEveryPublish = machine.servesEveryPublish
         }
         // Nothing left over: the read's buffer is not held on to.
         if inbound.readableBytes == 0 { inbound = ByteBuffer() }
@@ -358,14 +364,16 @@ final class ConnectionHandler: ChannelInboundHandler {
     /// another kind), so that a burst of small publishes is one append.
     private func publish(_ context: ChannelHandlerContext, _ messages: [Message], receipt: Bool, requestID: UInt32) {
         if messages.count == 1 { unsentMessages.append(messages[0]) } else { unsentMessages.append(contentsOf: messages) }
-        hold(context, count: messages.count, receipt: receipt, requestID: requestID)
+        hold(context, [FrameDecoder.PublishFrame(count: messages.count, receipt: receipt, requestID: requestID)])
     }
 
-    /// Holds a publish whose `count` messages are the last of `unsentMessages`.
-    private func hold(_ context: ChannelHandlerContext, count: Int, receipt: Bool, requestID: UInt32) {
-        unsent.append((count, receipt, requestID))
-        unsentBatches = unsentBatches || count != 1
-        inFlightPublishes += count
+    /// Holds publishes whose messages are the last of `unsentMessages`.
+    private func hold(_ context: ChannelHandlerContext, _ frames: [FrameDecoder.PublishFrame]) {
+        unsent += frames
+        for frame in frames {
+            unsentBatches = unsentBatches || frame.count != 1
+            inFlightPublishes += frame.count
+        }
         if inFlightPublishes >= settings.maxInFlightPublishes && !readingPaused {
             // A producer far ahead of the store: stop reading until it catches up.
             readingPaused = true
@@ -381,7 +389,7 @@ final class ConnectionHandler: ChannelInboundHandler {
         let publishes = unsent
         let messages = unsentMessages
         let count = messages.count
-        let sizes = unsentBatches ? publishes.map(\.size) : nil
+        let sizes = unsentBatches ? publishes.map(\.count) : nil
         unsent.removeAll(keepingCapacity: true)
         unsentMessages.removeAll(keepingCapacity: true)
         unsentBatches = false
@@ -400,7 +408,7 @@ final class ConnectionHandler: ChannelInboundHandler {
                 var answers = context.channel.allocator.buffer(capacity: publishes.count * 64)
                 for (position, publish) in publishes.enumerated() {
                     if let error = results.error(of: position) {
-                        handler.metrics.refused(publish.size)
+                        handler.metrics.refused(publish.count)
                         // A oneway publisher gets the error too: it is its only way to learn.
                         FrameCodec.encode(Frame(Self.errorBody(error), requestID: publish.requestID), into: &answers)
                     } else if publish.receipt, let receipts = results.receipts(of: position) {

@@ -104,7 +104,37 @@ struct FrameCodecTests {
         #expect(Array(ping.readableBytesView) == [0, 0, 0, 5, Frame.Opcode.ping.rawValue, 1, 2, 3, 4], "u32 length of what follows, opcode, request id, big-endian")
     }
 
-    @Test("the server's path takes a stream as next(from:) does: PUBLISH frames' messages appended to one array in order, with their flags and request ids; other frames as they are")
+    /// Takes `stream` as the server does: PUBLISH frames by `takePublishes`
+    /// (up to `limit` messages a pass), any other frame by `next(from:)`,
+    /// into `taken`, each PUBLISH frame made again from what was taken, to
+    /// compare; the frames a pass took before an error too.
+    static func serverTakes(_ stream: inout ByteBuffer, into published: inout [Message], taken: inout [Frame], limit: Int = 1_000) throws(ProtocolError) {
+        var frames: [FrameDecoder.PublishFrame] = []
+        while true {
+            var failure: ProtocolError?
+            let before = published.count
+            do {
+                try FrameDecoder.takePublishes(from: &stream, maxFrameBytes: 1 << 16, into: &published, frames: &frames, limit: published.count + limit)
+            } catch {
+                failure = error
+            }
+            var end = before
+            for frame in frames {
+                taken.append(Frame(.publish(receipt: frame.receipt, messages: Array(published[end..<end + frame.count])), requestID: frame.requestID))
+                end += frame.count
+            }
+            if let failure { throw failure }
+            if !frames.isEmpty {
+                frames.removeAll()
+                continue
+            }
+            guard let frame = try FrameDecoder.next(from: &stream, maxFrameBytes: 1 << 16) else { return }
+            if case .publish = frame.body { Issue.record("takePublishes left a whole PUBLISH frame") }
+            taken.append(frame)
+        }
+    }
+
+    @Test("the server's path takes a stream as next(from:) does: PUBLISH frames' messages appended to one array in order, with their flags and request ids, however many a pass may take; other frames as they are")
     func publishesInto() throws {
         var stream = ByteBuffer()
         var expected: [Frame] = []
@@ -117,23 +147,58 @@ struct FrameCodecTests {
             expected.append(frame)
             if index % 4 == 0 { FrameCodec.encode(Frame(.ping, requestID: UInt32(100 + index)), into: &stream); expected.append(Frame(.ping, requestID: UInt32(100 + index))) }
         }
-        var published: [Message] = [Message(topic: "held", body: [0])]
-        var taken: [Frame] = []
-        while let next = try FrameDecoder.next(from: &stream, maxFrameBytes: 1 << 20, publishesInto: &published) {
-            switch next {
-            case .frame(let frame):
-                if case .publish = frame.body { Issue.record("a PUBLISH came out as a frame") }
-                taken.append(frame)
-            case .publish(let receipt, let count, let requestID):
-                taken.append(Frame(.publish(receipt: receipt, messages: Array(published.suffix(count))), requestID: requestID))
-            }
-        }
-        #expect(taken == expected)
         let publishes = expected.flatMap { frame -> [Message] in
             if case .publish(_, let messages) = frame.body { return messages } else { return [] }
         }
-        #expect(published == [Message(topic: "held", body: [0])] + publishes, "appended after what was held, in order")
         #expect(publishes.count >= 3)
+        for limit in [1, 2, 3, 1_000] {
+            var copy = stream
+            var published: [Message] = [Message(topic: "held", body: [0])]
+            var taken: [Frame] = []
+            try Self.serverTakes(&copy, into: &published, taken: &taken, limit: limit)
+            #expect(taken == expected, "at most \(limit) a pass")
+            #expect(published == [Message(topic: "held", body: [0])] + publishes, "appended after what was held, in order (at most \(limit) a pass)")
+            #expect(copy.readableBytes == 0)
+        }
+    }
+
+    @Test("the server's path on a bad frame after good ones: the good ones are taken and reported, the error is the one next(from:) gives, the bytes from the bad frame on are not taken")
+    func publishesThenABadFrame() throws {
+        let good = [
+            Frame(.publish(receipt: true, messages: [Message(topic: "a", body: [1])]), requestID: 1),
+            Frame(.publish(receipt: false, messages: [Message(topic: "a", body: [2]), Message(topic: "a", body: [3])]), requestID: 2),
+        ]
+        // A PUBLISH frame saying two messages and holding one; a frame over the limit; one too short for its header.
+        var cutShort = ByteBuffer()
+        FrameCodec.encode(Frame(.publish(receipt: false, messages: [Message(topic: "a", body: [4])]), requestID: 3), into: &cutShort)
+        cutShort.setInteger(UInt16(2), at: cutShort.readerIndex + FrameCodec.headerSize + 1)
+        var tooLarge = ByteBuffer()
+        tooLarge.writeInteger(UInt32(2 << 20))
+        tooLarge.writeInteger(Frame.Opcode.publish.rawValue)
+        tooLarge.writeInteger(UInt32(9))
+        tooLarge.writeBytes([0, 0, 0, 0])
+        var tooShort = ByteBuffer()
+        tooShort.writeInteger(UInt32(3))
+        tooShort.writeBytes([0, 0, 0, 0, 0, 0, 0, 0])
+        for (bad, code) in [(cutShort, Frame.ErrorCode.malformedFrame), (tooLarge, .frameTooLarge), (tooShort, .malformedFrame)] {
+            var stream = ByteBuffer()
+            for frame in good { FrameCodec.encode(frame, into: &stream) }
+            let goodBytes = stream.readableBytes
+            var badCopy = bad
+            stream.writeBuffer(&badCopy)
+            var expected = stream
+            expected.moveReaderIndex(forwardBy: goodBytes)
+            let nextError = #expect(throws: ProtocolError.self) { _ = try FrameDecoder.next(from: &expected, maxFrameBytes: 1 << 20) }
+            var published: [Message] = []
+            var frames: [FrameDecoder.PublishFrame] = []
+            let error = #expect(throws: ProtocolError.self) {
+                try FrameDecoder.takePublishes(from: &stream, maxFrameBytes: 1 << 20, into: &published, frames: &frames, limit: 100)
+            }
+            #expect(error?.code == code && error == nextError, "\(code): the error next(from:) gives")
+            #expect(frames == [FrameDecoder.PublishFrame(count: 1, receipt: true, requestID: 1), FrameDecoder.PublishFrame(count: 2, receipt: false, requestID: 2)])
+            #expect(Array(published.prefix(3).map(\.body)) == [[1], [2], [3]])
+            #expect(stream.readableBytes == bad.readableBytes, "\(code): the good frames taken, the bad one left")
+        }
     }
 
     @Test("a topic the same as the message before's is that string again; one that differs in a byte, or in length, is its own")
@@ -147,7 +212,8 @@ struct FrameCodecTests {
             Message(topic: "", body: [7]), Message(topic: "é", body: [8]), Message(topic: "e", body: [9]),
         ]), requestID: 0), into: &stream)
         var published: [Message] = []
-        while try FrameDecoder.next(from: &stream, maxFrameBytes: 1 << 20, publishesInto: &published) != nil {}
+        var taken: [Frame] = []
+        try Self.serverTakes(&stream, into: &published, taken: &taken)
         #expect(published.map(\.topic) == [long, long, long, "orders.eu-west.creatEd", "orders.eu-west.create", "", "", "é", "e"])
         #expect(published.map(\.body) == (1...9).map { [UInt8($0)] })
         // The same storage, within a frame and across frames: no new string was made.
@@ -232,13 +298,7 @@ struct FrameCodecTests {
             var taken: [Frame] = []
             var failedAgain: ProtocolError?
             do {
-                while let next = try FrameDecoder.next(from: &again, maxFrameBytes: 1 << 16, publishesInto: &published) {
-                    switch next {
-                    case .frame(let frame): taken.append(frame)
-                    case .publish(let receipt, let count, let requestID):
-                        taken.append(Frame(.publish(receipt: receipt, messages: Array(published.suffix(count))), requestID: requestID))
-                    }
-                }
+                try Self.serverTakes(&again, into: &published, taken: &taken, limit: Int.random(in: 1...300, using: &random))
             } catch {
                 failedAgain = error
             }
