@@ -20,7 +20,7 @@ struct RecentRecords: Sendable {
         var key: QueueKey
         /// Offset of `records[head]`.
         var first: UInt64
-        var records: Ring<(message: StoredMessage, tagHash: UInt64)> = Ring()
+        var records: Ring<RecentRecord> = Ring()
         var end: UInt64 { first + UInt64(records.count) }
     }
 
@@ -73,7 +73,7 @@ struct RecentRecords: Sendable {
             dropRun(slot)
         }
         if runs[slot].records.count == 0 { runs[slot].first = message.queueOffset }
-        runs[slot].records.append((message, tagHash))
+        runs[slot].records.append(RecentRecord(message: message, tagHash: tagHash))
         order.append(slot)
         bytes += size
         while bytes > budget, let oldest = order.removeFirst() {
@@ -118,6 +118,14 @@ struct RecentRecords: Sendable {
         }
         return ReadBatch(messages: messages, nextOffset: next)
     }
+}
+
+/// A record as the recent records hold it: the message and its tag's hash.
+/// (A struct, not a tuple: arrays of it are copied and destroyed by compiled
+/// code, not by the runtime's generic tuple witnesses.)
+struct RecentRecord: Sendable {
+    let message: StoredMessage
+    let tagHash: UInt64
 }
 
 /// A first-in first-out buffer: appends at the end, removes at the front, reads by position.

@@ -59,7 +59,7 @@ final class WriterState: @unchecked Sendable {
         results.reserveCapacity(batch.count)
         // The records readers will get from memory (see `keepRecent`).
         let keepsRecent = log.settings.recentRecordBytes > 0
-        var recent: [(message: StoredMessage, tagHash: UInt64)] = []
+        var recent: [RecentRecord] = []
         if keepsRecent { recent.reserveCapacity(batch.reduce(0) { $0 + $1.requests.count }) }
         // The queues this batch writes, each looked up once: most batches
         // write a few queues, found by comparing the last one and then a short list.
@@ -76,22 +76,26 @@ final class WriterState: @unchecked Sendable {
         for pending in batch {
             var answers: [AppendResult] = []
             answers.reserveCapacity(pending.requests.count)
-            for request in pending.requests {
+            // Each request read where it lies: a copy of one is a call to copy
+            // all its fields (and one to destroy them) per record.
+            let requests = pending.requests
+            for index in requests.indices {
+                let message = requests[index].message, queue = requests[index].queue
                 let run: Int
-                if lastRun >= 0, runs[lastRun].key.queue == request.queue, runs[lastRun].key.topic == request.message.topic {
+                if lastRun >= 0, runs[lastRun].key.queue == queue, runs[lastRun].key.topic == message.topic {
                     run = lastRun
                 } else if let found = runOf.position(
-                    of: QueueKey(topic: request.message.topic, queue: request.queue),
-                    matching: { $0.queue == request.queue && $0.topic == request.message.topic }) {
+                    of: QueueKey(topic: message.topic, queue: queue),
+                    matching: { $0.queue == queue && $0.topic == message.topic }) {
                     run = found
                 } else {
-                    run = runIndex(of: QueueKey(topic: request.message.topic, queue: request.queue))
+                    run = runIndex(of: QueueKey(topic: message.topic, queue: queue))
                 }
                 lastRun = run
                 let offset = runs[run].next
                 let start = buffer.count
                 let (size, checksum) = RecordCodec.encode(
-                    request.message, queue: request.queue, queueOffset: offset, storeTimestamp: timestamp, into: buffer)
+                    message, queue: queue, queueOffset: offset, storeTimestamp: timestamp, into: buffer)
                 if Self.startsSegment(used: segmentUsed, size: size, segmentBytes: segmentBytes) {
                     segmentBase += segmentUsed
                     segmentUsed = 0
@@ -99,23 +103,25 @@ final class WriterState: @unchecked Sendable {
                 }
                 let position = segmentBase + segmentUsed
                 segmentUsed += UInt64(size)
-                let tagHash = TagHash.of(request.message.tag)
+                let tagHash = TagHash.of(message.tag)
                 runs[run].entries.append(IndexEntry(position: position, size: UInt32(size), tagHash: tagHash))
                 runs[run].next = offset + 1
-                if !request.message.keys.isEmpty {
-                    for key in KeyIndex.distinct(request.message.keys) {
-                        let keyRun = runIndex(of: KeyIndex.queue(topic: request.message.topic, key: key))
+                if !message.keys.isEmpty {
+                    for key in KeyIndex.distinct(message.keys) {
+                        let keyRun = runIndex(of: KeyIndex.queue(topic: message.topic, key: key))
                         runs[keyRun].entries.append(IndexEntry(position: position, size: UInt32(size), tagHash: KeyIndex.hash(key)))
                         runs[keyRun].next += 1
                     }
                 }
                 let id = MessageID(position: position, checksum: checksum)
-                answers.append(AppendResult(id: id, queue: request.queue, queueOffset: offset, storeTimestamp: timestamp))
+                answers.append(AppendResult(id: id, queue: queue, queueOffset: offset, storeTimestamp: timestamp))
                 if keepsRecent {
-                    var message = request.message
+                    var message = message
                     // As the record holds it: a born timestamp of 0 means "when stored".
                     if message.bornTimestamp == 0 { message.bornTimestamp = timestamp }
-                    recent.append((StoredMessage(message: message, id: id, queue: request.queue, queueOffset: offset, storeTimestamp: timestamp), tagHash))
+                    recent.append(RecentRecord(
+                        message: StoredMessage(message: message, id: id, queue: queue, queueOffset: offset, storeTimestamp: timestamp),
+                        tagHash: tagHash))
                 }
             }
             results.append(answers)
@@ -183,7 +189,7 @@ final class WriterState: @unchecked Sendable {
     /// yet: a read of the recent records stops at the queue's committed end,
     /// which `CommitLog.publish` advances after the fsync. What the budget
     /// pushes out is freed outside the lock.
-    private func keepRecent(_ records: [(message: StoredMessage, tagHash: UInt64)], log: CommitLog) {
+    private func keepRecent(_ records: [RecentRecord], log: CommitLog) {
         var evicted: [StoredMessage] = []
         evicted.reserveCapacity(records.count)
         log.shared.withLock { state in
