@@ -544,7 +544,20 @@ struct GroupState {
                 // Each member's deliveries in one array of the size it can take: no growth as they are added.
                 for place in room.indices where room[place] > 0 { held.deliveries[place].reserveCapacity(Swift.min(room[place], batch.messages.count)) }
             }
-            for message in batch.messages where message.queueOffset >= from {
+            // In offset order: those below `from` (a read that overlapped one before) come first.
+            var messages = batch.messages[...]
+            while let first = messages.first, first.queueOffset < from { messages = messages.dropFirst() }
+            // A group of one member (each subscriber of a fan-out), each message's
+            // first delivery: what fits in its room goes over as one array,
+            // with no member to pick and nothing to look up per message.
+            if handsDirectly, order.count == 1, let space = room?[0], space > 0,
+               queues[q].acked.isEmpty, queues[q].restoredAttempts.isEmpty, definition.maxDeliveries > 0 {
+                let handed = Swift.min(space, messages.count)
+                held.deliveries[0] = messages.prefix(handed).map { Delivery(message: $0, attempt: 1) }
+                room![0] -= handed
+                messages = messages.dropFirst(handed)
+            }
+            for message in messages {
                 // (Both are empty but after a restart: no hashing then.)
                 if !queues[q].acked.isEmpty && queues[q].acked.remove(message.queueOffset) != nil { continue }
                 let before = queues[q].restoredAttempts.isEmpty ? 0 : queues[q].restoredAttempts.removeValue(forKey: message.queueOffset) ?? 0
