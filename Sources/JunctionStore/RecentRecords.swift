@@ -110,11 +110,12 @@ struct RecentRecords: Sendable {
         messages.reserveCapacity(min(limit.maxMessages, Int(last - from)))
         var bytes = 0
         while next < last && messages.count < limit.maxMessages && bytes < limit.maxBytes {
-            let record = run.records[Int(next - run.first)]
+            // Read where it lies: a copy of the record would be a retain and a release more.
+            let position = Int(next - run.first)
             next += 1
-            if let tagHashes, !tagHashes.contains(record.tagHash) { continue }
-            messages.append(record.message)
-            bytes += record.message.message.body.count + Self.overhead
+            if let tagHashes, !tagHashes.contains(run.records[position].tagHash) { continue }
+            messages.append(run.records[position].message)
+            bytes += messages[messages.count - 1].message.body.count + Self.overhead
         }
         return ReadBatch(messages: messages, nextOffset: next)
     }
