@@ -760,13 +760,17 @@ private struct RawWriter {
 
     /// A str: u16 length, then the bytes, cut at 65,535 as `writeWireString` cuts them.
     mutating func put(_ text: String) {
+        // Read in place when it can be (native and small strings): no copy of the string to make it so.
+        if text.utf8.withContiguousStorageIfAvailable({ put(utf8: $0) }) != nil { return }
         var text = text
-        text.withUTF8 { utf8 in
-            let count = min(utf8.count, Int(UInt16.max))
-            put(UInt16(count))
-            if count > 0 { (base + offset).copyMemory(from: utf8.baseAddress!, byteCount: count) }
-            offset += count
-        }
+        text.withUTF8 { put(utf8: $0) }
+    }
+
+    private mutating func put(utf8: UnsafeBufferPointer<UInt8>) {
+        let count = min(utf8.count, Int(UInt16.max))
+        put(UInt16(count))
+        if count > 0 { (base + offset).copyMemory(from: utf8.baseAddress!, byteCount: count) }
+        offset += count
     }
 
     /// The bytes `put(text)` writes.
