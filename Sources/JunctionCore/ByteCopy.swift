@@ -14,3 +14,16 @@ extension Array where Element == UInt8 {
         self.init(UnsafeBufferPointer(start: base.assumingMemoryBound(to: UInt8.self), count: bytes.count))
     }
 }
+
+extension String {
+    /// Calls `body` with the string's UTF-8 bytes: in place when the string
+    /// has them so (native and small strings, nearly all), else from a
+    /// native copy. Unlike `withUTF8` it needs no mutable copy of the string
+    /// first, whose retain and release cost as much as a short string's copy.
+    @inlinable
+    public func withUTF8Bytes<R>(_ body: (UnsafeBufferPointer<UInt8>) throws -> R) rethrows -> R {
+        if let result = try utf8.withContiguousStorageIfAvailable(body) { return result }
+        var copy = self
+        return try copy.withUTF8(body)
+    }
+}

@@ -3,11 +3,10 @@
 /// restarts (a sharding key's queue).
 public enum FNV1a {
     /// The 64-bit FNV-1a hash of the text's UTF-8 bytes.
-    /// Read through `withUTF8`: a native string's bytes in place, where a
-    /// walk of `utf8` costs some 40 instructions a byte.
+    /// Read through `withUTF8Bytes`: a native string's bytes in place, where
+    /// a walk of `utf8` costs some 40 instructions a byte.
     public static func hash(_ text: String) -> UInt64 {
-        var text = text
-        return text.withUTF8 { utf8 in
+        text.withUTF8Bytes { utf8 in
             var hash: UInt64 = 0xcbf2_9ce4_8422_2325
             for byte in utf8 {
                 hash ^= UInt64(byte)

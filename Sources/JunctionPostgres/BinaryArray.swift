@@ -79,8 +79,7 @@ struct BinaryArray: PostgresDynamicTypeEncodable {
 
     mutating func append(_ text: String) {
         precondition(element == .text, "a text element in an array of \(element)")
-        var text = text
-        text.withUTF8 { utf8 in
+        text.withUTF8Bytes { utf8 in
             write(Int32(utf8.count))
             elements.append(contentsOf: utf8)
         }

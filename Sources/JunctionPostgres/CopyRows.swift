@@ -125,8 +125,7 @@ struct CopyRows {
 
         /// A text value with COPY's four escapes; other bytes (UTF-8) go as they are.
         mutating func text(_ value: String) {
-            var value = value
-            value.withUTF8 { utf8 in
+            value.withUTF8Bytes { utf8 in
                 var start = 0
                 for index in utf8.indices {
                     let escaped: UInt8

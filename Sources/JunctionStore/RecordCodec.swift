@@ -261,8 +261,7 @@ extension Array where Element == UInt8 {
     }
 
     mutating func appendString<L: FixedWidthInteger>(_ string: String, lengthAs: L.Type) {
-        var string = string
-        string.withUTF8 { utf8 in
+        string.withUTF8Bytes { utf8 in
             appendLittleEndian(L(utf8.count))
             append(contentsOf: utf8)
         }
@@ -298,8 +297,8 @@ private struct LittleEndianWriter {
     /// neither touches a string's storage (most messages have no tag,
     /// sharding key or dedupe id).
     mutating func put<L: FixedWidthInteger>(_ string: String?, lengthAs: L.Type) {
-        guard var string, !string.isEmpty else { return put(L(0)) }
-        string.withUTF8 { utf8 in
+        guard let string, !string.isEmpty else { return put(L(0)) }
+        string.withUTF8Bytes { utf8 in
             put(L(utf8.count))
             if utf8.count > 0 { (base + offset).copyMemory(from: utf8.baseAddress!, byteCount: utf8.count) }
             offset += utf8.count

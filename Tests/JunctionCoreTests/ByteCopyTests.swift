@@ -22,4 +22,14 @@ struct ByteCopyTests {
         source[0] = 9
         #expect(copy == [1, 2, 3, 4])
     }
+
+    @Test("a string's UTF-8 bytes, whatever its storage: empty, small (inline), native, non-ASCII, a substring made a string, one built by appends")
+    func utf8Bytes() {
+        var built = ""
+        for index in 0..<40 { built += "é\(index)" }
+        let strings = ["", "orders", "orders.eu-west.created.v2", "päivää 🌍", String("prefix-ordersuffix".dropFirst(7).dropLast(6)), built]
+        for text in strings {
+            #expect(text.withUTF8Bytes { Array($0) } == Array(text.utf8), "\(text)")
+        }
+    }
 }
