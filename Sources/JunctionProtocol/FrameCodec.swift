@@ -75,14 +75,27 @@ public enum FrameCodec {
 
     /// A DELIVERIES payload: the subscription, the count (u16), each delivery.
     private static func writeDeliveries(_ deliveries: ArraySlice<Delivery>, id: UInt32, into buffer: inout ByteBuffer) {
-        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: 6) { raw in
+        // Each read where it lies: a copy of a delivery is a retain and a release more.
+        var size = 6
+        for index in deliveries.indices {
+            guard let plain = RawWriter.plainSize(of: deliveries[index]) else { size = 0; break }
+            size += plain
+        }
+        // All plain (the usual case): the whole payload in one pass over
+        // bytes reserved once, not one reservation a delivery.
+        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: size == 0 ? 6 : size) { raw in
             var out = RawWriter(base: raw.baseAddress!)
             out.put(id)
             out.put(UInt16(deliveries.count))
+            if size > 0 {
+                for index in deliveries.indices { out.putPlain(deliveries[index]) }
+                assert(out.offset == size)
+            }
             return out.offset
         }
-        // Each read where it lies: a copy of a delivery is a retain and a release more.
-        for index in deliveries.indices { buffer.writeDelivery(deliveries[index]) }
+        if size == 0 {
+            for index in deliveries.indices { buffer.writeDelivery(deliveries[index]) }
+        }
     }
 
     private static func writePayload(_ body: Frame.Body, into buffer: inout ByteBuffer) {
@@ -624,61 +637,23 @@ extension ByteBuffer {
         writeInteger(id.low)
     }
 
-    @inline(__always)
     mutating func writeDelivery(_ delivery: borrowing Delivery) {
-        let message = delivery.message.message
         // The common shape (no keys, no properties, short strings) in one
         // pass over reserved bytes; anything else field by field.
-        if message.keys.isEmpty, message.properties.isEmpty,
-           message.topic.utf8.count <= Int(UInt16.max), (message.tag?.utf8.count ?? 0) <= Int(UInt16.max),
-           (message.shardingKey?.utf8.count ?? 0) <= Int(UInt16.max), (message.dedupeID?.utf8.count ?? 0) <= Int(UInt16.max) {
-            return writePlainDelivery(delivery)
+        if let size = RawWriter.plainSize(of: delivery) {
+            writeWithUnsafeMutableBytes(minimumWritableBytes: size) { raw in
+                var out = RawWriter(base: raw.baseAddress!)
+                out.putPlain(delivery)
+                return out.offset
+            }
+            return
         }
         writeID(delivery.message.id)
         writeInteger(UInt16(delivery.message.queue))
         writeInteger(delivery.message.queueOffset)
         writeInteger(delivery.message.storeTimestamp)
         writeInteger(UInt16(clamping: delivery.attempt))
-        writeMessage(message)
-    }
-
-    /// `writeDelivery` for a message without keys or properties: the same bytes.
-    @inline(__always)
-    private mutating func writePlainDelivery(_ delivery: borrowing Delivery) {
-        let stored = delivery.message
-        let message = stored.message
-        let attempt = delivery.attempt
-        var size = 12 + 2 + 8 + 8 + 2 + 2 + message.topic.utf8.count + 1 + 2 + 2 + 8 + 4 + message.body.count
-        if let tag = message.tag { size += 2 + tag.utf8.count }
-        if let shardingKey = message.shardingKey { size += 2 + shardingKey.utf8.count }
-        if let dedupeID = message.dedupeID { size += 2 + dedupeID.utf8.count }
-        if message.deliverAt != nil { size += 8 }
-        writeWithUnsafeMutableBytes(minimumWritableBytes: size) { raw in
-            var out = RawWriter(base: raw.baseAddress!)
-            out.putPlace(stored.id, queue: stored.queue, offset: stored.queueOffset, storeTimestamp: stored.storeTimestamp)
-            out.put(UInt16(clamping: attempt))
-            out.put(message.topic)
-            var flags: UInt8 = 0
-            if message.tag != nil { flags |= 1 }
-            if message.shardingKey != nil { flags |= 2 }
-            if message.dedupeID != nil { flags |= 4 }
-            if message.deliverAt != nil { flags |= 8 }
-            out.put(flags)
-            if let tag = message.tag { out.put(tag) }
-            out.put(UInt16(0))  // keys
-            out.put(UInt16(0))  // properties
-            if let shardingKey = message.shardingKey { out.put(shardingKey) }
-            if let dedupeID = message.dedupeID { out.put(dedupeID) }
-            if let deliverAt = message.deliverAt { out.put(deliverAt) }
-            out.put(message.bornTimestamp)
-            out.put(UInt32(message.body.count))
-            message.body.withUnsafeBytes { body in
-                if body.count > 0 { (out.base + out.offset).copyMemory(from: body.baseAddress!, byteCount: body.count) }
-            }
-            out.offset += message.body.count
-            assert(out.offset == size)
-            return size
-        }
+        writeMessage(delivery.message.message)
     }
 
     mutating func writeTags(_ tags: [DeliveryTag]) {
@@ -773,6 +748,52 @@ private struct RawWriter {
         put(UInt16(count))
         if count > 0 { (base + offset).copyMemory(from: utf8.baseAddress!, byteCount: count) }
         offset += count
+    }
+
+    /// The bytes `putPlain(delivery)` writes, or nil when the delivery is
+    /// not plain: its message has keys or properties, or a string longer
+    /// than a wire string holds (`writeDelivery` writes it field by field).
+    @inline(__always)
+    static func plainSize(of delivery: borrowing Delivery) -> Int? {
+        // Read through the delivery, not a copy of its message (a retain and a release more).
+        guard delivery.message.message.keys.isEmpty, delivery.message.message.properties.isEmpty else { return nil }
+        let topic = delivery.message.message.topic.utf8.count, tag = delivery.message.message.tag?.utf8.count
+        let shardingKey = delivery.message.message.shardingKey?.utf8.count, dedupeID = delivery.message.message.dedupeID?.utf8.count
+        let limit = Int(UInt16.max)
+        guard topic <= limit, (tag ?? 0) <= limit, (shardingKey ?? 0) <= limit, (dedupeID ?? 0) <= limit else { return nil }
+        var size = 12 + 2 + 8 + 8 + 2 + 2 + topic + 1 + 2 + 2 + 8 + 4 + delivery.message.message.body.count
+        if let tag { size += 2 + tag }
+        if let shardingKey { size += 2 + shardingKey }
+        if let dedupeID { size += 2 + dedupeID }
+        if delivery.message.message.deliverAt != nil { size += 8 }
+        return size
+    }
+
+    /// A delivery whose message has no keys or properties (`plainSize`):
+    /// the bytes `writeDelivery` writes field by field for any delivery.
+    @inline(__always)
+    mutating func putPlain(_ delivery: borrowing Delivery) {
+        putPlace(delivery.message.id, queue: delivery.message.queue, offset: delivery.message.queueOffset, storeTimestamp: delivery.message.storeTimestamp)
+        put(UInt16(clamping: delivery.attempt))
+        put(delivery.message.message.topic)
+        var flags: UInt8 = 0
+        if delivery.message.message.tag != nil { flags |= 1 }
+        if delivery.message.message.shardingKey != nil { flags |= 2 }
+        if delivery.message.message.dedupeID != nil { flags |= 4 }
+        if delivery.message.message.deliverAt != nil { flags |= 8 }
+        put(flags)
+        if let tag = delivery.message.message.tag { put(tag) }
+        put(UInt16(0))  // keys
+        put(UInt16(0))  // properties
+        if let shardingKey = delivery.message.message.shardingKey { put(shardingKey) }
+        if let dedupeID = delivery.message.message.dedupeID { put(dedupeID) }
+        if let deliverAt = delivery.message.message.deliverAt { put(deliverAt) }
+        put(delivery.message.message.bornTimestamp)
+        put(UInt32(delivery.message.message.body.count))
+        delivery.message.message.body.withUnsafeBytes { body in
+            if body.count > 0 { (base + offset).copyMemory(from: body.baseAddress!, byteCount: body.count) }
+        }
+        offset += delivery.message.message.body.count
     }
 
     /// The bytes `put(text)` writes.

@@ -89,6 +89,30 @@ struct FrameCodecTests {
         #expect(buffer.readableBytes == 0)
     }
 
+    @Test("a frame of deliveries without keys or properties (written in one pass over bytes reserved once), with tags, sharding keys, dedupe ids, due times and empty bodies or not: decoded as it was; a frame from a slice has the bytes of one from an array")
+    func plainDeliveryFrames() throws {
+        var random = SeededRandom(seed: 11)
+        var deliveries: [Delivery] = []
+        for n in 0..<300 {
+            var message = randomMessage(topic: n % 3 == 0 ? "t" : "a-longer-topic-name-é", using: &random)
+            message.keys = []
+            message.properties = [:]
+            if n % 4 == 0 { message.body = [] }
+            let stored = StoredMessage(message: message, id: MessageID(high: UInt64(n), low: UInt32(n)), queue: n % 5, queueOffset: UInt64(n), storeTimestamp: Int64(n))
+            deliveries.append(Delivery(message: stored, attempt: n % 3 + 1))
+        }
+        for (start, end) in [(0, 300), (0, 1), (17, 200), (299, 300)] {
+            let frame = Frame(.deliveries(id: 4, Array(deliveries[start..<end])), requestID: 6)
+            var whole = ByteBuffer()
+            FrameCodec.encode(frame, into: &whole)
+            var sliced = ByteBuffer()
+            FrameCodec.encodeDeliveries(deliveries[start..<end], id: 4, requestID: 6, into: &sliced)
+            #expect(sliced == whole, "deliveries \(start)..<\(end)")
+            #expect(try FrameDecoder.next(from: &whole, maxFrameBytes: 1 << 24) == frame)
+            #expect(whole.readableBytes == 0)
+        }
+    }
+
     @Test("frames appended to a buffer whose front was already read: each length counts from its own header (the header and length are written over raw bytes)")
     func encodeAfterRead() throws {
         var buffer = ByteBuffer()
