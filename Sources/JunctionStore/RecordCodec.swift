@@ -56,8 +56,13 @@ enum RecordCodec {
         var size = fixedHeaderSize + 1 + message.topic.utf8.count + 1 + (message.tag?.utf8.count ?? 0)
             + 2 + (message.shardingKey?.utf8.count ?? 0) + 2 + (message.dedupeID?.utf8.count ?? 0)
             + 2 + 2 + 4 + message.body.count
-        for key in message.keys { size += 2 + key.utf8.count }
-        for (name, value) in message.properties { size += 2 + name.utf8.count + 4 + value.utf8.count }
+        // Most messages have neither: their arrays are not walked (each walk is a retain and a release).
+        if !message.keys.isEmpty {
+            for key in message.keys { size += 2 + key.utf8.count }
+        }
+        if !message.properties.isEmpty {
+            for (name, value) in message.properties { size += 2 + name.utf8.count + 4 + value.utf8.count }
+        }
         return size
     }
 
@@ -97,7 +102,7 @@ enum RecordCodec {
         if message.shardingKey != nil { flags |= hasShardingKey }
         if message.dedupeID != nil { flags |= hasDedupeID }
         if message.deliverAt != nil { flags |= hasDeliverAt }
-        let properties = message.properties.isEmpty ? [] : message.properties.sorted(by: { $0.key < $1.key })
+        let hasKeys = !message.keys.isEmpty, hasProperties = !message.properties.isEmpty
 
         var out = LittleEndianWriter(base: base, offset: 8)  // size and checksum are patched below
         out.put(version)
@@ -111,12 +116,20 @@ enum RecordCodec {
         out.put(message.tag, lengthAs: UInt8.self)
         out.put(message.shardingKey, lengthAs: UInt16.self)
         out.put(message.dedupeID, lengthAs: UInt16.self)
-        out.put(UInt16(message.keys.count))
-        for key in message.keys { out.put(key, lengthAs: UInt16.self) }
-        out.put(UInt16(message.properties.count))
-        for (name, value) in properties {
-            out.put(name, lengthAs: UInt16.self)
-            out.put(value, lengthAs: UInt32.self)
+        if hasKeys {
+            out.put(UInt16(message.keys.count))
+            for key in message.keys { out.put(key, lengthAs: UInt16.self) }
+        } else {
+            out.put(UInt16(0))
+        }
+        if hasProperties {
+            out.put(UInt16(message.properties.count))
+            for (name, value) in message.properties.sorted(by: { $0.key < $1.key }) {
+                out.put(name, lengthAs: UInt16.self)
+                out.put(value, lengthAs: UInt32.self)
+            }
+        } else {
+            out.put(UInt16(0))
         }
         out.put(UInt32(message.body.count))
         message.body.withUnsafeBytes { body in
