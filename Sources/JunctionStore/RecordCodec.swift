@@ -41,12 +41,17 @@ enum RecordCodec {
         try check((message.tag?.utf8.count ?? 0) <= 255, "tag is longer than 255 bytes")
         try check((message.shardingKey?.utf8.count ?? 0) <= 65535, "sharding key is longer than 65535 bytes")
         try check((message.dedupeID?.utf8.count ?? 0) <= 65535, "dedupe id is longer than 65535 bytes")
-        try check(message.keys.count <= 65535, "more than 65535 keys")
-        for key in message.keys { try check(key.utf8.count <= 65535, "a key is longer than 65535 bytes") }
-        try check(message.properties.count <= 65535, "more than 65535 properties")
-        for (name, value) in message.properties {
-            try check(name.utf8.count <= 65535, "property name \(name.prefix(40)) is longer than 65535 bytes")
-            try check(value.utf8.count <= Int(UInt32.max), "property \(name.prefix(40)) is too long")
+        // Keys and properties walked only when there are some (most messages have none).
+        if !message.keys.isEmpty {
+            try check(message.keys.count <= 65535, "more than 65535 keys")
+            for key in message.keys { try check(key.utf8.count <= 65535, "a key is longer than 65535 bytes") }
+        }
+        if !message.properties.isEmpty {
+            try check(message.properties.count <= 65535, "more than 65535 properties")
+            for (name, value) in message.properties {
+                try check(name.utf8.count <= 65535, "property name \(name.prefix(40)) is longer than 65535 bytes")
+                try check(value.utf8.count <= Int(UInt32.max), "property \(name.prefix(40)) is too long")
+            }
         }
         try check(message.body.count <= Int(UInt32.max) - 1 << 20, "body is longer than 4 GiB")
     }

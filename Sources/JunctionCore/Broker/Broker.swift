@@ -523,14 +523,17 @@ public final class Broker: Sendable {
         if message.body.count > limits.maxBodyBytes {
             throw BrokerError(.tooLarge, "body is \(message.body.count) bytes; the limit (limits.maxBodyBytes) is \(limits.maxBodyBytes)")
         }
-        var propertyBytes = 0
-        for (name, value) in message.properties {
-            if name.isEmpty { throw BrokerError(.invalidMessage, "a property name may not be empty") }
-            if name.hasPrefix("%") { throw BrokerError(.invalidMessage, "property \"\(name.prefix(40))\": names starting with % are the broker's own") }
-            propertyBytes += name.utf8.count + value.utf8.count
-        }
-        if propertyBytes > limits.maxPropertiesBytes {
-            throw BrokerError(.tooLarge, "properties take \(propertyBytes) bytes; the limit (limits.maxPropertiesBytes) is \(limits.maxPropertiesBytes)")
+        // Most messages have no properties and no keys: nothing is walked for them.
+        if !message.properties.isEmpty {
+            var propertyBytes = 0
+            for (name, value) in message.properties {
+                if name.isEmpty { throw BrokerError(.invalidMessage, "a property name may not be empty") }
+                if name.hasPrefix("%") { throw BrokerError(.invalidMessage, "property \"\(name.prefix(40))\": names starting with % are the broker's own") }
+                propertyBytes += name.utf8.count + value.utf8.count
+            }
+            if propertyBytes > limits.maxPropertiesBytes {
+                throw BrokerError(.tooLarge, "properties take \(propertyBytes) bytes; the limit (limits.maxPropertiesBytes) is \(limits.maxPropertiesBytes)")
+            }
         }
         if message.keys.count > limits.maxKeys {
             throw BrokerError(.tooLarge, "\(message.keys.count) keys; the limit (limits.maxKeys) is \(limits.maxKeys)")
