@@ -563,8 +563,10 @@ public final class PostgresStore: MessageStore, Sendable {
         if nul(message.tag) { return nulRefusal("the tag") }
         if nul(message.shardingKey) { return nulRefusal("the sharding key") }
         if nul(message.dedupeID) { return nulRefusal("the dedupe id") }
-        if message.keys.contains(where: nul) { return nulRefusal("a key") }
-        if let key = message.keys.max(by: { $0.utf8.count < $1.utf8.count }), key.utf8.count > maxIndexedTextBytes { return indexRefusal("a key", key) }
+        if !message.keys.isEmpty {
+            if message.keys.contains(where: nul) { return nulRefusal("a key") }
+            if let key = message.keys.max(by: { $0.utf8.count < $1.utf8.count }), key.utf8.count > maxIndexedTextBytes { return indexRefusal("a key", key) }
+        }
         if let id = message.dedupeID, id.utf8.count > maxIndexedTextBytes { return indexRefusal("the dedupe id", id) }
         return nil
     }
