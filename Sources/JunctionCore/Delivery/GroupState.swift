@@ -548,12 +548,25 @@ struct GroupState {
             var messages = batch.messages[...]
             while let first = messages.first, first.queueOffset < from { messages = messages.dropFirst() }
             // A group of one member (each subscriber of a fan-out), each message's
-            // first delivery: what fits in its room goes over as one array,
-            // with no member to pick and nothing to look up per message.
-            if handsDirectly, order.count == 1, let space = room?[0], space > 0,
+            // first delivery: what fits in its room is handed over in one go,
+            // with no member to pick and nothing looked up per message. Under
+            // ack none as one array of deliveries; else as pending entries
+            // ready for the member, their tags in one array.
+            if !definition.ordered, order.count == 1, let space = room?[0], space > 0,
                queues[q].acked.isEmpty, queues[q].restoredAttempts.isEmpty, definition.maxDeliveries > 0 {
                 let handed = Swift.min(space, messages.count)
-                held.deliveries[0] = messages.prefix(handed).map { Delivery(message: $0, attempt: 1) }
+                if handsDirectly {
+                    held.deliveries[0] = messages.prefix(handed).map { Delivery(message: $0, attempt: 1) }
+                } else {
+                    let member = order[0]
+                    var tags: [DeliveryTag] = []
+                    tags.reserveCapacity(handed)
+                    for message in messages.prefix(handed) {
+                        queues[q].pending.set(message.queueOffset, Pending(message: message, attempt: 1, stage: .ready(member), reason: .none))
+                        tags.append(DeliveryTag(queue: q, offset: message.queueOffset))
+                    }
+                    held.byPlace[0] = tags
+                }
                 room![0] -= handed
                 messages = messages.dropFirst(handed)
             }
