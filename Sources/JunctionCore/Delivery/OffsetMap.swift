@@ -147,7 +147,8 @@ struct OffsetMap<Value>: Sequence {
     }
 
     /// The value at `i` was removed: the holes in front are skipped, and
-    /// dropped once they are half of the slots (or all of them).
+    /// dropped once they are four fifths of the slots (or all of them): what
+    /// is held moves down then, at most a quarter of a slot per removal.
     private mutating func removed(at i: Int) {
         count -= 1
         if count == 0 { return removeAll() }
@@ -155,7 +156,7 @@ struct OffsetMap<Value>: Sequence {
             while slots[head] == nil { head += 1 }
         }
         let span = slots.count - head
-        if head >= 32 && head >= span {
+        if head >= 64 && head >= 4 * span {
             keys.removeFirst(head)
             slots.removeFirst(head)
             head = 0
