@@ -23,6 +23,11 @@
 #
 # KEEP=DIR keeps the callgrind output of every run in DIR (callgrind_annotate reads it).
 #
+#   LOAD=zeromq scripts/instructions-per-message.sh [MESSAGES]
+#
+# counts ZeroMQ ingest instead: messages PUSHed by .build/zmqbench to a PULL
+# plugin, stored with flush=always.
+#
 #   STORAGE=postgres scripts/instructions-per-message.sh [MESSAGES]
 #
 # counts the same on the PostgreSQL backend: a scratch server (initdb into the
@@ -88,7 +93,50 @@ count() {
     grep -h '^totals:' "$dir/out" | awk '{ total += $2 } END { print total }'
 }
 
+# ZeroMQ ingest: PUSHed messages (Benchmarks/c/zmqbench) into a PULL plugin,
+# stored with flush=always. zmqbench returns once libzmq took the messages,
+# so each load is followed by a wait until the gateway's CPU time stops
+# moving (what it still stores counts).
+count_zeromq() {
+    local dir="$work/run-$RANDOM"
+    mkdir -p "$dir"
+    local zport
+    zport=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    echo '{"storage": {"flush": "always"}, "topics": [{"name": "ingest", "queues": 4}]}' > "$dir/junction.json"
+    echo "{\"plugins\": [{\"name\": \"zin\", \"type\": \"zeromq\", \"settings\": {\"socket\": \"PULL\", \"bind\": [\"tcp://127.0.0.1:$zport\"], \"topic\": \"ingest\", \"envelope\": \"none\"}}]}" > "$dir/plugins.json"
+    valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$dir/out" "$work/junction" serve \
+        --config "$dir/junction.json" --plugins "$dir/plugins.json" --data-dir "$dir/data" > "$dir/log" 2>&1 &
+    local pid=$!
+    for _ in $(seq 1 600); do grep -q 'bound=tcp' "$dir/log" 2>/dev/null && break; sleep 0.2; done
+    grep -q 'bound=tcp' "$dir/log" || { echo "junction serve did not start under valgrind" >&2; tail -5 "$dir/log" >&2; exit 1; }
+    settle() {
+        local before after
+        before=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+        while sleep 1; do
+            after=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+            [ "$before" = "$after" ] && return
+            before=$after
+        done
+    }
+    "$root/.build/zmqbench" push "tcp://127.0.0.1:$zport" $((messages / 4)) 100 > /dev/null
+    settle
+    callgrind_control -i on "$pid" > /dev/null 2>&1
+    "$root/.build/zmqbench" push "tcp://127.0.0.1:$zport" "$messages" 100 > /dev/null
+    settle
+    callgrind_control -i off "$pid" > /dev/null 2>&1
+    kill -TERM "$pid"
+    wait "$pid" || true
+    if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP" && cp "$dir/out" "$KEEP/callgrind.zeromq.$RANDOM.out"; fi
+    grep -h '^totals:' "$dir/out" | awk '{ total += $2 } END { print total }'
+}
+
 per() { echo $(( $1 / messages )); }
+if [ "${LOAD:-tcp}" = zeromq ]; then
+    ingest=$(count_zeromq)
+    echo "instructions per message, ZeroMQ ingest ($messages messages of 100 bytes PUSHed to a PULL plugin, after $((messages / 4)) to warm up)"
+    echo "ingest  $(per "$ingest")   (received, stored with flush=always)"
+    exit 0
+fi
 if [ "${STORAGE:-embedded}" = postgres ]; then
     receipts=$(count always publish "$messages" 1024)
     echo "instructions per message on PostgreSQL ($messages messages of 100 bytes, after $((messages / 4)) to warm up)"
