@@ -76,7 +76,7 @@ count() {
         [ -n "$port" ] && break
         sleep 0.2
     done
-    [ -n "$port" ] || { echo "junction serve did not start under valgrind" >&2; tail -5 "$dir/log" >&2; exit 1; }
+    [ -n "$port" ] || { echo "junction serve did not start under valgrind" >&2; tail -5 "$dir/log" >&2; kill "$pid"; exit 1; }
     if [ $# -gt 0 ]; then
         local count=$2
         load=$1
@@ -108,7 +108,7 @@ count_zeromq() {
         --config "$dir/junction.json" --plugins "$dir/plugins.json" --data-dir "$dir/data" > "$dir/log" 2>&1 &
     local pid=$!
     for _ in $(seq 1 600); do grep -q 'bound=tcp' "$dir/log" 2>/dev/null && break; sleep 0.2; done
-    grep -q 'bound=tcp' "$dir/log" || { echo "junction serve did not start under valgrind" >&2; tail -5 "$dir/log" >&2; exit 1; }
+    grep -q 'bound=tcp' "$dir/log" || { echo "junction serve did not start under valgrind" >&2; tail -5 "$dir/log" >&2; kill "$pid"; exit 1; }
     settle() {
         local before after
         before=$(awk '{print $14 + $15}' "/proc/$pid/stat")

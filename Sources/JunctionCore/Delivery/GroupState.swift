@@ -540,10 +540,6 @@ struct GroupState {
             // finds no room, it and those after it wait as before.
             var room = waiting.isEmpty && !order.isEmpty && !definition.ordered ? order.map { capacity(of: $0) } : nil
             var held = HeldTags(members: room == nil ? 0 : order.count)
-            if handsDirectly, let room {
-                // Each member's deliveries in one array of the size it can take: no growth as they are added.
-                for place in room.indices where room[place] > 0 { held.deliveries[place].reserveCapacity(Swift.min(room[place], batch.messages.count)) }
-            }
             // In offset order: those below `from` (a read that overlapped one before) come first.
             var messages = batch.messages[...]
             while let first = messages.first, first.queueOffset < from { messages = messages.dropFirst() }
@@ -551,10 +547,16 @@ struct GroupState {
             // first delivery: what fits in its room is handed over in one go,
             // with no member to pick and nothing looked up per message. Under
             // ack none as one array of deliveries; else as pending entries
-            // ready for the member, their tags in one array.
-            if !definition.ordered, order.count == 1, let space = room?[0], space > 0,
-               queues[q].acked.isEmpty, queues[q].restoredAttempts.isEmpty, definition.maxDeliveries > 0 {
-                let handed = Swift.min(space, messages.count)
+            // ready for the member, their tags in one array. (What does not
+            // fit waits: the member has no room left for the loop below.)
+            let oneMember = !definition.ordered && order.count == 1 && (room?[0] ?? 0) > 0
+                && queues[q].acked.isEmpty && queues[q].restoredAttempts.isEmpty && definition.maxDeliveries > 0
+            if handsDirectly, !oneMember, let room {
+                // Each member's deliveries in one array of the size it can take: no growth as they are added.
+                for place in room.indices where room[place] > 0 { held.deliveries[place].reserveCapacity(Swift.min(room[place], messages.count)) }
+            }
+            if oneMember {
+                let handed = Swift.min(room![0], messages.count)
                 if handsDirectly {
                     held.deliveries[0] = messages.prefix(handed).map { Delivery(message: $0, attempt: 1) }
                 } else {
