@@ -121,20 +121,16 @@ enum RecordCodec {
         out.put(message.tag, lengthAs: UInt8.self)
         out.put(message.shardingKey, lengthAs: UInt16.self)
         out.put(message.dedupeID, lengthAs: UInt16.self)
+        out.put(UInt16(hasKeys ? message.keys.count : 0))
         if hasKeys {
-            out.put(UInt16(message.keys.count))
             for key in message.keys { out.put(key, lengthAs: UInt16.self) }
-        } else {
-            out.put(UInt16(0))
         }
+        out.put(UInt16(hasProperties ? message.properties.count : 0))
         if hasProperties {
-            out.put(UInt16(message.properties.count))
             for (name, value) in message.properties.sorted(by: { $0.key < $1.key }) {
                 out.put(name, lengthAs: UInt16.self)
                 out.put(value, lengthAs: UInt32.self)
             }
-        } else {
-            out.put(UInt16(0))
         }
         out.put(UInt32(message.body.count))
         message.body.withUnsafeBytes { body in

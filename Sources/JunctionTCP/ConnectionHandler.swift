@@ -364,11 +364,11 @@ final class ConnectionHandler: ChannelInboundHandler {
     /// another kind), so that a burst of small publishes is one append.
     private func publish(_ context: ChannelHandlerContext, _ messages: [Message], receipt: Bool, requestID: UInt32) {
         if messages.count == 1 { unsentMessages.append(messages[0]) } else { unsentMessages.append(contentsOf: messages) }
-        hold(context, [FrameDecoder.PublishFrame(count: messages.count, receipt: receipt, requestID: requestID)])
+        hold(context, CollectionOfOne(FrameDecoder.PublishFrame(count: messages.count, receipt: receipt, requestID: requestID)))
     }
 
     /// Holds publishes whose messages are the last of `unsentMessages`.
-    private func hold(_ context: ChannelHandlerContext, _ frames: [FrameDecoder.PublishFrame]) {
+    private func hold(_ context: ChannelHandlerContext, _ frames: some Collection<FrameDecoder.PublishFrame>) {
         unsent += frames
         for frame in frames {
             unsentBatches = unsentBatches || frame.count != 1

@@ -653,7 +653,7 @@ struct GroupState {
     private static func owns(_ q: Int, _ owned: Set<Int>?) -> Bool { owned?.contains(q) ?? true }
 
     private mutating func forget(_ q: Int) {
-        let floor = committed(q)
+        let floor = committed(q, holding: untakenByQueue()[q])
         if handsDirectly {
             for at in members.indices { members.values[at].dropUntaken { $0.message.queue == q } }
         }
@@ -670,8 +670,9 @@ struct GroupState {
         epoch += 1
         reserved = 0
         waiting.removeAll()
+        let held = untakenByQueue()
         for q in queues.indices {
-            let start = q < offsets.count ? offsets[q] : committed(q)
+            let start = q < offsets.count ? offsets[q] : committed(q, holding: held[q])
             queues[q] = Queue(nextRead: start, redeliveries: queues[q].redeliveries, deadLetters: queues[q].deadLetters, epoch: epoch)
         }
         for id in members.keys {
@@ -802,22 +803,28 @@ struct GroupState {
 
     /// Whether hand-outs go to members as deliveries rather than as pending
     /// entries `.ready` for them: under ack none, unordered. A message a
-    /// member holds that way is still not consumed (`committed(_:)` counts
+    /// member holds that way is still not consumed (`committed(_:holding:)` counts
     /// it) until the member takes it; should the member leave first, it waits
     /// for another again, as a `.ready` entry would. What it saves is the
     /// entry's insertion and removal, about 250 instructions a delivery.
     private var handsDirectly: Bool { definition.ack == .none && !definition.ordered }
 
     /// The lowest offset of queue `q` not consumed: its lowest pending entry,
-    /// the next to read, or a delivery a member holds untaken, whichever is lowest.
-    private func committed(_ q: Int) -> UInt64 {
-        Swift.min(queues[q].committed, untaken(q).lazy.map(\.message.queueOffset).min() ?? .max)
+    /// the next to read, or a delivery a member holds untaken (`held`, what
+    /// `untakenByQueue` gives for `q`), whichever is lowest.
+    private func committed(_ q: Int, holding held: [Delivery]) -> UInt64 {
+        Swift.min(queues[q].committed, held.lazy.map(\.message.queueOffset).min() ?? .max)
     }
 
-    /// The deliveries of queue `q` that members hold untaken (handed directly).
-    private func untaken(_ q: Int) -> [Delivery] {
-        guard handsDirectly else { return [] }
-        return members.values.flatMap { $0.untaken.filter { $0.message.queue == q } }
+    /// The deliveries members hold untaken (handed directly), by queue: one
+    /// pass over what members hold, for all the queues at once.
+    private func untakenByQueue() -> [[Delivery]] {
+        var byQueue = [[Delivery]](repeating: [], count: queues.count)
+        guard handsDirectly else { return byQueue }
+        for member in members.values {
+            for delivery in member.untaken where delivery.message.queue < queues.count { byQueue[delivery.message.queue].append(delivery) }
+        }
+        return byQueue
     }
 
     /// What a pass of hand-outs gave each member in `order`, by place.
@@ -900,23 +907,25 @@ struct GroupState {
 
     /// Each queue's committed offset and the offsets acked above it.
     var progress: [QueueProgress] {
-        queues.indices.map { q in
+        let held = untakenByQueue()
+        return queues.indices.map { q in
             let queue = queues[q]
-            let committed = self.committed(q)
+            let committed = self.committed(q, holding: held[q])
             var attempts = queue.restoredAttempts
             for (offset, pending) in queue.pending where pending.attempt > 0 { attempts[offset] = pending.attempt }
-            for delivery in untaken(q) { attempts[delivery.message.queueOffset] = delivery.attempt }
+            for delivery in held[q] { attempts[delivery.message.queueOffset] = delivery.attempt }
             return QueueProgress(committed: committed, acked: queue.acked.filter { $0 >= committed }.sorted(), attempts: attempts.filter { $0.key >= committed })
         }
     }
 
     func stats(consumerID: String?, ends: [UInt64]) -> GroupStats {
-        GroupStats(
+        let held = untakenByQueue()
+        return GroupStats(
             group: group, consumerID: consumerID, topic: definition.topic, members: members.count,
             queues: queues.indices.map { q in
                 let end = q < ends.count ? ends[q] : queues[q].nextRead
-                let committed = self.committed(q)
-                let untaken = self.untaken(q).count
+                let committed = self.committed(q, holding: held[q])
+                let untaken = held[q].count
                 let inFlight = untaken + queues[q].pending.values.count(where: {
                     switch $0.stage {
                     case .ready, .taken: true
