@@ -113,7 +113,7 @@ public struct Message: Sendable, Hashable {
         topic: String,
         tag: String? = nil,
         keys: [String] = [],
-        properties: [String: String] = [:],
+        properties: [String: String] = Dictionary(),
         body: [UInt8],
         shardingKey: String? = nil,
         dedupeID: String? = nil,

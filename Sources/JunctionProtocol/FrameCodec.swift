@@ -438,7 +438,8 @@ struct WireReader {
         var keys: [String] = []
         for _ in 0..<keyCount { keys.append(try string()) }
         let propertyCount = Int(try u16())
-        var properties: [String: String] = [:]
+        // `init()`, not `[:]`: the literal goes through a generic call even when empty.
+        var properties = [String: String]()
         for _ in 0..<propertyCount {
             let name = try string()
             properties[name] = try string()
@@ -734,6 +735,7 @@ private struct RawWriter {
     }
 
     /// A str: u16 length, then the bytes, cut at 65,535 as `writeWireString` cuts them.
+    @inline(__always)
     mutating func put(_ text: String) {
         // `withUTF8Bytes` written out: through it, this closure (which changes
         // the writer) was not inlined, and each delivery cost some 250
@@ -743,6 +745,7 @@ private struct RawWriter {
         text.withUTF8 { put(utf8: $0) }
     }
 
+    @inline(__always)
     private mutating func put(utf8: UnsafeBufferPointer<UInt8>) {
         let count = min(utf8.count, Int(UInt16.max))
         put(UInt16(count))

@@ -321,8 +321,7 @@ public final class Broker: Sendable {
 
         var requests: [AppendRequest] = []
         requests.reserveCapacity(toStore.count)
-        var requestTopics: [Topic] = []
-        requestTopics.reserveCapacity(toStore.count)
+        var requestTopics = TopicRuns()
         var scheduled: [Int] = []
         let storeDedupes = store.dedupesAppends
         let share = store.keylessShare
@@ -332,7 +331,10 @@ public final class Broker: Sendable {
         // The queues the store may choose among for the last topic's messages without a sharding key.
         var choice: Range<Int>?
         // And often one sharding key (an ingest plugin's source): hashed again only when it changes.
-        var lastKeyed: (key: String, topic: Topic, queue: Int)?
+        // (Three variables, not one optional tuple: testing the tuple copies it, two references.)
+        var lastKey: String?
+        var lastKeyTopic: Topic?
+        var lastKeyQueue = 0
         do {
             for index in toStore {
                 var message = messages[index]
@@ -361,11 +363,11 @@ public final class Broker: Sendable {
                 if let key = message.shardingKey {
                     // The same bytes, not only an equal String: `==` holds for canonically
                     // equivalent keys ("é" composed or not), which hash apart.
-                    if let last = lastKeyed, last.topic === topic, last.key.hasSameBytes(as: key) {
-                        queue = last.queue
+                    if lastKeyTopic === topic, lastKey?.hasSameBytes(as: key) == true {
+                        queue = lastKeyQueue
                     } else {
                         queue = topic.queue(for: key, share: share)
-                        lastKeyed = (key, topic, queue)
+                        (lastKey, lastKeyTopic, lastKeyQueue) = (key, topic, queue)
                     }
                 } else {
                     queue = topic.queue(for: nil, share: share)
@@ -381,7 +383,7 @@ public final class Broker: Sendable {
         // A topic not yet recorded (created by this publish, say) is recorded
         // before the receipt, so that its queue count (and so every sharding
         // key's queue) survives a restart.
-        let unrecorded = topics.unrecorded(among: requestTopics)
+        let unrecorded = topics.unrecorded(among: requestTopics.topics)
         let answer: @Sendable (Result<[PublishReceipt], any Error>) -> Void
         if unrecorded.isEmpty {
             answer = completion
@@ -423,20 +425,27 @@ public final class Broker: Sendable {
             if !requests.isEmpty {
                 // One end per (topic, queue), found in a short list: a batch
                 // usually writes a few queues of one topic.
-                var ends: [(topic: String, queue: Int, end: UInt64)] = []
+                var ends: [(topic: Topic, queue: Int, end: UInt64)] = []
                 var grown: [String: [Int: UInt64]] = [:]
-                // The topic of each request is its Topic's name (read there: no copy of the request).
-                for (position, result) in results.enumerated() where !result.duplicate {
-                    let topic = requestTopics[position].name
-                    if let at = ends.lastIndex(where: { $0.queue == result.queue && $0.topic == topic }) {
+                // Each request's topic from the runs, told apart by identity (no name compared per message).
+                var run = 0
+                var runEnd = requestTopics.runs[0].count
+                for (position, result) in results.enumerated() {
+                    while position >= runEnd, run + 1 < requestTopics.runs.count {
+                        run += 1
+                        runEnd += requestTopics.runs[run].count
+                    }
+                    if result.duplicate { continue }
+                    let topic = requestTopics.runs[run].topic
+                    if let at = ends.lastIndex(where: { $0.queue == result.queue && $0.topic === topic }) {
                         ends[at].end = Swift.max(ends[at].end, result.queueOffset + 1)
                     } else if ends.count < 32 {
                         ends.append((topic, result.queue, result.queueOffset + 1))
                     } else {
-                        grown[topic, default: [:]][result.queue] = Swift.max(grown[topic]?[result.queue] ?? 0, result.queueOffset + 1)
+                        grown[topic.name, default: [:]][result.queue] = Swift.max(grown[topic.name]?[result.queue] ?? 0, result.queueOffset + 1)
                     }
                 }
-                for (topic, queue, end) in ends { grown[topic, default: [:]][queue] = Swift.max(grown[topic]?[queue] ?? 0, end) }
+                for (topic, queue, end) in ends { grown[topic.name, default: [:]][queue] = Swift.max(grown[topic.name]?[queue] ?? 0, end) }
                 if !grown.isEmpty { delivery.notify(grown: grown) }
             }
             if toStore.count == messages.count {
@@ -486,17 +495,12 @@ public final class Broker: Sendable {
     }
 
     /// Adds stored messages to their topics' metrics, once per topic and batch.
-    private static func count(_ requests: [AppendRequest], into topics: [Topic]) {
+    private static func count(_ requests: [AppendRequest], into topics: TopicRuns) {
         var index = 0
-        while index < requests.count {
-            let topic = topics[index]
-            var messages = 0
+        for (topic, messages) in topics.runs {
             var bytes = 0
-            while index < requests.count, topics[index] === topic {
-                messages += 1
-                bytes += requests[index].message.body.count
-                index += 1
-            }
+            for position in index..<Swift.min(index + messages, requests.count) { bytes += requests[position].message.body.count }
+            index += messages
             topic.publishes.increment(by: Int64(messages))
             topic.publishedBytes.increment(by: Int64(bytes))
         }
@@ -795,4 +799,26 @@ extension String {
         }
         return (compared ?? nil) ?? utf8.elementsEqual(other.utf8)
     }
+}
+
+/// The topic of each request of one append, as runs of consecutive requests
+/// with the same topic. A batch is mostly of one topic: it is held as one
+/// entry instead of one reference (a retain and a release) per request.
+struct TopicRuns: Sendable {
+    private(set) var runs: [(topic: Topic, count: Int)] = []
+
+    /// The next request's topic.
+    mutating func append(_ topic: Topic) {
+        if let last = runs.indices.last, runs[last].topic === topic {
+            runs[last].count += 1
+        } else {
+            runs.append((topic, 1))
+        }
+    }
+
+    /// Each run's topic, in order (a topic may appear in several runs).
+    var topics: [Topic] { runs.map(\.topic) }
+
+    /// The requests counted.
+    var count: Int { runs.reduce(0) { $0 + $1.count } }
 }

@@ -1,0 +1,25 @@
+@testable import JunctionCore
+import Testing
+
+@Suite("TopicRuns: the topics of an append's requests, as runs")
+struct TopicRunsTests {
+    @Test("consecutive requests of one topic make one run; a topic met again after another starts a new one")
+    func runs() {
+        let (a, b) = (Topic(name: "a", queues: 1), Topic(name: "b", queues: 1))
+        var runs = TopicRuns()
+        #expect(runs.runs.isEmpty && runs.count == 0)
+        for topic in [a, a, a, b, a, a] { runs.append(topic) }
+        #expect(runs.runs.map(\.topic.name) == ["a", "b", "a"])
+        #expect(runs.runs.map(\.count) == [3, 1, 2])
+        #expect(runs.count == 6)
+        #expect(runs.topics.map { ObjectIdentifier($0) } == [a, b, a].map { ObjectIdentifier($0) })
+    }
+
+    @Test("runs are told apart by identity, not by name: a topic object made again is another run")
+    func identity() {
+        var runs = TopicRuns()
+        runs.append(Topic(name: "a", queues: 1))
+        runs.append(Topic(name: "a", queues: 2))
+        #expect(runs.runs.map(\.count) == [1, 1])
+    }
+}
