@@ -227,11 +227,7 @@ public enum FrameCodec {
         // the same, that string is used again (no new String, no allocation
         // for a long name).
         var topic = messages.last?.topic
-        for _ in 0..<count {
-            let message = try reader.message(topicLike: topic)
-            topic = message.topic
-            messages.append(message)
-        }
+        for _ in 0..<count { messages.append(try reader.message(topicLike: &topic)) }
         return receipt
     }
 
@@ -388,20 +384,48 @@ struct WireReader {
     @inline(__always) mutating func i32() throws(ProtocolError) -> Int32 { try integer("an i32") }
     @inline(__always) mutating func i64() throws(ProtocolError) -> Int64 { try integer("an i64") }
 
-    /// A string; `previous` itself when it has the same bytes.
-    mutating func string(like previous: String? = nil) throws(ProtocolError) -> String {
+    /// A string; `previous` itself when it has the same bytes, else a new
+    /// one, which then becomes `previous` (replaced only when it changes:
+    /// each replacement is a retain and a release).
+    mutating func string(like previous: inout String?) throws(ProtocolError) -> String {
         let length = Int(try u16())
         guard remaining >= length else { throw short("a string of \(length) bytes") }
+        if let known = previous, known.utf8.count == length,
+           known.utf8.withContiguousStorageIfAvailable({ Self.same($0, payload.baseAddress! + index) }) == true {
+            index += length
+            return known
+        }
+        let text = try string(ofLength: length)
+        previous = text
+        return text
+    }
+
+    /// Whether `count` bytes at `bytes` are those of `known`: eight at a time, then one at a time.
+    @inline(__always)
+    private static func same(_ known: UnsafeBufferPointer<UInt8>, _ bytes: UnsafeRawPointer) -> Bool {
+        let base = UnsafeRawPointer(known.baseAddress!)
+        var at = 0
+        while at + 8 <= known.count {
+            guard base.loadUnaligned(fromByteOffset: at, as: UInt64.self) == bytes.loadUnaligned(fromByteOffset: at, as: UInt64.self) else { return false }
+            at += 8
+        }
+        while at < known.count {
+            guard known[at] == bytes.load(fromByteOffset: at, as: UInt8.self) else { return false }
+            at += 1
+        }
+        return true
+    }
+
+    mutating func string() throws(ProtocolError) -> String {
+        let length = Int(try u16())
+        guard remaining >= length else { throw short("a string of \(length) bytes") }
+        return try string(ofLength: length)
+    }
+
+    /// The next `length` bytes (there are that many) as a string.
+    private mutating func string(ofLength length: Int) throws(ProtocolError) -> String {
         let range = index..<index + length
         index += length
-        if let previous, previous.utf8.count == length {
-            let bytes = payload.baseAddress! + range.lowerBound
-            let same = previous.utf8.withContiguousStorageIfAvailable { known in
-                for at in 0..<length where known[at] != bytes.load(fromByteOffset: at, as: UInt8.self) { return false }
-                return true
-            }
-            if same == true { return previous }
-        }
         // Validated once, as it is made, from contiguous bytes (invalid UTF-8
         // is refused, never repaired). ASCII, the usual case, is valid UTF-8
         // as it stands: a scan of the bytes instead of the general validation
@@ -429,9 +453,16 @@ struct WireReader {
         }
     }
 
-    /// A message; its topic is `previous` itself when it has the same bytes.
-    mutating func message(topicLike previous: String? = nil) throws(ProtocolError) -> Message {
-        let topic = try string(like: previous)
+    /// A message.
+    mutating func message() throws(ProtocolError) -> Message {
+        var topic: String?
+        return try message(topicLike: &topic)
+    }
+
+    /// A message; its topic is `previous` itself when it has the same bytes
+    /// (else it becomes `previous`): a producer publishes to one topic over and over.
+    mutating func message(topicLike previous: inout String?) throws(ProtocolError) -> Message {
+        let topic = try string(like: &previous)
         let flags = try u8()
         let tag = flags & 1 != 0 ? try string() : nil
         let keyCount = Int(try u16())
