@@ -116,11 +116,12 @@ final class WriterState: @unchecked Sendable {
                 let id = MessageID(position: position, checksum: checksum)
                 answers.append(AppendResult(id: id, queue: queue, queueOffset: offset, storeTimestamp: timestamp))
                 if keepsRecent {
-                    var message = message
+                    // Its last use: moved, not copied (a retain and a release).
+                    var kept = consume message
                     // As the record holds it: a born timestamp of 0 means "when stored".
-                    if message.bornTimestamp == 0 { message.bornTimestamp = timestamp }
+                    if kept.bornTimestamp == 0 { kept.bornTimestamp = timestamp }
                     recent.append(RecentRecord(
-                        message: StoredMessage(message: message, id: id, queue: queue, queueOffset: offset, storeTimestamp: timestamp),
+                        message: StoredMessage(message: consume kept, id: id, queue: queue, queueOffset: offset, storeTimestamp: timestamp),
                         tagHash: tagHash))
                 }
             }

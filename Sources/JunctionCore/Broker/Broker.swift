@@ -377,8 +377,9 @@ public final class Broker: Sendable {
                 } else {
                     queue = topic.queue(for: nil, share: share)
                 }
-                requests.append(AppendRequest(message: message, queue: queue, dedupe: claim, unit: units?[index] ?? 0))
-                if let choice, message.shardingKey == nil { requests[requests.count - 1].queues = choice }
+                let keyless = message.shardingKey == nil
+                // Moved into the request, not copied (a retain and a release).
+                requests.append(AppendRequest(message: consume message, queue: queue, dedupe: claim, unit: units?[index] ?? 0, queues: keyless ? choice : nil))
                 requestTopics.append(topic)
             }
         } catch {
