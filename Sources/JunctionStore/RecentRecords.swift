@@ -6,8 +6,9 @@ import JunctionCore
 /// bytes: the oldest records go first, whichever queue they belong to. A read
 /// it cannot serve from its first offset on goes to the log as before.
 ///
-/// A value, owned by the log's shared state and changed under its lock when a
-/// batch becomes visible to readers.
+/// A value, owned by the log under a lock of its own (`CommitLog.recent`),
+/// changed as each batch is written; readers see a record once its queue's
+/// committed end passes it.
 struct RecentRecords: Sendable {
     /// The most bytes held (bodies and a fixed overhead per record).
     let budget: Int

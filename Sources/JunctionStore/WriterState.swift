@@ -193,8 +193,8 @@ final class WriterState: @unchecked Sendable {
     private func keepRecent(_ records: [RecentRecord], log: CommitLog) {
         var evicted: [StoredMessage] = []
         evicted.reserveCapacity(records.count)
-        log.shared.withLock { state in
-            for record in records { state.recent.add(record.message, tagHash: record.tagHash, evicted: &evicted) }
+        log.recent.withLock { recent in
+            for record in records { recent.add(record.message, tagHash: record.tagHash, evicted: &evicted) }
         }
     }
 
