@@ -8,9 +8,10 @@ struct TopicRunsTests {
         let (a, b) = (Topic(name: "a", queues: 1), Topic(name: "b", queues: 1))
         var runs = TopicRuns()
         #expect(runs.runs.isEmpty && runs.count == 0)
-        for topic in [a, a, a, b, a, a] { runs.append(topic) }
+        for (topic, bytes) in [(a, 1), (a, 2), (a, 3), (b, 10), (a, 100), (a, 200)] { runs.append(topic, bodyBytes: bytes) }
         #expect(runs.runs.map(\.topic.name) == ["a", "b", "a"])
         #expect(runs.runs.map(\.count) == [3, 1, 2])
+        #expect(runs.runs.map(\.bodyBytes) == [6, 10, 300])
         #expect(runs.count == 6)
         #expect(runs.topics.map { ObjectIdentifier($0) } == [a, b, a].map { ObjectIdentifier($0) })
     }

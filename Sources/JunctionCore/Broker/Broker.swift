@@ -378,9 +378,11 @@ public final class Broker: Sendable {
                     queue = topic.queue(for: nil, share: share)
                 }
                 let keyless = message.shardingKey == nil
+                // Counted here, while the message is at hand: the answer runs on
+                // another thread, where reading each body's length again missed the cache.
+                requestTopics.append(topic, bodyBytes: message.body.count)
                 // Moved into the request, not copied (a retain and a release).
                 requests.append(AppendRequest(message: consume message, queue: queue, dedupe: claim, unit: units?[index] ?? 0, queues: keyless ? choice : nil))
-                requestTopics.append(topic)
             }
         } catch {
             for key in claimed { dedupe.complete(key, receipt: nil, storedAt: now) }
@@ -413,19 +415,28 @@ public final class Broker: Sendable {
             case .success(let stored):
                 results = stored
             }
-            Self.count(requests, into: requestTopics)
+            Self.count(requestTopics)
             // The receipts of what this call stored, in the order of `toStore`.
             var stored: [PublishReceipt] = []
             stored.reserveCapacity(results.count)
-            // By position, each message read where it lies: the enumerated zip
-            // and a copy of each message cost some 60 instructions a message.
+            // By position, with no copy of a message (the enumerated zip and a
+            // copy each cost some 60 instructions a message). The topic is its
+            // run's: this runs on another thread than the one that read the
+            // messages, where reading each one's topic missed the cache. (A
+            // delayed message's run is the scheduler's: its own topic then.)
+            var run = 0
+            var runEnd = requestTopics.runs.first?.count ?? 0
             for position in 0..<Swift.min(toStore.count, results.count) {
-                let index = toStore[position]
+                while position >= runEnd, run + 1 < requestTopics.runs.count {
+                    run += 1
+                    runEnd += requestTopics.runs[run].count
+                }
+                let delayed = !scheduled.isEmpty && scheduled.contains(position)
                 stored.append(PublishReceipt(
-                    id: results[position].id, topic: messages[index].topic, queue: results[position].queue,
-                    queueOffset: results[position].queueOffset, storeTimestamp: results[position].storeTimestamp,
-                    duplicate: results[position].duplicate,
-                    deliverAt: !scheduled.isEmpty && scheduled.contains(position) ? messages[index].deliverAt : nil))
+                    id: results[position].id, topic: delayed ? messages[toStore[position]].topic : requestTopics.runs[run].topic.name,
+                    queue: results[position].queue, queueOffset: results[position].queueOffset,
+                    storeTimestamp: results[position].storeTimestamp, duplicate: results[position].duplicate,
+                    deliverAt: delayed ? messages[toStore[position]].deliverAt : nil))
             }
             let due = scheduled.filter { !results[$0].duplicate }
             if !due.isEmpty {
@@ -504,12 +515,8 @@ public final class Broker: Sendable {
     }
 
     /// Adds stored messages to their topics' metrics, once per topic and batch.
-    private static func count(_ requests: [AppendRequest], into topics: TopicRuns) {
-        var index = 0
-        for (topic, messages) in topics.runs {
-            var bytes = 0
-            for position in index..<Swift.min(index + messages, requests.count) { bytes += requests[position].message.body.count }
-            index += messages
+    private static func count(_ topics: TopicRuns) {
+        for (topic, messages, bytes) in topics.runs {
             topic.publishes.increment(by: Int64(messages))
             topic.publishedBytes.increment(by: Int64(bytes))
         }
@@ -815,15 +822,17 @@ extension String {
 /// with the same topic. A batch is mostly of one topic: it is held as one
 /// entry instead of one reference (a retain and a release) per request.
 struct TopicRuns: Sendable {
-    private(set) var runs: [(topic: Topic, count: Int)] = []
+    /// Each run's topic, its requests and their body bytes.
+    private(set) var runs: [(topic: Topic, count: Int, bodyBytes: Int)] = []
 
-    /// The next request's topic.
+    /// The next request's topic and its body's length.
     @inline(__always)
-    mutating func append(_ topic: Topic) {
+    mutating func append(_ topic: Topic, bodyBytes: Int = 0) {
         if let last = runs.indices.last, runs[last].topic === topic {
             runs[last].count += 1
+            runs[last].bodyBytes += bodyBytes
         } else {
-            runs.append((topic, 1))
+            runs.append((topic, 1, bodyBytes))
         }
     }
 
