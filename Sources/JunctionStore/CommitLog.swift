@@ -633,7 +633,7 @@ extension CommitLog {
             }
         }
         for batch in batches {
-            for (pending, answers) in zip(batch.pending, batch.results) { pending.completion(.success(answers)) }
+            for (completion, answers) in zip(batch.completions, batch.results) { completion(.success(answers)) }
         }
     }
 
@@ -643,7 +643,7 @@ extension CommitLog {
         shared.withLock { $0.failure = failure }
         logger.critical("fsync failed, refusing further writes", metadata: ["error": "\(cause)"])
         for batch in batches {
-            for pending in batch.pending { pending.completion(.failure(failure)) }
+            for completion in batch.completions { completion(.failure(failure)) }
         }
     }
 }

@@ -7,7 +7,12 @@ import Synchronization
 /// A batch the writer has written (not yet fsync'd): its callers, their
 /// answers, and what readers may see once it is durable.
 struct WrittenBatch: Sendable {
-    var pending: [PendingAppend]
+    /// Each append's answer, in order. (Not the appends: their requests are
+    /// let go on the writer's thread, which has just read their messages,
+    /// rather than here, where each message's count missed the cache.)
+    var completions: [@Sendable (Result<[AppendResult], any Error>) -> Void]
+    /// The requests written.
+    var requestCount: Int
     var results: [[AppendResult]]
     /// The segment being written after this batch (and the one before it, if it rolled).
     var views: [SegmentView]
@@ -87,7 +92,7 @@ final class GroupCommit: Sendable {
                 let started = DispatchTime.now().uptimeNanoseconds
                 try newest.file.sync()
                 fsyncTimer.recordNanoseconds(DispatchTime.now().uptimeNanoseconds - started)
-                batchRecords.record(batches.reduce(0) { total, batch in total + batch.pending.reduce(0) { $0 + $1.requests.count } })
+                batchRecords.record(batches.reduce(0) { $0 + $1.requestCount })
                 syncs.add(1, ordering: .relaxed)
                 log.publish(batches)
             } catch {

@@ -170,7 +170,8 @@ final class WriterState: @unchecked Sendable {
         active = views[views.count - 1]
         lastTimestamp = timestamp
         let written = WrittenBatch(
-            pending: batch, results: results, views: views,
+            completions: batch.map(\.completion), requestCount: batch.reduce(0) { $0 + $1.requests.count },
+            results: results, views: views,
             queues: touched.map { key, change in
                 QueueAdvance(key: key, index: indexes[key]!, first: change.first, end: change.first + UInt64(change.entries.count))
             })

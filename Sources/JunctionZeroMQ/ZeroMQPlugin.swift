@@ -418,7 +418,11 @@ public final class ZeroMQPlugin: Service, Sendable {
         metrics.received(count)
         work.withLock { $0.inFlight += count }
         let isRouter = settings.socket == .ROUTER
-        broker.publish(burst: ingested.map(\.message)) { [self] results in
+        // Only a ROUTER answers each message: the others keep none of them for
+        // the answer, so they are let go here, on the thread that made them,
+        // not on the store's thread that answers (where each release missed the cache).
+        let answering = isRouter ? ingested : []
+        broker.publish(burst: ingested.map(\.message)) { [self, answering] results in
             let wasFull = work.withLock { work -> Bool in
                 defer { work.inFlight -= count }
                 return work.inFlight >= Self.maxInFlight
@@ -433,7 +437,7 @@ public final class ZeroMQPlugin: Service, Sendable {
                 return
             }
             var answers: [[[UInt8]]] = []
-            for (entry, result) in zip(ingested, results) {
+            for (entry, result) in zip(answering, results) {
                 // The answer echoes the dedupe id, so a producer can tell which message it answers.
                 let echo = entry.message.dedupeID.map { [Array($0.utf8)] } ?? []
                 switch result {

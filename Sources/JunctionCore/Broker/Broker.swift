@@ -406,7 +406,14 @@ public final class Broker: Sendable {
             }
         }
 
-        let finish: @Sendable (Result<[AppendResult], any Error>) -> Void = { [self, known, claimed, firstInCall, sameAs, waits, toStore, scheduled, requests, requestTopics] result in
+        // What the answer keeps of the messages: only what a delayed message's
+        // receipt or a dedupe wait needs. The rest is let go on this thread,
+        // which has just read them, not on the store's thread that answers
+        // (where each release missed the cache).
+        let messageCount = messages.count
+        let kept = scheduled.isEmpty && waits.isEmpty ? [] : messages
+        let scheduledAt = scheduled.map { requests[$0].message.deliverAt! }
+        let finish: @Sendable (Result<[AppendResult], any Error>) -> Void = { [self, known, claimed, firstInCall, sameAs, waits, toStore, scheduled, scheduledAt, requestTopics, kept, messageCount] result in
             let results: [AppendResult]
             switch result {
             case .failure(let error):
@@ -433,16 +440,16 @@ public final class Broker: Sendable {
                 }
                 let delayed = !scheduled.isEmpty && scheduled.contains(position)
                 stored.append(PublishReceipt(
-                    id: results[position].id, topic: delayed ? messages[toStore[position]].topic : requestTopics.runs[run].topic.name,
+                    id: results[position].id, topic: delayed ? kept[toStore[position]].topic : requestTopics.runs[run].topic.name,
                     queue: results[position].queue, queueOffset: results[position].queueOffset,
                     storeTimestamp: results[position].storeTimestamp, duplicate: results[position].duplicate,
-                    deliverAt: delayed ? messages[toStore[position]].deliverAt : nil))
+                    deliverAt: delayed ? kept[toStore[position]].deliverAt : nil))
             }
-            let due = scheduled.filter { !results[$0].duplicate }
+            let due = scheduled.indices.filter { !results[scheduled[$0]].duplicate }
             if !due.isEmpty {
-                scheduler.schedule(due.map { (requests[$0].message.deliverAt!, results[$0].queueOffset) })
+                scheduler.schedule(due.map { (scheduledAt[$0], results[scheduled[$0]].queueOffset) })
             }
-            if !requests.isEmpty {
+            if !toStore.isEmpty {
                 // One end per (topic, queue), found in a short list: a batch
                 // usually writes a few queues of one topic.
                 var ends: [(topic: Topic, queue: Int, end: UInt64)] = []
@@ -468,12 +475,12 @@ public final class Broker: Sendable {
                 for (topic, queue, end) in ends { grown[topic.name, default: [:]][queue] = Swift.max(grown[topic.name]?[queue] ?? 0, end) }
                 if !grown.isEmpty { delivery.notify(grown: grown) }
             }
-            if toStore.count == messages.count {
+            if toStore.count == messageCount {
                 // The common case: every message stored by this call, so `toStore` is 0, 1, 2 …
                 for key in claimed { dedupe.complete(key, receipt: stored[firstInCall[key]!], storedAt: now) }
                 return answer(.success(stored))
             }
-            var receipts = [PublishReceipt?](repeating: nil, count: messages.count)
+            var receipts = [PublishReceipt?](repeating: nil, count: messageCount)
             for (index, receipt) in known { receipts[index] = receipt }
             for (position, index) in toStore.enumerated() { receipts[index] = stored[position] }
             for key in claimed {
@@ -496,7 +503,7 @@ public final class Broker: Sendable {
                             receipt.duplicate = true
                             receipts[index] = receipt
                         } else {
-                            receipts[index] = try await store([messages[index]], now: clock.now(), isInternal: isInternal, dedupeKeys: [key], scheduling: scheduling)[0]
+                            receipts[index] = try await store([kept[index]], now: clock.now(), isInternal: isInternal, dedupeKeys: [key], scheduling: scheduling)[0]
                         }
                     }
                     answer(.success(receipts.map { $0! }))
