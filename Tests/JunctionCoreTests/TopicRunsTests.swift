@@ -16,6 +16,19 @@ struct TopicRunsTests {
         #expect(runs.topics.map { ObjectIdentifier($0) } == [a, b, a].map { ObjectIdentifier($0) })
     }
 
+    @Test("the cursor gives each request's run, the requests taken in order, and the last run past the end")
+    func cursor() {
+        let (a, b) = (Topic(name: "a", queues: 1), Topic(name: "b", queues: 1))
+        var runs = TopicRuns()
+        for topic in [a, a, b, a, a, a] { runs.append(topic) }
+        var cursor = TopicRuns.Cursor(runs)
+        #expect((0..<6).map { cursor.run(at: $0, in: runs) } == [0, 0, 1, 2, 2, 2])
+        #expect(cursor.run(at: 9, in: runs) == 2)
+        // Positions may be skipped.
+        var skipping = TopicRuns.Cursor(runs)
+        #expect([1, 3, 5].map { skipping.run(at: $0, in: runs) } == [0, 2, 2])
+    }
+
     @Test("runs are told apart by identity, not by name: a topic object made again is another run")
     func identity() {
         var runs = TopicRuns()

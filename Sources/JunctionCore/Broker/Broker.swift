@@ -431,13 +431,9 @@ public final class Broker: Sendable {
             // run's: this runs on another thread than the one that read the
             // messages, where reading each one's topic missed the cache. (A
             // delayed message's run is the scheduler's: its own topic then.)
-            var run = 0
-            var runEnd = requestTopics.runs.first?.count ?? 0
+            var cursor = TopicRuns.Cursor(requestTopics)
             for position in 0..<Swift.min(toStore.count, results.count) {
-                while position >= runEnd, run + 1 < requestTopics.runs.count {
-                    run += 1
-                    runEnd += requestTopics.runs[run].count
-                }
+                let run = cursor.run(at: position, in: requestTopics)
                 let delayed = !scheduled.isEmpty && scheduled.contains(position)
                 stored.append(PublishReceipt(
                     id: results[position].id, topic: delayed ? kept[toStore[position]].topic : requestTopics.runs[run].topic.name,
@@ -455,13 +451,9 @@ public final class Broker: Sendable {
                 var ends: [(topic: Topic, queue: Int, end: UInt64)] = []
                 var grown: [String: [Int: UInt64]] = [:]
                 // Each request's topic from the runs, told apart by identity (no name compared per message).
-                var run = 0
-                var runEnd = requestTopics.runs[0].count
+                var cursor = TopicRuns.Cursor(requestTopics)
                 for (position, result) in results.enumerated() {
-                    while position >= runEnd, run + 1 < requestTopics.runs.count {
-                        run += 1
-                        runEnd += requestTopics.runs[run].count
-                    }
+                    let run = cursor.run(at: position, in: requestTopics)
                     if result.duplicate { continue }
                     let topic = requestTopics.runs[run].topic
                     if let at = ends.lastIndex(where: { $0.queue == result.queue && $0.topic === topic }) {
@@ -848,4 +840,22 @@ struct TopicRuns: Sendable {
 
     /// The requests counted.
     var count: Int { runs.reduce(0) { $0 + $1.count } }
+
+    /// Finds each request's run, the requests taken in order.
+    struct Cursor {
+        private var run = 0
+        private var end: Int
+
+        init(_ runs: TopicRuns) { end = runs.runs.first?.count ?? 0 }
+
+        /// The run of the request at `position` (at or after the one asked
+        /// before); past the last request, the last run.
+        mutating func run(at position: Int, in runs: TopicRuns) -> Int {
+            while position >= end, run + 1 < runs.runs.count {
+                run += 1
+                end += runs.runs[run].count
+            }
+            return run
+        }
+    }
 }
