@@ -768,12 +768,7 @@ private struct RawWriter {
     /// A str: u16 length, then the bytes, cut at 65,535 as `writeWireString` cuts them.
     @inline(__always)
     mutating func put(_ text: String) {
-        // `withUTF8Bytes` written out: through it, this closure (which changes
-        // the writer) was not inlined, and each delivery cost some 250
-        // instructions more (callgrind, 8 subscribers).
-        if text.utf8.withContiguousStorageIfAvailable({ put(utf8: $0) }) != nil { return }
-        var text = text
-        text.withUTF8 { put(utf8: $0) }
+        text.withUTF8Bytes { put(utf8: $0) }
     }
 
     @inline(__always)

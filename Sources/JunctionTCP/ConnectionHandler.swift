@@ -47,8 +47,6 @@ final class ConnectionHandler: ChannelInboundHandler {
     /// Each one's size and answer; their messages end to end in `unsentMessages`.
     private var unsent: [FrameDecoder.PublishFrame] = []
     private var unsentMessages: [Message] = []
-    /// The PUBLISH frames one pass of the decoder took (kept for its capacity).
-    private var publishFrames: [FrameDecoder.PublishFrame] = []
     /// Whether a held publish has more than one message (else the broker needs no sizes).
     private var unsentBatches = false
     private var readingPaused = false
@@ -105,14 +103,13 @@ final class ConnectionHandler: ChannelInboundHandler {
         var servesEveryPublish = machine.servesEveryPublish
         while true {
             let frame: Frame?
-            let held = unsentMessages.count
+            let held = unsentMessages.count, heldFrames = unsent.count
             do {
                 if servesEveryPublish {
                     try FrameDecoder.takePublishes(
-                        from: &inbound, maxFrameBytes: settings.maxFrameBytes, into: &unsentMessages, frames: &publishFrames, limit: publishBurst)
-                    if !publishFrames.isEmpty {
-                        hold(context, publishFrames)
-                        publishFrames.removeAll(keepingCapacity: true)
+                        from: &inbound, maxFrameBytes: settings.maxFrameBytes, into: &unsentMessages, frames: &unsent, limit: publishBurst)
+                    if unsent.count > heldFrames {
+                        hold(context, from: heldFrames)
                         continue
                     }
                 }
@@ -120,9 +117,8 @@ final class ConnectionHandler: ChannelInboundHandler {
                 frame = try FrameDecoder.next(from: &inbound, maxFrameBytes: settings.maxFrameBytes)
             } catch {
                 // The messages of a frame cut short are not published; those of whole frames before it are.
-                unsentMessages.removeSubrange((held + publishFrames.reduce(0) { $0 + $1.count })...)
-                hold(context, publishFrames)
-                publishFrames.removeAll()
+                unsentMessages.removeSubrange((held + unsent[heldFrames...].reduce(0) { $0 + $1.count })...)
+                hold(context, from: heldFrames)
                 undecodable = true
                 inbound = ByteBuffer()
                 if case .failAndClose(let answer) = machine.decodingFailed(error) { fail(context, answer) }
@@ -364,13 +360,14 @@ final class ConnectionHandler: ChannelInboundHandler {
     /// another kind), so that a burst of small publishes is one append.
     private func publish(_ context: ChannelHandlerContext, _ messages: [Message], receipt: Bool, requestID: UInt32) {
         if messages.count == 1 { unsentMessages.append(messages[0]) } else { unsentMessages.append(contentsOf: messages) }
-        hold(context, CollectionOfOne(FrameDecoder.PublishFrame(count: messages.count, receipt: receipt, requestID: requestID)))
+        unsent.append(FrameDecoder.PublishFrame(count: messages.count, receipt: receipt, requestID: requestID))
+        hold(context, from: unsent.count - 1)
     }
 
-    /// Holds publishes whose messages are the last of `unsentMessages`.
-    private func hold(_ context: ChannelHandlerContext, _ frames: some Collection<FrameDecoder.PublishFrame>) {
-        unsent += frames
-        for frame in frames {
+    /// Holds the publishes just added to `unsent`, from `first` on (their
+    /// messages the last of `unsentMessages`).
+    private func hold(_ context: ChannelHandlerContext, from first: Int) {
+        for frame in unsent[first...] {
             unsentBatches = unsentBatches || frame.count != 1
             inFlightPublishes += frame.count
         }
