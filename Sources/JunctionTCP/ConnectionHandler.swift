@@ -47,6 +47,12 @@ final class ConnectionHandler: ChannelInboundHandler {
     /// Each one's size and answer; their messages end to end in `unsentMessages`.
     private var unsent: [FrameDecoder.PublishFrame] = []
     private var unsentMessages: [Message] = []
+    /// Appends handed to the broker, and those whose answers are written:
+    /// answers go out in the order the appends were sent, whatever order the
+    /// store finishes them in. Answers that finished early wait in `answersAhead`.
+    private var appendsSent = 0
+    private var appendsAnswered = 0
+    private var answersAhead: [Int: ByteBuffer] = [:]
     /// Whether a held publish has more than one message (else the broker needs no sizes).
     private var unsentBatches = false
     private var readingPaused = false
@@ -391,6 +397,8 @@ final class ConnectionHandler: ChannelInboundHandler {
         unsentMessages.removeAll(keepingCapacity: true)
         unsentBatches = false
         metrics.received(count)
+        let sequence = appendsSent
+        appendsSent += 1
         let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         broker.publish(burst: messages, sizes: sizes) { results in
             bound.eventLoop.execute {
@@ -412,9 +420,27 @@ final class ConnectionHandler: ChannelInboundHandler {
                         FrameCodec.encodeReceipts(receipts, requestID: publish.requestID, into: &answers)
                     }
                 }
-                handler.write(context, encoded: answers)
+                handler.answer(context, answers, append: sequence)
                 if handler.draining && handler.inFlightPublishes == 0 { handler.finishDrain(context) }
             }
+        }
+    }
+
+    /// Writes the answers of the `append`th append sent once those of every
+    /// append before it are written. The store may finish appends out of
+    /// order (one written on the caller's thread while the one before waits
+    /// for its writer, say); answers to publishes go in the order the
+    /// publishes were sent (docs/PROTOCOL.md).
+    private func answer(_ context: ChannelHandlerContext, _ answers: ByteBuffer, append: Int) {
+        guard append == appendsAnswered else {
+            answersAhead[append] = answers
+            return
+        }
+        write(context, encoded: answers)
+        appendsAnswered += 1
+        while let next = answersAhead.removeValue(forKey: appendsAnswered) {
+            write(context, encoded: next)
+            appendsAnswered += 1
         }
     }
 

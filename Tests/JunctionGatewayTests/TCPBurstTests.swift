@@ -36,12 +36,17 @@ struct TCPBurstTests {
             session.send((0..<10).map { n in
                 Frame(.publish(receipt: true, messages: [Message(topic: "burst", body: Array("m\(n)".utf8))]), requestID: UInt32(10 + n))
             })
-            for n in 0..<10 {
-                guard case .receipts(let receipts) = try await session.answer(to: UInt32(10 + n), skipped: &skipped).body, let receipt = receipts.first else {
-                    Issue.record("no receipt for publish \(n)"); return
+            // Receipts come in the order the publishes were sent (docs/PROTOCOL.md).
+            var answered: [UInt32] = []
+            for _ in 0..<10 {
+                let frame = try await session.next()
+                answered.append(frame.requestID)
+                guard case .receipts(let receipts) = frame.body, let receipt = receipts.first else {
+                    Issue.record("not a receipt: \(frame)"); return
                 }
                 stamps.append(receipt.storeTimestamp)
             }
+            #expect(answered == Array(10..<20), "receipts in the order sent")
         }  // the connection closes here, before the server stops
         // The receipts of one append share its store time, and no two appends have the same.
         let sizes = Dictionary(grouping: stamps) { $0 }.values.map(\.count)
