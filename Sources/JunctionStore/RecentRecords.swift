@@ -6,6 +6,13 @@ import JunctionCore
 /// bytes: the oldest records go first, whichever queue they belong to. A read
 /// it cannot serve from its first offset on goes to the log as before.
 ///
+/// Only queues someone reads are kept: once a whole budget's worth of a
+/// queue has been added with no read of it (an ingest nobody tails yet),
+/// its records are no longer added — they would only push out what readers
+/// want, and be freed later from memory gone cold (measured: 20 % of a
+/// ZeroMQ ingest's rate). The next read of the queue, from the log, makes
+/// it kept again from the next record on.
+///
 /// A value, owned by the log under a lock of its own (`CommitLog.recent`),
 /// changed as each batch is written; readers see a record once its queue's
 /// committed end passes it.
@@ -22,6 +29,8 @@ struct RecentRecords: Sendable {
         /// Offset of `records[head]`.
         var first: UInt64
         var records: Ring<RecentRecord> = Ring()
+        /// Bytes added since the queue was last read.
+        var unread = 0
         var end: UInt64 { first + UInt64(records.count) }
     }
 
@@ -64,6 +73,9 @@ struct RecentRecords: Sendable {
             runs.append(Run(key: key, first: message.queueOffset))
         }
         lastSlot = slot
+        runs[slot].unread &+= size
+        // Not read while a budget's worth was added: not kept until read again.
+        guard runs[slot].unread <= budget else { return }
         guard message.message.body.count <= Self.largestKept else {
             // Not kept: what is held for the queue would no longer be a run ending at its newest.
             dropRun(slot)
@@ -101,9 +113,11 @@ struct RecentRecords: Sendable {
 
     /// Reads `key` from `from`, as the log would: up to `limit`, not past
     /// `end`, skipping records whose tag hash is not in `tagHashes`. Nil when
-    /// `from` is not held (older, or newer than what is held).
-    func read(_ key: QueueKey, from: UInt64, end: UInt64, limit: ReadLimit, tagHashes: Set<UInt64>?) -> ReadBatch? {
+    /// `from` is not held (older, or newer than what is held). Held or not,
+    /// the read marks the queue as read: its next records are kept.
+    mutating func read(_ key: QueueKey, from: UInt64, end: UInt64, limit: ReadLimit, tagHashes: Set<UInt64>?) -> ReadBatch? {
         guard let slot = slots.position(of: key) else { return nil }
+        runs[slot].unread = 0
         let run = runs[slot]
         guard from >= run.first, from < run.end else { return nil }
         let last = min(end, run.end, from &+ UInt64(max(1, limit.maxScanned)))

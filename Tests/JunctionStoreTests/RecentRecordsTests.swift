@@ -39,7 +39,9 @@ struct RecentRecordsTests {
         var recent = RecentRecords(budget: 6 * size)
         var evicted: [StoredMessage] = []
         // The writer adds 0..<4 and they are committed (end 4); then it adds 4..<8 while they are being synced.
-        for offset in UInt64(0)..<8 { recent.add(record("t", queue: 0, offset: offset), tagHash: 0, evicted: &evicted) }
+        for offset in UInt64(0)..<4 { recent.add(record("t", queue: 0, offset: offset), tagHash: 0, evicted: &evicted) }
+        _ = recent.read(key("t", 0), from: 0, end: 4, limit: ReadLimit(), tagHashes: nil)  // a reader keeping up
+        for offset in UInt64(4)..<8 { recent.add(record("t", queue: 0, offset: offset), tagHash: 0, evicted: &evicted) }
         #expect(evicted.map(\.queueOffset) == [0, 1], "the oldest two went over the budget")
         let committed = recent.read(key("t", 0), from: 2, end: 4, limit: ReadLimit(), tagHashes: nil)
         #expect(committed?.messages.map(\.queueOffset) == [2, 3])
@@ -76,11 +78,42 @@ struct RecentRecordsTests {
         #expect(recent.read(key("a", 0), from: 1, end: 4, limit: ReadLimit(), tagHashes: nil) == nil)
         #expect(recent.read(key("a", 0), from: 2, end: 4, limit: ReadLimit(), tagHashes: nil)?.messages.count == 2)
         #expect(recent.read(key("b", 2), from: 0, end: 3, limit: ReadLimit(), tagHashes: nil)?.messages.count == 3)
-        for offset in UInt64(3)..<103 { recent.add(record("b", queue: 2, offset: offset), tagHash: 0) }
+        // A reader keeps up with b: b stays kept, a's last record goes.
+        for offset in UInt64(3)..<103 {
+            recent.add(record("b", queue: 2, offset: offset), tagHash: 0)
+            _ = recent.read(key("b", 2), from: offset, end: offset + 1, limit: ReadLimit(), tagHashes: nil)
+        }
         #expect(recent.bytes <= 5 * size)
         #expect(recent.read(key("a", 0), from: 3, end: 4, limit: ReadLimit(), tagHashes: nil) == nil)
         #expect(recent.read(key("b", 2), from: 98, end: 103, limit: ReadLimit(), tagHashes: nil)?.messages.count == 5)
         #expect(RecentRecords(budget: 0).count == 0)
+    }
+
+    @Test("a queue not read while a budget's worth of it was added is no longer kept; a read of it, held or not, makes it kept again")
+    func onlyWhatIsRead() {
+        let size = 10 + RecentRecords.overhead
+        var recent = RecentRecords(budget: 4 * size)
+        var evicted: [StoredMessage] = []
+        // An ingest nobody reads: the first budget's worth is kept, then nothing more.
+        for offset in UInt64(0)..<10 { recent.add(record("ingest", queue: 0, offset: offset), tagHash: 0, evicted: &evicted) }
+        #expect(recent.count == 4)
+        #expect(evicted.isEmpty, "records not kept are not evicted either: the caller lets them go")
+        #expect(recent.read(key("ingest", 0), from: 0, end: 10, limit: ReadLimit(), tagHashes: nil)?.messages.map(\.queueOffset) == [0, 1, 2, 3])
+        // That read (held, though not to the end) wants the queue again: the
+        // records kept start over at the next one added, past the gap.
+        for offset in UInt64(10)..<12 { recent.add(record("ingest", queue: 0, offset: offset), tagHash: 0, evicted: &evicted) }
+        #expect(recent.read(key("ingest", 0), from: 4, end: 12, limit: ReadLimit(), tagHashes: nil) == nil)
+        #expect(recent.read(key("ingest", 0), from: 10, end: 12, limit: ReadLimit(), tagHashes: nil)?.messages.map(\.queueOffset) == [10, 11])
+        #expect(recent.count == 2)
+        // A read it cannot serve (a reader behind, going to the log) marks it as well.
+        for offset in UInt64(12)..<20 { recent.add(record("ingest", queue: 0, offset: offset), tagHash: 0, evicted: &evicted) }
+        // (12..<16 are held, 16..<20 were not kept: without the read below, 20 would not be either.)
+        #expect(recent.read(key("ingest", 0), from: 3, end: 20, limit: ReadLimit(), tagHashes: nil) == nil)
+        recent.add(record("ingest", queue: 0, offset: 20), tagHash: 0, evicted: &evicted)
+        #expect(recent.read(key("ingest", 0), from: 20, end: 21, limit: ReadLimit(), tagHashes: nil)?.messages.map(\.queueOffset) == [20])
+        // Other queues are not affected by one left unread.
+        recent.add(record("tailed", queue: 1, offset: 0), tagHash: 0, evicted: &evicted)
+        #expect(recent.read(key("tailed", 1), from: 0, end: 1, limit: ReadLimit(), tagHashes: nil)?.messages.count == 1)
     }
 
     @Test("a gap in a queue's offsets, or a record too large to keep, starts the queue's run again")
