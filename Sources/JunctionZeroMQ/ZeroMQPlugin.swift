@@ -356,8 +356,10 @@ public final class ZeroMQPlugin: Service, Sendable {
         // What one poll wakeup finds goes to the store as one append (each
         // message still validated and answered alone), as the tcp plugin does
         // with a burst of PUBLISH frames.
-        var accepted: [Ingested] = []
-        defer { if !accepted.isEmpty { publish(accepted) } }
+        // The messages, and (ROUTER only) what each one's answer starts with:
+        // the others' batches carry no second array per message.
+        var accepted = Ingested()
+        defer { if !accepted.messages.isEmpty { publish(accepted) } }
         var frames: [[UInt8]] = []
         for _ in 0..<1024 {
             let received: Bool?
@@ -371,58 +373,63 @@ public final class ZeroMQPlugin: Service, Sendable {
             if settings.socket == .PUB { continue }  // a subscriber's (un)subscription: libzmq has applied it
             if settings.socket == .DEALER {
                 acknowledge(frames, subscription: subscription)
-            } else if let ingested = ingest(frames, oversized: oversized) {
-                accepted.append(ingested)
+            } else {
+                ingest(frames, oversized: oversized, into: &accepted)
             }
         }
     }
 
     // MARK: Ingest
 
-    /// A message taken in, with what its answer starts with (ROUTER).
+    /// Messages taken in by one wakeup, and (ROUTER) what each one's answer
+    /// starts with, at the same position.
     struct Ingested {
-        var message: Message
-        var replyPrefix: [[UInt8]]
+        var messages: [Message] = []
+        var replyPrefixes: [[[UInt8]]] = []
     }
 
-    /// Makes a message of what was received; a refusal is counted, logged and
-    /// (ROUTER) answered here, and gives nil.
-    private func ingest(_ frames: [[UInt8]], oversized: Bool) -> Ingested? {
+    /// Makes a message of what was received and adds it to `accepted`; a
+    /// refusal is counted, logged and (ROUTER) answered here instead.
+    private func ingest(_ frames: [[UInt8]], oversized: Bool, into accepted: inout Ingested) {
         var payload = frames[...]
         var replyPrefix: [[UInt8]] = []
-        if settings.socket == .ROUTER {
-            guard let (prefix, rest) = Self.routed(frames) else { return nil }
+        let isRouter = settings.socket == .ROUTER
+        if isRouter {
+            guard let (prefix, rest) = Self.routed(frames) else { return }
             (replyPrefix, payload) = (prefix, rest)
         }
         do {
             if oversized { throw Refusal("message larger than maxMessageBytes (\(settings.maxMessageBytes))") }
             var message = try makeMessage(payload)
             // ROUTER: each peer is a source of its own; the others: the plugin.
-            settings.queueSelection.apply(to: &message, source: replyPrefix.first.map { "\(name)/\(Self.hex($0))" } ?? name)
-            return Ingested(message: message, replyPrefix: replyPrefix)
+            if isRouter {
+                settings.queueSelection.apply(to: &message, source: "\(name)/\(Self.hex(replyPrefix[0]))")
+                accepted.replyPrefixes.append(replyPrefix)
+            } else {
+                settings.queueSelection.apply(to: &message, source: name)
+            }
+            accepted.messages.append(message)
         } catch let refusal as Refusal {
             metrics.refused(1)
             logger.notice("refused a ZeroMQ message", metadata: ["plugin": "\(name)", "reason": "\(refusal.text)", "frames": "\(frames.count)"])
-            if settings.socket == .ROUTER { reply(replyPrefix + [Array("ERROR".utf8), Array(refusal.text.utf8)]) }
-            return nil
+            if isRouter { reply(replyPrefix + [Array("ERROR".utf8), Array(refusal.text.utf8)]) }
         } catch {
-            return nil
         }
     }
 
     /// Publishes what one wakeup took in as one append; answers each (ROUTER)
     /// once stored, and wakes the poll loop when the store makes room below
     /// `maxInFlight` again.
-    private func publish(_ ingested: [Ingested]) {
-        let count = ingested.count
+    private func publish(_ ingested: Ingested) {
+        let count = ingested.messages.count
         metrics.received(count)
         work.withLock { $0.inFlight += count }
         let isRouter = settings.socket == .ROUTER
         // Only a ROUTER answers each message: the others keep none of them for
         // the answer, so they are let go here, on the thread that made them,
         // not on the store's thread that answers (where each release missed the cache).
-        let answering = isRouter ? ingested : []
-        broker.publish(burst: ingested.map(\.message)) { [self, answering] results in
+        let answering = isRouter ? ingested : Ingested()
+        broker.publish(burst: ingested.messages) { [self, answering] results in
             let wasFull = work.withLock { work -> Bool in
                 defer { work.inFlight -= count }
                 return work.inFlight >= Self.maxInFlight
@@ -437,15 +444,16 @@ public final class ZeroMQPlugin: Service, Sendable {
                 return
             }
             var answers: [[[UInt8]]] = []
-            for (entry, result) in zip(answering, results) {
+            for (index, result) in zip(answering.messages.indices, results) {
                 // The answer echoes the dedupe id, so a producer can tell which message it answers.
-                let echo = entry.message.dedupeID.map { [Array($0.utf8)] } ?? []
+                let echo = answering.messages[index].dedupeID.map { [Array($0.utf8)] } ?? []
+                let replyPrefix = answering.replyPrefixes[index]
                 switch result {
                 case .success(let receipts):
-                    answers.append(entry.replyPrefix + [Array("OK".utf8), Array(receipts[receipts.startIndex].id.description.utf8)] + echo)
+                    answers.append(replyPrefix + [Array("OK".utf8), Array(receipts[receipts.startIndex].id.description.utf8)] + echo)
                 case .failure(let error):
                     metrics.refused(1)
-                    answers.append(entry.replyPrefix + [Array("ERROR".utf8), Array("\(error)".utf8)] + echo)
+                    answers.append(replyPrefix + [Array("ERROR".utf8), Array("\(error)".utf8)] + echo)
                 }
             }
             // One lock and one wake-up for the whole batch's answers.
