@@ -30,11 +30,20 @@ final class StoreFile: Sendable {
         return UInt64(info.st_size)
     }
 
-    /// Writes all of `bytes` at `offset`.
+    /// The most bytes one `pwrite` is handed.
+    ///
+    /// A single `pwrite` of several MiB into the page cache (a large batch
+    /// of records) costs up to four times the CPU per byte of the same bytes
+    /// written 1 MiB at a time: measured on this kernel (6.18, ext4) with a
+    /// C program, 0.95–1.34 GB/s against 3.8–4.6 GB/s; in the gateway the
+    /// kernel's copy was 16 % of its time under a one-subscriber load.
+    static let largestWrite = 1 << 20
+
+    /// Writes all of `bytes` at `offset`, at most `largestWrite` per call.
     func write(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws {
         var done = 0
         while done < bytes.count {
-            let n = pwrite(descriptor, bytes.baseAddress! + done, bytes.count - done, off_t(offset) + off_t(done))
+            let n = pwrite(descriptor, bytes.baseAddress! + done, Swift.min(bytes.count - done, Self.largestWrite), off_t(offset) + off_t(done))
             if n < 0 {
                 if errno == EINTR { continue }
                 throw Self.error(errno, "write", path)
