@@ -438,7 +438,8 @@ final class ConnectionHandler: ChannelInboundHandler {
         }
         write(context, encoded: answers)
         appendsAnswered += 1
-        while let next = answersAhead.removeValue(forKey: appendsAnswered) {
+        // (Nearly always none wait: no key is hashed then.)
+        while !answersAhead.isEmpty, let next = answersAhead.removeValue(forKey: appendsAnswered) {
             write(context, encoded: next)
             appendsAnswered += 1
         }

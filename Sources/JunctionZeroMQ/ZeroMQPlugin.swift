@@ -398,7 +398,7 @@ public final class ZeroMQPlugin: Service, Sendable {
             guard let (prefix, rest) = Self.routed(frames) else { return }
             (replyPrefix, payload) = (prefix, rest)
         }
-        do {
+        do throws(Refusal) {
             if oversized { throw Refusal("message larger than maxMessageBytes (\(settings.maxMessageBytes))") }
             var message = try makeMessage(payload)
             // ROUTER: each peer is a source of its own; the others: the plugin.
@@ -409,11 +409,10 @@ public final class ZeroMQPlugin: Service, Sendable {
                 settings.queueSelection.apply(to: &message, source: name)
             }
             accepted.messages.append(message)
-        } catch let refusal as Refusal {
-            metrics.refused(1)
-            logger.notice("refused a ZeroMQ message", metadata: ["plugin": "\(name)", "reason": "\(refusal.text)", "frames": "\(frames.count)"])
-            if isRouter { reply(replyPrefix + [Array("ERROR".utf8), Array(refusal.text.utf8)]) }
         } catch {
+            metrics.refused(1)
+            logger.notice("refused a ZeroMQ message", metadata: ["plugin": "\(name)", "reason": "\(error.text)", "frames": "\(frames.count)"])
+            if isRouter { reply(replyPrefix + [Array("ERROR".utf8), Array(error.text.utf8)]) }
         }
     }
 
@@ -495,7 +494,7 @@ public final class ZeroMQPlugin: Service, Sendable {
 
     /// One frame is the body; two are [envelope, body]; ROUTER also takes
     /// [envelope, body, dedupe id]. Anything else is refused.
-    private func makeMessage(_ payload: ArraySlice<[UInt8]>) throws -> Message {
+    private func makeMessage(_ payload: ArraySlice<[UInt8]>) throws(Refusal) -> Message {
         guard !payload.isEmpty, payload.contains(where: { !$0.isEmpty }) else { throw Refusal("an empty message") }
         let maxFrames = settings.socket == .ROUTER ? 3 : 2
         guard payload.count <= maxFrames else {
@@ -524,7 +523,7 @@ public final class ZeroMQPlugin: Service, Sendable {
         return message
     }
 
-    private func jsonMessage(_ bytes: [UInt8]) throws -> Message {
+    private func jsonMessage(_ bytes: [UInt8]) throws(Refusal) -> Message {
         let json: JSONValue
         do { json = try JSONValue.parse(bytes: bytes) } catch { throw Refusal("the body is not JSON (\(error))") }
         do { return try Message(json: json, defaultTopic: settings.topic) } catch { throw Refusal("the JSON body: \(error.description)") }
