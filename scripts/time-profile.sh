@@ -17,6 +17,8 @@
 # samples and each thread's share, and leaves the samples in
 # $OUT (default /tmp/junction-time-profile.data) for `perf report -i`.
 # Sampling, unlike callgrind, varies between runs: compare shares, not counts.
+# PERFCG="--call-graph dwarf,16384" unwinds through the Swift runtime, which
+# has no frame pointers: who calls swift_retain and swift_release shows only so.
 set -euo pipefail
 messages=${1:-1000000}
 subscribers=${2:-1}
@@ -57,7 +59,7 @@ load() {
 }
 
 load $((messages / 5))  # warm-up: buffers grown, the recent records filled
-perf record -g -F 4999 -e cpu-clock -p "$pid" -o "$out" 2> /dev/null &
+perf record ${PERFCG:--g} -F 4999 -e cpu-clock -p "$pid" -o "$out" 2> /dev/null &
 recorder=$!
 sleep 0.3
 load "$messages"

@@ -109,6 +109,8 @@ public struct PublishOutcomes: RandomAccessCollection, Sendable {
         case each([Result<Range<Int>, any Error>])
         /// Publish `i`'s receipts end at `ends[i]`; with no ends, each publish is one message.
         case allStored(ends: [Int]?)
+        /// All `count` publishes stored; their receipts were not asked for.
+        case allStoredWithoutReceipts(count: Int)
     }
 
     init(receipts: [PublishReceipt], outcomes: [Result<Range<Int>, any Error>]) {
@@ -133,11 +135,19 @@ public struct PublishOutcomes: RandomAccessCollection, Sendable {
         outcomes = .allStored(ends: ends)
     }
 
+    /// Every one of `count` publishes stored, made for a burst published
+    /// with `receipts: false`: each publish's receipts are empty.
+    init(storedWithoutReceipts count: Int) {
+        receipts = []
+        outcomes = .allStoredWithoutReceipts(count: count)
+    }
+
     public var startIndex: Int { 0 }
     public var endIndex: Int {
         switch outcomes {
         case .each(let outcomes): outcomes.count
         case .allStored(let ends): ends?.count ?? receipts.count
+        case .allStoredWithoutReceipts(let count): count
         }
     }
 
@@ -152,7 +162,8 @@ public struct PublishOutcomes: RandomAccessCollection, Sendable {
         return error
     }
 
-    /// The receipts of the publish at `position`; nil if it failed.
+    /// The receipts of the publish at `position`; nil if it failed; empty
+    /// when the burst was published with `receipts: false`.
     public func receipts(of position: Int) -> ArraySlice<PublishReceipt>? {
         switch outcomes {
         case .each(let outcomes):
@@ -162,6 +173,8 @@ public struct PublishOutcomes: RandomAccessCollection, Sendable {
             return receipts[(position == 0 ? 0 : ends[position - 1])..<ends[position]]
         case .allStored(nil):
             return receipts[position..<position + 1]
+        case .allStoredWithoutReceipts:
+            return receipts[0..<0]
         }
     }
 

@@ -57,7 +57,7 @@ struct RecentRecords: Sendable {
 
     /// Adds a record; what the budget pushes out goes to `evicted`, so that
     /// the caller frees it where it likes (not under the log's lock).
-    mutating func add(_ message: StoredMessage, tagHash: UInt64, evicted: inout [StoredMessage]) {
+    mutating func add(_ message: consuming StoredMessage, tagHash: UInt64, evicted: inout [StoredMessage]) {
         guard budget > 0 else { return }
         let size = message.message.body.count + Self.overhead
         let slot: Int
@@ -86,7 +86,8 @@ struct RecentRecords: Sendable {
             dropRun(slot)
         }
         if runs[slot].records.count == 0 { runs[slot].first = message.queueOffset }
-        runs[slot].records.append(RecentRecord(message: message, tagHash: tagHash, cost: size))
+        // Moved in, not copied (a retain and a release).
+        runs[slot].records.append(RecentRecord(message: consume message, tagHash: tagHash, cost: size))
         order.append(slot)
         bytes += size
         while bytes > budget, let oldest = order.removeFirst() {
@@ -146,10 +147,10 @@ struct RecentRecord: Sendable {
     /// The bytes it counts against the budget (its body and the overhead).
     let cost: Int
 
-    init(message: StoredMessage, tagHash: UInt64, cost: Int? = nil) {
-        self.message = message
-        self.tagHash = tagHash
+    init(message: consuming StoredMessage, tagHash: UInt64, cost: Int? = nil) {
         self.cost = cost ?? message.message.body.count + RecentRecords.overhead
+        self.tagHash = tagHash
+        self.message = message
     }
 }
 

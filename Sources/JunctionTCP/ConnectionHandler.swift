@@ -400,7 +400,8 @@ final class ConnectionHandler: ChannelInboundHandler {
         let sequence = appendsSent
         appendsSent += 1
         let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        broker.publish(burst: messages, sizes: sizes) { results in
+        // Oneway publishes want no receipts: none are made for them.
+        broker.publish(burst: messages, sizes: sizes, receipts: publishes.contains(where: \.receipt)) { results in
             bound.eventLoop.execute {
                 let (handler, context) = bound.value
                 handler.inFlightPublishes -= count

@@ -428,7 +428,8 @@ public final class ZeroMQPlugin: Service, Sendable {
         // the answer, so they are let go here, on the thread that made them,
         // not on the store's thread that answers (where each release missed the cache).
         let answering = isRouter ? ingested : Ingested()
-        broker.publish(burst: ingested.messages) { [self, answering] results in
+        // Only a ROUTER's answers carry a receipt's id.
+        broker.publish(burst: ingested.messages, receipts: isRouter) { [self, answering] results in
             let wasFull = work.withLock { work -> Bool in
                 defer { work.inFlight -= count }
                 return work.inFlight >= Self.maxInFlight

@@ -158,6 +158,34 @@ struct BrokerPublishTests {
         #expect(try await h.count("t") == 4)
         try await h.close()
     }
+
+    @Test("a burst published with receipts: false is stored as any other; all stored, its outcomes say so with no receipts; one refused, the others get their receipts as before")
+    func withoutReceipts() async throws {
+        let h = try await DeliveryHarness.open()
+        let messages = (0..<5).map { n in Message(topic: "t", body: [UInt8(n)], shardingKey: "k") }
+        let stored = try await withUnsafeThrowingContinuation { continuation in
+            h.broker.publish(burst: messages, sizes: [2, 3], receipts: false) { continuation.resume(returning: $0) }
+        }
+        #expect(stored.count == 2, "one outcome per publish")
+        #expect(stored.failures.isEmpty)
+        #expect(stored.indices.map { try? stored[$0].get().count } == [0, 0], "stored, with no receipts made")
+        #expect(try await h.count("t") == 5)
+        // A dedupe id still completes: a second copy is a duplicate.
+        let once = [Message(topic: "t", body: [9], shardingKey: "k", dedupeID: "d-1")]
+        for _ in 0..<2 {
+            _ = try await withUnsafeThrowingContinuation { continuation in
+                h.broker.publish(burst: once, receipts: false) { continuation.resume(returning: $0) }
+            }
+        }
+        #expect(try await h.count("t") == 6, "the dedupe id's second copy stored nothing")
+        let refused = messages + [Message(topic: "t", tag: "a b", body: [7], shardingKey: "k")]
+        let some = try await withUnsafeThrowingContinuation { continuation in
+            h.broker.publish(burst: refused, sizes: [5, 1], receipts: false) { continuation.resume(returning: $0) }
+        }
+        #expect((try? some[0].get())?.map(\.queueOffset) == [6, 7, 8, 9, 10])
+        #expect(some.failures.map(\.position) == [1])
+        try await h.close()
+    }
 }
 
 @Suite("Publish outcomes")

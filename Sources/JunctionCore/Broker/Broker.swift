@@ -197,13 +197,18 @@ public final class Broker: Sendable {
     /// messages or, with `sizes` nil, each message is a publish of its own
     /// (the ZeroMQ plugin's case, which then makes no array per message).
     ///
+    /// `receipts` false: no publish of the burst wants its receipts (oneway
+    /// publishes, a PULL socket). When all are stored the outcomes then hold
+    /// none (`receipts(of:)` is empty): a receipt per message, made on the
+    /// store's thread, cost some 100 instructions each for nobody.
+    ///
     /// The caller must hold no lock that `completion`, or a consumer's
     /// answer, could take: when the store's writer is idle the append is
     /// written on the caller's thread (`MessageStore.enqueueHere`) and, with
     /// flush `never`, `completion` and the deliveries it wakes run there
     /// before this returns. (The adapters call it from their event loop or
     /// their socket's thread, where nothing is held.)
-    public func publish(burst messages: [Message], sizes: [Int]? = nil, completion: @escaping @Sendable (PublishOutcomes) -> Void) {
+    public func publish(burst messages: [Message], sizes: [Int]? = nil, receipts: Bool = true, completion: @escaping @Sendable (PublishOutcomes) -> Void) {
         let now = clock.now()
         let count = sizes?.count ?? messages.count
         var refused: [(publish: Int, error: BrokerError)] = []
@@ -217,7 +222,7 @@ public final class Broker: Sendable {
         for index in 0..<count {
             let range = start..<start + (sizes?[index] ?? 1)
             start = range.upperBound
-            if let problem = problem(in: messages[range], now: now, checkedTopic: &checkedTopic) {
+            if let problem = problem(in: messages, range: range, now: now, checkedTopic: &checkedTopic) {
                 refused.append((index, problem))
             } else {
                 accepted.append((index, range))
@@ -233,9 +238,11 @@ public final class Broker: Sendable {
             stored = []
             for publish in accepted { stored.append(contentsOf: messages[publish.messages]) }
         }
-        store(stored, now: now, isInternal: false, units: units, here: true) { [refused, accepted, sizes] result in
+        // Receipts all the same when some were refused: the outcomes then map each publish to its own.
+        let wanted = receipts || !refused.isEmpty
+        store(stored, now: now, isInternal: false, units: units, here: true, receipts: wanted) { [refused, accepted, sizes] result in
             if refused.isEmpty, case .success(let receipts) = result {
-                completion(PublishOutcomes(receipts: receipts, sizes: sizes))
+                completion(wanted ? PublishOutcomes(receipts: receipts, sizes: sizes) : PublishOutcomes(storedWithoutReceipts: count))
             } else {
                 completion(Self.outcomes(count: count, refused: refused, accepted: accepted, stored: result))
             }
@@ -268,11 +275,13 @@ public final class Broker: Sendable {
     /// Why a publish is refused, naming the message of a batch, or nil.
     /// `checkedTopic`: a topic found valid just before (by this call or the
     /// caller's previous one), whose checks need not run again.
-    func problem(in messages: some Collection<Message>, now: Int64, checkedTopic: inout String?) -> BrokerError? {
+    /// `range`: the messages of `messages` to check (all by default).
+    func problem(in messages: [Message], range: Range<Int>? = nil, now: Int64, checkedTopic: inout String?) -> BrokerError? {
         // By index, each message read where it lies, and the checked topic
         // replaced only when it changes: each copy is a retain and a release.
+        let range = range ?? messages.indices
         var number = 0
-        for index in messages.indices {
+        for index in range {
             number += 1
             do {
                 let checked = messages[index].topic == checkedTopic
@@ -280,7 +289,7 @@ public final class Broker: Sendable {
                 if !checked { checkedTopic = messages[index].topic }
             } catch {
                 var error = BrokerError(error)
-                if messages.count > 1 { error.message = "message \(number) of \(messages.count): " + error.message }
+                if range.count > 1 { error.message = "message \(number) of \(range.count): " + error.message }
                 return error
             }
         }
@@ -297,9 +306,12 @@ public final class Broker: Sendable {
     /// once it is stored. A dedupe id that another publish is storing right now
     /// is resolved after that one completes. A message due later goes to the
     /// schedule when `scheduling` (by default: for producers' publishes).
+    /// `receipts` false: the caller wants none, and gets an empty array when
+    /// every message was stored by this call with no dedupe id to complete.
     func store(
         _ messages: [Message], now: Int64, isInternal: Bool, dedupeKeys: [DedupeTable.Key?]? = nil, scheduling: Bool? = nil,
-        units: [Int]? = nil, here: Bool = false, completion: @escaping @Sendable (Result<[PublishReceipt], any Error>) -> Void
+        units: [Int]? = nil, here: Bool = false, receipts wanted: Bool = true,
+        completion: @escaping @Sendable (Result<[PublishReceipt], any Error>) -> Void
     ) {
         // Receipts known before storing: duplicates of messages stored earlier.
         var known: [(index: Int, receipt: PublishReceipt)] = []
@@ -309,8 +321,11 @@ public final class Broker: Sendable {
         var waits: [(index: Int, key: DedupeTable.Key)] = []
         var toStore: [Int] = []
 
-        for (index, message) in messages.enumerated() {
-            guard let key = dedupeKeys?[index] ?? dedupeKey(for: message) else { toStore.append(index); continue }
+        // By index: each message read where it lies (an enumerated copy is a
+        // retain and a release per message, and most have no dedupe id).
+        toStore.reserveCapacity(messages.count)
+        for index in messages.indices {
+            guard let key = dedupeKeys?[index] ?? dedupeKey(for: messages[index]) else { toStore.append(index); continue }
             if let first = firstInCall[key] { sameAs[index] = first; continue }
             switch dedupe.claim(key, now: now) {
             case .duplicate(let receipt):
@@ -324,66 +339,83 @@ public final class Broker: Sendable {
             }
         }
 
-        var requests: [AppendRequest] = []
-        requests.reserveCapacity(toStore.count)
         var requestTopics = TopicRuns()
         var scheduled: [Int] = []
         let storeDedupes = store.dedupesAppends
         let share = store.keylessShare
         let storeChooses = store.choosesKeylessQueues
-        // A batch is mostly one topic: it is looked up again only when the name changes.
+        // A batch is mostly one topic: it is looked up again only when the name
+        // changes, and its run of requests counted here and added to
+        // `requestTopics` once (a reference per request would be a retain and
+        // a release each).
         var lastTopic: Topic?
+        var runCount = 0, runBytes = 0
         // The queues the store may choose among for the last topic's messages without a sharding key.
         var choice: Range<Int>?
         // And often one sharding key (an ingest plugin's source): hashed again only when it changes.
         // (Three variables, not one optional tuple: testing the tuple copies it, two references.)
         var lastKey: String?
-        var lastKeyTopic: Topic?
+        var lastKeyTopic: ObjectIdentifier?
         var lastKeyQueue = 0
+        let requests: [AppendRequest]
         do {
-            for index in toStore {
-                var message = messages[index]
-                if let deliverAt = message.deliverAt, deliverAt > now, scheduling ?? !isInternal {
-                    message.properties[DelayScheduler.targetProperty] = message.topic
-                    message.topic = DelayScheduler.topic
-                    scheduled.append(requests.count)
-                }
-                if lastTopic?.name != message.topic {
-                    let resolved = try topics.resolve(message.topic, isInternal: isInternal || message.topic == DelayScheduler.topic)
-                    lastTopic = resolved
-                    // Where the store may choose (a shared one: a queue no other
-                    // append holds), any of the same queues will do. Delayed
-                    // messages wait in the scheduler's one queue.
-                    let allowed = share?.queues(of: resolved.queues) ?? 0..<resolved.queues
-                    choice = storeChooses && resolved.name != DelayScheduler.topic && allowed.count > 1 ? allowed : nil
-                }
-                // Unowned: `lastTopic` holds it for this message, and a strong
-                // local would be a retain and a release per message.
-                unowned(unsafe) let topic = lastTopic.unsafelyUnwrapped
-                // A store that dedupes (one shared by several gateways) checks the key as it stores.
-                let claim = storeDedupes ? (dedupeKeys?[index] ?? dedupeKey(for: messages[index])).map { key in
-                    DedupeClaim(topic: key.topic, id: key.id, windowMs: key.id.hasPrefix("%copy%") ? copyWindowMs : Int64(settings.defaults.dedupeWindowMs))
-                } : nil
-                let queue: Int
-                if let key = message.shardingKey {
-                    // The same bytes, not only an equal String: `==` holds for canonically
-                    // equivalent keys ("é" composed or not), which hash apart.
-                    if lastKeyTopic === topic, lastKey?.hasSameBytes(as: key) == true {
-                        queue = lastKeyQueue
-                    } else {
-                        queue = topic.queue(for: key, share: share)
-                        (lastKey, lastKeyTopic, lastKeyQueue) = (key, topic, queue)
+            // Each request made in its place in the array: one made apart and
+            // appended was copied in and destroyed (a retain and a release).
+            requests = try [AppendRequest](unsafeUninitializedCapacity: toStore.count) { buffer, made in
+                for index in toStore {
+                    // The one reference the request needs.
+                    var message = messages[index]
+                    if let deliverAt = message.deliverAt, deliverAt > now, scheduling ?? !isInternal {
+                        message.properties[DelayScheduler.targetProperty] = message.topic
+                        message.topic = DelayScheduler.topic
+                        scheduled.append(made)
                     }
-                } else {
-                    queue = topic.queue(for: nil, share: share)
+                    if lastTopic?.name != message.topic {
+                        let resolved = try topics.resolve(message.topic, isInternal: isInternal || message.topic == DelayScheduler.topic)
+                        if let lastTopic, runCount > 0 { requestTopics.append(lastTopic, count: runCount, bodyBytes: runBytes) }
+                        (runCount, runBytes) = (0, 0)
+                        lastTopic = resolved
+                        // Where the store may choose (a shared one: a queue no other
+                        // append holds), any of the same queues will do. Delayed
+                        // messages wait in the scheduler's one queue.
+                        let allowed = share?.queues(of: resolved.queues) ?? 0..<resolved.queues
+                        choice = storeChooses && resolved.name != DelayScheduler.topic && allowed.count > 1 ? allowed : nil
+                    }
+                    // Borrowed from `lastTopic`, which holds it: a strong local
+                    // would be a retain and a release per message.
+                    let topic = Unmanaged.passUnretained(lastTopic.unsafelyUnwrapped)
+                    // A store that dedupes (one shared by several gateways) checks the key as it stores.
+                    let claim = storeDedupes ? (dedupeKeys?[index] ?? dedupeKey(for: messages[index])).map { key in
+                        DedupeClaim(topic: key.topic, id: key.id, windowMs: key.id.hasPrefix("%copy%") ? copyWindowMs : Int64(settings.defaults.dedupeWindowMs))
+                    } : nil
+                    let queue: Int
+                    let keyless: Bool
+                    if let key = message.shardingKey {
+                        keyless = false
+                        // The same bytes, not only an equal String: `==` holds for canonically
+                        // equivalent keys ("é" composed or not), which hash apart.
+                        let identity = ObjectIdentifier(topic.takeUnretainedValue())
+                        if lastKeyTopic == identity, lastKey?.hasSameBytes(as: key) == true {
+                            queue = lastKeyQueue
+                        } else {
+                            queue = topic._withUnsafeGuaranteedRef { $0.queue(for: key, share: share) }
+                            (lastKey, lastKeyTopic, lastKeyQueue) = (key, identity, queue)
+                        }
+                    } else {
+                        keyless = true
+                        queue = topic._withUnsafeGuaranteedRef { $0.queue(for: nil, share: share) }
+                    }
+                    // Counted here, while the message is at hand: the answer runs on
+                    // another thread, where reading each body's length again missed the cache.
+                    runCount += 1
+                    runBytes += message.body.count
+                    // Moved into the request, not copied (a retain and a release).
+                    (buffer.baseAddress.unsafelyUnwrapped + made).initialize(to: AppendRequest(
+                        message: consume message, queue: queue, dedupe: claim, unit: units?[index] ?? 0, queues: keyless ? choice : nil))
+                    made += 1
                 }
-                let keyless = message.shardingKey == nil
-                // Counted here, while the message is at hand: the answer runs on
-                // another thread, where reading each body's length again missed the cache.
-                requestTopics.append(topic, bodyBytes: message.body.count)
-                // Moved into the request, not copied (a retain and a release).
-                requests.append(AppendRequest(message: consume message, queue: queue, dedupe: claim, unit: units?[index] ?? 0, queues: keyless ? choice : nil))
             }
+            if let lastTopic, runCount > 0 { requestTopics.append(lastTopic, count: runCount, bodyBytes: runBytes) }
         } catch {
             for key in claimed { dedupe.complete(key, receipt: nil, storedAt: now) }
             return completion(.failure(error))
@@ -423,16 +455,18 @@ public final class Broker: Sendable {
                 results = stored
             }
             Self.count(requestTopics)
+            // Nothing needs receipts: none wanted, every message stored by this call, no dedupe id to complete.
+            let receiptless = !wanted && toStore.count == messageCount && claimed.isEmpty
             // The receipts of what this call stored, in the order of `toStore`.
             var stored: [PublishReceipt] = []
-            stored.reserveCapacity(results.count)
+            if !receiptless { stored.reserveCapacity(results.count) }
             // By position, with no copy of a message (the enumerated zip and a
             // copy each cost some 60 instructions a message). The topic is its
             // run's: this runs on another thread than the one that read the
             // messages, where reading each one's topic missed the cache. (A
             // delayed message's run is the scheduler's: its own topic then.)
             var cursor = TopicRuns.Cursor(requestTopics)
-            for position in 0..<Swift.min(toStore.count, results.count) {
+            for position in 0..<(receiptless ? 0 : Swift.min(toStore.count, results.count)) {
                 let run = cursor.run(at: position, in: requestTopics)
                 let delayed = !scheduled.isEmpty && scheduled.contains(position)
                 stored.append(PublishReceipt(
@@ -448,23 +482,29 @@ public final class Broker: Sendable {
             if !toStore.isEmpty {
                 // One end per (topic, queue), found in a short list: a batch
                 // usually writes a few queues of one topic.
-                var ends: [(topic: Topic, queue: Int, end: UInt64)] = []
+                var ends: [(topic: ObjectIdentifier, run: Int, queue: Int, end: UInt64)] = []
                 var grown: [String: [Int: UInt64]] = [:]
-                // Each request's topic from the runs, told apart by identity (no name compared per message).
+                // Each request's topic from the runs, told apart by identity (no
+                // name compared, and no reference taken, per message).
+                let identities = requestTopics.runs.map { ObjectIdentifier($0.topic) }
                 var cursor = TopicRuns.Cursor(requestTopics)
-                for (position, result) in results.enumerated() {
+                for position in results.indices {
                     let run = cursor.run(at: position, in: requestTopics)
-                    if result.duplicate { continue }
-                    let topic = requestTopics.runs[run].topic
-                    if let at = ends.lastIndex(where: { $0.queue == result.queue && $0.topic === topic }) {
-                        ends[at].end = Swift.max(ends[at].end, result.queueOffset + 1)
+                    if results[position].duplicate { continue }
+                    let queue = results[position].queue, end = results[position].queueOffset + 1
+                    if let at = ends.lastIndex(where: { $0.queue == queue && $0.topic == identities[run] }) {
+                        ends[at].end = Swift.max(ends[at].end, end)
                     } else if ends.count < 32 {
-                        ends.append((topic, result.queue, result.queueOffset + 1))
+                        ends.append((identities[run], run, queue, end))
                     } else {
-                        grown[topic.name, default: [:]][result.queue] = Swift.max(grown[topic.name]?[result.queue] ?? 0, result.queueOffset + 1)
+                        let name = requestTopics.runs[run].topic.name
+                        grown[name, default: [:]][queue] = Swift.max(grown[name]?[queue] ?? 0, end)
                     }
                 }
-                for (topic, queue, end) in ends { grown[topic.name, default: [:]][queue] = Swift.max(grown[topic.name]?[queue] ?? 0, end) }
+                for (_, run, queue, end) in ends {
+                    let name = requestTopics.runs[run].topic.name
+                    grown[name, default: [:]][queue] = Swift.max(grown[name]?[queue] ?? 0, end)
+                }
                 if !grown.isEmpty { delivery.notify(grown: grown) }
             }
             if toStore.count == messageCount {
@@ -824,14 +864,13 @@ struct TopicRuns: Sendable {
     /// Each run's topic, its requests and their body bytes.
     private(set) var runs: [(topic: Topic, count: Int, bodyBytes: Int)] = []
 
-    /// The next request's topic and its body's length.
-    @inline(__always)
-    mutating func append(_ topic: Topic, bodyBytes: Int = 0) {
+    /// The next `count` requests' topic and their bodies' length.
+    mutating func append(_ topic: Topic, count: Int = 1, bodyBytes: Int = 0) {
         if let last = runs.indices.last, runs[last].topic === topic {
-            runs[last].count += 1
+            runs[last].count += count
             runs[last].bodyBytes += bodyBytes
         } else {
-            runs.append((topic, 1, bodyBytes))
+            runs.append((topic, count, bodyBytes))
         }
     }
 
