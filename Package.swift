@@ -149,7 +149,12 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
-            swiftSettings: swiftSettings
+            swiftSettings: swiftSettings,
+            // jemalloc in place of glibc's malloc for the whole gateway: a
+            // message is allocated on the thread that reads it and freed on
+            // another (the store's writer), which sends glibc's malloc down
+            // its slow paths every time (docs/OPERATIONS.md, Benchmarks/README.md).
+            linkerSettings: [.linkedLibrary("jemalloc", .when(platforms: [.linux]))]
         ),
         // `make bench`: throughput and latency runs.
         .executableTarget(

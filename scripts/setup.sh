@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian machine with the Swift toolchain lacks to build
-# and test Junction: pkg-config and libzmq (libzmq3-dev); for the tests, a
+# and test Junction: pkg-config, libzmq (libzmq3-dev) and jemalloc
+# (libjemalloc-dev); for the tests, a
 # PostgreSQL server, a headless Chromium with its driver, and pyzmq, selenium
 # and schemathesis from
 # pip. Idempotent: it only installs what is missing. Needs root (or sudo) the
@@ -20,6 +21,8 @@ command -v openssl >/dev/null 2>&1 || apt_packages+=(openssl)
 if ! command -v pkg-config >/dev/null 2>&1 || ! pkg-config --exists libzmq; then
     apt_packages+=(libzmq3-dev)
 fi
+# The gateway links jemalloc as its allocator (Package.swift).
+pkg-config --exists jemalloc 2>/dev/null || apt_packages+=(libjemalloc-dev)
 # The dashboard is tested in a real headless Chromium, driven through chromedriver.
 command -v chromium >/dev/null 2>&1 || apt_packages+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || apt_packages+=(chromium-driver)

@@ -41,6 +41,16 @@ struct ServeCommandTests {
         try await reopened.close()
     }
 
+    @Test("the gateway runs on jemalloc, not glibc's malloc (Package.swift links it; docs/OPERATIONS.md)")
+    func allocator() async throws {
+        let dir = TemporaryDirectory()
+        let files = try writeConfig(dir)
+        // jemalloc alone knows this setting: it prints its statistics, naming itself, as the process exits.
+        let check = try ChildProcess(junction, ["check-config", "--config", files.config, "--plugins", files.plugins], environment: ["MALLOC_CONF": "stats_print:true"])
+        #expect(await check.waitForExit() == 0, "\(check.lines)")
+        #expect(check.lines.contains { $0.contains("jemalloc") }, "no jemalloc statistics printed: \(check.lines.suffix(5))")
+    }
+
     /// Whether process `pid` still runs (an exited one not yet reaped by its new parent is a zombie: it does not).
     private static func running(_ pid: pid_t) -> Bool {
         guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
