@@ -54,7 +54,7 @@ load() {
         local before="" now
         while now=$(awk '{print $14 + $15}' "/proc/$pid/stat"); [ "$now" != "$before" ]; do before=$now; sleep 0.1; done
     else
-        "$root/.build/netbench" junction "$port" pubsub "$1" "$subscribers" none > /dev/null
+        "$root/.build/netbench" junction "$port" pubsub "$1" "$subscribers" "${ACK:-none}" > /dev/null
     fi
 }
 

@@ -352,6 +352,11 @@ public final class CommitLog: MessageStore {
 
     /// Reads records, one `pread` for each run of records that lie back to back
     /// in one segment (a queue's records often do), and decodes them in order.
+    /// The most bytes `readRecords` reads in one call, and the most it reads
+    /// past between two records it wants.
+    static let largestRead = 1 << 20
+    static let largestGap: UInt64 = 8 << 10
+
     private func readRecords(_ entries: [IndexEntry], in segments: [SegmentView], into messages: inout [StoredMessage]) throws {
         var start = 0
         var buffer: [UInt8] = []
@@ -359,15 +364,20 @@ public final class CommitLog: MessageStore {
             guard let view = Self.segment(containing: entries[start].position, in: segments) else {
                 throw StoreError(.corruptLog, "index entry points at position \(entries[start].position), outside the log")
             }
+            // One read for a run of records that lie close together: a
+            // queue's records are interleaved with its topic's other queues'
+            // (every eighth record, say), and a read per record cost more in
+            // system calls than the few KiB between them cost to copy.
             var end = start + 1
+            let first = entries[start].position
             var runBytes = Int(entries[start].size)
-            while end < entries.count, runBytes < 1 << 20,
-                  entries[end].position == entries[end - 1].position + UInt64(entries[end - 1].size),
+            while end < entries.count, runBytes < Self.largestRead,
+                  entries[end].position >= entries[end - 1].position + UInt64(entries[end - 1].size),
+                  entries[end].position - (entries[end - 1].position + UInt64(entries[end - 1].size)) <= Self.largestGap,
                   entries[end].position + UInt64(entries[end].size) <= view.end {
-                runBytes += Int(entries[end].size)
+                runBytes = Int(entries[end].position + UInt64(entries[end].size) - first)
                 end += 1
             }
-            let first = entries[start].position
             guard first + UInt64(runBytes) <= view.end else {
                 throw StoreError(.corruptLog, "index entry points at position \(first), outside the log")
             }
@@ -375,8 +385,8 @@ public final class CommitLog: MessageStore {
             let got = try buffer.withUnsafeMutableBytes { raw in
                 try view.segment.file.read(into: UnsafeMutableRawBufferPointer(rebasing: raw[0..<runBytes]), at: first - view.base)
             }
-            var offset = 0
             for entry in entries[start..<end] {
+                let offset = Int(entry.position - first)
                 do {
                     guard offset + Int(entry.size) <= got else { throw RecordCodec.Damage.truncated }
                     let message = try buffer.withUnsafeBytes { raw throws(RecordCodec.Damage) in
@@ -386,7 +396,6 @@ public final class CommitLog: MessageStore {
                 } catch {
                     throw StoreError(.corruptLog, "record at offset \(entry.position - view.base) of \(view.segment.file.path) is damaged (\(error)); it is not served")
                 }
-                offset += Int(entry.size)
             }
             start = end
         }

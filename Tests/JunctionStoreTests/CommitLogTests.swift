@@ -34,6 +34,40 @@ struct CommitLogTests {
         try await reopened.close()
     }
 
+    @Test("a queue whose records lie between other queues' is read back from the files whole and in order: records close together in one read, a wide gap (a large record of another queue), a tag filter and a segment's end between reads")
+    func interleavedReads() async throws {
+        let dir = TemporaryDirectory()
+        // No recent records: every read goes to the files.
+        let log = try CommitLog(directory: dir.path, settings: StoreSettings(flush: .never, segmentBytes: 64 << 10, recentRecordBytes: 0))
+        var expected: [UInt64: [[UInt8]]] = [0: [], 1: []]
+        for n in 0..<600 {
+            // Queues 0 and 1 alternate, with now and then a 20 KiB record of queue 2 between them
+            // (wider than the most a read spans between two records it wants) and a new segment every 64 KiB.
+            let queue = n % 7 == 6 ? 2 : n % 2
+            let body = queue == 2 ? [UInt8](repeating: UInt8(n % 251), count: 20 << 10) : Array("m\(n)".utf8)
+            _ = try await log.append([AppendRequest(message: Message(topic: "t", tag: n % 3 == 0 ? "x" : "y", body: body), queue: queue)])
+            if queue < 2 { expected[UInt64(queue)]!.append(body) }
+        }
+        #expect(log.segmentCount() > 3, "the test should cross segment boundaries")
+        for queue in 0..<2 {
+            var next: UInt64 = 0
+            var bodies: [[UInt8]] = []
+            while true {
+                let batch = try await log.read(topic: "t", queue: queue, from: next, limit: ReadLimit(maxMessages: 37), tagHashes: nil)
+                if batch.messages.isEmpty { break }
+                #expect(batch.messages.map(\.queueOffset) == Array(next..<next + UInt64(batch.messages.count)), "offsets in order from \(next)")
+                bodies += batch.messages.map(\.message.body)
+                next = batch.nextOffset
+            }
+            #expect(bodies == expected[UInt64(queue)]!, "queue \(queue) reads back whole")
+            // Filtered by tag: only the "x" records, still in order.
+            let tagged = try await log.read(topic: "t", queue: queue, from: 0, limit: ReadLimit(maxMessages: 1000), tagHashes: [TagHash.of("x")])
+            #expect(!tagged.messages.isEmpty && tagged.messages.allSatisfy { $0.message.tag == "x" })
+            #expect(tagged.messages.map(\.queueOffset) == tagged.messages.map(\.queueOffset).sorted())
+        }
+        try await log.close()
+    }
+
     private func check(_ log: CommitLog, _ written: [(Message, AppendResult)]) async throws {
         for (message, result) in written {
             let stored = try #require(try await log.message(id: result.id), "message \(result.id) not found")
