@@ -370,14 +370,14 @@ public final class CommitLog: MessageStore {
             // system calls than the few KiB between them cost to copy.
             var end = start + 1
             let first = entries[start].position
-            var runBytes = Int(entries[start].size)
-            while end < entries.count, runBytes < Self.largestRead,
-                  entries[end].position >= entries[end - 1].position + UInt64(entries[end - 1].size),
-                  entries[end].position - (entries[end - 1].position + UInt64(entries[end - 1].size)) <= Self.largestGap,
+            var runEnd = first + UInt64(entries[start].size)
+            while end < entries.count, runEnd - first < UInt64(Self.largestRead),
+                  entries[end].position >= runEnd, entries[end].position - runEnd <= Self.largestGap,
                   entries[end].position + UInt64(entries[end].size) <= view.end {
-                runBytes = Int(entries[end].position + UInt64(entries[end].size) - first)
+                runEnd = entries[end].position + UInt64(entries[end].size)
                 end += 1
             }
+            let runBytes = Int(runEnd - first)
             guard first + UInt64(runBytes) <= view.end else {
                 throw StoreError(.corruptLog, "index entry points at position \(first), outside the log")
             }

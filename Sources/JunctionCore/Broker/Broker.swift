@@ -349,6 +349,7 @@ public final class Broker: Sendable {
         // `requestTopics` once (a reference per request would be a retain and
         // a release each).
         var lastTopic: Topic?
+        var lastTopicID: ObjectIdentifier?
         var runCount = 0, runBytes = 0
         // The queues the store may choose among for the last topic's messages without a sharding key.
         var choice: Range<Int>?
@@ -374,7 +375,7 @@ public final class Broker: Sendable {
                         let resolved = try topics.resolve(message.topic, isInternal: isInternal || message.topic == DelayScheduler.topic)
                         if let lastTopic, runCount > 0 { requestTopics.append(lastTopic, count: runCount, bodyBytes: runBytes) }
                         (runCount, runBytes) = (0, 0)
-                        lastTopic = resolved
+                        (lastTopic, lastTopicID) = (resolved, ObjectIdentifier(resolved))
                         // Where the store may choose (a shared one: a queue no other
                         // append holds), any of the same queues will do. Delayed
                         // messages wait in the scheduler's one queue.
@@ -394,12 +395,11 @@ public final class Broker: Sendable {
                         keyless = false
                         // The same bytes, not only an equal String: `==` holds for canonically
                         // equivalent keys ("é" composed or not), which hash apart.
-                        let identity = ObjectIdentifier(topic.takeUnretainedValue())
-                        if lastKeyTopic == identity, lastKey?.hasSameBytes(as: key) == true {
+                        if lastKeyTopic == lastTopicID, lastKey?.hasSameBytes(as: key) == true {
                             queue = lastKeyQueue
                         } else {
                             queue = topic._withUnsafeGuaranteedRef { $0.queue(for: key, share: share) }
-                            (lastKey, lastKeyTopic, lastKeyQueue) = (key, identity, queue)
+                            (lastKey, lastKeyTopic, lastKeyQueue) = (key, lastTopicID, queue)
                         }
                     } else {
                         keyless = true
@@ -482,7 +482,7 @@ public final class Broker: Sendable {
             if !toStore.isEmpty {
                 // One end per (topic, queue), found in a short list: a batch
                 // usually writes a few queues of one topic.
-                var ends: [(topic: ObjectIdentifier, run: Int, queue: Int, end: UInt64)] = []
+                var ends: [(run: Int, queue: Int, end: UInt64)] = []
                 var grown: [String: [Int: UInt64]] = [:]
                 // Each request's topic from the runs, told apart by identity (no
                 // name compared, and no reference taken, per message).
@@ -492,16 +492,16 @@ public final class Broker: Sendable {
                     let run = cursor.run(at: position, in: requestTopics)
                     if results[position].duplicate { continue }
                     let queue = results[position].queue, end = results[position].queueOffset + 1
-                    if let at = ends.lastIndex(where: { $0.queue == queue && $0.topic == identities[run] }) {
+                    if let at = ends.lastIndex(where: { $0.queue == queue && identities[$0.run] == identities[run] }) {
                         ends[at].end = Swift.max(ends[at].end, end)
                     } else if ends.count < 32 {
-                        ends.append((identities[run], run, queue, end))
+                        ends.append((run, queue, end))
                     } else {
                         let name = requestTopics.runs[run].topic.name
                         grown[name, default: [:]][queue] = Swift.max(grown[name]?[queue] ?? 0, end)
                     }
                 }
-                for (_, run, queue, end) in ends {
+                for (run, queue, end) in ends {
                     let name = requestTopics.runs[run].topic.name
                     grown[name, default: [:]][queue] = Swift.max(grown[name]?[queue] ?? 0, end)
                 }
