@@ -241,23 +241,27 @@ extension MessageStore {
 }
 
 /// One message to store and the queue it goes to.
+///
+/// Its fields are constants: with `var`s, the compiler built each request
+/// made by the broker apart and copied it into place (an outlined copy and
+/// destroy: a retain and a release of the message, some 120 instructions).
 public struct AppendRequest: Sendable {
     /// The message.
-    public var message: Message
+    public let message: Message
     /// Its queue within the topic.
-    public var queue: Int
+    public let queue: Int
     /// For a store that dedupes (`dedupesAppends`): the key this message
     /// claims; the broker sets it only for such a store.
-    public var dedupe: DedupeClaim?
+    public let dedupe: DedupeClaim?
     /// The requests of one `enqueue` with the same unit are stored all or
     /// none; a store may write different units apart (in parallel), as long
     /// as it answers the call only when all are stored. The broker gives each
     /// publish of a burst its own unit.
-    public var unit: Int
+    public let unit: Int
     /// For a message without a sharding key, on a store that
     /// `choosesKeylessQueues`: the queues it may go to instead of `queue`
     /// (the topic's, or this gateway's share of them). Nil: `queue` only.
-    public var queues: Range<Int>?
+    public let queues: Range<Int>?
 
     /// Creates a request.
     public init(message: Message, queue: Int, dedupe: DedupeClaim? = nil, unit: Int = 0, queues: Range<Int>? = nil) {

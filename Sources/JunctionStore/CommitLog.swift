@@ -142,7 +142,10 @@ public final class CommitLog: MessageStore {
     private func enqueue(_ requests: [AppendRequest], mayWriteHere: Bool, completion: @escaping @Sendable (Result<[AppendResult], any Error>) -> Void) {
         guard !requests.isEmpty else { return completion(.success([])) }
         do {
-            for request in requests { try RecordCodec.validate(request.message, queue: request.queue) }
+            // Each message borrowed where it lies: a copy would be a retain and a release.
+            for index in requests.indices {
+                try requests.withMessage(at: index) { try RecordCodec.validate($0, queue: requests[index].queue) }
+            }
         } catch {
             return completion(.failure(error))
         }

@@ -31,7 +31,7 @@ enum RecordCodec {
     private static let hasDeliverAt: UInt8 = 8
 
     /// Refuses what cannot be encoded, naming the field and its limit.
-    static func validate(_ message: Message, queue: Int) throws {
+    static func validate(_ message: borrowing Message, queue: Int) throws {
         // The text is made only for a refusal: this runs for every record.
         func check(_ ok: Bool, _ what: @autoclosure () -> String) throws {
             if !ok { throw StoreError(.invalidMessage, what()) }

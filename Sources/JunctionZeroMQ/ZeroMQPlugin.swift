@@ -361,6 +361,8 @@ public final class ZeroMQPlugin: Service, Sendable {
         var accepted = Ingested()
         defer { if !accepted.messages.isEmpty { publish(accepted) } }
         var frames: [[UInt8]] = []
+        // Read once per wakeup, not per message (a call and a retain each).
+        let source = name
         for _ in 0..<1024 {
             let received: Bool?
             do {
@@ -374,7 +376,7 @@ public final class ZeroMQPlugin: Service, Sendable {
             if settings.socket == .DEALER {
                 acknowledge(frames, subscription: subscription)
             } else {
-                ingest(frames, oversized: oversized, into: &accepted)
+                ingest(&frames, oversized: oversized, source: source, into: &accepted)
             }
         }
     }
@@ -389,29 +391,33 @@ public final class ZeroMQPlugin: Service, Sendable {
     }
 
     /// Makes a message of what was received and adds it to `accepted`; a
-    /// refusal is counted, logged and (ROUTER) answered here instead.
-    private func ingest(_ frames: [[UInt8]], oversized: Bool, into accepted: inout Ingested) {
-        var payload = frames[...]
+    /// refusal is counted, logged and (ROUTER) answered here instead. The
+    /// frames are moved out of `frames` into the message (each copied or
+    /// sliced was a retain and a release per message); what is left of them
+    /// the next receive clears.
+    private func ingest(_ frames: inout [[UInt8]], oversized: Bool, source: String, into accepted: inout Ingested) {
+        let frameCount = frames.count
         var replyPrefix: [[UInt8]] = []
         let isRouter = settings.socket == .ROUTER
         if isRouter {
-            guard let (prefix, rest) = Self.routed(frames) else { return }
-            (replyPrefix, payload) = (prefix, rest)
+            guard let (prefix, _) = Self.routed(frames) else { return }
+            replyPrefix = prefix
+            frames.removeFirst(prefix.count)
         }
         do throws(Refusal) {
             if oversized { throw Refusal("message larger than maxMessageBytes (\(settings.maxMessageBytes))") }
-            var message = try makeMessage(payload)
+            var message = try makeMessage(taking: &frames)
             // ROUTER: each peer is a source of its own; the others: the plugin.
             if isRouter {
-                settings.queueSelection.apply(to: &message, source: "\(name)/\(Self.hex(replyPrefix[0]))")
+                settings.queueSelection.apply(to: &message, source: "\(source)/\(Self.hex(replyPrefix[0]))")
                 accepted.replyPrefixes.append(replyPrefix)
             } else {
-                settings.queueSelection.apply(to: &message, source: name)
+                settings.queueSelection.apply(to: &message, source: source)
             }
-            accepted.messages.append(message)
+            accepted.messages.append(consume message)
         } catch {
             metrics.refused(1)
-            logger.notice("refused a ZeroMQ message", metadata: ["plugin": "\(name)", "reason": "\(error.text)", "frames": "\(frames.count)"])
+            logger.notice("refused a ZeroMQ message", metadata: ["plugin": "\(source)", "reason": "\(error.text)", "frames": "\(frameCount)"])
             if isRouter { reply(replyPrefix + [Array("ERROR".utf8), Array(error.text.utf8)]) }
         }
     }
@@ -494,17 +500,18 @@ public final class ZeroMQPlugin: Service, Sendable {
     }
 
     /// One frame is the body; two are [envelope, body]; ROUTER also takes
-    /// [envelope, body, dedupe id]. Anything else is refused.
-    private func makeMessage(_ payload: ArraySlice<[UInt8]>) throws(Refusal) -> Message {
+    /// [envelope, body, dedupe id]. Anything else is refused. The body and
+    /// the dedupe id are moved out of `payload`, not copied.
+    private func makeMessage(taking payload: inout [[UInt8]]) throws(Refusal) -> Message {
         guard !payload.isEmpty, payload.contains(where: { !$0.isEmpty }) else { throw Refusal("an empty message") }
         let maxFrames = settings.socket == .ROUTER ? 3 : 2
-        guard payload.count <= maxFrames else {
-            throw Refusal("\(payload.count) frames; expected [body], [envelope, body]\(maxFrames == 3 ? " or [envelope, body, dedupe id]" : "")")
+        let count = payload.count
+        guard count <= maxFrames else {
+            throw Refusal("\(count) frames; expected [body], [envelope, body]\(maxFrames == 3 ? " or [envelope, body, dedupe id]" : "")")
         }
-        // A slice keeps its parent's indices (a ROUTER's payload follows its prefix).
-        let first = payload.startIndex
-        let body = payload.count == 1 ? payload[first] : payload[first + 1]
-        let envelope = payload.count >= 2 ? String(decoding: payload[first], as: UTF8.self) : nil
+        let dedupeID = count == 3 ? String(decoding: payload.removeLast(), as: UTF8.self) : nil
+        let body = payload.removeLast()
+        let envelope = count >= 2 ? String(decoding: payload[0], as: UTF8.self) : nil
         var message: Message
         if settings.body == .json {
             message = try jsonMessage(body)
@@ -519,7 +526,7 @@ public final class ZeroMQPlugin: Service, Sendable {
             case .none: break
             }
         }
-        if payload.count == 3 { message.dedupeID = String(decoding: payload[first + 2], as: UTF8.self) }
+        if let dedupeID { message.dedupeID = dedupeID }
         if message.topic.isEmpty { throw Refusal("no topic: set the plugin's topic, or name one in the envelope or the JSON body") }
         return message
     }

@@ -285,7 +285,7 @@ public final class Broker: Sendable {
             number += 1
             do {
                 let checked = messages[index].topic == checkedTopic
-                try validate(messages[index], now: now, topicChecked: checked)
+                try messages.withMessage(at: index) { try validate($0, now: now, topicChecked: checked) }
                 if !checked { checkedTopic = messages[index].topic }
             } catch {
                 var error = BrokerError(error)
@@ -568,7 +568,10 @@ public final class Broker: Sendable {
 
     /// Refuses what breaks a rule or a limit, naming it.
     /// `topicChecked`: the topic is that of the message before, found valid.
-    private func validate(_ message: Message, now: Int64, topicChecked: Bool = false) throws {
+    /// Borrowed, and called through `withMessage(at:_:)`: a message passed
+    /// from an array as a plain argument was retained and released around
+    /// the call (the compiler cannot tell that this leaves the array alone).
+    private func validate(_ message: borrowing Message, now: Int64, topicChecked: Bool = false) throws {
         let limits = settings.limits
         if !topicChecked {
             if let problem = TopicName.problem(with: message.topic) { throw BrokerError(.invalidMessage, problem) }
