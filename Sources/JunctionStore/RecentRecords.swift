@@ -58,36 +58,39 @@ struct RecentRecords: Sendable {
     /// Adds a record; what the budget pushes out goes to `evicted`, so that
     /// the caller frees it where it likes (not under the log's lock).
     mutating func add(_ message: consuming StoredMessage, tagHash: UInt64, evicted: inout [StoredMessage]) {
+        add(RecentRecord(message: message, tagHash: tagHash), evicted: &evicted)
+    }
+
+    /// Adds a record made by the writer; what the budget pushes out goes to
+    /// `evicted`. The record is read where it lies and moved in: no copy of
+    /// it or of its message (each a retain and a release).
+    mutating func add(_ record: consuming RecentRecord, evicted: inout [StoredMessage]) {
         guard budget > 0 else { return }
-        let size = message.message.body.count + Self.overhead
+        let size = record.cost
+        let queue = record.message.queue
+        let offset = record.message.queueOffset
         let slot: Int
-        if let lastSlot, runs[lastSlot].key.queue == message.queue, runs[lastSlot].key.topic == message.message.topic {
+        if let lastSlot, runs[lastSlot].key.queue == queue, runs[lastSlot].key.topic == record.message.message.topic {
             slot = lastSlot
-        } else if let known = slots.position(
-            of: QueueKey(topic: message.message.topic, queue: message.queue),
-            matching: { $0.queue == message.queue && $0.topic == message.message.topic }) {
-            slot = known
         } else {
-            let key = QueueKey(topic: message.message.topic, queue: message.queue)
-            slot = slots.add(key)
-            runs.append(Run(key: key, first: message.queueOffset))
+            slot = self.slot(topic: record.message.message.topic, queue: queue, first: offset)
         }
         lastSlot = slot
         runs[slot].unread &+= size
         // Not read while a budget's worth was added: not kept until read again.
         guard runs[slot].unread <= budget else { return }
-        guard message.message.body.count <= Self.largestKept else {
+        guard size - Self.overhead <= Self.largestKept else {
             // Not kept: what is held for the queue would no longer be a run ending at its newest.
             dropRun(slot)
             return
         }
-        if runs[slot].records.count > 0 && runs[slot].end != message.queueOffset {
+        if runs[slot].records.count > 0 && runs[slot].end != offset {
             // A gap: the run starts again here.
             dropRun(slot)
         }
-        if runs[slot].records.count == 0 { runs[slot].first = message.queueOffset }
+        if runs[slot].records.count == 0 { runs[slot].first = offset }
         // Moved in, not copied (a retain and a release).
-        runs[slot].records.append(RecentRecord(message: consume message, tagHash: tagHash, cost: size))
+        runs[slot].records.append(record)
         order.append(slot)
         bytes += size
         while bytes > budget, let oldest = order.removeFirst() {
@@ -97,6 +100,16 @@ struct RecentRecords: Sendable {
             bytes -= dropped.cost
             evicted.append(dropped.message)
         }
+    }
+
+    /// The run of `topic`'s `queue`, made (starting at `first`) the first time.
+    private mutating func slot(topic: String, queue: Int, first: UInt64) -> Int {
+        if let known = slots.position(of: QueueKey(topic: topic, queue: queue), matching: { $0.queue == queue && $0.topic == topic }) {
+            return known
+        }
+        let key = QueueKey(topic: topic, queue: queue)
+        runs.append(Run(key: key, first: first))
+        return slots.add(key)
     }
 
     /// Forgets a queue's records and their places in the eviction order
@@ -183,5 +196,43 @@ struct Ring<Element: Sendable>: Sendable {
             head = 0
         }
         return item
+    }
+}
+
+/// The records one written batch adds to the recent records, made by the
+/// writer as it encodes and moved, one by one, into the recent records once
+/// the batch is written. An array would be read by copying each record out
+/// (a retain, and a release when the array goes: two atomic operations a
+/// record on the writer's thread); this hands each over as it is.
+/// Whatever is not taken is destroyed with it.
+struct RecentRecordBatch: ~Copyable {
+    private let base: UnsafeMutablePointer<RecentRecord>
+    private let capacity: Int
+    /// Records made.
+    private(set) var count = 0
+    /// Records taken: those before `taken` are moved out.
+    private var taken = 0
+
+    init(capacity: Int) {
+        self.capacity = Swift.max(capacity, 1)
+        base = .allocate(capacity: self.capacity)
+    }
+
+    mutating func append(_ record: consuming RecentRecord) {
+        precondition(count < capacity, "more records than the batch was made for")
+        (base + count).initialize(to: record)
+        count += 1
+    }
+
+    /// The next record not yet taken, moved out; nil once all are.
+    mutating func takeNext() -> RecentRecord? {
+        guard taken < count else { return nil }
+        defer { taken += 1 }
+        return (base + taken).move()
+    }
+
+    deinit {
+        (base + taken).deinitialize(count: count - taken)
+        base.deallocate()
     }
 }

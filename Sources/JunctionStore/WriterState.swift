@@ -59,8 +59,7 @@ final class WriterState: @unchecked Sendable {
         results.reserveCapacity(batch.count)
         // The records readers will get from memory (see `keepRecent`).
         let keepsRecent = log.settings.recentRecordBytes > 0
-        var recent: [RecentRecord] = []
-        if keepsRecent { recent.reserveCapacity(batch.reduce(0) { $0 + $1.requests.count }) }
+        var recent = RecentRecordBatch(capacity: keepsRecent ? batch.reduce(0) { $0 + $1.requests.count } : 0)
         // The queues this batch writes, each looked up once: most batches
         // write a few queues, found by comparing the last one and then a short list.
         var runs: [(key: QueueKey, first: UInt64, next: UInt64, entries: [IndexEntry])] = []
@@ -164,7 +163,7 @@ final class WriterState: @unchecked Sendable {
             for pending in batch { pending.completion(.failure(error)) }
             return
         }
-        if keepsRecent { keepRecent(recent, log: log) }
+        if keepsRecent { keepRecent(consume recent, log: log) }
         // Hand over: under `always` the group-commit thread fsyncs and answers
         // while this thread encodes and writes the next batch.
         active = views[views.count - 1]
@@ -191,11 +190,12 @@ final class WriterState: @unchecked Sendable {
     /// yet: a read of the recent records stops at the queue's committed end,
     /// which `CommitLog.publish` advances after the fsync. What the budget
     /// pushes out is freed outside the lock.
-    private func keepRecent(_ records: [RecentRecord], log: CommitLog) {
+    private func keepRecent(_ records: consuming RecentRecordBatch, log: CommitLog) {
         var evicted: [StoredMessage] = []
         evicted.reserveCapacity(records.count)
+        var records = records
         log.recent.withLock { recent in
-            for record in records { recent.add(record.message, tagHash: record.tagHash, evicted: &evicted) }
+            while let record = records.takeNext() { recent.add(record, evicted: &evicted) }
         }
     }
 

@@ -33,6 +33,32 @@ struct RecentRecordsTests {
         #expect(recent.read(key("t", 0), from: 7, end: 15, limit: ReadLimit(maxScanned: 2), tagHashes: nil)?.nextOffset == 9)
     }
 
+    @Test("a writer's batch of records hands each over once, in order; what is not taken goes with the batch")
+    func recordBatch() {
+        var batch = RecentRecordBatch(capacity: 4)
+        for offset in UInt64(0)..<4 { batch.append(RecentRecord(message: record("t", queue: 0, offset: offset), tagHash: offset)) }
+        #expect(batch.count == 4)
+        var recent = RecentRecords(budget: 1 << 20)
+        var evicted: [StoredMessage] = []
+        var taken: [UInt64] = []
+        while taken.count < 3, let next = batch.takeNext() {
+            taken.append(next.message.queueOffset)
+            #expect(next.tagHash == next.message.queueOffset)
+            recent.add(next, evicted: &evicted)
+        }
+        #expect(taken == [0, 1, 2])
+        #expect(recent.read(key("t", 0), from: 0, end: 4, limit: ReadLimit(), tagHashes: nil)?.messages.map(\.queueOffset) == [0, 1, 2])
+        // The fourth is still the batch's: taken now, then none is left.
+        #expect(batch.takeNext()?.message.queueOffset == 3)
+        #expect(batch.takeNext() == nil)
+        // A batch dropped with records not taken (a failed write) destroys them itself.
+        var dropped = RecentRecordBatch(capacity: 2)
+        dropped.append(RecentRecord(message: record("t", queue: 1, offset: 0), tagHash: 0))
+        dropped.append(RecentRecord(message: record("t", queue: 1, offset: 1), tagHash: 0))
+        #expect(dropped.takeNext()?.message.queueOffset == 0)
+        _ = consume dropped
+    }
+
     @Test("records added before their batch is committed are not served past the committed end; what the budget pushes out is handed back")
     func heldAheadOfCommit() {
         let size = 10 + RecentRecords.overhead
