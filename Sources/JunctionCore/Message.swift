@@ -196,3 +196,11 @@ extension Array where Element == AppendRequest {
         try Message.borrowing(Unmanaged.passUnretained(self[index].message.storage), bornTimestamp: self[index].message.bornTimestamp, body)
     }
 }
+
+extension ArraySlice where Element == Delivery {
+    /// The message of the delivery at `index`, as `[Message].withMessage(at:_:)` reads it.
+    @inlinable @inline(__always)
+    public func withMessage<R>(at index: Int, _ body: (borrowing Message) throws -> R) rethrows -> R {
+        try Message.borrowing(Unmanaged.passUnretained(self[index].message.message.storage), bornTimestamp: self[index].message.message.bornTimestamp, body)
+    }
+}

@@ -88,7 +88,7 @@ public enum FrameCodec {
             out.put(id)
             out.put(UInt16(deliveries.count))
             if size > 0 {
-                for index in deliveries.indices { out.putPlain(deliveries[index]) }
+                for index in deliveries.indices { out.putPlain(deliveries, at: index) }
                 assert(out.offset == size)
             }
             return out.offset
@@ -804,25 +804,43 @@ private struct RawWriter {
     mutating func putPlain(_ delivery: borrowing Delivery) {
         putPlace(delivery.message.id, queue: delivery.message.queue, offset: delivery.message.queueOffset, storeTimestamp: delivery.message.storeTimestamp)
         put(UInt16(clamping: delivery.attempt))
-        put(delivery.message.message.topic)
+        putPlain(delivery.message.message)
+    }
+
+    /// `putPlain` of the delivery at `index`, its message borrowed where it
+    /// lies: written from a copy, the copies of bytes made the compiler retain
+    /// and release it around them (two atomic operations a delivery).
+    @inline(__always)
+    mutating func putPlain(_ deliveries: ArraySlice<Delivery>, at index: Int) {
+        putPlace(
+            deliveries[index].message.id, queue: deliveries[index].message.queue, offset: deliveries[index].message.queueOffset,
+            storeTimestamp: deliveries[index].message.storeTimestamp)
+        put(UInt16(clamping: deliveries[index].attempt))
+        deliveries.withMessage(at: index) { putPlain($0) }
+    }
+
+    /// The message's part of `putPlain(_: Delivery)`.
+    @inline(never)
+    private mutating func putPlain(_ message: borrowing Message) {
+        put(message.topic)
         var flags: UInt8 = 0
-        if delivery.message.message.tag != nil { flags |= 1 }
-        if delivery.message.message.shardingKey != nil { flags |= 2 }
-        if delivery.message.message.dedupeID != nil { flags |= 4 }
-        if delivery.message.message.deliverAt != nil { flags |= 8 }
+        if message.tag != nil { flags |= 1 }
+        if message.shardingKey != nil { flags |= 2 }
+        if message.dedupeID != nil { flags |= 4 }
+        if message.deliverAt != nil { flags |= 8 }
         put(flags)
-        if let tag = delivery.message.message.tag { put(tag) }
+        if let tag = message.tag { put(tag) }
         put(UInt16(0))  // keys
         put(UInt16(0))  // properties
-        if let shardingKey = delivery.message.message.shardingKey { put(shardingKey) }
-        if let dedupeID = delivery.message.message.dedupeID { put(dedupeID) }
-        if let deliverAt = delivery.message.message.deliverAt { put(deliverAt) }
-        put(delivery.message.message.bornTimestamp)
-        put(UInt32(delivery.message.message.body.count))
-        delivery.message.message.body.withUnsafeBytes { body in
+        if let shardingKey = message.shardingKey { put(shardingKey) }
+        if let dedupeID = message.dedupeID { put(dedupeID) }
+        if let deliverAt = message.deliverAt { put(deliverAt) }
+        put(message.bornTimestamp)
+        put(UInt32(message.body.count))
+        message.body.withUnsafeBytes { body in
             if body.count > 0 { (base + offset).copyMemory(from: body.baseAddress!, byteCount: body.count) }
         }
-        offset += delivery.message.message.body.count
+        offset += message.body.count
     }
 
     /// The bytes `put(text)` writes.
