@@ -5,7 +5,7 @@ import Testing
 
 @Suite("Broker: publishing")
 struct BrokerPublishTests {
-    @Test("the same sharding key always lands on the same queue; others spread round-robin")
+    @Test("the same sharding key always lands on the same queue; others spread round-robin, an append's together")
     func queueSelection() async throws {
         let h = try await DeliveryHarness.open(settings: BrokerSettings(topics: [TopicDeclaration(name: "orders", queues: 8)]))
         var byKey: [String: Set<Int>] = [:]
@@ -19,6 +19,14 @@ struct BrokerPublishTests {
         var perQueue = [Int](repeating: 0, count: 8)
         for n in 0..<400 { perQueue[try await h.broker.publish(Message(topic: "orders", body: [UInt8(n % 256)])).queue] += 1 }
         #expect(perQueue == [Int](repeating: 50, count: 8))
+        // One append's messages without a key go together to one queue, the next
+        // append's to the next queue; a keyed message among them keeps its key's queue.
+        let keyed = try await h.broker.publish(Message(topic: "orders", body: [0], shardingKey: "customer-3")).queue
+        let first = try await h.broker.publish((0..<16).map { Message(topic: "orders", body: [UInt8($0)], shardingKey: $0 == 5 ? "customer-3" : nil) })
+        #expect(Set(first.enumerated().filter { $0.offset != 5 }.map(\.element.queue)).count == 1, "\(first.map(\.queue))")
+        #expect(first[5].queue == keyed)
+        let second = try await h.broker.publish((0..<16).map { Message(topic: "orders", body: [UInt8($0)]) })
+        #expect(Set(second.map(\.queue)) == [(first[0].queue + 1) % 8], "\(second.map(\.queue))")
         // Queue offsets within a queue are consecutive.
         let range = try await h.store.queueRange(topic: "orders", queue: 3)
         #expect(range.end >= 50)

@@ -83,7 +83,9 @@ struct DurableMetadataTests {
         var h = try await DeliveryHarness.open(settings: BrokerSettings(topics: [TopicDeclaration(name: "t", queues: 2)]))
         let other = GroupOffset(group: "elsewhere", topic: "t", queue: 1, committed: 42)
         try await h.store.saveOffsets([other])  // as another gateway's save would
-        try await h.publish("t", count: 2)  // one per queue, in turn
+        // Two appends: one per queue, in turn.
+        _ = try await h.publish("t", count: 1)
+        _ = try await h.publish("t", count: 1, from: 1)
         let subscription = try await h.broker.subscribe(SubscriptionOptions(topic: "t", group: "g", start: .earliest))
         subscription.ack(try await take(2, from: subscription))
         try await h.broker.saveOffsets()

@@ -21,7 +21,7 @@ struct QueueSelectionTests {
         for selection in QueueSelection.allCases { #expect(selected(selection, own) == "mine") }
     }
 
-    @Test("one source's messages land on one queue, so they stay in order; round-robin spreads them")
+    @Test("one source's messages land on one queue, so they stay in order; round-robin spreads them append by append")
     func oneQueuePerSource() async throws {
         let h = try await DeliveryHarness.open(settings: BrokerSettings(topics: [TopicDeclaration(name: "t", queues: 4)]))
         func queues(_ selection: QueueSelection, source: String) async throws -> Set<Int> {
@@ -30,7 +30,10 @@ struct QueueSelectionTests {
                 selection.apply(to: &message, source: source)
                 return message
             }
-            return Set(try await h.broker.publish(messages).map(\.queue))
+            // Four appends: round-robin puts each append's messages on the next queue in turn.
+            var queues = Set<Int>()
+            for part in stride(from: 0, to: 20, by: 5) { queues.formUnion(try await h.broker.publish(Array(messages[part..<part + 5])).map(\.queue)) }
+            return queues
         }
         #expect(try await queues(.perSource, source: "a").count == 1)
         #expect(try await queues(.perSource, source: "a") == queues(.perSource, source: "a"), "the same source, the same queue")

@@ -358,6 +358,13 @@ public final class Broker: Sendable {
         var lastKey: String?
         var lastKeyTopic: ObjectIdentifier?
         var lastKeyQueue = 0
+        // The queue of the last topic's messages without a sharding key: one
+        // for all of them in this append, taken in turn when the topic's run
+        // starts (so appends go round the queues). As RocketMQ sends a batch
+        // to one queue and Kafka's producer sticks to a partition per batch:
+        // each append writes one run per queue, not one record per queue in
+        // turn, and its readers get the run in one read.
+        var keylessQueue: Int?
         let requests: [AppendRequest]
         do {
             // Each request made in its place in the array: one made apart and
@@ -381,6 +388,7 @@ public final class Broker: Sendable {
                         // messages wait in the scheduler's one queue.
                         let allowed = share?.queues(of: resolved.queues) ?? 0..<resolved.queues
                         choice = storeChooses && resolved.name != DelayScheduler.topic && allowed.count > 1 ? allowed : nil
+                        keylessQueue = nil
                     }
                     // Borrowed from `lastTopic`, which holds it: a strong local
                     // would be a retain and a release per message.
@@ -403,7 +411,12 @@ public final class Broker: Sendable {
                         }
                     } else {
                         keyless = true
-                        queue = topic._withUnsafeGuaranteedRef { $0.queue(for: nil, share: share) }
+                        if let keylessQueue {
+                            queue = keylessQueue
+                        } else {
+                            queue = topic._withUnsafeGuaranteedRef { $0.queue(for: nil, share: share) }
+                            keylessQueue = queue
+                        }
                     }
                     // Counted here, while the message is at hand: the answer runs on
                     // another thread, where reading each body's length again missed the cache.
