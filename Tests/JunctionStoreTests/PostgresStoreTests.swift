@@ -991,7 +991,19 @@ struct PostgresConnectionLossTests {
         #expect(refused.allSatisfy { $0.code == .storeUnavailable }, "\(refused.prefix(3))")
         for (body, result, _) in outcomes {
             guard let result else { continue }
-            let stored = try await store.message(id: result.id)
+            // A connection the last cut killed may still sit in the pool: the
+            // first read over it fails as the appends did; the read is retried.
+            let read = Locked<StoredMessage?>(nil)
+            try await waitUntil(seconds: 30, "a read after the cuts kept failing") {
+                do {
+                    let message = try await store.message(id: result.id)
+                    read.withLock { $0 = message }
+                    return true
+                } catch let error as BrokerError where error.code == .storeUnavailable {
+                    return false
+                }
+            }
+            let stored = read.withLock { $0 }
             #expect(stored.map { String(decoding: $0.message.body, as: UTF8.self) } == body && stored?.queueOffset == result.queueOffset,
                     "receipt \(result) for \(body) names \(String(describing: stored))")
         }
