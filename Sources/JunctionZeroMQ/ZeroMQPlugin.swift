@@ -406,8 +406,9 @@ public final class ZeroMQPlugin: Service, Sendable {
         }
         do throws(Refusal) {
             if oversized { throw Refusal("message larger than maxMessageBytes (\(settings.maxMessageBytes))") }
-            var message = try makeMessage(taking: &frames)
-            // ROUTER: each peer is a source of its own; the others: the plugin.
+            // ROUTER: each peer is a source of its own; the others: the plugin,
+            // whose raw messages get it as they are made (no change after).
+            var message = try makeMessage(taking: &frames, source: isRouter ? nil : source)
             if isRouter {
                 settings.queueSelection.apply(to: &message, source: "\(source)/\(Self.hex(replyPrefix[0]))")
                 accepted.replyPrefixes.append(replyPrefix)
@@ -502,7 +503,8 @@ public final class ZeroMQPlugin: Service, Sendable {
     /// One frame is the body; two are [envelope, body]; ROUTER also takes
     /// [envelope, body, dedupe id]. Anything else is refused. The body and
     /// the dedupe id are moved out of `payload`, not copied.
-    private func makeMessage(taking payload: inout [[UInt8]]) throws(Refusal) -> Message {
+    /// `source`: the sharding key a raw message is made with under `per-source`.
+    private func makeMessage(taking payload: inout [[UInt8]], source: String?) throws(Refusal) -> Message {
         guard !payload.isEmpty, payload.contains(where: { !$0.isEmpty }) else { throw Refusal("an empty message") }
         let maxFrames = settings.socket == .ROUTER ? 3 : 2
         let count = payload.count
@@ -516,7 +518,7 @@ public final class ZeroMQPlugin: Service, Sendable {
         if settings.body == .json {
             message = try jsonMessage(body)
         } else {
-            message = Message(topic: settings.topic ?? "", body: body)
+            message = Message(topic: settings.topic ?? "", body: body, shardingKey: settings.queueSelection == .perSource ? source : nil)
         }
         if let envelope, !envelope.isEmpty {
             switch settings.envelope {

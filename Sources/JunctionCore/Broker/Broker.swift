@@ -614,16 +614,19 @@ public final class Broker: Sendable {
             throw BrokerError(.tooLarge, "\(message.keys.count) keys; the limit (limits.maxKeys) is \(limits.maxKeys)")
         }
         // By length only: passing the string itself would copy it (a retain and a release).
-        func checkKey(_ what: String, bytes: Int?) throws {
-            guard let bytes else { return }
+        // The call only for a key that breaks a rule: most keys are fine, and the
+        // call cost more than the test.
+        func keyProblem(_ what: String, bytes: Int) -> BrokerError {
             if bytes > limits.maxKeyBytes {
-                throw BrokerError(.tooLarge, "\(what) is \(bytes) bytes; the limit (limits.maxKeyBytes) is \(limits.maxKeyBytes)")
+                return BrokerError(.tooLarge, "\(what) is \(bytes) bytes; the limit (limits.maxKeyBytes) is \(limits.maxKeyBytes)")
             }
-            if bytes == 0, what != "a key" { throw BrokerError(.invalidMessage, "\(what) may not be empty") }
+            return BrokerError(.invalidMessage, "\(what) may not be empty")
         }
-        if !message.keys.isEmpty { try checkKey("a key", bytes: message.keys.first { $0.utf8.count > limits.maxKeyBytes }?.utf8.count) }
-        try checkKey("the sharding key", bytes: message.shardingKey?.utf8.count)
-        try checkKey("the dedupe id", bytes: message.dedupeID?.utf8.count)
+        if !message.keys.isEmpty, let bytes = message.keys.first(where: { $0.utf8.count > limits.maxKeyBytes })?.utf8.count {
+            throw keyProblem("a key", bytes: bytes)
+        }
+        if let bytes = message.shardingKey?.utf8.count, bytes == 0 || bytes > limits.maxKeyBytes { throw keyProblem("the sharding key", bytes: bytes) }
+        if let bytes = message.dedupeID?.utf8.count, bytes == 0 || bytes > limits.maxKeyBytes { throw keyProblem("the dedupe id", bytes: bytes) }
         if let deliverAt = message.deliverAt, deliverAt - now > limits.maxDelayMs {
             throw BrokerError(.delayTooLong, "deliver-at is \(deliverAt - now) ms ahead; the limit (limits.maxDelayMs) is \(limits.maxDelayMs) ms")
         }
