@@ -59,17 +59,25 @@ final class WriterState: @unchecked Sendable {
         results.reserveCapacity(batch.count)
         // The records readers will get from memory (see `keepRecent`).
         let keepsRecent = log.settings.recentRecordBytes > 0
-        var recent = RecentRecordBatch(capacity: keepsRecent ? batch.reduce(0) { $0 + $1.requests.count } : 0)
+        let requestCount = batch.reduce(0) { $0 + $1.requests.count }
+        var recent = RecentRecordBatch(capacity: keepsRecent ? requestCount : 0)
         // The queues this batch writes, each looked up once: most batches
         // write a few queues, found by comparing the last one and then a short list.
         var runs: [(key: QueueKey, first: UInt64, next: UInt64, entries: [IndexEntry])] = []
         var runOf = KeyPositions<QueueKey>()
         var lastRun = -1
         // The run of a queue, started at its next offset the first time the batch writes it.
-        func runIndex(of key: QueueKey) -> Int {
+        // `room`: the entries to make room for at once.
+        func runIndex(of key: QueueKey, room: Int = 0) -> Int {
             if let found = runOf.position(of: key) { return found }
             let first = nextOffsets[key] ?? 0
-            runs.append((key, first, first, []))
+            // A queue's run gets room for the rest of the batch, up to 1,024
+            // entries (24 KiB): an append's keyless messages share one queue, so
+            // one run often takes them all (grown entry by entry, its array was
+            // copied some ten times a batch).
+            var entries: [IndexEntry] = []
+            entries.reserveCapacity(Swift.min(room, 1024))
+            runs.append((key, first, first, entries))
             return runOf.add(key)
         }
         for pending in batch {
@@ -88,7 +96,7 @@ final class WriterState: @unchecked Sendable {
                     matching: { $0.queue == queue && $0.topic == message.topic }) {
                     run = found
                 } else {
-                    run = runIndex(of: QueueKey(topic: message.topic, queue: queue))
+                    run = runIndex(of: QueueKey(topic: message.topic, queue: queue), room: requestCount - index)
                 }
                 lastRun = run
                 let offset = runs[run].next
