@@ -43,4 +43,29 @@ struct MessageValueTests {
         #expect(Set([original, same, copy, changed]).count == 2)
         #expect(original.description.hasPrefix("Message(topic: \"orders\", tag: Optional(\"TagA\")"))
     }
+
+    @Test("a message read where it lies (withMessage(at:)) is the one at that index; a copy made of it outlives its array, and a change to the copy leaves the array's alone")
+    func readWhereItLies() {
+        var copies: [Message] = []
+        do {
+            let messages = [original, Message(topic: "second", body: [7], bornTimestamp: 3)]
+            for index in messages.indices {
+                messages.withMessage(at: index) { message in
+                    #expect(message.topic == messages[index].topic && message.bornTimestamp == messages[index].bornTimestamp)
+                    copies.append(copy message)
+                }
+            }
+            let requests = messages.map { AppendRequest(message: $0, queue: 0) }
+            #expect(requests.withMessage(at: 1) { $0.body } == [7])
+            let deliveries = messages.map {
+                Delivery(message: StoredMessage(message: $0, id: MessageID(position: 0, checksum: 0), queue: 0, queueOffset: 0, storeTimestamp: 0), attempt: 1)
+            }[...]
+            #expect(deliveries.withMessage(at: 0) { $0.keys } == ["k1"])
+            copies[1].body.append(8)
+            #expect(messages[1].body == [7], "the copy shares its box until changed")
+        }
+        // The arrays are gone; the copies hold their own references.
+        #expect(copies[0] == original)
+        #expect(copies[1].topic == "second" && copies[1].body == [7, 8])
+    }
 }
