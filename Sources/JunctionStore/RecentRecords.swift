@@ -160,8 +160,8 @@ struct RecentRecord: Sendable {
     /// The bytes it counts against the budget (its body and the overhead).
     let cost: Int
 
-    init(message: consuming StoredMessage, tagHash: UInt64, cost: Int? = nil) {
-        self.cost = cost ?? message.message.body.count + RecentRecords.overhead
+    init(message: consuming StoredMessage, tagHash: UInt64) {
+        self.cost = message.message.body.count + RecentRecords.overhead
         self.tagHash = tagHash
         self.message = message
     }

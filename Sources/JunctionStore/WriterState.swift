@@ -80,6 +80,8 @@ final class WriterState: @unchecked Sendable {
             runs.append((key, first, first, entries))
             return runOf.add(key)
         }
+        // Requests encoded so far, across the batch's appends.
+        var encoded = 0
         for pending in batch {
             var answers: [AppendResult] = []
             answers.reserveCapacity(pending.requests.count)
@@ -96,7 +98,7 @@ final class WriterState: @unchecked Sendable {
                     matching: { $0.queue == queue && $0.topic == message.topic }) {
                     run = found
                 } else {
-                    run = runIndex(of: QueueKey(topic: message.topic, queue: queue), room: requestCount - index)
+                    run = runIndex(of: QueueKey(topic: message.topic, queue: queue), room: requestCount - encoded)
                 }
                 lastRun = run
                 let offset = runs[run].next
@@ -122,6 +124,7 @@ final class WriterState: @unchecked Sendable {
                 }
                 let id = MessageID(position: position, checksum: checksum)
                 answers.append(AppendResult(id: id, queue: queue, queueOffset: offset, storeTimestamp: timestamp))
+                encoded += 1
                 if keepsRecent {
                     // Its last use: moved, not copied (a retain and a release).
                     var kept = consume message
@@ -177,7 +180,7 @@ final class WriterState: @unchecked Sendable {
         active = views[views.count - 1]
         lastTimestamp = timestamp
         let written = WrittenBatch(
-            completions: batch.map(\.completion), requestCount: batch.reduce(0) { $0 + $1.requests.count },
+            completions: batch.map(\.completion), requestCount: requestCount,
             results: results, views: views,
             queues: touched.map { key, change in
                 QueueAdvance(key: key, index: indexes[key]!, first: change.first, end: change.first + UInt64(change.entries.count))

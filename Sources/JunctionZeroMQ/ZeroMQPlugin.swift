@@ -503,7 +503,8 @@ public final class ZeroMQPlugin: Service, Sendable {
     /// One frame is the body; two are [envelope, body]; ROUTER also takes
     /// [envelope, body, dedupe id]. Anything else is refused. The body and
     /// the dedupe id are moved out of `payload`, not copied.
-    /// `source`: the sharding key a raw message is made with under `per-source`.
+    /// `source`: where a raw message came from, for the sharding key its
+    /// queue selection gives it as it is made (nil: given after, by the caller).
     private func makeMessage(taking payload: inout [[UInt8]], source: String?) throws(Refusal) -> Message {
         guard !payload.isEmpty, payload.contains(where: { !$0.isEmpty }) else { throw Refusal("an empty message") }
         let maxFrames = settings.socket == .ROUTER ? 3 : 2
@@ -518,7 +519,10 @@ public final class ZeroMQPlugin: Service, Sendable {
         if settings.body == .json {
             message = try jsonMessage(body)
         } else {
-            message = Message(topic: settings.topic ?? "", body: body, shardingKey: settings.queueSelection == .perSource ? source : nil)
+            // Made with the sharding key the queue selection gives its source
+            // (set after, it was a copy-on-write check and a store a message);
+            // `ingest` applies the selection again for what the envelope adds.
+            message = Message(topic: settings.topic ?? "", body: body, shardingKey: source.flatMap { settings.queueSelection.shardingKey(keys: [], source: $0) })
         }
         if let envelope, !envelope.isEmpty {
             switch settings.envelope {

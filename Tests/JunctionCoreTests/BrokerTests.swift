@@ -85,7 +85,11 @@ struct BrokerPublishTests {
         (Message(topic: "t", properties: ["big": String(repeating: "x", count: 600)], body: []), "limits.maxPropertiesBytes"),
         (Message(topic: "t", properties: ["%TOPIC": "x"], body: []), "broker's own"),
         (Message(topic: "t", keys: (0..<5).map(String.init), body: []), "limits.maxKeys"),
-        (Message(topic: "t", body: [], dedupeID: String(repeating: "d", count: 300)), "limits.maxKeyBytes"),
+        (Message(topic: "t", body: [], dedupeID: String(repeating: "d", count: 300)), "the dedupe id is 300 bytes; the limit (limits.maxKeyBytes)"),
+        (Message(topic: "t", body: [], dedupeID: ""), "the dedupe id may not be empty"),
+        (Message(topic: "t", body: [], shardingKey: String(repeating: "s", count: 256)), "the sharding key is 256 bytes; the limit (limits.maxKeyBytes)"),
+        (Message(topic: "t", body: [], shardingKey: ""), "the sharding key may not be empty"),
+        (Message(topic: "t", keys: ["ok", String(repeating: "k", count: 300)], body: []), "a key is 300 bytes; the limit (limits.maxKeyBytes)"),
         (Message(topic: "t", body: [], deliverAt: Int64(Date().timeIntervalSince1970 * 1000) + 10_000_000), "limits.maxDelayMs"),
     ])
     func invalid(message: Message, expected: String) async throws {
@@ -99,6 +103,19 @@ struct BrokerPublishTests {
             #expect(error.message.hasPrefix("message 2 of 2"), "\(error)")
         }
         #expect(try await h.count("t") == 0, "a refused batch stores nothing")
+        try await h.close()
+    }
+
+    @Test("keys, a sharding key and a dedupe id of exactly limits.maxKeyBytes are stored, and so is an empty key")
+    func keysAtTheBound() async throws {
+        let limits = MessageLimits(maxBodyBytes: 1024, maxPropertiesBytes: 512, maxKeys: 4, maxKeyBytes: 255, maxDelayMs: 3_600_000)
+        let h = try await DeliveryHarness.open(settings: BrokerSettings(limits: limits))
+        let bound = String(repeating: "b", count: 255)
+        let receipts = try await h.broker.publish([
+            Message(topic: "t", keys: [bound, ""], body: [1], shardingKey: bound, dedupeID: bound),
+        ])
+        #expect(receipts.count == 1)
+        #expect(try await h.count("t") == 1)
         try await h.close()
     }
 

@@ -65,6 +65,41 @@ struct ZeroMQEndToEndTests {
         #expect(await gateway.stop() == 0)
     }
 
+    @Test("the envelope names a key (by-key: the key is the sharding key, so each key's messages keep their order) or the topic; per-source makes the plugin the sharding key")
+    func envelopes() async throws {
+        let dir = TemporaryDirectory()
+        let gateway = try await GatewayProcess.start(directory: dir.path, extraPlugins: [
+            zmqPlugin("zkey", #"{"socket": "PULL", "bind": ["tcp://127.0.0.1:*"], "topic": "zkey", "envelope": "key", "queueSelection": "by-key"}"#),
+            zmqPlugin("ztopic", #"{"socket": "PULL", "bind": ["tcp://127.0.0.1:*"], "topic": "zdefault", "envelope": "topic"}"#),
+        ])
+        let byKey = try await endpoint(gateway, plugin: "zkey")
+        let byTopic = try await endpoint(gateway, plugin: "ztopic")
+        for key in ["k1", "k2"] {
+            let producer = try peer(["push", byKey, "20", key])
+            #expect(await producer.waitForExit() == 0, "\(producer.lines)")
+        }
+        let producer = try peer(["push", byTopic, "10", "zt1"])
+        #expect(await producer.waitForExit() == 0, "\(producer.lines)")
+        let client = try await JunctionClient.connect(port: gateway.port, reconnect: false)
+        let keyed = try await client.subscribe(WireSubscription(topic: "zkey", group: "check-keys", start: .earliest, credit: 1024))
+        let got = try await deliveries(of: keyed, count: 40, "40 messages on zkey")
+        await keyed.close()
+        for key in ["k1", "k2"] {
+            let mine = got.filter { $0.message.message.keys == [key] }
+            #expect(mine.count == 20, "\(key)")
+            #expect(mine.allSatisfy { $0.message.message.shardingKey == key && $0.message.message.tag == nil }, "\(key)")
+            #expect(Set(mine.map(\.message.queue)).count == 1, "one key, one queue")
+            #expect(mine.sorted { $0.message.queueOffset < $1.message.queueOffset }.map(text) == (0..<20).map { "m\($0)" }, "in order")
+        }
+        let named = try await client.subscribe(WireSubscription(topic: "zt1", group: "check-topic", start: .earliest, credit: 1024))
+        let onTopic = try await deliveries(of: named, count: 10, "10 messages on the topic the envelope names")
+        await named.close()
+        #expect(Set(onTopic.map(text)) == Set((0..<10).map { "m\($0)" }))
+        #expect(onTopic.allSatisfy { $0.message.message.shardingKey == "ztopic" && $0.message.message.keys.isEmpty }, "per-source: the plugin")
+        await client.close()
+        #expect(await gateway.stop() == 0)
+    }
+
     @Test("an XPUB producer into SUB ingest; PUB egress to a SUB consumer with tag filtering")
     func pubSub() async throws {
         let dir = TemporaryDirectory()

@@ -13,9 +13,10 @@ public enum QueueSelection: String, Sendable, Hashable, CaseIterable {
     case perSource = "per-source"
     /// The message's first key (a ZeroMQ `key` envelope, a JSON `keys`)
     /// picks the queue, so one key's messages stay in order; a message without
-    /// keys goes to the next queue in turn.
+    /// keys goes with its append's other keyless messages, to the next queue in turn.
     case byKey = "by-key"
-    /// The next queue in turn: the most parallel, no order across messages.
+    /// No sharding key: each append's messages to the next queue in turn; the
+    /// most parallel, no order across messages.
     case roundRobin = "round-robin"
 
     /// The settings key every ingest plugin reads.
@@ -25,11 +26,18 @@ public enum QueueSelection: String, Sendable, Hashable, CaseIterable {
     /// producer set one. `source` names where it came from ("zmq-in",
     /// "zmq-in/0a1b2c…").
     public func apply(to message: inout Message, source: @autoclosure () -> String) {
-        guard message.shardingKey == nil else { return }
+        guard message.shardingKey == nil, let key = shardingKey(keys: message.keys, source: source()) else { return }
+        message.shardingKey = key
+    }
+
+    /// The sharding key this selection gives a message with `keys` that
+    /// carries none (nil: none, its queue is its append's). For a plugin
+    /// that makes a message whole instead of changing it after.
+    public func shardingKey(keys: [String], source: @autoclosure () -> String) -> String? {
         switch self {
-        case .perSource: message.shardingKey = source()
-        case .byKey: message.shardingKey = message.keys.first
-        case .roundRobin: break
+        case .perSource: source()
+        case .byKey: keys.first
+        case .roundRobin: nil
         }
     }
 
