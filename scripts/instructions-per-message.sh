@@ -68,7 +68,7 @@ count() {
         echo "{\"storage\": {\"flush\": \"$flush\"}}" > "$dir/junction.json"
     fi
     echo '{"plugins": [{"name": "native", "type": "tcp", "settings": {"listen": "127.0.0.1:0"}}]}' > "$dir/plugins.json"
-    valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$dir/out" "$work/junction" serve \
+    valgrind --tool=callgrind ${CGX:-} --instr-atstart=no --callgrind-out-file="$dir/out" "$work/junction" serve \
         --config "$dir/junction.json" --plugins "$dir/plugins.json" --data-dir "$dir/data" > "$dir/log" 2>&1 &
     local pid=$! port="" load=idle
     for _ in $(seq 1 600); do
@@ -89,8 +89,8 @@ count() {
     kill -TERM "$pid"
     wait "$pid" || true
     # KEEP=DIR keeps each run's callgrind output there, for callgrind_annotate.
-    if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP" && cp "$dir/out" "$KEEP/callgrind.$flush.$load.$RANDOM.out"; fi
-    grep -h '^totals:' "$dir/out" | awk '{ total += $2 } END { print total }'
+    if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP" && for f in "$dir"/out*; do cp "$f" "$KEEP/callgrind.$flush.$load.$RANDOM.${f##*/}"; done; fi
+    grep -h '^totals:' "$dir"/out* | awk '{ total += $2 } END { print total }'
 }
 
 # ZeroMQ ingest: PUSHed messages (Benchmarks/c/zmqbench) into a PULL plugin,
@@ -104,7 +104,7 @@ count_zeromq() {
     zport=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
     echo '{"storage": {"flush": "always"}, "topics": [{"name": "ingest", "queues": 4}]}' > "$dir/junction.json"
     echo "{\"plugins\": [{\"name\": \"zin\", \"type\": \"zeromq\", \"settings\": {\"socket\": \"PULL\", \"bind\": [\"tcp://127.0.0.1:$zport\"], \"topic\": \"ingest\", \"envelope\": \"none\"}}]}" > "$dir/plugins.json"
-    valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$dir/out" "$work/junction" serve \
+    valgrind --tool=callgrind ${CGX:-} --instr-atstart=no --callgrind-out-file="$dir/out" "$work/junction" serve \
         --config "$dir/junction.json" --plugins "$dir/plugins.json" --data-dir "$dir/data" > "$dir/log" 2>&1 &
     local pid=$!
     for _ in $(seq 1 600); do grep -q 'bound=tcp' "$dir/log" 2>/dev/null && break; sleep 0.2; done
@@ -126,8 +126,8 @@ count_zeromq() {
     callgrind_control -i off "$pid" > /dev/null 2>&1
     kill -TERM "$pid"
     wait "$pid" || true
-    if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP" && cp "$dir/out" "$KEEP/callgrind.zeromq.$RANDOM.out"; fi
-    grep -h '^totals:' "$dir/out" | awk '{ total += $2 } END { print total }'
+    if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP" && for f in "$dir"/out*; do cp "$f" "$KEEP/callgrind.zeromq.$RANDOM.${f##*/}"; done; fi
+    grep -h '^totals:' "$dir"/out* | awk '{ total += $2 } END { print total }'
 }
 
 per() { echo $(( $1 / messages )); }

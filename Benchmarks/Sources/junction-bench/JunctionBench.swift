@@ -37,15 +37,22 @@ struct JunctionBench: AsyncParsableCommand {
         print("")
         print("Machine: \(ProcessInfo.processInfo.activeProcessorCount) cores; scratch directory \(root).")
         print("")
-        if sections.contains("store") { try await StoreBenchmarks(root: root, seconds: seconds).run() }
-        if sections.contains("reopen") { try await ReopenBenchmark(root: root, mebibytes: reopenMiB).run() }
-        if sections.contains("core") { try await CoreBenchmarks(root: root, seconds: seconds).run() }
-        if sections.contains("delivery") { try await DeliveryBenchmarks(root: root, seconds: seconds).run() }
-        if sections.contains("stdio") { try await StdioBenchmarks(root: root, lines: 1_000_000).run() }
-        if sections.contains("peers") { try await PeerBenchmarks(root: root, count: peerMessages, latencySeconds: max(seconds, 5)).run() }
-        if sections.contains("cpeers") { try await CPeerBenchmarks(root: root, count: peerMessages, latencySeconds: max(seconds, 5)).run() }
-        if sections.contains("zmq") { try await ZeroMQBenchmarks(root: root, count: 1_000_000).run() }
-        if sections.contains("postgres") { try await PostgresBenchmarks(root: root, count: peerMessages * 3 / 2).run() }
+        let all: [(name: String, run: () async throws -> Void)] = [
+            ("store", { try await StoreBenchmarks(root: root, seconds: seconds).run() }),
+            ("reopen", { try await ReopenBenchmark(root: root, mebibytes: reopenMiB).run() }),
+            ("core", { try await CoreBenchmarks(root: root, seconds: seconds).run() }),
+            ("delivery", { try await DeliveryBenchmarks(root: root, seconds: seconds).run() }),
+            ("stdio", { try await StdioBenchmarks(root: root, lines: 1_000_000).run() }),
+            ("peers", { try await PeerBenchmarks(root: root, count: peerMessages, latencySeconds: max(seconds, 5)).run() }),
+            ("cpeers", { try await CPeerBenchmarks(root: root, count: peerMessages, latencySeconds: max(seconds, 5)).run() }),
+            ("zmq", { try await ZeroMQBenchmarks(root: root, count: 1_000_000).run() }),
+            ("postgres", { try await PostgresBenchmarks(root: root, count: peerMessages * 3 / 2).run() }),
+        ]
+        for section in all where sections.contains(section.name) {
+            let before = CPUTimes.now()
+            try await section.run()
+            if let before, let after = CPUTimes.now() { print(after.since(before).summary); print("") }
+        }
     }
 }
 
@@ -201,5 +208,38 @@ enum BenchBinaries {
             return nil
         }
         return path
+    }
+}
+
+/// The machine's CPU time by kind, from /proc/stat: what a section's figures
+/// were measured under. On a virtual machine the hypervisor can take a share
+/// of the CPUs (steal): a ratio measured while it took 20 % is not one
+/// measured while it took none.
+struct CPUTimes {
+    var busy: UInt64
+    var idle: UInt64
+    var steal: UInt64
+
+    /// Nil where /proc/stat cannot be read (not Linux).
+    static func now() -> CPUTimes? {
+        guard let text = try? String(contentsOfFile: "/proc/stat", encoding: .utf8),
+            let line = text.split(separator: "\n").first(where: { $0.hasPrefix("cpu ") })
+        else { return nil }
+        // user nice system idle iowait irq softirq steal (guest time is counted in user).
+        let fields = line.split(separator: " ").dropFirst().compactMap { UInt64($0) }
+        guard fields.count >= 8 else { return nil }
+        return CPUTimes(busy: fields[0] + fields[1] + fields[2] + fields[5] + fields[6], idle: fields[3] + fields[4], steal: fields[7])
+    }
+
+    func since(_ earlier: CPUTimes) -> CPUTimes {
+        CPUTimes(busy: busy &- earlier.busy, idle: idle &- earlier.idle, steal: steal &- earlier.steal)
+    }
+
+    /// One line for the report: the shares of busy, idle and stolen time.
+    var summary: String {
+        let total = Double(max(1, busy + idle + steal))
+        func percent(_ part: UInt64) -> String { String(format: "%.0f %%", 100 * Double(part) / total) }
+        return "CPU time during this section (all cores, /proc/stat): busy \(percent(busy)), idle \(percent(idle)), "
+            + "stolen by the hypervisor \(percent(steal))."
     }
 }
