@@ -22,6 +22,8 @@
 # message still cached, about 1,500 instructions a message at 20,000.)
 #
 # KEEP=DIR keeps the callgrind output of every run in DIR (callgrind_annotate reads it).
+# CGX="--separate-threads=yes" passes options to callgrind: with that one, a
+# file per thread (KEEP keeps them all; the count is still their sum).
 #
 #   LOAD=zeromq scripts/instructions-per-message.sh [MESSAGES]
 #
