@@ -301,8 +301,15 @@ struct GroupState {
 
     private mutating func takeReady(_ id: MemberID, max: Int, asHanded: Bool, now: Int64) -> [Delivery] {
         if handsDirectly { return takeHanded(id, max: max, asHanded: asHanded) }
+        // The member moved out of the dictionary while it is changed and back
+        // after: a copy would share its `ready` array with the dictionary's,
+        // and emptying that array (below) would then copy it, an allocation a take.
+        guard let at = members.index(forKey: id) else { return [] }
+        var member = Member(credit: 0)
+        swap(&member, &members.values[at])
+        defer { swap(&member, &members.values[at]) }
         var batch: [Delivery] = []
-        var member = members[id]!
+        batch.reserveCapacity(Swift.min(max, member.readyCount))
         while batch.count < max, member.readyHead < member.ready.count {
             let tag = member.ready[member.readyHead]
             member.readyHead += 1
@@ -335,7 +342,6 @@ struct GroupState {
             member.ready.removeFirst(member.readyHead)
             member.readyHead = 0
         }
-        members[id] = member
         return batch
     }
 
