@@ -217,7 +217,11 @@ enum RecordCodec {
             for _ in 0..<keyCount { keys.append(try reader.string(lengthAs: UInt16.self)) }
             let propertyCount = Int(try reader.read(UInt16.self))
             var properties: [String: String] = [:]
-            properties.reserveCapacity(propertyCount)
+            // Only when there are some: reserving even 0 looked up the
+            // dictionary storage's generic metadata, on every record read from
+            // the log (1.6 % of the time of a consumer reading behind the
+            // recent records).
+            if propertyCount > 0 { properties.reserveCapacity(propertyCount) }
             for _ in 0..<propertyCount {
                 let name = try reader.string(lengthAs: UInt16.self)
                 properties[name] = try reader.string(lengthAs: UInt32.self)
@@ -256,6 +260,8 @@ private struct RecordReader {
 
     mutating func string<L: FixedWidthInteger>(lengthAs: L.Type) throws(Overrun) -> String {
         let length = Int(try read(L.self))
+        // Most records have no tag, sharding key or dedupe id: no decoding for those.
+        if length == 0 { return "" }
         guard length <= bytes.count - offset else { throw Overrun() }
         defer { offset += length }
         return String(decoding: UnsafeRawBufferPointer(rebasing: bytes[offset..<offset + length]), as: UTF8.self)
