@@ -56,6 +56,15 @@ if [ "${STORAGE:-embedded}" = postgres ]; then
     trap 'runuser -u postgres -- "$bin/pg_ctl" -D "$work/pg/data" -m immediate stop > /dev/null; rm -rf "$work"' EXIT
 fi
 
+# keep_and_count DIR NAME: with KEEP=DIR set, copies the run's callgrind
+# output there (one file, or one per thread with CGX="--separate-threads=yes",
+# named alike); prints the instructions counted, summed over the files.
+keep_and_count() {
+    local dir=$1 name=$2 run=$RANDOM
+    if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP" && for f in "$dir"/out*; do cp "$f" "$KEEP/$name.$run.${f##*/}"; done; fi
+    grep -h '^totals:' "$dir"/out* | awk '{ total += $2 } END { print total }'
+}
+
 # count FLUSH [NETBENCH-ARGS...]: instructions of one gateway run.
 count() {
     local flush=$1; shift
@@ -90,9 +99,7 @@ count() {
     fi
     kill -TERM "$pid"
     wait "$pid" || true
-    # KEEP=DIR keeps each run's callgrind output there, for callgrind_annotate.
-    if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP" && for f in "$dir"/out*; do cp "$f" "$KEEP/callgrind.$flush.$load.$RANDOM.${f##*/}"; done; fi
-    grep -h '^totals:' "$dir"/out* | awk '{ total += $2 } END { print total }'
+    keep_and_count "$dir" "callgrind.$flush.$load"
 }
 
 # ZeroMQ ingest: PUSHed messages (Benchmarks/c/zmqbench) into a PULL plugin,
@@ -128,8 +135,7 @@ count_zeromq() {
     callgrind_control -i off "$pid" > /dev/null 2>&1
     kill -TERM "$pid"
     wait "$pid" || true
-    if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP" && for f in "$dir"/out*; do cp "$f" "$KEEP/callgrind.zeromq.$RANDOM.${f##*/}"; done; fi
-    grep -h '^totals:' "$dir"/out* | awk '{ total += $2 } END { print total }'
+    keep_and_count "$dir" callgrind.zeromq
 }
 
 per() { echo $(( $1 / messages )); }
